@@ -1,0 +1,33 @@
+//! Compiles `proto/` with the pure-Rust `protox` compiler and generates the tonic/prost code,
+//! so building contextd needs no system `protoc`.
+
+use std::path::PathBuf;
+
+const PROTO_ROOT: &str = "proto";
+const PROTO_FILES: &[&str] = &[
+    "contextd/v1/common.proto",
+    "contextd/v1/session.proto",
+    "contextd/v1/interact.proto",
+    "contextd/v1/tool.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // `compile_fds` never sees the .proto paths, so cargo must be told what to watch.
+    println!("cargo:rerun-if-changed={PROTO_ROOT}");
+
+    let mut compiler = protox::Compiler::new([PROTO_ROOT])?;
+    compiler.include_imports(true).include_source_info(true);
+    compiler.open_files(PROTO_FILES)?;
+
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("contextd_descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(compiler.file_descriptor_set())?;
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! Conversions between wire types (`api::v1`, `prost_types`) and domain types.
+//!
+//! Wire input that cannot be represented in the domain (a non-finite number in a `Struct`,
+//! an unknown enum value, a bad page token) is refused here with a message saying what to
+//! fix; everything else is validated by the engine.
+
+use std::time::SystemTime;
+
+use prost_types::value::Kind;
+use serde_json::{Map, Number, Value};
+
+use super::v1;
+use crate::engine::session::{
+    Context, FinishReason, Message, Role, Session, SessionState, ToolCall, ToolResult, ToolSpec,
+    Usage,
+};
+use crate::engine::{EntryKind, Preview, PreviewEntry};
+use crate::tools::ServerTool;
+
+/// Wire input that cannot be accepted; the text says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WireError(pub String);
+
+/// A `Struct` as a JSON object (`None` → empty).
+pub fn context_from_wire(what: &str, value: Option<prost_types::Struct>) -> Result<Context, WireError> {
+    match value {
+        None => Ok(Context::new()),
+        Some(s) => struct_to_map(what, s),
+    }
+}
+
+/// A `Struct` as a merge patch: `None` when absent.
+pub fn patch_from_wire(what: &str, value: Option<prost_types::Struct>) -> Result<Option<Context>, WireError> {
+    value.map(|s| struct_to_map(what, s)).transpose()
+}
+
+fn struct_to_map(what: &str, value: prost_types::Struct) -> Result<Context, WireError> {
+    value
+        .fields
+        .into_iter()
+        .map(|(k, v)| Ok((k, value_from_wire(what, v)?)))
+        .collect()
+}
+
+/// A protobuf `Value` as JSON. The decoder bounds nesting, so recursion is bounded too.
+pub fn value_from_wire(what: &str, value: prost_types::Value) -> Result<Value, WireError> {
+    Ok(match value.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(b),
+        Some(Kind::NumberValue(n)) => {
+            let number = if n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 {
+                Number::from(n as i64)
+            } else {
+                Number::from_f64(n).ok_or_else(|| {
+                    WireError(format!("{what} contains the number {n}, which JSON cannot represent"))
+                })?
+            };
+            Value::Number(number)
+        }
+        Some(Kind::StringValue(s)) => Value::String(s),
+        Some(Kind::ListValue(list)) => Value::Array(
+            list.values
+                .into_iter()
+                .map(|v| value_from_wire(what, v))
+                .collect::<Result<_, _>>()?,
+        ),
+        Some(Kind::StructValue(s)) => Value::Object(struct_to_map(what, s)?),
+    })
+}
+
+/// A JSON object as a `Struct`.
+pub fn context_to_wire(context: &Context) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: context
+            .iter()
+            .map(|(k, v)| (k.clone(), value_to_wire(v)))
+            .collect(),
+    }
+}
+
+/// JSON as a protobuf `Value`.
+pub fn value_to_wire(value: &Value) -> prost_types::Value {
+    let kind = match value {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.iter().map(value_to_wire).collect(),
+        }),
+        Value::Object(map) => Kind::StructValue(context_to_wire(map)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+fn timestamp(time: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(time)
+}
+
+/// Client-declared tools from the wire.
+pub fn tools_from_wire(tools: Vec<v1::ToolDefinition>) -> Result<Vec<ToolSpec>, WireError> {
+    tools
+        .into_iter()
+        .map(|t| {
+            Ok(ToolSpec {
+                input_schema: context_from_wire(
+                    &format!("input_schema of tool {:?}", t.name),
+                    t.input_schema,
+                )?,
+                name: t.name,
+                description: t.description,
+            })
+        })
+        .collect()
+}
+
+/// A tool definition for the wire.
+pub fn tool_to_wire(tool: &ToolSpec) -> v1::ToolDefinition {
+    v1::ToolDefinition {
+        name: tool.name.clone(),
+        description: tool.description.clone(),
+        input_schema: Some(context_to_wire(&tool.input_schema)),
+    }
+}
+
+/// A server-side tool for the wire.
+pub fn server_tool_to_wire(tool: &ServerTool) -> v1::ToolDefinition {
+    tool_to_wire(&tool.spec)
+}
+
+/// A tool call for the wire.
+pub fn tool_call_to_wire(call: &ToolCall) -> v1::ToolCall {
+    v1::ToolCall {
+        tool_call_id: call.id.clone(),
+        name: call.name.clone(),
+        arguments: Some(context_to_wire(&call.arguments)),
+    }
+}
+
+/// Tool results from the wire.
+pub fn tool_results_from_wire(results: Vec<v1::ToolResult>) -> Vec<ToolResult> {
+    results
+        .into_iter()
+        .map(|r| ToolResult {
+            tool_call_id: r.tool_call_id,
+            content: r.content,
+            is_error: r.is_error,
+        })
+        .collect()
+}
+
+/// A tool result for the wire.
+pub fn tool_result_to_wire(result: &ToolResult) -> v1::ToolResult {
+    v1::ToolResult {
+        tool_call_id: result.tool_call_id.clone(),
+        content: result.content.clone(),
+        is_error: result.is_error,
+    }
+}
+
+/// Usage for the wire.
+pub fn usage_to_wire(usage: &Usage) -> v1::Usage {
+    v1::Usage {
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+        context_tokens: usage.context_tokens,
+    }
+}
+
+/// A finish reason for the wire.
+pub fn finish_to_wire(finish: FinishReason) -> v1::FinishReason {
+    match finish {
+        FinishReason::Stop => v1::FinishReason::Stop,
+        FinishReason::ToolCalls => v1::FinishReason::ToolCalls,
+        FinishReason::Length => v1::FinishReason::Length,
+        FinishReason::Cancelled => v1::FinishReason::Cancelled,
+        FinishReason::StepLimit => v1::FinishReason::StepLimit,
+    }
+}
+
+fn role_to_wire(role: Role) -> v1::MessageRole {
+    match role {
+        Role::User => v1::MessageRole::User,
+        Role::Assistant => v1::MessageRole::Assistant,
+        Role::Tool => v1::MessageRole::Tool,
+    }
+}
+
+/// A session for the wire.
+pub fn session_to_wire(session: &Session) -> v1::Session {
+    v1::Session {
+        session_id: session.id.clone(),
+        system_prompt: session.system_prompt.clone(),
+        context: Some(context_to_wire(&session.context)),
+        model: session.model.clone(),
+        tools: session.tools.iter().map(tool_to_wire).collect(),
+        labels: session.labels.clone().into_iter().collect(),
+        create_time: Some(timestamp(session.create_time)),
+        update_time: Some(timestamp(session.update_time)),
+        message_count: session.message_count,
+        state: match session.state() {
+            SessionState::Idle => v1::SessionState::Idle,
+            SessionState::AwaitingToolResults => v1::SessionState::AwaitingToolResults,
+        } as i32,
+        pending_tool_calls: session
+            .pending
+            .iter()
+            .flat_map(|p| p.tool_calls.iter().map(tool_call_to_wire))
+            .collect(),
+        usage: Some(usage_to_wire(&session.usage)),
+        max_context_tokens: session.max_context_tokens,
+    }
+}
+
+/// A stored message for the wire.
+pub fn message_to_wire(message: &Message) -> v1::Message {
+    v1::Message {
+        index: message.index,
+        role: role_to_wire(message.role) as i32,
+        content: message.content.clone(),
+        tool_calls: message.tool_calls.iter().map(tool_call_to_wire).collect(),
+        tool_call_id: message.tool_call_id.clone(),
+        tool_name: message.tool_name.clone(),
+        is_error: message.is_error,
+        create_time: Some(timestamp(message.create_time)),
+        token_count: message.token_count,
+        turn_id: message.turn_id.clone(),
+    }
+}
+
+fn entry_to_wire(entry: &PreviewEntry) -> v1::ContextEntry {
+    let (kind, role) = match entry.kind {
+        EntryKind::SystemPrompt => (v1::ContextEntryKind::SystemPrompt, v1::MessageRole::Unspecified),
+        EntryKind::Context => (v1::ContextEntryKind::Context, v1::MessageRole::Unspecified),
+        EntryKind::History => (
+            v1::ContextEntryKind::History,
+            entry.role.map(role_to_wire).unwrap_or_default(),
+        ),
+        EntryKind::UserMessage => (v1::ContextEntryKind::UserMessage, v1::MessageRole::User),
+    };
+    v1::ContextEntry {
+        kind: kind as i32,
+        role: role as i32,
+        content: entry.content.clone(),
+        token_count: entry.token_count,
+        message_index: entry.message_index,
+        tool_calls: entry.tool_calls.iter().map(tool_call_to_wire).collect(),
+        tool_call_id: entry.tool_call_id.clone(),
+    }
+}
+
+/// A window preview for the wire.
+pub fn preview_to_wire(preview: &Preview) -> v1::PreviewContextResponse {
+    v1::PreviewContextResponse {
+        entries: preview.entries.iter().map(entry_to_wire).collect(),
+        total_tokens: preview.total_tokens,
+        omitted_messages: preview.omitted_messages,
+        max_context_tokens: preview.budget.max_context_tokens,
+        reserved_output_tokens: preview.budget.reserved_output_tokens,
+        model: preview.model.clone(),
+        tools: preview.tools.iter().map(tool_to_wire).collect(),
+    }
+}
+
+/// Labels from the wire, in a stable order.
+pub fn labels_from_wire(
+    labels: std::collections::HashMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    labels.into_iter().collect()
+}
+
+/// Page tokens are opaque to clients: a kind tag and a key, hex-encoded, so a token from one
+/// listing cannot be mistaken for another's.
+pub fn encode_page_token(kind: &str, key: &str) -> String {
+    format!("{kind}:{key}")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Reads a page token made by [`encode_page_token`] with the same `kind`.
+pub fn decode_page_token(kind: &str, token: &str) -> Result<String, WireError> {
+    let bad = || {
+        WireError(format!(
+            "page_token {token:?} is not one this listing issued; pass next_page_token unchanged, or empty for the first page"
+        ))
+    };
+    if token.len() % 2 != 0 || token.len() > 1024 {
+        return Err(bad());
+    }
+    let bytes = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    text.strip_prefix(kind)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .map(str::to_string)
+        .ok_or_else(bad)
+}
+
+/// A JSON value for `CallToolResponse.structured_content`.
+pub fn structured_to_wire(value: Option<&Value>) -> Option<prost_types::Value> {
+    value.map(value_to_wire)
+}
+
+/// An empty JSON object (for defaults).
+pub fn empty_context() -> Context {
+    Map::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn struct_round_trip() {
+        let value = json!({"a": 1, "b": [true, null, "x", 2.5], "c": {"d": -3}});
+        let map = value.as_object().cloned().unwrap();
+        let wire = context_to_wire(&map);
+        assert_eq!(context_from_wire("context", Some(wire)).unwrap(), map);
+    }
+
+    #[test]
+    fn non_finite_numbers_are_refused() {
+        let wire = prost_types::Value {
+            kind: Some(Kind::NumberValue(f64::NAN)),
+        };
+        assert!(value_from_wire("context", wire).is_err());
+    }
+
+    #[test]
+    fn page_tokens() {
+        let token = encode_page_token("sessions", "abc");
+        assert_eq!(decode_page_token("sessions", &token).unwrap(), "abc");
+        assert!(decode_page_token("messages", &token).is_err());
+        assert!(decode_page_token("sessions", "zz").is_err());
+        assert!(decode_page_token("sessions", "abc").is_err());
+    }
+}

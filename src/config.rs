@@ -1,0 +1,252 @@
+//! Configuration: one typed struct with documented defaults.
+//!
+//! Precedence, lowest first: built-in defaults < the TOML file (`--config`, `CONTEXTD_CONFIG`)
+//! < environment variables (`CONTEXTD_*`) < command-line flags. The file may set any field;
+//! the environment and flags cover the ones people change per run (see `contextd serve
+//! --help`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:61900";
+
+/// Everything contextd can be told.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (`host:port`). Default `127.0.0.1:61900`.
+    pub listen: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` syntax (`info`, `contextd=debug`, …). `CONTEXTD_LOG` or
+    /// `RUST_LOG` override it. Default `info`.
+    pub log_filter: String,
+    /// On SIGINT/SIGTERM, how long running turns may take to finish before streams are ended
+    /// with UNAVAILABLE, in milliseconds. Default 10000.
+    pub shutdown_grace_ms: u64,
+    /// Input limits.
+    pub limits: Limits,
+    /// Turn and window settings.
+    pub engine: EngineConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.to_string(),
+            log_format: LogFormat::Text,
+            log_filter: "info".to_string(),
+            shutdown_grace_ms: 10_000,
+            limits: Limits::default(),
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Input limits. Requests beyond them are refused with INVALID_ARGUMENT.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest user message, in bytes of UTF-8. Default 1 MiB.
+    pub max_message_bytes: usize,
+    /// Largest context (or context patch, or tool arguments), in bytes of compact JSON.
+    /// Default 1 MiB.
+    pub max_context_bytes: usize,
+    /// Deepest nesting of a context, patch or tool arguments (`{}` is 1). Default 32.
+    pub max_context_depth: usize,
+    /// Largest encoded gRPC request message. Larger ones are refused by the decoder with
+    /// OUT_OF_RANGE. Default 4 MiB.
+    pub max_request_bytes: usize,
+    /// Page size when a request asks for 0. Default 50.
+    pub default_page_size: u32,
+    /// Largest page size; larger requests get this many. Default 1000.
+    pub max_page_size: u32,
+    /// Largest number of client-declared tools per session. Default 128.
+    pub max_tools: usize,
+    /// Frames a Converse stream may queue behind a running turn. Default 16.
+    pub max_converse_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 1 << 20,
+            max_context_bytes: 1 << 20,
+            max_context_depth: 32,
+            max_request_bytes: 4 << 20,
+            default_page_size: 50,
+            max_page_size: 1000,
+            max_tools: 128,
+            max_converse_queue: 16,
+        }
+    }
+}
+
+/// Turn loop and context-window settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Model of sessions that do not name one. Default `echo`.
+    pub default_model: String,
+    /// Most model steps in one turn while server-side tools keep being called. Default 8.
+    pub max_tool_steps: u32,
+    /// Window size of the `echo` model and of sessions without one, in tokens. Default 8192.
+    pub default_max_context_tokens: u32,
+    /// Tokens kept free for the reply in every window (at most a quarter of the window).
+    /// Default 1024.
+    pub reserved_output_tokens: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            default_model: "echo".to_string(),
+            max_tool_steps: 8,
+            default_max_context_tokens: 8192,
+            reserved_output_tokens: 1024,
+        }
+    }
+}
+
+/// A configuration problem; the message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this struct.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What the parser said.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks values that types cannot: the listen address and limits.
+    pub fn validate(&self) -> Result<SocketAddr, ConfigError> {
+        if self.engine.max_tool_steps == 0 {
+            return Err(ConfigError::Invalid(
+                "engine.max_tool_steps must be at least 1".into(),
+            ));
+        }
+        if self.engine.default_max_context_tokens < 16 {
+            return Err(ConfigError::Invalid(
+                "engine.default_max_context_tokens must be at least 16".into(),
+            ));
+        }
+        if self.limits.max_page_size == 0 || self.limits.default_page_size == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.default_page_size and limits.max_page_size must be at least 1".into(),
+            ));
+        }
+        parse_listen(&self.listen)
+    }
+}
+
+/// Parses `host:port`, explaining a bad port (`invalid port 619009: TCP ports are 1-65535
+/// (did you mean 61900?)`).
+pub fn parse_listen(listen: &str) -> Result<SocketAddr, ConfigError> {
+    let Some((host, port)) = listen.rsplit_once(':') else {
+        return Err(ConfigError::Invalid(format!(
+            "invalid listen address {listen:?}: expected HOST:PORT, for example {DEFAULT_LISTEN}"
+        )));
+    };
+    let port_number: u64 = port.parse().map_err(|_| {
+        ConfigError::Invalid(format!(
+            "invalid port {port:?} in listen address {listen:?}: expected a number from 1 to 65535"
+        ))
+    })?;
+    if port_number > 65535 {
+        let mut suggestion = port_number;
+        while suggestion > 65535 {
+            suggestion /= 10;
+        }
+        return Err(ConfigError::Invalid(format!(
+            "invalid port {port_number}: TCP ports are 1-65535 (did you mean {suggestion}?)"
+        )));
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = match host {
+        "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+        other => other.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "invalid listen address {listen:?}: {host:?} is not an IP address (use 127.0.0.1, 0.0.0.0 or [::1])"
+            ))
+        })?,
+    };
+    Ok(SocketAddr::new(ip, port_number as u16))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen("127.0.0.1:61900").unwrap(),
+            "127.0.0.1:61900".parse().unwrap()
+        );
+        assert_eq!(parse_listen("[::1]:0").unwrap(), "[::1]:0".parse().unwrap());
+        assert_eq!(
+            parse_listen("localhost:5").unwrap(),
+            "127.0.0.1:5".parse().unwrap()
+        );
+        let err = parse_listen("127.0.0.1:619009").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid port 619009: TCP ports are 1-65535 (did you mean 61900?)"
+        );
+        assert!(parse_listen("nope").is_err());
+        assert!(parse_listen("host.example:80").is_err());
+    }
+
+    #[test]
+    fn file_overrides_defaults() {
+        let config: Config = toml::from_str(
+            "listen = \"0.0.0.0:7000\"\n[limits]\nmax_message_bytes = 10\n[engine]\nmax_tool_steps = 3\n",
+        )
+        .unwrap();
+        assert_eq!(config.listen, "0.0.0.0:7000");
+        assert_eq!(config.limits.max_message_bytes, 10);
+        assert_eq!(config.limits.max_context_depth, 32);
+        assert_eq!(config.engine.max_tool_steps, 3);
+        assert!(toml::from_str::<Config>("lisen = 1").is_err());
+    }
+}

@@ -1,0 +1,290 @@
+//! Domain types of a session: the session itself, its messages, tools and usage, and the
+//! rules for their identifiers. These are what the engine, the stores and the model backends
+//! share; the wire types live in [`crate::api`].
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde_json::{Map, Value};
+
+/// Structured context: a JSON object.
+pub type Context = Map<String, Value>;
+
+/// Longest session id accepted.
+pub const MAX_SESSION_ID_LEN: usize = 128;
+/// Longest tool name accepted.
+pub const MAX_TOOL_NAME_LEN: usize = 64;
+
+/// A conversation: settings, merged context and state. History is stored separately.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    /// Identifier, checked by [`validate_session_id`].
+    pub id: String,
+    /// Instructions pinned at the start of every window.
+    pub system_prompt: String,
+    /// Context merged from every request (RFC 7386).
+    pub context: Context,
+    /// Model that answers in this session.
+    pub model: String,
+    /// Tools the client declared and runs itself.
+    pub tools: Vec<ToolSpec>,
+    /// Client bookkeeping, not interpreted.
+    pub labels: BTreeMap<String, String>,
+    /// When the session was created.
+    pub create_time: SystemTime,
+    /// When the session last changed.
+    pub update_time: SystemTime,
+    /// Number of stored history messages; the next message gets this index.
+    pub message_count: u64,
+    /// The turn paused for client-side tools, if any.
+    pub pending: Option<PendingTurn>,
+    /// Tokens used by all turns so far.
+    pub usage: Usage,
+    /// Window size in tokens (including the reserved output budget).
+    pub max_context_tokens: u32,
+    /// Incremented by every write; stores refuse a write based on a stale version.
+    pub version: u64,
+}
+
+impl Session {
+    /// Whether the session waits for tool results.
+    pub fn state(&self) -> SessionState {
+        if self.pending.is_some() {
+            SessionState::AwaitingToolResults
+        } else {
+            SessionState::Idle
+        }
+    }
+}
+
+/// A turn paused until the client sends the results of its tool calls.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingTurn {
+    /// The paused turn; it keeps its id when it continues.
+    pub turn_id: String,
+    /// The client-side calls awaiting results, in the order the model made them.
+    pub tool_calls: Vec<ToolCall>,
+    /// Model steps the turn has taken so far (bounded by the step limit).
+    pub steps: u32,
+}
+
+/// Whether a session can take a new message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Takes a new user message.
+    Idle,
+    /// Waits for tool results.
+    AwaitingToolResults,
+}
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The user.
+    User,
+    /// The model.
+    Assistant,
+    /// A tool result.
+    Tool,
+}
+
+impl Role {
+    /// Lower-case name, as models and renderings use it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+}
+
+/// One stored message of a session's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Position in the history, from 0.
+    pub index: u64,
+    /// Who wrote it.
+    pub role: Role,
+    /// Its text (for a tool message, the result).
+    pub content: String,
+    /// For an assistant message: tools it asked for.
+    pub tool_calls: Vec<ToolCall>,
+    /// For a tool message: the call it answers.
+    pub tool_call_id: String,
+    /// For a tool message: the tool that ran.
+    pub tool_name: String,
+    /// For a tool message: whether the tool failed.
+    pub is_error: bool,
+    /// When it was stored.
+    pub create_time: SystemTime,
+    /// Its cost in a context window, counted once.
+    pub token_count: u32,
+    /// The turn that produced it.
+    pub turn_id: String,
+}
+
+/// A tool a model may call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    /// Unique name.
+    pub name: String,
+    /// What it does, for the model.
+    pub description: String,
+    /// JSON Schema of its arguments.
+    pub input_schema: Context,
+}
+
+/// A model's request to run a tool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    /// Unique within the session.
+    pub id: String,
+    /// Tool to run.
+    pub name: String,
+    /// Arguments object.
+    pub arguments: Context,
+}
+
+/// The outcome of a tool call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolResult {
+    /// The call it answers.
+    pub tool_call_id: String,
+    /// What the tool returned.
+    pub content: String,
+    /// Whether the tool failed.
+    pub is_error: bool,
+}
+
+/// Token usage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Tokens sent to the model, summed over calls.
+    pub input_tokens: u64,
+    /// Tokens generated, summed over calls.
+    pub output_tokens: u64,
+    /// Window size of the last model call.
+    pub context_tokens: u64,
+}
+
+impl Usage {
+    /// Adds `other` (sums input and output; the context size is the newer one).
+    pub fn add(&mut self, other: Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.context_tokens = other.context_tokens;
+    }
+}
+
+/// Why a turn ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model finished its reply.
+    Stop,
+    /// Paused for client-side tools.
+    ToolCalls,
+    /// The model hit its output limit.
+    Length,
+    /// The client cancelled the turn.
+    Cancelled,
+    /// The server-side tool loop reached its step limit.
+    StepLimit,
+}
+
+/// Checks a session id: 1 to 128 characters of `[A-Za-z0-9._:-]`.
+pub fn validate_session_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("session_id is required: 1 to 128 characters of [A-Za-z0-9._:-]".into());
+    }
+    if id.len() > MAX_SESSION_ID_LEN {
+        return Err(format!(
+            "session_id is {} characters long; at most {MAX_SESSION_ID_LEN} are allowed",
+            id.len()
+        ));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+    {
+        return Err(format!(
+            "session_id {id:?} contains {bad:?}; only [A-Za-z0-9._:-] is allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a tool definition's name: 1 to 64 characters of `[A-Za-z0-9_-]`.
+pub fn validate_tool_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_TOOL_NAME_LEN {
+        return Err(format!(
+            "tool name {name:?} must be 1 to {MAX_TOOL_NAME_LEN} characters of [A-Za-z0-9_-]"
+        ));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "tool name {name:?} may only contain [A-Za-z0-9_-]"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a list of client-declared tools: valid, unique names.
+pub fn validate_tools(tools: &[ToolSpec]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for tool in tools {
+        validate_tool_name(&tool.name)?;
+        if !seen.insert(tool.name.as_str()) {
+            return Err(format!("tool {:?} is declared twice", tool.name));
+        }
+    }
+    Ok(())
+}
+
+/// A new random session id.
+pub fn generate_session_id() -> String {
+    format!("s-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A new random turn id.
+pub fn generate_turn_id() -> String {
+    format!("t-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A new random tool call id.
+pub fn generate_tool_call_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("call_{}", &id[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids() {
+        assert!(validate_session_id("session_alpha").is_ok());
+        assert!(validate_session_id("a.b:c-d_e9").is_ok());
+        assert!(validate_session_id("").is_err());
+        assert!(validate_session_id("has space").is_err());
+        assert!(validate_session_id("ünï").is_err());
+        assert!(validate_session_id(&"x".repeat(128)).is_ok());
+        assert!(validate_session_id(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn tool_names() {
+        assert!(validate_tool_name("get_weather").is_ok());
+        assert!(validate_tool_name("bad name").is_err());
+        let spec = |n: &str| ToolSpec {
+            name: n.into(),
+            description: String::new(),
+            input_schema: Context::new(),
+        };
+        assert!(validate_tools(&[spec("a"), spec("a")]).is_err());
+        assert!(validate_tools(&[spec("a"), spec("b")]).is_ok());
+    }
+}

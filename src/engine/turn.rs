@@ -1,0 +1,488 @@
+//! The turn loop: merge the context patch, assemble the window, call the model, run
+//! server-side tools and loop, or pause for client-side tools; then commit everything at once.
+//!
+//! A turn holds its session's turn lock from start to commit, so turns on one session run in
+//! arrival order. Nothing is written before the final commit: a failed, cancelled or dropped
+//! turn (a client that went away, a deadline) leaves the session exactly as it was.
+
+use std::future::Future;
+
+use std::time::SystemTime;
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::error::EngineError;
+use super::patch::merge_context;
+use super::session::{
+    Context, FinishReason, Message, PendingTurn, Role, ToolCall, ToolResult, Usage,
+    generate_tool_call_id, generate_turn_id, validate_session_id,
+};
+use super::validate::{check_context, check_message};
+use super::window::{PinnedHead, WindowBudget, select_history};
+use super::{Engine, NewSession, map_write_error, too_large};
+use crate::model::{ModelBackend, ModelEvent, ModelFinish, ModelRequest};
+use crate::tools::{ToolOutput, ToolScope};
+
+/// A request to run (or continue) a turn.
+#[derive(Debug, Clone, Default)]
+pub struct TurnRequest {
+    /// The session; created when missing.
+    pub session_id: String,
+    /// The user's text (may be empty when tool results are sent).
+    pub message: String,
+    /// Merge patch for the session context.
+    pub context_patch: Option<Context>,
+    /// Results for the pending tool calls.
+    pub tool_results: Vec<ToolResult>,
+    /// Settings for the session if this turn creates it (the id is `session_id`).
+    pub create: Option<NewSession>,
+}
+
+/// Something that happened during a turn, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnEvent {
+    /// The turn holds the session and has merged the context patch.
+    Started {
+        /// The turn.
+        turn_id: String,
+        /// The session.
+        session_id: String,
+        /// Whether this turn created the session.
+        session_created: bool,
+    },
+    /// Reply text.
+    Delta(String),
+    /// A client-side tool call the client must answer.
+    ToolCall(ToolCall),
+    /// A server-side tool ran.
+    ToolResult {
+        /// The call.
+        call: ToolCall,
+        /// Its result.
+        result: ToolResult,
+    },
+}
+
+/// The receiver of a turn's events went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkClosed;
+
+/// Where a turn's events go (a stream to the client, or nowhere for unary calls).
+pub trait TurnSink: Send {
+    /// Delivers one event. `Err(SinkClosed)` means nobody listens any more: the turn stops.
+    fn emit(&mut self, event: TurnEvent) -> impl Future<Output = Result<(), SinkClosed>> + Send;
+}
+
+/// Drops every event (unary calls only need the outcome).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSink;
+
+impl TurnSink for NoSink {
+    async fn emit(&mut self, _event: TurnEvent) -> Result<(), SinkClosed> {
+        Ok(())
+    }
+}
+
+/// How a turn ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnOutcome {
+    /// The session.
+    pub session_id: String,
+    /// The turn.
+    pub turn_id: String,
+    /// All reply text of this request (equals the concatenated deltas).
+    pub response: String,
+    /// The session context after the turn.
+    pub context: Context,
+    /// Why it ended.
+    pub finish: FinishReason,
+    /// Client-side calls to answer, when paused.
+    pub tool_calls: Vec<ToolCall>,
+    /// Tokens used by this request.
+    pub usage: Usage,
+    /// Whether the session was created by it.
+    pub session_created: bool,
+}
+
+/// What one model step produced.
+struct Step {
+    text: String,
+    calls: Vec<ToolCall>,
+    finish: ModelFinish,
+    reported: Option<(u64, u64)>,
+}
+
+impl Engine {
+    /// Runs one turn (or continues a paused one). Events go to `sink` as they happen; the
+    /// turn stops as soon as `cancel` fires or the sink closes, and is then not stored.
+    pub async fn run_turn<S: TurnSink>(
+        &self,
+        request: TurnRequest,
+        sink: &mut S,
+        cancel: &CancellationToken,
+    ) -> Result<TurnOutcome, EngineError> {
+        let session_id = request.session_id.clone();
+        validate_session_id(&session_id).map_err(EngineError::InvalidArgument)?;
+        check_message(&request.message, &self.limits)?;
+        if let Some(patch) = &request.context_patch {
+            check_context("context", patch, &self.limits)?;
+        }
+        if request.message.is_empty() && request.tool_results.is_empty() {
+            return Err(EngineError::InvalidArgument(
+                "message is empty: send a message, or tool_results for a turn that waits for them"
+                    .into(),
+            ));
+        }
+
+        let _turn = tokio::select! {
+            guard = self.locks.lock(&session_id) => guard,
+            _ = cancel.cancelled() => return Err(EngineError::Cancelled),
+        };
+
+        let (mut session, created) = match self.store.get_session(&session_id).await? {
+            Some(session) => (session, false),
+            None => {
+                let mut new = request.create.clone().unwrap_or_default();
+                new.session_id = session_id.clone();
+                (self.build_session(new)?, true)
+            }
+        };
+        let expected_version = (!created).then_some(session.version);
+        let (backend, _) = self.resolve_model(&session.model).map_err(|e| match e {
+            EngineError::UnknownModel { model, known } => EngineError::FailedPrecondition(format!(
+                "session '{session_id}' uses model '{model}', which this server does not serve (known: {known}); change it with UpdateSession"
+            )),
+            other => other,
+        })?;
+
+        // Match tool results to the paused turn, if there is one.
+        let pending = session.pending.take();
+        let resumed = pending.is_some();
+        let (turn_id, mut steps, answered) = match pending {
+            Some(pending) => {
+                let answered = pair_results(&session_id, &pending.tool_calls, &request.tool_results)?;
+                (pending.turn_id, pending.steps, answered)
+            }
+            None => {
+                if !request.tool_results.is_empty() {
+                    return Err(EngineError::InvalidArgument(format!(
+                        "session '{session_id}' is not waiting for tool results; send them only after a turn ends with tool calls"
+                    )));
+                }
+                (generate_turn_id(), 0, Vec::new())
+            }
+        };
+        let stored_tail = if resumed {
+            self.load_turn_tail(&session, &turn_id).await?
+        } else {
+            Vec::new()
+        };
+
+        if let Some(patch) = &request.context_patch {
+            merge_context(&mut session.context, patch);
+            check_context("the merged context", &session.context, &self.limits)?;
+        }
+
+        emit(
+            sink,
+            TurnEvent::Started {
+                turn_id: turn_id.clone(),
+                session_id: session_id.clone(),
+                session_created: created,
+            },
+        )
+        .await?;
+
+        let mut turn = TurnState {
+            next_index: session.message_count,
+            turn_id: turn_id.clone(),
+            new_messages: Vec::new(),
+        };
+        for (call, result) in answered {
+            turn.push(self.tool_message(&turn, &call, &result));
+        }
+        if !request.message.is_empty() {
+            let tokens = self
+                .counter
+                .count_message(Role::User, &request.message, &[], "");
+            turn.push(turn.message(Role::User, request.message.clone(), tokens));
+        }
+
+        let budget = WindowBudget::new(session.max_context_tokens, self.config.reserved_output_tokens);
+        let history_end = session.message_count - stored_tail.len() as u64;
+        let history = self
+            .load_history(&session_id, history_end, budget.input_tokens())
+            .await?;
+        let offered = self.offered_tools(&session);
+
+        let mut response = String::new();
+        let mut usage = Usage::default();
+        let mut client_calls = Vec::new();
+        let finish = loop {
+            let head = PinnedHead::new(&self.counter, &session.system_prompt, &session.context);
+            let turn_tokens: u32 = stored_tail
+                .iter()
+                .chain(&turn.new_messages)
+                .map(|m| m.token_count)
+                .sum();
+            let selection = select_history(budget, &head, turn_tokens, &history)
+                .map_err(|e| too_large(e, budget, &head))?;
+            let messages: Vec<Message> = history[..selection.taken]
+                .iter()
+                .rev()
+                .chain(&stored_tail)
+                .chain(&turn.new_messages)
+                .cloned()
+                .collect();
+            let model_request = ModelRequest {
+                model: session.model.clone(),
+                system_prompt: head.system_prompt.clone(),
+                context: session.context.clone(),
+                context_text: head.context_text.clone(),
+                messages,
+                tools: offered.clone(),
+                max_output_tokens: budget.reserved_output_tokens,
+            };
+
+            let step = self
+                .run_model_step(backend.as_ref(), model_request, sink, cancel)
+                .await?;
+            steps += 1;
+            response.push_str(&step.text);
+            let output_tokens = self
+                .counter
+                .count_message(Role::Assistant, &step.text, &step.calls, "");
+            let (input, output) = step
+                .reported
+                .unwrap_or((u64::from(selection.total_tokens), u64::from(output_tokens)));
+            usage.add(Usage {
+                input_tokens: input,
+                output_tokens: output,
+                context_tokens: u64::from(selection.total_tokens),
+            });
+            if !step.text.is_empty() || !step.calls.is_empty() {
+                let mut message = turn.message(Role::Assistant, step.text, output_tokens);
+                message.tool_calls = step.calls.clone();
+                turn.push(message);
+            }
+            if step.calls.is_empty() {
+                break match step.finish {
+                    ModelFinish::Length => FinishReason::Length,
+                    _ => FinishReason::Stop,
+                };
+            }
+
+            for call in step.calls {
+                if session.tools.iter().any(|t| t.name == call.name) {
+                    client_calls.push(call);
+                    continue;
+                }
+                let output = tokio::select! {
+                    output = self.run_server_tool(&session_id, &call, &mut session.context) => output,
+                    _ = cancel.cancelled() => return Err(EngineError::Cancelled),
+                };
+                let result = ToolResult {
+                    tool_call_id: call.id.clone(),
+                    content: output.content,
+                    is_error: output.is_error,
+                };
+                turn.push(self.tool_message(&turn, &call, &result));
+                emit(sink, TurnEvent::ToolResult { call, result }).await?;
+            }
+            if !client_calls.is_empty() {
+                for call in &client_calls {
+                    emit(sink, TurnEvent::ToolCall(call.clone())).await?;
+                }
+                session.pending = Some(PendingTurn {
+                    turn_id: turn_id.clone(),
+                    tool_calls: client_calls.clone(),
+                    steps,
+                });
+                break FinishReason::ToolCalls;
+            }
+            if steps >= self.config.max_tool_steps {
+                break FinishReason::StepLimit;
+            }
+        };
+
+        if cancel.is_cancelled() {
+            return Err(EngineError::Cancelled);
+        }
+        session.message_count += turn.new_messages.len() as u64;
+        session.usage.add(usage);
+        session.update_time = SystemTime::now();
+        session.version += 1;
+        self.store
+            .commit(&session, expected_version, &turn.new_messages)
+            .await
+            .map_err(|e| map_write_error(e, &session_id))?;
+
+        Ok(TurnOutcome {
+            session_id,
+            turn_id,
+            response,
+            context: session.context,
+            finish,
+            tool_calls: client_calls,
+            usage,
+            session_created: created,
+        })
+    }
+
+    /// Streams one model step, forwarding text as it comes.
+    async fn run_model_step<S: TurnSink>(
+        &self,
+        backend: &dyn ModelBackend,
+        request: ModelRequest,
+        sink: &mut S,
+        cancel: &CancellationToken,
+    ) -> Result<Step, EngineError> {
+        let mut stream = backend.stream(request)?;
+        let mut step = Step {
+            text: String::new(),
+            calls: Vec::new(),
+            finish: ModelFinish::Stop,
+            reported: None,
+        };
+        loop {
+            // Dropping `stream` on return is what stops the model at once.
+            let next = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(EngineError::Cancelled),
+                next = stream.next() => next,
+            };
+            let Some(event) = next else { break };
+            match event? {
+                ModelEvent::Delta(text) => {
+                    step.text.push_str(&text);
+                    emit(sink, TurnEvent::Delta(text)).await?;
+                }
+                ModelEvent::ToolCall(mut call) => {
+                    if call.id.is_empty() || step.calls.iter().any(|c| c.id == call.id) {
+                        call.id = generate_tool_call_id();
+                    }
+                    step.calls.push(call);
+                }
+                ModelEvent::Usage {
+                    input_tokens,
+                    output_tokens,
+                } => step.reported = Some((input_tokens, output_tokens)),
+                ModelEvent::Finish(finish) => step.finish = finish,
+            }
+        }
+        Ok(step)
+    }
+
+    /// Runs a server-side tool on the turn's working context.
+    async fn run_server_tool(
+        &self,
+        session_id: &str,
+        call: &ToolCall,
+        context: &mut Context,
+    ) -> ToolOutput {
+        let Some((_, provider)) = self.tools.find(&call.name) else {
+            return ToolOutput::error(format!(
+                "unknown tool '{}'; available: {}",
+                call.name,
+                self.tools.known_names()
+            ));
+        };
+        let scope = ToolScope {
+            session_id,
+            context,
+            store: self.store.as_ref(),
+        };
+        provider.call(&call.name, &call.arguments, scope).await
+    }
+
+    fn tool_message(&self, turn: &TurnState, call: &ToolCall, result: &ToolResult) -> Message {
+        let tokens = self
+            .counter
+            .count_message(Role::Tool, &result.content, &[], &call.name);
+        let mut message = turn.message(Role::Tool, result.content.clone(), tokens);
+        message.tool_call_id = call.id.clone();
+        message.tool_name = call.name.clone();
+        message.is_error = result.is_error;
+        message
+    }
+}
+
+/// The messages a turn adds, numbered from the session's message count.
+struct TurnState {
+    next_index: u64,
+    turn_id: String,
+    new_messages: Vec<Message>,
+}
+
+impl TurnState {
+    fn message(&self, role: Role, content: String, token_count: u32) -> Message {
+        Message {
+            index: self.next_index + self.new_messages.len() as u64,
+            role,
+            content,
+            tool_calls: Vec::new(),
+            tool_call_id: String::new(),
+            tool_name: String::new(),
+            is_error: false,
+            create_time: SystemTime::now(),
+            token_count,
+            turn_id: self.turn_id.clone(),
+        }
+    }
+
+    fn push(&mut self, message: Message) {
+        self.new_messages.push(message);
+    }
+}
+
+async fn emit<S: TurnSink>(sink: &mut S, event: TurnEvent) -> Result<(), EngineError> {
+    sink.emit(event).await.map_err(|SinkClosed| EngineError::Cancelled)
+}
+
+/// Pairs each pending call with its result, in call order; refuses missing, unknown and
+/// repeated ids.
+fn pair_results(
+    session_id: &str,
+    pending: &[ToolCall],
+    results: &[ToolResult],
+) -> Result<Vec<(ToolCall, ToolResult)>, EngineError> {
+    let mut seen = std::collections::HashSet::new();
+    for result in results {
+        if !pending.iter().any(|c| c.id == result.tool_call_id) {
+            let ids: Vec<_> = pending.iter().map(|c| c.id.as_str()).collect();
+            return Err(EngineError::InvalidArgument(format!(
+                "tool result for unknown tool_call_id {:?}; session '{session_id}' waits for: {}",
+                result.tool_call_id,
+                ids.join(", ")
+            )));
+        }
+        if !seen.insert(result.tool_call_id.as_str()) {
+            return Err(EngineError::InvalidArgument(format!(
+                "tool_call_id {:?} has more than one result",
+                result.tool_call_id
+            )));
+        }
+    }
+    let missing: Vec<_> = pending
+        .iter()
+        .filter(|c| !seen.contains(c.id.as_str()))
+        .map(|c| c.id.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(EngineError::MissingToolResults {
+            session_id: session_id.to_string(),
+            missing: missing.join(", "),
+        });
+    }
+    Ok(pending
+        .iter()
+        .filter_map(|call| {
+            results
+                .iter()
+                .find(|r| r.tool_call_id == call.id)
+                .map(|r| (call.clone(), r.clone()))
+        })
+        .collect())
+}
+

@@ -1,0 +1,251 @@
+//! Context-window assembly: what the model sees within the session's token budget.
+//!
+//! Order: the system prompt and the rendered context (pinned), then the newest history that
+//! fits, then the current turn (its user message, and the tool calls and results so far),
+//! which must fit or the turn fails. History is taken as a contiguous newest suffix, and an
+//! assistant message that called tools is taken together with its results or not at all.
+//! Everything stays in storage; only the model's view is windowed.
+
+use super::session::{Context, Message, Role};
+use super::tokens::{MESSAGE_OVERHEAD_TOKENS, TokenCounter};
+
+/// The session's budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowBudget {
+    /// Window size in tokens.
+    pub max_context_tokens: u32,
+    /// Tokens kept for the reply.
+    pub reserved_output_tokens: u32,
+}
+
+impl WindowBudget {
+    /// The budget for a window of `max_context_tokens`: the configured output reservation,
+    /// but never more than a quarter of the window (small windows stay usable).
+    pub fn new(max_context_tokens: u32, configured_reserve: u32) -> Self {
+        Self {
+            max_context_tokens,
+            reserved_output_tokens: configured_reserve.min(max_context_tokens / 4),
+        }
+    }
+
+    /// Tokens the input may use.
+    pub fn input_tokens(&self) -> u32 {
+        self.max_context_tokens - self.reserved_output_tokens
+    }
+}
+
+/// The pinned head of every window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedHead {
+    /// The system prompt text.
+    pub system_prompt: String,
+    /// Its tokens (0 when empty).
+    pub system_tokens: u32,
+    /// The context rendered for the model ("" when the context is empty).
+    pub context_text: String,
+    /// Its tokens (0 when empty).
+    pub context_tokens: u32,
+}
+
+impl PinnedHead {
+    /// Renders and counts the system prompt and context.
+    pub fn new(counter: &TokenCounter, system_prompt: &str, context: &Context) -> Self {
+        let context_text = render_context(context);
+        let cost = |text: &str| {
+            if text.is_empty() {
+                0
+            } else {
+                MESSAGE_OVERHEAD_TOKENS + counter.count_text(text)
+            }
+        };
+        Self {
+            system_prompt: system_prompt.to_string(),
+            system_tokens: cost(system_prompt),
+            context_tokens: cost(&context_text),
+            context_text,
+        }
+    }
+
+    /// Tokens of the whole head.
+    pub fn tokens(&self) -> u32 {
+        self.system_tokens + self.context_tokens
+    }
+}
+
+/// The context as the model reads it; empty when there is none.
+pub fn render_context(context: &Context) -> String {
+    if context.is_empty() {
+        return String::new();
+    }
+    format!(
+        "Session context (JSON):\n{}",
+        serde_json::Value::Object(context.clone())
+    )
+}
+
+/// The current turn does not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TurnTooLarge {
+    /// Tokens the turn needs.
+    pub needed: u32,
+    /// Tokens left after the pinned head.
+    pub available: u32,
+}
+
+/// Which history made it into the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistorySelection {
+    /// How many of the newest-first history messages are in the window.
+    pub taken: usize,
+    /// Their tokens.
+    pub tokens: u32,
+    /// Tokens of the whole window (head + history + turn).
+    pub total_tokens: u32,
+}
+
+/// Chooses the history for a window.
+///
+/// `newest_first`: stored history before the current turn, newest first (it may be only the
+/// newest part of the history: the caller loads until the budget is surely exceeded).
+/// `turn_tokens`: tokens of the current turn's messages, which are always included.
+pub fn select_history(
+    budget: WindowBudget,
+    head: &PinnedHead,
+    turn_tokens: u32,
+    newest_first: &[Message],
+) -> Result<HistorySelection, TurnTooLarge> {
+    let available = budget.input_tokens().saturating_sub(head.tokens());
+    if turn_tokens > available {
+        return Err(TurnTooLarge {
+            needed: turn_tokens,
+            available,
+        });
+    }
+    let mut left = available - turn_tokens;
+    let mut taken = 0;
+    let mut used = 0u32;
+    while taken < newest_first.len() {
+        // A unit is one message, or tool results together with the assistant message that
+        // called them (which comes after them when walking back).
+        let mut end = taken;
+        while end < newest_first.len() && newest_first[end].role == Role::Tool {
+            end += 1;
+        }
+        if end == newest_first.len() {
+            // Results whose call is older than anything loaded: cannot be shown alone.
+            break;
+        }
+        let unit = &newest_first[taken..=end];
+        let cost: u32 = unit.iter().map(|m| m.token_count).sum();
+        if cost > left {
+            break;
+        }
+        left -= cost;
+        used += cost;
+        taken = end + 1;
+    }
+    Ok(HistorySelection {
+        taken,
+        tokens: used,
+        total_tokens: head.tokens() + used + turn_tokens,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::session::ToolCall;
+    use std::time::SystemTime;
+
+    fn msg(index: u64, role: Role, tokens: u32) -> Message {
+        Message {
+            index,
+            role,
+            content: format!("m{index}"),
+            tool_calls: if role == Role::Assistant && tokens == 99 {
+                vec![ToolCall {
+                    id: "c".into(),
+                    name: "t".into(),
+                    arguments: Context::new(),
+                }]
+            } else {
+                vec![]
+            },
+            tool_call_id: String::new(),
+            tool_name: String::new(),
+            is_error: false,
+            create_time: SystemTime::now(),
+            token_count: tokens,
+            turn_id: String::new(),
+        }
+    }
+
+    fn head() -> PinnedHead {
+        PinnedHead {
+            system_prompt: "s".into(),
+            system_tokens: 10,
+            context_text: "c".into(),
+            context_tokens: 10,
+        }
+    }
+
+    #[test]
+    fn budget_reserves_at_most_a_quarter() {
+        assert_eq!(WindowBudget::new(8192, 1024).reserved_output_tokens, 1024);
+        assert_eq!(WindowBudget::new(400, 1024).reserved_output_tokens, 100);
+        assert_eq!(WindowBudget::new(400, 1024).input_tokens(), 300);
+    }
+
+    #[test]
+    fn takes_newest_history_that_fits() {
+        let budget = WindowBudget::new(200, 0); // 200 input tokens
+        // newest first: 30 tokens each; head 20 + turn 20 leaves 160 → 5 messages.
+        let history: Vec<_> = (0..10).rev().map(|i| msg(i, Role::User, 30)).collect();
+        let sel = select_history(budget, &head(), 20, &history).unwrap();
+        assert_eq!(sel.taken, 5);
+        assert_eq!(sel.tokens, 150);
+        assert_eq!(sel.total_tokens, 190);
+    }
+
+    #[test]
+    fn never_splits_a_tool_call_from_its_result() {
+        let budget = WindowBudget::new(100, 0);
+        // Oldest → newest: user(10), assistant+call(99→ cost 30 below), tool(30), assistant(10)
+        let mut call = msg(1, Role::Assistant, 99);
+        call.token_count = 30;
+        let history = vec![
+            msg(3, Role::Assistant, 10),
+            msg(2, Role::Tool, 30),
+            call,
+            msg(0, Role::User, 10),
+        ];
+        // head 20 + turn 20 → 60 left: assistant(10) fits, tool+call (60) does not → stop.
+        let sel = select_history(budget, &head(), 20, &history).unwrap();
+        assert_eq!(sel.taken, 1);
+        // With 10 more tokens the whole unit fits, and the user message after it does not.
+        let budget = WindowBudget::new(110, 0);
+        let sel = select_history(budget, &head(), 20, &history).unwrap();
+        assert_eq!(sel.taken, 3);
+    }
+
+    #[test]
+    fn orphan_results_at_the_edge_are_left_out() {
+        let budget = WindowBudget::new(1000, 0);
+        let history = vec![msg(5, Role::User, 5), msg(4, Role::Tool, 5)];
+        let sel = select_history(budget, &head(), 5, &history).unwrap();
+        assert_eq!(sel.taken, 1);
+    }
+
+    #[test]
+    fn turn_that_does_not_fit_says_by_how_much() {
+        let budget = WindowBudget::new(100, 20); // 80 input
+        let err = select_history(budget, &head(), 70, &[]).unwrap_err();
+        assert_eq!(
+            err,
+            TurnTooLarge {
+                needed: 70,
+                available: 60
+            }
+        );
+    }
+}

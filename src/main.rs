@@ -1,0 +1,179 @@
+//! The `contextd` binary: parse flags, set up logging, bind, and hand over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use contextd::config::{Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+/// contextd: a gRPC context service for LLM agents.
+#[derive(Parser, Debug)]
+#[command(name = "contextd", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gRPC server.
+    ///
+    /// Settings come from, lowest first: built-in defaults, the TOML file given by --config,
+    /// CONTEXTD_* environment variables, and these flags.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on, HOST:PORT (port 0 picks a free one) [default: 127.0.0.1:61900]
+    #[arg(long, env = "CONTEXTD_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
+    /// TOML configuration file (every setting; see the README)
+    #[arg(long, env = "CONTEXTD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format [default: text]
+    #[arg(long, env = "CONTEXTD_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// Model of sessions that name none [default: echo]
+    #[arg(long, env = "CONTEXTD_DEFAULT_MODEL", value_name = "MODEL")]
+    default_model: Option<String>,
+    /// Most model steps per turn while server-side tools are called [default: 8]
+    #[arg(long, env = "CONTEXTD_MAX_TOOL_STEPS", value_name = "N")]
+    max_tool_steps: Option<u32>,
+    /// Milliseconds running turns get to finish on shutdown [default: 10000]
+    #[arg(long, env = "CONTEXTD_SHUTDOWN_GRACE_MS", value_name = "MS")]
+    shutdown_grace_ms: Option<u64>,
+    /// Largest user message in bytes [default: 1048576]
+    #[arg(long, env = "CONTEXTD_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    max_message_bytes: Option<usize>,
+    /// Largest context or patch in bytes of JSON [default: 1048576]
+    #[arg(long, env = "CONTEXTD_MAX_CONTEXT_BYTES", value_name = "BYTES")]
+    max_context_bytes: Option<usize>,
+    /// Deepest nesting of a context or patch [default: 32]
+    #[arg(long, env = "CONTEXTD_MAX_CONTEXT_DEPTH", value_name = "LEVELS")]
+    max_context_depth: Option<usize>,
+}
+
+impl ServeArgs {
+    /// Defaults < file < environment and flags (clap already ranks flags over environment).
+    fn into_config(self) -> Result<Config, contextd::config::ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = self.log_format {
+            config.log_format = v;
+        }
+        if let Some(v) = self.default_model {
+            config.engine.default_model = v;
+        }
+        if let Some(v) = self.max_tool_steps {
+            config.engine.max_tool_steps = v;
+        }
+        if let Some(v) = self.shutdown_grace_ms {
+            config.shutdown_grace_ms = v;
+        }
+        if let Some(v) = self.max_message_bytes {
+            config.limits.max_message_bytes = v;
+        }
+        if let Some(v) = self.max_context_bytes {
+            config.limits.max_context_bytes = v;
+        }
+        if let Some(v) = self.max_context_depth {
+            config.limits.max_context_depth = v;
+        }
+        Ok(config)
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = std::env::var("CONTEXTD_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| config.log_filter.clone());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|e| {
+        eprintln!("contextd: ignoring invalid log filter {filter:?}: {e}");
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Serve(args) = cli.command;
+    let config = match args.into_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("contextd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let addr = match config.validate() {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("contextd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("contextd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match contextd::server::bind(addr).await {
+            Ok(listener) => listener,
+            Err(message) => {
+                eprintln!("contextd: {message}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match listener.local_addr() {
+            Ok(local) => println!("contextd listening on {local}"),
+            Err(e) => {
+                eprintln!("contextd: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        match contextd::server::serve(listener, config, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("contextd: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

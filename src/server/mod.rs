@@ -1,0 +1,201 @@
+//! The edge: gRPC services over the engine, on one port.
+//!
+//! [`serve`] takes an already-bound listener and a shutdown future, so the binary and the
+//! tests start it the same way. Services: `contextd.v1.SessionService`, `InteractService`,
+//! `ToolService`, `grpc.health.v1.Health`, and server reflection (v1 and v1alpha). Layers:
+//! request logging ([`logging`]) and client deadlines ([`deadline`]).
+
+pub mod deadline;
+pub mod interact;
+pub mod logging;
+pub mod session;
+pub mod shutdown;
+pub mod status;
+pub mod tool;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+
+use crate::api::v1::{
+    interact_service_server::InteractServiceServer, session_service_server::SessionServiceServer,
+    tool_service_server::ToolServiceServer,
+};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::engine::tokens::TokenCounter;
+use crate::model::ModelRegistry;
+use crate::model::echo::EchoModel;
+use crate::store::memory::MemoryStore;
+use crate::tools::ToolRegistry;
+use crate::tools::builtin::BuiltinTools;
+use shutdown::Lifecycle;
+
+/// How long connections may take to close after streams were ended.
+const CONNECTION_CLOSE_BOUND: Duration = Duration::from_secs(2);
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Reflection could not be set up from the descriptors.
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(String),
+    /// The listener failed.
+    #[error("serving failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The names of the served contextd services, for health.
+pub const SERVICE_NAMES: [&str; 3] = [
+    "contextd.v1.SessionService",
+    "contextd.v1.InteractService",
+    "contextd.v1.ToolService",
+];
+
+/// Builds the engine the configuration describes.
+pub fn build_engine(config: &Config) -> Engine {
+    let mut models = ModelRegistry::new();
+    models.register(Arc::new(EchoModel::new(
+        config.engine.default_max_context_tokens,
+    )));
+    let mut tools = ToolRegistry::new();
+    tools.register(Arc::new(BuiltinTools::new(
+        config.limits.max_context_depth,
+        config.limits.max_context_bytes,
+    )));
+    Engine::new(
+        Arc::new(MemoryStore::new()),
+        models,
+        tools,
+        config.engine.clone(),
+        config.limits.clone(),
+    )
+}
+
+/// Serves contextd on `listener` until `shutdown` resolves, then shuts down gracefully (see
+/// [`shutdown`]).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    // Loading the tokenizer tables takes a moment: do it beside startup, not in a turn.
+    tokio::task::spawn_blocking(TokenCounter::warm_up);
+
+    let engine = Arc::new(build_engine(&config));
+    let lifecycle = Lifecycle::default();
+    let max_request = config.limits.max_request_bytes;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::Serving).await;
+    for name in SERVICE_NAMES {
+        health.set_service_status(name, ServingStatus::Serving).await;
+    }
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+    let routes = Routes::new(
+        SessionServiceServer::new(session::SessionApi::new(engine.clone()))
+            .max_decoding_message_size(max_request),
+    )
+    .add_service(
+        InteractServiceServer::new(interact::InteractApi::new(
+            engine.clone(),
+            lifecycle.clone(),
+        ))
+        .max_decoding_message_size(max_request),
+    )
+    .add_service(
+        ToolServiceServer::new(tool::ToolApi::new(engine.clone()))
+            .max_decoding_message_size(max_request),
+    )
+    .add_service(health_service)
+    .add_service(reflection_v1)
+    .add_service(reflection_v1alpha);
+
+    let router = routes
+        .into_axum_router()
+        .layer(deadline::DeadlineLayer)
+        .layer(logging::RequestLogLayer);
+
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let phases = lifecycle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!(
+            running_turns = phases.running_turns(),
+            grace_ms = grace.as_millis() as u64,
+            "shutting down: no new connections or turns; waiting for running turns"
+        );
+        for name in SERVICE_NAMES {
+            health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        phases.drain();
+        if tokio::time::timeout(grace, phases.idle()).await.is_err() {
+            tracing::warn!(
+                running_turns = phases.running_turns(),
+                "shutdown grace period over: cancelling the remaining turns"
+            );
+        }
+        phases.close();
+    });
+
+    let listener = listener.tap_io(|tcp| {
+        // Small frames (deltas) must leave at once.
+        let _ = tcp.set_nodelay(true);
+    });
+    let draining = lifecycle.clone();
+    let server = axum::serve(listener, router.into_make_service())
+        .with_graceful_shutdown(async move { draining.draining().await });
+    let closing = lifecycle.clone();
+    tokio::select! {
+        result = server => result?,
+        _ = async move {
+            closing.closed().await;
+            tokio::time::sleep(CONNECTION_CLOSE_BOUND).await;
+        } => {
+            tracing::warn!("connections did not close in time; stopping anyway");
+        }
+    }
+    tracing::info!("contextd stopped");
+    Ok(())
+}
+
+/// Binds the configured address, explaining the usual failures.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                " (address already in use: is another contextd running? choose another with --listen)"
+            }
+            std::io::ErrorKind::PermissionDenied => " (permission denied: use a port above 1023)",
+            std::io::ErrorKind::AddrNotAvailable => {
+                " (this machine has no such address: use 127.0.0.1 or 0.0.0.0)"
+            }
+            _ => "",
+        };
+        format!("cannot listen on {addr}: {e}{hint}")
+    })
+}

@@ -1,0 +1,179 @@
+//! The in-memory store: fast, and gone when the process ends.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{SessionStore, StoreError};
+use crate::engine::session::{Message, Session};
+
+/// One session and its history.
+struct Record {
+    session: Session,
+    messages: Vec<Message>,
+}
+
+/// Sessions in a `BTreeMap` (ordered by id, so listing pages by key) behind one mutex.
+///
+/// A plain `std::sync::Mutex` suffices: every operation is a short, synchronous map access and
+/// no `.await` ever happens while it is held. Turns are serialized per session by the engine,
+/// not by this lock.
+#[derive(Default)]
+pub struct MemoryStore {
+    records: Mutex<BTreeMap<String, Record>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Record>> {
+        // A panic while holding the lock cannot leave a record half-written (every write
+        // below is a single assignment after all checks), so a poisoned lock is still sound.
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn get_session(&self, session_id: &str) -> Result<Option<Session>, StoreError> {
+        Ok(self.records().get(session_id).map(|r| r.session.clone()))
+    }
+
+    async fn list_sessions(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Session>, StoreError> {
+        let records = self.records();
+        let lower = match after {
+            Some(after) => Bound::Excluded(after),
+            None => Bound::Unbounded,
+        };
+        Ok(records
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, r)| r.session.clone())
+            .collect())
+    }
+
+    async fn commit(
+        &self,
+        session: &Session,
+        expected_version: Option<u64>,
+        messages: &[Message],
+    ) -> Result<(), StoreError> {
+        let mut records = self.records();
+        match expected_version {
+            None => {
+                if records.contains_key(&session.id) {
+                    return Err(StoreError::AlreadyExists(session.id.clone()));
+                }
+                check_continuity(&session.id, 0, messages)?;
+                records.insert(
+                    session.id.clone(),
+                    Record {
+                        session: session.clone(),
+                        messages: messages.to_vec(),
+                    },
+                );
+            }
+            Some(version) => {
+                let record = records
+                    .get_mut(&session.id)
+                    .ok_or_else(|| StoreError::NotFound(session.id.clone()))?;
+                if record.session.version != version {
+                    return Err(StoreError::Conflict(session.id.clone()));
+                }
+                check_continuity(&session.id, record.messages.len() as u64, messages)?;
+                record.session = session.clone();
+                record.messages.extend_from_slice(messages);
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_session(&self, session_id: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .records()
+            .remove(session_id)
+            .map(|r| r.messages.len() as u64))
+    }
+
+    async fn list_messages(
+        &self,
+        session_id: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let records = self.records();
+        let record = records
+            .get(session_id)
+            .ok_or_else(|| StoreError::NotFound(session_id.to_string()))?;
+        let from = usize::try_from(from).unwrap_or(usize::MAX);
+        Ok(record
+            .messages
+            .iter()
+            .skip(from)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn list_messages_before(
+        &self,
+        session_id: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let records = self.records();
+        let record = records
+            .get(session_id)
+            .ok_or_else(|| StoreError::NotFound(session_id.to_string()))?;
+        let end = usize::try_from(before)
+            .unwrap_or(usize::MAX)
+            .min(record.messages.len());
+        Ok(record.messages[..end]
+            .iter()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn search_messages(
+        &self,
+        session_id: &str,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let records = self.records();
+        let record = records
+            .get(session_id)
+            .ok_or_else(|| StoreError::NotFound(session_id.to_string()))?;
+        let needle = query.to_lowercase();
+        Ok(record
+            .messages
+            .iter()
+            .rev()
+            .filter(|m| m.content.to_lowercase().contains(&needle))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+}
+
+/// Refuses messages that would not continue the history exactly (a gap or an overlap means
+/// the caller's view of the session is stale).
+fn check_continuity(session_id: &str, next: u64, messages: &[Message]) -> Result<(), StoreError> {
+    for (offset, message) in messages.iter().enumerate() {
+        if message.index != next + offset as u64 {
+            return Err(StoreError::Conflict(session_id.to_string()));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! The `SessionStore` port: where sessions and their histories live.
+//!
+//! Every write names the session version it was based on, so a store refuses a stale write
+//! (`StoreError::Conflict`) instead of losing an update. A turn's messages and the session
+//! change it causes are written in one `commit`, all or nothing.
+
+pub mod memory;
+
+use async_trait::async_trait;
+
+use crate::engine::session::{Message, Session};
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The session does not exist.
+    #[error("session '{0}' does not exist")]
+    NotFound(String),
+    /// A session with this id exists already.
+    #[error("session '{0}' already exists")]
+    AlreadyExists(String),
+    /// The session changed since it was read.
+    #[error("session '{0}' was changed concurrently")]
+    Conflict(String),
+    /// The storage backend cannot be reached or failed; retrying later may work.
+    #[error("the session store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Persistent (or not) storage of sessions and histories.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Returns a session, or `None`.
+    async fn get_session(&self, session_id: &str) -> Result<Option<Session>, StoreError>;
+
+    /// Lists up to `limit` sessions with ids greater than `after` (all when `None`), ordered by
+    /// id.
+    async fn list_sessions(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Session>, StoreError>;
+
+    /// Writes a session and appends `messages` to its history, atomically.
+    ///
+    /// `expected_version`: `None` creates the session (`AlreadyExists` if the id is taken);
+    /// `Some(v)` updates it only if the stored version is still `v` (`Conflict` otherwise,
+    /// `NotFound` if it is gone). `messages` must continue the history at
+    /// `Message::index == stored message_count`.
+    async fn commit(
+        &self,
+        session: &Session,
+        expected_version: Option<u64>,
+        messages: &[Message],
+    ) -> Result<(), StoreError>;
+
+    /// Deletes a session with its history; returns how many messages it had, or `None` when
+    /// it did not exist.
+    async fn delete_session(&self, session_id: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Up to `limit` messages with `index >= from`, oldest first.
+    async fn list_messages(
+        &self,
+        session_id: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
+
+    /// Up to `limit` messages with `index < before`, newest first (for window assembly, which
+    /// walks back from the end and stops when the window is full).
+    async fn list_messages_before(
+        &self,
+        session_id: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
+
+    /// Up to `limit` messages whose text contains `query` (case-insensitive), newest first.
+    async fn search_messages(
+        &self,
+        session_id: &str,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
+}

@@ -1,0 +1,117 @@
+//! The `ToolProvider` port and the registry of server-side tools.
+//!
+//! Server-side tools run inside contextd: the model calls them during a turn (the turn loop
+//! continues without the client), and clients call them directly through `ToolService`.
+//! Client-declared tools are not here: they live on the session and pause the turn.
+
+pub mod builtin;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::engine::session::{Context, ToolSpec};
+use crate::store::SessionStore;
+
+/// What a tool returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolOutput {
+    /// Text for the model (and `CallTool.content`).
+    pub content: String,
+    /// The same result as JSON, when the tool has one.
+    pub structured: Option<Value>,
+    /// The tool ran and failed; `content` says why.
+    pub is_error: bool,
+}
+
+impl ToolOutput {
+    /// A successful result with a JSON value; the text is the compact JSON.
+    pub fn json(value: Value) -> Self {
+        Self {
+            content: value.to_string(),
+            structured: Some(value),
+            is_error: false,
+        }
+    }
+
+    /// A failure the model (or client) can read.
+    pub fn error(message: impl Into<String>) -> Self {
+        Self {
+            content: message.into(),
+            structured: None,
+            is_error: true,
+        }
+    }
+}
+
+/// The session a tool works on. In a turn, `context` is the turn's working copy, so what a
+/// tool changes is stored with the turn (or dropped with it).
+pub struct ToolScope<'a> {
+    /// The session.
+    pub session_id: &'a str,
+    /// The session's context, writable.
+    pub context: &'a mut Context,
+    /// The store, for reading the session's stored history.
+    pub store: &'a dyn SessionStore,
+}
+
+/// A server-side tool and whether it needs a session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerTool {
+    /// Name, description, schema.
+    pub spec: ToolSpec,
+    /// Whether calls must name a session.
+    pub needs_session: bool,
+}
+
+/// A source of server-side tools.
+#[async_trait]
+pub trait ToolProvider: Send + Sync {
+    /// The tools this provider runs.
+    fn tools(&self) -> Vec<ServerTool>;
+    /// Runs `name` (one of `tools()`) with `arguments`.
+    async fn call(&self, name: &str, arguments: &Context, scope: ToolScope<'_>) -> ToolOutput;
+}
+
+/// All server-side tools, by name.
+#[derive(Clone, Default)]
+pub struct ToolRegistry {
+    providers: Vec<Arc<dyn ToolProvider>>,
+}
+
+impl ToolRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a provider. Earlier providers win a name clash.
+    pub fn register(&mut self, provider: Arc<dyn ToolProvider>) {
+        self.providers.push(provider);
+    }
+
+    /// Every server-side tool.
+    pub fn tools(&self) -> Vec<ServerTool> {
+        self.providers.iter().flat_map(|p| p.tools()).collect()
+    }
+
+    /// The tool named `name` and its provider.
+    pub fn find(&self, name: &str) -> Option<(ServerTool, Arc<dyn ToolProvider>)> {
+        self.providers.iter().find_map(|p| {
+            p.tools()
+                .into_iter()
+                .find(|t| t.spec.name == name)
+                .map(|t| (t, p.clone()))
+        })
+    }
+
+    /// Names of every server-side tool, comma separated (for error messages).
+    pub fn known_names(&self) -> String {
+        self.tools()
+            .into_iter()
+            .map(|t| t.spec.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
