@@ -5,7 +5,11 @@
 pub mod convert;
 
 /// Generated code for the `contextd.v1` package (messages, clients, servers).
-#[allow(missing_docs, clippy::doc_lazy_continuation, clippy::large_enum_variant)]
+#[allow(
+    missing_docs,
+    clippy::doc_lazy_continuation,
+    clippy::large_enum_variant
+)]
 pub mod v1 {
     tonic::include_proto!("contextd.v1");
 }

@@ -23,7 +23,10 @@ use crate::tools::ServerTool;
 pub struct WireError(pub String);
 
 /// A `Struct` as a JSON object (`None` → empty).
-pub fn context_from_wire(what: &str, value: Option<prost_types::Struct>) -> Result<Context, WireError> {
+pub fn context_from_wire(
+    what: &str,
+    value: Option<prost_types::Struct>,
+) -> Result<Context, WireError> {
     match value {
         None => Ok(Context::new()),
         Some(s) => struct_to_map(what, s),
@@ -31,7 +34,10 @@ pub fn context_from_wire(what: &str, value: Option<prost_types::Struct>) -> Resu
 }
 
 /// A `Struct` as a merge patch: `None` when absent.
-pub fn patch_from_wire(what: &str, value: Option<prost_types::Struct>) -> Result<Option<Context>, WireError> {
+pub fn patch_from_wire(
+    what: &str,
+    value: Option<prost_types::Struct>,
+) -> Result<Option<Context>, WireError> {
     value.map(|s| struct_to_map(what, s)).transpose()
 }
 
@@ -53,7 +59,9 @@ pub fn value_from_wire(what: &str, value: prost_types::Value) -> Result<Value, W
                 Number::from(n as i64)
             } else {
                 Number::from_f64(n).ok_or_else(|| {
-                    WireError(format!("{what} contains the number {n}, which JSON cannot represent"))
+                    WireError(format!(
+                        "{what} contains the number {n}, which JSON cannot represent"
+                    ))
                 })?
             };
             Value::Number(number)
@@ -231,7 +239,10 @@ pub fn message_to_wire(message: &Message) -> v1::Message {
 
 fn entry_to_wire(entry: &PreviewEntry) -> v1::ContextEntry {
     let (kind, role) = match entry.kind {
-        EntryKind::SystemPrompt => (v1::ContextEntryKind::SystemPrompt, v1::MessageRole::Unspecified),
+        EntryKind::SystemPrompt => (
+            v1::ContextEntryKind::SystemPrompt,
+            v1::MessageRole::Unspecified,
+        ),
         EntryKind::Context => (v1::ContextEntryKind::Context, v1::MessageRole::Unspecified),
         EntryKind::History => (
             v1::ContextEntryKind::History,
@@ -286,7 +297,7 @@ pub fn decode_page_token(kind: &str, token: &str) -> Result<String, WireError> {
             "page_token {token:?} is not one this listing issued; pass next_page_token unchanged, or empty for the first page"
         ))
     };
-    if token.len() % 2 != 0 || token.len() > 1024 {
+    if !token.len().is_multiple_of(2) || token.len() > 1024 {
         return Err(bad());
     }
     let bytes = (0..token.len())

@@ -70,7 +70,9 @@ pub enum EngineError {
     #[error("the turn was cancelled; nothing of it was stored")]
     Cancelled,
     /// The server is shutting down and takes no new turns.
-    #[error("contextd is shutting down and takes no new turns; retry against another replica or after the restart")]
+    #[error(
+        "contextd is shutting down and takes no new turns; retry against another replica or after the restart"
+    )]
     ShuttingDown,
     /// The model backend failed.
     #[error(transparent)]

@@ -391,10 +391,13 @@ impl Engine {
         session_id: Option<&str>,
     ) -> Result<ToolOutput, EngineError> {
         check_context("arguments", arguments, &self.limits)?;
-        let (tool, provider) = self.tools.find(name).ok_or_else(|| EngineError::UnknownTool {
-            name: name.to_string(),
-            known: self.tools.known_names(),
-        })?;
+        let (tool, provider) = self
+            .tools
+            .find(name)
+            .ok_or_else(|| EngineError::UnknownTool {
+                name: name.to_string(),
+                known: self.tools.known_names(),
+            })?;
         let Some(session_id) = session_id else {
             if tool.needs_session {
                 return Err(EngineError::InvalidArgument(format!(
@@ -453,7 +456,10 @@ impl Engine {
         if let Some(patch) = context_patch {
             merge_context(&mut session.context, patch);
         }
-        let budget = WindowBudget::new(session.max_context_tokens, self.config.reserved_output_tokens);
+        let budget = WindowBudget::new(
+            session.max_context_tokens,
+            self.config.reserved_output_tokens,
+        );
         let head = PinnedHead::new(&self.counter, &session.system_prompt, &session.context);
         let stored_tail = match &session.pending {
             Some(pending) => self.load_turn_tail(&session, &pending.turn_id).await?,
@@ -495,7 +501,10 @@ impl Engine {
                 tool_call_id: String::new(),
             });
         }
-        let shown = history[..selection.taken].iter().rev().chain(stored_tail.iter());
+        let shown = history[..selection.taken]
+            .iter()
+            .rev()
+            .chain(stored_tail.iter());
         entries.extend(shown.map(|m| PreviewEntry {
             kind: EntryKind::History,
             role: Some(m.role),

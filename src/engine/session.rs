@@ -225,9 +225,7 @@ pub fn validate_tool_name(name: &str) -> Result<(), String> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
-        return Err(format!(
-            "tool name {name:?} may only contain [A-Za-z0-9_-]"
-        ));
+        return Err(format!("tool name {name:?} may only contain [A-Za-z0-9_-]"));
     }
     Ok(())
 }

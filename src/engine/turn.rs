@@ -161,7 +161,8 @@ impl Engine {
         let resumed = pending.is_some();
         let (turn_id, mut steps, answered) = match pending {
             Some(pending) => {
-                let answered = pair_results(&session_id, &pending.tool_calls, &request.tool_results)?;
+                let answered =
+                    pair_results(&session_id, &pending.tool_calls, &request.tool_results)?;
                 (pending.turn_id, pending.steps, answered)
             }
             None => {
@@ -209,7 +210,10 @@ impl Engine {
             turn.push(turn.message(Role::User, request.message.clone(), tokens));
         }
 
-        let budget = WindowBudget::new(session.max_context_tokens, self.config.reserved_output_tokens);
+        let budget = WindowBudget::new(
+            session.max_context_tokens,
+            self.config.reserved_output_tokens,
+        );
         let history_end = session.message_count - stored_tail.len() as u64;
         let history = self
             .load_history(&session_id, history_end, budget.input_tokens())
@@ -250,9 +254,9 @@ impl Engine {
                 .await?;
             steps += 1;
             response.push_str(&step.text);
-            let output_tokens = self
-                .counter
-                .count_message(Role::Assistant, &step.text, &step.calls, "");
+            let output_tokens =
+                self.counter
+                    .count_message(Role::Assistant, &step.text, &step.calls, "");
             let (input, output) = step
                 .reported
                 .unwrap_or((u64::from(selection.total_tokens), u64::from(output_tokens)));
@@ -437,7 +441,9 @@ impl TurnState {
 }
 
 async fn emit<S: TurnSink>(sink: &mut S, event: TurnEvent) -> Result<(), EngineError> {
-    sink.emit(event).await.map_err(|SinkClosed| EngineError::Cancelled)
+    sink.emit(event)
+        .await
+        .map_err(|SinkClosed| EngineError::Cancelled)
 }
 
 /// Pairs each pending call with its result, in call order; refuses missing, unknown and
@@ -485,4 +491,3 @@ fn pair_results(
         })
         .collect())
 }
-

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{ModelBackend, ModelError, ModelEvent, ModelFinish, ModelInfo, ModelRequest, ModelStream};
+use super::{
+    ModelBackend, ModelError, ModelEvent, ModelFinish, ModelInfo, ModelRequest, ModelStream,
+};
 use crate::engine::session::{Context, Role, ToolCall, generate_tool_call_id};
 
 /// Name of the echo model.
@@ -131,7 +133,11 @@ fn parse_delay(text: &str) -> (Duration, &str) {
 /// Reads `/call` lines. `None`: not a tool-call message. `Some(Err(text))`: a call that cannot
 /// be made, explained in `text` (the reply).
 fn plan_tool_calls(text: &str, request: &ModelRequest) -> Option<Result<Vec<ToolCall>, String>> {
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     if lines.is_empty() || !lines.iter().all(|l| l.starts_with("/call ")) {
         return None;
     }
@@ -299,7 +305,10 @@ mod tests {
 
         let mut result = message(Role::Tool, "42");
         result.tool_name = "lookup".into();
-        let req = request(vec![message(Role::User, "/call lookup {}"), result], json!({}));
+        let req = request(
+            vec![message(Role::User, "/call lookup {}"), result],
+            json!({}),
+        );
         let (_, events) = plan_reply(&req);
         assert_eq!(text_of(&events), "Tool lookup returned: 42");
     }

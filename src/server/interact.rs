@@ -17,9 +17,9 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use super::logging::record_session;
 use super::shutdown::{Lifecycle, shutting_down};
 use crate::api::convert::{
-    context_to_wire, finish_to_wire, labels_from_wire, patch_from_wire, session_to_wire,
-    tool_call_to_wire, tool_result_to_wire, tool_results_from_wire, tools_from_wire,
-    usage_to_wire, context_from_wire,
+    context_from_wire, context_to_wire, finish_to_wire, labels_from_wire, patch_from_wire,
+    session_to_wire, tool_call_to_wire, tool_result_to_wire, tool_results_from_wire,
+    tools_from_wire, usage_to_wire,
 };
 use crate::api::v1::{
     self, converse_request::Frame, converse_response, interact_service_server::InteractService,
@@ -227,7 +227,9 @@ impl InteractService for InteractApi {
             };
             let item = match result {
                 Ok(outcome) => Ok(v1::StreamResponseResponse {
-                    event: Some(stream_response_response::Event::Completed(completed(&outcome))),
+                    event: Some(stream_response_response::Event::Completed(completed(
+                        &outcome,
+                    ))),
                 }),
                 Err(e) => Err(turn_status(e, &lifecycle)),
             };
@@ -283,7 +285,9 @@ impl Conversation {
         let mut inbound_open = true;
         loop {
             while running.is_none() {
-                let Some(frame) = self.queue.pop_front() else { break };
+                let Some(frame) = self.queue.pop_front() else {
+                    break;
+                };
                 match self.start(frame).await {
                     Ok(turn) => running = turn,
                     Err(SinkClosed) => return,
@@ -362,20 +366,29 @@ impl Conversation {
             Frame::Cancel(_) => return Ok(None),
         };
         let Some(session_id) = self.session_id.clone() else {
-            self.send("", error_event(Code::FailedPrecondition, "send an open frame first: it names the session this stream works on")).await?;
+            self.send(
+                "",
+                error_event(
+                    Code::FailedPrecondition,
+                    "send an open frame first: it names the session this stream works on",
+                ),
+            )
+            .await?;
             return Ok(None);
         };
         let request = match turn_request(session_id, message, context, results) {
             Ok(request) => request,
             Err(status) => {
-                self.send("", error_event(status.code(), status.message())).await?;
+                self.send("", error_event(status.code(), status.message()))
+                    .await?;
                 return Ok(None);
             }
         };
         let ticket = match self.lifecycle.begin_turn() {
             Ok(ticket) => ticket,
             Err(status) => {
-                self.send("", error_event(status.code(), status.message())).await?;
+                self.send("", error_event(status.code(), status.message()))
+                    .await?;
                 return Ok(None);
             }
         };
@@ -400,7 +413,9 @@ impl Conversation {
             let message = format!(
                 "this stream is already attached to session '{current}'; open a new stream for another session"
             );
-            return self.send("", error_event(Code::FailedPrecondition, message)).await;
+            return self
+                .send("", error_event(Code::FailedPrecondition, message))
+                .await;
         }
         record_session(&open.session_id);
         match self.get_or_create(open).await {
@@ -410,7 +425,8 @@ impl Conversation {
                     session: Some(session_to_wire(&session)),
                     session_created: created,
                 };
-                self.send("", converse_response::Event::Opened(opened)).await
+                self.send("", converse_response::Event::Opened(opened))
+                    .await
             }
             Err(status) => {
                 self.send("", error_event(status.code(), status.message()))
@@ -445,7 +461,9 @@ impl Conversation {
         match self.engine.create_session(new).await {
             Ok(session) => Ok((session, true)),
             // Created by someone else in between: attach to it.
-            Err(EngineError::SessionExists(_)) => Ok((self.engine.get_session(&open.session_id).await?, false)),
+            Err(EngineError::SessionExists(_)) => {
+                Ok((self.engine.get_session(&open.session_id).await?, false))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -459,8 +477,11 @@ impl Conversation {
     ) -> Result<(), SinkClosed> {
         match result {
             Ok(outcome) => {
-                self.send(&turn_id, converse_response::Event::Completed(completed(&outcome)))
-                    .await
+                self.send(
+                    &turn_id,
+                    converse_response::Event::Completed(completed(&outcome)),
+                )
+                .await
             }
             Err(EngineError::Cancelled) if cancelled_by_client => {
                 let session_id = self.session_id.clone().unwrap_or_default();
@@ -480,8 +501,11 @@ impl Conversation {
                     usage: Usage::default(),
                     session_created: false,
                 };
-                self.send(&turn_id, converse_response::Event::Completed(completed(&outcome)))
-                    .await
+                self.send(
+                    &turn_id,
+                    converse_response::Event::Completed(completed(&outcome)),
+                )
+                .await
             }
             Err(e) => {
                 let status = turn_status(e, &self.lifecycle);

@@ -86,7 +86,10 @@ impl RpcLog {
     fn write(self, status: Option<String>) {
         let code = status.or(self.status);
         let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        let code = code.as_deref().map(code_name).unwrap_or("CANCELLED (client left)");
+        let code = code
+            .as_deref()
+            .map(code_name)
+            .unwrap_or("CANCELLED (client left)");
         let _entered = self.span.enter();
         tracing::info!(code, latency_ms = format!("{latency_ms:.2}"), "rpc done");
     }

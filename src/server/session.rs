@@ -102,7 +102,10 @@ impl SessionService for SessionApi {
         let update = SessionUpdate {
             context_patch: patch_from_wire("context", r.context)?,
             system_prompt: r.system_prompt,
-            tools: r.tools.map(|list| tools_from_wire(list.tools)).transpose()?,
+            tools: r
+                .tools
+                .map(|list| tools_from_wire(list.tools))
+                .transpose()?,
             model: r.model,
             max_context_tokens: r.max_context_tokens,
             set_labels: labels_from_wire(r.labels),
@@ -121,7 +124,9 @@ impl SessionService for SessionApi {
         let r = request.into_inner();
         record_session(&r.session_id);
         let deleted_messages = self.engine.delete_session(&r.session_id).await?;
-        Ok(Response::new(v1::DeleteSessionResponse { deleted_messages }))
+        Ok(Response::new(v1::DeleteSessionResponse {
+            deleted_messages,
+        }))
     }
 
     async fn list_messages(

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::logging::record_session;
-use crate::api::convert::{context_from_wire, server_tool_to_wire, structured_to_wire, tool_to_wire};
+use crate::api::convert::{
+    context_from_wire, server_tool_to_wire, structured_to_wire, tool_to_wire,
+};
 use crate::api::v1::{self, tool_service_server::ToolService};
 use crate::engine::Engine;
 
@@ -61,7 +63,10 @@ impl ToolService for ToolApi {
         if let Some(id) = session_id {
             record_session(id);
         }
-        let output = self.engine.call_tool(&r.name, &arguments, session_id).await?;
+        let output = self
+            .engine
+            .call_tool(&r.name, &arguments, session_id)
+            .await?;
         Ok(Response::new(v1::CallToolResponse {
             content: output.content,
             structured_content: structured_to_wire(output.structured.as_ref()),

@@ -110,7 +110,11 @@ fn context_get(arguments: &Context, context: &Context) -> ToolOutput {
                 let keys: Vec<_> = context.keys().map(String::as_str).collect();
                 ToolOutput::error(format!(
                     "no key '{key}' in the session context (keys: {})",
-                    if keys.is_empty() { "none".to_string() } else { keys.join(", ") }
+                    if keys.is_empty() {
+                        "none".to_string()
+                    } else {
+                        keys.join(", ")
+                    }
                 ))
             }
         },
