@@ -297,7 +297,7 @@ pub fn decode_page_token(kind: &str, token: &str) -> Result<String, WireError> {
             "page_token {token:?} is not one this listing issued; pass next_page_token unchanged, or empty for the first page"
         ))
     };
-    if !token.len().is_multiple_of(2) || token.len() > 1024 {
+    if !token.is_ascii() || !token.len().is_multiple_of(2) || token.len() > 1024 {
         return Err(bad());
     }
     let bytes = (0..token.len())
@@ -350,5 +350,6 @@ mod tests {
         assert!(decode_page_token("messages", &token).is_err());
         assert!(decode_page_token("sessions", "zz").is_err());
         assert!(decode_page_token("sessions", "abc").is_err());
+        assert!(decode_page_token("sessions", "é1").is_err());
     }
 }
