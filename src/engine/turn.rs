@@ -491,3 +491,267 @@ fn pair_results(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::{EngineConfig, Limits};
+    use crate::engine::session::ToolSpec;
+    use crate::model::{ModelError, ModelInfo, ModelRegistry, ModelStream};
+    use crate::store::SessionStore;
+    use crate::store::memory::MemoryStore;
+    use crate::tools::ToolRegistry;
+    use crate::tools::builtin::BuiltinTools;
+
+    /// What the scripted model does on every step.
+    #[derive(Clone, Copy)]
+    enum Script {
+        /// Always asks for `context_set` (a server-side tool), never finishes.
+        LoopOnServerTool,
+        /// Asks for one server-side and one client-side tool at once, then replies.
+        MixedCalls,
+        /// Sends a delta, then never anything again (until dropped).
+        Hang,
+        /// Sends a delta, then fails.
+        FailMidStream,
+    }
+
+    struct Scripted {
+        script: Script,
+        dropped: Arc<AtomicBool>,
+        calls: Arc<AtomicUsize>,
+    }
+
+    /// Sets a flag when the model's stream is dropped.
+    struct DropFlag(Arc<AtomicBool>);
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn call(name: &str, arguments: serde_json::Value) -> ModelEvent {
+        ModelEvent::ToolCall(ToolCall {
+            id: String::new(),
+            name: name.into(),
+            arguments: arguments.as_object().cloned().unwrap_or_default(),
+        })
+    }
+
+    impl ModelBackend for Scripted {
+        fn models(&self) -> Vec<ModelInfo> {
+            vec![ModelInfo {
+                name: "scripted".into(),
+                context_window: 4096,
+            }]
+        }
+
+        fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
+            let step = self.calls.fetch_add(1, Ordering::SeqCst);
+            let flag = DropFlag(self.dropped.clone());
+            let answered = request.messages.last().is_some_and(|m| m.role == Role::Tool);
+            let events: Vec<Result<ModelEvent, ModelError>> = match self.script {
+                Script::LoopOnServerTool => vec![
+                    Ok(call("context_set", json!({"patch": {"step": step}}))),
+                    Ok(ModelEvent::Finish(ModelFinish::ToolCalls)),
+                ],
+                Script::MixedCalls if !answered => vec![
+                    Ok(call("context_get", json!({}))),
+                    Ok(call("client_tool", json!({"x": 1}))),
+                    Ok(ModelEvent::Finish(ModelFinish::ToolCalls)),
+                ],
+                Script::MixedCalls => vec![
+                    Ok(ModelEvent::Delta("done".into())),
+                    Ok(ModelEvent::Finish(ModelFinish::Stop)),
+                ],
+                Script::Hang => vec![Ok(ModelEvent::Delta("partial".into()))],
+                Script::FailMidStream => vec![
+                    Ok(ModelEvent::Delta("partial".into())),
+                    Err(ModelError::Unavailable {
+                        backend: "scripted".into(),
+                        message: "connection reset".into(),
+                    }),
+                ],
+            };
+            let hang = matches!(self.script, Script::Hang);
+            let stream = futures_util::stream::iter(events).chain(futures_util::stream::unfold(
+                (flag, hang),
+                |(flag, hang)| async move {
+                    if hang {
+                        std::future::pending::<()>().await;
+                    }
+                    drop(flag);
+                    None
+                },
+            ));
+            Ok(Box::pin(stream))
+        }
+    }
+
+    struct Fixture {
+        engine: Engine,
+        store: Arc<MemoryStore>,
+        dropped: Arc<AtomicBool>,
+        calls: Arc<AtomicUsize>,
+    }
+
+    fn fixture(script: Script) -> Fixture {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut models = ModelRegistry::new();
+        models.register(Arc::new(Scripted {
+            script,
+            dropped: dropped.clone(),
+            calls: calls.clone(),
+        }));
+        let mut tools = ToolRegistry::new();
+        tools.register(Arc::new(BuiltinTools::new(32, 1 << 20)));
+        let store = Arc::new(MemoryStore::new());
+        let config = EngineConfig {
+            default_model: "scripted".into(),
+            max_tool_steps: 3,
+            ..EngineConfig::default()
+        };
+        let engine = Engine::new(store.clone(), models, tools, config, Limits::default());
+        Fixture {
+            engine,
+            store,
+            dropped,
+            calls,
+        }
+    }
+
+    fn request(message: &str) -> TurnRequest {
+        TurnRequest {
+            session_id: "s1".into(),
+            message: message.into(),
+            create: Some(NewSession {
+                tools: vec![ToolSpec {
+                    name: "client_tool".into(),
+                    description: String::new(),
+                    input_schema: Context::new(),
+                }],
+                ..NewSession::default()
+            }),
+            ..TurnRequest::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn step_limit_ends_a_tool_loop_and_keeps_what_happened() {
+        let f = fixture(Script::LoopOnServerTool);
+        let outcome = f
+            .engine
+            .run_turn(request("go"), &mut NoSink, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(outcome.finish, FinishReason::StepLimit);
+        assert_eq!(f.calls.load(Ordering::SeqCst), 3);
+        assert_eq!(outcome.context["step"], 2);
+        // user + 3 × (assistant call + tool result)
+        let session = f.store.get_session("s1").await.unwrap().unwrap();
+        assert_eq!(session.message_count, 7);
+        assert!(session.pending.is_none());
+    }
+
+    #[tokio::test]
+    async fn mixed_calls_run_server_tools_and_pause_for_client_tools() {
+        let f = fixture(Script::MixedCalls);
+        let cancel = CancellationToken::new();
+        let outcome = f
+            .engine
+            .run_turn(request("go"), &mut NoSink, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(outcome.finish, FinishReason::ToolCalls);
+        assert_eq!(outcome.tool_calls.len(), 1);
+        assert_eq!(outcome.tool_calls[0].name, "client_tool");
+        let session = f.store.get_session("s1").await.unwrap().unwrap();
+        // user, assistant(2 calls), tool(context_get)
+        assert_eq!(session.message_count, 3);
+        let pending = session.pending.clone().unwrap();
+        assert_eq!(pending.turn_id, outcome.turn_id);
+
+        let resumed = f
+            .engine
+            .run_turn(
+                TurnRequest {
+                    session_id: "s1".into(),
+                    tool_results: vec![ToolResult {
+                        tool_call_id: outcome.tool_calls[0].id.clone(),
+                        content: "42".into(),
+                        is_error: false,
+                    }],
+                    ..TurnRequest::default()
+                },
+                &mut NoSink,
+                &cancel,
+            )
+            .await
+            .unwrap();
+        assert_eq!(resumed.finish, FinishReason::Stop);
+        assert_eq!(resumed.turn_id, outcome.turn_id);
+        assert_eq!(resumed.response, "done");
+        let messages = f.store.list_messages("s1", 0, 100).await.unwrap();
+        let roles: Vec<_> = messages.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [Role::User, Role::Assistant, Role::Tool, Role::Tool, Role::Assistant]
+        );
+        assert!(messages.iter().all(|m| m.turn_id == outcome.turn_id));
+    }
+
+    #[tokio::test]
+    async fn cancel_drops_the_model_stream_at_once_and_stores_nothing() {
+        let f = fixture(Script::Hang);
+        let cancel = CancellationToken::new();
+        let mut sink = NoSink;
+        let turn = f.engine.run_turn(request("go"), &mut sink, &cancel);
+        tokio::pin!(turn);
+        // Drive the turn until the model hangs after its first delta.
+        tokio::select! {
+            _ = &mut turn => panic!("the hanging model cannot finish"),
+            _ = tokio::task::yield_now() => {}
+        }
+        while f.calls.load(Ordering::SeqCst) == 0 {
+            tokio::select! {
+                _ = &mut turn => panic!("the hanging model cannot finish"),
+                _ = tokio::task::yield_now() => {}
+            }
+        }
+        assert!(!f.dropped.load(Ordering::SeqCst));
+        cancel.cancel();
+        let result = turn.await;
+        assert!(matches!(result, Err(EngineError::Cancelled)));
+        assert!(f.dropped.load(Ordering::SeqCst), "model stream dropped");
+        assert!(f.store.get_session("s1").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn model_failure_mid_stream_stores_nothing() {
+        let f = fixture(Script::FailMidStream);
+        f.engine
+            .create_session(NewSession {
+                session_id: "s1".into(),
+                ..NewSession::default()
+            })
+            .await
+            .unwrap();
+        let result = f
+            .engine
+            .run_turn(request("go"), &mut NoSink, &CancellationToken::new())
+            .await;
+        assert!(matches!(
+            result,
+            Err(EngineError::Model(ModelError::Unavailable { .. }))
+        ));
+        let session = f.store.get_session("s1").await.unwrap().unwrap();
+        assert_eq!(session.message_count, 0);
+        assert_eq!(session.version, 1);
+    }
+}
