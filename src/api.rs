@@ -2,6 +2,7 @@
 //! descriptor set (for reflection), and the conversions between wire and domain types
 //! ([`convert`]). Nothing else in the crate includes generated code.
 
+pub mod codec;
 pub mod convert;
 
 /// Generated code for the `contextd.v1` package (messages, clients, servers).

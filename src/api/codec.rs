@@ -1,0 +1,67 @@
+//! The protobuf codec of every contextd service: prost's, except that a request the decoder
+//! cannot read is INVALID_ARGUMENT (the caller sent it) with a message that says what to fix,
+//! rather than prost's INTERNAL.
+//!
+//! The usual cause is nesting: protobuf decoders stop at 100 nested messages, and a
+//! `google.protobuf.Struct` costs three per JSON level, so contexts deeper than about 32 JSON
+//! levels cannot be decoded at all (the engine's own depth limit, 32 by default, sits below).
+
+use tonic::Status;
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+
+/// prost's codec with caller-facing decode errors.
+#[derive(Debug, Clone)]
+pub struct WireCodec<T, U>(ProstCodec<T, U>);
+
+impl<T, U> Default for WireCodec<T, U> {
+    fn default() -> Self {
+        Self(ProstCodec::default())
+    }
+}
+
+impl<T, U> Codec for WireCodec<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = WireDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        self.0.encoder()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        WireDecoder(self.0.decoder())
+    }
+}
+
+/// Decodes like prost, explaining failures.
+#[derive(Debug, Clone)]
+pub struct WireDecoder<U>(ProstDecoder<U>);
+
+impl<U: prost::Message + Default> Decoder for WireDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        self.0.decode(buf).map_err(|status| {
+            let detail = status.message();
+            let hint = if detail.contains("recursion limit") {
+                " (the message is nested more than 100 levels deep; a JSON context or argument object costs 3 levels per level of nesting, so keep them within limits.max_context_depth, 32 by default)"
+            } else {
+                ""
+            };
+            Status::invalid_argument(format!(
+                "the message could not be decoded as protobuf: {detail}{hint}"
+            ))
+        })
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        self.0.buffer_settings()
+    }
+}
