@@ -49,15 +49,16 @@ impl<U: prost::Message + Default> Decoder for WireDecoder<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0.decode(buf).map_err(|status| {
-            let detail = status.message();
-            let hint = if detail.contains("recursion limit") {
-                " (the message is nested more than 100 levels deep; a JSON context or argument object costs 3 levels per level of nesting, so keep them within limits.max_context_depth, 32 by default)"
+            let message = if status.message().contains("recursion limit") {
+                // prost's own text repeats the whole nesting path; say what matters instead.
+                "the message is nested more than 100 protobuf levels deep and cannot be decoded; a JSON context, patch or argument object costs 3 levels per level of nesting, so keep them within limits.max_context_depth (32 by default)".to_string()
             } else {
-                ""
+                format!(
+                    "the message could not be decoded as protobuf: {}",
+                    status.message()
+                )
             };
-            Status::invalid_argument(format!(
-                "the message could not be decoded as protobuf: {detail}{hint}"
-            ))
+            Status::invalid_argument(message)
         })
     }
 
