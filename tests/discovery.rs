@@ -1,0 +1,213 @@
+//! Discovery: the standard gRPC health service and server reflection (both `v1` and
+//! `v1alpha`), as generic tools such as grpcurl and load balancers use them.
+
+mod common;
+
+use common::*;
+use prost::Message as _;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+const OUR_SERVICES: [&str; 4] = [
+    "contextd.v1.SessionService",
+    "contextd.v1.InteractService",
+    "contextd.v1.ToolService",
+    "grpc.health.v1.Health",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_serving() {
+    let server = TestServer::start().await;
+    let mut health = server.health().await;
+    for service in [
+        "",
+        "contextd.v1.InteractService",
+        "contextd.v1.SessionService",
+        "contextd.v1.ToolService",
+    ] {
+        let response = health
+            .check(HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("Check({service:?}) failed: {s:?}"))
+            .into_inner();
+        assert_eq!(
+            response.status(),
+            ServingStatus::Serving,
+            "service {service:?}"
+        );
+    }
+    expect_code(
+        health
+            .check(HealthCheckRequest {
+                service: "no.such.Service".into(),
+            })
+            .await,
+        Code::NotFound,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_v1_lists_services_and_resolves_symbols() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
+
+    let server = TestServer::start().await;
+    let mut client = ServerReflectionClient::new(server.channel().await);
+    let ask = |request: MessageRequest| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    let requests = vec![
+        ask(MessageRequest::ListServices(String::new())),
+        ask(MessageRequest::FileContainingSymbol(
+            "contextd.v1.InteractService".into(),
+        )),
+    ];
+    let mut stream = within(
+        "ServerReflectionInfo",
+        client.server_reflection_info(tokio_stream::iter(requests)),
+    )
+    .await
+    .expect("reflection v1")
+    .into_inner();
+    let mut responses: Vec<ServerReflectionResponse> = Vec::new();
+    while let Some(response) = within("a reflection answer", stream.message())
+        .await
+        .expect("reflection stream")
+    {
+        responses.push(response);
+    }
+    assert_eq!(responses.len(), 2, "one answer per request");
+
+    let Some(MessageResponse::ListServicesResponse(list)) = &responses[0].message_response else {
+        panic!(
+            "expected a service list, got {:?}",
+            responses[0].message_response
+        );
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for service in OUR_SERVICES {
+        assert!(names.contains(&service), "{service} listed in {names:?}");
+    }
+
+    let Some(MessageResponse::FileDescriptorResponse(files)) = &responses[1].message_response
+    else {
+        panic!(
+            "expected descriptors, got {:?}",
+            responses[1].message_response
+        );
+    };
+    check_interact_descriptor(&files.file_descriptor_proto);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_v1alpha_lists_services_and_resolves_symbols() {
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1alpha::{ServerReflectionRequest, ServerReflectionResponse};
+
+    let server = TestServer::start().await;
+    let mut client = ServerReflectionClient::new(server.channel().await);
+    let ask = |request: MessageRequest| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    let requests = vec![
+        ask(MessageRequest::ListServices(String::new())),
+        ask(MessageRequest::FileContainingSymbol(
+            "contextd.v1.InteractService".into(),
+        )),
+        ask(MessageRequest::FileContainingSymbol(
+            "contextd.v1.SessionService".into(),
+        )),
+    ];
+    let mut stream = within(
+        "ServerReflectionInfo",
+        client.server_reflection_info(tokio_stream::iter(requests)),
+    )
+    .await
+    .expect("reflection v1alpha")
+    .into_inner();
+    let mut responses: Vec<ServerReflectionResponse> = Vec::new();
+    while let Some(response) = within("a reflection answer", stream.message())
+        .await
+        .expect("reflection stream")
+    {
+        responses.push(response);
+    }
+    assert_eq!(responses.len(), 3, "one answer per request");
+
+    let Some(MessageResponse::ListServicesResponse(list)) = &responses[0].message_response else {
+        panic!(
+            "expected a service list, got {:?}",
+            responses[0].message_response
+        );
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for service in OUR_SERVICES {
+        assert!(names.contains(&service), "{service} listed in {names:?}");
+    }
+
+    let Some(MessageResponse::FileDescriptorResponse(files)) = &responses[1].message_response
+    else {
+        panic!(
+            "expected descriptors, got {:?}",
+            responses[1].message_response
+        );
+    };
+    check_interact_descriptor(&files.file_descriptor_proto);
+
+    let Some(MessageResponse::FileDescriptorResponse(files)) = &responses[2].message_response
+    else {
+        panic!(
+            "expected descriptors, got {:?}",
+            responses[2].message_response
+        );
+    };
+    let decoded = decode_files(&files.file_descriptor_proto);
+    assert!(
+        decoded
+            .iter()
+            .any(|f| f.service.iter().any(|s| s.name() == "SessionService")),
+        "the file defining SessionService is returned"
+    );
+}
+
+fn decode_files(raw: &[Vec<u8>]) -> Vec<prost_types::FileDescriptorProto> {
+    raw.iter()
+        .map(|bytes| {
+            prost_types::FileDescriptorProto::decode(bytes.as_slice())
+                .expect("a valid FileDescriptorProto")
+        })
+        .collect()
+}
+
+/// The answer for `contextd.v1.InteractService` holds the file that defines it, with its
+/// three methods.
+fn check_interact_descriptor(raw: &[Vec<u8>]) {
+    let files = decode_files(raw);
+    let file = files
+        .iter()
+        .find(|f| f.service.iter().any(|s| s.name() == "InteractService"))
+        .unwrap_or_else(|| {
+            let names: Vec<&str> = files.iter().map(|f| f.name()).collect();
+            panic!("no file defines InteractService: {names:?}")
+        });
+    assert_eq!(file.package(), "contextd.v1");
+    assert_eq!(file.name(), "contextd/v1/interact.proto");
+    let service = file
+        .service
+        .iter()
+        .find(|s| s.name() == "InteractService")
+        .expect("service");
+    let methods: Vec<&str> = service.method.iter().map(|m| m.name()).collect();
+    assert_eq!(methods, ["Interact", "StreamResponse", "Converse"]);
+    let converse = &service.method[2];
+    assert!(converse.client_streaming() && converse.server_streaming());
+}

@@ -1,0 +1,300 @@
+//! ToolService end to end: ListTools (server-side tools and a session's declared tools) and
+//! CallTool on the built-in session tools, with the gRPC errors for malformed calls and
+//! `is_error` results for tools that run and fail.
+
+mod common;
+
+use common::*;
+use contextd::api::v1::{
+    CallToolRequest, CallToolResponse, CreateSessionRequest, ListToolsRequest,
+};
+use serde_json::{Value as Json, json};
+use tonic::Code;
+
+fn call(name: &str, session_id: &str, arguments: Option<Json>) -> CallToolRequest {
+    CallToolRequest {
+        name: name.to_string(),
+        arguments: arguments.map(|a| to_struct(&a)),
+        session_id: session_id.to_string(),
+    }
+}
+
+async fn call_ok(
+    client: &mut contextd::api::v1::tool_service_client::ToolServiceClient<
+        tonic::transport::Channel,
+    >,
+    request: CallToolRequest,
+) -> CallToolResponse {
+    let name = request.name.clone();
+    within("CallTool", client.call_tool(request))
+        .await
+        .unwrap_or_else(|s| panic!("CallTool {name} failed: {:?} {}", s.code(), s.message()))
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_tools_describes_the_builtin_tools() {
+    let server = TestServer::start().await;
+    let mut tools = server.tools().await;
+    let listed = tools
+        .list_tools(ListToolsRequest::default())
+        .await
+        .expect("ListTools")
+        .into_inner();
+    assert!(listed.session_tools.is_empty());
+    for name in ["context_get", "context_set", "history_search"] {
+        let tool = listed
+            .tools
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("{name} is listed"));
+        assert!(!tool.description.is_empty(), "{name} has a description");
+        let schema = json_of(&tool.input_schema);
+        assert_eq!(schema["type"], json!("object"), "{name} schema: {schema}");
+        assert!(schema["properties"].is_object(), "{name} schema: {schema}");
+    }
+    let schema = |name: &str| {
+        json_of(
+            &listed
+                .tools
+                .iter()
+                .find(|t| t.name == name)
+                .expect("listed")
+                .input_schema,
+        )
+    };
+    assert!(schema("context_get")["properties"]["key"].is_object());
+    assert!(schema("context_set")["properties"]["patch"].is_object());
+    assert!(schema("history_search")["properties"]["query"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_tools_with_a_session_lists_its_declared_tools() {
+    let server = TestServer::start().await;
+    let mut tools = server.tools().await;
+    let mut sessions = server.sessions().await;
+    let declared = vec![
+        tool_def("get_weather", "Current weather for a city."),
+        tool_def("get_time", "Local time for a city."),
+    ];
+    create_session(
+        &mut sessions,
+        CreateSessionRequest {
+            session_id: "declared".into(),
+            tools: declared.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    let listed = tools
+        .list_tools(ListToolsRequest {
+            session_id: "declared".into(),
+        })
+        .await
+        .expect("ListTools")
+        .into_inner();
+    assert_eq!(listed.session_tools, declared);
+    assert!(listed.tools.iter().any(|t| t.name == "context_get"));
+    assert!(
+        !listed.tools.iter().any(|t| t.name == "get_weather"),
+        "declared tools are not server-side tools"
+    );
+
+    expect_code(
+        tools
+            .list_tools(ListToolsRequest {
+                session_id: "ghost".into(),
+            })
+            .await,
+        Code::NotFound,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_set_then_context_get() {
+    let server = TestServer::start().await;
+    let mut tools = server.tools().await;
+    let mut sessions = server.sessions().await;
+    create_session(
+        &mut sessions,
+        CreateSessionRequest {
+            session_id: "ctx".into(),
+            context: ctx(json!({"a": 1, "profile": {"name": "Ada"}})),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    let set = call_ok(
+        &mut tools,
+        call(
+            "context_set",
+            "ctx",
+            Some(json!({"patch": {"a": null, "profile": {"lang": "en"}, "b": [1, 2]}})),
+        ),
+    )
+    .await;
+    assert!(!set.is_error, "{}", set.content);
+    let expected = json!({"profile": {"name": "Ada", "lang": "en"}, "b": [1, 2]});
+    assert_eq!(
+        json_of(&get_session(&mut sessions, "ctx").await.context),
+        expected
+    );
+
+    let got = call_ok(
+        &mut tools,
+        call("context_get", "ctx", Some(json!({"key": "profile"}))),
+    )
+    .await;
+    assert!(!got.is_error, "{}", got.content);
+    assert!(
+        got.content.contains("Ada") && got.content.contains("en"),
+        "{}",
+        got.content
+    );
+    if let Some(structured) = &got.structured_content {
+        assert_eq!(from_value(structured), json!({"name": "Ada", "lang": "en"}));
+    }
+
+    let got = call_ok(
+        &mut tools,
+        call("context_get", "ctx", Some(json!({"key": "b"}))),
+    )
+    .await;
+    assert!(!got.is_error);
+    assert!(
+        got.content.contains('1') && got.content.contains('2'),
+        "{}",
+        got.content
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_search_over_rpc() {
+    let server = TestServer::start().await;
+    let mut tools = server.tools().await;
+    let mut interact = server.interact().await;
+    say(&mut interact, "hist", "Remember the Blue Whale", None).await;
+    say(&mut interact, "hist", "Something unrelated", None).await;
+
+    let found = call_ok(
+        &mut tools,
+        call(
+            "history_search",
+            "hist",
+            Some(json!({"query": "blue whale", "limit": 10})),
+        ),
+    )
+    .await;
+    assert!(!found.is_error, "{}", found.content);
+    assert!(found.content.contains("Blue Whale"), "{}", found.content);
+    assert!(!found.content.contains("unrelated"), "{}", found.content);
+
+    let none = call_ok(
+        &mut tools,
+        call("history_search", "hist", Some(json!({"query": "zebra"}))),
+    )
+    .await;
+    assert!(!none.content.contains("Blue Whale"), "{}", none.content);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_calls_are_grpc_errors() {
+    let server = TestServer::start().await;
+    let mut tools = server.tools().await;
+    let mut sessions = server.sessions().await;
+    create_session(
+        &mut sessions,
+        CreateSessionRequest {
+            session_id: "calls".into(),
+            tools: vec![tool_def("client_only", "A tool the client runs.")],
+            ..Default::default()
+        },
+    )
+    .await;
+
+    // No such server-side tool (a session's declared tool is not one either).
+    expect_code(
+        tools.call_tool(call("no_such_tool", "calls", None)).await,
+        Code::NotFound,
+    );
+    expect_code(
+        tools.call_tool(call("client_only", "calls", None)).await,
+        Code::NotFound,
+    );
+    // A session tool needs a session.
+    expect_code(
+        tools
+            .call_tool(call("context_get", "", Some(json!({"key": "a"}))))
+            .await,
+        Code::InvalidArgument,
+    );
+    // An unknown session.
+    expect_code(
+        tools
+            .call_tool(call("context_get", "ghost", Some(json!({"key": "a"}))))
+            .await,
+        Code::NotFound,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_tool_is_is_error_not_a_status() {
+    let server = TestServer::start().await;
+    let mut tools = server.tools().await;
+    let mut sessions = server.sessions().await;
+    create_session(
+        &mut sessions,
+        CreateSessionRequest {
+            session_id: "fails".into(),
+            context: ctx(json!({"present": 1})),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    let missing = call_ok(
+        &mut tools,
+        call("context_get", "fails", Some(json!({"key": "absent"}))),
+    )
+    .await;
+    assert!(missing.is_error);
+    assert!(!missing.content.is_empty(), "the failure says why");
+
+    // context_set with a patch that is not an object runs and fails; nothing changes.
+    let bad_patch = call_ok(
+        &mut tools,
+        call(
+            "context_set",
+            "fails",
+            Some(json!({"patch": "not an object"})),
+        ),
+    )
+    .await;
+    assert!(bad_patch.is_error, "{}", bad_patch.content);
+    assert_eq!(
+        json_of(&get_session(&mut sessions, "fails").await.context),
+        json!({"present": 1})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absent_arguments_are_an_empty_object() {
+    let server = TestServer::start().await;
+    let mut tools = server.tools().await;
+    let mut sessions = server.sessions().await;
+    create_session(
+        &mut sessions,
+        CreateSessionRequest {
+            session_id: "noargs".into(),
+            context: ctx(json!({"k": "v"})),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    let absent = call_ok(&mut tools, call("context_get", "noargs", None)).await;
+    let empty = call_ok(&mut tools, call("context_get", "noargs", Some(json!({})))).await;
+    assert_eq!(absent, empty, "absent arguments behave as {{}}");
+}
