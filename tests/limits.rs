@@ -276,3 +276,40 @@ async fn oversized_requests_are_refused_by_the_decoder() {
     // The server is fine afterwards.
     say(&mut interact, "decoder", "small", None).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_past_the_decoder_limit_is_invalid_argument_with_an_explanation() {
+    let server = TestServer::start().await;
+    let mut interact = server.interact().await;
+    let mut sessions = server.sessions().await;
+    say(&mut interact, "deeper", "hi", None).await;
+
+    // 40 JSON levels is 120 protobuf levels: prost refuses it before contextd sees it.
+    let status = expect_code(
+        interact
+            .interact(interact_request("deeper", "hi", Some(nested_object(40))))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        status
+            .message()
+            .contains("nested more than 100 protobuf levels"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(get_session(&mut sessions, "deeper").await.message_count, 2);
+
+    // On Converse the frame cannot be read at all, so the stream ends with that status.
+    let mut conversation = Conversation::start(&mut interact).await;
+    conversation.open("deeper").await;
+    conversation
+        .send_message("hello", Some(nested_object(40)))
+        .await;
+    let status = conversation
+        .next_raw()
+        .await
+        .expect_err("an undecodable frame ends the stream");
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    assert_eq!(get_session(&mut sessions, "deeper").await.message_count, 2);
+}

@@ -554,7 +554,10 @@ mod tests {
         fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
             let step = self.calls.fetch_add(1, Ordering::SeqCst);
             let flag = DropFlag(self.dropped.clone());
-            let answered = request.messages.last().is_some_and(|m| m.role == Role::Tool);
+            let answered = request
+                .messages
+                .last()
+                .is_some_and(|m| m.role == Role::Tool);
             let events: Vec<Result<ModelEvent, ModelError>> = match self.script {
                 Script::LoopOnServerTool => vec![
                     Ok(call("context_set", json!({"patch": {"step": step}}))),
@@ -701,7 +704,13 @@ mod tests {
         let roles: Vec<_> = messages.iter().map(|m| m.role).collect();
         assert_eq!(
             roles,
-            [Role::User, Role::Assistant, Role::Tool, Role::Tool, Role::Assistant]
+            [
+                Role::User,
+                Role::Assistant,
+                Role::Tool,
+                Role::Tool,
+                Role::Assistant
+            ]
         );
         assert!(messages.iter().all(|m| m.turn_id == outcome.turn_id));
     }
