@@ -331,13 +331,19 @@ impl Engine {
         for key in &update.remove_labels {
             session.labels.remove(key);
         }
-        session.update_time = SystemTime::now();
-        session.version += 1;
-        self.store
-            .commit(&session, Some(version), &[])
-            .await
-            .map_err(|e| map_write_error(e, session_id))?;
+        self.save_change(&mut session, version).await?;
         Ok(session)
+    }
+
+    /// Stores a change to a session's settings or context (no new messages), refusing it if
+    /// the session moved past `version` meanwhile.
+    async fn save_change(&self, session: &mut Session, version: u64) -> Result<(), EngineError> {
+        session.update_time = SystemTime::now();
+        session.version = version + 1;
+        self.store
+            .commit(session, Some(version), &[])
+            .await
+            .map_err(|e| map_write_error(e, &session.id))
     }
 
     /// Deletes a session; returns how many messages it had.
@@ -431,12 +437,7 @@ impl Engine {
         if context != session.context {
             let version = session.version;
             session.context = context;
-            session.update_time = SystemTime::now();
-            session.version += 1;
-            self.store
-                .commit(&session, Some(version), &[])
-                .await
-                .map_err(|e| map_write_error(e, session_id))?;
+            self.save_change(&mut session, version).await?;
         }
         Ok(output)
     }

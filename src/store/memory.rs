@@ -111,9 +111,7 @@ impl SessionStore for MemoryStore {
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
         let records = self.records();
-        let record = records
-            .get(session_id)
-            .ok_or_else(|| StoreError::NotFound(session_id.to_string()))?;
+        let record = find(&records, session_id)?;
         let from = usize::try_from(from).unwrap_or(usize::MAX);
         Ok(record
             .messages
@@ -131,9 +129,7 @@ impl SessionStore for MemoryStore {
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
         let records = self.records();
-        let record = records
-            .get(session_id)
-            .ok_or_else(|| StoreError::NotFound(session_id.to_string()))?;
+        let record = find(&records, session_id)?;
         let end = usize::try_from(before)
             .unwrap_or(usize::MAX)
             .min(record.messages.len());
@@ -152,9 +148,7 @@ impl SessionStore for MemoryStore {
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
         let records = self.records();
-        let record = records
-            .get(session_id)
-            .ok_or_else(|| StoreError::NotFound(session_id.to_string()))?;
+        let record = find(&records, session_id)?;
         let needle = query.to_lowercase();
         Ok(record
             .messages
@@ -165,6 +159,15 @@ impl SessionStore for MemoryStore {
             .cloned()
             .collect())
     }
+}
+
+fn find<'a>(
+    records: &'a BTreeMap<String, Record>,
+    session_id: &str,
+) -> Result<&'a Record, StoreError> {
+    records
+        .get(session_id)
+        .ok_or_else(|| StoreError::NotFound(session_id.to_string()))
 }
 
 /// Refuses messages that would not continue the history exactly (a gap or an overlap means
