@@ -179,8 +179,17 @@ impl Config {
     }
 }
 
-/// Parses `host:port`, explaining a bad port (`invalid port 619009: TCP ports are 1-65535
-/// (did you mean 61900?)`).
+/// Parses `host:port`, explaining a bad port.
+///
+/// ```
+/// use contextd::config::parse_listen;
+///
+/// assert_eq!(parse_listen("127.0.0.1:61900").unwrap().port(), 61900);
+/// assert_eq!(
+///     parse_listen("127.0.0.1:619009").unwrap_err().to_string(),
+///     "invalid port 619009: TCP ports are 1-65535 (did you mean 61900?)"
+/// );
+/// ```
 pub fn parse_listen(listen: &str) -> Result<SocketAddr, ConfigError> {
     let Some((host, port)) = listen.rsplit_once(':') else {
         return Err(ConfigError::Invalid(format!(

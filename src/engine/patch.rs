@@ -6,6 +6,15 @@ use super::session::Context;
 
 /// Applies `patch` to `target` as RFC 7386 describes: objects merge key by key, `null`
 /// deletes a key, anything else replaces the value.
+///
+/// ```
+/// use contextd::engine::patch::apply_merge_patch;
+/// use serde_json::json;
+///
+/// let mut context = json!({"user": {"name": "John", "city": "Oslo"}, "topic": "x"});
+/// apply_merge_patch(&mut context, &json!({"user": {"city": "NYC"}, "topic": null}));
+/// assert_eq!(context, json!({"user": {"name": "John", "city": "NYC"}}));
+/// ```
 pub fn apply_merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(patch) = patch else {
         *target = patch.clone();
