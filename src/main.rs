@@ -21,7 +21,8 @@ enum Command {
     /// Run the gRPC server.
     ///
     /// Settings come from, lowest first: built-in defaults, the TOML file given by --config,
-    /// CONTEXTD_* environment variables, and these flags.
+    /// CONTEXTD_* environment variables, and these flags. The log filter comes from
+    /// CONTEXTD_LOG or RUST_LOG (default: info).
     Serve(ServeArgs),
 }
 

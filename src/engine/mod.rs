@@ -27,7 +27,7 @@ use crate::tools::{ServerTool, ToolOutput, ToolRegistry, ToolScope};
 use locks::TurnLocks;
 use patch::merge_context;
 use session::{
-    Context, Message, Role, Session, ToolSpec, generate_session_id, validate_session_id,
+    Context, Role, Session, SharedMessage, ToolSpec, generate_session_id, validate_session_id,
     validate_tools,
 };
 use tokens::TokenCounter;
@@ -363,7 +363,7 @@ impl Engine {
         session_id: &str,
         from: u64,
         limit: usize,
-    ) -> Result<(Vec<Message>, Option<u64>), EngineError> {
+    ) -> Result<(Vec<SharedMessage>, Option<u64>), EngineError> {
         let session = self.get_session(session_id).await?;
         let messages = self
             .store
@@ -541,7 +541,7 @@ impl Engine {
         &self,
         session: &Session,
         turn_id: &str,
-    ) -> Result<Vec<Message>, EngineError> {
+    ) -> Result<Vec<SharedMessage>, EngineError> {
         let mut tail = Vec::new();
         let mut before = session.message_count;
         'pages: while before > 0 {
@@ -571,8 +571,8 @@ impl Engine {
         session_id: &str,
         before: u64,
         budget: u32,
-    ) -> Result<Vec<Message>, EngineError> {
-        let mut history: Vec<Message> = Vec::new();
+    ) -> Result<Vec<SharedMessage>, EngineError> {
+        let mut history: Vec<SharedMessage> = Vec::new();
         let mut tokens: u64 = 0;
         let mut cursor = before;
         while cursor > 0 {

@@ -99,6 +99,10 @@ impl Role {
     }
 }
 
+/// A stored message, shared: history is read far more often than written, and windows, model
+/// requests and stores hand the same messages around without copying their text.
+pub type SharedMessage = std::sync::Arc<Message>;
+
 /// One stored message of a session's history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {

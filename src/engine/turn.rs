@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::EngineError;
 use super::patch::merge_context;
 use super::session::{
-    Context, FinishReason, Message, PendingTurn, Role, ToolCall, ToolResult, Usage,
+    Context, FinishReason, Message, PendingTurn, Role, SharedMessage, ToolCall, ToolResult, Usage,
     generate_tool_call_id, generate_turn_id, validate_session_id,
 };
 use super::validate::{check_context, check_message};
@@ -232,7 +232,7 @@ impl Engine {
                 .sum();
             let selection = select_history(budget, &head, turn_tokens, &history)
                 .map_err(|e| too_large(e, budget, &head))?;
-            let messages: Vec<Message> = history[..selection.taken]
+            let messages: Vec<SharedMessage> = history[..selection.taken]
                 .iter()
                 .rev()
                 .chain(&stored_tail)
@@ -416,7 +416,7 @@ impl Engine {
 struct TurnState {
     next_index: u64,
     turn_id: String,
-    new_messages: Vec<Message>,
+    new_messages: Vec<SharedMessage>,
 }
 
 impl TurnState {
@@ -436,7 +436,7 @@ impl TurnState {
     }
 
     fn push(&mut self, message: Message) {
-        self.new_messages.push(message);
+        self.new_messages.push(SharedMessage::new(message));
     }
 }
 

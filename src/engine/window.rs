@@ -6,7 +6,7 @@
 //! assistant message that called tools is taken together with its results or not at all.
 //! Everything stays in storage; only the model's view is windowed.
 
-use super::session::{Context, Message, Role};
+use super::session::{Context, Role, SharedMessage};
 use super::tokens::{MESSAGE_OVERHEAD_TOKENS, TokenCounter};
 
 /// The session's budget.
@@ -112,7 +112,7 @@ pub fn select_history(
     budget: WindowBudget,
     head: &PinnedHead,
     turn_tokens: u32,
-    newest_first: &[Message],
+    newest_first: &[SharedMessage],
 ) -> Result<HistorySelection, TurnTooLarge> {
     let available = budget.input_tokens().saturating_sub(head.tokens());
     if turn_tokens > available {
@@ -154,11 +154,11 @@ pub fn select_history(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::session::ToolCall;
+    use crate::engine::session::{Message, ToolCall};
     use std::time::SystemTime;
 
-    fn msg(index: u64, role: Role, tokens: u32) -> Message {
-        Message {
+    fn msg(index: u64, role: Role, tokens: u32) -> SharedMessage {
+        SharedMessage::new(Message {
             index,
             role,
             content: format!("m{index}"),
@@ -177,7 +177,7 @@ mod tests {
             create_time: SystemTime::now(),
             token_count: tokens,
             turn_id: String::new(),
-        }
+        })
     }
 
     fn head() -> PinnedHead {
@@ -212,7 +212,7 @@ mod tests {
         let budget = WindowBudget::new(100, 0);
         // Oldest → newest: user(10), assistant+call(99→ cost 30 below), tool(30), assistant(10)
         let mut call = msg(1, Role::Assistant, 99);
-        call.token_count = 30;
+        SharedMessage::make_mut(&mut call).token_count = 30;
         let history = vec![
             msg(3, Role::Assistant, 10),
             msg(2, Role::Tool, 30),

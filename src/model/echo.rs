@@ -257,7 +257,7 @@ mod tests {
             system_prompt: String::new(),
             context: context.as_object().cloned().unwrap_or_default(),
             context_text: String::new(),
-            messages,
+            messages: messages.into_iter().map(Into::into).collect(),
             tools: vec![ToolSpec {
                 name: "lookup".into(),
                 description: String::new(),

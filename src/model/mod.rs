@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use futures_util::Stream;
 
-use crate::engine::session::{Context, Message, ToolCall, ToolSpec};
+use crate::engine::session::{Context, SharedMessage, ToolCall, ToolSpec};
 
 /// What the model is shown for one step of a turn.
 #[derive(Debug, Clone)]
@@ -26,7 +26,7 @@ pub struct ModelRequest {
     /// The context rendered as the text the model reads.
     pub context_text: String,
     /// History in the window followed by the current turn's messages, oldest first.
-    pub messages: Vec<Message>,
+    pub messages: Vec<SharedMessage>,
     /// Tools the model may call (server-side and client-declared).
     pub tools: Vec<ToolSpec>,
     /// Tokens the reply may use.

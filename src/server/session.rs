@@ -155,7 +155,7 @@ impl SessionService for SessionApi {
             .list_messages(&r.session_id, from, self.page_size(r.page_size))
             .await?;
         Ok(Response::new(v1::ListMessagesResponse {
-            messages: messages.iter().map(message_to_wire).collect(),
+            messages: messages.iter().map(|m| message_to_wire(m)).collect(),
             next_page_token: next
                 .map(|n| encode_page_token(MESSAGES_PAGE, &format!("{}@{n}", r.session_id)))
                 .unwrap_or_default(),

@@ -7,12 +7,12 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{SessionStore, StoreError};
-use crate::engine::session::{Message, Session};
+use crate::engine::session::{Session, SharedMessage};
 
 /// One session and its history.
 struct Record {
     session: Session,
-    messages: Vec<Message>,
+    messages: Vec<SharedMessage>,
 }
 
 /// Sessions in a `BTreeMap` (ordered by id, so listing pages by key) behind one mutex.
@@ -65,7 +65,7 @@ impl SessionStore for MemoryStore {
         &self,
         session: &Session,
         expected_version: Option<u64>,
-        messages: &[Message],
+        messages: &[SharedMessage],
     ) -> Result<(), StoreError> {
         let mut records = self.records();
         match expected_version {
@@ -109,7 +109,7 @@ impl SessionStore for MemoryStore {
         session_id: &str,
         from: u64,
         limit: usize,
-    ) -> Result<Vec<Message>, StoreError> {
+    ) -> Result<Vec<SharedMessage>, StoreError> {
         let records = self.records();
         let record = find(&records, session_id)?;
         let from = usize::try_from(from).unwrap_or(usize::MAX);
@@ -127,7 +127,7 @@ impl SessionStore for MemoryStore {
         session_id: &str,
         before: u64,
         limit: usize,
-    ) -> Result<Vec<Message>, StoreError> {
+    ) -> Result<Vec<SharedMessage>, StoreError> {
         let records = self.records();
         let record = find(&records, session_id)?;
         let end = usize::try_from(before)
@@ -146,7 +146,7 @@ impl SessionStore for MemoryStore {
         session_id: &str,
         query: &str,
         limit: usize,
-    ) -> Result<Vec<Message>, StoreError> {
+    ) -> Result<Vec<SharedMessage>, StoreError> {
         let records = self.records();
         let record = find(&records, session_id)?;
         let needle = query.to_lowercase();
@@ -172,7 +172,11 @@ fn find<'a>(
 
 /// Refuses messages that would not continue the history exactly (a gap or an overlap means
 /// the caller's view of the session is stale).
-fn check_continuity(session_id: &str, next: u64, messages: &[Message]) -> Result<(), StoreError> {
+fn check_continuity(
+    session_id: &str,
+    next: u64,
+    messages: &[SharedMessage],
+) -> Result<(), StoreError> {
     for (offset, message) in messages.iter().enumerate() {
         if message.index != next + offset as u64 {
             return Err(StoreError::Conflict(session_id.to_string()));

@@ -8,7 +8,7 @@ pub mod memory;
 
 use async_trait::async_trait;
 
-use crate::engine::session::{Message, Session};
+use crate::engine::session::{Session, SharedMessage};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -51,7 +51,7 @@ pub trait SessionStore: Send + Sync {
         &self,
         session: &Session,
         expected_version: Option<u64>,
-        messages: &[Message],
+        messages: &[SharedMessage],
     ) -> Result<(), StoreError>;
 
     /// Deletes a session with its history; returns how many messages it had, or `None` when
@@ -64,7 +64,7 @@ pub trait SessionStore: Send + Sync {
         session_id: &str,
         from: u64,
         limit: usize,
-    ) -> Result<Vec<Message>, StoreError>;
+    ) -> Result<Vec<SharedMessage>, StoreError>;
 
     /// Up to `limit` messages with `index < before`, newest first (for window assembly, which
     /// walks back from the end and stops when the window is full).
@@ -73,7 +73,7 @@ pub trait SessionStore: Send + Sync {
         session_id: &str,
         before: u64,
         limit: usize,
-    ) -> Result<Vec<Message>, StoreError>;
+    ) -> Result<Vec<SharedMessage>, StoreError>;
 
     /// Up to `limit` messages whose text contains `query` (case-insensitive), newest first.
     async fn search_messages(
@@ -81,5 +81,5 @@ pub trait SessionStore: Send + Sync {
         session_id: &str,
         query: &str,
         limit: usize,
-    ) -> Result<Vec<Message>, StoreError>;
+    ) -> Result<Vec<SharedMessage>, StoreError>;
 }
