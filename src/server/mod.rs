@@ -164,6 +164,9 @@ pub async fn serve(
         phases.close();
     });
 
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "contextd serving");
+    }
     let listener = listener.tap_io(|tcp| {
         // Small frames (deltas) must leave at once.
         let _ = tcp.set_nodelay(true);
