@@ -7,7 +7,7 @@
 use std::time::SystemTime;
 
 use prost_types::value::Kind;
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 
 use super::v1;
 use crate::engine::session::{
@@ -15,7 +15,6 @@ use crate::engine::session::{
     Usage,
 };
 use crate::engine::{EntryKind, Preview, PreviewEntry};
-use crate::tools::ServerTool;
 
 /// Wire input that cannot be accepted; the text says what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,11 +129,6 @@ pub fn tool_to_wire(tool: &ToolSpec) -> v1::ToolDefinition {
         description: tool.description.clone(),
         input_schema: Some(context_to_wire(&tool.input_schema)),
     }
-}
-
-/// A server-side tool for the wire.
-pub fn server_tool_to_wire(tool: &ServerTool) -> v1::ToolDefinition {
-    tool_to_wire(&tool.spec)
 }
 
 /// A tool call for the wire.
@@ -315,11 +309,6 @@ pub fn decode_page_token(kind: &str, token: &str) -> Result<String, WireError> {
 /// A JSON value for `CallToolResponse.structured_content`.
 pub fn structured_to_wire(value: Option<&Value>) -> Option<prost_types::Value> {
     value.map(value_to_wire)
-}
-
-/// An empty JSON object (for defaults).
-pub fn empty_context() -> Context {
-    Map::new()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use tiktoken_rs::CoreBPE;
 
-use super::session::{Message, Role, ToolCall};
+use super::session::{Role, ToolCall};
 
 /// Tokens every message costs beyond its text (role and separators), as chat formats do.
 pub const MESSAGE_OVERHEAD_TOKENS: u32 = 4;
@@ -53,16 +53,6 @@ impl TokenCounter {
                 + self.count_text(&serde_json::Value::Object(call.arguments.clone()).to_string());
         }
         total
-    }
-
-    /// Recounts a stored message (for checks; turns count once at creation).
-    pub fn recount(&self, message: &Message) -> u32 {
-        self.count_message(
-            message.role,
-            &message.content,
-            &message.tool_calls,
-            &message.tool_name,
-        )
     }
 }
 

@@ -42,9 +42,6 @@ const CONNECTION_CLOSE_BOUND: Duration = Duration::from_secs(2);
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
     /// Reflection could not be set up from the descriptors.
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),

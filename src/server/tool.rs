@@ -5,9 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::logging::record_session;
-use crate::api::convert::{
-    context_from_wire, server_tool_to_wire, structured_to_wire, tool_to_wire,
-};
+use crate::api::convert::{context_from_wire, structured_to_wire, tool_to_wire};
 use crate::api::v1::{self, tool_service_server::ToolService};
 use crate::engine::Engine;
 
@@ -42,7 +40,7 @@ impl ToolService for ToolApi {
                 .engine
                 .server_tools()
                 .iter()
-                .map(server_tool_to_wire)
+                .map(|tool| tool_to_wire(&tool.spec))
                 .collect(),
             session_tools,
         }))
