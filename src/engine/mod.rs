@@ -379,12 +379,12 @@ impl Engine {
 
     /// Server-side tools.
     pub fn server_tools(&self) -> Vec<ServerTool> {
-        self.tools.tools()
+        self.tools.tools().cloned().collect()
     }
 
     /// Tools a session's model is offered: server-side ones, then the client's.
     fn offered_tools(&self, session: &Session) -> Vec<ToolSpec> {
-        let mut tools: Vec<ToolSpec> = self.tools.tools().into_iter().map(|t| t.spec).collect();
+        let mut tools: Vec<ToolSpec> = self.tools.tools().map(|t| t.spec.clone()).collect();
         tools.extend(session.tools.iter().cloned());
         tools
     }

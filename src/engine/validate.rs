@@ -27,18 +27,39 @@ pub fn json_depth(value: &Value) -> usize {
     deepest
 }
 
+/// Nesting depth and compact-JSON size in bytes of a context, measured without copying it.
+pub fn measure_context(context: &Context) -> (usize, usize) {
+    let depth = 1 + context.values().map(json_depth).max().unwrap_or(0);
+    let mut size = ByteCount(0);
+    // Serializing a map of JSON values into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut size, context);
+    (depth, size.0)
+}
+
+/// An `io::Write` that only counts bytes.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Checks a context (or context patch) against the depth and size limits. `what` names the
 /// field in the message.
 pub fn check_context(what: &str, context: &Context, limits: &Limits) -> Result<(), EngineError> {
-    let value = Value::Object(context.clone());
-    let depth = json_depth(&value);
+    let (depth, size) = measure_context(context);
     if depth > limits.max_context_depth {
         return Err(EngineError::InvalidArgument(format!(
             "{what} is nested {depth} levels deep; at most {} levels are allowed (limits.max_context_depth)",
             limits.max_context_depth
         )));
     }
-    let size = value.to_string().len();
     if size > limits.max_context_bytes {
         return Err(EngineError::InvalidArgument(format!(
             "{what} is {size} bytes of JSON; at most {} bytes are allowed (limits.max_context_bytes)",
@@ -75,6 +96,14 @@ mod tests {
             deep = json!({ "x": deep });
         }
         assert_eq!(json_depth(&deep), 41);
+        let map = json!({"a": {"b": [1]}, "c": "dé"})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let (depth, size) = measure_context(&map);
+        assert_eq!(depth, 3);
+        assert_eq!(size, serde_json::to_string(&map).unwrap().len());
+        assert_eq!(measure_context(&Context::new()), (1, 2));
     }
 
     #[test]

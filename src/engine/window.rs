@@ -77,10 +77,8 @@ pub fn render_context(context: &Context) -> String {
     if context.is_empty() {
         return String::new();
     }
-    format!(
-        "Session context (JSON):\n{}",
-        serde_json::Value::Object(context.clone())
-    )
+    let json = serde_json::to_string(context).unwrap_or_default();
+    format!("Session context (JSON):\n{json}")
 }
 
 /// The current turn does not fit.

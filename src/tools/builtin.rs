@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::{ServerTool, ToolOutput, ToolProvider, ToolScope};
 use crate::engine::patch::merge_context;
 use crate::engine::session::{Context, ToolSpec};
-use crate::engine::validate::json_depth;
+use crate::engine::validate::measure_context;
 
 /// Name of the tool that reads the session context.
 pub const CONTEXT_GET: &str = "context_get";
@@ -129,25 +129,21 @@ impl BuiltinTools {
         };
         let mut updated = context.clone();
         merge_context(&mut updated, patch);
-        let updated = Value::Object(updated);
-        let depth = json_depth(&updated);
+        let (depth, size) = measure_context(&updated);
         if depth > self.max_context_depth {
             return ToolOutput::error(format!(
                 "the patched context would be nested {depth} levels deep; at most {} are allowed",
                 self.max_context_depth
             ));
         }
-        let size = updated.to_string().len();
         if size > self.max_context_bytes {
             return ToolOutput::error(format!(
                 "the patched context would be {size} bytes of JSON; at most {} are allowed",
                 self.max_context_bytes
             ));
         }
-        if let Value::Object(map) = &updated {
-            *context = map.clone();
-        }
-        ToolOutput::json(updated)
+        *context = updated.clone();
+        ToolOutput::json(Value::Object(updated))
     }
 }
 

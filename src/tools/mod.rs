@@ -74,10 +74,11 @@ pub trait ToolProvider: Send + Sync {
     async fn call(&self, name: &str, arguments: &Context, scope: ToolScope<'_>) -> ToolOutput;
 }
 
-/// All server-side tools, by name.
+/// All server-side tools, by name. Each provider is asked for its tools once, when it is
+/// registered, so looking a tool up during a turn builds nothing.
 #[derive(Clone, Default)]
 pub struct ToolRegistry {
-    providers: Vec<Arc<dyn ToolProvider>>,
+    entries: Vec<(ServerTool, Arc<dyn ToolProvider>)>,
 }
 
 impl ToolRegistry {
@@ -88,29 +89,30 @@ impl ToolRegistry {
 
     /// Adds a provider. Earlier providers win a name clash.
     pub fn register(&mut self, provider: Arc<dyn ToolProvider>) {
-        self.providers.push(provider);
+        for tool in provider.tools() {
+            if self.find(&tool.spec.name).is_none() {
+                self.entries.push((tool, provider.clone()));
+            }
+        }
     }
 
-    /// Every server-side tool.
-    pub fn tools(&self) -> Vec<ServerTool> {
-        self.providers.iter().flat_map(|p| p.tools()).collect()
+    /// Every server-side tool, in registration order.
+    pub fn tools(&self) -> impl Iterator<Item = &ServerTool> {
+        self.entries.iter().map(|(tool, _)| tool)
     }
 
     /// The tool named `name` and its provider.
-    pub fn find(&self, name: &str) -> Option<(ServerTool, Arc<dyn ToolProvider>)> {
-        self.providers.iter().find_map(|p| {
-            p.tools()
-                .into_iter()
-                .find(|t| t.spec.name == name)
-                .map(|t| (t, p.clone()))
-        })
+    pub fn find(&self, name: &str) -> Option<(&ServerTool, &Arc<dyn ToolProvider>)> {
+        self.entries
+            .iter()
+            .find(|(tool, _)| tool.spec.name == name)
+            .map(|(tool, provider)| (tool, provider))
     }
 
     /// Names of every server-side tool, comma separated (for error messages).
     pub fn known_names(&self) -> String {
         self.tools()
-            .into_iter()
-            .map(|t| t.spec.name)
+            .map(|t| t.spec.name.as_str())
             .collect::<Vec<_>>()
             .join(", ")
     }
