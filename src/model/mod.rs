@@ -104,10 +104,12 @@ pub trait ModelBackend: Send + Sync {
     fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError>;
 }
 
-/// Resolves model names to backends.
+/// Resolves model names to backends. Each backend is asked for its models once, when it is
+/// registered, so resolving a session's model during a turn builds nothing.
 #[derive(Clone, Default)]
 pub struct ModelRegistry {
-    backends: Vec<Arc<dyn ModelBackend>>,
+    /// Sorted by model name; the first backend to register a name keeps it.
+    entries: Vec<(ModelInfo, Arc<dyn ModelBackend>)>,
 }
 
 impl ModelRegistry {
@@ -118,33 +120,83 @@ impl ModelRegistry {
 
     /// Adds a backend.
     pub fn register(&mut self, backend: Arc<dyn ModelBackend>) {
-        self.backends.push(backend);
+        for model in backend.models() {
+            if let Err(at) = self
+                .entries
+                .binary_search_by(|(known, _)| known.name.cmp(&model.name))
+            {
+                self.entries.insert(at, (model, backend.clone()));
+            }
+        }
     }
 
     /// The backend and model info for a full model name.
     pub fn resolve(&self, name: &str) -> Option<(Arc<dyn ModelBackend>, ModelInfo)> {
-        self.backends.iter().find_map(|backend| {
-            backend
-                .models()
-                .into_iter()
-                .find(|m| m.name == name)
-                .map(|m| (backend.clone(), m))
-        })
+        let at = self
+            .entries
+            .binary_search_by(|(known, _)| known.name.as_str().cmp(name))
+            .ok()?;
+        let (model, backend) = &self.entries[at];
+        Some((backend.clone(), model.clone()))
     }
 
     /// Every model served, sorted by name.
     pub fn models(&self) -> Vec<ModelInfo> {
-        let mut all: Vec<_> = self.backends.iter().flat_map(|b| b.models()).collect();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        all
+        self.entries
+            .iter()
+            .map(|(model, _)| model.clone())
+            .collect()
     }
 
     /// The names served, comma separated (for error messages).
     pub fn known_names(&self) -> String {
-        self.models()
-            .into_iter()
-            .map(|m| m.name)
+        self.entries
+            .iter()
+            .map(|(model, _)| model.name.as_str())
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(Vec<(&'static str, u32)>);
+
+    impl ModelBackend for Fixed {
+        fn models(&self) -> Vec<ModelInfo> {
+            self.0
+                .iter()
+                .map(|(name, window)| ModelInfo {
+                    name: name.to_string(),
+                    context_window: *window,
+                })
+                .collect()
+        }
+
+        fn stream(&self, _request: ModelRequest) -> Result<ModelStream, ModelError> {
+            Err(ModelError::Unavailable {
+                backend: "fixed".into(),
+                message: "not used".into(),
+            })
+        }
+    }
+
+    #[test]
+    fn resolves_by_name_sorted_and_first_registration_wins() {
+        let mut registry = ModelRegistry::new();
+        registry.register(Arc::new(Fixed(vec![("zeta", 1), ("echo", 2)])));
+        registry.register(Arc::new(Fixed(vec![("echo", 99), ("alpha", 3)])));
+        assert_eq!(registry.known_names(), "alpha, echo, zeta");
+        assert_eq!(
+            registry.resolve("echo").map(|(_, m)| m.context_window),
+            Some(2)
+        );
+        assert_eq!(
+            registry.resolve("alpha").map(|(_, m)| m.context_window),
+            Some(3)
+        );
+        assert!(registry.resolve("missing").is_none());
     }
 }
