@@ -457,15 +457,13 @@ impl Engine {
         if let Some(patch) = context_patch {
             merge_context(&mut session.context, patch);
         }
-        let budget = WindowBudget::new(
-            session.max_context_tokens,
-            self.config.reserved_output_tokens,
-        );
+        let pending_turn = session.pending.as_ref().map(|p| p.turn_id.as_str());
+        let WindowSource {
+            budget,
+            stored_tail,
+            history,
+        } = self.load_window(&session, pending_turn).await?;
         let head = PinnedHead::new(&self.counter, &session.system_prompt, &session.context);
-        let stored_tail = match &session.pending {
-            Some(pending) => self.load_turn_tail(&session, &pending.turn_id).await?,
-            None => Vec::new(),
-        };
         let user_tokens = if message.is_empty() {
             0
         } else {
@@ -473,9 +471,6 @@ impl Engine {
         };
         let tail_tokens: u32 = stored_tail.iter().map(|m| m.token_count).sum::<u32>() + user_tokens;
         let before = session.message_count - stored_tail.len() as u64;
-        let history = self
-            .load_history(session_id, before, budget.input_tokens())
-            .await?;
         let selection = select_history(budget, &head, tail_tokens, &history)
             .map_err(|e| too_large(e, budget, &head))?;
 
@@ -536,6 +531,32 @@ impl Engine {
         })
     }
 
+    /// Reads what a window for `session` is chosen from: the paused turn's stored messages
+    /// (when `pending_turn` names one) and enough history before them to fill the budget.
+    async fn load_window(
+        &self,
+        session: &Session,
+        pending_turn: Option<&str>,
+    ) -> Result<WindowSource, EngineError> {
+        let budget = WindowBudget::new(
+            session.max_context_tokens,
+            self.config.reserved_output_tokens,
+        );
+        let stored_tail = match pending_turn {
+            Some(turn_id) => self.load_turn_tail(session, turn_id).await?,
+            None => Vec::new(),
+        };
+        let before = session.message_count - stored_tail.len() as u64;
+        let history = self
+            .load_history(&session.id, before, budget.input_tokens())
+            .await?;
+        Ok(WindowSource {
+            budget,
+            stored_tail,
+            history,
+        })
+    }
+
     /// The stored messages of a paused turn (the newest ones with its turn id), oldest first.
     async fn load_turn_tail(
         &self,
@@ -591,6 +612,16 @@ impl Engine {
         }
         Ok(history)
     }
+}
+
+/// What a window is chosen from, read once per turn (or preview).
+struct WindowSource {
+    /// The session's budget.
+    budget: WindowBudget,
+    /// The paused turn's stored messages, oldest first (always in the window).
+    stored_tail: Vec<SharedMessage>,
+    /// History before them, newest first.
+    history: Vec<SharedMessage>,
 }
 
 /// Maps a store error of a write to the engine's view of it.

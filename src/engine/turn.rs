@@ -19,8 +19,8 @@ use super::session::{
     generate_tool_call_id, generate_turn_id, validate_session_id,
 };
 use super::validate::{check_context, check_message};
-use super::window::{PinnedHead, WindowBudget, select_history};
-use super::{Engine, NewSession, map_write_error, too_large};
+use super::window::{PinnedHead, select_history};
+use super::{Engine, NewSession, WindowSource, map_write_error, too_large};
 use crate::model::{ModelBackend, ModelEvent, ModelFinish, ModelRequest};
 use crate::tools::{ToolOutput, ToolScope};
 
@@ -174,11 +174,13 @@ impl Engine {
                 (generate_turn_id(), 0, Vec::new())
             }
         };
-        let stored_tail = if resumed {
-            self.load_turn_tail(&session, &turn_id).await?
-        } else {
-            Vec::new()
-        };
+        let WindowSource {
+            budget,
+            stored_tail,
+            history,
+        } = self
+            .load_window(&session, resumed.then_some(turn_id.as_str()))
+            .await?;
 
         if let Some(patch) = &request.context_patch {
             merge_context(&mut session.context, patch);
@@ -210,14 +212,6 @@ impl Engine {
             turn.push(turn.message(Role::User, request.message.clone(), tokens));
         }
 
-        let budget = WindowBudget::new(
-            session.max_context_tokens,
-            self.config.reserved_output_tokens,
-        );
-        let history_end = session.message_count - stored_tail.len() as u64;
-        let history = self
-            .load_history(&session_id, history_end, budget.input_tokens())
-            .await?;
         let offered = self.offered_tools(&session);
 
         let mut response = String::new();
