@@ -49,135 +49,95 @@ async fn health_reports_serving() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reflection_v1_lists_services_and_resolves_symbols() {
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
+/// Symbols every reflection version must resolve, with the file each lives in: our services,
+/// the health service, and a well-known type our messages use.
+const SYMBOLS: [(&str, &str); 4] = [
+    ("contextd.v1.InteractService", "contextd/v1/interact.proto"),
+    ("contextd.v1.SessionService", "contextd/v1/session.proto"),
+    ("grpc.health.v1.Health", "health.proto"),
+    ("google.protobuf.Struct", "google/protobuf/struct.proto"),
+];
 
-    let server = TestServer::start().await;
-    let mut client = ServerReflectionClient::new(server.channel().await);
-    let ask = |request: MessageRequest| ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(request),
-    };
-    let requests = vec![
-        ask(MessageRequest::ListServices(String::new())),
-        ask(MessageRequest::FileContainingSymbol(
-            "contextd.v1.InteractService".into(),
-        )),
-    ];
-    let mut stream = within(
-        "ServerReflectionInfo",
-        client.server_reflection_info(tokio_stream::iter(requests)),
-    )
-    .await
-    .expect("reflection v1")
-    .into_inner();
-    let mut responses: Vec<ServerReflectionResponse> = Vec::new();
-    while let Some(response) = within("a reflection answer", stream.message())
-        .await
-        .expect("reflection stream")
-    {
-        responses.push(response);
-    }
-    assert_eq!(responses.len(), 2, "one answer per request");
+/// One reflection test body for both versions: `v1` and `v1alpha` have the same shape in
+/// different generated modules.
+macro_rules! reflection_test {
+    ($name:ident, $version:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+            use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+            use tonic_reflection::pb::$version::{
+                ServerReflectionRequest, ServerReflectionResponse,
+            };
 
-    let Some(MessageResponse::ListServicesResponse(list)) = &responses[0].message_response else {
-        panic!(
-            "expected a service list, got {:?}",
-            responses[0].message_response
-        );
-    };
-    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
-    for service in OUR_SERVICES {
-        assert!(names.contains(&service), "{service} listed in {names:?}");
-    }
+            let server = TestServer::start().await;
+            let mut client = ServerReflectionClient::new(server.channel().await);
+            let ask = |request: MessageRequest| ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(request),
+            };
+            let mut requests = vec![ask(MessageRequest::ListServices(String::new()))];
+            requests.extend(
+                SYMBOLS.iter().map(|(symbol, _)| {
+                    ask(MessageRequest::FileContainingSymbol(symbol.to_string()))
+                }),
+            );
+            let mut stream = within(
+                "ServerReflectionInfo",
+                client.server_reflection_info(tokio_stream::iter(requests)),
+            )
+            .await
+            .expect(stringify!($version))
+            .into_inner();
+            let mut responses: Vec<ServerReflectionResponse> = Vec::new();
+            while let Some(response) = within("a reflection answer", stream.message())
+                .await
+                .expect("reflection stream")
+            {
+                responses.push(response);
+            }
+            assert_eq!(responses.len(), 1 + SYMBOLS.len(), "one answer per request");
 
-    let Some(MessageResponse::FileDescriptorResponse(files)) = &responses[1].message_response
-    else {
-        panic!(
-            "expected descriptors, got {:?}",
-            responses[1].message_response
-        );
+            let Some(MessageResponse::ListServicesResponse(list)) = &responses[0].message_response
+            else {
+                panic!(
+                    "expected a service list, got {:?}",
+                    responses[0].message_response
+                );
+            };
+            let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+            for service in OUR_SERVICES {
+                assert!(names.contains(&service), "{service} listed in {names:?}");
+            }
+
+            for ((symbol, file), response) in SYMBOLS.iter().zip(&responses[1..]) {
+                let Some(MessageResponse::FileDescriptorResponse(files)) =
+                    &response.message_response
+                else {
+                    panic!(
+                        "expected descriptors for {symbol}, got {:?}",
+                        response.message_response
+                    );
+                };
+                let decoded = decode_files(&files.file_descriptor_proto);
+                assert!(
+                    decoded.iter().any(|f| f.name() == *file),
+                    "{symbol} resolves to {file}"
+                );
+                if *symbol == "contextd.v1.InteractService" {
+                    check_interact_descriptor(&files.file_descriptor_proto);
+                }
+            }
+        }
     };
-    check_interact_descriptor(&files.file_descriptor_proto);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reflection_v1alpha_lists_services_and_resolves_symbols() {
-    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1alpha::{ServerReflectionRequest, ServerReflectionResponse};
-
-    let server = TestServer::start().await;
-    let mut client = ServerReflectionClient::new(server.channel().await);
-    let ask = |request: MessageRequest| ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(request),
-    };
-    let requests = vec![
-        ask(MessageRequest::ListServices(String::new())),
-        ask(MessageRequest::FileContainingSymbol(
-            "contextd.v1.InteractService".into(),
-        )),
-        ask(MessageRequest::FileContainingSymbol(
-            "contextd.v1.SessionService".into(),
-        )),
-    ];
-    let mut stream = within(
-        "ServerReflectionInfo",
-        client.server_reflection_info(tokio_stream::iter(requests)),
-    )
-    .await
-    .expect("reflection v1alpha")
-    .into_inner();
-    let mut responses: Vec<ServerReflectionResponse> = Vec::new();
-    while let Some(response) = within("a reflection answer", stream.message())
-        .await
-        .expect("reflection stream")
-    {
-        responses.push(response);
-    }
-    assert_eq!(responses.len(), 3, "one answer per request");
-
-    let Some(MessageResponse::ListServicesResponse(list)) = &responses[0].message_response else {
-        panic!(
-            "expected a service list, got {:?}",
-            responses[0].message_response
-        );
-    };
-    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
-    for service in OUR_SERVICES {
-        assert!(names.contains(&service), "{service} listed in {names:?}");
-    }
-
-    let Some(MessageResponse::FileDescriptorResponse(files)) = &responses[1].message_response
-    else {
-        panic!(
-            "expected descriptors, got {:?}",
-            responses[1].message_response
-        );
-    };
-    check_interact_descriptor(&files.file_descriptor_proto);
-
-    let Some(MessageResponse::FileDescriptorResponse(files)) = &responses[2].message_response
-    else {
-        panic!(
-            "expected descriptors, got {:?}",
-            responses[2].message_response
-        );
-    };
-    let decoded = decode_files(&files.file_descriptor_proto);
-    assert!(
-        decoded
-            .iter()
-            .any(|f| f.service.iter().any(|s| s.name() == "SessionService")),
-        "the file defining SessionService is returned"
-    );
-}
+reflection_test!(reflection_v1_lists_services_and_resolves_symbols, v1);
+reflection_test!(
+    reflection_v1alpha_lists_services_and_resolves_symbols,
+    v1alpha
+);
 
 fn decode_files(raw: &[Vec<u8>]) -> Vec<prost_types::FileDescriptorProto> {
     raw.iter()
