@@ -1,0 +1,293 @@
+//! `loadgen`: drives one benchmark scenario against a server on this machine and prints its
+//! results as one JSON object (stdout or `--out`), plus a one-line summary on stderr.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use loadgen::load::LoadPlan;
+use loadgen::probe::ServerProbe;
+use loadgen::scenario::{self, ClosedLoop, check_loopback};
+use serde_json::{Value, json};
+
+/// Load generator for contextd's benchmarks (loopback servers only).
+#[derive(Parser, Debug)]
+#[command(name = "loadgen", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// Write the JSON result here instead of stdout.
+    #[arg(long, global = true, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// A label stored with the result (e.g. which server was measured).
+    #[arg(long, global = true, default_value = "")]
+    label: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// Unary Interact turns, one session per worker.
+    Unary(Target),
+    /// StreamResponse turns of about 200 deltas each; rate in tokens per second.
+    Stream(Target),
+    /// Converse turns with one client-side tool round trip each.
+    Converse(Target),
+    /// Turn latency on a session with a long history ÷ on sessions with a short one.
+    History {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Messages in the long session.
+        #[arg(long, default_value_t = 100_000)]
+        messages: u64,
+        /// Messages in each short session.
+        #[arg(long, default_value_t = 10)]
+        small_messages: u64,
+        /// Measured turns of each kind.
+        #[arg(long, default_value_t = 500)]
+        turns: usize,
+    },
+    /// Many idle Converse streams; server memory per stream.
+    Idle {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Streams to open.
+        #[arg(long, default_value_t = 10_000)]
+        streams: usize,
+        /// Connections they share.
+        #[arg(long, default_value_t = 100)]
+        connections: usize,
+        /// Seconds to hold them open before reading memory.
+        #[arg(long, default_value_t = 2.0)]
+        hold: f64,
+    },
+    /// Process start to first SERVING health check, many times.
+    Coldstart {
+        /// Starts to time.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Working directory of the started server.
+        #[arg(long, default_value = ".")]
+        workdir: PathBuf,
+        /// The server command; it must print "... listening on ADDR" first on stdout.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ServerArgs {
+    /// Server address (loopback only).
+    #[arg(long, value_parser = parse_addr)]
+    addr: SocketAddr,
+    /// Server process id, to read its CPU time and memory from /proc.
+    #[arg(long)]
+    pid: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+struct Target {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// HTTP/2 connections.
+    #[arg(long, default_value_t = 50)]
+    connections: usize,
+    /// Outstanding requests (or streams) per connection.
+    #[arg(long, default_value_t = 1)]
+    in_flight: usize,
+    /// Warm-up seconds (not measured).
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Most measured requests.
+    #[arg(long, default_value_t = 10_000_000)]
+    max_requests: u64,
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    check_loopback(addr)
+}
+
+fn seconds(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+impl Target {
+    fn setup(&self) -> Result<ClosedLoop, String> {
+        if self.connections == 0 || self.in_flight == 0 {
+            return Err("--connections and --in-flight must be at least 1".into());
+        }
+        Ok(ClosedLoop {
+            addr: self.server.addr,
+            connections: self.connections,
+            in_flight: self.in_flight,
+            plan: LoadPlan {
+                warmup: seconds(self.warmup),
+                duration: seconds(self.duration),
+                max_requests: self.max_requests,
+            },
+        })
+    }
+}
+
+impl ServerArgs {
+    fn probe(&self) -> Option<ServerProbe> {
+        self.pid.map(ServerProbe::new)
+    }
+}
+
+async fn run(scenario: Scenario) -> Result<(String, Value), String> {
+    Ok(match scenario {
+        Scenario::Unary(t) => (
+            "unary".into(),
+            scenario::unary::run(t.setup()?, t.server.probe().as_ref()).await?,
+        ),
+        Scenario::Stream(t) => (
+            "stream".into(),
+            scenario::stream::run(t.setup()?, t.server.probe().as_ref()).await?,
+        ),
+        Scenario::Converse(t) => (
+            "converse".into(),
+            scenario::converse::run(t.setup()?, t.server.probe().as_ref()).await?,
+        ),
+        Scenario::History {
+            server,
+            messages,
+            small_messages,
+            turns,
+        } => (
+            "history".into(),
+            scenario::history::run(
+                scenario::history::HistoryParams {
+                    addr: server.addr,
+                    messages,
+                    small_messages,
+                    turns: turns.max(1),
+                },
+                server.probe().as_ref(),
+            )
+            .await?,
+        ),
+        Scenario::Idle {
+            server,
+            streams,
+            connections,
+            hold,
+        } => {
+            let probe = server
+                .probe()
+                .ok_or("the idle scenario needs --pid to read the server's memory")?;
+            (
+                "idle".into(),
+                scenario::idle::run(
+                    scenario::idle::IdleParams {
+                        addr: server.addr,
+                        streams,
+                        connections: connections.max(1),
+                        hold: seconds(hold),
+                    },
+                    &probe,
+                )
+                .await?,
+            )
+        }
+        Scenario::Coldstart {
+            runs,
+            workdir,
+            command,
+        } => (
+            "coldstart".into(),
+            scenario::coldstart::run(scenario::coldstart::ColdStartParams {
+                command,
+                runs: runs.max(1),
+                workdir,
+            })
+            .await?,
+        ),
+    })
+}
+
+/// The one-line summary of a result.
+fn summary(name: &str, label: &str, r: &Value) -> String {
+    let f = |key: &str| r.pointer(key).map(|v| v.to_string()).unwrap_or_default();
+    let head = format!(
+        "{name}{}",
+        if label.is_empty() {
+            String::new()
+        } else {
+            format!(" [{label}]")
+        }
+    );
+    match name {
+        "history" => format!(
+            "{head}: {} vs {} messages: p50 {}/{} us, ratio p50 {} p99 {}",
+            f("/long_session_messages"),
+            f("/short_session_messages"),
+            f("/long/p50_us"),
+            f("/short/p50_us"),
+            f("/ratio_p50"),
+            f("/ratio_p99")
+        ),
+        "idle" => format!(
+            "{head}: {} streams open, {} bytes RSS per stream",
+            f("/streams_open"),
+            f("/rss_per_stream_bytes")
+        ),
+        "coldstart" => format!(
+            "{head}: median {} ms, p90 {} ms over {} runs",
+            f("/median_ms"),
+            f("/p90_ms"),
+            f("/setup/runs")
+        ),
+        _ => format!(
+            "{head}: {} ops/s, {} units/s, p50 {} us, p99 {} us, p99.9 {} us, errors {}, server cpu {} s, peak rss {} KiB",
+            f("/ops_per_s"),
+            f("/units_per_s"),
+            f("/latency/p50_us"),
+            f("/latency/p99_us"),
+            f("/latency/p999_us"),
+            f("/errors"),
+            f("/server/cpu_seconds"),
+            f("/server/peak_rss_kib")
+        ),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("loadgen: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (name, mut result) = match runtime.block_on(run(cli.scenario)) {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    result["scenario"] = json!(name);
+    result["label"] = json!(cli.label);
+    eprintln!("{}", summary(&name, &cli.label, &result));
+    let text = format!("{result:#}\n");
+    match cli.out {
+        Some(path) => {
+            if let Err(e) = std::fs::write(&path, text) {
+                eprintln!("loadgen: cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+        None => print!("{text}"),
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,67 @@
+//! Scenario 1 (and 2, and the baselines): unary `Interact` turns with the echo model, one
+//! session per worker, so turns never wait for each other's session lock.
+
+use contextd::api::v1::InteractRequest;
+use contextd::api::v1::interact_service_client::InteractServiceClient;
+use prost::Message;
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+use super::ClosedLoop;
+use crate::load::{self, OpResult, Worker};
+use crate::probe::ServerProbe;
+use crate::workload;
+
+/// One worker: the same turn on its own session, again and again.
+pub struct UnaryWorker {
+    client: InteractServiceClient<Channel>,
+    request: InteractRequest,
+}
+
+impl Worker for UnaryWorker {
+    async fn run_once(&mut self) -> OpResult {
+        match self.client.interact(self.request.clone()).await {
+            Ok(_) => Ok(1),
+            Err(status) => Err(status.code()),
+        }
+    }
+}
+
+/// The request of worker `worker`.
+pub fn request(tag: &str, worker: usize) -> InteractRequest {
+    InteractRequest {
+        session_id: workload::session_id(tag, worker),
+        message: workload::MESSAGE.to_string(),
+        context: Some(workload::context()),
+        tool_results: Vec::new(),
+    }
+}
+
+/// Runs the scenario.
+pub async fn run(setup: ClosedLoop, server: Option<&ServerProbe>) -> Result<Value, String> {
+    let channels = load::connect(setup.addr, setup.connections).await?;
+    let tag = workload::run_tag();
+
+    // One turn first: it proves the server answers, and gives the reply's size on the wire.
+    let mut client = InteractServiceClient::new(channels[0].clone());
+    let probe_request = request(&tag, 99_999);
+    let reply = client
+        .interact(probe_request.clone())
+        .await
+        .map_err(|s| format!("the first Interact failed: {s}"))?
+        .into_inner();
+
+    let workers = (0..setup.workers())
+        .map(|w| UnaryWorker {
+            client: InteractServiceClient::new(channels[w % channels.len()].clone()),
+            request: request(&tag, w),
+        })
+        .collect();
+    let result = load::run(workers, setup.plan, server).await;
+    let mut out = result.to_json();
+    out["setup"] = setup.to_json();
+    out["request_bytes"] = json!(probe_request.encoded_len());
+    out["reply_bytes"] = json!(reply.encoded_len());
+    out["reply_text"] = json!(reply.response);
+    Ok(out)
+}

@@ -1,0 +1,356 @@
+#!/usr/bin/env python3
+"""Collects one bench/run.sh run into bench/results/MODE.json and rewrites MODE's tables in
+BENCHMARKS.md (between the `<!-- results:MODE:begin -->` and `<!-- results:MODE:end -->`
+markers; appended at the end when they are missing). Standard library only.
+
+    python3 bench/report.py MODE RAW_DIR [--profile P] [--durable yes|no] ...
+"""
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import statistics
+import subprocess
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+
+# Goals of BENCHMARKS.md, by scenario.
+GOALS = {
+    "s1_ceiling": ("≥ 60 % of the ceiling's requests/s", lambda r: r >= 0.60),
+    "s1_python": ("≥ 10× the Python peer", lambda r: r >= 10.0),
+    "s2": ("report the ratio to scenario 1", None),
+    "s3": ("≤ 5 µs of server CPU per token", lambda r: r <= 5.0),
+    "s4": ("report turns/s and p99", None),
+    "s5": ("≤ 1.2", lambda r: r <= 1.2),
+    "s6": ("≤ 20 KiB per stream", lambda r: r <= 20.0),
+    "s7": ("≤ 100 ms", lambda r: r <= 100.0),
+}
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def machine(raw):
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpuinfo = f.read()
+        models = [l.split(":", 1)[1].strip() for l in cpuinfo.splitlines() if l.startswith("model name")]
+        info["cpu"] = models[0] if models else platform.processor()
+        info["logical_cpus"] = len(models) or os.cpu_count()
+    except OSError:
+        info["cpu"], info["logical_cpus"] = platform.processor(), os.cpu_count()
+    try:
+        with open("/proc/meminfo") as f:
+            mem = next(l for l in f if l.startswith("MemTotal"))
+        info["memory_gib"] = round(int(mem.split()[1]) / 1024 / 1024, 1)
+    except (OSError, StopIteration):
+        pass
+    u = platform.uname()
+    info["kernel"] = f"{u.system} {u.release} {u.machine}"
+    for which in ("start", "end"):
+        path = os.path.join(raw, f"loadavg-{which}.txt")
+        if os.path.exists(path):
+            with open(path) as f:
+                info[f"loadavg_{which}"] = " ".join(f.read().split()[:3])
+    info["rustc"] = command_output(["rustc", "--version"])
+    return info
+
+
+def command_output(argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    except OSError:
+        return ""
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(x, digits=1):
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    return f"{x:,}"
+
+
+def verdict(key, value):
+    check = GOALS[key][1]
+    if value is None:
+        return "not measured"
+    if check is None:
+        return "reported"
+    return "met" if check(value) else "**missed**"
+
+
+def ghz_summary(path):
+    g = load(path)
+    dist = {round(d["percentage"]): d["latency"] / 1000 for d in g.get("latencyDistribution") or []}
+    return {
+        "rps": g.get("rps"),
+        "count": g.get("count"),
+        "p50_us": dist.get(50),
+        "p90_us": dist.get(90),
+        "p99_us": dist.get(99),
+        "errors": {k: v for k, v in (g.get("statusCodeDistribution") or {}).items() if k != "OK"},
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode")
+    parser.add_argument("raw")
+    parser.add_argument("--profile", default="release")
+    parser.add_argument("--durable", default="no")
+    parser.add_argument("--python-peer", default="no")
+    parser.add_argument("--ghz", default="")
+    args = parser.parse_args()
+    raw = args.raw
+
+    results = {}
+    for path in sorted(glob.glob(os.path.join(raw, "*.json"))):
+        results[os.path.basename(path)[:-5]] = load(path)
+
+    # Unary, per target: the median over rounds of each figure.
+    unary = {}
+    for name, r in results.items():
+        if name.startswith("unary-"):
+            target = name[len("unary-"):].rsplit("-r", 1)[0]
+            unary.setdefault(target, []).append(r)
+
+    def unary_stat(target, pointer):
+        rounds = unary.get(target, [])
+        values = []
+        for r in rounds:
+            v = r
+            for part in pointer.split("/"):
+                v = v.get(part) if isinstance(v, dict) else None
+            values.append(v)
+        return median(values)
+
+    def ratio(a, b):
+        return round(a / b, 3) if a is not None and b else None
+
+    rps = {t: unary_stat(t, "ops_per_s") for t in unary}
+    ghz = {}
+    for target in ("contextd", "ceiling"):
+        path = os.path.join(raw, f"ghz-{target}.json")
+        if os.path.exists(path):
+            ghz[target] = ghz_summary(path)
+            results.pop(f"ghz-{target}", None)
+            results[f"ghz-{target}"] = ghz[target]
+
+    stream = results.get("stream", {})
+    converse = results.get("converse", {})
+    history = results.get("history", {})
+    idle = results.get("idle", {})
+    cold = results.get("coldstart-contextd", {})
+
+    summary = {
+        "s1_ceiling": ratio(rps.get("contextd"), rps.get("ceiling")),
+        "s1_python": ratio(rps.get("contextd"), rps.get("python")),
+        "s2": ratio(rps.get("durable"), rps.get("contextd")),
+        "s3": stream.get("server_cpu_us_per_token"),
+        "s4": converse.get("turns_per_s"),
+        "s5": history.get("ratio_p50"),
+        "s6": round(idle["rss_per_stream_bytes"] / 1024, 2) if "rss_per_stream_bytes" in idle else None,
+        "s7": cold.get("median_ms"),
+        "ghz_ceiling": ratio((ghz.get("contextd") or {}).get("rps"), (ghz.get("ceiling") or {}).get("rps")),
+    }
+
+    commands = []
+    commands_path = os.path.join(raw, "commands.txt")
+    if os.path.exists(commands_path):
+        with open(commands_path) as f:
+            commands = [l.rstrip("\n") for l in f if l.strip()]
+
+    commit = command_output(["git", "rev-parse", "--short", "HEAD"])
+    if command_output(["git", "status", "--porcelain", "--", "src", "bench/loadgen", "Cargo.toml"]):
+        commit += " (with uncommitted changes)"
+    doc = {
+        "mode": args.mode,
+        "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit,
+        "profile": args.profile,
+        "durable_store": args.durable == "yes",
+        "python_peer": args.python_peer == "yes",
+        "ghz": args.ghz == "yes",
+        "machine": machine(raw),
+        "summary": summary,
+        "commands": commands,
+        "results": results,
+    }
+    os.makedirs(os.path.join(BENCH, "results"), exist_ok=True)
+    out = os.path.join(BENCH, "results", f"{args.mode}.json")
+    with open(out, "w") as f:
+        json.dump(doc, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+    tables = render(doc, unary, unary_stat, rps, ghz, summary)
+    update_markdown(args.mode, tables)
+
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    print(f"wrote {os.path.relpath(out, ROOT)} and BENCHMARKS.md ({args.mode})")
+
+
+def render(doc, unary, unary_stat, rps, ghz, s):
+    m = doc["machine"]
+    res = doc["results"]
+    lines = []
+    lines.append(f"Run `{doc['mode']}` of {doc['generated']}, commit `{doc['commit']}`, "
+                 f"`{doc['profile']}` builds.")
+    if doc["mode"] == "smoke":
+        lines.append("")
+        lines.append("*A harness check (one-second windows, debug builds): these figures measure nothing.*")
+    lines.append("")
+    lines.append(f"Machine: {m.get('cpu')}, {m.get('logical_cpus')} logical CPUs, "
+                 f"{m.get('memory_gib')} GiB, {m.get('kernel')}, {m.get('rustc')}; "
+                 f"load average {m.get('loadavg_start')} at the start, {m.get('loadavg_end')} at the end "
+                 "(the machine is shared: absolute figures are noise, ratios within the run are not).")
+    lines.append("")
+    lines.append("| # | Scenario | Measured | Goal | |")
+    lines.append("|---|---|---|---|---|")
+    r1 = s["s1_ceiling"]
+    lines.append(f"| 1 | Unary `Interact`, 50 connections: contextd ÷ bare tonic ceiling | "
+                 f"**{fmt(r1, 2)}** ({fmt(rps.get('contextd'), 0)} ÷ {fmt(rps.get('ceiling'), 0)} req/s) | "
+                 f"{GOALS['s1_ceiling'][0]} | {verdict('s1_ceiling', r1)} |")
+    rp = s["s1_python"]
+    peer = f"**{fmt(rp, 2)}×** ({fmt(rps.get('contextd'), 0)} ÷ {fmt(rps.get('python'), 0)} req/s)" \
+        if rp is not None else "Python peer not available"
+    lines.append(f"| 1 | Unary `Interact`: contextd ÷ Python grpcio peer | {peer} | "
+                 f"{GOALS['s1_python'][0]} | {verdict('s1_python', rp)} |")
+    if doc["durable_store"]:
+        r2 = s["s2"]
+        lines.append(f"| 2 | Unary on the durable default store ÷ scenario 1 | **{fmt(r2, 2)}** "
+                     f"({fmt(rps.get('durable'), 0)} ÷ {fmt(rps.get('contextd'), 0)} req/s) | "
+                     f"{GOALS['s2'][0]} | {verdict('s2', r2)} |")
+    else:
+        lines.append("| 2 | Unary on the durable default store | not available: this contextd has no "
+                     "`--store` flag yet | report the ratio to scenario 1 | not measured |")
+    st = res.get("stream", {})
+    lines.append(f"| 3 | `StreamResponse` relay, {st.get('streams', 64)} streams | "
+                 f"**{fmt(s['s3'], 2)} µs** server CPU per token; {fmt(st.get('tokens_per_s'), 0)} tokens/s | "
+                 f"{GOALS['s3'][0]} | {verdict('s3', s['s3'])} |")
+    cv = res.get("converse", {})
+    lat = cv.get("latency", {})
+    lines.append(f"| 4 | `Converse` + client tool round trip per turn, "
+                 f"{cv.get('setup', {}).get('connections', '?')}×{cv.get('setup', {}).get('in_flight', '?')} streams | "
+                 f"**{fmt(s['s4'], 0)} turns/s**, p99 {fmt(ms(lat.get('p99_us')), 2)} ms | "
+                 f"{GOALS['s4'][0]} | {verdict('s4', s['s4'])} |")
+    h = res.get("history", {})
+    lines.append(f"| 5 | Turn latency, {fmt(h.get('long_session_messages'))} ÷ "
+                 f"{fmt(h.get('short_session_messages'))} messages of history (p50) | **{fmt(s['s5'], 2)}** "
+                 f"({fmt(ms(h.get('long', {}).get('p50_us')), 2)} ÷ {fmt(ms(h.get('short', {}).get('p50_us')), 2)} ms; "
+                 f"p99 ratio {fmt(h.get('ratio_p99'), 2)}) | {GOALS['s5'][0]} | {verdict('s5', s['s5'])} |")
+    i = res.get("idle", {})
+    lines.append(f"| 6 | Idle `Converse` streams ({fmt(i.get('streams_open'))} open) | **{fmt(s['s6'], 2)} KiB** "
+                 f"server RSS per stream | {GOALS['s6'][0]} | {verdict('s6', s['s6'])} |")
+    c = res.get("coldstart-contextd", {})
+    lines.append(f"| 7 | Cold start to first SERVING health check (median of {c.get('setup', {}).get('runs', '?')}) | "
+                 f"**{fmt(s['s7'], 1)} ms** (p90 {fmt(c.get('p90_ms'), 1)} ms) | {GOALS['s7'][0]} | "
+                 f"{verdict('s7', s['s7'])} |")
+    lines.append("")
+
+    lines.append("Unary detail (median of the rounds; server CPU per request from `/proc/<pid>/stat`):")
+    lines.append("")
+    lines.append("| Server | req/s | p50 | p90 | p99 | p99.9 | server CPU µs/req | peak RSS | reply bytes | errors |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    names = {"contextd": "contextd (in-memory store)", "durable": "contextd (durable default store)",
+             "ceiling": "bare tonic ceiling", "python": "Python grpcio peer"}
+    for target in ("contextd", "durable", "ceiling", "python"):
+        if target not in unary:
+            continue
+        errors = {}
+        for r in unary[target]:
+            for k, v in (r.get("errors") or {}).items():
+                errors[k] = errors.get(k, 0) + v
+        lines.append(
+            f"| {names[target]} | {fmt(rps[target], 0)} | "
+            f"{fmt(ms(unary_stat(target, 'latency/p50_us')), 2)} ms | "
+            f"{fmt(ms(unary_stat(target, 'latency/p90_us')), 2)} ms | "
+            f"{fmt(ms(unary_stat(target, 'latency/p99_us')), 2)} ms | "
+            f"{fmt(ms(unary_stat(target, 'latency/p999_us')), 2)} ms | "
+            f"{fmt(unary_stat(target, 'server/cpu_us_per_op'), 0)} | "
+            f"{fmt(kib_to_mib(unary_stat(target, 'server/peak_rss_kib')), 1)} MiB | "
+            f"{fmt(unary_stat(target, 'reply_bytes'), 0)} | {errors or 'none'} |")
+    lines.append("")
+    if ghz:
+        lines.append("Cross-check with ghz (50 connections, concurrency 50):")
+        lines.append("")
+        lines.append("| Server | req/s | p50 | p90 | p99 | errors |")
+        lines.append("|---|---|---|---|---|---|")
+        for target, g in ghz.items():
+            lines.append(f"| {names[target]} | {fmt(g['rps'], 0)} | {fmt(ms(g['p50_us']), 2)} ms | "
+                         f"{fmt(ms(g['p90_us']), 2)} ms | {fmt(ms(g['p99_us']), 2)} ms | {g['errors'] or 'none'} |")
+        lines.append("")
+        lines.append(f"ghz's ratio contextd ÷ ceiling: **{fmt(s['ghz_ceiling'], 2)}**.")
+        lines.append("")
+    extra = []
+    if "stream" in res:
+        extra.append(f"stream: {fmt(st.get('ops_per_s'), 0)} turns/s of ~200 deltas, turn p50 "
+                     f"{fmt(ms(st.get('latency', {}).get('p50_us')), 2)} ms, p99 "
+                     f"{fmt(ms(st.get('latency', {}).get('p99_us')), 2)} ms, errors {st.get('errors') or 'none'}")
+    if "converse" in res:
+        extra.append(f"converse: p50 {fmt(ms(lat.get('p50_us')), 2)} ms, p99.9 {fmt(ms(lat.get('p999_us')), 2)} ms, "
+                     f"server CPU {fmt(cv.get('server', {}).get('cpu_us_per_op'), 0)} µs/turn, errors {cv.get('errors') or 'none'}")
+    if "history" in res:
+        extra.append(f"history: long session seeded at {fmt(h.get('seed_turns_per_s'), 0)} turns/s over one "
+                     f"`Converse` stream; mean ratio {fmt(h.get('ratio_mean'), 2)}")
+    if "idle" in res:
+        extra.append(f"idle: RSS {fmt(kib_to_mib(i.get('rss_before_kib')), 1)} MiB before, "
+                     f"{fmt(kib_to_mib(i.get('rss_open_kib')), 1)} MiB with the streams open (connections and "
+                     f"sessions included); server CPU while idle {fmt(i.get('server_cpu_while_idle_s'), 3)} s over "
+                     f"{fmt(i.get('setup', {}).get('hold_s'), 1)} s")
+    for key, label in (("coldstart-durable", "durable store"), ("coldstart-ceiling", "bare tonic ceiling")):
+        if key in res:
+            extra.append(f"cold start, {label}: median {fmt(res[key].get('median_ms'), 1)} ms")
+    if extra:
+        lines.append("Also measured:")
+        lines.append("")
+        lines.extend(f"- {e}" for e in extra)
+        lines.append("")
+    lines.append("<details><summary>Exact commands of this run</summary>")
+    lines.append("")
+    lines.append("```sh")
+    lines.extend(doc["commands"])
+    lines.append("```")
+    lines.append("")
+    lines.append("</details>")
+    return "\n".join(lines)
+
+
+def ms(us):
+    return None if us is None else us / 1000.0
+
+
+def kib_to_mib(kib):
+    return None if kib is None else kib / 1024.0
+
+
+def update_markdown(mode, tables):
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    begin, end = f"<!-- results:{mode}:begin -->", f"<!-- results:{mode}:end -->"
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    block = f"{begin}\n{tables}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + f"\n\n## Results: `{mode}`\n\n{block}\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
