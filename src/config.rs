@@ -6,7 +6,8 @@
 //! --help`).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -31,6 +32,17 @@ pub struct Config {
     pub limits: Limits,
     /// Turn and window settings.
     pub engine: EngineConfig,
+    /// Where sessions live: `sqlite` (default; a file in `data_dir`), `memory` (nothing
+    /// survives the process), or a `postgres://user@host:port/database` URL (several replicas
+    /// may share it).
+    pub store: String,
+    /// Directory of the SQLite store, created on first start. Default `./contextd-data`.
+    pub data_dir: PathBuf,
+    /// Idle time-to-live of sessions that set no `expire_time` of their own, such as `30m`,
+    /// `24h` or `7d`: a session untouched for this long expires. Unset (the default): never.
+    pub session_ttl: Option<String>,
+    /// Database tuning.
+    pub storage: StorageConfig,
 }
 
 impl Default for Config {
@@ -42,8 +54,55 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             limits: Limits::default(),
             engine: EngineConfig::default(),
+            store: "sqlite".to_string(),
+            data_dir: PathBuf::from("contextd-data"),
+            session_ttl: None,
+            storage: StorageConfig::default(),
         }
     }
+}
+
+/// Database settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Most database connections for queries (SQLite: readers; one more connection writes).
+    /// Default 16.
+    pub max_connections: u32,
+    /// PostgreSQL: most connections holding turn leases (one per session with a turn
+    /// running on this replica). Default 64.
+    pub max_lease_connections: u32,
+    /// How long to wait for a connection (or, on SQLite, a lock) before failing with
+    /// UNAVAILABLE, in milliseconds. Default 5000.
+    pub connect_timeout_ms: u64,
+    /// SQLite durability: `full` (default; a committed turn survives power loss) or `normal`
+    /// (survives a crash of contextd, may lose the last turns on power loss; faster).
+    pub sqlite_synchronous: SyncMode,
+    /// How often expired sessions are deleted, in milliseconds. Expired sessions are NOT_FOUND
+    /// from the moment they expire, whenever the sweep runs. Default 30000.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            max_lease_connections: 64,
+            connect_timeout_ms: 5_000,
+            sqlite_synchronous: SyncMode::Full,
+            sweep_interval_ms: 30_000,
+        }
+    }
+}
+
+/// SQLite's `synchronous` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Sync the WAL on every commit.
+    Full,
+    /// Sync at checkpoints only.
+    Normal,
 }
 
 /// How log lines look.
@@ -175,8 +234,64 @@ impl Config {
                 "limits.default_page_size and limits.max_page_size must be at least 1".into(),
             ));
         }
+        self.store_kind()?;
+        self.session_ttl()?;
+        if self.storage.sweep_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "storage.sweep_interval_ms must be at least 1".into(),
+            ));
+        }
         parse_listen(&self.listen)
     }
+
+    /// The store `store` names.
+    pub fn store_kind(&self) -> Result<crate::store::open::StoreKind, ConfigError> {
+        self.store.parse().map_err(ConfigError::Invalid)
+    }
+
+    /// The parsed `session_ttl`.
+    pub fn session_ttl(&self) -> Result<Option<Duration>, ConfigError> {
+        self.session_ttl
+            .as_deref()
+            .map(|text| {
+                parse_duration(text)
+                    .map_err(|e| ConfigError::Invalid(format!("invalid session_ttl: {e}")))
+            })
+            .transpose()
+    }
+}
+
+/// Parses a duration such as `500ms`, `90s`, `15m`, `24h` or `7d` (a bare number is seconds).
+///
+/// ```
+/// use std::time::Duration;
+/// use contextd::config::parse_duration;
+///
+/// assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+/// assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+/// assert!(parse_duration("soon").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let expected = || format!("{text:?} is not a duration: use a number with ms, s, m, h or d, such as 30m or 7d");
+    let n: u64 = number.parse().map_err(|_| expected())?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(expected()),
+    };
+    let ms = n.checked_mul(unit_ms).ok_or_else(expected)?;
+    if ms == 0 {
+        return Err(format!("{text:?} is zero: a time-to-live must be positive"));
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 /// Parses `host:port`, explaining a bad port.

@@ -55,6 +55,17 @@ struct ServeArgs {
     /// Deepest nesting of a context or patch [default: 32]
     #[arg(long, env = "CONTEXTD_MAX_CONTEXT_DEPTH", value_name = "LEVELS")]
     max_context_depth: Option<usize>,
+    /// Where sessions live: `sqlite` (default, in --data-dir), `memory`, or a
+    /// `postgres://user@host:port/database` URL shared by several replicas.
+    #[arg(long, env = "CONTEXTD_STORE", value_name = "STORE")]
+    store: Option<String>,
+    /// Directory of the SQLite store (created on first start) [default: ./contextd-data].
+    #[arg(long, env = "CONTEXTD_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Idle time-to-live of sessions without an expire_time of their own (`30m`, `24h`,
+    /// `7d`); unset: sessions never expire.
+    #[arg(long, env = "CONTEXTD_SESSION_TTL", value_name = "DURATION")]
+    session_ttl: Option<String>,
 }
 
 impl ServeArgs {
@@ -87,6 +98,15 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_context_depth {
             config.limits.max_context_depth = v;
+        }
+        if let Some(v) = self.store {
+            config.store = v;
+        }
+        if let Some(v) = self.data_dir {
+            config.data_dir = v;
+        }
+        if let Some(v) = self.session_ttl {
+            config.session_ttl = Some(v);
         }
         Ok(config)
     }
@@ -174,7 +194,14 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        match contextd::server::serve(listener, config, shutdown_signal()).await {
+        let store = match contextd::server::open(&config).await {
+            Ok(store) => store,
+            Err(e) => {
+                eprintln!("contextd: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match contextd::server::serve_store(listener, config, store, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("contextd: {e}");

@@ -110,6 +110,7 @@ fn contextd_command(args: &[&str]) -> Command {
         .args(args)
         .env_remove("CONTEXTD_CONFIG")
         .env_remove("CONTEXTD_LISTEN")
+        .env("CONTEXTD_STORE", "memory")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

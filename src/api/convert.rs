@@ -105,6 +105,21 @@ fn timestamp(time: SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(time)
 }
 
+/// A requested expiry from the wire (`None` when unset).
+pub fn expire_time_from_wire(
+    field: &str,
+    time: Option<prost_types::Timestamp>,
+) -> Result<Option<SystemTime>, WireError> {
+    time.map(|t| {
+        SystemTime::try_from(t).map_err(|e| {
+            WireError(format!(
+                "{field} is not a valid timestamp ({e}): use seconds since the Unix epoch with nanos in 0..1e9"
+            ))
+        })
+    })
+    .transpose()
+}
+
 /// Client-declared tools from the wire.
 pub fn tools_from_wire(tools: Vec<v1::ToolDefinition>) -> Result<Vec<ToolSpec>, WireError> {
     tools
@@ -212,6 +227,7 @@ pub fn session_to_wire(session: &Session) -> v1::Session {
             .collect(),
         usage: Some(usage_to_wire(&session.usage)),
         max_context_tokens: session.max_context_tokens,
+        expire_time: session.expire_time.map(timestamp),
     }
 }
 

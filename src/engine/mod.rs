@@ -15,14 +15,14 @@ pub mod window;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 pub use error::EngineError;
 pub use turn::{NoSink, SinkClosed, TurnEvent, TurnOutcome, TurnRequest, TurnSink};
 
 use crate::config::{EngineConfig, Limits};
 use crate::model::{ModelBackend, ModelInfo, ModelRegistry};
-use crate::store::{SessionStore, StoreError};
+use crate::store::{SessionLease, SessionStore, StoreError};
 use crate::tools::{ServerTool, ToolOutput, ToolRegistry, ToolScope};
 use locks::TurnLocks;
 use patch::merge_context;
@@ -58,6 +58,8 @@ pub struct NewSession {
     pub labels: BTreeMap<String, String>,
     /// Window size; 0 for the model's default.
     pub max_context_tokens: u32,
+    /// A fixed expiry; `None` for the server's idle time-to-live (if any).
+    pub expire_time: Option<SystemTime>,
 }
 
 /// A change to a session; `None` fields stay as they are.
@@ -77,6 +79,8 @@ pub struct SessionUpdate {
     pub set_labels: BTreeMap<String, String>,
     /// Labels to remove.
     pub remove_labels: Vec<String>,
+    /// A new fixed expiry (replaces the idle time-to-live).
+    pub expire_time: Option<SystemTime>,
 }
 
 /// What a window holds at one position.
@@ -138,6 +142,14 @@ pub struct Engine {
     config: EngineConfig,
     limits: Limits,
     counter: TokenCounter,
+    session_ttl: Option<Duration>,
+}
+
+/// Held while a turn or change runs on a session: the in-process lock (arrival order within
+/// this process) and the store's lease (one holder across processes sharing the store).
+pub(crate) struct SessionGuard {
+    _lease: SessionLease,
+    _local: locks::TurnGuard,
 }
 
 impl Engine {
@@ -157,7 +169,41 @@ impl Engine {
             config,
             limits,
             counter: TokenCounter,
+            session_ttl: None,
         }
+    }
+
+    /// Gives sessions without an expiry of their own this idle time-to-live.
+    pub fn with_session_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.session_ttl = ttl;
+        self
+    }
+
+    /// Waits for the session's turn: first in this process, then across processes.
+    pub(crate) async fn lock_session(&self, session_id: &str) -> Result<SessionGuard, EngineError> {
+        let local = self.locks.lock(session_id).await;
+        let lease = self.store.lease_session(session_id).await?;
+        Ok(SessionGuard {
+            _lease: lease,
+            _local: local,
+        })
+    }
+
+    /// Reads a session that has not expired. An expired one still in the store (the sweep
+    /// has not reached it yet) is deleted here and reported as absent.
+    pub(crate) async fn load_session(&self, session_id: &str) -> Result<Option<Session>, EngineError> {
+        match self.store.get_session(session_id).await? {
+            Some(session) if session.is_expired(SystemTime::now()) => {
+                self.store.delete_session(session_id).await?;
+                Ok(None)
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Deletes up to `limit` expired sessions; returns how many went.
+    pub async fn sweep_expired(&self, limit: usize) -> Result<u64, EngineError> {
+        Ok(self.store.delete_expired(SystemTime::now(), limit).await?)
     }
 
     /// The limits this engine enforces.
@@ -201,6 +247,10 @@ impl Engine {
         self.check_tools(&new.tools)?;
         let max_context_tokens = self.window_size(new.max_context_tokens, &info)?;
         let now = SystemTime::now();
+        let (expire_time, idle_ttl) = match new.expire_time {
+            Some(at) => (Some(check_expiry(at, now)?), None),
+            None => (self.session_ttl.map(|ttl| now + ttl), self.session_ttl),
+        };
         Ok(Session {
             id,
             system_prompt: new.system_prompt,
@@ -215,6 +265,8 @@ impl Engine {
             usage: Default::default(),
             max_context_tokens,
             version: 1,
+            expire_time,
+            idle_ttl,
         })
     }
 
@@ -266,8 +318,7 @@ impl Engine {
     /// Returns a session.
     pub async fn get_session(&self, session_id: &str) -> Result<Session, EngineError> {
         validate_session_id(session_id).map_err(EngineError::InvalidArgument)?;
-        self.store
-            .get_session(session_id)
+        self.load_session(session_id)
             .await?
             .ok_or_else(|| EngineError::SessionNotFound(session_id.to_string()))
     }
@@ -281,6 +332,9 @@ impl Engine {
     ) -> Result<(Vec<Session>, Option<String>), EngineError> {
         // One extra row tells whether another page exists, so the last page has no token.
         let mut sessions = self.store.list_sessions(after, limit + 1).await?;
+        // Expired sessions the sweep has not removed yet are already gone to clients.
+        let now = SystemTime::now();
+        sessions.retain(|s| !s.is_expired(now));
         let next = if sessions.len() > limit {
             sessions.truncate(limit);
             sessions.last().map(|s| s.id.clone())
@@ -300,9 +354,17 @@ impl Engine {
         if let Some(patch) = &update.context_patch {
             check_context("context", patch, &self.limits)?;
         }
-        let _turn = self.locks.lock(session_id).await;
+        let expiry = update
+            .expire_time
+            .map(|at| check_expiry(at, SystemTime::now()))
+            .transpose()?;
+        let _turn = self.lock_session(session_id).await?;
         let mut session = self.get_session(session_id).await?;
         let version = session.version;
+        if let Some(at) = expiry {
+            session.expire_time = Some(at);
+            session.idle_ttl = None;
+        }
         if let Some(patch) = &update.context_patch {
             merge_context(&mut session.context, patch);
             check_context("the merged context", &session.context, &self.limits)?;
@@ -338,7 +400,7 @@ impl Engine {
     /// Stores a change to a session's settings or context (no new messages), refusing it if
     /// the session moved past `version` meanwhile.
     async fn save_change(&self, session: &mut Session, version: u64) -> Result<(), EngineError> {
-        session.update_time = SystemTime::now();
+        session.touch(SystemTime::now());
         session.version = version + 1;
         self.store
             .commit(session, Some(version), &[])
@@ -349,11 +411,18 @@ impl Engine {
     /// Deletes a session; returns how many messages it had.
     pub async fn delete_session(&self, session_id: &str) -> Result<u64, EngineError> {
         validate_session_id(session_id).map_err(EngineError::InvalidArgument)?;
-        let _turn = self.locks.lock(session_id).await;
-        self.store
-            .delete_session(session_id)
+        let _turn = self.lock_session(session_id).await?;
+        // An expired session is already gone to clients; deleting it again finds nothing.
+        let expired = self
+            .store
+            .get_session(session_id)
             .await?
-            .ok_or_else(|| EngineError::SessionNotFound(session_id.to_string()))
+            .is_some_and(|s| s.is_expired(SystemTime::now()));
+        let deleted = self.store.delete_session(session_id).await?;
+        match deleted {
+            Some(count) if !expired => Ok(count),
+            _ => Err(EngineError::SessionNotFound(session_id.to_string())),
+        }
     }
 
     /// Lists stored messages from index `from`, at most `limit`; also returns the index to
@@ -420,7 +489,7 @@ impl Engine {
         };
         validate_session_id(session_id).map_err(EngineError::InvalidArgument)?;
         // Same lock as a turn: a tool that changes the context must not race a turn.
-        let _turn = self.locks.lock(session_id).await;
+        let _turn = self.lock_session(session_id).await?;
         let mut session = self.get_session(session_id).await?;
         let mut context = session.context.clone();
         let output = provider
@@ -625,6 +694,17 @@ struct WindowSource {
 }
 
 /// Maps a store error of a write to the engine's view of it.
+/// Checks a client-set expiry: it must lie in the future.
+fn check_expiry(at: SystemTime, now: SystemTime) -> Result<SystemTime, EngineError> {
+    if at <= now {
+        return Err(EngineError::InvalidArgument(
+            "expire_time is in the past: set a future time, or leave it unset for the server's session TTL"
+                .into(),
+        ));
+    }
+    Ok(at)
+}
+
 fn map_write_error(error: StoreError, session_id: &str) -> EngineError {
     match error {
         StoreError::NotFound(_) => EngineError::SessionNotFound(session_id.to_string()),

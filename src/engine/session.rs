@@ -3,7 +3,7 @@
 //! share; the wire types live in [`crate::api`].
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
 
@@ -44,9 +44,27 @@ pub struct Session {
     pub max_context_tokens: u32,
     /// Incremented by every write; stores refuse a write based on a stale version.
     pub version: u64,
+    /// When the session expires (is deleted); `None` for never.
+    pub expire_time: Option<SystemTime>,
+    /// Idle time-to-live: every change moves `expire_time` to this long after it. `None` when
+    /// the expiry is fixed (set by the client) or there is none.
+    pub idle_ttl: Option<Duration>,
 }
 
 impl Session {
+    /// Whether the session has expired at `now` (and must be treated as gone).
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        self.expire_time.is_some_and(|at| at <= now)
+    }
+
+    /// Records a change at `now`: the update time, and the expiry when it follows activity.
+    pub fn touch(&mut self, now: SystemTime) {
+        self.update_time = now;
+        if let Some(ttl) = self.idle_ttl {
+            self.expire_time = Some(now + ttl);
+        }
+    }
+
     /// Whether the session waits for tool results.
     pub fn state(&self) -> SessionState {
         if self.pending.is_some() {
@@ -97,6 +115,16 @@ impl Role {
             Role::Tool => "tool",
         }
     }
+
+    /// The role named by [`Role::as_str`].
+    pub fn parse(name: &str) -> Option<Role> {
+        match name {
+            "user" => Some(Role::User),
+            "assistant" => Some(Role::Assistant),
+            "tool" => Some(Role::Tool),
+            _ => None,
+        }
+    }
 }
 
 /// A stored message, shared: history is read far more often than written, and windows, model
@@ -129,7 +157,7 @@ pub struct Message {
 }
 
 /// A tool a model may call.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ToolSpec {
     /// Unique name.
     pub name: String,
@@ -140,7 +168,7 @@ pub struct ToolSpec {
 }
 
 /// A model's request to run a tool.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ToolCall {
     /// Unique within the session.
     pub id: String,
@@ -162,7 +190,7 @@ pub struct ToolResult {
 }
 
 /// Token usage.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     /// Tokens sent to the model, summed over calls.
     pub input_tokens: u64,

@@ -136,11 +136,11 @@ impl Engine {
         }
 
         let _turn = tokio::select! {
-            guard = self.locks.lock(&session_id) => guard,
+            guard = self.lock_session(&session_id) => guard?,
             _ = cancel.cancelled() => return Err(EngineError::Cancelled),
         };
 
-        let (mut session, created) = match self.store.get_session(&session_id).await? {
+        let (mut session, created) = match self.load_session(&session_id).await? {
             Some(session) => (session, false),
             None => {
                 let mut new = request.create.clone().unwrap_or_default();
@@ -309,7 +309,7 @@ impl Engine {
         }
         session.message_count += turn.new_messages.len() as u64;
         session.usage.add(usage);
-        session.update_time = SystemTime::now();
+        session.touch(SystemTime::now());
         session.version += 1;
         self.store
             .commit(&session, expected_version, &turn.new_messages)

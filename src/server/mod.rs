@@ -31,7 +31,8 @@ use crate::engine::Engine;
 use crate::engine::tokens::TokenCounter;
 use crate::model::ModelRegistry;
 use crate::model::echo::EchoModel;
-use crate::store::memory::MemoryStore;
+use crate::store::SessionStore;
+use crate::store::open::{OpenError, OpenStore, open_store};
 use crate::tools::ToolRegistry;
 use crate::tools::builtin::BuiltinTools;
 use shutdown::Lifecycle;
@@ -48,6 +49,12 @@ pub enum ServeError {
     /// The listener failed.
     #[error("serving failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// The store could not be opened.
+    #[error("{0}")]
+    Store(#[from] OpenError),
 }
 
 /// The names of the served contextd services, for health.
@@ -57,8 +64,15 @@ pub const SERVICE_NAMES: [&str; 3] = [
     "contextd.v1.ToolService",
 ];
 
-/// Builds the engine the configuration describes.
-pub fn build_engine(config: &Config) -> Engine {
+/// Opens the store the configuration names (creating the data directory, applying
+/// migrations).
+pub async fn open(config: &Config) -> Result<OpenStore, ServeError> {
+    let kind = config.store_kind()?;
+    Ok(open_store(&kind, &config.data_dir, &config.storage).await?)
+}
+
+/// Builds the engine the configuration describes, over `store`.
+pub fn build_engine(config: &Config, store: Arc<dyn SessionStore>) -> Result<Engine, ServeError> {
     let mut models = ModelRegistry::new();
     models.register(Arc::new(EchoModel::new(
         config.engine.default_max_context_tokens,
@@ -68,13 +82,14 @@ pub fn build_engine(config: &Config) -> Engine {
         config.limits.max_context_depth,
         config.limits.max_context_bytes,
     )));
-    Engine::new(
-        Arc::new(MemoryStore::new()),
+    Ok(Engine::new(
+        store,
         models,
         tools,
         config.engine.clone(),
         config.limits.clone(),
     )
+    .with_session_ttl(config.session_ttl()?))
 }
 
 /// Serves contextd on `listener` until `shutdown` resolves, then shuts down gracefully (see
@@ -84,10 +99,25 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let store = open(&config).await?;
+    serve_store(listener, config, store, shutdown).await
+}
+
+/// [`serve`] over an already opened store (closed when serving ends).
+pub async fn serve_store(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    store: OpenStore,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     // Loading the tokenizer tables takes a moment: do it beside startup, not in a turn.
     tokio::task::spawn_blocking(TokenCounter::warm_up);
 
-    let engine = Arc::new(build_engine(&config));
+    let engine = Arc::new(build_engine(&config, store.store.clone())?);
+    let sweeper = tokio::spawn(sweep_expired(
+        engine.clone(),
+        Duration::from_millis(config.storage.sweep_interval_ms),
+    ));
     let lifecycle = Lifecycle::default();
     let max_request = config.limits.max_request_bytes;
 
@@ -181,8 +211,36 @@ pub async fn serve(
             tracing::warn!("connections did not close in time; stopping anyway");
         }
     }
+    sweeper.abort();
+    drop(engine);
+    store.close().await;
     tracing::info!("contextd stopped");
     Ok(())
+}
+
+/// Deletes expired sessions every `interval`, in batches, for as long as the server runs.
+async fn sweep_expired(engine: Arc<Engine>, interval: Duration) {
+    const BATCH: usize = 500;
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        loop {
+            match engine.sweep_expired(BATCH).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    tracing::info!(sessions = n, "deleted expired sessions");
+                    if n < BATCH as u64 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "expired-session sweep failed; retrying later");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Binds the configured address, explaining the usual failures.
