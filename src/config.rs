@@ -277,7 +277,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let expected = || format!("{text:?} is not a duration: use a number with ms, s, m, h or d, such as 30m or 7d");
+    let expected = || {
+        format!("{text:?} is not a duration: use a number with ms, s, m, h or d, such as 30m or 7d")
+    };
     let n: u64 = number.parse().map_err(|_| expected())?;
     let unit_ms: u64 = match unit {
         "ms" => 1,

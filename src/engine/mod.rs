@@ -191,9 +191,12 @@ impl Engine {
 
     /// Reads a session that has not expired. An expired one still in the store (the sweep
     /// has not reached it yet) is deleted here and reported as absent.
-    pub(crate) async fn load_session(&self, session_id: &str) -> Result<Option<Session>, EngineError> {
+    pub(crate) async fn load_session(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<Session>, EngineError> {
         match self.store.get_session(session_id).await? {
-            Some(session) if session.is_expired(SystemTime::now()) => {
+            Some(session) if session.is_expired(session::now()) => {
                 self.store.delete_session(session_id).await?;
                 Ok(None)
             }
@@ -203,7 +206,7 @@ impl Engine {
 
     /// Deletes up to `limit` expired sessions; returns how many went.
     pub async fn sweep_expired(&self, limit: usize) -> Result<u64, EngineError> {
-        Ok(self.store.delete_expired(SystemTime::now(), limit).await?)
+        Ok(self.store.delete_expired(session::now(), limit).await?)
     }
 
     /// The limits this engine enforces.
@@ -246,7 +249,7 @@ impl Engine {
         check_context("context", &new.context, &self.limits)?;
         self.check_tools(&new.tools)?;
         let max_context_tokens = self.window_size(new.max_context_tokens, &info)?;
-        let now = SystemTime::now();
+        let now = session::now();
         let (expire_time, idle_ttl) = match new.expire_time {
             Some(at) => (Some(check_expiry(at, now)?), None),
             None => (self.session_ttl.map(|ttl| now + ttl), self.session_ttl),
@@ -333,7 +336,7 @@ impl Engine {
         // One extra row tells whether another page exists, so the last page has no token.
         let mut sessions = self.store.list_sessions(after, limit + 1).await?;
         // Expired sessions the sweep has not removed yet are already gone to clients.
-        let now = SystemTime::now();
+        let now = session::now();
         sessions.retain(|s| !s.is_expired(now));
         let next = if sessions.len() > limit {
             sessions.truncate(limit);
@@ -356,7 +359,7 @@ impl Engine {
         }
         let expiry = update
             .expire_time
-            .map(|at| check_expiry(at, SystemTime::now()))
+            .map(|at| check_expiry(at, session::now()))
             .transpose()?;
         let _turn = self.lock_session(session_id).await?;
         let mut session = self.get_session(session_id).await?;
@@ -400,7 +403,7 @@ impl Engine {
     /// Stores a change to a session's settings or context (no new messages), refusing it if
     /// the session moved past `version` meanwhile.
     async fn save_change(&self, session: &mut Session, version: u64) -> Result<(), EngineError> {
-        session.touch(SystemTime::now());
+        session.touch(session::now());
         session.version = version + 1;
         self.store
             .commit(session, Some(version), &[])
@@ -417,7 +420,7 @@ impl Engine {
             .store
             .get_session(session_id)
             .await?
-            .is_some_and(|s| s.is_expired(SystemTime::now()));
+            .is_some_and(|s| s.is_expired(session::now()));
         let deleted = self.store.delete_session(session_id).await?;
         match deleted {
             Some(count) if !expired => Ok(count),
@@ -702,7 +705,7 @@ fn check_expiry(at: SystemTime, now: SystemTime) -> Result<SystemTime, EngineErr
                 .into(),
         ));
     }
-    Ok(at)
+    Ok(session::to_micros(at))
 }
 
 fn map_write_error(error: StoreError, session_id: &str) -> EngineError {

@@ -274,6 +274,20 @@ pub fn validate_tools(tools: &[ToolSpec]) -> Result<(), String> {
     Ok(())
 }
 
+/// The current time, to the microsecond: the precision every store keeps, so a session reads
+/// back exactly as it was written.
+pub fn now() -> SystemTime {
+    to_micros(SystemTime::now())
+}
+
+/// `time` truncated to whole microseconds (since the Unix epoch).
+pub fn to_micros(time: SystemTime) -> SystemTime {
+    match time.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => std::time::UNIX_EPOCH + Duration::from_micros(after.as_micros() as u64),
+        Err(_) => time,
+    }
+}
+
 /// A new random session id.
 pub fn generate_session_id() -> String {
     format!("s-{}", uuid::Uuid::new_v4().simple())

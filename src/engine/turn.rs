@@ -7,8 +7,6 @@
 
 use std::future::Future;
 
-use std::time::SystemTime;
-
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -309,7 +307,7 @@ impl Engine {
         }
         session.message_count += turn.new_messages.len() as u64;
         session.usage.add(usage);
-        session.touch(SystemTime::now());
+        session.touch(super::session::now());
         session.version += 1;
         self.store
             .commit(&session, expected_version, &turn.new_messages)
@@ -423,7 +421,7 @@ impl TurnState {
             tool_call_id: String::new(),
             tool_name: String::new(),
             is_error: false,
-            create_time: SystemTime::now(),
+            create_time: super::session::now(),
             token_count,
             turn_id: self.turn_id.clone(),
         }

@@ -17,9 +17,9 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use super::logging::record_session;
 use super::shutdown::{Lifecycle, shutting_down};
 use crate::api::convert::{
-    context_from_wire, context_to_wire, expire_time_from_wire, finish_to_wire, labels_from_wire, patch_from_wire,
-    session_to_wire, tool_call_to_wire, tool_result_to_wire, tool_results_from_wire,
-    tools_from_wire, usage_to_wire,
+    context_from_wire, context_to_wire, expire_time_from_wire, finish_to_wire, labels_from_wire,
+    patch_from_wire, session_to_wire, tool_call_to_wire, tool_result_to_wire,
+    tool_results_from_wire, tools_from_wire, usage_to_wire,
 };
 use crate::api::v1::{
     self, converse_request::Frame, converse_response, interact_service_server::InteractService,

@@ -6,8 +6,9 @@ use tonic::{Request, Response, Status};
 
 use super::logging::record_session;
 use crate::api::convert::{
-    context_from_wire, decode_page_token, expire_time_from_wire, encode_page_token, labels_from_wire, message_to_wire,
-    patch_from_wire, preview_to_wire, session_to_wire, tools_from_wire,
+    context_from_wire, decode_page_token, encode_page_token, expire_time_from_wire,
+    labels_from_wire, message_to_wire, patch_from_wire, preview_to_wire, session_to_wire,
+    tools_from_wire,
 };
 use crate::api::v1::{self, session_service_server::SessionService};
 use crate::engine::{Engine, NewSession, SessionUpdate};

@@ -72,7 +72,9 @@ pub enum OpenError {
     )]
     Locked(PathBuf),
     /// The database file is not an SQLite database.
-    #[error("{path} is not a usable SQLite database ({reason}); move it away or choose another --data-dir")]
+    #[error(
+        "{path} is not a usable SQLite database ({reason}); move it away or choose another --data-dir"
+    )]
     NotSqlite {
         /// The file.
         path: PathBuf,
@@ -246,13 +248,11 @@ where
 {
     let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
     migrator.run(pool).await.map_err(|e| match e {
-        MigrateError::VersionMissing(version) => {
-            OpenError::NewerSchema {
-                target: target.to_string(),
-                version,
-                known,
-            }
-        }
+        MigrateError::VersionMissing(version) => OpenError::NewerSchema {
+            target: target.to_string(),
+            version,
+            known,
+        },
         other => OpenError::Migrate {
             target: target.to_string(),
             reason: other.to_string(),

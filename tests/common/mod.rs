@@ -4,6 +4,9 @@
 //! Each test file includes this module and uses only part of it.
 #![allow(dead_code)]
 
+pub mod backend;
+pub mod postgres;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
