@@ -187,13 +187,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match listener.local_addr() {
-            Ok(local) => println!("contextd listening on {local}"),
-            Err(e) => {
-                eprintln!("contextd: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+        // Announce the address only once the store is open and requests can be served.
         let store = match contextd::server::open(&config).await {
             Ok(store) => store,
             Err(e) => {
@@ -201,6 +195,13 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        match listener.local_addr() {
+            Ok(local) => println!("contextd listening on {local}"),
+            Err(e) => {
+                eprintln!("contextd: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
         match contextd::server::serve_store(listener, config, store, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

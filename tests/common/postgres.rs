@@ -81,7 +81,7 @@ impl Cluster {
     /// Starts (or restarts) the server and waits until it accepts connections.
     pub fn start_server(&self) {
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400",
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c full_page_writes=off -c max_connections=400",
             self.port,
             self.dir.display()
         );
