@@ -264,3 +264,10 @@ def test_demo_example(target: str) -> None:
     assert 'context: {"location": "NYC", "user_id": "jane_doe"}' in out
     assert "messages: 6" in out
     assert "< Tool get_weather returned: sunny, 21 C in Paris" in out
+
+
+def test_the_package_type_checks() -> None:
+    """The package ships py.typed: its own annotations must hold under mypy --strict."""
+    root = Path(__file__).resolve().parents[1]
+    checked = subprocess.run([sys.executable, "-m", "mypy"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

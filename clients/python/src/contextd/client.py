@@ -24,6 +24,7 @@ from contextd.types import (
     TurnCompleted,
     TurnFailed,
     TurnResult,
+    dict_to_struct,
     event_from_proto,
     tool_error_from,
     tool_result_from,
@@ -170,7 +171,7 @@ class Client:
         """Exactly what the model would see for ``message`` now (the generated message)."""
         request = session_pb2.PreviewContextRequest(session_id=session_id, message=message)
         if context is not None:
-            request.context.CopyFrom(_requests.dict_to_struct(context))
+            request.context.CopyFrom(dict_to_struct(context))
         result: session_pb2.PreviewContextResponse = self._call(self._sessions.PreviewContext, request)
         return result
 
