@@ -3,7 +3,7 @@
  * for contexts, generated message types for results, `ConnectError` (with its `code`) for
  * failures.
  */
-import { create, toJson, type JsonObject, type JsonValue, type MessageInitShape } from "@bufbuild/protobuf";
+import { toJson, type JsonObject, type JsonValue, type MessageInitShape } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
@@ -11,12 +11,10 @@ import type * as http2 from "node:http2";
 
 import {
   FinishReason,
-  ToolResultSchema,
   type Message,
   type Session,
   type ToolCall,
   type ToolDefinition,
-  type ToolResult,
 } from "./gen/contextd/v1/common_pb.js";
 import {
   InteractService,
@@ -156,11 +154,6 @@ export async function runToolHandler(handler: ToolHandler, calls: ToolCall[]): P
 /** True when the turn paused for client-side tools (see `toolCalls`). */
 export function needsToolResults(result: InteractResponse): boolean {
   return result.finishReason === FinishReason.TOOL_CALLS;
-}
-
-/** The context of a session or turn as a plain object ({} when unset). */
-export function contextOf(value: { context?: JsonObject } | { updatedContext?: JsonObject }): JsonObject {
-  return ("context" in value ? value.context : "updatedContext" in value ? value.updatedContext : undefined) ?? {};
 }
 
 /** A contextd client. Call `close()` when done, so the process can exit. */
@@ -446,9 +439,4 @@ export class Conversation {
 function required<T>(value: T | undefined): T {
   if (value === undefined) throw new ConnectError("the server sent an empty response", Code.Internal);
   return value;
-}
-
-/** Builds a ToolResult message (for callers that want the generated type). */
-export function makeToolResult(init: ToolResultInit): ToolResult {
-  return create(ToolResultSchema, init);
 }

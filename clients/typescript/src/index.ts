@@ -17,8 +17,6 @@ export {
   ContextdClient,
   Conversation,
   DEFAULT_TARGET,
-  contextOf,
-  makeToolResult,
   needsToolResults,
   runToolHandler,
 } from "./client.js";

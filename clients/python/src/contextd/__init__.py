@@ -9,6 +9,12 @@
 carrying the gRPC status code. The generated protobuf modules are ``contextd.v1.*_pb2``.
 """
 
+from __future__ import annotations
+
+from typing import Iterable
+
+import grpc
+
 from contextd.aio import AsyncClient, AsyncConversation
 from contextd.client import DEFAULT_TARGET, Client, Conversation
 from contextd.errors import ContextdError
@@ -37,9 +43,17 @@ from contextd.types import (
 )
 
 
-def connect(target: str = DEFAULT_TARGET, **options: object) -> Client:
-    """A blocking Client for ``target``; see Client for the options (tls, credentials, token…)."""
-    return Client(target, **options)  # type: ignore[arg-type]
+def connect(
+    target: str = DEFAULT_TARGET,
+    *,
+    tls: bool = False,
+    credentials: grpc.ChannelCredentials | None = None,
+    token: str | None = None,
+    metadata: Iterable[tuple[str, str]] = (),
+    timeout: float | None = None,
+) -> Client:
+    """A blocking Client for ``target`` (host:port); the options are Client's."""
+    return Client(target, tls=tls, credentials=credentials, token=token, metadata=metadata, timeout=timeout)
 
 
 __all__ = [
