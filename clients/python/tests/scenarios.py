@@ -151,7 +151,9 @@ def lookup(value: Any, path: str) -> str:
             raise ScenarioFailure(f"save path {path!r} not found in {json.dumps(value)}")
     if isinstance(current, bool) or not isinstance(current, (str, int, float)):
         raise ScenarioFailure(f"save path {path!r} is not a string or number: {current!r}")
-    return current if isinstance(current, str) else json.dumps(current)
+    if isinstance(current, float) and current.is_integer():
+        return str(int(current))  # Struct numbers are doubles: 4.0 is saved as "4"
+    return current if isinstance(current, str) else str(current)
 
 
 def event_names(messages: list[Any], oneof: str) -> list[str]:
