@@ -11,7 +11,7 @@ SCENARIOS = load_scenarios()
 
 
 def test_the_suite_is_there() -> None:
-    assert len(SCENARIOS) >= 9, [s.name for s in SCENARIOS]
+    assert len(SCENARIOS) >= 10, [s.name for s in SCENARIOS]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])

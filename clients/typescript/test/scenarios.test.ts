@@ -27,7 +27,7 @@ describe("shared scenarios", () => {
   });
 
   test("the suite is there", () => {
-    assert.ok(scenarios.length >= 9, scenarios.map((s) => s.name).join(", "));
+    assert.ok(scenarios.length >= 10, scenarios.map((s) => s.name).join(", "));
   });
 
   for (const scenario of scenarios) {
