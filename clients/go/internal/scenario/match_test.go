@@ -58,6 +58,10 @@ func TestSubstitute(t *testing.T) {
 	if render(got) != `{"id":"s-abc","list":["abc"]}` {
 		t.Errorf("got %s", render(got))
 	}
+	got, err = substitute(decode(t, `{"${run}": "${run}"}`), vars)
+	if err != nil || render(got) != `{"${run}":"abc"}` {
+		t.Errorf("keys must stay as they are: got %s, %v", render(got), err)
+	}
 	if _, err := substitute(decode(t, `{"id": "${nope}"}`), vars); err == nil {
 		t.Error("unknown variable accepted")
 	}

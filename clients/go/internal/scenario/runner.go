@@ -108,6 +108,8 @@ type runner struct {
 	conn grpc.ClientConnInterface
 	file File
 	vars map[string]string
+	// frame names the Converse frame being run, for failure messages ("" outside one).
+	frame string
 }
 
 // failure is a step that did not go as expected; its message names the scenario and step.
@@ -116,7 +118,11 @@ type failure struct{ msg string }
 func (f *failure) Error() string { return f.msg }
 
 func (r *runner) fail(step int, format string, args ...any) error {
-	return &failure{fmt.Sprintf("scenario %s (%s), step %d: %s", r.file.Name, filepath.Base(r.file.Path), step, fmt.Sprintf(format, args...))}
+	where := fmt.Sprintf("step %d", step)
+	if r.frame != "" {
+		where += ", " + r.frame
+	}
+	return &failure{fmt.Sprintf("scenario %s (%s), %s: %s", r.file.Name, filepath.Base(r.file.Path), where, fmt.Sprintf(format, args...))}
 }
 
 func (r *runner) mismatch(step int, what string, expected, actual any, diff string) error {
@@ -227,22 +233,23 @@ func (r *runner) bidi(ctx context.Context, i int, name string, method protorefle
 		}
 		return toJSON(msg), nil
 	}
+	defer func() { r.frame = "" }()
 	for j, raw := range frames {
-		label := fmt.Sprintf("frame %d", j)
+		r.frame = fmt.Sprintf("frame %d", j)
 		substituted, err := substitute(raw, r.vars)
 		if err != nil {
-			return r.fail(i, "%s: %v", label, err)
+			return r.fail(i, "%v", err)
 		}
 		frame := object(substituted)
 		switch {
 		case frame["send"] != nil:
 			req, err := newMessage(method.Input(), frame["send"])
 			if err != nil {
-				return r.fail(i, "%s: send: %v", label, err)
+				return r.fail(i, "send: %v", err)
 			}
 			if err := stream.SendMsg(req); err != nil {
 				_, rerr := recv()
-				return r.fail(i, "%s: send failed: %v (stream: %v)", label, err, rerr)
+				return r.fail(i, "send failed: %v (stream: %v)", err, rerr)
 			}
 		case frame["until"] != nil:
 			until, _ := frame["until"].(string)
@@ -250,8 +257,8 @@ func (r *runner) bidi(ctx context.Context, i int, name string, method protorefle
 			for {
 				msg, err := recv()
 				if err != nil {
-					return r.fail(i, "%s: the stream ended (%s) before a %q event; events read: %s",
-						label, describeStatus(err), until, render(eventNames(events)))
+					return r.fail(i, "the stream ended (%s) before a %q event; events read: %s",
+						describeStatus(err), until, render(eventNames(events)))
 				}
 				events = append(events, msg)
 				if eventName(msg) == normalizeEvent(until) {
@@ -266,7 +273,7 @@ func (r *runner) bidi(ctx context.Context, i int, name string, method protorefle
 			}
 		case frame["close"] != nil:
 			if err := stream.CloseSend(); err != nil {
-				return r.fail(i, "%s: close: %v", label, err)
+				return r.fail(i, "close: %v", err)
 			}
 			var rest []any
 			var err error
@@ -278,7 +285,7 @@ func (r *runner) bidi(ctx context.Context, i int, name string, method protorefle
 				rest = append(rest, msg)
 			}
 			if len(rest) > 0 {
-				return r.fail(i, "%s: expected no more events after close, got %s", label, render(rest))
+				return r.fail(i, "expected no more events after close, got %s", render(rest))
 			}
 			if errors.Is(err, io.EOF) {
 				err = nil
@@ -287,7 +294,7 @@ func (r *runner) bidi(ctx context.Context, i int, name string, method protorefle
 				return err
 			}
 		default:
-			return r.fail(i, "%s: a frame needs send, until or close: %s", label, render(frame))
+			return r.fail(i, "a frame needs send, until or close: %s", render(frame))
 		}
 	}
 	return nil
@@ -393,7 +400,7 @@ func lookupPath(v any, path string) (any, error) {
 
 var variable = regexp.MustCompile(`\$\{([^}]*)\}`)
 
-// substitute replaces ${name} in every string (keys included) of v.
+// substitute replaces ${name} in every string value of v (object keys are left as they are).
 func substitute(v any, vars map[string]string) (any, error) {
 	switch x := v.(type) {
 	case string:
@@ -413,11 +420,8 @@ func substitute(v any, vars map[string]string) (any, error) {
 	case map[string]any:
 		out := make(map[string]any, len(x))
 		for k, val := range x {
-			key, err := substitute(k, vars)
-			if err != nil {
-				return nil, err
-			}
-			if out[key.(string)], err = substitute(val, vars); err != nil {
+			var err error
+			if out[k], err = substitute(val, vars); err != nil {
 				return nil, err
 			}
 		}
