@@ -36,6 +36,7 @@ import io.grpc.ManagedChannel;
 import io.grpc.Metadata;
 import io.grpc.MethodDescriptor;
 import io.grpc.TlsChannelCredentials;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.List;
@@ -90,6 +91,7 @@ public final class ContextdClient implements AutoCloseable {
     private final String target;
     private ChannelCredentials credentials = InsecureChannelCredentials.create();
     private String bearerToken;
+    private Duration callTimeout;
     private Channel channel;
 
     private Builder(String target) {
@@ -117,6 +119,15 @@ public final class ContextdClient implements AutoCloseable {
       return this;
     }
 
+    /**
+     * Gives every unary and server-streaming call this deadline (Converse streams live as long
+     * as they are used); a call past it fails with {@code DEADLINE_EXCEEDED}.
+     */
+    public Builder callTimeout(Duration timeout) {
+      this.callTimeout = timeout;
+      return this;
+    }
+
     /** Uses an existing channel (the caller closes it) instead of making one. */
     public Builder channel(Channel channel) {
       this.channel = channel;
@@ -133,6 +144,9 @@ public final class ContextdClient implements AutoCloseable {
       }
       if (bearerToken != null) {
         ch = ClientInterceptors.intercept(ch, bearer(bearerToken));
+      }
+      if (callTimeout != null) {
+        ch = ClientInterceptors.intercept(ch, deadline(callTimeout));
       }
       return new ContextdClient(owned, ch);
     }
@@ -154,6 +168,18 @@ public final class ContextdClient implements AutoCloseable {
             super.start(listener, headers);
           }
         };
+      }
+    };
+  }
+
+  private static ClientInterceptor deadline(Duration timeout) {
+    return new ClientInterceptor() {
+      @Override
+      public <Q, R> ClientCall<Q, R> interceptCall(MethodDescriptor<Q, R> method, CallOptions options, Channel next) {
+        if (options.getDeadline() == null && method.getType() != MethodDescriptor.MethodType.BIDI_STREAMING) {
+          options = options.withDeadlineAfter(timeout.toNanos(), TimeUnit.NANOSECONDS);
+        }
+        return next.newCall(method, options);
       }
     };
   }
