@@ -23,17 +23,10 @@ type Turn struct {
 	ToolResults []ToolResult
 }
 
-// Event is one event of a streamed turn: *Started, *Delta, *ToolCallRequested, *ServerToolRan,
-// *Completed, and on Converse streams also *Opened. Use a type switch; kinds a newer server
-// adds are skipped.
+// Event is one event of a streamed turn: *Started, *Delta, *ToolCallRequested, *ServerToolRan
+// or *Completed. Use a type switch; kinds a newer server adds are skipped.
 type Event interface {
 	isEvent()
-}
-
-// Opened answers Converse's open: the stream is attached to Session.
-type Opened struct {
-	Session *Session
-	Created bool
 }
 
 // Started says a turn began.
@@ -65,7 +58,6 @@ type Completed struct {
 	Reply *Reply
 }
 
-func (*Opened) isEvent()            {}
 func (*Started) isEvent()           {}
 func (*Delta) isEvent()             {}
 func (*ToolCallRequested) isEvent() {}

@@ -4,15 +4,7 @@ package dev.contextd.client;
  * One event of a streamed turn. Kinds a newer server adds are skipped by this client.
  */
 public sealed interface Event
-    permits Event.Opened, Event.Started, Event.Delta, Event.ToolCallRequested, Event.ServerToolRan, Event.Completed {
-
-  /**
-   * A Converse stream is attached to a session.
-   *
-   * @param session the session as it is now
-   * @param created whether attaching created it
-   */
-  record Opened(Session session, boolean created) implements Event {}
+    permits Event.Started, Event.Delta, Event.ToolCallRequested, Event.ServerToolRan, Event.Completed {
 
   /**
    * A turn began.
