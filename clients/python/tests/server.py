@@ -10,7 +10,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[3]
 
 # Flags every test server gets; the store flag goes here once `serve` has one.
-SERVE_ARGS = ["serve", "--listen", "127.0.0.1:0"]
+SERVE_ARGS = ["serve", "--listen", "127.0.0.1:0", "--store", "memory"]
 
 
 def binary() -> str:

@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..");
 
 // Flags every test server gets; the store flag goes here once `serve` has one.
-const SERVE_ARGS = ["serve", "--listen", "127.0.0.1:0"];
+const SERVE_ARGS = ["serve", "--listen", "127.0.0.1:0", "--store", "memory"];
 
 /** CONTEXTD_BIN, else the repository's debug build. */
 export function contextdBinary(): string {
