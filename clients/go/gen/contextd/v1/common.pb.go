@@ -623,8 +623,14 @@ type Session struct {
 	// Size of the context window the model may see, in tokens, including the reserved output
 	// budget.
 	MaxContextTokens uint32 `protobuf:"varint,13,opt,name=max_context_tokens,json=maxContextTokens,proto3" json:"max_context_tokens,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// When the session expires and is deleted with its history; unset: never. Set by the
+	// client (CreateSession, UpdateSession) or, for sessions that set none, moved forward by
+	// every change when the server has an idle session TTL (`--session-ttl`). An expired
+	// session is NOT_FOUND at once, even before the background sweep deletes it. Like every
+	// time contextd stores, it is kept to the microsecond.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -748,6 +754,13 @@ func (x *Session) GetMaxContextTokens() uint32 {
 	return 0
 }
 
+func (x *Session) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
 var File_contextd_v1_common_proto protoreflect.FileDescriptor
 
 const file_contextd_v1_common_proto_rawDesc = "" +
@@ -787,7 +800,7 @@ const file_contextd_v1_common_proto_rawDesc = "" +
 	"\vtoken_count\x18\t \x01(\rR\n" +
 	"tokenCount\x12\x17\n" +
 	"\aturn_id\x18\n" +
-	" \x01(\tR\x06turnId\"\xab\x05\n" +
+	" \x01(\tR\x06turnId\"\xe8\x05\n" +
 	"\aSession\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12#\n" +
@@ -805,7 +818,9 @@ const file_contextd_v1_common_proto_rawDesc = "" +
 	" \x01(\x0e2\x19.contextd.v1.SessionStateR\x05state\x12C\n" +
 	"\x12pending_tool_calls\x18\v \x03(\v2\x15.contextd.v1.ToolCallR\x10pendingToolCalls\x12(\n" +
 	"\x05usage\x18\f \x01(\v2\x12.contextd.v1.UsageR\x05usage\x12,\n" +
-	"\x12max_context_tokens\x18\r \x01(\rR\x10maxContextTokens\x1a9\n" +
+	"\x12max_context_tokens\x18\r \x01(\rR\x10maxContextTokens\x12;\n" +
+	"\vexpire_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xb8\x01\n" +
@@ -869,11 +884,12 @@ var file_contextd_v1_common_proto_depIdxs = []int32{
 	2,  // 10: contextd.v1.Session.state:type_name -> contextd.v1.SessionState
 	4,  // 11: contextd.v1.Session.pending_tool_calls:type_name -> contextd.v1.ToolCall
 	6,  // 12: contextd.v1.Session.usage:type_name -> contextd.v1.Usage
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	11, // 13: contextd.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_contextd_v1_common_proto_init() }

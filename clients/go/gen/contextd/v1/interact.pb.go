@@ -13,6 +13,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -606,8 +607,11 @@ type ConverseOpen struct {
 	Labels map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Window size for a new session; 0: the model's default.
 	MaxContextTokens uint32 `protobuf:"varint,7,opt,name=max_context_tokens,json=maxContextTokens,proto3" json:"max_context_tokens,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Expiry for a new session (must be in the future); unset: the server's idle session TTL,
+	// if it has one, else never.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConverseOpen) Reset() {
@@ -687,6 +691,13 @@ func (x *ConverseOpen) GetMaxContextTokens() uint32 {
 		return x.MaxContextTokens
 	}
 	return 0
+}
+
+func (x *ConverseOpen) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
 }
 
 // A user message: starts a turn.
@@ -1250,7 +1261,7 @@ var File_contextd_v1_interact_proto protoreflect.FileDescriptor
 
 const file_contextd_v1_interact_proto_rawDesc = "" +
 	"\n" +
-	"\x1acontextd/v1/interact.proto\x12\vcontextd.v1\x1a\x18contextd/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xb9\x01\n" +
+	"\x1acontextd/v1/interact.proto\x12\vcontextd.v1\x1a\x18contextd/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x01\n" +
 	"\x0fInteractRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n" +
@@ -1291,7 +1302,7 @@ const file_contextd_v1_interact_proto_rawDesc = "" +
 	"\vtool_result\x18\x04 \x01(\v2\x1c.contextd.v1.ToolResultEventH\x00R\n" +
 	"toolResult\x12=\n" +
 	"\tcompleted\x18\x05 \x01(\v2\x1d.contextd.v1.InteractResponseH\x00R\tcompletedB\a\n" +
-	"\x05event\"\xf6\x02\n" +
+	"\x05event\"\xb3\x03\n" +
 	"\fConverseOpen\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12#\n" +
@@ -1300,7 +1311,9 @@ const file_contextd_v1_interact_proto_rawDesc = "" +
 	"\x05model\x18\x04 \x01(\tR\x05model\x121\n" +
 	"\x05tools\x18\x05 \x03(\v2\x1b.contextd.v1.ToolDefinitionR\x05tools\x12=\n" +
 	"\x06labels\x18\x06 \x03(\v2%.contextd.v1.ConverseOpen.LabelsEntryR\x06labels\x12,\n" +
-	"\x12max_context_tokens\x18\a \x01(\rR\x10maxContextTokens\x1a9\n" +
+	"\x12max_context_tokens\x18\a \x01(\rR\x10maxContextTokens\x12;\n" +
+	"\vexpire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"b\n" +
@@ -1375,7 +1388,8 @@ var file_contextd_v1_interact_proto_goTypes = []any{
 	(*ToolCall)(nil),               // 19: contextd.v1.ToolCall
 	(*Usage)(nil),                  // 20: contextd.v1.Usage
 	(*ToolDefinition)(nil),         // 21: contextd.v1.ToolDefinition
-	(*Session)(nil),                // 22: contextd.v1.Session
+	(*timestamppb.Timestamp)(nil),  // 22: google.protobuf.Timestamp
+	(*Session)(nil),                // 23: contextd.v1.Session
 }
 var file_contextd_v1_interact_proto_depIdxs = []int32{
 	16, // 0: contextd.v1.InteractRequest.context:type_name -> google.protobuf.Struct
@@ -1396,31 +1410,32 @@ var file_contextd_v1_interact_proto_depIdxs = []int32{
 	16, // 15: contextd.v1.ConverseOpen.context:type_name -> google.protobuf.Struct
 	21, // 16: contextd.v1.ConverseOpen.tools:type_name -> contextd.v1.ToolDefinition
 	15, // 17: contextd.v1.ConverseOpen.labels:type_name -> contextd.v1.ConverseOpen.LabelsEntry
-	16, // 18: contextd.v1.ConverseUserMessage.context:type_name -> google.protobuf.Struct
-	17, // 19: contextd.v1.ConverseToolResults.results:type_name -> contextd.v1.ToolResult
-	7,  // 20: contextd.v1.ConverseRequest.open:type_name -> contextd.v1.ConverseOpen
-	8,  // 21: contextd.v1.ConverseRequest.user_message:type_name -> contextd.v1.ConverseUserMessage
-	9,  // 22: contextd.v1.ConverseRequest.tool_results:type_name -> contextd.v1.ConverseToolResults
-	10, // 23: contextd.v1.ConverseRequest.cancel:type_name -> contextd.v1.ConverseCancel
-	22, // 24: contextd.v1.ConverseOpened.session:type_name -> contextd.v1.Session
-	12, // 25: contextd.v1.ConverseResponse.opened:type_name -> contextd.v1.ConverseOpened
-	3,  // 26: contextd.v1.ConverseResponse.started:type_name -> contextd.v1.TurnStarted
-	4,  // 27: contextd.v1.ConverseResponse.delta:type_name -> contextd.v1.TextDelta
-	19, // 28: contextd.v1.ConverseResponse.tool_call:type_name -> contextd.v1.ToolCall
-	5,  // 29: contextd.v1.ConverseResponse.tool_result:type_name -> contextd.v1.ToolResultEvent
-	1,  // 30: contextd.v1.ConverseResponse.completed:type_name -> contextd.v1.InteractResponse
-	13, // 31: contextd.v1.ConverseResponse.error:type_name -> contextd.v1.TurnError
-	0,  // 32: contextd.v1.InteractService.Interact:input_type -> contextd.v1.InteractRequest
-	2,  // 33: contextd.v1.InteractService.StreamResponse:input_type -> contextd.v1.StreamResponseRequest
-	11, // 34: contextd.v1.InteractService.Converse:input_type -> contextd.v1.ConverseRequest
-	1,  // 35: contextd.v1.InteractService.Interact:output_type -> contextd.v1.InteractResponse
-	6,  // 36: contextd.v1.InteractService.StreamResponse:output_type -> contextd.v1.StreamResponseResponse
-	14, // 37: contextd.v1.InteractService.Converse:output_type -> contextd.v1.ConverseResponse
-	35, // [35:38] is the sub-list for method output_type
-	32, // [32:35] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	22, // 18: contextd.v1.ConverseOpen.expire_time:type_name -> google.protobuf.Timestamp
+	16, // 19: contextd.v1.ConverseUserMessage.context:type_name -> google.protobuf.Struct
+	17, // 20: contextd.v1.ConverseToolResults.results:type_name -> contextd.v1.ToolResult
+	7,  // 21: contextd.v1.ConverseRequest.open:type_name -> contextd.v1.ConverseOpen
+	8,  // 22: contextd.v1.ConverseRequest.user_message:type_name -> contextd.v1.ConverseUserMessage
+	9,  // 23: contextd.v1.ConverseRequest.tool_results:type_name -> contextd.v1.ConverseToolResults
+	10, // 24: contextd.v1.ConverseRequest.cancel:type_name -> contextd.v1.ConverseCancel
+	23, // 25: contextd.v1.ConverseOpened.session:type_name -> contextd.v1.Session
+	12, // 26: contextd.v1.ConverseResponse.opened:type_name -> contextd.v1.ConverseOpened
+	3,  // 27: contextd.v1.ConverseResponse.started:type_name -> contextd.v1.TurnStarted
+	4,  // 28: contextd.v1.ConverseResponse.delta:type_name -> contextd.v1.TextDelta
+	19, // 29: contextd.v1.ConverseResponse.tool_call:type_name -> contextd.v1.ToolCall
+	5,  // 30: contextd.v1.ConverseResponse.tool_result:type_name -> contextd.v1.ToolResultEvent
+	1,  // 31: contextd.v1.ConverseResponse.completed:type_name -> contextd.v1.InteractResponse
+	13, // 32: contextd.v1.ConverseResponse.error:type_name -> contextd.v1.TurnError
+	0,  // 33: contextd.v1.InteractService.Interact:input_type -> contextd.v1.InteractRequest
+	2,  // 34: contextd.v1.InteractService.StreamResponse:input_type -> contextd.v1.StreamResponseRequest
+	11, // 35: contextd.v1.InteractService.Converse:input_type -> contextd.v1.ConverseRequest
+	1,  // 36: contextd.v1.InteractService.Interact:output_type -> contextd.v1.InteractResponse
+	6,  // 37: contextd.v1.InteractService.StreamResponse:output_type -> contextd.v1.StreamResponseResponse
+	14, // 38: contextd.v1.InteractService.Converse:output_type -> contextd.v1.ConverseResponse
+	36, // [36:39] is the sub-list for method output_type
+	33, // [33:36] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_contextd_v1_interact_proto_init() }

@@ -13,6 +13,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -106,8 +107,11 @@ type CreateSessionRequest struct {
 	// Size of the model's context window in tokens, including the reserved output budget.
 	// 0: the model's default.
 	MaxContextTokens uint32 `protobuf:"varint,7,opt,name=max_context_tokens,json=maxContextTokens,proto3" json:"max_context_tokens,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// When the session expires (must be in the future); unset: the server's idle session TTL,
+	// if it has one, else never.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateSessionRequest) Reset() {
@@ -187,6 +191,13 @@ func (x *CreateSessionRequest) GetMaxContextTokens() uint32 {
 		return x.MaxContextTokens
 	}
 	return 0
+}
+
+func (x *CreateSessionRequest) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
 }
 
 // Response of `CreateSession`.
@@ -505,7 +516,10 @@ type UpdateSessionRequest struct {
 	// Labels to set (added or replaced); other labels stay.
 	Labels map[string]string `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Labels to remove.
-	RemoveLabels  []string `protobuf:"bytes,8,rep,name=remove_labels,json=removeLabels,proto3" json:"remove_labels,omitempty"`
+	RemoveLabels []string `protobuf:"bytes,8,rep,name=remove_labels,json=removeLabels,proto3" json:"remove_labels,omitempty"`
+	// When set, the session expires at this (future) time instead of following the server's
+	// idle session TTL.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -592,6 +606,13 @@ func (x *UpdateSessionRequest) GetLabels() map[string]string {
 func (x *UpdateSessionRequest) GetRemoveLabels() []string {
 	if x != nil {
 		return x.RemoveLabels
+	}
+	return nil
+}
+
+func (x *UpdateSessionRequest) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
 	}
 	return nil
 }
@@ -1122,7 +1143,7 @@ var File_contextd_v1_session_proto protoreflect.FileDescriptor
 
 const file_contextd_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\x19contextd/v1/session.proto\x12\vcontextd.v1\x1a\x18contextd/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x86\x03\n" +
+	"\x19contextd/v1/session.proto\x12\vcontextd.v1\x1a\x18contextd/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x03\n" +
 	"\x14CreateSessionRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12#\n" +
@@ -1131,7 +1152,9 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"\x05model\x18\x04 \x01(\tR\x05model\x121\n" +
 	"\x05tools\x18\x05 \x03(\v2\x1b.contextd.v1.ToolDefinitionR\x05tools\x12E\n" +
 	"\x06labels\x18\x06 \x03(\v2-.contextd.v1.CreateSessionRequest.LabelsEntryR\x06labels\x12,\n" +
-	"\x12max_context_tokens\x18\a \x01(\rR\x10maxContextTokens\x1a9\n" +
+	"\x12max_context_tokens\x18\a \x01(\rR\x10maxContextTokens\x12;\n" +
+	"\vexpire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"G\n" +
@@ -1150,7 +1173,7 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"\bsessions\x18\x01 \x03(\v2\x14.contextd.v1.SessionR\bsessions\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"G\n" +
 	"\x12ToolDefinitionList\x121\n" +
-	"\x05tools\x18\x01 \x03(\v2\x1b.contextd.v1.ToolDefinitionR\x05tools\"\xf1\x03\n" +
+	"\x05tools\x18\x01 \x03(\v2\x1b.contextd.v1.ToolDefinitionR\x05tools\"\xae\x04\n" +
 	"\x14UpdateSessionRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x121\n" +
@@ -1160,7 +1183,9 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"\x05model\x18\x05 \x01(\tH\x01R\x05model\x88\x01\x01\x121\n" +
 	"\x12max_context_tokens\x18\x06 \x01(\rH\x02R\x10maxContextTokens\x88\x01\x01\x12E\n" +
 	"\x06labels\x18\a \x03(\v2-.contextd.v1.UpdateSessionRequest.LabelsEntryR\x06labels\x12#\n" +
-	"\rremove_labels\x18\b \x03(\tR\fremoveLabels\x1a9\n" +
+	"\rremove_labels\x18\b \x03(\tR\fremoveLabels\x12;\n" +
+	"\vexpire_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x10\n" +
@@ -1261,49 +1286,52 @@ var file_contextd_v1_session_proto_goTypes = []any{
 	nil,                            // 18: contextd.v1.UpdateSessionRequest.LabelsEntry
 	(*structpb.Struct)(nil),        // 19: google.protobuf.Struct
 	(*ToolDefinition)(nil),         // 20: contextd.v1.ToolDefinition
-	(*Session)(nil),                // 21: contextd.v1.Session
-	(*Message)(nil),                // 22: contextd.v1.Message
-	(MessageRole)(0),               // 23: contextd.v1.MessageRole
-	(*ToolCall)(nil),               // 24: contextd.v1.ToolCall
+	(*timestamppb.Timestamp)(nil),  // 21: google.protobuf.Timestamp
+	(*Session)(nil),                // 22: contextd.v1.Session
+	(*Message)(nil),                // 23: contextd.v1.Message
+	(MessageRole)(0),               // 24: contextd.v1.MessageRole
+	(*ToolCall)(nil),               // 25: contextd.v1.ToolCall
 }
 var file_contextd_v1_session_proto_depIdxs = []int32{
 	19, // 0: contextd.v1.CreateSessionRequest.context:type_name -> google.protobuf.Struct
 	20, // 1: contextd.v1.CreateSessionRequest.tools:type_name -> contextd.v1.ToolDefinition
 	17, // 2: contextd.v1.CreateSessionRequest.labels:type_name -> contextd.v1.CreateSessionRequest.LabelsEntry
-	21, // 3: contextd.v1.CreateSessionResponse.session:type_name -> contextd.v1.Session
-	21, // 4: contextd.v1.GetSessionResponse.session:type_name -> contextd.v1.Session
-	21, // 5: contextd.v1.ListSessionsResponse.sessions:type_name -> contextd.v1.Session
-	20, // 6: contextd.v1.ToolDefinitionList.tools:type_name -> contextd.v1.ToolDefinition
-	19, // 7: contextd.v1.UpdateSessionRequest.context:type_name -> google.protobuf.Struct
-	7,  // 8: contextd.v1.UpdateSessionRequest.tools:type_name -> contextd.v1.ToolDefinitionList
-	18, // 9: contextd.v1.UpdateSessionRequest.labels:type_name -> contextd.v1.UpdateSessionRequest.LabelsEntry
-	21, // 10: contextd.v1.UpdateSessionResponse.session:type_name -> contextd.v1.Session
-	22, // 11: contextd.v1.ListMessagesResponse.messages:type_name -> contextd.v1.Message
-	19, // 12: contextd.v1.PreviewContextRequest.context:type_name -> google.protobuf.Struct
-	0,  // 13: contextd.v1.ContextEntry.kind:type_name -> contextd.v1.ContextEntryKind
-	23, // 14: contextd.v1.ContextEntry.role:type_name -> contextd.v1.MessageRole
-	24, // 15: contextd.v1.ContextEntry.tool_calls:type_name -> contextd.v1.ToolCall
-	15, // 16: contextd.v1.PreviewContextResponse.entries:type_name -> contextd.v1.ContextEntry
-	20, // 17: contextd.v1.PreviewContextResponse.tools:type_name -> contextd.v1.ToolDefinition
-	1,  // 18: contextd.v1.SessionService.CreateSession:input_type -> contextd.v1.CreateSessionRequest
-	3,  // 19: contextd.v1.SessionService.GetSession:input_type -> contextd.v1.GetSessionRequest
-	5,  // 20: contextd.v1.SessionService.ListSessions:input_type -> contextd.v1.ListSessionsRequest
-	8,  // 21: contextd.v1.SessionService.UpdateSession:input_type -> contextd.v1.UpdateSessionRequest
-	10, // 22: contextd.v1.SessionService.DeleteSession:input_type -> contextd.v1.DeleteSessionRequest
-	12, // 23: contextd.v1.SessionService.ListMessages:input_type -> contextd.v1.ListMessagesRequest
-	14, // 24: contextd.v1.SessionService.PreviewContext:input_type -> contextd.v1.PreviewContextRequest
-	2,  // 25: contextd.v1.SessionService.CreateSession:output_type -> contextd.v1.CreateSessionResponse
-	4,  // 26: contextd.v1.SessionService.GetSession:output_type -> contextd.v1.GetSessionResponse
-	6,  // 27: contextd.v1.SessionService.ListSessions:output_type -> contextd.v1.ListSessionsResponse
-	9,  // 28: contextd.v1.SessionService.UpdateSession:output_type -> contextd.v1.UpdateSessionResponse
-	11, // 29: contextd.v1.SessionService.DeleteSession:output_type -> contextd.v1.DeleteSessionResponse
-	13, // 30: contextd.v1.SessionService.ListMessages:output_type -> contextd.v1.ListMessagesResponse
-	16, // 31: contextd.v1.SessionService.PreviewContext:output_type -> contextd.v1.PreviewContextResponse
-	25, // [25:32] is the sub-list for method output_type
-	18, // [18:25] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	21, // 3: contextd.v1.CreateSessionRequest.expire_time:type_name -> google.protobuf.Timestamp
+	22, // 4: contextd.v1.CreateSessionResponse.session:type_name -> contextd.v1.Session
+	22, // 5: contextd.v1.GetSessionResponse.session:type_name -> contextd.v1.Session
+	22, // 6: contextd.v1.ListSessionsResponse.sessions:type_name -> contextd.v1.Session
+	20, // 7: contextd.v1.ToolDefinitionList.tools:type_name -> contextd.v1.ToolDefinition
+	19, // 8: contextd.v1.UpdateSessionRequest.context:type_name -> google.protobuf.Struct
+	7,  // 9: contextd.v1.UpdateSessionRequest.tools:type_name -> contextd.v1.ToolDefinitionList
+	18, // 10: contextd.v1.UpdateSessionRequest.labels:type_name -> contextd.v1.UpdateSessionRequest.LabelsEntry
+	21, // 11: contextd.v1.UpdateSessionRequest.expire_time:type_name -> google.protobuf.Timestamp
+	22, // 12: contextd.v1.UpdateSessionResponse.session:type_name -> contextd.v1.Session
+	23, // 13: contextd.v1.ListMessagesResponse.messages:type_name -> contextd.v1.Message
+	19, // 14: contextd.v1.PreviewContextRequest.context:type_name -> google.protobuf.Struct
+	0,  // 15: contextd.v1.ContextEntry.kind:type_name -> contextd.v1.ContextEntryKind
+	24, // 16: contextd.v1.ContextEntry.role:type_name -> contextd.v1.MessageRole
+	25, // 17: contextd.v1.ContextEntry.tool_calls:type_name -> contextd.v1.ToolCall
+	15, // 18: contextd.v1.PreviewContextResponse.entries:type_name -> contextd.v1.ContextEntry
+	20, // 19: contextd.v1.PreviewContextResponse.tools:type_name -> contextd.v1.ToolDefinition
+	1,  // 20: contextd.v1.SessionService.CreateSession:input_type -> contextd.v1.CreateSessionRequest
+	3,  // 21: contextd.v1.SessionService.GetSession:input_type -> contextd.v1.GetSessionRequest
+	5,  // 22: contextd.v1.SessionService.ListSessions:input_type -> contextd.v1.ListSessionsRequest
+	8,  // 23: contextd.v1.SessionService.UpdateSession:input_type -> contextd.v1.UpdateSessionRequest
+	10, // 24: contextd.v1.SessionService.DeleteSession:input_type -> contextd.v1.DeleteSessionRequest
+	12, // 25: contextd.v1.SessionService.ListMessages:input_type -> contextd.v1.ListMessagesRequest
+	14, // 26: contextd.v1.SessionService.PreviewContext:input_type -> contextd.v1.PreviewContextRequest
+	2,  // 27: contextd.v1.SessionService.CreateSession:output_type -> contextd.v1.CreateSessionResponse
+	4,  // 28: contextd.v1.SessionService.GetSession:output_type -> contextd.v1.GetSessionResponse
+	6,  // 29: contextd.v1.SessionService.ListSessions:output_type -> contextd.v1.ListSessionsResponse
+	9,  // 30: contextd.v1.SessionService.UpdateSession:output_type -> contextd.v1.UpdateSessionResponse
+	11, // 31: contextd.v1.SessionService.DeleteSession:output_type -> contextd.v1.DeleteSessionResponse
+	13, // 32: contextd.v1.SessionService.ListMessages:output_type -> contextd.v1.ListMessagesResponse
+	16, // 33: contextd.v1.SessionService.PreviewContext:output_type -> contextd.v1.PreviewContextResponse
+	27, // [27:34] is the sub-list for method output_type
+	20, // [20:27] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_contextd_v1_session_proto_init() }
