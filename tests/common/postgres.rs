@@ -139,6 +139,10 @@ impl Cluster {
     }
 
     /// Stops the server and deletes the directory once this test process has exited.
+    #[allow(
+        clippy::zombie_processes,
+        reason = "the watchdog outlives this process on purpose; init reaps it"
+    )]
     fn watch(&self) {
         let pg_ctl = self.bin.join("pg_ctl");
         let stop = match &self.run_as {
