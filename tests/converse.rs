@@ -106,6 +106,7 @@ async fn open_creates_a_session_with_the_given_fields() {
             tools: vec![tool_def("lookup", "Looks things up.")],
             labels: HashMap::from([("env".to_string(), "test".to_string())]),
             max_context_tokens: 2048,
+            window: None,
         }))
         .await;
     let event = conversation.next().await;
