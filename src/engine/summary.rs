@@ -49,7 +49,12 @@ impl Engine {
         // Keep the newest turns within half of what is left, so the next folds are rare.
         let pinned = u64::from(head.tokens() + turn_tokens);
         let keep = (limit.saturating_sub(pinned) / 2) as u32;
-        let (kept, _) = take_units(history, keep);
+        let (mut kept, _) = take_units(history, keep);
+        // Fold whole turns: the oldest kept message must not share a turn with a folded one.
+        while kept > 0 && kept < history.len() && history[kept - 1].turn_id == history[kept].turn_id
+        {
+            kept -= 1;
+        }
         let fold: Vec<SharedMessage> = history[kept..].iter().rev().cloned().collect();
         let (Some(first), Some(last)) = (fold.first(), fold.last()) else {
             return Ok(());

@@ -115,7 +115,9 @@ pub struct FakeProvider {
 impl FakeProvider {
     /// Starts a fake with no replies scripted (it answers 500 until some are).
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake provider");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake provider");
         let addr = listener.local_addr().expect("fake provider address");
         let shared = Arc::new(Shared::default());
         let accepting = shared.clone();
@@ -205,15 +207,19 @@ async fn serve_connection(mut socket: TcpStream, shared: Arc<Shared>) {
                 Ok(n) => buffer.extend_from_slice(&chunk[..n]),
             }
         }
-        let body = serde_json::from_slice(&buffer[body_start..body_start + length])
-            .unwrap_or(Json::Null);
+        let body =
+            serde_json::from_slice(&buffer[body_start..body_start + length]).unwrap_or(Json::Null);
         buffer.drain(..body_start + length);
-        shared.requests.lock().expect("requests lock").push(Recorded {
-            path,
-            headers,
-            body,
-            at: Instant::now(),
-        });
+        shared
+            .requests
+            .lock()
+            .expect("requests lock")
+            .push(Recorded {
+                path,
+                headers,
+                body,
+                at: Instant::now(),
+            });
         shared.changed.notify_waiters();
 
         let reply = shared
@@ -535,9 +541,7 @@ pub fn anthropic_tool_use(text: &str, id: &str, name: &str, pieces: &[&str]) -> 
 pub fn anthropic_error(kind: &str, message: &str) -> String {
     anthropic_frame(
         "error",
-        &format!(
-            r#"{{"type": "error", "error": {{"type": "{kind}", "message": "{message}"}}}}"#
-        ),
+        &format!(r#"{{"type": "error", "error": {{"type": "{kind}", "message": "{message}"}}}}"#),
     )
 }
 
