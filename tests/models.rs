@@ -48,8 +48,10 @@ fn backend(name: &str, kind: BackendKind, fake: &FakeProvider) -> BackendConfig 
 }
 
 async fn start(backends: Vec<BackendConfig>) -> TestServer {
-    let mut config = Config::default();
-    config.backends = backends;
+    let config = Config {
+        backends,
+        ..Config::default()
+    };
     TestServer::start_with(config).await
 }
 

@@ -407,9 +407,7 @@ impl<P: SseParser> Run<P> {
                     Err(error) => return Some(self.fail(error)),
                 }
             }
-            let Some(events) = self.events.as_mut() else {
-                return None;
-            };
+            let events = self.events.as_mut()?;
             let (limit, which) = if self.got_first {
                 (self.http.timing.idle, "idle_timeout_ms")
             } else {
