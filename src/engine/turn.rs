@@ -803,6 +803,19 @@ mod tests {
         assert!(f.store.get_session("s1").await.unwrap().is_none());
     }
 
+    #[test]
+    fn calibration_takes_the_first_measure_then_averages() {
+        let mut window = WindowState::default();
+        calibrate(&mut window, 500, 400);
+        assert_eq!(window.token_scale, 0.0, "small windows do not calibrate");
+        calibrate(&mut window, 2400, 2000);
+        assert!((window.token_scale - 1.2).abs() < 1e-9);
+        calibrate(&mut window, 2800, 2000);
+        assert!((window.token_scale - 1.3).abs() < 1e-9);
+        calibrate(&mut window, 100_000, 2000);
+        assert!(window.token_scale <= (1.3 + MAX_TOKEN_SCALE) / 2.0 + 1e-9);
+    }
+
     #[tokio::test]
     async fn model_failure_mid_stream_stores_nothing() {
         let f = fixture(Script::FailMidStream);

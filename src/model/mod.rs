@@ -329,4 +329,47 @@ mod tests {
         );
         assert!(registry.resolve("missing").is_none());
     }
+
+    struct Prefixed;
+
+    impl ModelBackend for Prefixed {
+        fn models(&self) -> Vec<ModelInfo> {
+            Vec::new()
+        }
+
+        fn prefix(&self) -> Option<BackendInfo> {
+            Some(BackendInfo {
+                name: "local".into(),
+                kind: "openai".into(),
+                context_window: 4096,
+                default_model: "llama3.2".into(),
+                initial_token_scale: 1.0,
+            })
+        }
+
+        fn stream(&self, _request: ModelRequest) -> Result<ModelStream, ModelError> {
+            Err(ModelError::Unavailable {
+                backend: "local".into(),
+                message: "not used".into(),
+            })
+        }
+    }
+
+    #[test]
+    fn prefix_backends_serve_any_model_and_their_default() {
+        let mut registry = ModelRegistry::new();
+        registry.register(Arc::new(Fixed(vec![("echo", 2)])));
+        registry.register(Arc::new(Prefixed));
+        let (_, info) = registry.resolve("local/qwen2.5:7b").unwrap();
+        assert_eq!(
+            (info.name.as_str(), info.context_window),
+            ("local/qwen2.5:7b", 4096)
+        );
+        assert_eq!(info.backend, "local");
+        assert_eq!(registry.resolve("local").unwrap().1.name, "local/llama3.2");
+        assert!(registry.resolve("local/").is_none());
+        assert!(registry.resolve("local/a b").is_none());
+        assert!(registry.resolve("other/x").is_none());
+        assert_eq!(registry.known_names(), "echo, local/<model>");
+    }
 }
