@@ -397,7 +397,18 @@ impl Engine {
                 next = stream.next() => next,
             };
             let Some(event) = next else { break };
-            match event? {
+            let event = match event {
+                // Only a window refused before any output may be trimmed and sent again;
+                // after text went out, a retry would repeat it.
+                Err(ModelError::ContextTooLong { backend, message }) if !step.text.is_empty() => {
+                    return Err(EngineError::Model(ModelError::Unavailable {
+                        backend,
+                        message,
+                    }));
+                }
+                other => other?,
+            };
+            match event {
                 ModelEvent::Delta(text) => {
                     step.text.push_str(&text);
                     emit(sink, TurnEvent::Delta(text)).await?;
