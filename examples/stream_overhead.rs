@@ -2,7 +2,9 @@
 //! the fake OpenAI-compatible provider is read once directly (reqwest + SSE framing, the
 //! floor any reader of the provider pays) and once through contextd (`StreamResponse` over gRPC: turn
 //! engine, backend, window, commit). The difference divided by the tokens is the engine's
-//! overhead per streamed token.
+//! overhead per streamed token, in wall-clock time (noisy on a shared machine) and in CPU time
+//! (everything runs in this one process, so the CPU difference is what contextd and the gRPC
+//! hop add).
 //!
 //! ```sh
 //! cargo run --release --example stream_overhead
@@ -23,6 +25,21 @@ use fake_providers::{FakeProvider, Reply, openai_text};
 use futures_util::StreamExt;
 
 const TOKENS: usize = 2000;
+
+/// CPU time (user + system) this process has used, from `/proc/self/stat` (Linux; clock
+/// ticks of 10 ms, summed over all runs below).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
 const RUNS: usize = 7;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -61,9 +78,11 @@ async fn main() {
     let mut through = Vec::new();
     let mut first_direct = Vec::new();
     let mut first_through = Vec::new();
+    let (mut cpu_direct, mut cpu_through) = (Duration::ZERO, Duration::ZERO);
     for run in 0..RUNS {
         // Directly from the provider.
         fake.script([Reply::sse(frames.clone())]);
+        let cpu = cpu_time();
         let started = Instant::now();
         let response = http
             .post(format!("{}/chat/completions", fake.base_url()))
@@ -87,6 +106,7 @@ async fn main() {
         }
         assert_eq!(chunks, TOKENS);
         direct.push(started.elapsed());
+        cpu_direct += cpu_time() - cpu;
         first_direct.push(first.unwrap());
 
         // Through contextd.
@@ -101,6 +121,7 @@ async fn main() {
             .await
             .unwrap();
         fake.script([Reply::sse(frames.clone())]);
+        let cpu = cpu_time();
         let started = Instant::now();
         let mut stream = interact
             .stream_response(StreamResponseRequest {
@@ -121,6 +142,7 @@ async fn main() {
         }
         assert_eq!(deltas, TOKENS);
         through.push(started.elapsed());
+        cpu_through += cpu_time() - cpu;
         first_through.push(first.unwrap());
     }
     let median = |mut v: Vec<Duration>| {
@@ -133,7 +155,17 @@ async fn main() {
     println!("  provider read directly : {direct:?} (first token after {first_direct:?})");
     println!("  through contextd       : {through:?} (first token after {first_through:?})");
     let per_token = through.saturating_sub(direct).as_secs_f64() * 1e6 / TOKENS as f64;
-    println!("  overhead per token     : {per_token:.2} µs");
+    println!("  wall-clock overhead    : {per_token:.2} µs per token");
+    let all = (RUNS * TOKENS) as f64;
+    println!(
+        "  CPU per token          : {:.2} µs directly, {:.2} µs through contextd (fake provider, gRPC client and server all in this process)",
+        cpu_direct.as_secs_f64() * 1e6 / all,
+        cpu_through.as_secs_f64() * 1e6 / all
+    );
+    println!(
+        "  CPU overhead per token : {:.2} µs",
+        cpu_through.saturating_sub(cpu_direct).as_secs_f64() * 1e6 / all
+    );
     println!(
         "  first-token overhead   : {:?}",
         first_through.saturating_sub(first_direct)
