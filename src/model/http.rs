@@ -245,7 +245,10 @@ impl HttpBackend {
                 .headers(request.headers.clone())
                 .body(request.body.clone())
                 .send();
-            let wait = self.timing.first_token.min(deadline - Instant::now());
+            let wait = self
+                .timing
+                .first_token
+                .min(deadline.saturating_duration_since(Instant::now()));
             let (error, retry_after) = match tokio::time::timeout(wait, send).await {
                 Err(_) => {
                     return Err(self.unavailable(format!(
