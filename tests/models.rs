@@ -906,3 +906,75 @@ async fn list_models_shows_backends_and_windows() {
         status.message()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_settings_on_open_and_update_are_checked() {
+    let server = TestServer::start().await;
+    let mut conversation = Conversation::start(&mut server.interact().await).await;
+    conversation
+        .send(contextd::api::v1::converse_request::Frame::Open(
+            contextd::api::v1::ConverseOpen {
+                session_id: "c".into(),
+                window: Some(WindowSettings {
+                    strategy: WindowStrategy::Summarize as i32,
+                    summarize_threshold_percent: 75,
+                    summarizer_model: "echo".into(),
+                }),
+                ..Default::default()
+            },
+        ))
+        .await;
+    let opened = match conversation.next().await.event {
+        Some(contextd::api::v1::converse_response::Event::Opened(opened)) => opened,
+        other => panic!("expected opened, got {other:?}"),
+    };
+    let window = opened.session.expect("session").window.expect("window");
+    assert_eq!(window.strategy(), WindowStrategy::Summarize);
+    assert_eq!(window.summarize_threshold_percent, 75);
+
+    let mut sessions = server.sessions().await;
+    for (settings, says) in [
+        (
+            WindowSettings {
+                strategy: WindowStrategy::Summarize as i32,
+                summarize_threshold_percent: 5,
+                ..Default::default()
+            },
+            "summarize_threshold_percent 5",
+        ),
+        (
+            WindowSettings {
+                strategy: WindowStrategy::Summarize as i32,
+                summarizer_model: "nowhere/model".into(),
+                ..Default::default()
+            },
+            "unknown summarizer_model",
+        ),
+        (
+            WindowSettings {
+                strategy: 42,
+                ..Default::default()
+            },
+            "WindowStrategy",
+        ),
+    ] {
+        let status = expect_code(
+            within(
+                "UpdateSession",
+                sessions.update_session(UpdateSessionRequest {
+                    session_id: "c".into(),
+                    window: Some(settings),
+                    ..Default::default()
+                }),
+            )
+            .await,
+            Code::InvalidArgument,
+        );
+        assert!(status.message().contains(says), "{}", status.message());
+    }
+    let unchanged = get_session(&mut sessions, "c")
+        .await
+        .window
+        .expect("window");
+    assert_eq!(unchanged.summarize_threshold_percent, 75);
+}
