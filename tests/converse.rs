@@ -107,6 +107,7 @@ async fn open_creates_a_session_with_the_given_fields() {
             labels: HashMap::from([("env".to_string(), "test".to_string())]),
             max_context_tokens: 2048,
             expire_time: None,
+            window: None,
         }))
         .await;
     let event = conversation.next().await;

@@ -39,6 +39,7 @@ async fn create_get_delete_round_trip() {
             labels: labels.clone(),
             max_context_tokens: 4000,
             expire_time: None,
+            window: None,
         },
     )
     .await;

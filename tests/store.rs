@@ -11,7 +11,8 @@ use common::backend::Backend;
 use common::*;
 use contextd::api::v1::{
     CreateSessionRequest, DeleteSessionRequest, FinishReason, GetSessionRequest,
-    ListSessionsRequest, Message, MessageRole, SessionState, UpdateSessionRequest,
+    ListSessionsRequest, Message, MessageRole, SessionState, UpdateSessionRequest, WindowSettings,
+    WindowStrategy,
 };
 use serde_json::json;
 use tonic::Code;
@@ -465,7 +466,7 @@ async fn newer_schema_is_refused(backend: Backend) {
     );
 }
 
-/// Labels of sessions are kept per session (a map in the JSON body).
+/// Every field of a session, window settings included, reads back as written after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_keeps_every_session_field() {
     let backend = Backend::sqlite();
@@ -481,6 +482,11 @@ async fn sqlite_keeps_every_session_field() {
             tools: vec![tool_def("get_weather", "Weather.")],
             labels,
             max_context_tokens: 4000,
+            window: Some(WindowSettings {
+                strategy: WindowStrategy::Disabled as i32,
+                summarize_threshold_percent: 80,
+                summarizer_model: "echo".into(),
+            }),
             ..Default::default()
         },
     )

@@ -8,6 +8,7 @@ pub mod error;
 pub mod locks;
 pub mod patch;
 pub mod session;
+pub mod summary;
 pub mod tokens;
 pub mod turn;
 pub mod validate;
@@ -27,8 +28,8 @@ use crate::tools::{ServerTool, ToolOutput, ToolRegistry, ToolScope};
 use locks::TurnLocks;
 use patch::merge_context;
 use session::{
-    Context, Role, Session, SharedMessage, ToolSpec, generate_session_id, validate_session_id,
-    validate_tools,
+    Context, Role, Session, SharedMessage, ToolSpec, WindowState, WindowStrategy,
+    generate_session_id, validate_session_id, validate_tools,
 };
 use tokens::TokenCounter;
 use validate::check_context;
@@ -60,6 +61,19 @@ pub struct NewSession {
     pub max_context_tokens: u32,
     /// A fixed expiry; `None` for the server's idle time-to-live (if any).
     pub expire_time: Option<SystemTime>,
+    /// How the window is managed.
+    pub window: WindowSettings,
+}
+
+/// How a session's window is managed (the settable part of [`WindowState`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowSettings {
+    /// The strategy.
+    pub strategy: WindowStrategy,
+    /// `summarize`: threshold in percent of the input budget; 0 for the default (90).
+    pub summarize_threshold_percent: u32,
+    /// `summarize`: the summarizer model; empty for the default.
+    pub summarizer_model: String,
 }
 
 /// A change to a session; `None` fields stay as they are.
@@ -75,6 +89,8 @@ pub struct SessionUpdate {
     pub model: Option<String>,
     /// New window size (0: the model's default).
     pub max_context_tokens: Option<u32>,
+    /// New window settings (the summary and measured token scale are kept).
+    pub window: Option<WindowSettings>,
     /// Labels to add or replace.
     pub set_labels: BTreeMap<String, String>,
     /// Labels to remove.
@@ -94,6 +110,8 @@ pub enum EntryKind {
     History,
     /// The new user message.
     UserMessage,
+    /// The running summary of older turns (`summarize` strategy).
+    Summary,
 }
 
 /// One entry of a previewed window.
@@ -113,6 +131,8 @@ pub struct PreviewEntry {
     pub tool_calls: Vec<session::ToolCall>,
     /// The call a tool message answers.
     pub tool_call_id: String,
+    /// For the summary: the stored messages it stands for (`first..end`).
+    pub summarized: Option<(u64, u64)>,
 }
 
 /// Exactly what the model would see.
@@ -214,9 +234,19 @@ impl Engine {
         &self.limits
     }
 
-    /// The models served.
+    /// The models listed by name.
     pub fn models(&self) -> Vec<ModelInfo> {
         self.models.models()
+    }
+
+    /// The configured provider backends (each serves any `<name>/<model>`).
+    pub fn backends(&self) -> Vec<crate::model::BackendInfo> {
+        self.models.backends()
+    }
+
+    /// The model of sessions that name none.
+    pub fn default_model(&self) -> &str {
+        &self.config.default_model
     }
 
     /// Creates a session.
@@ -246,6 +276,8 @@ impl Engine {
             new.model
         };
         let (_, info) = self.resolve_model(&model)?;
+        // `backend` alone names its default model: store the full name.
+        let model = info.name.clone();
         check_context("context", &new.context, &self.limits)?;
         self.check_tools(&new.tools)?;
         let max_context_tokens = self.window_size(new.max_context_tokens, &info)?;
@@ -254,6 +286,8 @@ impl Engine {
             Some(at) => (Some(check_expiry(at, now)?), None),
             None => (self.session_ttl.map(|ttl| now + ttl), self.session_ttl),
         };
+        let mut window = WindowState::default();
+        self.apply_window_settings(&mut window, new.window)?;
         Ok(Session {
             id,
             system_prompt: new.system_prompt,
@@ -270,9 +304,41 @@ impl Engine {
             version: 1,
             expire_time,
             idle_ttl,
+            window,
         })
     }
 
+    /// Checks window settings and applies them (the summary and token scale stay).
+    fn apply_window_settings(
+        &self,
+        window: &mut WindowState,
+        settings: WindowSettings,
+    ) -> Result<(), EngineError> {
+        let threshold = settings.summarize_threshold_percent;
+        if threshold != 0 && !(10..=100).contains(&threshold) {
+            return Err(EngineError::InvalidArgument(format!(
+                "summarize_threshold_percent {threshold} is out of range: use 0 (the default, {}) or 10 to 100",
+                session::DEFAULT_SUMMARIZE_THRESHOLD_PERCENT
+            )));
+        }
+        let summarizer = if settings.summarizer_model.is_empty() {
+            String::new()
+        } else {
+            self.resolve_model(&settings.summarizer_model)
+                .map_err(|e| match e {
+                    EngineError::UnknownModel { model, known } => EngineError::InvalidArgument(
+                        format!("unknown summarizer_model '{model}'; known models: {known}"),
+                    ),
+                    other => other,
+                })?
+                .1
+                .name
+        };
+        window.strategy = settings.strategy;
+        window.summarize_threshold_percent = threshold;
+        window.summarizer_model = summarizer;
+        Ok(())
+    }
     fn window_size(&self, requested: u32, model: &ModelInfo) -> Result<u32, EngineError> {
         match requested {
             0 => Ok(model.context_window),
@@ -385,8 +451,15 @@ impl Engine {
             session.tools = tools;
         }
         if let Some(model) = update.model {
-            self.resolve_model(&model)?;
-            session.model = model;
+            let (_, info) = self.resolve_model(&model)?;
+            if info.name != session.model {
+                // Another tokenizer: the measured scale no longer applies.
+                session.window.token_scale = 0.0;
+            }
+            session.model = info.name;
+        }
+        if let Some(settings) = update.window {
+            self.apply_window_settings(&mut session.window, settings)?;
         }
         if let Some(size) = update.max_context_tokens {
             let (_, info) = self.resolve_model(&session.model)?;
@@ -535,7 +608,8 @@ impl Engine {
             stored_tail,
             history,
         } = self.load_window(&session, pending_turn).await?;
-        let head = PinnedHead::new(&self.counter, &session.system_prompt, &session.context);
+        let head = PinnedHead::new(&self.counter, &session.system_prompt, &session.context)
+            .with_summary(session.window.active_summary());
         let user_tokens = if message.is_empty() {
             0
         } else {
@@ -545,6 +619,7 @@ impl Engine {
         let before = session.message_count - stored_tail.len() as u64;
         let selection = select_history(budget, &head, tail_tokens, &history)
             .map_err(|e| too_large(e, budget, &head))?;
+        check_nothing_dropped(&session, before, selection.taken)?;
 
         let mut entries = Vec::new();
         if head.system_tokens > 0 {
@@ -556,6 +631,7 @@ impl Engine {
                 message_index: None,
                 tool_calls: vec![],
                 tool_call_id: String::new(),
+                summarized: None,
             });
         }
         if head.context_tokens > 0 {
@@ -567,6 +643,19 @@ impl Engine {
                 message_index: None,
                 tool_calls: vec![],
                 tool_call_id: String::new(),
+                summarized: None,
+            });
+        }
+        if let Some(summary) = &head.summary {
+            entries.push(PreviewEntry {
+                kind: EntryKind::Summary,
+                role: None,
+                content: summary.text.clone(),
+                token_count: summary.token_count,
+                message_index: None,
+                tool_calls: vec![],
+                tool_call_id: String::new(),
+                summarized: Some((summary.first_index, summary.end_index)),
             });
         }
         let shown = history[..selection.taken]
@@ -581,6 +670,7 @@ impl Engine {
             message_index: Some(m.index),
             tool_calls: m.tool_calls.clone(),
             tool_call_id: m.tool_call_id.clone(),
+            summarized: None,
         }));
         if !message.is_empty() {
             entries.push(PreviewEntry {
@@ -591,6 +681,7 @@ impl Engine {
                 message_index: None,
                 tool_calls: vec![],
                 tool_call_id: String::new(),
+                summarized: None,
             });
         }
         Ok(Preview {
@@ -603,6 +694,18 @@ impl Engine {
         })
     }
 
+    /// Provider tokens per counted token for `session`: measured, or the model's first guess.
+    fn token_scale(&self, session: &Session) -> f64 {
+        if session.window.token_scale > 0.0 {
+            return session.window.token_scale;
+        }
+        self.models
+            .resolve(&session.model)
+            .map(|(_, info)| info.initial_token_scale)
+            .filter(|scale| *scale > 0.0)
+            .unwrap_or(1.0)
+    }
+
     /// Reads what a window for `session` is chosen from: the paused turn's stored messages
     /// (when `pending_turn` names one) and enough history before them to fill the budget.
     async fn load_window(
@@ -613,15 +716,24 @@ impl Engine {
         let budget = WindowBudget::new(
             session.max_context_tokens,
             self.config.reserved_output_tokens,
-        );
+        )
+        .with_scale(self.token_scale(session));
         let stored_tail = match pending_turn {
             Some(turn_id) => self.load_turn_tail(session, turn_id).await?,
             None => Vec::new(),
         };
         let before = session.message_count - stored_tail.len() as u64;
-        let history = self
+        let mut history = self
             .load_history(&session.id, before, budget.input_tokens())
             .await?;
+        // Messages the summary stands for are not shown again.
+        if let Some(summary) = session.window.active_summary() {
+            let shown = history
+                .iter()
+                .take_while(|m| m.index >= summary.end_index)
+                .count();
+            history.truncate(shown);
+        }
         Ok(WindowSource {
             budget,
             stored_tail,
@@ -684,6 +796,19 @@ impl Engine {
         }
         Ok(history)
     }
+}
+
+/// With the `disabled` strategy, refuses a window that leaves out any of the `before` stored
+/// messages.
+fn check_nothing_dropped(session: &Session, before: u64, taken: usize) -> Result<(), EngineError> {
+    let omitted = before - taken as u64;
+    if session.window.strategy == WindowStrategy::Disabled && omitted > 0 {
+        return Err(EngineError::InvalidArgument(format!(
+            "session '{}' uses the window strategy disabled, and {omitted} of its {before} stored messages no longer fit its window of {} tokens; raise max_context_tokens, switch to sliding_window or summarize, or start a new session",
+            session.id, session.max_context_tokens
+        )));
+    }
+    Ok(())
 }
 
 /// What a window is chosen from, read once per turn (or preview).

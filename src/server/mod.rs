@@ -2,12 +2,13 @@
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future, so the binary and the
 //! tests start it the same way. Services: `contextd.v1.SessionService`, `InteractService`,
-//! `ToolService`, `grpc.health.v1.Health`, and server reflection (v1 and v1alpha). Layers:
+//! `ToolService`, `ModelService`, `grpc.health.v1.Health`, and server reflection (v1 and v1alpha). Layers:
 //! request logging ([`logging`]) and client deadlines ([`deadline`]).
 
 pub mod deadline;
 pub mod interact;
 pub mod logging;
+pub mod model;
 pub mod session;
 pub mod shutdown;
 pub mod status;
@@ -23,14 +24,16 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
 use crate::api::v1::{
-    interact_service_server::InteractServiceServer, session_service_server::SessionServiceServer,
-    tool_service_server::ToolServiceServer,
+    interact_service_server::InteractServiceServer, model_service_server::ModelServiceServer,
+    session_service_server::SessionServiceServer, tool_service_server::ToolServiceServer,
 };
-use crate::config::Config;
+use crate::config::{BackendKind, Config};
 use crate::engine::Engine;
 use crate::engine::tokens::TokenCounter;
-use crate::model::ModelRegistry;
+use crate::model::anthropic::AnthropicBackend;
 use crate::model::echo::EchoModel;
+use crate::model::openai::OpenAiBackend;
+use crate::model::{ModelBackend, ModelRegistry};
 use crate::store::SessionStore;
 use crate::store::open::{OpenError, OpenStore, open_store};
 use crate::tools::ToolRegistry;
@@ -43,6 +46,9 @@ const CONNECTION_CLOSE_BOUND: Duration = Duration::from_secs(2);
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// A configured model backend could not be set up (its key is missing, …).
+    #[error("{0}")]
+    Backend(String),
     /// Reflection could not be set up from the descriptors.
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
@@ -58,10 +64,11 @@ pub enum ServeError {
 }
 
 /// The names of the served contextd services, for health.
-pub const SERVICE_NAMES: [&str; 3] = [
+pub const SERVICE_NAMES: [&str; 4] = [
     "contextd.v1.SessionService",
     "contextd.v1.InteractService",
     "contextd.v1.ToolService",
+    "contextd.v1.ModelService",
 ];
 
 /// Opens the store the configuration names (creating the data directory, applying
@@ -71,12 +78,31 @@ pub async fn open(config: &Config) -> Result<OpenStore, ServeError> {
     Ok(open_store(&kind, &config.data_dir, &config.storage).await?)
 }
 
-/// Builds the engine the configuration describes, over `store`.
+/// Builds the engine the configuration describes over `store`: the echo model, every
+/// `[[backends]]` entry (reading their keys) and the built-in tools.
 pub fn build_engine(config: &Config, store: Arc<dyn SessionStore>) -> Result<Engine, ServeError> {
     let mut models = ModelRegistry::new();
     models.register(Arc::new(EchoModel::new(
         config.engine.default_max_context_tokens,
     )));
+    for backend in &config.backends {
+        let built: Arc<dyn ModelBackend> = match backend.kind {
+            BackendKind::Openai => {
+                Arc::new(OpenAiBackend::new(backend).map_err(ServeError::Backend)?)
+            }
+            BackendKind::Anthropic => {
+                Arc::new(AnthropicBackend::new(backend).map_err(ServeError::Backend)?)
+            }
+        };
+        tracing::info!(
+            backend = %backend.name,
+            kind = backend.kind.as_str(),
+            endpoint = %backend.endpoint(),
+            context_window = backend.context_window,
+            "model backend configured"
+        );
+        models.register(built);
+    }
     let mut tools = ToolRegistry::new();
     tools.register(Arc::new(BuiltinTools::new(
         config.limits.max_context_depth,
@@ -153,6 +179,10 @@ pub async fn serve_store(
     )
     .add_service(
         ToolServiceServer::new(tool::ToolApi::new(engine.clone()))
+            .max_decoding_message_size(max_request),
+    )
+    .add_service(
+        ModelServiceServer::new(model::ModelApi::new(engine.clone()))
             .max_decoding_message_size(max_request),
     )
     .add_service(health_service)

@@ -34,6 +34,7 @@ use sqlx::{PgPool, Postgres, SqlitePool};
 use super::{SessionLease, SessionStore, StoreError};
 use crate::engine::session::{
     Context, Message, PendingTurn, Role, Session, SharedMessage, ToolCall, ToolSpec, Usage,
+    WindowState,
 };
 
 /// The tenant every row belongs to until requests carry an authenticated tenant.
@@ -587,6 +588,8 @@ struct SessionBody<'a> {
     max_context_tokens: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     idle_ttl_ms: Option<u64>,
+    #[serde(default)]
+    window: Cow<'a, WindowState>,
 }
 
 impl<'a> SessionBody<'a> {
@@ -600,6 +603,7 @@ impl<'a> SessionBody<'a> {
             usage: session.usage,
             max_context_tokens: session.max_context_tokens,
             idle_ttl_ms: session.idle_ttl.map(|d| d.as_millis() as u64),
+            window: Cow::Borrowed(&session.window),
         }
     }
 
@@ -649,6 +653,7 @@ impl SessionRow {
             version: self.version.max(0) as u64,
             expire_time: self.expire_time.map(from_micros),
             idle_ttl: body.idle_ttl_ms.map(Duration::from_millis),
+            window: body.window.into_owned(),
         })
     }
 }
