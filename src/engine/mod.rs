@@ -161,7 +161,6 @@ pub struct Engine {
     locks: TurnLocks,
     config: EngineConfig,
     limits: Limits,
-    counter: TokenCounter,
     session_ttl: Option<Duration>,
 }
 
@@ -188,7 +187,6 @@ impl Engine {
             locks: TurnLocks::default(),
             config,
             limits,
-            counter: TokenCounter,
             session_ttl: None,
         }
     }
@@ -608,12 +606,13 @@ impl Engine {
             stored_tail,
             history,
         } = self.load_window(&session, pending_turn).await?;
-        let head = PinnedHead::new(&self.counter, &session.system_prompt, &session.context)
+        let counter = TokenCounter::for_model(&session.model);
+        let head = PinnedHead::new(&counter, &session.system_prompt, &session.context)
             .with_summary(session.window.active_summary());
         let user_tokens = if message.is_empty() {
             0
         } else {
-            self.counter.count_message(Role::User, message, &[], "")
+            counter.count_message(Role::User, message, &[], "")
         };
         let tail_tokens: u32 = stored_tail.iter().map(|m| m.token_count).sum::<u32>() + user_tokens;
         let before = session.message_count - stored_tail.len() as u64;

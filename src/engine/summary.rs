@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::session::{ContextSummary, Message, Role, Session, SharedMessage};
-use super::tokens::MESSAGE_OVERHEAD_TOKENS;
+use super::tokens::{MESSAGE_OVERHEAD_TOKENS, TokenCounter};
 use super::window::{PinnedHead, WindowBudget, take_units};
 use super::{Engine, EngineError};
 use crate::model::{ModelEvent, ModelRequest};
@@ -37,7 +37,8 @@ impl Engine {
         history: &mut Vec<SharedMessage>,
         cancel: &CancellationToken,
     ) -> Result<(), EngineError> {
-        let head = PinnedHead::new(&self.counter, &session.system_prompt, &session.context)
+        let counter = TokenCounter::for_model(&session.model);
+        let head = PinnedHead::new(&counter, &session.system_prompt, &session.context)
             .with_summary(session.window.active_summary());
         let limit =
             u64::from(budget.input_tokens()) * u64::from(session.window.threshold_percent()) / 100;
@@ -90,7 +91,7 @@ impl Engine {
             messages: vec![SharedMessage::new(Message {
                 index: 0,
                 role: Role::User,
-                token_count: self.counter.count_message(Role::User, &prompt, &[], ""),
+                token_count: counter.count_message(Role::User, &prompt, &[], ""),
                 content: prompt,
                 tool_calls: Vec::new(),
                 tool_call_id: String::new(),
@@ -118,12 +119,12 @@ impl Engine {
                 Some(Err(error)) => return Err(error.into()),
             }
         }
-        let text = self.fit_tokens(text.trim(), cap);
+        let text = fit_tokens(&counter, text.trim(), cap);
         if text.is_empty() {
             tracing::warn!(session = %session.id, model = %summarizer, "the summarizer returned nothing; older turns are left out instead");
             return Ok(());
         }
-        let token_count = MESSAGE_OVERHEAD_TOKENS + self.counter.count_text(&text);
+        let token_count = MESSAGE_OVERHEAD_TOKENS + counter.count_text(&text);
         tracing::info!(
             session = %session.id,
             model = %summarizer,
@@ -142,22 +143,22 @@ impl Engine {
         history.truncate(kept);
         Ok(())
     }
+}
 
-    /// `text` cut (at a character boundary) to at most `cap` tokens.
-    fn fit_tokens(&self, text: &str, cap: u32) -> String {
-        let mut text = text.to_string();
-        loop {
-            let count = self.counter.count_text(&text);
-            if count <= cap {
-                return text;
-            }
-            let mut end = (text.len() as u64 * u64::from(cap) / u64::from(count)) as usize;
-            end = end.min(text.len().saturating_sub(1));
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text.truncate(end);
+/// `text` cut (at a character boundary) to at most `cap` tokens.
+fn fit_tokens(counter: &TokenCounter, text: &str, cap: u32) -> String {
+    let mut text = text.to_string();
+    loop {
+        let count = counter.count_text(&text);
+        if count <= cap {
+            return text;
         }
+        let mut end = (text.len() as u64 * u64::from(cap) / u64::from(count)) as usize;
+        end = end.min(text.len().saturating_sub(1));
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
     }
 }
 

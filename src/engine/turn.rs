@@ -17,6 +17,7 @@ use super::session::{
     generate_tool_call_id, generate_turn_id, validate_session_id,
 };
 use super::session::{WindowState, WindowStrategy};
+use super::tokens::TokenCounter;
 use super::validate::{check_context, check_message};
 use super::window::{PinnedHead, select_history};
 use super::{Engine, NewSession, WindowSource, check_nothing_dropped, map_write_error, too_large};
@@ -197,6 +198,7 @@ impl Engine {
         .await?;
 
         let mut turn = TurnState {
+            counter: TokenCounter::for_model(&session.model),
             next_index: session.message_count,
             turn_id: turn_id.clone(),
             new_messages: Vec::new(),
@@ -205,7 +207,7 @@ impl Engine {
             turn.push(self.tool_message(&turn, &call, &result));
         }
         if !request.message.is_empty() {
-            let tokens = self
+            let tokens = turn
                 .counter
                 .count_message(Role::User, &request.message, &[], "");
             turn.push(turn.message(Role::User, request.message.clone(), tokens));
@@ -230,7 +232,7 @@ impl Engine {
         let mut usage = Usage::default();
         let mut client_calls = Vec::new();
         let finish = loop {
-            let head = PinnedHead::new(&self.counter, &session.system_prompt, &session.context)
+            let head = PinnedHead::new(&turn.counter, &session.system_prompt, &session.context)
                 .with_summary(session.window.active_summary());
             let turn_tokens: u32 = stored_tail
                 .iter()
@@ -293,7 +295,7 @@ impl Engine {
             }
             response.push_str(&step.text);
             let output_tokens =
-                self.counter
+                turn.counter
                     .count_message(Role::Assistant, &step.text, &step.calls, "");
             let (input, output) = step
                 .reported
@@ -450,7 +452,7 @@ impl Engine {
     }
 
     fn tool_message(&self, turn: &TurnState, call: &ToolCall, result: &ToolResult) -> Message {
-        let tokens = self
+        let tokens = turn
             .counter
             .count_message(Role::Tool, &result.content, &[], &call.name);
         let mut message = turn.message(Role::Tool, result.content.clone(), tokens);
@@ -484,6 +486,8 @@ fn calibrate(window: &mut WindowState, reported: u64, counted: u32) {
 
 /// The messages a turn adds, numbered from the session's message count.
 struct TurnState {
+    /// The tokenizer of the session's model.
+    counter: TokenCounter,
     next_index: u64,
     turn_id: String,
     new_messages: Vec<SharedMessage>,
