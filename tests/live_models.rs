@@ -16,7 +16,7 @@ use contextd::config::{BackendConfig, BackendKind, Config};
 async fn smoke(backend: BackendConfig, model: &str) {
     let config = Config {
         backends: vec![backend],
-        ..Config::default()
+        ..common::test_config()
     };
     let server = TestServer::start_with(config).await;
     let mut sessions = server.sessions().await;

@@ -50,7 +50,7 @@ fn backend(name: &str, kind: BackendKind, fake: &FakeProvider) -> BackendConfig 
 async fn start(backends: Vec<BackendConfig>) -> TestServer {
     let config = Config {
         backends,
-        ..Config::default()
+        ..common::test_config()
     };
     TestServer::start_with(config).await
 }

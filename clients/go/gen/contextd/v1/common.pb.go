@@ -203,6 +203,67 @@ func (SessionState) EnumDescriptor() ([]byte, []int) {
 	return file_contextd_v1_common_proto_rawDescGZIP(), []int{2}
 }
 
+// How a session keeps its history within the model's context window.
+type WindowStrategy int32
+
+const (
+	// Not set: the server default, `WINDOW_STRATEGY_SLIDING_WINDOW`.
+	WindowStrategy_WINDOW_STRATEGY_UNSPECIFIED WindowStrategy = 0
+	// Drop the oldest whole turns that do not fit. A tool call is never separated from its
+	// results, and the newest turn is never dropped.
+	WindowStrategy_WINDOW_STRATEGY_SLIDING_WINDOW WindowStrategy = 1
+	// When the window would pass `summarize_threshold_percent` of the input budget, fold the
+	// oldest turns into a running summary written by the summarizer model. The summary is
+	// pinned after the context; the summarized messages stay in storage (`ListMessages` and
+	// `history_search` still find them).
+	WindowStrategy_WINDOW_STRATEGY_SUMMARIZE WindowStrategy = 2
+	// Never leave history out: a turn whose history does not fit fails with INVALID_ARGUMENT.
+	WindowStrategy_WINDOW_STRATEGY_DISABLED WindowStrategy = 3
+)
+
+// Enum value maps for WindowStrategy.
+var (
+	WindowStrategy_name = map[int32]string{
+		0: "WINDOW_STRATEGY_UNSPECIFIED",
+		1: "WINDOW_STRATEGY_SLIDING_WINDOW",
+		2: "WINDOW_STRATEGY_SUMMARIZE",
+		3: "WINDOW_STRATEGY_DISABLED",
+	}
+	WindowStrategy_value = map[string]int32{
+		"WINDOW_STRATEGY_UNSPECIFIED":    0,
+		"WINDOW_STRATEGY_SLIDING_WINDOW": 1,
+		"WINDOW_STRATEGY_SUMMARIZE":      2,
+		"WINDOW_STRATEGY_DISABLED":       3,
+	}
+)
+
+func (x WindowStrategy) Enum() *WindowStrategy {
+	p := new(WindowStrategy)
+	*p = x
+	return p
+}
+
+func (x WindowStrategy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WindowStrategy) Descriptor() protoreflect.EnumDescriptor {
+	return file_contextd_v1_common_proto_enumTypes[3].Descriptor()
+}
+
+func (WindowStrategy) Type() protoreflect.EnumType {
+	return &file_contextd_v1_common_proto_enumTypes[3]
+}
+
+func (x WindowStrategy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WindowStrategy.Descriptor instead.
+func (WindowStrategy) EnumDescriptor() ([]byte, []int) {
+	return file_contextd_v1_common_proto_rawDescGZIP(), []int{3}
+}
+
 // A tool that a model may ask for during a turn, described the way MCP's `tools/list` does.
 type ToolDefinition struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -628,9 +689,18 @@ type Session struct {
 	// every change when the server has an idle session TTL (`--session-ttl`). An expired
 	// session is NOT_FOUND at once, even before the background sweep deletes it. Like every
 	// time contextd stores, it is kept to the microsecond.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// How the context window is managed.
+	Window *WindowSettings `protobuf:"bytes,20,opt,name=window,proto3" json:"window,omitempty"`
+	// The running summary of the oldest turns (strategy `WINDOW_STRATEGY_SUMMARIZE`); absent
+	// until the first summary is written.
+	Summary *ContextSummary `protobuf:"bytes,21,opt,name=summary,proto3" json:"summary,omitempty"`
+	// Provider tokens per token counted by contextd, measured from the input token counts the
+	// provider reported (for models whose tokenizer is not public, such as Anthropic's). 0: not
+	// measured; the model's own first estimate applies.
+	TokenEstimateScale float64 `protobuf:"fixed64,22,opt,name=token_estimate_scale,json=tokenEstimateScale,proto3" json:"token_estimate_scale,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -761,6 +831,168 @@ func (x *Session) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Session) GetWindow() *WindowSettings {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *Session) GetSummary() *ContextSummary {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+func (x *Session) GetTokenEstimateScale() float64 {
+	if x != nil {
+		return x.TokenEstimateScale
+	}
+	return 0
+}
+
+// Window management settings of a session.
+type WindowSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The strategy; unspecified means sliding window.
+	Strategy WindowStrategy `protobuf:"varint,1,opt,name=strategy,proto3,enum=contextd.v1.WindowStrategy" json:"strategy,omitempty"`
+	// For `WINDOW_STRATEGY_SUMMARIZE`: summarize when the window would exceed this percentage
+	// of the input budget (window size minus reserved output). 0: the default, 90; otherwise
+	// 10 to 100.
+	SummarizeThresholdPercent uint32 `protobuf:"varint,2,opt,name=summarize_threshold_percent,json=summarizeThresholdPercent,proto3" json:"summarize_threshold_percent,omitempty"`
+	// For `WINDOW_STRATEGY_SUMMARIZE`: the model that writes the summaries, for example
+	// `openai/gpt-4o-mini`. Empty: the server's `engine.summarizer_model`, else the session's
+	// own model.
+	SummarizerModel string `protobuf:"bytes,3,opt,name=summarizer_model,json=summarizerModel,proto3" json:"summarizer_model,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *WindowSettings) Reset() {
+	*x = WindowSettings{}
+	mi := &file_contextd_v1_common_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowSettings) ProtoMessage() {}
+
+func (x *WindowSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_contextd_v1_common_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowSettings.ProtoReflect.Descriptor instead.
+func (*WindowSettings) Descriptor() ([]byte, []int) {
+	return file_contextd_v1_common_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *WindowSettings) GetStrategy() WindowStrategy {
+	if x != nil {
+		return x.Strategy
+	}
+	return WindowStrategy_WINDOW_STRATEGY_UNSPECIFIED
+}
+
+func (x *WindowSettings) GetSummarizeThresholdPercent() uint32 {
+	if x != nil {
+		return x.SummarizeThresholdPercent
+	}
+	return 0
+}
+
+func (x *WindowSettings) GetSummarizerModel() string {
+	if x != nil {
+		return x.SummarizerModel
+	}
+	return ""
+}
+
+// A summary that stands in for a range of stored messages in the context window.
+type ContextSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The summary text, as the model sees it.
+	Text string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	// `Message.index` of the first message the summary covers.
+	FirstMessageIndex uint64 `protobuf:"varint,2,opt,name=first_message_index,json=firstMessageIndex,proto3" json:"first_message_index,omitempty"`
+	// `Message.index` after the last message it covers: history from here on is shown as is.
+	EndMessageIndex uint64 `protobuf:"varint,3,opt,name=end_message_index,json=endMessageIndex,proto3" json:"end_message_index,omitempty"`
+	// Tokens the summary costs in the window.
+	TokenCount    uint32 `protobuf:"varint,4,opt,name=token_count,json=tokenCount,proto3" json:"token_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContextSummary) Reset() {
+	*x = ContextSummary{}
+	mi := &file_contextd_v1_common_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContextSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContextSummary) ProtoMessage() {}
+
+func (x *ContextSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_contextd_v1_common_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContextSummary.ProtoReflect.Descriptor instead.
+func (*ContextSummary) Descriptor() ([]byte, []int) {
+	return file_contextd_v1_common_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ContextSummary) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *ContextSummary) GetFirstMessageIndex() uint64 {
+	if x != nil {
+		return x.FirstMessageIndex
+	}
+	return 0
+}
+
+func (x *ContextSummary) GetEndMessageIndex() uint64 {
+	if x != nil {
+		return x.EndMessageIndex
+	}
+	return 0
+}
+
+func (x *ContextSummary) GetTokenCount() uint32 {
+	if x != nil {
+		return x.TokenCount
+	}
+	return 0
+}
+
 var File_contextd_v1_common_proto protoreflect.FileDescriptor
 
 const file_contextd_v1_common_proto_rawDesc = "" +
@@ -800,7 +1032,7 @@ const file_contextd_v1_common_proto_rawDesc = "" +
 	"\vtoken_count\x18\t \x01(\rR\n" +
 	"tokenCount\x12\x17\n" +
 	"\aturn_id\x18\n" +
-	" \x01(\tR\x06turnId\"\xe8\x05\n" +
+	" \x01(\tR\x06turnId\"\x86\a\n" +
 	"\aSession\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12#\n" +
@@ -820,10 +1052,23 @@ const file_contextd_v1_common_proto_rawDesc = "" +
 	"\x05usage\x18\f \x01(\v2\x12.contextd.v1.UsageR\x05usage\x12,\n" +
 	"\x12max_context_tokens\x18\r \x01(\rR\x10maxContextTokens\x12;\n" +
 	"\vexpire_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\x1a9\n" +
+	"expireTime\x123\n" +
+	"\x06window\x18\x14 \x01(\v2\x1b.contextd.v1.WindowSettingsR\x06window\x125\n" +
+	"\asummary\x18\x15 \x01(\v2\x1b.contextd.v1.ContextSummaryR\asummary\x120\n" +
+	"\x14token_estimate_scale\x18\x16 \x01(\x01R\x12tokenEstimateScale\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xb8\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb4\x01\n" +
+	"\x0eWindowSettings\x127\n" +
+	"\bstrategy\x18\x01 \x01(\x0e2\x1b.contextd.v1.WindowStrategyR\bstrategy\x12>\n" +
+	"\x1bsummarize_threshold_percent\x18\x02 \x01(\rR\x19summarizeThresholdPercent\x12)\n" +
+	"\x10summarizer_model\x18\x03 \x01(\tR\x0fsummarizerModel\"\xa1\x01\n" +
+	"\x0eContextSummary\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\x12.\n" +
+	"\x13first_message_index\x18\x02 \x01(\x04R\x11firstMessageIndex\x12*\n" +
+	"\x11end_message_index\x18\x03 \x01(\x04R\x0fendMessageIndex\x12\x1f\n" +
+	"\vtoken_count\x18\x04 \x01(\rR\n" +
+	"tokenCount*\xb8\x01\n" +
 	"\fFinishReason\x12\x1d\n" +
 	"\x19FINISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12FINISH_REASON_STOP\x10\x01\x12\x1c\n" +
@@ -839,7 +1084,12 @@ const file_contextd_v1_common_proto_rawDesc = "" +
 	"\fSessionState\x12\x1d\n" +
 	"\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12SESSION_STATE_IDLE\x10\x01\x12'\n" +
-	"#SESSION_STATE_AWAITING_TOOL_RESULTS\x10\x02B\xaf\x01\n" +
+	"#SESSION_STATE_AWAITING_TOOL_RESULTS\x10\x02*\x92\x01\n" +
+	"\x0eWindowStrategy\x12\x1f\n" +
+	"\x1bWINDOW_STRATEGY_UNSPECIFIED\x10\x00\x12\"\n" +
+	"\x1eWINDOW_STRATEGY_SLIDING_WINDOW\x10\x01\x12\x1d\n" +
+	"\x19WINDOW_STRATEGY_SUMMARIZE\x10\x02\x12\x1c\n" +
+	"\x18WINDOW_STRATEGY_DISABLED\x10\x03B\xaf\x01\n" +
 	"\x0fcom.contextd.v1B\vCommonProtoP\x01ZBgithub.com/contextd/contextd/clients/go/gen/contextd/v1;contextdv1\xa2\x02\x03CXX\xaa\x02\vContextd.V1\xca\x02\vContextd\\V1\xe2\x02\x17Contextd\\V1\\GPBMetadata\xea\x02\fContextd::V1b\x06proto3"
 
 var (
@@ -854,42 +1104,48 @@ func file_contextd_v1_common_proto_rawDescGZIP() []byte {
 	return file_contextd_v1_common_proto_rawDescData
 }
 
-var file_contextd_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_contextd_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_contextd_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_contextd_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_contextd_v1_common_proto_goTypes = []any{
 	(FinishReason)(0),             // 0: contextd.v1.FinishReason
 	(MessageRole)(0),              // 1: contextd.v1.MessageRole
 	(SessionState)(0),             // 2: contextd.v1.SessionState
-	(*ToolDefinition)(nil),        // 3: contextd.v1.ToolDefinition
-	(*ToolCall)(nil),              // 4: contextd.v1.ToolCall
-	(*ToolResult)(nil),            // 5: contextd.v1.ToolResult
-	(*Usage)(nil),                 // 6: contextd.v1.Usage
-	(*Message)(nil),               // 7: contextd.v1.Message
-	(*Session)(nil),               // 8: contextd.v1.Session
-	nil,                           // 9: contextd.v1.Session.LabelsEntry
-	(*structpb.Struct)(nil),       // 10: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(WindowStrategy)(0),           // 3: contextd.v1.WindowStrategy
+	(*ToolDefinition)(nil),        // 4: contextd.v1.ToolDefinition
+	(*ToolCall)(nil),              // 5: contextd.v1.ToolCall
+	(*ToolResult)(nil),            // 6: contextd.v1.ToolResult
+	(*Usage)(nil),                 // 7: contextd.v1.Usage
+	(*Message)(nil),               // 8: contextd.v1.Message
+	(*Session)(nil),               // 9: contextd.v1.Session
+	(*WindowSettings)(nil),        // 10: contextd.v1.WindowSettings
+	(*ContextSummary)(nil),        // 11: contextd.v1.ContextSummary
+	nil,                           // 12: contextd.v1.Session.LabelsEntry
+	(*structpb.Struct)(nil),       // 13: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 }
 var file_contextd_v1_common_proto_depIdxs = []int32{
-	10, // 0: contextd.v1.ToolDefinition.input_schema:type_name -> google.protobuf.Struct
-	10, // 1: contextd.v1.ToolCall.arguments:type_name -> google.protobuf.Struct
+	13, // 0: contextd.v1.ToolDefinition.input_schema:type_name -> google.protobuf.Struct
+	13, // 1: contextd.v1.ToolCall.arguments:type_name -> google.protobuf.Struct
 	1,  // 2: contextd.v1.Message.role:type_name -> contextd.v1.MessageRole
-	4,  // 3: contextd.v1.Message.tool_calls:type_name -> contextd.v1.ToolCall
-	11, // 4: contextd.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	10, // 5: contextd.v1.Session.context:type_name -> google.protobuf.Struct
-	3,  // 6: contextd.v1.Session.tools:type_name -> contextd.v1.ToolDefinition
-	9,  // 7: contextd.v1.Session.labels:type_name -> contextd.v1.Session.LabelsEntry
-	11, // 8: contextd.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	11, // 9: contextd.v1.Session.update_time:type_name -> google.protobuf.Timestamp
+	5,  // 3: contextd.v1.Message.tool_calls:type_name -> contextd.v1.ToolCall
+	14, // 4: contextd.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	13, // 5: contextd.v1.Session.context:type_name -> google.protobuf.Struct
+	4,  // 6: contextd.v1.Session.tools:type_name -> contextd.v1.ToolDefinition
+	12, // 7: contextd.v1.Session.labels:type_name -> contextd.v1.Session.LabelsEntry
+	14, // 8: contextd.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	14, // 9: contextd.v1.Session.update_time:type_name -> google.protobuf.Timestamp
 	2,  // 10: contextd.v1.Session.state:type_name -> contextd.v1.SessionState
-	4,  // 11: contextd.v1.Session.pending_tool_calls:type_name -> contextd.v1.ToolCall
-	6,  // 12: contextd.v1.Session.usage:type_name -> contextd.v1.Usage
-	11, // 13: contextd.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	5,  // 11: contextd.v1.Session.pending_tool_calls:type_name -> contextd.v1.ToolCall
+	7,  // 12: contextd.v1.Session.usage:type_name -> contextd.v1.Usage
+	14, // 13: contextd.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	10, // 14: contextd.v1.Session.window:type_name -> contextd.v1.WindowSettings
+	11, // 15: contextd.v1.Session.summary:type_name -> contextd.v1.ContextSummary
+	3,  // 16: contextd.v1.WindowSettings.strategy:type_name -> contextd.v1.WindowStrategy
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_contextd_v1_common_proto_init() }
@@ -902,8 +1158,8 @@ func file_contextd_v1_common_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_contextd_v1_common_proto_rawDesc), len(file_contextd_v1_common_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   7,
+			NumEnums:      4,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -40,6 +40,9 @@ const (
 	ContextEntryKind_CONTEXT_ENTRY_KIND_HISTORY ContextEntryKind = 3
 	// The new user message (always included, or the turn fails).
 	ContextEntryKind_CONTEXT_ENTRY_KIND_USER_MESSAGE ContextEntryKind = 4
+	// The running summary of the oldest turns (strategy `WINDOW_STRATEGY_SUMMARIZE`; pinned
+	// after the context).
+	ContextEntryKind_CONTEXT_ENTRY_KIND_SUMMARY ContextEntryKind = 5
 )
 
 // Enum value maps for ContextEntryKind.
@@ -50,6 +53,7 @@ var (
 		2: "CONTEXT_ENTRY_KIND_CONTEXT",
 		3: "CONTEXT_ENTRY_KIND_HISTORY",
 		4: "CONTEXT_ENTRY_KIND_USER_MESSAGE",
+		5: "CONTEXT_ENTRY_KIND_SUMMARY",
 	}
 	ContextEntryKind_value = map[string]int32{
 		"CONTEXT_ENTRY_KIND_UNSPECIFIED":   0,
@@ -57,6 +61,7 @@ var (
 		"CONTEXT_ENTRY_KIND_CONTEXT":       2,
 		"CONTEXT_ENTRY_KIND_HISTORY":       3,
 		"CONTEXT_ENTRY_KIND_USER_MESSAGE":  4,
+		"CONTEXT_ENTRY_KIND_SUMMARY":       5,
 	}
 )
 
@@ -109,7 +114,9 @@ type CreateSessionRequest struct {
 	MaxContextTokens uint32 `protobuf:"varint,7,opt,name=max_context_tokens,json=maxContextTokens,proto3" json:"max_context_tokens,omitempty"`
 	// When the session expires (must be in the future); unset: the server's idle session TTL,
 	// if it has one, else never.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// How the context window is managed. Absent: sliding window.
+	Window        *WindowSettings `protobuf:"bytes,20,opt,name=window,proto3" json:"window,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -196,6 +203,13 @@ func (x *CreateSessionRequest) GetMaxContextTokens() uint32 {
 func (x *CreateSessionRequest) GetExpireTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *CreateSessionRequest) GetWindow() *WindowSettings {
+	if x != nil {
+		return x.Window
 	}
 	return nil
 }
@@ -519,7 +533,10 @@ type UpdateSessionRequest struct {
 	RemoveLabels []string `protobuf:"bytes,8,rep,name=remove_labels,json=removeLabels,proto3" json:"remove_labels,omitempty"`
 	// When set, the session expires at this (future) time instead of following the server's
 	// idle session TTL.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// When set, replaces the window settings. The running summary is kept (it is shown again
+	// when the strategy is `WINDOW_STRATEGY_SUMMARIZE`).
+	Window        *WindowSettings `protobuf:"bytes,20,opt,name=window,proto3" json:"window,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -613,6 +630,13 @@ func (x *UpdateSessionRequest) GetRemoveLabels() []string {
 func (x *UpdateSessionRequest) GetExpireTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *UpdateSessionRequest) GetWindow() *WindowSettings {
+	if x != nil {
+		return x.Window
 	}
 	return nil
 }
@@ -955,9 +979,13 @@ type ContextEntry struct {
 	// For an assistant history entry: the tool calls it made.
 	ToolCalls []*ToolCall `protobuf:"bytes,6,rep,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`
 	// For a tool history entry: the call it answers.
-	ToolCallId    string `protobuf:"bytes,7,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ToolCallId string `protobuf:"bytes,7,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
+	// For the summary entry: `Message.index` of the first message it covers.
+	SummaryFirstMessageIndex *uint64 `protobuf:"varint,8,opt,name=summary_first_message_index,json=summaryFirstMessageIndex,proto3,oneof" json:"summary_first_message_index,omitempty"`
+	// For the summary entry: `Message.index` after the last message it covers.
+	SummaryEndMessageIndex *uint64 `protobuf:"varint,9,opt,name=summary_end_message_index,json=summaryEndMessageIndex,proto3,oneof" json:"summary_end_message_index,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *ContextEntry) Reset() {
@@ -1039,6 +1067,20 @@ func (x *ContextEntry) GetToolCallId() string {
 	return ""
 }
 
+func (x *ContextEntry) GetSummaryFirstMessageIndex() uint64 {
+	if x != nil && x.SummaryFirstMessageIndex != nil {
+		return *x.SummaryFirstMessageIndex
+	}
+	return 0
+}
+
+func (x *ContextEntry) GetSummaryEndMessageIndex() uint64 {
+	if x != nil && x.SummaryEndMessageIndex != nil {
+		return *x.SummaryEndMessageIndex
+	}
+	return 0
+}
+
 // Response of `PreviewContext`.
 type PreviewContextResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1046,7 +1088,8 @@ type PreviewContextResponse struct {
 	Entries []*ContextEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
 	// Sum of the entries' token counts.
 	TotalTokens uint32 `protobuf:"varint,2,opt,name=total_tokens,json=totalTokens,proto3" json:"total_tokens,omitempty"`
-	// History messages left out because they did not fit the window (the oldest ones).
+	// History messages left out because they did not fit the window (the oldest ones),
+	// including those a summary stands for.
 	OmittedMessages uint64 `protobuf:"varint,3,opt,name=omitted_messages,json=omittedMessages,proto3" json:"omitted_messages,omitempty"`
 	// The session's window size in tokens.
 	MaxContextTokens uint32 `protobuf:"varint,4,opt,name=max_context_tokens,json=maxContextTokens,proto3" json:"max_context_tokens,omitempty"`
@@ -1143,7 +1186,7 @@ var File_contextd_v1_session_proto protoreflect.FileDescriptor
 
 const file_contextd_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\x19contextd/v1/session.proto\x12\vcontextd.v1\x1a\x18contextd/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x03\n" +
+	"\x19contextd/v1/session.proto\x12\vcontextd.v1\x1a\x18contextd/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf8\x03\n" +
 	"\x14CreateSessionRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12#\n" +
@@ -1154,7 +1197,8 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"\x06labels\x18\x06 \x03(\v2-.contextd.v1.CreateSessionRequest.LabelsEntryR\x06labels\x12,\n" +
 	"\x12max_context_tokens\x18\a \x01(\rR\x10maxContextTokens\x12;\n" +
 	"\vexpire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\x1a9\n" +
+	"expireTime\x123\n" +
+	"\x06window\x18\x14 \x01(\v2\x1b.contextd.v1.WindowSettingsR\x06window\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"G\n" +
@@ -1173,7 +1217,7 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"\bsessions\x18\x01 \x03(\v2\x14.contextd.v1.SessionR\bsessions\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"G\n" +
 	"\x12ToolDefinitionList\x121\n" +
-	"\x05tools\x18\x01 \x03(\v2\x1b.contextd.v1.ToolDefinitionR\x05tools\"\xae\x04\n" +
+	"\x05tools\x18\x01 \x03(\v2\x1b.contextd.v1.ToolDefinitionR\x05tools\"\xe3\x04\n" +
 	"\x14UpdateSessionRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x121\n" +
@@ -1185,7 +1229,8 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"\x06labels\x18\a \x03(\v2-.contextd.v1.UpdateSessionRequest.LabelsEntryR\x06labels\x12#\n" +
 	"\rremove_labels\x18\b \x03(\tR\fremoveLabels\x12;\n" +
 	"\vexpire_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\x1a9\n" +
+	"expireTime\x123\n" +
+	"\x06window\x18\x14 \x01(\v2\x1b.contextd.v1.WindowSettingsR\x06window\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x10\n" +
@@ -1212,7 +1257,7 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x121\n" +
-	"\acontext\x18\x03 \x01(\v2\x17.google.protobuf.StructR\acontext\"\xbe\x02\n" +
+	"\acontext\x18\x03 \x01(\v2\x17.google.protobuf.StructR\acontext\"\x80\x04\n" +
 	"\fContextEntry\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.contextd.v1.ContextEntryKindR\x04kind\x12,\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x18.contextd.v1.MessageRoleR\x04role\x12\x18\n" +
@@ -1223,8 +1268,12 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"\n" +
 	"tool_calls\x18\x06 \x03(\v2\x15.contextd.v1.ToolCallR\ttoolCalls\x12 \n" +
 	"\ftool_call_id\x18\a \x01(\tR\n" +
-	"toolCallIdB\x10\n" +
-	"\x0e_message_index\"\xc8\x02\n" +
+	"toolCallId\x12B\n" +
+	"\x1bsummary_first_message_index\x18\b \x01(\x04H\x01R\x18summaryFirstMessageIndex\x88\x01\x01\x12>\n" +
+	"\x19summary_end_message_index\x18\t \x01(\x04H\x02R\x16summaryEndMessageIndex\x88\x01\x01B\x10\n" +
+	"\x0e_message_indexB\x1e\n" +
+	"\x1c_summary_first_message_indexB\x1c\n" +
+	"\x1a_summary_end_message_index\"\xc8\x02\n" +
 	"\x16PreviewContextResponse\x123\n" +
 	"\aentries\x18\x01 \x03(\v2\x19.contextd.v1.ContextEntryR\aentries\x12!\n" +
 	"\ftotal_tokens\x18\x02 \x01(\rR\vtotalTokens\x12)\n" +
@@ -1232,13 +1281,14 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"\x12max_context_tokens\x18\x04 \x01(\rR\x10maxContextTokens\x124\n" +
 	"\x16reserved_output_tokens\x18\x05 \x01(\rR\x14reservedOutputTokens\x12\x14\n" +
 	"\x05model\x18\x06 \x01(\tR\x05model\x121\n" +
-	"\x05tools\x18\a \x03(\v2\x1b.contextd.v1.ToolDefinitionR\x05tools*\xc1\x01\n" +
+	"\x05tools\x18\a \x03(\v2\x1b.contextd.v1.ToolDefinitionR\x05tools*\xe1\x01\n" +
 	"\x10ContextEntryKind\x12\"\n" +
 	"\x1eCONTEXT_ENTRY_KIND_UNSPECIFIED\x10\x00\x12$\n" +
 	" CONTEXT_ENTRY_KIND_SYSTEM_PROMPT\x10\x01\x12\x1e\n" +
 	"\x1aCONTEXT_ENTRY_KIND_CONTEXT\x10\x02\x12\x1e\n" +
 	"\x1aCONTEXT_ENTRY_KIND_HISTORY\x10\x03\x12#\n" +
-	"\x1fCONTEXT_ENTRY_KIND_USER_MESSAGE\x10\x042\xec\x04\n" +
+	"\x1fCONTEXT_ENTRY_KIND_USER_MESSAGE\x10\x04\x12\x1e\n" +
+	"\x1aCONTEXT_ENTRY_KIND_SUMMARY\x10\x052\xec\x04\n" +
 	"\x0eSessionService\x12V\n" +
 	"\rCreateSession\x12!.contextd.v1.CreateSessionRequest\x1a\".contextd.v1.CreateSessionResponse\x12M\n" +
 	"\n" +
@@ -1287,51 +1337,54 @@ var file_contextd_v1_session_proto_goTypes = []any{
 	(*structpb.Struct)(nil),        // 19: google.protobuf.Struct
 	(*ToolDefinition)(nil),         // 20: contextd.v1.ToolDefinition
 	(*timestamppb.Timestamp)(nil),  // 21: google.protobuf.Timestamp
-	(*Session)(nil),                // 22: contextd.v1.Session
-	(*Message)(nil),                // 23: contextd.v1.Message
-	(MessageRole)(0),               // 24: contextd.v1.MessageRole
-	(*ToolCall)(nil),               // 25: contextd.v1.ToolCall
+	(*WindowSettings)(nil),         // 22: contextd.v1.WindowSettings
+	(*Session)(nil),                // 23: contextd.v1.Session
+	(*Message)(nil),                // 24: contextd.v1.Message
+	(MessageRole)(0),               // 25: contextd.v1.MessageRole
+	(*ToolCall)(nil),               // 26: contextd.v1.ToolCall
 }
 var file_contextd_v1_session_proto_depIdxs = []int32{
 	19, // 0: contextd.v1.CreateSessionRequest.context:type_name -> google.protobuf.Struct
 	20, // 1: contextd.v1.CreateSessionRequest.tools:type_name -> contextd.v1.ToolDefinition
 	17, // 2: contextd.v1.CreateSessionRequest.labels:type_name -> contextd.v1.CreateSessionRequest.LabelsEntry
 	21, // 3: contextd.v1.CreateSessionRequest.expire_time:type_name -> google.protobuf.Timestamp
-	22, // 4: contextd.v1.CreateSessionResponse.session:type_name -> contextd.v1.Session
-	22, // 5: contextd.v1.GetSessionResponse.session:type_name -> contextd.v1.Session
-	22, // 6: contextd.v1.ListSessionsResponse.sessions:type_name -> contextd.v1.Session
-	20, // 7: contextd.v1.ToolDefinitionList.tools:type_name -> contextd.v1.ToolDefinition
-	19, // 8: contextd.v1.UpdateSessionRequest.context:type_name -> google.protobuf.Struct
-	7,  // 9: contextd.v1.UpdateSessionRequest.tools:type_name -> contextd.v1.ToolDefinitionList
-	18, // 10: contextd.v1.UpdateSessionRequest.labels:type_name -> contextd.v1.UpdateSessionRequest.LabelsEntry
-	21, // 11: contextd.v1.UpdateSessionRequest.expire_time:type_name -> google.protobuf.Timestamp
-	22, // 12: contextd.v1.UpdateSessionResponse.session:type_name -> contextd.v1.Session
-	23, // 13: contextd.v1.ListMessagesResponse.messages:type_name -> contextd.v1.Message
-	19, // 14: contextd.v1.PreviewContextRequest.context:type_name -> google.protobuf.Struct
-	0,  // 15: contextd.v1.ContextEntry.kind:type_name -> contextd.v1.ContextEntryKind
-	24, // 16: contextd.v1.ContextEntry.role:type_name -> contextd.v1.MessageRole
-	25, // 17: contextd.v1.ContextEntry.tool_calls:type_name -> contextd.v1.ToolCall
-	15, // 18: contextd.v1.PreviewContextResponse.entries:type_name -> contextd.v1.ContextEntry
-	20, // 19: contextd.v1.PreviewContextResponse.tools:type_name -> contextd.v1.ToolDefinition
-	1,  // 20: contextd.v1.SessionService.CreateSession:input_type -> contextd.v1.CreateSessionRequest
-	3,  // 21: contextd.v1.SessionService.GetSession:input_type -> contextd.v1.GetSessionRequest
-	5,  // 22: contextd.v1.SessionService.ListSessions:input_type -> contextd.v1.ListSessionsRequest
-	8,  // 23: contextd.v1.SessionService.UpdateSession:input_type -> contextd.v1.UpdateSessionRequest
-	10, // 24: contextd.v1.SessionService.DeleteSession:input_type -> contextd.v1.DeleteSessionRequest
-	12, // 25: contextd.v1.SessionService.ListMessages:input_type -> contextd.v1.ListMessagesRequest
-	14, // 26: contextd.v1.SessionService.PreviewContext:input_type -> contextd.v1.PreviewContextRequest
-	2,  // 27: contextd.v1.SessionService.CreateSession:output_type -> contextd.v1.CreateSessionResponse
-	4,  // 28: contextd.v1.SessionService.GetSession:output_type -> contextd.v1.GetSessionResponse
-	6,  // 29: contextd.v1.SessionService.ListSessions:output_type -> contextd.v1.ListSessionsResponse
-	9,  // 30: contextd.v1.SessionService.UpdateSession:output_type -> contextd.v1.UpdateSessionResponse
-	11, // 31: contextd.v1.SessionService.DeleteSession:output_type -> contextd.v1.DeleteSessionResponse
-	13, // 32: contextd.v1.SessionService.ListMessages:output_type -> contextd.v1.ListMessagesResponse
-	16, // 33: contextd.v1.SessionService.PreviewContext:output_type -> contextd.v1.PreviewContextResponse
-	27, // [27:34] is the sub-list for method output_type
-	20, // [20:27] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	22, // 4: contextd.v1.CreateSessionRequest.window:type_name -> contextd.v1.WindowSettings
+	23, // 5: contextd.v1.CreateSessionResponse.session:type_name -> contextd.v1.Session
+	23, // 6: contextd.v1.GetSessionResponse.session:type_name -> contextd.v1.Session
+	23, // 7: contextd.v1.ListSessionsResponse.sessions:type_name -> contextd.v1.Session
+	20, // 8: contextd.v1.ToolDefinitionList.tools:type_name -> contextd.v1.ToolDefinition
+	19, // 9: contextd.v1.UpdateSessionRequest.context:type_name -> google.protobuf.Struct
+	7,  // 10: contextd.v1.UpdateSessionRequest.tools:type_name -> contextd.v1.ToolDefinitionList
+	18, // 11: contextd.v1.UpdateSessionRequest.labels:type_name -> contextd.v1.UpdateSessionRequest.LabelsEntry
+	21, // 12: contextd.v1.UpdateSessionRequest.expire_time:type_name -> google.protobuf.Timestamp
+	22, // 13: contextd.v1.UpdateSessionRequest.window:type_name -> contextd.v1.WindowSettings
+	23, // 14: contextd.v1.UpdateSessionResponse.session:type_name -> contextd.v1.Session
+	24, // 15: contextd.v1.ListMessagesResponse.messages:type_name -> contextd.v1.Message
+	19, // 16: contextd.v1.PreviewContextRequest.context:type_name -> google.protobuf.Struct
+	0,  // 17: contextd.v1.ContextEntry.kind:type_name -> contextd.v1.ContextEntryKind
+	25, // 18: contextd.v1.ContextEntry.role:type_name -> contextd.v1.MessageRole
+	26, // 19: contextd.v1.ContextEntry.tool_calls:type_name -> contextd.v1.ToolCall
+	15, // 20: contextd.v1.PreviewContextResponse.entries:type_name -> contextd.v1.ContextEntry
+	20, // 21: contextd.v1.PreviewContextResponse.tools:type_name -> contextd.v1.ToolDefinition
+	1,  // 22: contextd.v1.SessionService.CreateSession:input_type -> contextd.v1.CreateSessionRequest
+	3,  // 23: contextd.v1.SessionService.GetSession:input_type -> contextd.v1.GetSessionRequest
+	5,  // 24: contextd.v1.SessionService.ListSessions:input_type -> contextd.v1.ListSessionsRequest
+	8,  // 25: contextd.v1.SessionService.UpdateSession:input_type -> contextd.v1.UpdateSessionRequest
+	10, // 26: contextd.v1.SessionService.DeleteSession:input_type -> contextd.v1.DeleteSessionRequest
+	12, // 27: contextd.v1.SessionService.ListMessages:input_type -> contextd.v1.ListMessagesRequest
+	14, // 28: contextd.v1.SessionService.PreviewContext:input_type -> contextd.v1.PreviewContextRequest
+	2,  // 29: contextd.v1.SessionService.CreateSession:output_type -> contextd.v1.CreateSessionResponse
+	4,  // 30: contextd.v1.SessionService.GetSession:output_type -> contextd.v1.GetSessionResponse
+	6,  // 31: contextd.v1.SessionService.ListSessions:output_type -> contextd.v1.ListSessionsResponse
+	9,  // 32: contextd.v1.SessionService.UpdateSession:output_type -> contextd.v1.UpdateSessionResponse
+	11, // 33: contextd.v1.SessionService.DeleteSession:output_type -> contextd.v1.DeleteSessionResponse
+	13, // 34: contextd.v1.SessionService.ListMessages:output_type -> contextd.v1.ListMessagesResponse
+	16, // 35: contextd.v1.SessionService.PreviewContext:output_type -> contextd.v1.PreviewContextResponse
+	29, // [29:36] is the sub-list for method output_type
+	22, // [22:29] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_contextd_v1_session_proto_init() }

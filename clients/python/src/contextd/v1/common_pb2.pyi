@@ -32,6 +32,13 @@ class SessionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SESSION_STATE_UNSPECIFIED: _ClassVar[SessionState]
     SESSION_STATE_IDLE: _ClassVar[SessionState]
     SESSION_STATE_AWAITING_TOOL_RESULTS: _ClassVar[SessionState]
+
+class WindowStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WINDOW_STRATEGY_UNSPECIFIED: _ClassVar[WindowStrategy]
+    WINDOW_STRATEGY_SLIDING_WINDOW: _ClassVar[WindowStrategy]
+    WINDOW_STRATEGY_SUMMARIZE: _ClassVar[WindowStrategy]
+    WINDOW_STRATEGY_DISABLED: _ClassVar[WindowStrategy]
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_TOOL_CALLS: FinishReason
@@ -45,6 +52,10 @@ MESSAGE_ROLE_TOOL: MessageRole
 SESSION_STATE_UNSPECIFIED: SessionState
 SESSION_STATE_IDLE: SessionState
 SESSION_STATE_AWAITING_TOOL_RESULTS: SessionState
+WINDOW_STRATEGY_UNSPECIFIED: WindowStrategy
+WINDOW_STRATEGY_SLIDING_WINDOW: WindowStrategy
+WINDOW_STRATEGY_SUMMARIZE: WindowStrategy
+WINDOW_STRATEGY_DISABLED: WindowStrategy
 
 class ToolDefinition(_message.Message):
     __slots__ = ("name", "description", "input_schema")
@@ -111,7 +122,7 @@ class Message(_message.Message):
     def __init__(self, index: _Optional[int] = ..., role: _Optional[_Union[MessageRole, str]] = ..., content: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., tool_call_id: _Optional[str] = ..., tool_name: _Optional[str] = ..., is_error: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., token_count: _Optional[int] = ..., turn_id: _Optional[str] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "system_prompt", "context", "model", "tools", "labels", "create_time", "update_time", "message_count", "state", "pending_tool_calls", "usage", "max_context_tokens", "expire_time")
+    __slots__ = ("session_id", "system_prompt", "context", "model", "tools", "labels", "create_time", "update_time", "message_count", "state", "pending_tool_calls", "usage", "max_context_tokens", "expire_time", "window", "summary", "token_estimate_scale")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +144,9 @@ class Session(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     MAX_CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ESTIMATE_SCALE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     system_prompt: str
     context: _struct_pb2.Struct
@@ -147,4 +161,29 @@ class Session(_message.Message):
     usage: Usage
     max_context_tokens: int
     expire_time: _timestamp_pb2.Timestamp
-    def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., model: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[ToolDefinition, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message_count: _Optional[int] = ..., state: _Optional[_Union[SessionState, str]] = ..., pending_tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., max_context_tokens: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    window: WindowSettings
+    summary: ContextSummary
+    token_estimate_scale: float
+    def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., model: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[ToolDefinition, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message_count: _Optional[int] = ..., state: _Optional[_Union[SessionState, str]] = ..., pending_tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., max_context_tokens: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[WindowSettings, _Mapping]] = ..., summary: _Optional[_Union[ContextSummary, _Mapping]] = ..., token_estimate_scale: _Optional[float] = ...) -> None: ...
+
+class WindowSettings(_message.Message):
+    __slots__ = ("strategy", "summarize_threshold_percent", "summarizer_model")
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    SUMMARIZE_THRESHOLD_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    SUMMARIZER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    strategy: WindowStrategy
+    summarize_threshold_percent: int
+    summarizer_model: str
+    def __init__(self, strategy: _Optional[_Union[WindowStrategy, str]] = ..., summarize_threshold_percent: _Optional[int] = ..., summarizer_model: _Optional[str] = ...) -> None: ...
+
+class ContextSummary(_message.Message):
+    __slots__ = ("text", "first_message_index", "end_message_index", "token_count")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_MESSAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    END_MESSAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    first_message_index: int
+    end_message_index: int
+    token_count: int
+    def __init__(self, text: _Optional[str] = ..., first_message_index: _Optional[int] = ..., end_message_index: _Optional[int] = ..., token_count: _Optional[int] = ...) -> None: ...

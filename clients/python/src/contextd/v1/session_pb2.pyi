@@ -19,14 +19,16 @@ class ContextEntryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONTEXT_ENTRY_KIND_CONTEXT: _ClassVar[ContextEntryKind]
     CONTEXT_ENTRY_KIND_HISTORY: _ClassVar[ContextEntryKind]
     CONTEXT_ENTRY_KIND_USER_MESSAGE: _ClassVar[ContextEntryKind]
+    CONTEXT_ENTRY_KIND_SUMMARY: _ClassVar[ContextEntryKind]
 CONTEXT_ENTRY_KIND_UNSPECIFIED: ContextEntryKind
 CONTEXT_ENTRY_KIND_SYSTEM_PROMPT: ContextEntryKind
 CONTEXT_ENTRY_KIND_CONTEXT: ContextEntryKind
 CONTEXT_ENTRY_KIND_HISTORY: ContextEntryKind
 CONTEXT_ENTRY_KIND_USER_MESSAGE: ContextEntryKind
+CONTEXT_ENTRY_KIND_SUMMARY: ContextEntryKind
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("session_id", "system_prompt", "context", "model", "tools", "labels", "max_context_tokens", "expire_time")
+    __slots__ = ("session_id", "system_prompt", "context", "model", "tools", "labels", "max_context_tokens", "expire_time", "window")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +44,7 @@ class CreateSessionRequest(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     MAX_CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     system_prompt: str
     context: _struct_pb2.Struct
@@ -50,7 +53,8 @@ class CreateSessionRequest(_message.Message):
     labels: _containers.ScalarMap[str, str]
     max_context_tokens: int
     expire_time: _timestamp_pb2.Timestamp
-    def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., model: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_common_pb2.ToolDefinition, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., max_context_tokens: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    window: _common_pb2.WindowSettings
+    def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., model: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_common_pb2.ToolDefinition, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., max_context_tokens: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[_common_pb2.WindowSettings, _Mapping]] = ...) -> None: ...
 
 class CreateSessionResponse(_message.Message):
     __slots__ = ("session",)
@@ -93,7 +97,7 @@ class ToolDefinitionList(_message.Message):
     def __init__(self, tools: _Optional[_Iterable[_Union[_common_pb2.ToolDefinition, _Mapping]]] = ...) -> None: ...
 
 class UpdateSessionRequest(_message.Message):
-    __slots__ = ("session_id", "context", "system_prompt", "tools", "model", "max_context_tokens", "labels", "remove_labels", "expire_time")
+    __slots__ = ("session_id", "context", "system_prompt", "tools", "model", "max_context_tokens", "labels", "remove_labels", "expire_time", "window")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +114,7 @@ class UpdateSessionRequest(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     REMOVE_LABELS_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     context: _struct_pb2.Struct
     system_prompt: str
@@ -119,7 +124,8 @@ class UpdateSessionRequest(_message.Message):
     labels: _containers.ScalarMap[str, str]
     remove_labels: _containers.RepeatedScalarFieldContainer[str]
     expire_time: _timestamp_pb2.Timestamp
-    def __init__(self, session_id: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., system_prompt: _Optional[str] = ..., tools: _Optional[_Union[ToolDefinitionList, _Mapping]] = ..., model: _Optional[str] = ..., max_context_tokens: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., remove_labels: _Optional[_Iterable[str]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    window: _common_pb2.WindowSettings
+    def __init__(self, session_id: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., system_prompt: _Optional[str] = ..., tools: _Optional[_Union[ToolDefinitionList, _Mapping]] = ..., model: _Optional[str] = ..., max_context_tokens: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., remove_labels: _Optional[_Iterable[str]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[_common_pb2.WindowSettings, _Mapping]] = ...) -> None: ...
 
 class UpdateSessionResponse(_message.Message):
     __slots__ = ("session",)
@@ -168,7 +174,7 @@ class PreviewContextRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., message: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class ContextEntry(_message.Message):
-    __slots__ = ("kind", "role", "content", "token_count", "message_index", "tool_calls", "tool_call_id")
+    __slots__ = ("kind", "role", "content", "token_count", "message_index", "tool_calls", "tool_call_id", "summary_first_message_index", "summary_end_message_index")
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +182,8 @@ class ContextEntry(_message.Message):
     MESSAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIRST_MESSAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_END_MESSAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
     kind: ContextEntryKind
     role: _common_pb2.MessageRole
     content: str
@@ -183,7 +191,9 @@ class ContextEntry(_message.Message):
     message_index: int
     tool_calls: _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolCall]
     tool_call_id: str
-    def __init__(self, kind: _Optional[_Union[ContextEntryKind, str]] = ..., role: _Optional[_Union[_common_pb2.MessageRole, str]] = ..., content: _Optional[str] = ..., token_count: _Optional[int] = ..., message_index: _Optional[int] = ..., tool_calls: _Optional[_Iterable[_Union[_common_pb2.ToolCall, _Mapping]]] = ..., tool_call_id: _Optional[str] = ...) -> None: ...
+    summary_first_message_index: int
+    summary_end_message_index: int
+    def __init__(self, kind: _Optional[_Union[ContextEntryKind, str]] = ..., role: _Optional[_Union[_common_pb2.MessageRole, str]] = ..., content: _Optional[str] = ..., token_count: _Optional[int] = ..., message_index: _Optional[int] = ..., tool_calls: _Optional[_Iterable[_Union[_common_pb2.ToolCall, _Mapping]]] = ..., tool_call_id: _Optional[str] = ..., summary_first_message_index: _Optional[int] = ..., summary_end_message_index: _Optional[int] = ...) -> None: ...
 
 class PreviewContextResponse(_message.Message):
     __slots__ = ("entries", "total_tokens", "omitted_messages", "max_context_tokens", "reserved_output_tokens", "model", "tools")

@@ -14,7 +14,7 @@ import type { JsonObject, Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file contextd/v1/common.proto.
  */
 export const file_contextd_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("Chhjb250ZXh0ZC92MS9jb21tb24ucHJvdG8SC2NvbnRleHRkLnYxImIKDlRvb2xEZWZpbml0aW9uEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSLQoMaW5wdXRfc2NoZW1hGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJaCghUb29sQ2FsbBIUCgx0b29sX2NhbGxfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIqCglhcmd1bWVudHMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IkUKClRvb2xSZXN1bHQSFAoMdG9vbF9jYWxsX2lkGAEgASgJEg8KB2NvbnRlbnQYAiABKAkSEAoIaXNfZXJyb3IYAyABKAgiTAoFVXNhZ2USFAoMaW5wdXRfdG9rZW5zGAEgASgEEhUKDW91dHB1dF90b2tlbnMYAiABKAQSFgoOY29udGV4dF90b2tlbnMYAyABKAQijgIKB01lc3NhZ2USDQoFaW5kZXgYASABKAQSJgoEcm9sZRgCIAEoDjIYLmNvbnRleHRkLnYxLk1lc3NhZ2VSb2xlEg8KB2NvbnRlbnQYAyABKAkSKQoKdG9vbF9jYWxscxgEIAMoCzIVLmNvbnRleHRkLnYxLlRvb2xDYWxsEhQKDHRvb2xfY2FsbF9pZBgFIAEoCRIRCgl0b29sX25hbWUYBiABKAkSEAoIaXNfZXJyb3IYByABKAgSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3Rva2VuX2NvdW50GAkgASgNEg8KB3R1cm5faWQYCiABKAkiwAQKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIVCg1zeXN0ZW1fcHJvbXB0GAIgASgJEigKB2NvbnRleHQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg0KBW1vZGVsGAQgASgJEioKBXRvb2xzGAUgAygLMhsuY29udGV4dGQudjEuVG9vbERlZmluaXRpb24SMAoGbGFiZWxzGAYgAygLMiAuY29udGV4dGQudjEuU2Vzc2lvbi5MYWJlbHNFbnRyeRIvCgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDW1lc3NhZ2VfY291bnQYCSABKAQSKAoFc3RhdGUYCiABKA4yGS5jb250ZXh0ZC52MS5TZXNzaW9uU3RhdGUSMQoScGVuZGluZ190b29sX2NhbGxzGAsgAygLMhUuY29udGV4dGQudjEuVG9vbENhbGwSIQoFdXNhZ2UYDCABKAsyEi5jb250ZXh0ZC52MS5Vc2FnZRIaChJtYXhfY29udGV4dF90b2tlbnMYDSABKA0SLwoLZXhwaXJlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEquAEKDEZpbmlzaFJlYXNvbhIdChlGSU5JU0hfUkVBU09OX1VOU1BFQ0lGSUVEEAASFgoSRklOSVNIX1JFQVNPTl9TVE9QEAESHAoYRklOSVNIX1JFQVNPTl9UT09MX0NBTExTEAISGAoURklOSVNIX1JFQVNPTl9MRU5HVEgQAxIbChdGSU5JU0hfUkVBU09OX0NBTkNFTExFRBAEEhwKGEZJTklTSF9SRUFTT05fU1RFUF9MSU1JVBAFKnUKC01lc3NhZ2VSb2xlEhwKGE1FU1NBR0VfUk9MRV9VTlNQRUNJRklFRBAAEhUKEU1FU1NBR0VfUk9MRV9VU0VSEAESGgoWTUVTU0FHRV9ST0xFX0FTU0lTVEFOVBACEhUKEU1FU1NBR0VfUk9MRV9UT09MEAMqbgoMU2Vzc2lvblN0YXRlEh0KGVNFU1NJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIWChJTRVNTSU9OX1NUQVRFX0lETEUQARInCiNTRVNTSU9OX1NUQVRFX0FXQUlUSU5HX1RPT0xfUkVTVUxUUxACYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chhjb250ZXh0ZC92MS9jb21tb24ucHJvdG8SC2NvbnRleHRkLnYxImIKDlRvb2xEZWZpbml0aW9uEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSLQoMaW5wdXRfc2NoZW1hGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJaCghUb29sQ2FsbBIUCgx0b29sX2NhbGxfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIqCglhcmd1bWVudHMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IkUKClRvb2xSZXN1bHQSFAoMdG9vbF9jYWxsX2lkGAEgASgJEg8KB2NvbnRlbnQYAiABKAkSEAoIaXNfZXJyb3IYAyABKAgiTAoFVXNhZ2USFAoMaW5wdXRfdG9rZW5zGAEgASgEEhUKDW91dHB1dF90b2tlbnMYAiABKAQSFgoOY29udGV4dF90b2tlbnMYAyABKAQijgIKB01lc3NhZ2USDQoFaW5kZXgYASABKAQSJgoEcm9sZRgCIAEoDjIYLmNvbnRleHRkLnYxLk1lc3NhZ2VSb2xlEg8KB2NvbnRlbnQYAyABKAkSKQoKdG9vbF9jYWxscxgEIAMoCzIVLmNvbnRleHRkLnYxLlRvb2xDYWxsEhQKDHRvb2xfY2FsbF9pZBgFIAEoCRIRCgl0b29sX25hbWUYBiABKAkSEAoIaXNfZXJyb3IYByABKAgSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3Rva2VuX2NvdW50GAkgASgNEg8KB3R1cm5faWQYCiABKAkiuQUKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIVCg1zeXN0ZW1fcHJvbXB0GAIgASgJEigKB2NvbnRleHQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg0KBW1vZGVsGAQgASgJEioKBXRvb2xzGAUgAygLMhsuY29udGV4dGQudjEuVG9vbERlZmluaXRpb24SMAoGbGFiZWxzGAYgAygLMiAuY29udGV4dGQudjEuU2Vzc2lvbi5MYWJlbHNFbnRyeRIvCgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDW1lc3NhZ2VfY291bnQYCSABKAQSKAoFc3RhdGUYCiABKA4yGS5jb250ZXh0ZC52MS5TZXNzaW9uU3RhdGUSMQoScGVuZGluZ190b29sX2NhbGxzGAsgAygLMhUuY29udGV4dGQudjEuVG9vbENhbGwSIQoFdXNhZ2UYDCABKAsyEi5jb250ZXh0ZC52MS5Vc2FnZRIaChJtYXhfY29udGV4dF90b2tlbnMYDSABKA0SLwoLZXhwaXJlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKBndpbmRvdxgUIAEoCzIbLmNvbnRleHRkLnYxLldpbmRvd1NldHRpbmdzEiwKB3N1bW1hcnkYFSABKAsyGy5jb250ZXh0ZC52MS5Db250ZXh0U3VtbWFyeRIcChR0b2tlbl9lc3RpbWF0ZV9zY2FsZRgWIAEoARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIn4KDldpbmRvd1NldHRpbmdzEi0KCHN0cmF0ZWd5GAEgASgOMhsuY29udGV4dGQudjEuV2luZG93U3RyYXRlZ3kSIwobc3VtbWFyaXplX3RocmVzaG9sZF9wZXJjZW50GAIgASgNEhgKEHN1bW1hcml6ZXJfbW9kZWwYAyABKAkiawoOQ29udGV4dFN1bW1hcnkSDAoEdGV4dBgBIAEoCRIbChNmaXJzdF9tZXNzYWdlX2luZGV4GAIgASgEEhkKEWVuZF9tZXNzYWdlX2luZGV4GAMgASgEEhMKC3Rva2VuX2NvdW50GAQgASgNKrgBCgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKEkZJTklTSF9SRUFTT05fU1RPUBABEhwKGEZJTklTSF9SRUFTT05fVE9PTF9DQUxMUxACEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAMSGwoXRklOSVNIX1JFQVNPTl9DQU5DRUxMRUQQBBIcChhGSU5JU0hfUkVBU09OX1NURVBfTElNSVQQBSp1CgtNZXNzYWdlUm9sZRIcChhNRVNTQUdFX1JPTEVfVU5TUEVDSUZJRUQQABIVChFNRVNTQUdFX1JPTEVfVVNFUhABEhoKFk1FU1NBR0VfUk9MRV9BU1NJU1RBTlQQAhIVChFNRVNTQUdFX1JPTEVfVE9PTBADKm4KDFNlc3Npb25TdGF0ZRIdChlTRVNTSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSU0VTU0lPTl9TVEFURV9JRExFEAESJwojU0VTU0lPTl9TVEFURV9BV0FJVElOR19UT09MX1JFU1VMVFMQAiqSAQoOV2luZG93U3RyYXRlZ3kSHwobV0lORE9XX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASIgoeV0lORE9XX1NUUkFURUdZX1NMSURJTkdfV0lORE9XEAESHQoZV0lORE9XX1NUUkFURUdZX1NVTU1BUklaRRACEhwKGFdJTkRPV19TVFJBVEVHWV9ESVNBQkxFRBADYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A tool that a model may ask for during a turn, described the way MCP's `tools/list` does.
@@ -355,6 +355,30 @@ export type Session = Message$1<"contextd.v1.Session"> & {
    * @generated from field: google.protobuf.Timestamp expire_time = 14;
    */
   expireTime?: Timestamp | undefined;
+
+  /**
+   * How the context window is managed.
+   *
+   * @generated from field: contextd.v1.WindowSettings window = 20;
+   */
+  window?: WindowSettings | undefined;
+
+  /**
+   * The running summary of the oldest turns (strategy `WINDOW_STRATEGY_SUMMARIZE`); absent
+   * until the first summary is written.
+   *
+   * @generated from field: contextd.v1.ContextSummary summary = 21;
+   */
+  summary?: ContextSummary | undefined;
+
+  /**
+   * Provider tokens per token counted by contextd, measured from the input token counts the
+   * provider reported (for models whose tokenizer is not public, such as Anthropic's). 0: not
+   * measured; the model's own first estimate applies.
+   *
+   * @generated from field: double token_estimate_scale = 22;
+   */
+  tokenEstimateScale: number;
 };
 
 /**
@@ -363,6 +387,87 @@ export type Session = Message$1<"contextd.v1.Session"> & {
  */
 export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
   messageDesc(file_contextd_v1_common, 5);
+
+/**
+ * Window management settings of a session.
+ *
+ * @generated from message contextd.v1.WindowSettings
+ */
+export type WindowSettings = Message$1<"contextd.v1.WindowSettings"> & {
+  /**
+   * The strategy; unspecified means sliding window.
+   *
+   * @generated from field: contextd.v1.WindowStrategy strategy = 1;
+   */
+  strategy: WindowStrategy;
+
+  /**
+   * For `WINDOW_STRATEGY_SUMMARIZE`: summarize when the window would exceed this percentage
+   * of the input budget (window size minus reserved output). 0: the default, 90; otherwise
+   * 10 to 100.
+   *
+   * @generated from field: uint32 summarize_threshold_percent = 2;
+   */
+  summarizeThresholdPercent: number;
+
+  /**
+   * For `WINDOW_STRATEGY_SUMMARIZE`: the model that writes the summaries, for example
+   * `openai/gpt-4o-mini`. Empty: the server's `engine.summarizer_model`, else the session's
+   * own model.
+   *
+   * @generated from field: string summarizer_model = 3;
+   */
+  summarizerModel: string;
+};
+
+/**
+ * Describes the message contextd.v1.WindowSettings.
+ * Use `create(WindowSettingsSchema)` to create a new message.
+ */
+export const WindowSettingsSchema: GenMessage<WindowSettings> = /*@__PURE__*/
+  messageDesc(file_contextd_v1_common, 6);
+
+/**
+ * A summary that stands in for a range of stored messages in the context window.
+ *
+ * @generated from message contextd.v1.ContextSummary
+ */
+export type ContextSummary = Message$1<"contextd.v1.ContextSummary"> & {
+  /**
+   * The summary text, as the model sees it.
+   *
+   * @generated from field: string text = 1;
+   */
+  text: string;
+
+  /**
+   * `Message.index` of the first message the summary covers.
+   *
+   * @generated from field: uint64 first_message_index = 2;
+   */
+  firstMessageIndex: bigint;
+
+  /**
+   * `Message.index` after the last message it covers: history from here on is shown as is.
+   *
+   * @generated from field: uint64 end_message_index = 3;
+   */
+  endMessageIndex: bigint;
+
+  /**
+   * Tokens the summary costs in the window.
+   *
+   * @generated from field: uint32 token_count = 4;
+   */
+  tokenCount: number;
+};
+
+/**
+ * Describes the message contextd.v1.ContextSummary.
+ * Use `create(ContextSummarySchema)` to create a new message.
+ */
+export const ContextSummarySchema: GenMessage<ContextSummary> = /*@__PURE__*/
+  messageDesc(file_contextd_v1_common, 7);
 
 /**
  * Why a turn ended.
@@ -496,4 +601,49 @@ export enum SessionState {
  */
 export const SessionStateSchema: GenEnum<SessionState> = /*@__PURE__*/
   enumDesc(file_contextd_v1_common, 2);
+
+/**
+ * How a session keeps its history within the model's context window.
+ *
+ * @generated from enum contextd.v1.WindowStrategy
+ */
+export enum WindowStrategy {
+  /**
+   * Not set: the server default, `WINDOW_STRATEGY_SLIDING_WINDOW`.
+   *
+   * @generated from enum value: WINDOW_STRATEGY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Drop the oldest whole turns that do not fit. A tool call is never separated from its
+   * results, and the newest turn is never dropped.
+   *
+   * @generated from enum value: WINDOW_STRATEGY_SLIDING_WINDOW = 1;
+   */
+  SLIDING_WINDOW = 1,
+
+  /**
+   * When the window would pass `summarize_threshold_percent` of the input budget, fold the
+   * oldest turns into a running summary written by the summarizer model. The summary is
+   * pinned after the context; the summarized messages stay in storage (`ListMessages` and
+   * `history_search` still find them).
+   *
+   * @generated from enum value: WINDOW_STRATEGY_SUMMARIZE = 2;
+   */
+  SUMMARIZE = 2,
+
+  /**
+   * Never leave history out: a turn whose history does not fit fails with INVALID_ARGUMENT.
+   *
+   * @generated from enum value: WINDOW_STRATEGY_DISABLED = 3;
+   */
+  DISABLED = 3,
+}
+
+/**
+ * Describes the enum contextd.v1.WindowStrategy.
+ */
+export const WindowStrategySchema: GenEnum<WindowStrategy> = /*@__PURE__*/
+  enumDesc(file_contextd_v1_common, 3);
 
