@@ -71,6 +71,19 @@ macro_rules! on_pool {
     };
 }
 
+/// A query for one session's messages (`$1` tenant, `$2` session) with the given condition
+/// and order, selecting every column [`MessageRow`] reads.
+macro_rules! select_messages {
+    ($rest:literal) => {
+        concat!(
+            "SELECT idx, role, content, tool_calls, tool_call_id, tool_name, is_error,
+                 create_time, token_count, turn_id
+             FROM messages WHERE tenant_id = $1 AND session_id = $2 AND ",
+            $rest
+        )
+    };
+}
+
 /// Sessions and histories in SQLite or PostgreSQL.
 pub struct SqlStore {
     pools: Pools,
@@ -354,19 +367,13 @@ impl SessionStore for SqlStore {
         limit: usize,
     ) -> Result<Vec<SharedMessage>, StoreError> {
         let rows: Vec<MessageRow> = on_pool!(&self.pools, read, |pool| {
-            sqlx::query_as(
-                "SELECT idx, role, content, tool_calls, tool_call_id, tool_name, is_error,
-                     create_time, token_count, turn_id
-                 FROM messages
-                 WHERE tenant_id = $1 AND session_id = $2 AND idx >= $3
-                 ORDER BY idx LIMIT $4",
-            )
-            .bind(&self.tenant)
-            .bind(session_id)
-            .bind(to_i64(from))
-            .bind(to_i64(limit as u64))
-            .fetch_all(pool)
-            .await
+            sqlx::query_as(select_messages!("idx >= $3 ORDER BY idx LIMIT $4"))
+                .bind(&self.tenant)
+                .bind(session_id)
+                .bind(to_i64(from))
+                .bind(to_i64(limit as u64))
+                .fetch_all(pool)
+                .await
         })
         .map_err(unavailable)?;
         self.messages_of(session_id, rows).await
@@ -379,19 +386,13 @@ impl SessionStore for SqlStore {
         limit: usize,
     ) -> Result<Vec<SharedMessage>, StoreError> {
         let rows: Vec<MessageRow> = on_pool!(&self.pools, read, |pool| {
-            sqlx::query_as(
-                "SELECT idx, role, content, tool_calls, tool_call_id, tool_name, is_error,
-                     create_time, token_count, turn_id
-                 FROM messages
-                 WHERE tenant_id = $1 AND session_id = $2 AND idx < $3
-                 ORDER BY idx DESC LIMIT $4",
-            )
-            .bind(&self.tenant)
-            .bind(session_id)
-            .bind(to_i64(before))
-            .bind(to_i64(limit as u64))
-            .fetch_all(pool)
-            .await
+            sqlx::query_as(select_messages!("idx < $3 ORDER BY idx DESC LIMIT $4"))
+                .bind(&self.tenant)
+                .bind(session_id)
+                .bind(to_i64(before))
+                .bind(to_i64(limit as u64))
+                .fetch_all(pool)
+                .await
         })
         .map_err(unavailable)?;
         self.messages_of(session_id, rows).await
@@ -407,13 +408,9 @@ impl SessionStore for SqlStore {
         // Case-insensitive substring match; the pattern's wildcards are escaped with `\`.
         let rows: Vec<MessageRow> = match &self.pools {
             Pools::Sqlite { read, .. } => {
-                sqlx::query_as(
-                    "SELECT idx, role, content, tool_calls, tool_call_id, tool_name, is_error,
-                         create_time, token_count, turn_id
-                     FROM messages
-                     WHERE tenant_id = $1 AND session_id = $2 AND content LIKE $3 ESCAPE '\\'
-                     ORDER BY idx DESC LIMIT $4",
-                )
+                sqlx::query_as(select_messages!(
+                    "content LIKE $3 ESCAPE '\\' ORDER BY idx DESC LIMIT $4"
+                ))
                 .bind(&self.tenant)
                 .bind(session_id)
                 .bind(&pattern)
@@ -422,13 +419,9 @@ impl SessionStore for SqlStore {
                 .await
             }
             Pools::Postgres { pool, .. } => {
-                sqlx::query_as(
-                    "SELECT idx, role, content, tool_calls, tool_call_id, tool_name, is_error,
-                         create_time, token_count, turn_id
-                     FROM messages
-                     WHERE tenant_id = $1 AND session_id = $2 AND content ILIKE $3 ESCAPE '\\'
-                     ORDER BY idx DESC LIMIT $4",
-                )
+                sqlx::query_as(select_messages!(
+                    "content ILIKE $3 ESCAPE '\\' ORDER BY idx DESC LIMIT $4"
+                ))
                 .bind(&self.tenant)
                 .bind(session_id)
                 .bind(&pattern)
