@@ -9,6 +9,7 @@ const PROTO_FILES: &[&str] = &[
     "contextd/v1/session.proto",
     "contextd/v1/interact.proto",
     "contextd/v1/tool.proto",
+    "contextd/v1/model.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -6,7 +6,8 @@
 //! --help`).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -31,6 +32,19 @@ pub struct Config {
     pub limits: Limits,
     /// Turn and window settings.
     pub engine: EngineConfig,
+    /// Where sessions live: `sqlite` (default; a file in `data_dir`), `memory` (nothing
+    /// survives the process), or a `postgres://user@host:port/database` URL (several replicas
+    /// may share it).
+    pub store: String,
+    /// Directory of the SQLite store, created on first start. Default `./contextd-data`.
+    pub data_dir: PathBuf,
+    /// Idle time-to-live of sessions that set no `expire_time` of their own, such as `30m`,
+    /// `24h` or `7d`: a session untouched for this long expires. Unset (the default): never.
+    pub session_ttl: Option<String>,
+    /// Database tuning.
+    pub storage: StorageConfig,
+    /// Model providers (`[[backends]]`); their models are named `<name>/<model>`.
+    pub backends: Vec<BackendConfig>,
 }
 
 impl Default for Config {
@@ -42,8 +56,56 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             limits: Limits::default(),
             engine: EngineConfig::default(),
+            store: "sqlite".to_string(),
+            data_dir: PathBuf::from("contextd-data"),
+            session_ttl: None,
+            storage: StorageConfig::default(),
+            backends: Vec::new(),
         }
     }
+}
+
+/// Database settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Most database connections for queries (SQLite: readers; one more connection writes).
+    /// Default 16.
+    pub max_connections: u32,
+    /// PostgreSQL: most connections holding turn leases (one per session with a turn
+    /// running on this replica). Default 64.
+    pub max_lease_connections: u32,
+    /// How long to wait for a connection (or, on SQLite, a lock) before failing with
+    /// UNAVAILABLE, in milliseconds. Default 5000.
+    pub connect_timeout_ms: u64,
+    /// SQLite durability: `full` (default; a committed turn survives power loss) or `normal`
+    /// (survives a crash of contextd, may lose the last turns on power loss; faster).
+    pub sqlite_synchronous: SyncMode,
+    /// How often expired sessions are deleted, in milliseconds. Expired sessions are NOT_FOUND
+    /// from the moment they expire, whenever the sweep runs. Default 30000.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            max_lease_connections: 64,
+            connect_timeout_ms: 5_000,
+            sqlite_synchronous: SyncMode::Full,
+            sweep_interval_ms: 30_000,
+        }
+    }
+}
+
+/// SQLite's `synchronous` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Sync the WAL on every commit.
+    Full,
+    /// Sync at checkpoints only.
+    Normal,
 }
 
 /// How log lines look.
@@ -108,6 +170,9 @@ pub struct EngineConfig {
     /// Tokens kept free for the reply in every window (at most a quarter of the window).
     /// Default 1024.
     pub reserved_output_tokens: u32,
+    /// Model that writes summaries for sessions with the `summarize` strategy that name no
+    /// summarizer. Empty (the default): the session's own model.
+    pub summarizer_model: String,
 }
 
 impl Default for EngineConfig {
@@ -117,7 +182,196 @@ impl Default for EngineConfig {
             max_tool_steps: 8,
             default_max_context_tokens: 8192,
             reserved_output_tokens: 1024,
+            summarizer_model: String::new(),
         }
+    }
+}
+
+/// The protocol a backend speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// An OpenAI-compatible Chat Completions endpoint (OpenAI, Ollama, vLLM, llama.cpp
+    /// server, LM Studio, …).
+    Openai,
+    /// The Anthropic Messages API.
+    Anthropic,
+}
+
+impl BackendKind {
+    /// Lower-case name, as in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Openai => "openai",
+            BackendKind::Anthropic => "anthropic",
+        }
+    }
+
+    /// The provider's public endpoint, used when `base_url` is not set.
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            BackendKind::Openai => "https://api.openai.com/v1",
+            BackendKind::Anthropic => "https://api.anthropic.com/v1",
+        }
+    }
+}
+
+/// One `[[backends]]` entry: a model provider. Its models are named `<name>/<model>`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Prefix of its model names: 1 to 64 characters of `[A-Za-z0-9._-]`, not `echo`.
+    pub name: String,
+    /// `openai` or `anthropic`.
+    pub kind: BackendKind,
+    /// Endpoint root, e.g. `http://127.0.0.1:11434/v1`. Default: the provider's public API.
+    #[serde(default)]
+    pub base_url: String,
+    /// Environment variable holding the API key. Optional (local servers need none).
+    #[serde(default)]
+    pub api_key_env: String,
+    /// File holding the API key (surrounding whitespace is ignored). Optional; not together
+    /// with `api_key_env`.
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// Window size of its models, in tokens. Default 8192.
+    #[serde(default = "default_context_window")]
+    pub context_window: u32,
+    /// Model used when a session names the backend alone (`model = "<name>"`). Optional.
+    #[serde(default)]
+    pub default_model: String,
+    /// Models listed by `ModelService.ListModels` (any `<name>/<model>` works regardless).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Time to open the connection, in milliseconds. Default 10000.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time from sending the request to the first streamed event, in milliseconds. Default
+    /// 60000.
+    #[serde(default = "default_first_token_timeout_ms")]
+    pub first_token_timeout_ms: u64,
+    /// Longest pause between streamed events, in milliseconds. Default 60000.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Longest model step, in milliseconds. Default 600000.
+    #[serde(default = "default_total_timeout_ms")]
+    pub total_timeout_ms: u64,
+    /// Retries on HTTP 429, 5xx and connection errors before the first streamed event.
+    /// Default 3.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// First retry delay in milliseconds; doubled per retry, with jitter, unless the provider
+    /// sends `Retry-After`. Default 500.
+    #[serde(default = "default_retry_base_ms")]
+    pub retry_base_ms: u64,
+    /// Longest retry delay (also caps `Retry-After`), in milliseconds. Default 30000.
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+}
+
+fn default_context_window() -> u32 {
+    8192
+}
+fn default_connect_timeout_ms() -> u64 {
+    10_000
+}
+fn default_first_token_timeout_ms() -> u64 {
+    60_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    60_000
+}
+fn default_total_timeout_ms() -> u64 {
+    600_000
+}
+fn default_max_retries() -> u32 {
+    3
+}
+fn default_retry_base_ms() -> u64 {
+    500
+}
+fn default_retry_max_ms() -> u64 {
+    30_000
+}
+
+impl BackendConfig {
+    /// A backend with every optional setting at its default.
+    pub fn new(name: &str, kind: BackendKind, base_url: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            kind,
+            base_url: base_url.to_string(),
+            api_key_env: String::new(),
+            api_key_file: None,
+            context_window: default_context_window(),
+            default_model: String::new(),
+            models: Vec::new(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            first_token_timeout_ms: default_first_token_timeout_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            total_timeout_ms: default_total_timeout_ms(),
+            max_retries: default_max_retries(),
+            retry_base_ms: default_retry_base_ms(),
+            retry_max_ms: default_retry_max_ms(),
+        }
+    }
+
+    /// The endpoint root without a trailing slash.
+    pub fn endpoint(&self) -> String {
+        let url = if self.base_url.is_empty() {
+            self.kind.default_base_url()
+        } else {
+            self.base_url.as_str()
+        };
+        url.trim_end_matches('/').to_string()
+    }
+
+    /// Checks what types cannot; the message names the backend and the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let name = &self.name;
+        let bad = |what: String| Err(ConfigError::Invalid(format!("backend {name:?}: {what}")));
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return bad("name must be 1 to 64 characters of [A-Za-z0-9._-]".into());
+        }
+        if name == "echo" {
+            return bad("the name echo is taken by the built-in model".into());
+        }
+        let url = self.endpoint();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return bad(format!(
+                "base_url {url:?} must start with http:// or https://"
+            ));
+        }
+        if !self.api_key_env.is_empty() && self.api_key_file.is_some() {
+            return bad("set api_key_env or api_key_file, not both".into());
+        }
+        if self.context_window < 16 {
+            return bad("context_window must be at least 16 tokens".into());
+        }
+        if self.connect_timeout_ms == 0
+            || self.first_token_timeout_ms == 0
+            || self.idle_timeout_ms == 0
+            || self.total_timeout_ms == 0
+        {
+            return bad("timeouts must be at least 1 ms".into());
+        }
+        for model in self
+            .models
+            .iter()
+            .chain(std::iter::once(&self.default_model).filter(|m| !m.is_empty()))
+        {
+            if model.is_empty() || model.chars().any(char::is_whitespace) {
+                return bad(format!(
+                    "model name {model:?} must be non-empty without spaces"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -170,13 +424,81 @@ impl Config {
                 "engine.default_max_context_tokens must be at least 16".into(),
             ));
         }
+        let mut names = std::collections::HashSet::new();
+        for backend in &self.backends {
+            backend.validate()?;
+            if !names.insert(backend.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "backend {:?} is declared twice; backend names must be unique",
+                    backend.name
+                )));
+            }
+        }
         if self.limits.max_page_size == 0 || self.limits.default_page_size == 0 {
             return Err(ConfigError::Invalid(
                 "limits.default_page_size and limits.max_page_size must be at least 1".into(),
             ));
         }
+        self.store_kind()?;
+        self.session_ttl()?;
+        if self.storage.sweep_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "storage.sweep_interval_ms must be at least 1".into(),
+            ));
+        }
         parse_listen(&self.listen)
     }
+
+    /// The store `store` names.
+    pub fn store_kind(&self) -> Result<crate::store::open::StoreKind, ConfigError> {
+        self.store.parse().map_err(ConfigError::Invalid)
+    }
+
+    /// The parsed `session_ttl`.
+    pub fn session_ttl(&self) -> Result<Option<Duration>, ConfigError> {
+        self.session_ttl
+            .as_deref()
+            .map(|text| {
+                parse_duration(text)
+                    .map_err(|e| ConfigError::Invalid(format!("invalid session_ttl: {e}")))
+            })
+            .transpose()
+    }
+}
+
+/// Parses a duration such as `500ms`, `90s`, `15m`, `24h` or `7d` (a bare number is seconds).
+///
+/// ```
+/// use std::time::Duration;
+/// use contextd::config::parse_duration;
+///
+/// assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+/// assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+/// assert!(parse_duration("soon").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let expected = || {
+        format!("{text:?} is not a duration: use a number with ms, s, m, h or d, such as 30m or 7d")
+    };
+    let n: u64 = number.parse().map_err(|_| expected())?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(expected()),
+    };
+    let ms = n.checked_mul(unit_ms).ok_or_else(expected)?;
+    if ms == 0 {
+        return Err(format!("{text:?} is zero: a time-to-live must be positive"));
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 /// Parses `host:port`, explaining a bad port.
@@ -257,5 +579,52 @@ mod tests {
         assert_eq!(config.limits.max_context_depth, 32);
         assert_eq!(config.engine.max_tool_steps, 3);
         assert!(toml::from_str::<Config>("lisen = 1").is_err());
+    }
+
+    #[test]
+    fn backends_as_users_write_them() {
+        let config: Config = toml::from_str(
+            r#"
+[[backends]]
+name = "local"                      # models are then named "local/<model>"
+kind = "openai"                     # or "anthropic"
+base_url = "http://127.0.0.1:11434/v1"
+api_key_env = "LOCAL_API_KEY"       # optional; the key is read from this variable
+context_window = 8192               # tokens, for the window manager
+
+[[backends]]
+name = "anthropic"
+kind = "anthropic"
+api_key_file = "/run/secrets/anthropic"
+context_window = 200000
+default_model = "claude-sonnet-4-5"
+idle_timeout_ms = 5000
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.backends.len(), 2);
+        assert_eq!(config.backends[0].kind, BackendKind::Openai);
+        assert_eq!(config.backends[0].endpoint(), "http://127.0.0.1:11434/v1");
+        assert_eq!(config.backends[0].max_retries, 3);
+        assert_eq!(
+            config.backends[1].endpoint(),
+            "https://api.anthropic.com/v1"
+        );
+        assert_eq!(config.backends[1].idle_timeout_ms, 5000);
+        assert!(config.validate().is_ok());
+
+        let typo = toml::from_str::<Config>(
+            "[[backends]]\nname = \"x\"\nkind = \"openai\"\napi_key = \"k\"\n",
+        );
+        assert!(typo.unwrap_err().to_string().contains("api_key"));
+        let unknown_kind =
+            toml::from_str::<Config>("[[backends]]\nname = \"x\"\nkind = \"gemini\"\n");
+        assert!(unknown_kind.is_err());
+        let mut twice = config.clone();
+        twice.backends[1].name = "local".into();
+        assert!(twice.validate().unwrap_err().to_string().contains("twice"));
+        let mut echo = config;
+        echo.backends[0].name = "echo".into();
+        assert!(echo.validate().is_err());
     }
 }

@@ -19,8 +19,12 @@
 //! - [`model`]: the `ModelBackend` port and its adapters (the offline `echo` model).
 //! - [`store`]: the `SessionStore` port and its adapters (in memory).
 //! - [`tools`]: the `ToolProvider` port, the tool registry and the built-in session tools.
+//! - [`client`]: a Rust client: the generated tonic clients and a thin wrapper over them.
+//! - [`chat`]: the interactive terminal chat of `contextd chat`, built on [`client`].
 
 pub mod api;
+pub mod chat;
+pub mod client;
 pub mod config;
 pub mod engine;
 pub mod model;

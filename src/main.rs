@@ -24,6 +24,28 @@ enum Command {
     /// CONTEXTD_* environment variables, and these flags. The log filter comes from
     /// CONTEXTD_LOG or RUST_LOG (default: info).
     Serve(ServeArgs),
+    /// Chat with a contextd server in the terminal, over one Converse stream.
+    ///
+    /// Lines are sent as user messages and the reply prints as it arrives. When the model
+    /// asks for a client-side tool, type its result (start with `!` to report a failure).
+    /// Commands: /context, /history, /preview, /help, /quit. Ctrl-C cancels a running turn.
+    Chat(ChatArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ChatArgs {
+    /// The server, HOST:PORT or http://HOST:PORT
+    #[arg(long, env = "CONTEXTD_TARGET", value_name = "ADDR", default_value = contextd::client::DEFAULT_TARGET)]
+    target: String,
+    /// Session to attach to, created when it does not exist [default: a new chat-<random> one]
+    #[arg(long, value_name = "ID")]
+    session: Option<String>,
+    /// Model of a new session [default: the server's]
+    #[arg(long, value_name = "M")]
+    model: Option<String>,
+    /// Declare a client-side tool NAME on a new session; you type its results (repeatable)
+    #[arg(long = "tool", value_name = "NAME")]
+    tools: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -55,6 +77,17 @@ struct ServeArgs {
     /// Deepest nesting of a context or patch [default: 32]
     #[arg(long, env = "CONTEXTD_MAX_CONTEXT_DEPTH", value_name = "LEVELS")]
     max_context_depth: Option<usize>,
+    /// Where sessions live: `sqlite` (default, in --data-dir), `memory`, or a
+    /// `postgres://user@host:port/database` URL shared by several replicas.
+    #[arg(long, env = "CONTEXTD_STORE", value_name = "STORE")]
+    store: Option<String>,
+    /// Directory of the SQLite store (created on first start) [default: ./contextd-data].
+    #[arg(long, env = "CONTEXTD_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Idle time-to-live of sessions without an expire_time of their own (`30m`, `24h`,
+    /// `7d`); unset: sessions never expire.
+    #[arg(long, env = "CONTEXTD_SESSION_TTL", value_name = "DURATION")]
+    session_ttl: Option<String>,
 }
 
 impl ServeArgs {
@@ -87,6 +120,15 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_context_depth {
             config.limits.max_context_depth = v;
+        }
+        if let Some(v) = self.store {
+            config.store = v;
+        }
+        if let Some(v) = self.data_dir {
+            config.data_dir = v;
+        }
+        if let Some(v) = self.session_ttl {
+            config.session_ttl = Some(v);
         }
         Ok(config)
     }
@@ -133,7 +175,44 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command;
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Chat(args) => chat(args),
+    }
+}
+
+fn chat(args: ChatArgs) -> ExitCode {
+    let colour = std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let options = contextd::chat::ChatOptions {
+        target: args.target,
+        session_id: args.session,
+        model: args.model,
+        tools: args.tools,
+        colour,
+        prompts: std::io::stdin().is_terminal(),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("contextd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let input = tokio::io::BufReader::new(tokio::io::stdin());
+    match runtime.block_on(contextd::chat::run(options, input, std::io::stdout())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
     let config = match args.into_config() {
         Ok(config) => config,
         Err(e) => {
@@ -167,6 +246,14 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Announce the address only once the store is open and requests can be served.
+        let store = match contextd::server::open(&config).await {
+            Ok(store) => store,
+            Err(e) => {
+                eprintln!("contextd: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         match listener.local_addr() {
             Ok(local) => println!("contextd listening on {local}"),
             Err(e) => {
@@ -174,7 +261,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        match contextd::server::serve(listener, config, shutdown_signal()).await {
+        match contextd::server::serve_store(listener, config, store, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("contextd: {e}");

@@ -29,6 +29,7 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> (Process, String) {
         .env_remove("CONTEXTD_LISTEN")
         .env_remove("CONTEXTD_CONFIG")
         .env_remove("CONTEXTD_MAX_MESSAGE_BYTES")
+        .env("CONTEXTD_STORE", "memory")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     for (key, value) in env {

@@ -106,6 +106,8 @@ async fn open_creates_a_session_with_the_given_fields() {
             tools: vec![tool_def("lookup", "Looks things up.")],
             labels: HashMap::from([("env".to_string(), "test".to_string())]),
             max_context_tokens: 2048,
+            expire_time: None,
+            window: None,
         }))
         .await;
     let event = conversation.next().await;
@@ -478,7 +480,7 @@ async fn frames_queue_behind_a_running_turn() {
 async fn shutdown_after_grace_ends_open_streams_unavailable() {
     let config = Config {
         shutdown_grace_ms: 300,
-        ..Config::default()
+        ..common::test_config()
     };
     let mut server = TestServer::start_with(config).await;
     let mut interact = server.interact().await;

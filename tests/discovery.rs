@@ -9,10 +9,11 @@ use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-const OUR_SERVICES: [&str; 4] = [
+const OUR_SERVICES: [&str; 5] = [
     "contextd.v1.SessionService",
     "contextd.v1.InteractService",
     "contextd.v1.ToolService",
+    "contextd.v1.ModelService",
     "grpc.health.v1.Health",
 ];
 
@@ -25,6 +26,7 @@ async fn health_reports_serving() {
         "contextd.v1.InteractService",
         "contextd.v1.SessionService",
         "contextd.v1.ToolService",
+        "contextd.v1.ModelService",
     ] {
         let response = health
             .check(HealthCheckRequest {
@@ -51,8 +53,9 @@ async fn health_reports_serving() {
 
 /// Symbols every reflection version must resolve, with the file each lives in: our services,
 /// the health service, and a well-known type our messages use.
-const SYMBOLS: [(&str, &str); 4] = [
+const SYMBOLS: [(&str, &str); 5] = [
     ("contextd.v1.InteractService", "contextd/v1/interact.proto"),
+    ("contextd.v1.ModelService", "contextd/v1/model.proto"),
     ("contextd.v1.SessionService", "contextd/v1/session.proto"),
     ("grpc.health.v1.Health", "health.proto"),
     ("google.protobuf.Struct", "google/protobuf/struct.proto"),

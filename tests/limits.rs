@@ -38,7 +38,7 @@ async fn message_limit_is_exact() {
             max_message_bytes: 64,
             ..Limits::default()
         },
-        ..Config::default()
+        ..common::test_config()
     };
     let server = TestServer::start_with(config).await;
     let mut interact = server.interact().await;
@@ -174,7 +174,7 @@ async fn merged_context_size_is_limited() {
             max_context_bytes: 200,
             ..Limits::default()
         },
-        ..Config::default()
+        ..common::test_config()
     };
     let server = TestServer::start_with(config).await;
     let mut interact = server.interact().await;
@@ -257,7 +257,7 @@ async fn oversized_requests_are_refused_by_the_decoder() {
             max_request_bytes: 16 * 1024,
             ..Limits::default()
         },
-        ..Config::default()
+        ..common::test_config()
     };
     let server = TestServer::start_with(config).await;
     let mut interact = server.interact().await;

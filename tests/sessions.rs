@@ -38,6 +38,8 @@ async fn create_get_delete_round_trip() {
             tools: vec![tool_def("get_weather", "Weather for a city.")],
             labels: labels.clone(),
             max_context_tokens: 4000,
+            expire_time: None,
+            window: None,
         },
     )
     .await;

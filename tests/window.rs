@@ -66,8 +66,9 @@ fn check_window(window: &PreviewContextResponse, message_count: u64) {
     let order = |k: ContextEntryKind| match k {
         ContextEntryKind::SystemPrompt => 0,
         ContextEntryKind::Context => 1,
-        ContextEntryKind::History => 2,
-        ContextEntryKind::UserMessage => 3,
+        ContextEntryKind::Summary => 2,
+        ContextEntryKind::History => 3,
+        ContextEntryKind::UserMessage => 4,
         ContextEntryKind::Unspecified => panic!("entry kind unspecified"),
     };
     let ranks: Vec<i32> = window.entries.iter().map(|e| order(e.kind())).collect();

@@ -12,9 +12,10 @@ use serde_json::{Number, Value};
 use super::v1;
 use crate::engine::session::{
     Context, FinishReason, Message, Role, Session, SessionState, ToolCall, ToolResult, ToolSpec,
-    Usage,
+    Usage, WindowStrategy,
 };
-use crate::engine::{EntryKind, Preview, PreviewEntry};
+use crate::engine::{EntryKind, Preview, PreviewEntry, WindowSettings};
+use crate::model::{BackendInfo, ModelInfo};
 
 /// Wire input that cannot be accepted; the text says what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,6 +104,21 @@ pub fn value_to_wire(value: &Value) -> prost_types::Value {
 
 fn timestamp(time: SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(time)
+}
+
+/// A requested expiry from the wire (`None` when unset).
+pub fn expire_time_from_wire(
+    field: &str,
+    time: Option<prost_types::Timestamp>,
+) -> Result<Option<SystemTime>, WireError> {
+    time.map(|t| {
+        SystemTime::try_from(t).map_err(|e| {
+            WireError(format!(
+                "{field} is not a valid timestamp ({e}): use seconds since the Unix epoch with nanos in 0..1e9"
+            ))
+        })
+    })
+    .transpose()
 }
 
 /// Client-declared tools from the wire.
@@ -212,6 +228,77 @@ pub fn session_to_wire(session: &Session) -> v1::Session {
             .collect(),
         usage: Some(usage_to_wire(&session.usage)),
         max_context_tokens: session.max_context_tokens,
+        expire_time: session.expire_time.map(timestamp),
+        window: Some(v1::WindowSettings {
+            strategy: strategy_to_wire(session.window.strategy) as i32,
+            summarize_threshold_percent: session.window.summarize_threshold_percent,
+            summarizer_model: session.window.summarizer_model.clone(),
+        }),
+        summary: session
+            .window
+            .summary
+            .as_ref()
+            .map(|summary| v1::ContextSummary {
+                text: summary.text.clone(),
+                first_message_index: summary.first_index,
+                end_message_index: summary.end_index,
+                token_count: summary.token_count,
+            }),
+        token_estimate_scale: session.window.token_scale,
+    }
+}
+
+fn strategy_to_wire(strategy: WindowStrategy) -> v1::WindowStrategy {
+    match strategy {
+        WindowStrategy::SlidingWindow => v1::WindowStrategy::SlidingWindow,
+        WindowStrategy::Summarize => v1::WindowStrategy::Summarize,
+        WindowStrategy::Disabled => v1::WindowStrategy::Disabled,
+    }
+}
+
+/// Window settings from the wire (absent: the defaults).
+pub fn window_from_wire(settings: Option<v1::WindowSettings>) -> Result<WindowSettings, WireError> {
+    let Some(settings) = settings else {
+        return Ok(WindowSettings::default());
+    };
+    let strategy = match v1::WindowStrategy::try_from(settings.strategy) {
+        Ok(v1::WindowStrategy::Unspecified | v1::WindowStrategy::SlidingWindow) => {
+            WindowStrategy::SlidingWindow
+        }
+        Ok(v1::WindowStrategy::Summarize) => WindowStrategy::Summarize,
+        Ok(v1::WindowStrategy::Disabled) => WindowStrategy::Disabled,
+        Err(_) => {
+            return Err(WireError(format!(
+                "window.strategy {} is not a known WindowStrategy; use WINDOW_STRATEGY_SLIDING_WINDOW, WINDOW_STRATEGY_SUMMARIZE or WINDOW_STRATEGY_DISABLED",
+                settings.strategy
+            )));
+        }
+    };
+    Ok(WindowSettings {
+        strategy,
+        summarize_threshold_percent: settings.summarize_threshold_percent,
+        summarizer_model: settings.summarizer_model,
+    })
+}
+
+/// A listed model for the wire.
+pub fn model_to_wire(model: &ModelInfo, default_model: &str) -> v1::ModelInfo {
+    v1::ModelInfo {
+        name: model.name.clone(),
+        backend: model.backend.clone(),
+        kind: model.kind.clone(),
+        context_window: model.context_window,
+        is_default: model.name == default_model,
+    }
+}
+
+/// A configured backend for the wire.
+pub fn backend_to_wire(backend: &BackendInfo) -> v1::BackendInfo {
+    v1::BackendInfo {
+        name: backend.name.clone(),
+        kind: backend.kind.clone(),
+        context_window: backend.context_window,
+        default_model: backend.default_model.clone(),
     }
 }
 
@@ -243,6 +330,7 @@ fn entry_to_wire(entry: &PreviewEntry) -> v1::ContextEntry {
             entry.role.map(role_to_wire).unwrap_or_default(),
         ),
         EntryKind::UserMessage => (v1::ContextEntryKind::UserMessage, v1::MessageRole::User),
+        EntryKind::Summary => (v1::ContextEntryKind::Summary, v1::MessageRole::Unspecified),
     };
     v1::ContextEntry {
         kind: kind as i32,
@@ -252,6 +340,8 @@ fn entry_to_wire(entry: &PreviewEntry) -> v1::ContextEntry {
         message_index: entry.message_index,
         tool_calls: entry.tool_calls.iter().map(tool_call_to_wire).collect(),
         tool_call_id: entry.tool_call_id.clone(),
+        summary_first_message_index: entry.summarized.map(|(first, _)| first),
+        summary_end_message_index: entry.summarized.map(|(_, end)| end),
     }
 }
 

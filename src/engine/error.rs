@@ -47,7 +47,7 @@ pub enum EngineError {
     FailedPrecondition(String),
     /// The new message (with its turn) does not fit the context window.
     #[error(
-        "the message does not fit the context window: it needs {needed} tokens but {available} are left (max_context_tokens {max_context_tokens} - reserved output {reserved_output_tokens} - system prompt and context {pinned}); shorten it by {over} tokens or raise max_context_tokens"
+        "the message does not fit the context window: it needs {needed} tokens but {available} are left (max_context_tokens {max_context_tokens} - reserved output {reserved_output_tokens} - system prompt, context and summary {pinned}); shorten it by {over} tokens or raise max_context_tokens"
     )]
     MessageTooLarge {
         /// Tokens the message and its turn need.
@@ -60,7 +60,7 @@ pub enum EngineError {
         max_context_tokens: u32,
         /// The reserved output budget.
         reserved_output_tokens: u32,
-        /// Tokens of the system prompt and context.
+        /// Tokens of the system prompt, context and summary.
         pinned: u32,
     },
     /// Another writer changed the session between read and write.

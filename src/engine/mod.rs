@@ -8,6 +8,7 @@ pub mod error;
 pub mod locks;
 pub mod patch;
 pub mod session;
+pub mod summary;
 pub mod tokens;
 pub mod turn;
 pub mod validate;
@@ -15,20 +16,20 @@ pub mod window;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 pub use error::EngineError;
 pub use turn::{NoSink, SinkClosed, TurnEvent, TurnOutcome, TurnRequest, TurnSink};
 
 use crate::config::{EngineConfig, Limits};
 use crate::model::{ModelBackend, ModelInfo, ModelRegistry};
-use crate::store::{SessionStore, StoreError};
+use crate::store::{SessionLease, SessionStore, StoreError};
 use crate::tools::{ServerTool, ToolOutput, ToolRegistry, ToolScope};
 use locks::TurnLocks;
 use patch::merge_context;
 use session::{
-    Context, Role, Session, SharedMessage, ToolSpec, generate_session_id, validate_session_id,
-    validate_tools,
+    Context, Role, Session, SharedMessage, ToolSpec, WindowState, WindowStrategy,
+    generate_session_id, validate_session_id, validate_tools,
 };
 use tokens::TokenCounter;
 use validate::check_context;
@@ -58,6 +59,21 @@ pub struct NewSession {
     pub labels: BTreeMap<String, String>,
     /// Window size; 0 for the model's default.
     pub max_context_tokens: u32,
+    /// A fixed expiry; `None` for the server's idle time-to-live (if any).
+    pub expire_time: Option<SystemTime>,
+    /// How the window is managed.
+    pub window: WindowSettings,
+}
+
+/// How a session's window is managed (the settable part of [`WindowState`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowSettings {
+    /// The strategy.
+    pub strategy: WindowStrategy,
+    /// `summarize`: threshold in percent of the input budget; 0 for the default (90).
+    pub summarize_threshold_percent: u32,
+    /// `summarize`: the summarizer model; empty for the default.
+    pub summarizer_model: String,
 }
 
 /// A change to a session; `None` fields stay as they are.
@@ -73,10 +89,14 @@ pub struct SessionUpdate {
     pub model: Option<String>,
     /// New window size (0: the model's default).
     pub max_context_tokens: Option<u32>,
+    /// New window settings (the summary and measured token scale are kept).
+    pub window: Option<WindowSettings>,
     /// Labels to add or replace.
     pub set_labels: BTreeMap<String, String>,
     /// Labels to remove.
     pub remove_labels: Vec<String>,
+    /// A new fixed expiry (replaces the idle time-to-live).
+    pub expire_time: Option<SystemTime>,
 }
 
 /// What a window holds at one position.
@@ -90,6 +110,8 @@ pub enum EntryKind {
     History,
     /// The new user message.
     UserMessage,
+    /// The running summary of older turns (`summarize` strategy).
+    Summary,
 }
 
 /// One entry of a previewed window.
@@ -109,6 +131,8 @@ pub struct PreviewEntry {
     pub tool_calls: Vec<session::ToolCall>,
     /// The call a tool message answers.
     pub tool_call_id: String,
+    /// For the summary: the stored messages it stands for (`first..end`).
+    pub summarized: Option<(u64, u64)>,
 }
 
 /// Exactly what the model would see.
@@ -137,7 +161,14 @@ pub struct Engine {
     locks: TurnLocks,
     config: EngineConfig,
     limits: Limits,
-    counter: TokenCounter,
+    session_ttl: Option<Duration>,
+}
+
+/// Held while a turn or change runs on a session: the in-process lock (arrival order within
+/// this process) and the store's lease (one holder across processes sharing the store).
+pub(crate) struct SessionGuard {
+    _lease: SessionLease,
+    _local: locks::TurnGuard,
 }
 
 impl Engine {
@@ -156,8 +187,44 @@ impl Engine {
             locks: TurnLocks::default(),
             config,
             limits,
-            counter: TokenCounter,
+            session_ttl: None,
         }
+    }
+
+    /// Gives sessions without an expiry of their own this idle time-to-live.
+    pub fn with_session_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.session_ttl = ttl;
+        self
+    }
+
+    /// Waits for the session's turn: first in this process, then across processes.
+    pub(crate) async fn lock_session(&self, session_id: &str) -> Result<SessionGuard, EngineError> {
+        let local = self.locks.lock(session_id).await;
+        let lease = self.store.lease_session(session_id).await?;
+        Ok(SessionGuard {
+            _lease: lease,
+            _local: local,
+        })
+    }
+
+    /// Reads a session that has not expired. An expired one still in the store (the sweep
+    /// has not reached it yet) is deleted here and reported as absent.
+    pub(crate) async fn load_session(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<Session>, EngineError> {
+        match self.store.get_session(session_id).await? {
+            Some(session) if session.is_expired(session::now()) => {
+                self.store.delete_session(session_id).await?;
+                Ok(None)
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Deletes up to `limit` expired sessions; returns how many went.
+    pub async fn sweep_expired(&self, limit: usize) -> Result<u64, EngineError> {
+        Ok(self.store.delete_expired(session::now(), limit).await?)
     }
 
     /// The limits this engine enforces.
@@ -165,9 +232,19 @@ impl Engine {
         &self.limits
     }
 
-    /// The models served.
+    /// The models listed by name.
     pub fn models(&self) -> Vec<ModelInfo> {
         self.models.models()
+    }
+
+    /// The configured provider backends (each serves any `<name>/<model>`).
+    pub fn backends(&self) -> Vec<crate::model::BackendInfo> {
+        self.models.backends()
+    }
+
+    /// The model of sessions that name none.
+    pub fn default_model(&self) -> &str {
+        &self.config.default_model
     }
 
     /// Creates a session.
@@ -197,10 +274,18 @@ impl Engine {
             new.model
         };
         let (_, info) = self.resolve_model(&model)?;
+        // `backend` alone names its default model: store the full name.
+        let model = info.name.clone();
         check_context("context", &new.context, &self.limits)?;
         self.check_tools(&new.tools)?;
         let max_context_tokens = self.window_size(new.max_context_tokens, &info)?;
-        let now = SystemTime::now();
+        let now = session::now();
+        let (expire_time, idle_ttl) = match new.expire_time {
+            Some(at) => (Some(check_expiry(at, now)?), None),
+            None => (self.session_ttl.map(|ttl| now + ttl), self.session_ttl),
+        };
+        let mut window = WindowState::default();
+        self.apply_window_settings(&mut window, new.window)?;
         Ok(Session {
             id,
             system_prompt: new.system_prompt,
@@ -215,9 +300,43 @@ impl Engine {
             usage: Default::default(),
             max_context_tokens,
             version: 1,
+            expire_time,
+            idle_ttl,
+            window,
         })
     }
 
+    /// Checks window settings and applies them (the summary and token scale stay).
+    fn apply_window_settings(
+        &self,
+        window: &mut WindowState,
+        settings: WindowSettings,
+    ) -> Result<(), EngineError> {
+        let threshold = settings.summarize_threshold_percent;
+        if threshold != 0 && !(10..=100).contains(&threshold) {
+            return Err(EngineError::InvalidArgument(format!(
+                "summarize_threshold_percent {threshold} is out of range: use 0 (the default, {}) or 10 to 100",
+                session::DEFAULT_SUMMARIZE_THRESHOLD_PERCENT
+            )));
+        }
+        let summarizer = if settings.summarizer_model.is_empty() {
+            String::new()
+        } else {
+            self.resolve_model(&settings.summarizer_model)
+                .map_err(|e| match e {
+                    EngineError::UnknownModel { model, known } => EngineError::InvalidArgument(
+                        format!("unknown summarizer_model '{model}'; known models: {known}"),
+                    ),
+                    other => other,
+                })?
+                .1
+                .name
+        };
+        window.strategy = settings.strategy;
+        window.summarize_threshold_percent = threshold;
+        window.summarizer_model = summarizer;
+        Ok(())
+    }
     fn window_size(&self, requested: u32, model: &ModelInfo) -> Result<u32, EngineError> {
         match requested {
             0 => Ok(model.context_window),
@@ -266,8 +385,7 @@ impl Engine {
     /// Returns a session.
     pub async fn get_session(&self, session_id: &str) -> Result<Session, EngineError> {
         validate_session_id(session_id).map_err(EngineError::InvalidArgument)?;
-        self.store
-            .get_session(session_id)
+        self.load_session(session_id)
             .await?
             .ok_or_else(|| EngineError::SessionNotFound(session_id.to_string()))
     }
@@ -281,6 +399,9 @@ impl Engine {
     ) -> Result<(Vec<Session>, Option<String>), EngineError> {
         // One extra row tells whether another page exists, so the last page has no token.
         let mut sessions = self.store.list_sessions(after, limit + 1).await?;
+        // Expired sessions the sweep has not removed yet are already gone to clients.
+        let now = session::now();
+        sessions.retain(|s| !s.is_expired(now));
         let next = if sessions.len() > limit {
             sessions.truncate(limit);
             sessions.last().map(|s| s.id.clone())
@@ -300,9 +421,17 @@ impl Engine {
         if let Some(patch) = &update.context_patch {
             check_context("context", patch, &self.limits)?;
         }
-        let _turn = self.locks.lock(session_id).await;
+        let expiry = update
+            .expire_time
+            .map(|at| check_expiry(at, session::now()))
+            .transpose()?;
+        let _turn = self.lock_session(session_id).await?;
         let mut session = self.get_session(session_id).await?;
         let version = session.version;
+        if let Some(at) = expiry {
+            session.expire_time = Some(at);
+            session.idle_ttl = None;
+        }
         if let Some(patch) = &update.context_patch {
             merge_context(&mut session.context, patch);
             check_context("the merged context", &session.context, &self.limits)?;
@@ -320,8 +449,15 @@ impl Engine {
             session.tools = tools;
         }
         if let Some(model) = update.model {
-            self.resolve_model(&model)?;
-            session.model = model;
+            let (_, info) = self.resolve_model(&model)?;
+            if info.name != session.model {
+                // Another tokenizer: the measured scale no longer applies.
+                session.window.token_scale = 0.0;
+            }
+            session.model = info.name;
+        }
+        if let Some(settings) = update.window {
+            self.apply_window_settings(&mut session.window, settings)?;
         }
         if let Some(size) = update.max_context_tokens {
             let (_, info) = self.resolve_model(&session.model)?;
@@ -338,7 +474,7 @@ impl Engine {
     /// Stores a change to a session's settings or context (no new messages), refusing it if
     /// the session moved past `version` meanwhile.
     async fn save_change(&self, session: &mut Session, version: u64) -> Result<(), EngineError> {
-        session.update_time = SystemTime::now();
+        session.touch(session::now());
         session.version = version + 1;
         self.store
             .commit(session, Some(version), &[])
@@ -349,11 +485,18 @@ impl Engine {
     /// Deletes a session; returns how many messages it had.
     pub async fn delete_session(&self, session_id: &str) -> Result<u64, EngineError> {
         validate_session_id(session_id).map_err(EngineError::InvalidArgument)?;
-        let _turn = self.locks.lock(session_id).await;
-        self.store
-            .delete_session(session_id)
+        let _turn = self.lock_session(session_id).await?;
+        // An expired session is already gone to clients; deleting it again finds nothing.
+        let expired = self
+            .store
+            .get_session(session_id)
             .await?
-            .ok_or_else(|| EngineError::SessionNotFound(session_id.to_string()))
+            .is_some_and(|s| s.is_expired(session::now()));
+        let deleted = self.store.delete_session(session_id).await?;
+        match deleted {
+            Some(count) if !expired => Ok(count),
+            _ => Err(EngineError::SessionNotFound(session_id.to_string())),
+        }
     }
 
     /// Lists stored messages from index `from`, at most `limit`; also returns the index to
@@ -420,7 +563,7 @@ impl Engine {
         };
         validate_session_id(session_id).map_err(EngineError::InvalidArgument)?;
         // Same lock as a turn: a tool that changes the context must not race a turn.
-        let _turn = self.locks.lock(session_id).await;
+        let _turn = self.lock_session(session_id).await?;
         let mut session = self.get_session(session_id).await?;
         let mut context = session.context.clone();
         let output = provider
@@ -463,16 +606,19 @@ impl Engine {
             stored_tail,
             history,
         } = self.load_window(&session, pending_turn).await?;
-        let head = PinnedHead::new(&self.counter, &session.system_prompt, &session.context);
+        let counter = TokenCounter::for_model(&session.model);
+        let head = PinnedHead::new(&counter, &session.system_prompt, &session.context)
+            .with_summary(session.window.active_summary());
         let user_tokens = if message.is_empty() {
             0
         } else {
-            self.counter.count_message(Role::User, message, &[], "")
+            counter.count_message(Role::User, message, &[], "")
         };
         let tail_tokens: u32 = stored_tail.iter().map(|m| m.token_count).sum::<u32>() + user_tokens;
         let before = session.message_count - stored_tail.len() as u64;
         let selection = select_history(budget, &head, tail_tokens, &history)
             .map_err(|e| too_large(e, budget, &head))?;
+        check_nothing_dropped(&session, before, selection.taken)?;
 
         let mut entries = Vec::new();
         if head.system_tokens > 0 {
@@ -484,6 +630,7 @@ impl Engine {
                 message_index: None,
                 tool_calls: vec![],
                 tool_call_id: String::new(),
+                summarized: None,
             });
         }
         if head.context_tokens > 0 {
@@ -495,6 +642,19 @@ impl Engine {
                 message_index: None,
                 tool_calls: vec![],
                 tool_call_id: String::new(),
+                summarized: None,
+            });
+        }
+        if let Some(summary) = &head.summary {
+            entries.push(PreviewEntry {
+                kind: EntryKind::Summary,
+                role: None,
+                content: summary.text.clone(),
+                token_count: summary.token_count,
+                message_index: None,
+                tool_calls: vec![],
+                tool_call_id: String::new(),
+                summarized: Some((summary.first_index, summary.end_index)),
             });
         }
         let shown = history[..selection.taken]
@@ -509,6 +669,7 @@ impl Engine {
             message_index: Some(m.index),
             tool_calls: m.tool_calls.clone(),
             tool_call_id: m.tool_call_id.clone(),
+            summarized: None,
         }));
         if !message.is_empty() {
             entries.push(PreviewEntry {
@@ -519,6 +680,7 @@ impl Engine {
                 message_index: None,
                 tool_calls: vec![],
                 tool_call_id: String::new(),
+                summarized: None,
             });
         }
         Ok(Preview {
@@ -531,6 +693,18 @@ impl Engine {
         })
     }
 
+    /// Provider tokens per counted token for `session`: measured, or the model's first guess.
+    fn token_scale(&self, session: &Session) -> f64 {
+        if session.window.token_scale > 0.0 {
+            return session.window.token_scale;
+        }
+        self.models
+            .resolve(&session.model)
+            .map(|(_, info)| info.initial_token_scale)
+            .filter(|scale| *scale > 0.0)
+            .unwrap_or(1.0)
+    }
+
     /// Reads what a window for `session` is chosen from: the paused turn's stored messages
     /// (when `pending_turn` names one) and enough history before them to fill the budget.
     async fn load_window(
@@ -541,15 +715,24 @@ impl Engine {
         let budget = WindowBudget::new(
             session.max_context_tokens,
             self.config.reserved_output_tokens,
-        );
+        )
+        .with_scale(self.token_scale(session));
         let stored_tail = match pending_turn {
             Some(turn_id) => self.load_turn_tail(session, turn_id).await?,
             None => Vec::new(),
         };
         let before = session.message_count - stored_tail.len() as u64;
-        let history = self
+        let mut history = self
             .load_history(&session.id, before, budget.input_tokens())
             .await?;
+        // Messages the summary stands for are not shown again.
+        if let Some(summary) = session.window.active_summary() {
+            let shown = history
+                .iter()
+                .take_while(|m| m.index >= summary.end_index)
+                .count();
+            history.truncate(shown);
+        }
         Ok(WindowSource {
             budget,
             stored_tail,
@@ -614,6 +797,19 @@ impl Engine {
     }
 }
 
+/// With the `disabled` strategy, refuses a window that leaves out any of the `before` stored
+/// messages.
+fn check_nothing_dropped(session: &Session, before: u64, taken: usize) -> Result<(), EngineError> {
+    let omitted = before - taken as u64;
+    if session.window.strategy == WindowStrategy::Disabled && omitted > 0 {
+        return Err(EngineError::InvalidArgument(format!(
+            "session '{}' uses the window strategy disabled, and {omitted} of its {before} stored messages no longer fit its window of {} tokens; raise max_context_tokens, switch to sliding_window or summarize, or start a new session",
+            session.id, session.max_context_tokens
+        )));
+    }
+    Ok(())
+}
+
 /// What a window is chosen from, read once per turn (or preview).
 struct WindowSource {
     /// The session's budget.
@@ -625,6 +821,17 @@ struct WindowSource {
 }
 
 /// Maps a store error of a write to the engine's view of it.
+/// Checks a client-set expiry: it must lie in the future.
+fn check_expiry(at: SystemTime, now: SystemTime) -> Result<SystemTime, EngineError> {
+    if at <= now {
+        return Err(EngineError::InvalidArgument(
+            "expire_time is in the past: set a future time, or leave it unset for the server's session TTL"
+                .into(),
+        ));
+    }
+    Ok(session::to_micros(at))
+}
+
 fn map_write_error(error: StoreError, session_id: &str) -> EngineError {
     match error {
         StoreError::NotFound(_) => EngineError::SessionNotFound(session_id.to_string()),

@@ -3,7 +3,7 @@
 //! share; the wire types live in [`crate::api`].
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
 
@@ -44,9 +44,111 @@ pub struct Session {
     pub max_context_tokens: u32,
     /// Incremented by every write; stores refuse a write based on a stale version.
     pub version: u64,
+    /// When the session expires (is deleted); `None` for never.
+    pub expire_time: Option<SystemTime>,
+    /// Idle time-to-live: every change moves `expire_time` to this long after it. `None` when
+    /// the expiry is fixed (set by the client) or there is none.
+    pub idle_ttl: Option<Duration>,
+    /// How the context window is managed, and what that needs to remember.
+    pub window: WindowState,
+}
+
+/// How a session's window is kept within its budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowStrategy {
+    /// Drop the oldest whole turns that do not fit (a tool call stays with its results; the
+    /// newest turn is never dropped).
+    #[default]
+    SlidingWindow,
+    /// When the window would pass the threshold, fold the oldest turns into a running
+    /// summary (kept pinned); the originals stay in storage.
+    Summarize,
+    /// Never leave anything out: a turn whose history does not fit fails.
+    Disabled,
+}
+
+impl WindowStrategy {
+    /// The name used in configuration and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WindowStrategy::SlidingWindow => "sliding_window",
+            WindowStrategy::Summarize => "summarize",
+            WindowStrategy::Disabled => "disabled",
+        }
+    }
+}
+
+/// Default share of the input budget at which `summarize` folds turns, in percent.
+pub const DEFAULT_SUMMARIZE_THRESHOLD_PERCENT: u32 = 90;
+
+/// Everything a session keeps about its window: the chosen strategy and its settings, the
+/// token-estimate correction measured from the provider, and the running summary. Stored as
+/// one unit (one JSON document in durable stores).
+#[derive(serde::Serialize, serde::Deserialize, Default, Clone, Debug, PartialEq)]
+#[serde(default)]
+pub struct WindowState {
+    /// The strategy.
+    pub strategy: WindowStrategy,
+    /// `summarize`: fold when the window would exceed this percentage of the input budget.
+    /// 0: the default (90).
+    pub summarize_threshold_percent: u32,
+    /// `summarize`: the model that writes summaries. Empty: the server's
+    /// `engine.summarizer_model`, or the session's own model.
+    pub summarizer_model: String,
+    /// Provider tokens per counted token, measured from the `input_tokens` the provider
+    /// reported (models whose tokenizer is not public). 0: not measured yet.
+    pub token_scale: f64,
+    /// The running summary of the oldest turns (`summarize`).
+    pub summary: Option<ContextSummary>,
+}
+
+impl WindowState {
+    /// The threshold in effect, in percent.
+    pub fn threshold_percent(&self) -> u32 {
+        match self.summarize_threshold_percent {
+            0 => DEFAULT_SUMMARIZE_THRESHOLD_PERCENT,
+            n => n,
+        }
+    }
+
+    /// The summary shown to the model, if the strategy uses one.
+    pub fn active_summary(&self) -> Option<&ContextSummary> {
+        match self.strategy {
+            WindowStrategy::Summarize => self.summary.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// A summary that stands in for a range of stored messages in the window.
+#[derive(serde::Serialize, serde::Deserialize, Default, Clone, Debug, PartialEq)]
+#[serde(default)]
+pub struct ContextSummary {
+    /// The summary text.
+    pub text: String,
+    /// Index of the first message it covers.
+    pub first_index: u64,
+    /// Index after the last message it covers: history from here on is shown as is.
+    pub end_index: u64,
+    /// Its cost in the window, in counted tokens.
+    pub token_count: u32,
 }
 
 impl Session {
+    /// Whether the session has expired at `now` (and must be treated as gone).
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        self.expire_time.is_some_and(|at| at <= now)
+    }
+
+    /// Records a change at `now`: the update time, and the expiry when it follows activity.
+    pub fn touch(&mut self, now: SystemTime) {
+        self.update_time = now;
+        if let Some(ttl) = self.idle_ttl {
+            self.expire_time = Some(now + ttl);
+        }
+    }
+
     /// Whether the session waits for tool results.
     pub fn state(&self) -> SessionState {
         if self.pending.is_some() {
@@ -97,6 +199,16 @@ impl Role {
             Role::Tool => "tool",
         }
     }
+
+    /// The role named by [`Role::as_str`].
+    pub fn parse(name: &str) -> Option<Role> {
+        match name {
+            "user" => Some(Role::User),
+            "assistant" => Some(Role::Assistant),
+            "tool" => Some(Role::Tool),
+            _ => None,
+        }
+    }
 }
 
 /// A stored message, shared: history is read far more often than written, and windows, model
@@ -129,7 +241,7 @@ pub struct Message {
 }
 
 /// A tool a model may call.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ToolSpec {
     /// Unique name.
     pub name: String,
@@ -140,7 +252,7 @@ pub struct ToolSpec {
 }
 
 /// A model's request to run a tool.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ToolCall {
     /// Unique within the session.
     pub id: String,
@@ -162,7 +274,7 @@ pub struct ToolResult {
 }
 
 /// Token usage.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     /// Tokens sent to the model, summed over calls.
     pub input_tokens: u64,
@@ -244,6 +356,20 @@ pub fn validate_tools(tools: &[ToolSpec]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The current time, to the microsecond: the precision every store keeps, so a session reads
+/// back exactly as it was written.
+pub fn now() -> SystemTime {
+    to_micros(SystemTime::now())
+}
+
+/// `time` truncated to whole microseconds (since the Unix epoch).
+pub fn to_micros(time: SystemTime) -> SystemTime {
+    match time.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => std::time::UNIX_EPOCH + Duration::from_micros(after.as_micros() as u64),
+        Err(_) => time,
+    }
 }
 
 /// A new random session id.

@@ -1,7 +1,9 @@
-//! Token counting with a real tokenizer (tiktoken's o200k_base, compiled into the binary).
+//! Token counting with a real tokenizer (tiktoken's o200k_base, or cl100k_base for the older
+//! OpenAI models that use it; both compiled into the binary).
 //!
-//! A message's count is taken once, when the message is created, and stored with it, so
-//! assembling a window never re-tokenizes history.
+//! A message's count is taken once, when the message is created (with the session's model's
+//! tokenizer at that time), and stored with it, so assembling a window never re-tokenizes
+//! history.
 
 use std::sync::OnceLock;
 
@@ -12,19 +14,55 @@ use super::session::{Role, ToolCall};
 /// Tokens every message costs beyond its text (role and separators), as chat formats do.
 pub const MESSAGE_OVERHEAD_TOKENS: u32 = 4;
 
-/// Counts tokens. Cheap to clone; the tables are loaded once per process.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TokenCounter;
+/// Counts tokens with one tiktoken encoding. Cheap to copy; the tables are loaded once per
+/// process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TokenCounter {
+    /// `o200k_base`: GPT-4o, GPT-4.1, GPT-5, the o-series, and the estimate for other models.
+    #[default]
+    O200k,
+    /// `cl100k_base`: GPT-4, GPT-4 Turbo, GPT-3.5 Turbo.
+    Cl100k,
+}
 
-fn encoder() -> &'static CoreBPE {
+fn o200k() -> &'static CoreBPE {
     static ENCODER: OnceLock<&'static CoreBPE> = OnceLock::new();
     ENCODER.get_or_init(tiktoken_rs::o200k_base_singleton)
+}
+
+fn cl100k() -> &'static CoreBPE {
+    static ENCODER: OnceLock<&'static CoreBPE> = OnceLock::new();
+    ENCODER.get_or_init(tiktoken_rs::cl100k_base_singleton)
 }
 
 impl TokenCounter {
     /// Loads the tables now (they take a moment), so the first turn does not pay for it.
     pub fn warm_up() {
-        let _ = encoder();
+        let _ = o200k();
+    }
+
+    /// The counter for a session's model (`backend/model` or a bare name): cl100k for the
+    /// OpenAI models that use it, o200k for everything else.
+    pub fn for_model(model: &str) -> Self {
+        let name = model.rsplit('/').next().unwrap_or(model);
+        let legacy = name == "gpt-4"
+            || name.starts_with("gpt-4-")
+            || name.starts_with("gpt-3.5")
+            || name.starts_with("gpt-35")
+            || name.starts_with("text-embedding-ada")
+            || name.starts_with("text-embedding-3");
+        if legacy {
+            TokenCounter::Cl100k
+        } else {
+            TokenCounter::O200k
+        }
+    }
+
+    fn encoder(self) -> &'static CoreBPE {
+        match self {
+            TokenCounter::O200k => o200k(),
+            TokenCounter::Cl100k => cl100k(),
+        }
     }
 
     /// Tokens of a piece of text.
@@ -32,7 +70,7 @@ impl TokenCounter {
         if text.is_empty() {
             return 0;
         }
-        u32::try_from(encoder().encode_ordinary(text).len()).unwrap_or(u32::MAX)
+        u32::try_from(self.encoder().encode_ordinary(text).len()).unwrap_or(u32::MAX)
     }
 
     /// Tokens a message costs in a window: overhead, text, and its tool calls.
@@ -62,7 +100,7 @@ mod tests {
 
     #[test]
     fn counts_real_tokens() {
-        let counter = TokenCounter;
+        let counter = TokenCounter::O200k;
         assert_eq!(counter.count_text(""), 0);
         assert_eq!(counter.count_text("hello"), 1);
         let sentence = counter.count_text("Tell me about climate change.");
@@ -70,6 +108,35 @@ mod tests {
         assert_eq!(
             counter.count_message(Role::User, "hello", &[], ""),
             1 + MESSAGE_OVERHEAD_TOKENS
+        );
+    }
+
+    #[test]
+    fn picks_the_tokenizer_of_the_model() {
+        assert_eq!(
+            TokenCounter::for_model("openai/gpt-4o-mini"),
+            TokenCounter::O200k
+        );
+        assert_eq!(
+            TokenCounter::for_model("openai/gpt-4-turbo"),
+            TokenCounter::Cl100k
+        );
+        assert_eq!(
+            TokenCounter::for_model("local/gpt-3.5-turbo"),
+            TokenCounter::Cl100k
+        );
+        assert_eq!(TokenCounter::for_model("gpt-4"), TokenCounter::Cl100k);
+        assert_eq!(TokenCounter::for_model("gpt-4.1"), TokenCounter::O200k);
+        assert_eq!(
+            TokenCounter::for_model("anthropic/claude-sonnet-4-5"),
+            TokenCounter::O200k
+        );
+        assert_eq!(TokenCounter::for_model("echo"), TokenCounter::O200k);
+        let text = "naïve café résumé — 東京 🙂 ".repeat(20);
+        assert_ne!(
+            TokenCounter::O200k.count_text(&text),
+            TokenCounter::Cl100k.count_text(&text),
+            "two different encodings"
         );
     }
 }

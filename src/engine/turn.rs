@@ -7,8 +7,6 @@
 
 use std::future::Future;
 
-use std::time::SystemTime;
-
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -18,10 +16,12 @@ use super::session::{
     Context, FinishReason, Message, PendingTurn, Role, SharedMessage, ToolCall, ToolResult, Usage,
     generate_tool_call_id, generate_turn_id, validate_session_id,
 };
+use super::session::{WindowState, WindowStrategy};
+use super::tokens::TokenCounter;
 use super::validate::{check_context, check_message};
 use super::window::{PinnedHead, select_history};
-use super::{Engine, NewSession, WindowSource, map_write_error, too_large};
-use crate::model::{ModelBackend, ModelEvent, ModelFinish, ModelRequest};
+use super::{Engine, NewSession, WindowSource, check_nothing_dropped, map_write_error, too_large};
+use crate::model::{ModelBackend, ModelError, ModelEvent, ModelFinish, ModelRequest};
 use crate::tools::{ToolOutput, ToolScope};
 
 /// A request to run (or continue) a turn.
@@ -136,11 +136,11 @@ impl Engine {
         }
 
         let _turn = tokio::select! {
-            guard = self.locks.lock(&session_id) => guard,
+            guard = self.lock_session(&session_id) => guard?,
             _ = cancel.cancelled() => return Err(EngineError::Cancelled),
         };
 
-        let (mut session, created) = match self.store.get_session(&session_id).await? {
+        let (mut session, created) = match self.load_session(&session_id).await? {
             Some(session) => (session, false),
             None => {
                 let mut new = request.create.clone().unwrap_or_default();
@@ -149,7 +149,7 @@ impl Engine {
             }
         };
         let expected_version = (!created).then_some(session.version);
-        let (backend, _) = self.resolve_model(&session.model).map_err(|e| match e {
+        let (backend, model_info) = self.resolve_model(&session.model).map_err(|e| match e {
             EngineError::UnknownModel { model, known } => EngineError::FailedPrecondition(format!(
                 "session '{session_id}' uses model '{model}', which this server does not serve (known: {known}); change it with UpdateSession"
             )),
@@ -177,7 +177,7 @@ impl Engine {
         let WindowSource {
             budget,
             stored_tail,
-            history,
+            mut history,
         } = self
             .load_window(&session, resumed.then_some(turn_id.as_str()))
             .await?;
@@ -198,6 +198,7 @@ impl Engine {
         .await?;
 
         let mut turn = TurnState {
+            counter: TokenCounter::for_model(&session.model),
             next_index: session.message_count,
             turn_id: turn_id.clone(),
             new_messages: Vec::new(),
@@ -206,26 +207,42 @@ impl Engine {
             turn.push(self.tool_message(&turn, &call, &result));
         }
         if !request.message.is_empty() {
-            let tokens = self
+            let tokens = turn
                 .counter
                 .count_message(Role::User, &request.message, &[], "");
             turn.push(turn.message(Role::User, request.message.clone(), tokens));
         }
 
         let offered = self.offered_tools(&session);
-
-        let mut response = String::new();
-        let mut usage = Usage::default();
-        let mut client_calls = Vec::new();
-        let finish = loop {
-            let head = PinnedHead::new(&self.counter, &session.system_prompt, &session.context);
+        let before = session.message_count - stored_tail.len() as u64;
+        if session.window.strategy == WindowStrategy::Summarize {
             let turn_tokens: u32 = stored_tail
                 .iter()
                 .chain(&turn.new_messages)
                 .map(|m| m.token_count)
                 .sum();
-            let selection = select_history(budget, &head, turn_tokens, &history)
-                .map_err(|e| too_large(e, budget, &head))?;
+            self.summarize_if_needed(&mut session, budget, turn_tokens, &mut history, cancel)
+                .await?;
+        }
+        // Set once the provider said the window was too long: the window is trimmed below
+        // what was sent, once.
+        let mut trimmed: Option<u32> = None;
+
+        let mut response = String::new();
+        let mut usage = Usage::default();
+        let mut client_calls = Vec::new();
+        let finish = loop {
+            let head = PinnedHead::new(&turn.counter, &session.system_prompt, &session.context)
+                .with_summary(session.window.active_summary());
+            let turn_tokens: u32 = stored_tail
+                .iter()
+                .chain(&turn.new_messages)
+                .map(|m| m.token_count)
+                .sum();
+            let step_budget = trimmed.map_or(budget, |cap| budget.capped(cap));
+            let selection = select_history(step_budget, &head, turn_tokens, &history)
+                .map_err(|e| too_large(e, step_budget, &head))?;
+            check_nothing_dropped(&session, before, selection.taken)?;
             let messages: Vec<SharedMessage> = history[..selection.taken]
                 .iter()
                 .rev()
@@ -238,18 +255,47 @@ impl Engine {
                 system_prompt: head.system_prompt.clone(),
                 context: session.context.clone(),
                 context_text: head.context_text.clone(),
+                summary: head.summary.as_ref().map(|s| s.text.clone()),
                 messages,
                 tools: offered.clone(),
                 max_output_tokens: budget.reserved_output_tokens,
             };
 
-            let step = self
+            let step = match self
                 .run_model_step(backend.as_ref(), model_request, sink, cancel)
-                .await?;
+                .await
+            {
+                Err(EngineError::Model(ModelError::ContextTooLong { backend, message })) => {
+                    if trimmed.is_some() || selection.taken == 0 {
+                        return Err(EngineError::InvalidArgument(format!(
+                            "model backend '{backend}' says the window is too long for the model even after trimming it to {} tokens ({message}); lower max_context_tokens for this session or shorten the message",
+                            selection.total_tokens
+                        )));
+                    }
+                    let cap = selection.total_tokens.saturating_sub(head.tokens()) * 3 / 4;
+                    tracing::info!(
+                        session = %session_id,
+                        backend = %backend,
+                        sent_tokens = selection.total_tokens,
+                        "the provider says the window is too long; trimming it and retrying once"
+                    );
+                    trimmed = Some(head.tokens() + cap);
+                    // Remember for later turns: this model counts more tokens than estimated.
+                    let scale = budget.token_scale * 4.0 / 3.0;
+                    session.window.token_scale = scale.min(MAX_TOKEN_SCALE);
+                    continue;
+                }
+                other => other?,
+            };
             steps += 1;
+            if let Some((reported_input, _)) = step.reported
+                && model_info.kind == "anthropic"
+            {
+                calibrate(&mut session.window, reported_input, selection.total_tokens);
+            }
             response.push_str(&step.text);
             let output_tokens =
-                self.counter
+                turn.counter
                     .count_message(Role::Assistant, &step.text, &step.calls, "");
             let (input, output) = step
                 .reported
@@ -309,7 +355,7 @@ impl Engine {
         }
         session.message_count += turn.new_messages.len() as u64;
         session.usage.add(usage);
-        session.update_time = SystemTime::now();
+        session.touch(super::session::now());
         session.version += 1;
         self.store
             .commit(&session, expected_version, &turn.new_messages)
@@ -351,7 +397,18 @@ impl Engine {
                 next = stream.next() => next,
             };
             let Some(event) = next else { break };
-            match event? {
+            let event = match event {
+                // Only a window refused before any output may be trimmed and sent again;
+                // after text went out, a retry would repeat it.
+                Err(ModelError::ContextTooLong { backend, message }) if !step.text.is_empty() => {
+                    return Err(EngineError::Model(ModelError::Unavailable {
+                        backend,
+                        message,
+                    }));
+                }
+                other => other?,
+            };
+            match event {
                 ModelEvent::Delta(text) => {
                     step.text.push_str(&text);
                     emit(sink, TurnEvent::Delta(text)).await?;
@@ -395,7 +452,7 @@ impl Engine {
     }
 
     fn tool_message(&self, turn: &TurnState, call: &ToolCall, result: &ToolResult) -> Message {
-        let tokens = self
+        let tokens = turn
             .counter
             .count_message(Role::Tool, &result.content, &[], &call.name);
         let mut message = turn.message(Role::Tool, result.content.clone(), tokens);
@@ -406,8 +463,31 @@ impl Engine {
     }
 }
 
+/// Fewest counted input tokens a step needs before its reported usage corrects the estimate:
+/// below that, the provider's fixed overhead (tool definitions, its own framing) dominates.
+pub const MIN_CALIBRATION_TOKENS: u32 = 1024;
+/// Bounds of the token-estimate correction.
+const MIN_TOKEN_SCALE: f64 = 0.5;
+const MAX_TOKEN_SCALE: f64 = 4.0;
+
+/// Corrects a session's token estimate from the input tokens a provider reported for a window
+/// of `counted` tokens: the first measure is taken as is, later ones averaged in.
+fn calibrate(window: &mut WindowState, reported: u64, counted: u32) {
+    if counted < MIN_CALIBRATION_TOKENS || reported == 0 {
+        return;
+    }
+    let measured = (reported as f64 / f64::from(counted)).clamp(MIN_TOKEN_SCALE, MAX_TOKEN_SCALE);
+    window.token_scale = if window.token_scale > 0.0 {
+        (window.token_scale + measured) / 2.0
+    } else {
+        measured
+    };
+}
+
 /// The messages a turn adds, numbered from the session's message count.
 struct TurnState {
+    /// The tokenizer of the session's model.
+    counter: TokenCounter,
     next_index: u64,
     turn_id: String,
     new_messages: Vec<SharedMessage>,
@@ -423,7 +503,7 @@ impl TurnState {
             tool_call_id: String::new(),
             tool_name: String::new(),
             is_error: false,
-            create_time: SystemTime::now(),
+            create_time: super::session::now(),
             token_count,
             turn_id: self.turn_id.clone(),
         }
@@ -542,6 +622,7 @@ mod tests {
             vec![ModelInfo {
                 name: "scripted".into(),
                 context_window: 4096,
+                ..ModelInfo::default()
             }]
         }
 
@@ -733,6 +814,19 @@ mod tests {
         assert!(matches!(result, Err(EngineError::Cancelled)));
         assert!(f.dropped.load(Ordering::SeqCst), "model stream dropped");
         assert!(f.store.get_session("s1").await.unwrap().is_none());
+    }
+
+    #[test]
+    fn calibration_takes_the_first_measure_then_averages() {
+        let mut window = WindowState::default();
+        calibrate(&mut window, 500, 400);
+        assert_eq!(window.token_scale, 0.0, "small windows do not calibrate");
+        calibrate(&mut window, 2400, 2000);
+        assert!((window.token_scale - 1.2).abs() < 1e-9);
+        calibrate(&mut window, 2800, 2000);
+        assert!((window.token_scale - 1.3).abs() < 1e-9);
+        calibrate(&mut window, 100_000, 2000);
+        assert!(window.token_scale <= (1.3 + MAX_TOKEN_SCALE) / 2.0 + 1e-9);
     }
 
     #[tokio::test]

@@ -6,16 +6,21 @@
 //! assistant message that called tools is taken together with its results or not at all.
 //! Everything stays in storage; only the model's view is windowed.
 
-use super::session::{Context, Role, SharedMessage};
+use super::session::{Context, ContextSummary, Role, SharedMessage};
 use super::tokens::{MESSAGE_OVERHEAD_TOKENS, TokenCounter};
 
 /// The session's budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WindowBudget {
     /// Window size in tokens.
     pub max_context_tokens: u32,
     /// Tokens kept for the reply.
     pub reserved_output_tokens: u32,
+    /// Provider tokens per counted token (1.0 when the counter is the model's tokenizer).
+    pub token_scale: f64,
+    /// A lower limit on the input, in counted tokens, after the provider said the window
+    /// was too long.
+    pub input_cap: u32,
 }
 
 impl WindowBudget {
@@ -25,17 +30,34 @@ impl WindowBudget {
         Self {
             max_context_tokens,
             reserved_output_tokens: configured_reserve.min(max_context_tokens / 4),
+            token_scale: 1.0,
+            input_cap: u32::MAX,
         }
     }
 
-    /// Tokens the input may use.
+    /// The same budget for a model whose provider counts `scale` tokens per counted token.
+    pub fn with_scale(mut self, scale: f64) -> Self {
+        if scale.is_finite() && scale > 0.0 {
+            self.token_scale = scale;
+        }
+        self
+    }
+
+    /// The same budget with the input limited to `cap` counted tokens.
+    pub fn capped(mut self, cap: u32) -> Self {
+        self.input_cap = cap;
+        self
+    }
+
+    /// Tokens the input may use, in counted tokens.
     pub fn input_tokens(&self) -> u32 {
-        self.max_context_tokens - self.reserved_output_tokens
+        let provider_tokens = f64::from(self.max_context_tokens - self.reserved_output_tokens);
+        ((provider_tokens / self.token_scale).floor() as u32).min(self.input_cap)
     }
 }
 
 /// The pinned head of every window.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PinnedHead {
     /// The system prompt text.
     pub system_prompt: String,
@@ -45,6 +67,8 @@ pub struct PinnedHead {
     pub context_text: String,
     /// Its tokens (0 when empty).
     pub context_tokens: u32,
+    /// The running summary shown after the context, if any.
+    pub summary: Option<ContextSummary>,
 }
 
 impl PinnedHead {
@@ -63,12 +87,21 @@ impl PinnedHead {
             system_tokens: cost(system_prompt),
             context_tokens: cost(&context_text),
             context_text,
+            summary: None,
         }
+    }
+
+    /// The head with `summary` pinned after the context.
+    pub fn with_summary(mut self, summary: Option<&ContextSummary>) -> Self {
+        self.summary = summary.cloned();
+        self
     }
 
     /// Tokens of the whole head.
     pub fn tokens(&self) -> u32 {
-        self.system_tokens + self.context_tokens
+        self.system_tokens
+            + self.context_tokens
+            + self.summary.as_ref().map_or(0, |s| s.token_count)
     }
 }
 
@@ -119,7 +152,17 @@ pub fn select_history(
             available,
         });
     }
-    let mut left = available - turn_tokens;
+    let (taken, used) = take_units(newest_first, available - turn_tokens);
+    Ok(HistorySelection {
+        taken,
+        tokens: used,
+        total_tokens: head.tokens() + used + turn_tokens,
+    })
+}
+
+/// How many of the newest-first messages fit in `left` tokens, taken in whole units, and
+/// their tokens.
+pub fn take_units(newest_first: &[SharedMessage], mut left: u32) -> (usize, u32) {
     let mut taken = 0;
     let mut used = 0u32;
     while taken < newest_first.len() {
@@ -142,11 +185,7 @@ pub fn select_history(
         used += cost;
         taken = end + 1;
     }
-    Ok(HistorySelection {
-        taken,
-        tokens: used,
-        total_tokens: head.tokens() + used + turn_tokens,
-    })
+    (taken, used)
 }
 
 #[cfg(test)]
@@ -184,6 +223,7 @@ mod tests {
             system_tokens: 10,
             context_text: "c".into(),
             context_tokens: 10,
+            summary: None,
         }
     }
 
@@ -192,6 +232,11 @@ mod tests {
         assert_eq!(WindowBudget::new(8192, 1024).reserved_output_tokens, 1024);
         assert_eq!(WindowBudget::new(400, 1024).reserved_output_tokens, 100);
         assert_eq!(WindowBudget::new(400, 1024).input_tokens(), 300);
+        assert_eq!(
+            WindowBudget::new(400, 0).with_scale(2.0).input_tokens(),
+            200
+        );
+        assert_eq!(WindowBudget::new(400, 0).capped(150).input_tokens(), 150);
     }
 
     #[test]

@@ -44,6 +44,9 @@ impl ModelBackend for EchoModel {
         vec![ModelInfo {
             name: ECHO_MODEL.to_string(),
             context_window: self.context_window,
+            backend: ECHO_MODEL.to_string(),
+            kind: ECHO_MODEL.to_string(),
+            initial_token_scale: 1.0,
         }]
     }
 
@@ -257,6 +260,7 @@ mod tests {
             system_prompt: String::new(),
             context: context.as_object().cloned().unwrap_or_default(),
             context_text: String::new(),
+            summary: None,
             messages: messages.into_iter().map(Into::into).collect(),
             tools: vec![ToolSpec {
                 name: "lookup".into(),

@@ -17,9 +17,9 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use super::logging::record_session;
 use super::shutdown::{Lifecycle, shutting_down};
 use crate::api::convert::{
-    context_from_wire, context_to_wire, finish_to_wire, labels_from_wire, patch_from_wire,
-    session_to_wire, tool_call_to_wire, tool_result_to_wire, tool_results_from_wire,
-    tools_from_wire, usage_to_wire,
+    context_from_wire, context_to_wire, expire_time_from_wire, finish_to_wire, labels_from_wire,
+    patch_from_wire, session_to_wire, tool_call_to_wire, tool_result_to_wire,
+    tool_results_from_wire, tools_from_wire, usage_to_wire, window_from_wire,
 };
 use crate::api::v1::{
     self, converse_request::Frame, converse_response, interact_service_server::InteractService,
@@ -457,6 +457,8 @@ impl Conversation {
             tools: tools_from_wire(open.tools)?,
             labels: labels_from_wire(open.labels),
             max_context_tokens: open.max_context_tokens,
+            expire_time: expire_time_from_wire("open.expire_time", open.expire_time)?,
+            window: window_from_wire(open.window)?,
         };
         match self.engine.create_session(new).await {
             Ok(session) => Ok((session, true)),

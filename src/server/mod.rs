@@ -2,12 +2,13 @@
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future, so the binary and the
 //! tests start it the same way. Services: `contextd.v1.SessionService`, `InteractService`,
-//! `ToolService`, `grpc.health.v1.Health`, and server reflection (v1 and v1alpha). Layers:
+//! `ToolService`, `ModelService`, `grpc.health.v1.Health`, and server reflection (v1 and v1alpha). Layers:
 //! request logging ([`logging`]) and client deadlines ([`deadline`]).
 
 pub mod deadline;
 pub mod interact;
 pub mod logging;
+pub mod model;
 pub mod session;
 pub mod shutdown;
 pub mod status;
@@ -23,15 +24,18 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
 use crate::api::v1::{
-    interact_service_server::InteractServiceServer, session_service_server::SessionServiceServer,
-    tool_service_server::ToolServiceServer,
+    interact_service_server::InteractServiceServer, model_service_server::ModelServiceServer,
+    session_service_server::SessionServiceServer, tool_service_server::ToolServiceServer,
 };
-use crate::config::Config;
+use crate::config::{BackendKind, Config};
 use crate::engine::Engine;
 use crate::engine::tokens::TokenCounter;
-use crate::model::ModelRegistry;
+use crate::model::anthropic::AnthropicBackend;
 use crate::model::echo::EchoModel;
-use crate::store::memory::MemoryStore;
+use crate::model::openai::OpenAiBackend;
+use crate::model::{ModelBackend, ModelRegistry};
+use crate::store::SessionStore;
+use crate::store::open::{OpenError, OpenStore, open_store};
 use crate::tools::ToolRegistry;
 use crate::tools::builtin::BuiltinTools;
 use shutdown::Lifecycle;
@@ -42,39 +46,76 @@ const CONNECTION_CLOSE_BOUND: Duration = Duration::from_secs(2);
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// A configured model backend could not be set up (its key is missing, …).
+    #[error("{0}")]
+    Backend(String),
     /// Reflection could not be set up from the descriptors.
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
     /// The listener failed.
     #[error("serving failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// The store could not be opened.
+    #[error("{0}")]
+    Store(#[from] OpenError),
 }
 
 /// The names of the served contextd services, for health.
-pub const SERVICE_NAMES: [&str; 3] = [
+pub const SERVICE_NAMES: [&str; 4] = [
     "contextd.v1.SessionService",
     "contextd.v1.InteractService",
     "contextd.v1.ToolService",
+    "contextd.v1.ModelService",
 ];
 
-/// Builds the engine the configuration describes.
-pub fn build_engine(config: &Config) -> Engine {
+/// Opens the store the configuration names (creating the data directory, applying
+/// migrations).
+pub async fn open(config: &Config) -> Result<OpenStore, ServeError> {
+    let kind = config.store_kind()?;
+    Ok(open_store(&kind, &config.data_dir, &config.storage).await?)
+}
+
+/// Builds the engine the configuration describes over `store`: the echo model, every
+/// `[[backends]]` entry (reading their keys) and the built-in tools.
+pub fn build_engine(config: &Config, store: Arc<dyn SessionStore>) -> Result<Engine, ServeError> {
     let mut models = ModelRegistry::new();
     models.register(Arc::new(EchoModel::new(
         config.engine.default_max_context_tokens,
     )));
+    for backend in &config.backends {
+        let built: Arc<dyn ModelBackend> = match backend.kind {
+            BackendKind::Openai => {
+                Arc::new(OpenAiBackend::new(backend).map_err(ServeError::Backend)?)
+            }
+            BackendKind::Anthropic => {
+                Arc::new(AnthropicBackend::new(backend).map_err(ServeError::Backend)?)
+            }
+        };
+        tracing::info!(
+            backend = %backend.name,
+            kind = backend.kind.as_str(),
+            endpoint = %backend.endpoint(),
+            context_window = backend.context_window,
+            "model backend configured"
+        );
+        models.register(built);
+    }
     let mut tools = ToolRegistry::new();
     tools.register(Arc::new(BuiltinTools::new(
         config.limits.max_context_depth,
         config.limits.max_context_bytes,
     )));
-    Engine::new(
-        Arc::new(MemoryStore::new()),
+    Ok(Engine::new(
+        store,
         models,
         tools,
         config.engine.clone(),
         config.limits.clone(),
     )
+    .with_session_ttl(config.session_ttl()?))
 }
 
 /// Serves contextd on `listener` until `shutdown` resolves, then shuts down gracefully (see
@@ -84,10 +125,25 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let store = open(&config).await?;
+    serve_store(listener, config, store, shutdown).await
+}
+
+/// [`serve`] over an already opened store (closed when serving ends).
+pub async fn serve_store(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    store: OpenStore,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     // Loading the tokenizer tables takes a moment: do it beside startup, not in a turn.
     tokio::task::spawn_blocking(TokenCounter::warm_up);
 
-    let engine = Arc::new(build_engine(&config));
+    let engine = Arc::new(build_engine(&config, store.store.clone())?);
+    let sweeper = tokio::spawn(sweep_expired(
+        engine.clone(),
+        Duration::from_millis(config.storage.sweep_interval_ms),
+    ));
     let lifecycle = Lifecycle::default();
     let max_request = config.limits.max_request_bytes;
 
@@ -123,6 +179,10 @@ pub async fn serve(
     )
     .add_service(
         ToolServiceServer::new(tool::ToolApi::new(engine.clone()))
+            .max_decoding_message_size(max_request),
+    )
+    .add_service(
+        ModelServiceServer::new(model::ModelApi::new(engine.clone()))
             .max_decoding_message_size(max_request),
     )
     .add_service(health_service)
@@ -181,8 +241,36 @@ pub async fn serve(
             tracing::warn!("connections did not close in time; stopping anyway");
         }
     }
+    sweeper.abort();
+    drop(engine);
+    store.close().await;
     tracing::info!("contextd stopped");
     Ok(())
+}
+
+/// Deletes expired sessions every `interval`, in batches, for as long as the server runs.
+async fn sweep_expired(engine: Arc<Engine>, interval: Duration) {
+    const BATCH: usize = 500;
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        loop {
+            match engine.sweep_expired(BATCH).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    tracing::info!(sessions = n, "deleted expired sessions");
+                    if n < BATCH as u64 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "expired-session sweep failed; retrying later");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Binds the configured address, explaining the usual failures.

@@ -6,8 +6,9 @@ use tonic::{Request, Response, Status};
 
 use super::logging::record_session;
 use crate::api::convert::{
-    context_from_wire, decode_page_token, encode_page_token, labels_from_wire, message_to_wire,
-    patch_from_wire, preview_to_wire, session_to_wire, tools_from_wire,
+    context_from_wire, decode_page_token, encode_page_token, expire_time_from_wire,
+    labels_from_wire, message_to_wire, patch_from_wire, preview_to_wire, session_to_wire,
+    tools_from_wire, window_from_wire,
 };
 use crate::api::v1::{self, session_service_server::SessionService};
 use crate::engine::{Engine, NewSession, SessionUpdate};
@@ -52,6 +53,8 @@ impl SessionService for SessionApi {
             tools: tools_from_wire(r.tools)?,
             labels: labels_from_wire(r.labels),
             max_context_tokens: r.max_context_tokens,
+            expire_time: expire_time_from_wire("expire_time", r.expire_time)?,
+            window: window_from_wire(r.window)?,
         };
         let session = self.engine.create_session(new).await?;
         record_session(&session.id);
@@ -108,8 +111,10 @@ impl SessionService for SessionApi {
                 .transpose()?,
             model: r.model,
             max_context_tokens: r.max_context_tokens,
+            window: r.window.map(|w| window_from_wire(Some(w))).transpose()?,
             set_labels: labels_from_wire(r.labels),
             remove_labels: r.remove_labels,
+            expire_time: expire_time_from_wire("expire_time", r.expire_time)?,
         };
         let session = self.engine.update_session(&r.session_id, update).await?;
         Ok(Response::new(v1::UpdateSessionResponse {

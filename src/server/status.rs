@@ -21,8 +21,15 @@ impl From<EngineError> for Status {
             EngineError::Conflict(_) => Code::Aborted,
             EngineError::Cancelled => Code::Cancelled,
             EngineError::ShuttingDown => Code::Unavailable,
-            EngineError::Model(ModelError::Unavailable { .. }) => Code::Unavailable,
-            EngineError::Model(ModelError::Rejected { .. }) => Code::InvalidArgument,
+            EngineError::Model(model) => match model {
+                ModelError::Unavailable { .. } => Code::Unavailable,
+                ModelError::Rejected { .. } | ModelError::ContextTooLong { .. } => {
+                    Code::InvalidArgument
+                }
+                ModelError::Unauthenticated { .. } => Code::Unauthenticated,
+                ModelError::PermissionDenied { .. } => Code::PermissionDenied,
+                ModelError::RateLimited { .. } => Code::ResourceExhausted,
+            },
             EngineError::Store(store) => match store {
                 StoreError::NotFound(_) => Code::NotFound,
                 StoreError::AlreadyExists(_) => Code::AlreadyExists,

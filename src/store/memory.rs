@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 
@@ -158,6 +159,20 @@ impl SessionStore for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    async fn delete_expired(&self, now: SystemTime, limit: usize) -> Result<u64, StoreError> {
+        let mut records = self.records();
+        let expired: Vec<String> = records
+            .values()
+            .filter(|r| r.session.is_expired(now))
+            .take(limit)
+            .map(|r| r.session.id.clone())
+            .collect();
+        for id in &expired {
+            records.remove(id);
+        }
+        Ok(expired.len() as u64)
     }
 }
 

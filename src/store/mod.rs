@@ -5,6 +5,10 @@
 //! change it causes are written in one `commit`, all or nothing.
 
 pub mod memory;
+pub mod open;
+pub mod sql;
+
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 
@@ -82,4 +86,35 @@ pub trait SessionStore: Send + Sync {
         query: &str,
         limit: usize,
     ) -> Result<Vec<SharedMessage>, StoreError>;
+
+    /// Takes the session's turn lease: while it is held, no other process sharing this store
+    /// runs a turn or change on the session. Dropping the lease releases it.
+    ///
+    /// Stores that only one process can open (memory, SQLite) need no lease beyond the
+    /// engine's in-process lock, and return [`SessionLease::local`].
+    async fn lease_session(&self, session_id: &str) -> Result<SessionLease, StoreError> {
+        let _ = session_id;
+        Ok(SessionLease::local())
+    }
+
+    /// Deletes up to `limit` sessions (with their histories and pending calls) whose
+    /// `expire_time` is at or before `now`; returns how many went.
+    async fn delete_expired(&self, now: SystemTime, limit: usize) -> Result<u64, StoreError>;
+}
+
+/// A held turn lease (see [`SessionStore::lease_session`]); released on drop.
+pub struct SessionLease {
+    _held: Option<Box<dyn Send + Sync>>,
+}
+
+impl SessionLease {
+    /// A lease with nothing to release: the in-process lock is the whole lock.
+    pub fn local() -> Self {
+        Self { _held: None }
+    }
+
+    /// A lease that releases when `held` is dropped.
+    pub fn holding(held: Box<dyn Send + Sync>) -> Self {
+        Self { _held: Some(held) }
+    }
 }

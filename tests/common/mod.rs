@@ -4,6 +4,10 @@
 //! Each test file includes this module and uses only part of it.
 #![allow(dead_code)]
 
+pub mod backend;
+pub mod daemon;
+pub mod postgres;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -36,6 +40,14 @@ use tonic::{Code, Status, Streaming};
 /// Generous on purpose: the tests run on small shared machines.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The default configuration, on the in-memory store (tests of durable stores choose theirs).
+pub fn test_config() -> Config {
+    Config {
+        store: "memory".to_string(),
+        ..Config::default()
+    }
+}
+
 /// A contextd server running inside the test process on `127.0.0.1:<ephemeral>`.
 pub struct TestServer {
     /// The address the server listens on.
@@ -45,9 +57,9 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server with the default configuration.
+    /// Starts a server with the default configuration on the in-memory store.
     pub async fn start() -> Self {
-        Self::start_with(Config::default()).await
+        Self::start_with(test_config()).await
     }
 
     /// Starts a server with `config` (its `listen` is replaced by the ephemeral address).

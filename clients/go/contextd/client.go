@@ -1,0 +1,137 @@
+// Package contextd is a thin Go client for contextd, the gRPC service that keeps LLM
+// conversations (sessions with history and structured context) and runs their turns.
+//
+// Dial a server, then work with sessions, turns and tools:
+//
+//	c, err := contextd.Dial("127.0.0.1:61900")
+//	if err != nil { ... }
+//	defer c.Close()
+//	reply, err := c.Interact(ctx, contextd.Turn{
+//		SessionID: "session_alpha",
+//		Message:   "Hello, I am John.",
+//		Context:   map[string]any{"user_id": "john_doe"},
+//	})
+//	fmt.Println(reply.Text, reply.Context)
+//
+// Context goes in as map[string]any (anything encoding/json can encode) and comes back the same
+// way; every other result is a typed struct. Errors from the server are gRPC status errors:
+// status.FromError and status.Code work on every error this package returns. The generated
+// stubs of the whole API are in the gen/contextd/v1 package and reachable from a Client through
+// SessionService, InteractService and ToolService.
+package contextd
+
+import (
+	"context"
+	"crypto/tls"
+
+	contextdv1 "github.com/contextd/contextd/clients/go/gen/contextd/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+)
+
+// Client is a connection to one contextd server. It is safe for concurrent use.
+type Client struct {
+	conn     *grpc.ClientConn
+	sessions contextdv1.SessionServiceClient
+	turns    contextdv1.InteractServiceClient
+	tools    contextdv1.ToolServiceClient
+}
+
+// Option changes how Dial connects.
+type Option func(*dialConfig)
+
+type dialConfig struct {
+	tls         *tls.Config
+	token       string
+	dialOptions []grpc.DialOption
+}
+
+// WithTLS connects over TLS with the given configuration (nil: the system's roots). Without
+// it the connection is plaintext, as contextd serves by default.
+func WithTLS(config *tls.Config) Option {
+	return func(d *dialConfig) {
+		if config == nil {
+			config = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		d.tls = config
+	}
+}
+
+// WithBearerToken sends `authorization: Bearer <token>` metadata with every call.
+func WithBearerToken(token string) Option {
+	return func(d *dialConfig) { d.token = token }
+}
+
+// WithDialOptions passes extra options to grpc.NewClient, for example interceptors.
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(d *dialConfig) { d.dialOptions = append(d.dialOptions, opts...) }
+}
+
+// Dial creates a client for the server at target ("host:port" or any gRPC target string). The
+// connection is made lazily, on the first call; a server that is not there shows up as an
+// error with code Unavailable from that call.
+func Dial(target string, opts ...Option) (*Client, error) {
+	var cfg dialConfig
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	transport := insecure.NewCredentials()
+	if cfg.tls != nil {
+		transport = credentials.NewTLS(cfg.tls)
+	}
+	dialOptions := []grpc.DialOption{grpc.WithTransportCredentials(transport)}
+	if cfg.token != "" {
+		auth := bearerToken(cfg.token)
+		dialOptions = append(dialOptions,
+			grpc.WithChainUnaryInterceptor(auth.unary),
+			grpc.WithChainStreamInterceptor(auth.stream))
+	}
+	dialOptions = append(dialOptions, cfg.dialOptions...)
+	conn, err := grpc.NewClient(target, dialOptions...)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{
+		conn:     conn,
+		sessions: contextdv1.NewSessionServiceClient(conn),
+		turns:    contextdv1.NewInteractServiceClient(conn),
+		tools:    contextdv1.NewToolServiceClient(conn),
+	}, nil
+}
+
+// Close closes the connection; calls still running fail with code Canceled.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Conn is the underlying gRPC connection, for calling other services on the same server
+// (health, reflection).
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
+// SessionService is the generated stub of contextd.v1.SessionService on this connection.
+func (c *Client) SessionService() contextdv1.SessionServiceClient { return c.sessions }
+
+// InteractService is the generated stub of contextd.v1.InteractService on this connection.
+func (c *Client) InteractService() contextdv1.InteractServiceClient { return c.turns }
+
+// ToolService is the generated stub of contextd.v1.ToolService on this connection.
+func (c *Client) ToolService() contextdv1.ToolServiceClient { return c.tools }
+
+// bearerToken adds the authorization header in interceptors rather than per-RPC credentials,
+// because grpc-go refuses per-RPC credentials on plaintext connections and contextd is often
+// reached over loopback without TLS.
+type bearerToken string
+
+func (t bearerToken) attach(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+string(t))
+}
+
+func (t bearerToken) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn,
+	invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return invoker(t.attach(ctx), method, req, reply, cc, opts...)
+}
+
+func (t bearerToken) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn,
+	method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return streamer(t.attach(ctx), desc, cc, method, opts...)
+}

@@ -1,0 +1,53 @@
+package contextd
+
+import (
+	"context"
+
+	contextdv1 "github.com/contextd/contextd/clients/go/gen/contextd/v1"
+)
+
+// ToolList is what ListTools returns.
+type ToolList struct {
+	// Server are the tools contextd runs itself (context_get, context_set, history_search).
+	Server []Tool
+	// Session are the client-declared tools of the session asked about, if any.
+	Session []Tool
+}
+
+// ToolOutput is what a server-side tool returned.
+type ToolOutput struct {
+	// Content is the result as text.
+	Content string
+	// Structured is the result as JSON (map, slice, string, float64, bool or nil).
+	Structured any
+	// IsError marks a tool that ran and failed; Content says why.
+	IsError bool
+}
+
+// ListTools lists the server-side tools and, when sessionID is not empty, that session's
+// client-declared tools.
+func (c *Client) ListTools(ctx context.Context, sessionID string) (*ToolList, error) {
+	resp, err := c.tools.ListTools(ctx, &contextdv1.ListToolsRequest{SessionId: sessionID})
+	if err != nil {
+		return nil, err
+	}
+	return &ToolList{Server: toolsFromWire(resp.GetTools()), Session: toolsFromWire(resp.GetSessionTools())}, nil
+}
+
+// CallTool runs a server-side tool on a session with arguments (nil: {}). A tool that fails
+// returns IsError; only malformed calls are errors.
+func (c *Client) CallTool(ctx context.Context, sessionID, name string, arguments map[string]any) (*ToolOutput, error) {
+	args, err := toStruct(arguments)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.tools.CallTool(ctx, &contextdv1.CallToolRequest{Name: name, Arguments: args, SessionId: sessionID})
+	if err != nil {
+		return nil, err
+	}
+	out := &ToolOutput{Content: resp.GetContent(), IsError: resp.GetIsError()}
+	if resp.GetStructuredContent() != nil {
+		out.Structured = resp.GetStructuredContent().AsInterface()
+	}
+	return out, nil
+}

@@ -1,0 +1,183 @@
+package contextd
+
+import (
+	"context"
+	"errors"
+	"io"
+	"iter"
+
+	contextdv1 "github.com/contextd/contextd/clients/go/gen/contextd/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Turn is what a client sends to run (or continue) a turn.
+type Turn struct {
+	// SessionID is required; the session is created when it does not exist yet.
+	SessionID string
+	// Message is the user's text; it may be empty only when ToolResults are sent.
+	Message string
+	// Context is an RFC 7386 merge patch applied to the session's context before the turn.
+	Context map[string]any
+	// ToolResults answer every call a paused turn waits for.
+	ToolResults []ToolResult
+}
+
+// Event is one event of a streamed turn: *Started, *Delta, *ToolCallRequested, *ServerToolRan
+// or *Completed. Use a type switch; kinds a newer server adds are skipped.
+type Event interface {
+	isEvent()
+}
+
+// Started says a turn began.
+type Started struct {
+	TurnID         string
+	SessionID      string
+	SessionCreated bool
+}
+
+// Delta is the next piece of the assistant's text.
+type Delta struct {
+	Text string
+}
+
+// ToolCallRequested says the model asked for a client-side tool; the turn pauses after
+// Completed until the client sends a result.
+type ToolCallRequested struct {
+	Call ToolCall
+}
+
+// ServerToolRan says a server-side tool ran during the turn.
+type ServerToolRan struct {
+	Call   ToolCall
+	Result ToolResult
+}
+
+// Completed ends a turn.
+type Completed struct {
+	Reply *Reply
+}
+
+func (*Started) isEvent()           {}
+func (*Delta) isEvent()             {}
+func (*ToolCallRequested) isEvent() {}
+func (*ServerToolRan) isEvent()     {}
+func (*Completed) isEvent()         {}
+
+// TurnError is a Converse frame the server refused (bad input, a failed turn). The stream
+// stays usable. It carries the gRPC code: status.FromError and status.Code work on it.
+type TurnError struct {
+	TurnID  string
+	Code    codes.Code
+	Message string
+}
+
+func (e *TurnError) Error() string {
+	return "contextd: " + e.Code.String() + ": " + e.Message
+}
+
+// GRPCStatus makes status.FromError and status.Code report the server's code.
+func (e *TurnError) GRPCStatus() *status.Status { return status.New(e.Code, e.Message) }
+
+// Interact runs one turn and returns its outcome.
+func (c *Client) Interact(ctx context.Context, turn Turn) (*Reply, error) {
+	sctx, err := toStruct(turn.Context)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.turns.Interact(ctx, &contextdv1.InteractRequest{
+		SessionId:   turn.SessionID,
+		Message:     turn.Message,
+		Context:     sctx,
+		ToolResults: toolResultsToWire(turn.ToolResults),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return replyFromWire(resp), nil
+}
+
+// StreamResponse runs one turn and yields its events as they arrive: *Started, *Delta pieces,
+// *ToolCallRequested and *ServerToolRan, and *Completed last. A failure ends the iteration
+// with a non-nil error; stopping the loop early cancels the call.
+func (c *Client) StreamResponse(ctx context.Context, turn Turn) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		sctx, err := toStruct(turn.Context)
+		if err != nil {
+			yield(nil, err)
+			return
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stream, err := c.turns.StreamResponse(ctx, &contextdv1.StreamResponseRequest{
+			SessionId:   turn.SessionID,
+			Message:     turn.Message,
+			Context:     sctx,
+			ToolResults: toolResultsToWire(turn.ToolResults),
+		})
+		if err != nil {
+			yield(nil, err)
+			return
+		}
+		for {
+			msg, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				return
+			}
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			event := streamEventFromWire(msg)
+			if event == nil {
+				continue
+			}
+			if !yield(event, nil) {
+				return
+			}
+		}
+	}
+}
+
+// Collect drains a stream of events into the turn's Reply (the Completed event), returning
+// the first error.
+func Collect(events iter.Seq2[Event, error]) (*Reply, error) {
+	var reply *Reply
+	for event, err := range events {
+		if err != nil {
+			return nil, err
+		}
+		if done, ok := event.(*Completed); ok {
+			reply = done.Reply
+		}
+	}
+	if reply == nil {
+		return nil, status.Error(codes.Internal, "the stream ended without a completed event")
+	}
+	return reply, nil
+}
+
+func streamEventFromWire(msg *contextdv1.StreamResponseResponse) Event {
+	switch e := msg.GetEvent().(type) {
+	case *contextdv1.StreamResponseResponse_Started:
+		return startedFromWire(e.Started)
+	case *contextdv1.StreamResponseResponse_Delta:
+		return &Delta{Text: e.Delta.GetText()}
+	case *contextdv1.StreamResponseResponse_ToolCall:
+		return &ToolCallRequested{Call: toolCallFromWire(e.ToolCall)}
+	case *contextdv1.StreamResponseResponse_ToolResult:
+		return serverToolRanFromWire(e.ToolResult)
+	case *contextdv1.StreamResponseResponse_Completed:
+		return &Completed{Reply: replyFromWire(e.Completed)}
+	default:
+		return nil
+	}
+}
+
+func startedFromWire(s *contextdv1.TurnStarted) *Started {
+	return &Started{TurnID: s.GetTurnId(), SessionID: s.GetSessionId(), SessionCreated: s.GetSessionCreated()}
+}
+
+func serverToolRanFromWire(r *contextdv1.ToolResultEvent) *ServerToolRan {
+	return &ServerToolRan{Call: toolCallFromWire(r.GetToolCall()), Result: toolResultFromWire(r.GetResult())}
+}

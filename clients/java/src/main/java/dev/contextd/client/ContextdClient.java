@@ -1,0 +1,425 @@
+package dev.contextd.client;
+
+import contextd.v1.Interact.ConverseOpen;
+import contextd.v1.Interact.InteractRequest;
+import contextd.v1.Interact.StreamResponseRequest;
+import contextd.v1.Interact.StreamResponseResponse;
+import contextd.v1.InteractServiceGrpc;
+import contextd.v1.Session.CreateSessionRequest;
+import contextd.v1.Session.DeleteSessionRequest;
+import contextd.v1.Session.GetSessionRequest;
+import contextd.v1.Session.ListMessagesRequest;
+import contextd.v1.Session.ListMessagesResponse;
+import contextd.v1.Session.ListSessionsRequest;
+import contextd.v1.Session.ListSessionsResponse;
+import contextd.v1.Session.PreviewContextRequest;
+import contextd.v1.Session.PreviewContextResponse;
+import contextd.v1.Session.ToolDefinitionList;
+import contextd.v1.Session.UpdateSessionRequest;
+import contextd.v1.SessionServiceGrpc;
+import contextd.v1.Tool.CallToolRequest;
+import contextd.v1.Tool.CallToolResponse;
+import contextd.v1.Tool.ListToolsRequest;
+import contextd.v1.Tool.ListToolsResponse;
+import contextd.v1.ToolServiceGrpc;
+import io.grpc.CallOptions;
+import io.grpc.Channel;
+import io.grpc.ChannelCredentials;
+import io.grpc.ClientCall;
+import io.grpc.ClientInterceptor;
+import io.grpc.ClientInterceptors;
+import io.grpc.Context;
+import io.grpc.ForwardingClientCall;
+import io.grpc.Grpc;
+import io.grpc.InsecureChannelCredentials;
+import io.grpc.ManagedChannel;
+import io.grpc.Metadata;
+import io.grpc.MethodDescriptor;
+import io.grpc.TlsChannelCredentials;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Iterator;
+import java.util.List;
+import java.util.Map;
+import java.util.NoSuchElementException;
+import java.util.Spliterator;
+import java.util.Spliterators;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Stream;
+import java.util.stream.StreamSupport;
+
+/**
+ * A client for one contextd server: sessions, turns (unary, streamed, bidirectional with tool
+ * handling) and server-side tools. Thread-safe; close it to release the connection.
+ *
+ * <pre>{@code
+ * try (ContextdClient client = ContextdClient.builder("127.0.0.1:61900").build()) {
+ *   Reply reply = client.interact(Turn.of("session_alpha", "Hello, I am John.", Map.of("user_id", "john_doe")));
+ *   System.out.println(reply.text() + " " + reply.context());
+ * }
+ * }</pre>
+ *
+ * <p>Failures are {@link io.grpc.StatusRuntimeException}s carrying the server's status code
+ * ({@code NOT_FOUND}, {@code INVALID_ARGUMENT}, ...).
+ */
+public final class ContextdClient implements AutoCloseable {
+  private static final Metadata.Key<String> AUTHORIZATION = Metadata.Key.of("authorization", Metadata.ASCII_STRING_MARSHALLER);
+
+  private final ManagedChannel owned;
+  private final Channel channel;
+  private final SessionServiceGrpc.SessionServiceBlockingStub sessions;
+  private final InteractServiceGrpc.InteractServiceBlockingStub turns;
+  private final InteractServiceGrpc.InteractServiceStub turnsAsync;
+  private final ToolServiceGrpc.ToolServiceBlockingStub tools;
+
+  private ContextdClient(ManagedChannel owned, Channel channel) {
+    this.owned = owned;
+    this.channel = channel;
+    this.sessions = SessionServiceGrpc.newBlockingStub(channel);
+    this.turns = InteractServiceGrpc.newBlockingStub(channel);
+    this.turnsAsync = InteractServiceGrpc.newStub(channel);
+    this.tools = ToolServiceGrpc.newBlockingStub(channel);
+  }
+
+  /** Starts building a client for {@code target} ("host:port" or any gRPC target string). */
+  public static Builder builder(String target) {
+    return new Builder(target);
+  }
+
+  /** Builds a {@link ContextdClient}. */
+  public static final class Builder {
+    private final String target;
+    private ChannelCredentials credentials = InsecureChannelCredentials.create();
+    private String bearerToken;
+    private Duration callTimeout;
+    private Channel channel;
+
+    private Builder(String target) {
+      this.target = target;
+    }
+
+    /** Connects over TLS, trusting the system's roots. Default: plaintext. */
+    public Builder tls() {
+      this.credentials = TlsChannelCredentials.create();
+      return this;
+    }
+
+    /**
+     * Connects with these credentials, for example {@code TlsChannelCredentials.newBuilder()
+     * .trustManager(caPemFile).build()}.
+     */
+    public Builder credentials(ChannelCredentials credentials) {
+      this.credentials = credentials;
+      return this;
+    }
+
+    /** Sends {@code authorization: Bearer <token>} with every call. */
+    public Builder bearerToken(String token) {
+      this.bearerToken = token;
+      return this;
+    }
+
+    /**
+     * Gives every unary and server-streaming call this deadline (Converse streams live as long
+     * as they are used); a call past it fails with {@code DEADLINE_EXCEEDED}.
+     */
+    public Builder callTimeout(Duration timeout) {
+      this.callTimeout = timeout;
+      return this;
+    }
+
+    /** Uses an existing channel (the caller closes it) instead of making one. */
+    public Builder channel(Channel channel) {
+      this.channel = channel;
+      return this;
+    }
+
+    /** Creates the client. The connection is made on the first call. */
+    public ContextdClient build() {
+      ManagedChannel owned = null;
+      Channel ch = channel;
+      if (ch == null) {
+        owned = Grpc.newChannelBuilder(target, credentials).build();
+        ch = owned;
+      }
+      if (bearerToken != null) {
+        ch = ClientInterceptors.intercept(ch, bearer(bearerToken));
+      }
+      if (callTimeout != null) {
+        ch = ClientInterceptors.intercept(ch, deadline(callTimeout));
+      }
+      return new ContextdClient(owned, ch);
+    }
+  }
+
+  /**
+   * Adds the authorization header in an interceptor rather than call credentials, so that it
+   * also travels on plaintext loopback connections.
+   */
+  private static ClientInterceptor bearer(String token) {
+    String value = "Bearer " + token;
+    return new ClientInterceptor() {
+      @Override
+      public <Q, R> ClientCall<Q, R> interceptCall(MethodDescriptor<Q, R> method, CallOptions options, Channel next) {
+        return new ForwardingClientCall.SimpleForwardingClientCall<>(next.newCall(method, options)) {
+          @Override
+          public void start(Listener<R> listener, Metadata headers) {
+            headers.put(AUTHORIZATION, value);
+            super.start(listener, headers);
+          }
+        };
+      }
+    };
+  }
+
+  private static ClientInterceptor deadline(Duration timeout) {
+    return new ClientInterceptor() {
+      @Override
+      public <Q, R> ClientCall<Q, R> interceptCall(MethodDescriptor<Q, R> method, CallOptions options, Channel next) {
+        if (options.getDeadline() == null && method.getType() != MethodDescriptor.MethodType.BIDI_STREAMING) {
+          options = options.withDeadlineAfter(timeout.toNanos(), TimeUnit.NANOSECONDS);
+        }
+        return next.newCall(method, options);
+      }
+    };
+  }
+
+  /** The channel calls go through (with the bearer token, if any), for other stubs. */
+  public Channel channel() {
+    return channel;
+  }
+
+  /** The generated blocking stub of {@code contextd.v1.SessionService}. */
+  public SessionServiceGrpc.SessionServiceBlockingStub sessionService() {
+    return sessions;
+  }
+
+  /** The generated blocking stub of {@code contextd.v1.InteractService}. */
+  public InteractServiceGrpc.InteractServiceBlockingStub interactService() {
+    return turns;
+  }
+
+  /** The generated blocking stub of {@code contextd.v1.ToolService}. */
+  public ToolServiceGrpc.ToolServiceBlockingStub toolService() {
+    return tools;
+  }
+
+  // Sessions.
+
+  /** Creates a session; {@code ALREADY_EXISTS} when the id is taken. */
+  public Session createSession(SessionOptions o) {
+    CreateSessionRequest.Builder b = CreateSessionRequest.newBuilder()
+        .setSessionId(o.id)
+        .setSystemPrompt(o.systemPrompt)
+        .setModel(o.model)
+        .putAllLabels(o.labels)
+        .setMaxContextTokens(o.maxContextTokens);
+    if (o.context != null) {
+      b.setContext(Values.toStruct(o.context));
+    }
+    o.tools.forEach(t -> b.addTools(t.toWire()));
+    return Session.fromWire(sessions.createSession(b.build()).getSession());
+  }
+
+  /** Returns a session; {@code NOT_FOUND} when it does not exist. */
+  public Session getSession(String id) {
+    return Session.fromWire(sessions.getSession(GetSessionRequest.newBuilder().setSessionId(id).build()).getSession());
+  }
+
+  /** Returns one page of sessions ordered by id (pageSize 0: the server default). */
+  public SessionPage listSessions(int pageSize, String pageToken) {
+    ListSessionsResponse r = sessions.listSessions(
+        ListSessionsRequest.newBuilder().setPageSize(pageSize).setPageToken(pageToken == null ? "" : pageToken).build());
+    return new SessionPage(r.getSessionsList().stream().map(Session::fromWire).toList(), r.getNextPageToken());
+  }
+
+  /** Every session, fetching pages lazily as the stream is consumed. */
+  public Stream<Session> sessions() {
+    Iterator<Session> it = new Iterator<>() {
+      private Iterator<Session> page = List.<Session>of().iterator();
+      private String token = "";
+      private boolean last;
+
+      @Override
+      public boolean hasNext() {
+        while (!page.hasNext() && !last) {
+          SessionPage p = listSessions(0, token);
+          page = p.sessions().iterator();
+          token = p.nextPageToken();
+          last = token.isEmpty();
+        }
+        return page.hasNext();
+      }
+
+      @Override
+      public Session next() {
+        if (!hasNext()) {
+          throw new NoSuchElementException();
+        }
+        return page.next();
+      }
+    };
+    return StreamSupport.stream(Spliterators.spliteratorUnknownSize(it, Spliterator.ORDERED | Spliterator.NONNULL), false);
+  }
+
+  /** Changes a session and returns it as it is afterwards. */
+  public Session updateSession(String id, SessionUpdate u) {
+    UpdateSessionRequest.Builder b = UpdateSessionRequest.newBuilder()
+        .setSessionId(id)
+        .putAllLabels(u.labels)
+        .addAllRemoveLabels(u.removeLabels);
+    if (u.context != null) {
+      b.setContext(Values.toStruct(u.context));
+    }
+    if (u.systemPrompt != null) {
+      b.setSystemPrompt(u.systemPrompt);
+    }
+    if (u.tools != null) {
+      ToolDefinitionList.Builder list = ToolDefinitionList.newBuilder();
+      u.tools.forEach(t -> list.addTools(t.toWire()));
+      b.setTools(list);
+    }
+    if (u.model != null) {
+      b.setModel(u.model);
+    }
+    if (u.maxContextTokens != null) {
+      b.setMaxContextTokens(u.maxContextTokens);
+    }
+    return Session.fromWire(sessions.updateSession(b.build()).getSession());
+  }
+
+  /** Deletes a session with its history; returns how many messages went with it. */
+  public long deleteSession(String id) {
+    return sessions.deleteSession(DeleteSessionRequest.newBuilder().setSessionId(id).build()).getDeletedMessages();
+  }
+
+  /** A session's whole history, oldest first. */
+  public List<Message> listMessages(String id) {
+    List<Message> out = new ArrayList<>();
+    String token = "";
+    do {
+      ListMessagesResponse r = sessions.listMessages(ListMessagesRequest.newBuilder().setSessionId(id).setPageToken(token).build());
+      r.getMessagesList().forEach(m -> out.add(Message.fromWire(m)));
+      token = r.getNextPageToken();
+    } while (!token.isEmpty());
+    return out;
+  }
+
+  /** The window the model would see if {@code message} (and the patch) were sent now. */
+  public PreviewContextResponse previewContext(String id, String message, Map<String, ?> patch) {
+    PreviewContextRequest.Builder b = PreviewContextRequest.newBuilder().setSessionId(id).setMessage(message == null ? "" : message);
+    if (patch != null) {
+      b.setContext(Values.toStruct(patch));
+    }
+    return sessions.previewContext(b.build());
+  }
+
+  // Turns.
+
+  /** Runs one turn and returns its outcome. */
+  public Reply interact(Turn turn) {
+    InteractRequest.Builder b = InteractRequest.newBuilder().setSessionId(turn.sessionId()).setMessage(orEmpty(turn.message()));
+    if (turn.context() != null) {
+      b.setContext(Values.toStruct(turn.context()));
+    }
+    turn.toolResults().forEach(r -> b.addToolResults(r.toWire()));
+    return Reply.fromWire(turns.interact(b.build()));
+  }
+
+  /** Runs one turn and returns its events as they arrive; close it to stop early. */
+  public EventStream streamResponse(Turn turn) {
+    StreamResponseRequest.Builder b = StreamResponseRequest.newBuilder().setSessionId(turn.sessionId()).setMessage(orEmpty(turn.message()));
+    if (turn.context() != null) {
+      b.setContext(Values.toStruct(turn.context()));
+    }
+    turn.toolResults().forEach(r -> b.addToolResults(r.toWire()));
+    Context.CancellableContext call = Context.current().withCancellation();
+    Iterator<StreamResponseResponse> responses;
+    try {
+      responses = call.call(() -> turns.streamResponse(b.build()));
+    } catch (RuntimeException e) {
+      call.cancel(e);
+      throw e;
+    } catch (Exception e) {
+      call.cancel(e);
+      throw new IllegalStateException(e);
+    }
+    return new EventStream() {
+      @Override
+      Event read() {
+        while (responses.hasNext()) {
+          Event e = Event.fromWire(responses.next());
+          if (e != null) {
+            return e;
+          }
+        }
+        call.cancel(null); // the call is over; release the context
+        return null;
+      }
+
+      @Override
+      public void close() {
+        call.cancel(null);
+      }
+    };
+  }
+
+  /**
+   * Opens a Converse stream on the session {@code open} names (created with those options when
+   * it does not exist) and waits until it is attached. {@code handler}, when not null, answers
+   * every client-side tool call automatically.
+   */
+  public Conversation converse(SessionOptions open, ToolHandler handler) {
+    ConverseOpen.Builder b = ConverseOpen.newBuilder()
+        .setSessionId(open.id)
+        .setSystemPrompt(open.systemPrompt)
+        .setModel(open.model)
+        .putAllLabels(open.labels)
+        .setMaxContextTokens(open.maxContextTokens);
+    if (open.context != null) {
+      b.setContext(Values.toStruct(open.context));
+    }
+    open.tools.forEach(t -> b.addTools(t.toWire()));
+    Conversation conversation = new Conversation(handler);
+    turnsAsync.converse(conversation.observer());
+    conversation.open(b.build());
+    return conversation;
+  }
+
+  // Tools.
+
+  /** The server-side tools and, when {@code sessionId} is not empty, that session's tools. */
+  public ToolList listTools(String sessionId) {
+    ListToolsResponse r = tools.listTools(ListToolsRequest.newBuilder().setSessionId(orEmpty(sessionId)).build());
+    return new ToolList(
+        r.getToolsList().stream().map(Tool::fromWire).toList(),
+        r.getSessionToolsList().stream().map(Tool::fromWire).toList());
+  }
+
+  /** Runs a server-side tool on a session; a tool that fails answers {@code isError}. */
+  public ToolOutput callTool(String sessionId, String name, Map<String, ?> arguments) {
+    CallToolRequest.Builder b = CallToolRequest.newBuilder().setName(name).setSessionId(orEmpty(sessionId));
+    if (arguments != null) {
+      b.setArguments(Values.toStruct(arguments));
+    }
+    CallToolResponse r = tools.callTool(b.build());
+    return new ToolOutput(r.getContent(), r.hasStructuredContent() ? Values.fromValue(r.getStructuredContent()) : null, r.getIsError());
+  }
+
+  /** Closes the connection (when this client made it). */
+  @Override
+  public void close() {
+    if (owned != null) {
+      owned.shutdownNow();
+      try {
+        owned.awaitTermination(5, TimeUnit.SECONDS);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+      }
+    }
+  }
+
+  private static String orEmpty(String s) {
+    return s == null ? "" : s;
+  }
+}

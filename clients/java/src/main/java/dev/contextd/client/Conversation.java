@@ -1,0 +1,275 @@
+package dev.contextd.client;
+
+import contextd.v1.Interact.ConverseCancel;
+import contextd.v1.Interact.ConverseRequest;
+import contextd.v1.Interact.ConverseResponse;
+import contextd.v1.Interact.ConverseToolResults;
+import contextd.v1.Interact.ConverseUserMessage;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import io.grpc.stub.ClientCallStreamObserver;
+import io.grpc.stub.ClientResponseObserver;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.LinkedBlockingQueue;
+
+/**
+ * One Converse stream attached to a session: many turns, one at a time. {@link #send},
+ * {@link #say}, {@link #sendToolResults} and {@link #close} must not run concurrently with each
+ * other; {@link #cancel} may be called from any thread while a turn runs.
+ */
+public final class Conversation implements AutoCloseable {
+  /** What the response observer hands over: a frame, or the stream's end. */
+  private record Item(ConverseResponse frame, Status end) {}
+
+  private final BlockingQueue<Item> inbox = new LinkedBlockingQueue<>();
+  private final ToolHandler handler;
+  private final Object sendLock = new Object();
+  private ClientCallStreamObserver<ConverseRequest> requests;
+  private Status ended;
+  // Cancel frames whose answer is still unread (guarded by sendLock). Each is answered either
+  // by a turn completing as cancelled or, when no turn ran any more, by an error event outside
+  // any turn that is not the caller's business.
+  private int pendingCancels;
+  private Session session;
+  private boolean created;
+
+  Conversation(ToolHandler handler) {
+    this.handler = handler;
+  }
+
+  /** The observer that the async stub calls with server frames. */
+  ClientResponseObserver<ConverseRequest, ConverseResponse> observer() {
+    return new ClientResponseObserver<>() {
+      @Override
+      public void beforeStart(ClientCallStreamObserver<ConverseRequest> stream) {
+        requests = stream;
+      }
+
+      @Override
+      public void onNext(ConverseResponse value) {
+        inbox.add(new Item(value, null));
+      }
+
+      @Override
+      public void onError(Throwable t) {
+        inbox.add(new Item(null, Status.fromThrowable(t)));
+      }
+
+      @Override
+      public void onCompleted() {
+        inbox.add(new Item(null, Status.OK));
+      }
+    };
+  }
+
+  void open(contextd.v1.Interact.ConverseOpen open) {
+    sendFrame(ConverseRequest.newBuilder().setOpen(open).build());
+    while (true) {
+      ConverseResponse r = receive();
+      if (r == null) {
+        throw Status.UNAVAILABLE.withDescription("the server ended the Converse stream before attaching it").asRuntimeException();
+      }
+      if (r.hasOpened()) {
+        session = Session.fromWire(r.getOpened().getSession());
+        created = r.getOpened().getSessionCreated();
+        return;
+      }
+      if (r.hasError()) {
+        throw new TurnErrorException(r.getTurnId(), r.getError().getCode(), r.getError().getMessage());
+      }
+    }
+  }
+
+  /** The session as it was when the stream was attached. */
+  public Session session() {
+    return session;
+  }
+
+  /** Whether attaching the stream created the session. */
+  public boolean created() {
+    return created;
+  }
+
+  /**
+   * Starts a turn with a user message and an optional context patch, and returns its events.
+   * With a {@link ToolHandler}, client-side tool calls are answered automatically and the turn
+   * goes on (the {@link Event.ToolCallRequested} events and the pausing {@link Event.Completed}
+   * still show); without one the events end at the {@link Event.Completed} whose reply
+   * {@code needsToolResults()}, and {@link #sendToolResults} continues. A refused message
+   * throws {@link TurnErrorException} from the iteration.
+   */
+  public EventStream send(String message, Map<String, ?> context) {
+    ConverseUserMessage.Builder m = ConverseUserMessage.newBuilder().setMessage(message);
+    if (context != null) {
+      m.setContext(Values.toStruct(context));
+    }
+    sendFrame(ConverseRequest.newBuilder().setUserMessage(m).build());
+    return new TurnEvents();
+  }
+
+  /** Sends a user message and returns the turn's final reply. */
+  public Reply say(String message, Map<String, ?> context) {
+    return send(message, context).reply();
+  }
+
+  /** Sends a user message without context and returns the turn's final reply. */
+  public Reply say(String message) {
+    return say(message, null);
+  }
+
+  /** Continues a paused turn with results for every pending call. */
+  public EventStream sendToolResults(List<ToolResult> results) {
+    sendResults(results);
+    return new TurnEvents();
+  }
+
+  /**
+   * Cancels the running turn: it ends with {@code FINISH_REASON_CANCELLED} and nothing of it is
+   * stored. Does nothing when no turn runs.
+   */
+  public void cancel() {
+    synchronized (sendLock) {
+      pendingCancels++;
+      requests.onNext(ConverseRequest.newBuilder().setCancel(ConverseCancel.getDefaultInstance()).build());
+    }
+  }
+
+  /**
+   * Half-closes the stream and waits for the server to end it.
+   *
+   * @throws StatusRuntimeException when the stream ended with an error
+   */
+  @Override
+  public void close() {
+    if (ended != null) {
+      return;
+    }
+    synchronized (sendLock) {
+      requests.onCompleted();
+    }
+    while (receive() != null) {
+      // Frames still in flight (of an abandoned turn) are of no use any more.
+    }
+    if (!ended.isOk()) {
+      throw ended.asRuntimeException();
+    }
+  }
+
+  private void sendResults(List<ToolResult> results) {
+    ConverseToolResults.Builder b = ConverseToolResults.newBuilder();
+    results.forEach(r -> b.addResults(r.toWire()));
+    sendFrame(ConverseRequest.newBuilder().setToolResults(b).build());
+  }
+
+  private void sendFrame(ConverseRequest frame) {
+    if (ended != null) {
+      throw (ended.isOk() ? Status.UNAVAILABLE.withDescription("the Converse stream has ended") : ended).asRuntimeException();
+    }
+    synchronized (sendLock) {
+      requests.onNext(frame);
+    }
+  }
+
+  /** The next server frame, or {@code null} once the stream has ended (see {@link #ended}). */
+  private ConverseResponse receive() {
+    while (ended == null) {
+      Item item;
+      try {
+        item = inbox.take();
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        requests.cancel("interrupted", e);
+        throw Status.CANCELLED.withDescription("interrupted").withCause(e).asRuntimeException();
+      }
+      if (item.end() != null) {
+        ended = item.end();
+        return null;
+      }
+      ConverseResponse r = item.frame();
+      synchronized (sendLock) {
+        if (pendingCancels > 0) {
+          if (r.hasCompleted() && r.getCompleted().getFinishReason() == contextd.v1.Common.FinishReason.FINISH_REASON_CANCELLED) {
+            pendingCancels--;
+          } else if (r.hasError() && r.getTurnId().isEmpty() && r.getError().getCode() == Status.Code.FAILED_PRECONDITION.value()) {
+            pendingCancels--;
+            continue;
+          }
+        }
+      }
+      return r;
+    }
+    return null;
+  }
+
+  /** The events of one turn on this stream. */
+  private final class TurnEvents extends EventStream {
+    private boolean over;
+
+    @Override
+    Event read() {
+      while (!over) {
+        ConverseResponse r = receive();
+        if (r == null) {
+          over = true;
+          throw (ended.isOk() ? Status.UNAVAILABLE.withDescription("the server ended the Converse stream during a turn") : ended)
+              .asRuntimeException();
+        }
+        switch (r.getEventCase()) {
+          case ERROR:
+            over = true;
+            throw new TurnErrorException(r.getTurnId(), r.getError().getCode(), r.getError().getMessage());
+          case COMPLETED:
+            Reply reply = Reply.fromWire(r.getCompleted());
+            if (reply.needsToolResults() && handler != null) {
+              sendResults(runTools(reply.toolCalls()));
+            } else {
+              over = true;
+            }
+            return new Event.Completed(reply);
+          case STARTED:
+            return Event.started(r.getStarted());
+          case DELTA:
+            return new Event.Delta(r.getDelta().getText());
+          case TOOL_CALL:
+            return new Event.ToolCallRequested(ToolCall.fromWire(r.getToolCall()));
+          case TOOL_RESULT:
+            return Event.serverToolRan(r.getToolResult());
+          default:
+            continue;
+        }
+      }
+      return null;
+    }
+
+    @Override
+    public void close() {
+      if (over || ended != null) {
+        return;
+      }
+      over = true;
+      // Abandoned mid-turn: cancel it and read what is left, so the next turn starts clean.
+      cancel();
+      ConverseResponse r;
+      while ((r = receive()) != null) {
+        if (r.hasCompleted() || r.hasError()) {
+          return;
+        }
+      }
+    }
+  }
+
+  private List<ToolResult> runTools(List<ToolCall> calls) {
+    List<ToolResult> results = new ArrayList<>();
+    for (ToolCall call : calls) {
+      try {
+        results.add(ToolResult.ok(call.id(), handler.handle(call)));
+      } catch (Exception e) {
+        results.add(ToolResult.error(call.id(), e.getMessage() == null ? e.toString() : e.getMessage()));
+      }
+    }
+    return results;
+  }
+}

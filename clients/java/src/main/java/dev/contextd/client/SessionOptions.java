@@ -1,0 +1,62 @@
+package dev.contextd.client;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/** Describes a new session (for {@code createSession} and {@code converse}). */
+public final class SessionOptions {
+  String id = "";
+  String systemPrompt = "";
+  Map<String, ?> context;
+  String model = "";
+  final List<Tool> tools = new ArrayList<>();
+  final Map<String, String> labels = new LinkedHashMap<>();
+  int maxContextTokens;
+
+  private SessionOptions() {}
+
+  /** Options for a session with this id (empty: the server picks one on create). */
+  public static SessionOptions id(String id) {
+    SessionOptions o = new SessionOptions();
+    o.id = id;
+    return o;
+  }
+
+  /** Sets the system prompt. */
+  public SessionOptions systemPrompt(String systemPrompt) {
+    this.systemPrompt = systemPrompt;
+    return this;
+  }
+
+  /** Sets the initial context. */
+  public SessionOptions context(Map<String, ?> context) {
+    this.context = context;
+    return this;
+  }
+
+  /** Sets the model (empty: the server default). */
+  public SessionOptions model(String model) {
+    this.model = model;
+    return this;
+  }
+
+  /** Adds client-declared tools. */
+  public SessionOptions tools(Tool... tools) {
+    this.tools.addAll(List.of(tools));
+    return this;
+  }
+
+  /** Sets a label. */
+  public SessionOptions label(String key, String value) {
+    labels.put(key, value);
+    return this;
+  }
+
+  /** Sets the window size in tokens (0: the model's default). */
+  public SessionOptions maxContextTokens(int maxContextTokens) {
+    this.maxContextTokens = maxContextTokens;
+    return this;
+  }
+}

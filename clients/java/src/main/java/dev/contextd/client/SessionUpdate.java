@@ -1,0 +1,67 @@
+package dev.contextd.client;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/** Changes to a session; what is not set stays as it is. */
+public final class SessionUpdate {
+  Map<String, ?> context;
+  String systemPrompt;
+  List<Tool> tools;
+  String model;
+  Integer maxContextTokens;
+  final Map<String, String> labels = new LinkedHashMap<>();
+  final List<String> removeLabels = new ArrayList<>();
+
+  /** An empty update. */
+  public static SessionUpdate create() {
+    return new SessionUpdate();
+  }
+
+  /**
+   * Merges an RFC 7386 patch into the context: nested maps merge, a {@code null} value deletes
+   * the key.
+   */
+  public SessionUpdate context(Map<String, ?> patch) {
+    this.context = patch;
+    return this;
+  }
+
+  /** Replaces the system prompt. */
+  public SessionUpdate systemPrompt(String systemPrompt) {
+    this.systemPrompt = systemPrompt;
+    return this;
+  }
+
+  /** Replaces the client-declared tools (none: removes them all). */
+  public SessionUpdate tools(Tool... tools) {
+    this.tools = List.of(tools);
+    return this;
+  }
+
+  /** Replaces the model. */
+  public SessionUpdate model(String model) {
+    this.model = model;
+    return this;
+  }
+
+  /** Replaces the window size (0: the model's default). */
+  public SessionUpdate maxContextTokens(int maxContextTokens) {
+    this.maxContextTokens = maxContextTokens;
+    return this;
+  }
+
+  /** Adds or replaces a label. */
+  public SessionUpdate label(String key, String value) {
+    labels.put(key, value);
+    return this;
+  }
+
+  /** Removes a label. */
+  public SessionUpdate removeLabel(String key) {
+    removeLabels.add(key);
+    return this;
+  }
+}

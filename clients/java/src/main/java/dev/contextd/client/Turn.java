@@ -1,0 +1,29 @@
+package dev.contextd.client;
+
+import java.util.List;
+import java.util.Map;
+
+/**
+ * What a client sends to run (or continue) a turn.
+ *
+ * @param sessionId the session; created when it does not exist yet
+ * @param message the user's text; may be empty only with tool results
+ * @param context an RFC 7386 merge patch applied to the session's context first (may be null)
+ * @param toolResults results for every call a paused turn waits for
+ */
+public record Turn(String sessionId, String message, Map<String, ?> context, List<ToolResult> toolResults) {
+  /** A user message without context. */
+  public static Turn of(String sessionId, String message) {
+    return new Turn(sessionId, message, null, List.of());
+  }
+
+  /** A user message with a context patch. */
+  public static Turn of(String sessionId, String message, Map<String, ?> context) {
+    return new Turn(sessionId, message, context, List.of());
+  }
+
+  /** Tool results that continue a paused turn. */
+  public static Turn toolResults(String sessionId, List<ToolResult> results) {
+    return new Turn(sessionId, "", null, results);
+  }
+}

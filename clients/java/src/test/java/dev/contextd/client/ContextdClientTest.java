@@ -1,0 +1,337 @@
+package dev.contextd.client;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import contextd.v1.Common.FinishReason;
+import contextd.v1.Common.MessageRole;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.stream.Collectors;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.TestInfo;
+import org.junit.jupiter.api.function.Executable;
+
+/** The wrapper against a real contextd; every test uses session ids of its own. */
+class ContextdClientTest {
+  private static final AtomicLong COUNTER = new AtomicLong();
+  private static final Tool WEATHER = new Tool("get_weather", "Current weather of a city",
+      Map.of("type", "object", "properties", Map.of("city", Map.of("type", "string"))));
+
+  private static TestServer server;
+  private ContextdClient client;
+  private String prefix;
+
+  @BeforeAll
+  static void startServer() throws Exception {
+    server = TestServer.start();
+  }
+
+  @AfterAll
+  static void stopServer() throws Exception {
+    server.close();
+  }
+
+  @BeforeEach
+  void connect(TestInfo info) {
+    client = ContextdClient.builder(server.address()).build();
+    prefix = info.getTestMethod().orElseThrow().getName() + "-" + COUNTER.incrementAndGet() + "-" + System.nanoTime();
+  }
+
+  @AfterEach
+  void disconnect() {
+    client.close();
+  }
+
+  private String id(String name) {
+    return prefix + "-" + name;
+  }
+
+  static void assertCode(Status.Code code, Executable call) {
+    StatusRuntimeException e = assertThrows(StatusRuntimeException.class, call);
+    assertEquals(code, e.getStatus().getCode(), () -> "status: " + e.getStatus());
+  }
+
+  @Test
+  void sessionLifecycle() {
+    String sid = id("s");
+    Map<String, Object> user = new HashMap<>();
+    user.put("name", "Ann");
+    user.put("city", "Oslo");
+    Session created = client.createSession(SessionOptions.id(sid)
+        .context(Map.of("user", user, "tags", List.of("a", "b")))
+        .tools(WEATHER)
+        .label("team", "blue"));
+    assertEquals(sid, created.id());
+    assertEquals("echo", created.model());
+    assertEquals(Map.of("team", "blue"), created.labels());
+    assertEquals(List.of("a", "b"), created.context().get("tags"));
+    assertEquals("get_weather", created.tools().get(0).name());
+    assertCode(Status.Code.ALREADY_EXISTS, () -> client.createSession(SessionOptions.id(sid)));
+
+    Map<String, Object> patch = new HashMap<>();
+    patch.put("city", null);
+    patch.put("lang", "no");
+    Session updated = client.updateSession(sid, SessionUpdate.create()
+        .context(Map.of("user", patch))
+        .systemPrompt("Be brief.")
+        .label("env", "test")
+        .removeLabel("team"));
+    assertEquals(Map.of("name", "Ann", "lang", "no"), updated.context().get("user"));
+    assertEquals("Be brief.", updated.systemPrompt());
+    assertEquals(Map.of("env", "test"), updated.labels());
+
+    Reply reply = client.interact(Turn.of(sid, "hi"));
+    assertFalse(reply.sessionCreated());
+    assertEquals(FinishReason.FINISH_REASON_STOP, reply.finishReason());
+    Session after = client.getSession(sid);
+    assertEquals(2, after.messageCount());
+    assertTrue(after.usage().inputTokens() > 0);
+
+    List<Message> messages = client.listMessages(sid);
+    assertEquals(2, messages.size());
+    assertEquals(MessageRole.MESSAGE_ROLE_USER, messages.get(0).role());
+    assertEquals("hi", messages.get(0).content());
+    assertEquals(MessageRole.MESSAGE_ROLE_ASSISTANT, messages.get(1).role());
+    assertEquals(reply.text(), messages.get(1).content());
+
+    assertTrue(client.sessions().anyMatch(s -> s.id().equals(sid)));
+    assertEquals(2, client.deleteSession(sid));
+    assertCode(Status.Code.NOT_FOUND, () -> client.getSession(sid));
+    assertCode(Status.Code.NOT_FOUND, () -> client.listMessages(sid));
+  }
+
+  @Test
+  void listSessionsInPages() {
+    for (int i = 0; i < 5; i++) {
+      client.createSession(SessionOptions.id(id("p" + i)));
+    }
+    List<String> seen = new ArrayList<>();
+    String token = "";
+    do {
+      SessionPage page = client.listSessions(2, token);
+      assertTrue(page.sessions().size() <= 2);
+      page.sessions().stream().map(Session::id).filter(s -> s.startsWith(prefix)).forEach(seen::add);
+      token = page.nextPageToken();
+    } while (!token.isEmpty());
+    assertEquals(5, seen.size(), seen::toString);
+  }
+
+  @Test
+  void interactMergesContext() {
+    String sid = id("alpha");
+    Reply first = client.interact(Turn.of(sid, "Hello, I am John.", Map.of("user_id", "john_doe")));
+    assertEquals("You said 'Hello, I am John.'. User john_doe is active.", first.text());
+    assertTrue(first.sessionCreated());
+    assertFalse(first.turnId().isEmpty());
+    Reply second = client.interact(Turn.of(sid, "Tell me about climate change.", Map.of("topic", "environment")));
+    assertEquals(Map.of("user_id", "john_doe", "topic", "environment"), second.context());
+    assertTrue(second.text().contains("Current topic: environment."), second.text());
+  }
+
+  @Test
+  void streamResponseEvents() {
+    String sid = id("s");
+    List<String> kinds = new ArrayList<>();
+    StringBuilder text = new StringBuilder();
+    Reply reply = null;
+    try (EventStream events = client.streamResponse(Turn.of(sid, "one two three", Map.of("topic", "x")))) {
+      for (Event e : events) {
+        if (e instanceof Event.Started s) {
+          kinds.add("started");
+          assertEquals(sid, s.sessionId());
+          assertTrue(s.sessionCreated());
+        } else if (e instanceof Event.Delta d) {
+          if (kinds.isEmpty() || !kinds.get(kinds.size() - 1).equals("delta")) {
+            kinds.add("delta");
+          }
+          text.append(d.text());
+        } else if (e instanceof Event.Completed c) {
+          kinds.add("completed");
+          reply = c.reply();
+        }
+      }
+    }
+    assertEquals(List.of("started", "delta", "completed"), kinds);
+    assertNotNull(reply);
+    assertEquals("You said 'one two three'. Current topic: x.", reply.text());
+    assertEquals(reply.text(), text.toString());
+  }
+
+  @Test
+  void streamResponseAsStreamWithServerTool() {
+    List<Event> events;
+    try (var stream = client.streamResponse(Turn.of(id("s"), "/call context_set {\"patch\": {\"mood\": \"good\"}}")).stream()) {
+      events = stream.collect(Collectors.toList());
+    }
+    Event.ServerToolRan ran = events.stream().filter(Event.ServerToolRan.class::isInstance).map(Event.ServerToolRan.class::cast)
+        .findFirst().orElseThrow();
+    assertEquals("context_set", ran.call().name());
+    assertFalse(ran.result().isError());
+    Event.Completed done = assertInstanceOf(Event.Completed.class, events.get(events.size() - 1));
+    assertEquals("good", done.reply().context().get("mood"));
+  }
+
+  @Test
+  void closingAStreamEarlyCancelsTheTurn() {
+    String sid = id("s");
+    client.interact(Turn.of(sid, "first"));
+    try (EventStream events = client.streamResponse(Turn.of(sid, "/delay 200 a b c d e f g h"))) {
+      while (events.hasNext()) {
+        if (events.next() instanceof Event.Delta) {
+          break;
+        }
+      }
+    }
+    // Turns on a session run one at a time: this one starts once the abandoned one is gone.
+    client.interact(Turn.of(sid, "third"));
+    List<String> users = client.listMessages(sid).stream().filter(m -> m.role() == MessageRole.MESSAGE_ROLE_USER)
+        .map(Message::content).toList();
+    assertEquals(List.of("first", "third"), users);
+  }
+
+  @Test
+  void interactToolRoundTrip() {
+    String sid = id("s");
+    client.createSession(SessionOptions.id(sid).tools(WEATHER));
+    Reply paused = client.interact(Turn.of(sid, "/call get_weather {\"city\": \"Paris\"}"));
+    assertTrue(paused.needsToolResults());
+    assertEquals(1, paused.toolCalls().size());
+    assertEquals(Map.of("city", "Paris"), paused.toolCalls().get(0).arguments());
+    Session s = client.getSession(sid);
+    assertTrue(s.awaitingToolResults());
+    assertEquals(paused.toolCalls(), s.pendingToolCalls());
+    assertCode(Status.Code.FAILED_PRECONDITION, () -> client.interact(Turn.of(sid, "something else")));
+    Reply done = client.interact(Turn.toolResults(sid, List.of(ToolResult.ok(paused.toolCalls().get(0).id(), "sunny"))));
+    assertEquals("Tool get_weather returned: sunny", done.text());
+    assertEquals(paused.turnId(), done.turnId());
+  }
+
+  @Test
+  void converseAnswersToolCallsWithTheHandler() {
+    List<ToolCall> calls = new ArrayList<>();
+    ToolHandler handler = call -> {
+      calls.add(call);
+      String city = (String) call.arguments().get("city");
+      if (city.equals("Atlantis")) {
+        throw new IllegalArgumentException("no such city");
+      }
+      return "sunny in " + city;
+    };
+    try (Conversation conv = client.converse(SessionOptions.id(id("c")).tools(WEATHER).context(Map.of("user_id", "ann")), handler)) {
+      assertTrue(conv.created());
+      assertEquals("ann", conv.session().context().get("user_id"));
+      Reply reply = conv.say("/call get_weather {\"city\": \"Paris\"}");
+      assertEquals("Tool get_weather returned: sunny in Paris", reply.text());
+      assertEquals(FinishReason.FINISH_REASON_STOP, reply.finishReason());
+      // Two calls in one step, one failing: both answered in one tool_results frame.
+      reply = conv.say("/call get_weather {\"city\": \"Rome\"}\n/call get_weather {\"city\": \"Atlantis\"}", Map.of("topic", "travel"));
+      assertTrue(reply.text().contains("Tool get_weather returned: sunny in Rome"), reply.text());
+      assertTrue(reply.text().contains("failed: no such city"), reply.text());
+      assertEquals("travel", reply.context().get("topic"));
+      assertEquals(3, calls.size());
+    }
+  }
+
+  @Test
+  void converseWithoutHandlerPausesForResults() {
+    try (Conversation conv = client.converse(SessionOptions.id(id("c")).tools(WEATHER), null)) {
+      List<ToolCall> requested = new ArrayList<>();
+      Reply paused = null;
+      for (Event e : conv.send("/call get_weather {\"city\": \"Oslo\"}", null)) {
+        if (e instanceof Event.ToolCallRequested r) {
+          requested.add(r.call());
+        } else if (e instanceof Event.Completed c) {
+          paused = c.reply();
+        }
+      }
+      assertEquals(1, requested.size());
+      assertNotNull(paused);
+      assertTrue(paused.needsToolResults());
+      // A new message while results are pending is refused; the stream stays usable.
+      TurnErrorException refused = assertThrows(TurnErrorException.class, () -> conv.say("hello?"));
+      assertEquals(Status.Code.FAILED_PRECONDITION, refused.getStatus().getCode());
+      assertTrue(refused.getStatus().getDescription().contains(requested.get(0).id()), refused.getStatus().toString());
+      Reply reply = conv.sendToolResults(List.of(ToolResult.ok(requested.get(0).id(), "snow"))).reply();
+      assertEquals("Tool get_weather returned: snow", reply.text());
+    }
+  }
+
+  @Test
+  void converseCancel() {
+    String sid = id("c");
+    try (Conversation conv = client.converse(SessionOptions.id(sid), null)) {
+      // Cancelling with no turn running changes nothing and does not leak into the next turn.
+      conv.cancel();
+      assertEquals("You said 'ping'.", conv.say("ping").text());
+      Reply last = null;
+      for (Event e : conv.send("/delay 200 a b c d e f g h i j", null)) {
+        if (e instanceof Event.Delta) {
+          conv.cancel();
+        } else if (e instanceof Event.Completed c) {
+          last = c.reply();
+        }
+      }
+      assertNotNull(last);
+      assertEquals(FinishReason.FINISH_REASON_CANCELLED, last.finishReason());
+      assertEquals("You said 'pong'.", conv.say("pong").text());
+    }
+    assertEquals(4, client.getSession(sid).messageCount(), "the cancelled turn must store nothing");
+  }
+
+  @Test
+  void serverTools() {
+    String sid = id("s");
+    client.createSession(SessionOptions.id(sid).tools(WEATHER).context(Map.of("a", 1)));
+    ToolList list = client.listTools(sid);
+    assertEquals(List.of("context_get", "context_set", "history_search"), list.server().stream().map(Tool::name).toList());
+    assertEquals(List.of("get_weather"), list.session().stream().map(Tool::name).toList());
+    ToolOutput set = client.callTool(sid, "context_set", Map.of("patch", Map.of("b", "two")));
+    assertFalse(set.isError());
+    assertEquals(Map.of("a", 1.0, "b", "two"), set.structured());
+    ToolOutput missing = client.callTool(sid, "context_get", Map.of("key", "missing"));
+    assertTrue(missing.isError());
+    assertFalse(missing.content().isEmpty());
+    assertCode(Status.Code.NOT_FOUND, () -> client.callTool(sid, "no_such_tool", null));
+  }
+
+  @Test
+  void errorsCarryTheirStatusCode() {
+    assertCode(Status.Code.NOT_FOUND, () -> client.getSession(id("missing")));
+    assertCode(Status.Code.INVALID_ARGUMENT, () -> client.interact(Turn.of("bad id with spaces", "hi")));
+    assertCode(Status.Code.INVALID_ARGUMENT, () -> client.interact(Turn.of(id("s"), "")));
+    assertCode(Status.Code.INVALID_ARGUMENT, () -> client.createSession(SessionOptions.id(id("s")).model("no-such-model")));
+    // A context that is not JSON is refused before anything is sent.
+    assertCode(Status.Code.INVALID_ARGUMENT, () -> client.interact(Turn.of(id("s"), "hi", Map.of("f", new Object()))));
+    // Errors inside a stream carry their code too.
+    assertCode(Status.Code.INVALID_ARGUMENT, () -> client.streamResponse(Turn.of(id("s"), "")).reply());
+  }
+
+  @Test
+  void callTimeoutBecomesDeadlineExceeded() {
+    try (ContextdClient impatient = ContextdClient.builder(server.address()).callTimeout(Duration.ofMillis(50)).build()) {
+      assertCode(Status.Code.DEADLINE_EXCEEDED, () -> impatient.interact(Turn.of(id("s"), "/delay 2000 slow")));
+    }
+  }
+
+  @Test
+  void unreachableServerIsUnavailable() {
+    try (ContextdClient nowhere = ContextdClient.builder("127.0.0.1:1").build()) {
+      assertCode(Status.Code.UNAVAILABLE, () -> nowhere.getSession("x"));
+    }
+  }
+}

@@ -1,0 +1,153 @@
+"""Request messages built from the wrapper's plain arguments, shared by Client and AsyncClient."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import grpc
+
+from contextd.types import ToolDefinition, ToolResult, dict_to_struct
+from contextd.v1 import interact_pb2, session_pb2, tool_pb2
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+def metadata(token: str | None, extra: Iterable[tuple[str, str]] = ()) -> Metadata:
+    """Call metadata: the bearer token (if any) and any extra pairs."""
+    pairs = [(k.lower(), v) for k, v in extra]
+    if token:
+        pairs.append(("authorization", f"Bearer {token}"))
+    return tuple(pairs)
+
+
+def channel_credentials(tls: bool, credentials: grpc.ChannelCredentials | None) -> grpc.ChannelCredentials | None:
+    """The credentials of a secure channel; None for plaintext."""
+    if credentials is not None:
+        return credentials
+    if tls:
+        return grpc.ssl_channel_credentials()
+    return None
+
+
+def tools(definitions: Iterable[ToolDefinition | Mapping[str, Any]]) -> list[Any]:
+    result = []
+    for tool in definitions:
+        if isinstance(tool, Mapping):
+            tool = ToolDefinition(tool["name"], tool.get("description", ""), tool.get("input_schema"))
+        result.append(tool.to_proto())
+    return result
+
+
+def results(values: Iterable[ToolResult]) -> list[Any]:
+    return [r.to_proto() for r in values]
+
+
+def create_session(
+    session_id: str,
+    system_prompt: str,
+    context: Mapping[str, Any] | None,
+    model: str,
+    tool_defs: Iterable[ToolDefinition | Mapping[str, Any]],
+    labels: Mapping[str, str] | None,
+    max_context_tokens: int,
+) -> session_pb2.CreateSessionRequest:
+    request = session_pb2.CreateSessionRequest(
+        session_id=session_id,
+        system_prompt=system_prompt,
+        model=model,
+        tools=tools(tool_defs),
+        labels=dict(labels or {}),
+        max_context_tokens=max_context_tokens,
+    )
+    if context is not None:
+        request.context.CopyFrom(dict_to_struct(context))
+    return request
+
+
+def update_session(
+    session_id: str,
+    context: Mapping[str, Any] | None,
+    system_prompt: str | None,
+    tool_defs: Iterable[ToolDefinition | Mapping[str, Any]] | None,
+    model: str | None,
+    max_context_tokens: int | None,
+    labels: Mapping[str, str] | None,
+    remove_labels: Iterable[str],
+) -> session_pb2.UpdateSessionRequest:
+    request = session_pb2.UpdateSessionRequest(
+        session_id=session_id, labels=dict(labels or {}), remove_labels=list(remove_labels)
+    )
+    if context is not None:
+        request.context.CopyFrom(dict_to_struct(context))
+    if system_prompt is not None:
+        request.system_prompt = system_prompt
+    if tool_defs is not None:
+        request.tools.CopyFrom(session_pb2.ToolDefinitionList(tools=tools(tool_defs)))
+    if model is not None:
+        request.model = model
+    if max_context_tokens is not None:
+        request.max_context_tokens = max_context_tokens
+    return request
+
+
+def interact(
+    session_id: str, message: str, context: Mapping[str, Any] | None, tool_results: Iterable[ToolResult]
+) -> interact_pb2.InteractRequest:
+    request = interact_pb2.InteractRequest(session_id=session_id, message=message, tool_results=results(tool_results))
+    if context is not None:
+        request.context.CopyFrom(dict_to_struct(context))
+    return request
+
+
+def stream_response(
+    session_id: str, message: str, context: Mapping[str, Any] | None, tool_results: Iterable[ToolResult]
+) -> interact_pb2.StreamResponseRequest:
+    request = interact_pb2.StreamResponseRequest(
+        session_id=session_id, message=message, tool_results=results(tool_results)
+    )
+    if context is not None:
+        request.context.CopyFrom(dict_to_struct(context))
+    return request
+
+
+def converse_open(
+    session_id: str,
+    system_prompt: str,
+    context: Mapping[str, Any] | None,
+    model: str,
+    tool_defs: Iterable[ToolDefinition | Mapping[str, Any]],
+    labels: Mapping[str, str] | None,
+    max_context_tokens: int,
+) -> interact_pb2.ConverseRequest:
+    frame = interact_pb2.ConverseOpen(
+        session_id=session_id,
+        system_prompt=system_prompt,
+        model=model,
+        tools=tools(tool_defs),
+        labels=dict(labels or {}),
+        max_context_tokens=max_context_tokens,
+    )
+    if context is not None:
+        frame.context.CopyFrom(dict_to_struct(context))
+    return interact_pb2.ConverseRequest(open=frame)
+
+
+def converse_message(message: str, context: Mapping[str, Any] | None) -> interact_pb2.ConverseRequest:
+    frame = interact_pb2.ConverseUserMessage(message=message)
+    if context is not None:
+        frame.context.CopyFrom(dict_to_struct(context))
+    return interact_pb2.ConverseRequest(user_message=frame)
+
+
+def converse_tool_results(values: Iterable[ToolResult]) -> interact_pb2.ConverseRequest:
+    return interact_pb2.ConverseRequest(tool_results=interact_pb2.ConverseToolResults(results=results(values)))
+
+
+def converse_cancel() -> interact_pb2.ConverseRequest:
+    return interact_pb2.ConverseRequest(cancel=interact_pb2.ConverseCancel())
+
+
+def call_tool(name: str, arguments: Mapping[str, Any] | None, session_id: str) -> tool_pb2.CallToolRequest:
+    request = tool_pb2.CallToolRequest(name=name, session_id=session_id)
+    request.arguments.CopyFrom(dict_to_struct(arguments or {}))
+    return request

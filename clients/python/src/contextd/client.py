@@ -1,0 +1,369 @@
+"""The blocking client: one gRPC channel, one method per contextd operation."""
+
+from __future__ import annotations
+
+import queue
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import grpc
+
+from contextd import _requests
+from contextd.errors import ContextdError
+from contextd.types import (
+    Event,
+    Message,
+    Opened,
+    Page,
+    Session,
+    ToolCall,
+    ToolDefinition,
+    ToolHandler,
+    ToolList,
+    ToolOutput,
+    ToolResult,
+    TurnCompleted,
+    TurnFailed,
+    TurnResult,
+    dict_to_struct,
+    event_from_proto,
+    tool_error_from,
+    tool_result_from,
+)
+from contextd.v1 import interact_pb2, interact_pb2_grpc, session_pb2, session_pb2_grpc, tool_pb2, tool_pb2_grpc
+
+DEFAULT_TARGET = "127.0.0.1:61900"
+
+
+def run_tool_handler(handler: ToolHandler, calls: Sequence[ToolCall]) -> list[ToolResult]:
+    """Runs the handler for each call; an exception becomes an ``is_error`` result."""
+    answers = []
+    for call in calls:
+        try:
+            answers.append(tool_result_from(call, handler(call)))
+        except Exception as error:  # the tool failed: the model is told, the turn goes on
+            answers.append(tool_error_from(call, error))
+    return answers
+
+
+class Client:
+    """A blocking contextd client.
+
+    >>> with Client("127.0.0.1:61900") as client:          # doctest: +SKIP
+    ...     reply = client.interact("alpha", "Hello!", context={"user_id": "john"})
+    ...     print(reply.response, reply.updated_context)
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        tls: bool = False,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+        metadata: Iterable[tuple[str, str]] = (),
+        timeout: float | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        """Connects to ``target`` (host:port): plaintext unless ``tls`` or ``credentials``;
+        ``token`` is sent as ``authorization: Bearer <token>`` on every call; ``timeout`` is
+        the default deadline in seconds of unary calls."""
+        secure = _requests.channel_credentials(tls, credentials)
+        if secure is None:
+            self._channel = grpc.insecure_channel(target, options=list(options))
+        else:
+            self._channel = grpc.secure_channel(target, secure, options=list(options))
+        self._metadata = _requests.metadata(token, metadata)
+        self._timeout = timeout
+        self._sessions = session_pb2_grpc.SessionServiceStub(self._channel)
+        self._interact = interact_pb2_grpc.InteractServiceStub(self._channel)
+        self._tools = tool_pb2_grpc.ToolServiceStub(self._channel)
+
+    def close(self) -> None:
+        """Closes the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, metadata=self._metadata, timeout=self._timeout)
+        except grpc.RpcError as error:
+            raise ContextdError.from_rpc_error(error) from None
+
+    # Sessions
+
+    def create_session(
+        self,
+        session_id: str = "",
+        *,
+        system_prompt: str = "",
+        context: Mapping[str, Any] | None = None,
+        model: str = "",
+        tools: Iterable[ToolDefinition | Mapping[str, Any]] = (),
+        labels: Mapping[str, str] | None = None,
+        max_context_tokens: int = 0,
+    ) -> Session:
+        """Creates a session (an empty id lets the server choose one)."""
+        request = _requests.create_session(
+            session_id, system_prompt, context, model, tools, labels, max_context_tokens
+        )
+        return Session.from_proto(self._call(self._sessions.CreateSession, request).session)
+
+    def get_session(self, session_id: str) -> Session:
+        """The session, with its context, state and pending tool calls."""
+        request = session_pb2.GetSessionRequest(session_id=session_id)
+        return Session.from_proto(self._call(self._sessions.GetSession, request).session)
+
+    def list_sessions(self, *, page_size: int = 0, page_token: str = "") -> Page:
+        """One page of sessions ordered by id; ``items`` are Session values."""
+        request = session_pb2.ListSessionsRequest(page_size=page_size, page_token=page_token)
+        response = self._call(self._sessions.ListSessions, request)
+        return Page([Session.from_proto(s) for s in response.sessions], response.next_page_token)
+
+    def iter_sessions(self, *, page_size: int = 0) -> Iterator[Session]:
+        """Every session, page by page."""
+        token = ""
+        while True:
+            page = self.list_sessions(page_size=page_size, page_token=token)
+            yield from page.items
+            token = page.next_page_token
+            if not token:
+                return
+
+    def update_session(
+        self,
+        session_id: str,
+        *,
+        context: Mapping[str, Any] | None = None,
+        system_prompt: str | None = None,
+        tools: Iterable[ToolDefinition | Mapping[str, Any]] | None = None,
+        model: str | None = None,
+        max_context_tokens: int | None = None,
+        labels: Mapping[str, str] | None = None,
+        remove_labels: Iterable[str] = (),
+    ) -> Session:
+        """Changes a session: ``context`` is a JSON merge patch (``None`` values delete keys);
+        the other arguments replace what they name when given."""
+        request = _requests.update_session(
+            session_id, context, system_prompt, tools, model, max_context_tokens, labels, remove_labels
+        )
+        return Session.from_proto(self._call(self._sessions.UpdateSession, request).session)
+
+    def delete_session(self, session_id: str) -> int:
+        """Deletes a session; returns how many messages it had."""
+        request = session_pb2.DeleteSessionRequest(session_id=session_id)
+        deleted: int = self._call(self._sessions.DeleteSession, request).deleted_messages
+        return deleted
+
+    def list_messages(self, session_id: str, *, page_size: int = 0, page_token: str = "") -> Page:
+        """One page of the session's history, oldest first; ``items`` are Message values."""
+        request = session_pb2.ListMessagesRequest(session_id=session_id, page_size=page_size, page_token=page_token)
+        response = self._call(self._sessions.ListMessages, request)
+        return Page([Message.from_proto(m) for m in response.messages], response.next_page_token)
+
+    def preview_context(
+        self, session_id: str, message: str = "", *, context: Mapping[str, Any] | None = None
+    ) -> session_pb2.PreviewContextResponse:
+        """Exactly what the model would see for ``message`` now (the generated message)."""
+        request = session_pb2.PreviewContextRequest(session_id=session_id, message=message)
+        if context is not None:
+            request.context.CopyFrom(dict_to_struct(context))
+        result: session_pb2.PreviewContextResponse = self._call(self._sessions.PreviewContext, request)
+        return result
+
+    # Turns
+
+    def interact(
+        self,
+        session_id: str,
+        message: str = "",
+        *,
+        context: Mapping[str, Any] | None = None,
+        tool_results: Iterable[ToolResult] = (),
+        tool_handler: ToolHandler | None = None,
+    ) -> TurnResult:
+        """Runs a turn. With ``tool_handler``, client-side tool calls are answered by it and the
+        turn continued until it finishes; without, a paused turn is returned as is
+        (``needs_tool_results``) and you send ``tool_results`` yourself."""
+        request = _requests.interact(session_id, message, context, tool_results)
+        result = TurnResult.from_proto(self._call(self._interact.Interact, request))
+        while tool_handler is not None and result.needs_tool_results:
+            answers = run_tool_handler(tool_handler, result.tool_calls)
+            request = _requests.interact(session_id, "", None, answers)
+            result = TurnResult.from_proto(self._call(self._interact.Interact, request))
+        return result
+
+    def stream_response(
+        self,
+        session_id: str,
+        message: str = "",
+        *,
+        context: Mapping[str, Any] | None = None,
+        tool_results: Iterable[ToolResult] = (),
+        timeout: float | None = None,
+    ) -> Iterator[Event]:
+        """Runs a turn and yields its events: TurnStarted, TextDelta…, ToolCallRequested /
+        ToolRan, and TurnCompleted last. Leaving the loop early cancels the call."""
+        request = _requests.stream_response(session_id, message, context, tool_results)
+        call = self._interact.StreamResponse(request, metadata=self._metadata, timeout=timeout)
+        try:
+            for response in call:
+                event = event_from_proto(response)
+                if event is not None:
+                    yield event
+        except grpc.RpcError as error:
+            raise ContextdError.from_rpc_error(error) from None
+        finally:
+            call.cancel()
+
+    def converse(
+        self,
+        session_id: str,
+        *,
+        tool_handler: ToolHandler | None = None,
+        system_prompt: str = "",
+        context: Mapping[str, Any] | None = None,
+        model: str = "",
+        tools: Iterable[ToolDefinition | Mapping[str, Any]] = (),
+        labels: Mapping[str, str] | None = None,
+        max_context_tokens: int = 0,
+        timeout: float | None = None,
+    ) -> Conversation:
+        """Opens a Converse stream on the session (created with the given fields if missing).
+        Use it as a context manager; ``tool_handler`` answers client-side tool calls."""
+        open_frame = _requests.converse_open(
+            session_id, system_prompt, context, model, tools, labels, max_context_tokens
+        )
+        return Conversation(self._interact, self._metadata, open_frame, tool_handler, timeout)
+
+    # Tools
+
+    def list_tools(self, session_id: str = "") -> ToolList:
+        """Server-side tools, plus the session's own tools when ``session_id`` is given."""
+        response = self._call(self._tools.ListTools, tool_pb2.ListToolsRequest(session_id=session_id))
+        return ToolList(
+            [ToolDefinition.from_proto(t) for t in response.tools],
+            [ToolDefinition.from_proto(t) for t in response.session_tools],
+        )
+
+    def call_tool(self, name: str, arguments: Mapping[str, Any] | None = None, *, session_id: str = "") -> ToolOutput:
+        """Runs a server-side tool directly. A tool that ran and failed has ``is_error``."""
+        request = _requests.call_tool(name, arguments, session_id)
+        return ToolOutput.from_proto(self._call(self._tools.CallTool, request))
+
+
+_END = object()
+
+
+class Conversation:
+    """One Converse stream: many turns on one session, one at a time.
+
+    ``send`` yields a turn's events; ``ask`` returns its result. With a tool handler, a turn
+    that pauses for client-side tools is continued automatically."""
+
+    def __init__(
+        self,
+        stub: interact_pb2_grpc.InteractServiceStub,
+        metadata: _requests.Metadata,
+        open_frame: interact_pb2.ConverseRequest,
+        tool_handler: ToolHandler | None,
+        timeout: float | None,
+    ) -> None:
+        self._outgoing: queue.Queue[Any] = queue.Queue()
+        self._tool_handler = tool_handler
+        self._closed = False
+        self._call = stub.Converse(iter(self._outgoing.get, _END), metadata=metadata, timeout=timeout)
+        self._outgoing.put(open_frame)
+        first = self._next()
+        if isinstance(first, TurnFailed):
+            self._call.cancel()
+            raise ContextdError(first.code, first.message)
+        if not isinstance(first, Opened):
+            self._call.cancel()
+            raise ContextdError(grpc.StatusCode.INTERNAL, f"expected opened, got {first!r}")
+        self.session: Session = first.session
+        self.session_created: bool = first.session_created
+
+    def _next(self) -> Event:
+        while True:
+            try:
+                response = next(self._call)
+            except StopIteration:
+                raise ContextdError(grpc.StatusCode.UNAVAILABLE, "the server ended the stream") from None
+            except grpc.RpcError as error:
+                raise ContextdError.from_rpc_error(error) from None
+            event = event_from_proto(response)
+            if event is not None:
+                return event
+
+    def _turn(self) -> Iterator[Event]:
+        while True:
+            event = self._next()
+            yield event
+            if isinstance(event, TurnFailed):
+                return
+            if isinstance(event, TurnCompleted):
+                result = event.result
+                if self._tool_handler is None or not result.needs_tool_results:
+                    return
+                answers = run_tool_handler(self._tool_handler, result.tool_calls)
+                self._outgoing.put(_requests.converse_tool_results(answers))
+
+    def send(self, message: str, *, context: Mapping[str, Any] | None = None) -> Iterator[Event]:
+        """Sends a user message and yields the turn's events up to the last TurnCompleted (or a
+        TurnFailed). Consume the iterator before sending the next frame."""
+        self._outgoing.put(_requests.converse_message(message, context))
+        return self._turn()
+
+    def send_tool_results(self, results: Iterable[ToolResult]) -> Iterator[Event]:
+        """Continues a paused turn with results for its pending calls; yields its events."""
+        self._outgoing.put(_requests.converse_tool_results(results))
+        return self._turn()
+
+    def ask(self, message: str, *, context: Mapping[str, Any] | None = None) -> TurnResult:
+        """Sends a user message and returns the turn's final result; a failed frame raises."""
+        return _final(self.send(message, context=context))
+
+    def cancel(self) -> None:
+        """Cancels the running turn (it ends with FinishReason.CANCELLED, nothing stored)."""
+        self._outgoing.put(_requests.converse_cancel())
+
+    def close(self) -> None:
+        """Half-closes the stream and waits for the server to end it."""
+        if self._closed:
+            return
+        self._closed = True
+        self._outgoing.put(_END)
+        try:
+            for _ in self._call:
+                pass
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.CANCELLED:
+                raise ContextdError.from_rpc_error(error) from None
+
+    def __enter__(self) -> Conversation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            self._closed = True
+            self._outgoing.put(_END)
+            self._call.cancel()
+
+
+def _final(events: Iterable[Event]) -> TurnResult:
+    result = None
+    for event in events:
+        if isinstance(event, TurnFailed):
+            raise ContextdError(event.code, event.message)
+        if isinstance(event, TurnCompleted):
+            result = event.result
+    if result is None:
+        raise ContextdError(grpc.StatusCode.INTERNAL, "the turn ended without a result")
+    return result

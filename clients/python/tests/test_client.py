@@ -1,0 +1,273 @@
+"""The wrapper itself against a live contextd: sync and asyncio clients, tool handlers, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+
+from contextd import (
+    AsyncClient,
+    Client,
+    ContextdError,
+    FinishReason,
+    MessageRole,
+    SessionState,
+    TextDelta,
+    ToolCall,
+    ToolCallRequested,
+    ToolDefinition,
+    ToolRan,
+    ToolResult,
+    TurnCompleted,
+    TurnFailed,
+    TurnStarted,
+    connect,
+)
+from contextd._requests import metadata
+
+WEATHER = ToolDefinition("get_weather", "Current weather for a city.", {"type": "object"})
+
+
+def fresh(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def client(target: str):
+    with Client(target, timeout=30) as c:
+        yield c
+
+
+def test_session_lifecycle(client: Client) -> None:
+    sid = fresh("py-crud")
+    created = client.create_session(sid, system_prompt="Be brief.", context={"user": {"name": "Ann"}}, labels={"team": "a"})
+    assert created.session_id == sid
+    assert created.context == {"user": {"name": "Ann"}}
+    assert created.state is SessionState.IDLE
+    assert created.create_time is not None and created.create_time.tzinfo is not None
+
+    updated = client.update_session(sid, context={"user": {"age": 41}, "tier": "gold"}, labels={"env": "test"}, remove_labels=["team"])
+    assert updated.context == {"user": {"name": "Ann", "age": 41}, "tier": "gold"}
+    assert isinstance(updated.context["user"]["age"], int)
+    assert updated.labels == {"env": "test"}
+    assert updated.system_prompt == "Be brief."
+
+    assert client.update_session(sid, context={"tier": None}).context == {"user": {"name": "Ann", "age": 41}}
+    assert client.get_session(sid).labels == {"env": "test"}
+    assert sid in [s.session_id for s in client.iter_sessions(page_size=2)]
+
+    client.interact(sid, "hello")
+    page = client.list_messages(sid, page_size=1)
+    assert [m.role for m in page.items] == [MessageRole.USER] and page.next_page_token
+    rest = client.list_messages(sid, page_token=page.next_page_token)
+    assert [m.role for m in rest.items] == [MessageRole.ASSISTANT]
+
+    assert client.delete_session(sid) == 2
+    with pytest.raises(ContextdError) as missing:
+        client.get_session(sid)
+    assert missing.value.code is grpc.StatusCode.NOT_FOUND
+    assert sid in missing.value.message
+
+
+def test_errors_carry_the_status_code(client: Client) -> None:
+    sid = fresh("py-err")
+    client.create_session(sid)
+    with pytest.raises(ContextdError) as taken:
+        client.create_session(sid)
+    assert taken.value.code is grpc.StatusCode.ALREADY_EXISTS
+    with pytest.raises(ContextdError) as bad:
+        client.interact("not a valid id!", "hi")
+    assert bad.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "session_id" in str(bad.value)
+    with pytest.raises(ContextdError) as stream_bad:
+        list(client.stream_response(sid, ""))
+    assert stream_bad.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(TypeError):
+        client.interact(sid, "hi", context=["not", "an", "object"])  # type: ignore[arg-type]
+
+
+def test_interact_and_stream_agree(client: Client) -> None:
+    context = {"user_id": "john_doe", "topic": "environment"}
+    unary = client.interact(fresh("py-unary"), "Tell me about climate change.", context=context)
+    events = list(client.stream_response(fresh("py-stream"), "Tell me about climate change.", context=context))
+    assert isinstance(events[0], TurnStarted) and events[0].session_created
+    assert isinstance(events[-1], TurnCompleted)
+    deltas = [e.text for e in events if isinstance(e, TextDelta)]
+    assert len(deltas) > 1
+    assert "".join(deltas) == events[-1].result.response == unary.response
+    assert unary.response == "You said 'Tell me about climate change.'. User john_doe is active. Current topic: environment."
+    assert unary.updated_context == context
+    assert unary.finish_reason is FinishReason.STOP and unary.usage.output_tokens > 0
+
+
+def test_leaving_a_stream_early_cancels_it(client: Client) -> None:
+    sid = fresh("py-early")
+    for event in client.stream_response(sid, "/delay 200 one two three four five"):
+        assert isinstance(event, TurnStarted)
+        break
+    # The cancelled turn stored nothing, and the session takes the next turn.
+    assert client.interact(sid, "again").response == "You said 'again'."
+    assert client.get_session(sid).message_count == 2
+
+
+def test_interact_with_a_tool_handler(client: Client) -> None:
+    sid = fresh("py-tools")
+    client.create_session(sid, tools=[WEATHER, {"name": "broken"}])
+    seen: list[ToolCall] = []
+
+    def handler(call: ToolCall) -> object:
+        seen.append(call)
+        if call.name == "broken":
+            raise RuntimeError("no such sensor")
+        return {"forecast": "sunny", "city": call.arguments["city"]}
+
+    result = client.interact(sid, '/call get_weather {"city": "Rome"}\n/call broken {}', tool_handler=handler)
+    assert [c.name for c in seen] == ["get_weather", "broken"]
+    assert result.finish_reason is FinishReason.STOP
+    assert result.response == (
+        'Tool get_weather returned: {"forecast": "sunny", "city": "Rome"}\nTool broken failed: no such sensor'
+    )
+    tool_messages = [m for m in client.list_messages(sid).items if m.role is MessageRole.TOOL]
+    assert [m.is_error for m in tool_messages] == [False, True]
+
+
+def test_manual_tool_round_trip(client: Client) -> None:
+    sid = fresh("py-manual")
+    client.create_session(sid, tools=[WEATHER])
+    paused = client.interact(sid, '/call get_weather {"city": "Oslo"}')
+    assert paused.needs_tool_results and paused.tool_calls[0].arguments == {"city": "Oslo"}
+    assert client.get_session(sid).state is SessionState.AWAITING_TOOL_RESULTS
+    with pytest.raises(ContextdError) as pending:
+        client.interact(sid, "hello?")
+    assert pending.value.code is grpc.StatusCode.FAILED_PRECONDITION
+    events = list(client.stream_response(sid, tool_results=[ToolResult(paused.tool_calls[0].id, "snow")]))
+    assert events[-1].result.response == "Tool get_weather returned: snow"  # type: ignore[union-attr]
+    assert events[-1].result.turn_id == paused.turn_id  # type: ignore[union-attr]
+
+
+def test_server_side_tools(client: Client) -> None:
+    sid = fresh("py-builtin")
+    events = list(client.stream_response(sid, '/call context_set {"patch": {"mood": "happy"}}'))
+    ran = [e for e in events if isinstance(e, ToolRan)]
+    assert ran and ran[0].call.name == "context_set" and not ran[0].result.is_error
+    listed = client.list_tools(sid)
+    assert [t.name for t in listed.tools] == ["context_get", "context_set", "history_search"]
+    assert listed.session_tools == []
+    output = client.call_tool("context_get", {}, session_id=sid)
+    assert output.structured_content == {"mood": "happy"} and not output.is_error
+    assert client.call_tool("context_get", {"key": "nope"}, session_id=sid).is_error
+    with pytest.raises(ContextdError) as unknown:
+        client.call_tool("nope", session_id=sid)
+    assert unknown.value.code is grpc.StatusCode.NOT_FOUND
+
+
+def test_converse_with_a_tool_handler(client: Client) -> None:
+    sid = fresh("py-conv")
+    with client.converse(sid, tools=[WEATHER], context={"user_id": "ann"}, tool_handler=lambda c: "cloudy") as conversation:
+        assert conversation.session_created and conversation.session.context == {"user_id": "ann"}
+        first = conversation.ask("Hi.")
+        assert first.response == "You said 'Hi.'. User ann is active."
+        kinds = [type(e) for e in conversation.send('/call get_weather {"city": "Lima"}')]
+        # paused turn (tool call, completed), then the continued turn under the same id
+        assert kinds[:3] == [TurnStarted, ToolCallRequested, TurnCompleted]
+        assert kinds[-1] is TurnCompleted and TextDelta in kinds[3:]
+        failed = list(conversation.send_tool_results([ToolResult("call_unknown", "x")]))
+        assert len(failed) == 1 and isinstance(failed[0], TurnFailed)
+        assert failed[0].code is grpc.StatusCode.INVALID_ARGUMENT
+        assert conversation.ask("Still here?").response == "You said 'Still here?'. User ann is active."
+    assert client.get_session(sid).message_count == 8
+
+
+def test_converse_without_handler_and_cancel(client: Client) -> None:
+    sid = fresh("py-conv-manual")
+    with client.converse(sid, tools=[WEATHER]) as conversation:
+        paused = conversation.ask('/call get_weather {"city": "Kyiv"}')
+        assert paused.needs_tool_results
+        result = None
+        for event in conversation.send_tool_results([ToolResult(paused.tool_calls[0].id, "rain")]):
+            if isinstance(event, TurnCompleted):
+                result = event.result
+        assert result is not None and result.response == "Tool get_weather returned: rain"
+        events = conversation.send("/delay 300 a b c d e f g h")
+        assert isinstance(next(events), TurnStarted)
+        conversation.cancel()
+        last = list(events)[-1]
+        assert isinstance(last, TurnCompleted) and last.result.finish_reason is FinishReason.CANCELLED
+    assert client.get_session(sid).message_count == 4
+
+
+def test_converse_open_error_raises(target: str) -> None:
+    with Client(target) as client, pytest.raises(ContextdError) as bad:
+        client.converse("bad id!")
+    assert bad.value.code is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_async_client(target: str) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(target, token="secret-token") as client:
+            sid = fresh("py-async")
+            created = await client.create_session(sid, context={"user_id": "jane"}, tools=[WEATHER])
+            assert created.context == {"user_id": "jane"}
+            reply = await client.interact(sid, "Hello.", context={"location": "NYC"})
+            assert reply.response == "You said 'Hello.'. User jane is active. Context: location=NYC."
+            events = [e async for e in client.stream_response(sid, "Again.")]
+            assert "".join(e.text for e in events if isinstance(e, TextDelta)) == events[-1].result.response  # type: ignore[union-attr]
+
+            async def handler(call: ToolCall) -> str:
+                await asyncio.sleep(0)
+                return f"hot in {call.arguments['city']}"
+
+            done = await client.interact(sid, '/call get_weather {"city": "Cairo"}', tool_handler=handler)
+            assert done.response == "Tool get_weather returned: hot in Cairo"
+            async with await client.converse(sid, tool_handler=handler) as conversation:
+                assert not conversation.session_created
+                result = await conversation.ask('/call get_weather {"city": "Lima"}')
+                assert result.response == "Tool get_weather returned: hot in Lima"
+                failed = [e async for e in conversation.send_tool_results([ToolResult("nope", "x")])]
+                assert isinstance(failed[0], TurnFailed)
+            assert [s.session_id async for s in client.iter_sessions() if s.session_id == sid] == [sid]
+            assert (await client.list_tools()).tools[0].name == "context_get"
+            assert (await client.call_tool("context_get", {"key": "location"}, session_id=sid)).structured_content == "NYC"
+            assert (await client.list_messages(sid)).items[0].content == "Hello."
+            assert await client.delete_session(sid) == 12
+            with pytest.raises(ContextdError) as missing:
+                await client.get_session(sid)
+            assert missing.value.code is grpc.StatusCode.NOT_FOUND
+
+    asyncio.run(scenario())
+
+
+def test_connect_and_bearer_metadata(target: str) -> None:
+    assert metadata("abc") == (("authorization", "Bearer abc"),)
+    assert metadata(None, [("X-Trace", "1")]) == (("x-trace", "1"),)
+    with connect(target, token="abc", metadata=[("x-trace", "1")]) as client:
+        assert client.interact(fresh("py-token"), "hi").response == "You said 'hi'."
+
+
+def test_unreachable_server_is_unavailable() -> None:
+    with Client("127.0.0.1:1", timeout=5) as client, pytest.raises(ContextdError) as down:
+        client.list_tools()
+    assert down.value.code is grpc.StatusCode.UNAVAILABLE
+
+
+def test_demo_example(target: str) -> None:
+    demo = Path(__file__).resolve().parents[1] / "examples" / "demo.py"
+    out = subprocess.run([sys.executable, str(demo), target], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "< You said 'What are some solutions?'. User john_doe is active. Current topic: environment." in out
+    assert 'context: {"topic": "environment", "user_id": "john_doe"}' in out
+    assert 'context: {"location": "NYC", "user_id": "jane_doe"}' in out
+    assert "messages: 6" in out
+    assert "< Tool get_weather returned: sunny, 21 C in Paris" in out
+
+
+def test_the_package_type_checks() -> None:
+    """The package ships py.typed: its own annotations must hold under mypy --strict."""
+    root = Path(__file__).resolve().parents[1]
+    checked = subprocess.run([sys.executable, "-m", "mypy"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -1,0 +1,442 @@
+/**
+ * The contextd client: one HTTP/2 connection, one method per contextd operation, plain objects
+ * for contexts, generated message types for results, `ConnectError` (with its `code`) for
+ * failures.
+ */
+import { toJson, type JsonObject, type JsonValue, type MessageInitShape } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import type * as http2 from "node:http2";
+
+import {
+  FinishReason,
+  type Message,
+  type Session,
+  type ToolCall,
+  type ToolDefinition,
+} from "./gen/contextd/v1/common_pb.js";
+import {
+  InteractService,
+  type ConverseOpenSchema,
+  type ConverseRequestSchema,
+  type ConverseResponse,
+  type InteractResponse,
+  type StreamResponseResponse,
+} from "./gen/contextd/v1/interact_pb.js";
+import {
+  SessionService,
+  type CreateSessionRequestSchema,
+  type PreviewContextResponse,
+  type UpdateSessionRequestSchema,
+} from "./gen/contextd/v1/session_pb.js";
+import { ToolService, type ListToolsResponse } from "./gen/contextd/v1/tool_pb.js";
+import { AsyncQueue } from "./queue.js";
+
+/** Where contextd listens by default. */
+export const DEFAULT_TARGET = "127.0.0.1:61900";
+
+/** How to reach contextd. */
+export interface ConnectOptions {
+  /** Use TLS (https). Default false: plaintext HTTP/2. */
+  tls?: boolean;
+  /** Node http2 options, e.g. `{ ca }` for a private certificate authority. */
+  nodeOptions?: http2.ClientSessionOptions | http2.SecureClientSessionOptions;
+  /** Sent as `authorization: Bearer <token>` on every call. */
+  token?: string;
+  /** Extra headers (metadata) on every call. */
+  headers?: Record<string, string>;
+  /** Default deadline of unary calls, in milliseconds. */
+  timeoutMs?: number;
+  /** More interceptors, run after the one that adds the headers. */
+  interceptors?: Interceptor[];
+}
+
+type ConverseFrame = MessageInitShape<typeof ConverseRequestSchema>;
+
+/** A streamed turn's event (`StreamResponse`). Unknown kinds are skipped. */
+export type StreamEvent = Exclude<StreamResponseResponse["event"], { case: undefined }>;
+
+/** A Converse event, with the turn it belongs to. Unknown kinds are skipped. */
+export type ConverseEvent = Exclude<ConverseResponse["event"], { case: undefined }> & { turnId: string };
+
+/**
+ * Answers one client-side tool call: return the result's text, any JSON value (sent as JSON
+ * text), or a full ToolResult; throwing sends `isError: true` with the error's message.
+ */
+export type ToolHandler = (call: ToolCall) => unknown | Promise<unknown>;
+
+/** A tool definition as plain data. */
+export interface ToolSpec {
+  name: string;
+  description?: string;
+  inputSchema?: JsonObject;
+}
+
+/** A tool result as plain data. */
+export interface ToolResultInit {
+  toolCallId: string;
+  content: string;
+  isError?: boolean;
+}
+
+/** Fields of a new session (CreateSession, or Converse's open). */
+export interface SessionInit {
+  systemPrompt?: string;
+  context?: JsonObject;
+  model?: string;
+  tools?: (ToolSpec | ToolDefinition)[];
+  labels?: Record<string, string>;
+  maxContextTokens?: number;
+}
+
+/** Changes to a session; `context` is a JSON merge patch (`null` deletes a key). */
+export interface SessionUpdate {
+  context?: JsonObject;
+  systemPrompt?: string;
+  tools?: (ToolSpec | ToolDefinition)[];
+  model?: string;
+  maxContextTokens?: number;
+  labels?: Record<string, string>;
+  removeLabels?: string[];
+}
+
+/** One turn's input. */
+export interface TurnInput {
+  /** JSON merge patch for the session's context. */
+  context?: JsonObject;
+  /** Results for the calls a paused turn waits for. */
+  toolResults?: ToolResultInit[];
+  /** Abort the call. */
+  signal?: AbortSignal;
+}
+
+/** What a server-side tool returned through `callTool`. */
+export interface ToolOutput {
+  /** The result as text. */
+  content: string;
+  /** The result as JSON, when the tool has one. */
+  structuredContent: JsonValue | undefined;
+  /** The tool ran and failed. */
+  isError: boolean;
+}
+
+/** One page of a listing. */
+export interface Page<T> {
+  items: T[];
+  /** Pass back for the next page; "" at the end. */
+  nextPageToken: string;
+}
+
+function toolResult(call: ToolCall, value: unknown): ToolResultInit {
+  if (typeof value === "string") return { toolCallId: call.toolCallId, content: value };
+  if (value !== null && typeof value === "object" && "content" in value && "toolCallId" in value) {
+    const result = value as ToolResultInit;
+    return { toolCallId: result.toolCallId || call.toolCallId, content: result.content, isError: result.isError ?? false };
+  }
+  return { toolCallId: call.toolCallId, content: JSON.stringify(value as JsonValue) ?? "null" };
+}
+
+/** Runs the handler for each call; a throw becomes an `isError` result. */
+export async function runToolHandler(handler: ToolHandler, calls: ToolCall[]): Promise<ToolResultInit[]> {
+  const results: ToolResultInit[] = [];
+  for (const call of calls) {
+    try {
+      results.push(toolResult(call, await handler(call)));
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      results.push({ toolCallId: call.toolCallId, content: message || "tool failed", isError: true });
+    }
+  }
+  return results;
+}
+
+/** True when the turn paused for client-side tools (see `toolCalls`). */
+export function needsToolResults(result: InteractResponse): boolean {
+  return result.finishReason === FinishReason.TOOL_CALLS;
+}
+
+/** A contextd client. Call `close()` when done, so the process can exit. */
+export class ContextdClient {
+  private readonly sessionManager: Http2SessionManager;
+  private readonly sessions: Client<typeof SessionService>;
+  private readonly turns: Client<typeof InteractService>;
+  private readonly tools: Client<typeof ToolService>;
+  private readonly timeoutMs: number | undefined;
+
+  constructor(target: string = DEFAULT_TARGET, options: ConnectOptions = {}) {
+    const baseUrl = `${options.tls ? "https" : "http"}://${target}`;
+    this.sessionManager = new Http2SessionManager(baseUrl, undefined, options.nodeOptions);
+    const headers: Record<string, string> = { ...(options.headers ?? {}) };
+    if (options.token) headers["authorization"] = `Bearer ${options.token}`;
+    const addHeaders: Interceptor = (next) => (request) => {
+      for (const [name, value] of Object.entries(headers)) request.header.set(name, value);
+      return next(request);
+    };
+    const transport = createGrpcTransport({
+      baseUrl,
+      sessionManager: this.sessionManager,
+      interceptors: [addHeaders, ...(options.interceptors ?? [])],
+    });
+    this.sessions = createClient(SessionService, transport);
+    this.turns = createClient(InteractService, transport);
+    this.tools = createClient(ToolService, transport);
+    this.timeoutMs = options.timeoutMs;
+  }
+
+  /** Closes the connection. */
+  close(): void {
+    this.sessionManager.abort();
+  }
+
+  // Sessions
+
+  /** Creates a session (an empty id lets the server choose one). */
+  async createSession(sessionId = "", init: SessionInit = {}): Promise<Session> {
+    const request: MessageInitShape<typeof CreateSessionRequestSchema> = { sessionId, ...init };
+    const response = await this.sessions.createSession(request, { timeoutMs: this.timeoutMs });
+    return required(response.session);
+  }
+
+  /** The session, with its context, state and pending tool calls. */
+  async getSession(sessionId: string): Promise<Session> {
+    return required((await this.sessions.getSession({ sessionId }, { timeoutMs: this.timeoutMs })).session);
+  }
+
+  /** One page of sessions, ordered by id. */
+  async listSessions(options: { pageSize?: number; pageToken?: string } = {}): Promise<Page<Session>> {
+    const response = await this.sessions.listSessions(options, { timeoutMs: this.timeoutMs });
+    return { items: response.sessions, nextPageToken: response.nextPageToken };
+  }
+
+  /** Every session, page by page. */
+  async *iterSessions(pageSize = 0): AsyncGenerator<Session> {
+    let pageToken = "";
+    do {
+      const page = await this.listSessions({ pageSize, pageToken });
+      yield* page.items;
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+  }
+
+  /** Changes a session: `context` is merged as a JSON merge patch; the rest replace. */
+  async updateSession(sessionId: string, update: SessionUpdate): Promise<Session> {
+    const request: MessageInitShape<typeof UpdateSessionRequestSchema> = {
+      sessionId,
+      context: update.context,
+      systemPrompt: update.systemPrompt,
+      model: update.model,
+      maxContextTokens: update.maxContextTokens,
+      labels: update.labels,
+      removeLabels: update.removeLabels,
+      tools: update.tools === undefined ? undefined : { tools: update.tools },
+    };
+    return required((await this.sessions.updateSession(request, { timeoutMs: this.timeoutMs })).session);
+  }
+
+  /** Deletes a session; resolves to how many messages it had. */
+  async deleteSession(sessionId: string): Promise<number> {
+    const response = await this.sessions.deleteSession({ sessionId }, { timeoutMs: this.timeoutMs });
+    return Number(response.deletedMessages);
+  }
+
+  /** One page of the session's history, oldest first. */
+  async listMessages(sessionId: string, options: { pageSize?: number; pageToken?: string } = {}): Promise<Page<Message>> {
+    const response = await this.sessions.listMessages({ sessionId, ...options }, { timeoutMs: this.timeoutMs });
+    return { items: response.messages, nextPageToken: response.nextPageToken };
+  }
+
+  /** Exactly what the model would see for `message` now. */
+  async previewContext(sessionId: string, message = "", context?: JsonObject): Promise<PreviewContextResponse> {
+    return this.sessions.previewContext({ sessionId, message, context }, { timeoutMs: this.timeoutMs });
+  }
+
+  // Turns
+
+  /**
+   * Runs a turn. With `toolHandler`, client-side tool calls are answered by it and the turn is
+   * continued until it finishes; without, a paused turn is returned (`needsToolResults`).
+   */
+  async interact(
+    sessionId: string,
+    message: string,
+    input: TurnInput & { toolHandler?: ToolHandler } = {},
+  ): Promise<InteractResponse> {
+    const options = { timeoutMs: this.timeoutMs, signal: input.signal };
+    let result = await this.turns.interact(
+      { sessionId, message, context: input.context, toolResults: input.toolResults },
+      options,
+    );
+    while (input.toolHandler && needsToolResults(result)) {
+      const toolResults = await runToolHandler(input.toolHandler, result.toolCalls);
+      result = await this.turns.interact({ sessionId, toolResults }, options);
+    }
+    return result;
+  }
+
+  /**
+   * Runs a turn and yields its events: `started`, `delta`…, `toolCall` / `toolResult`, and
+   * `completed` last. Breaking out of the loop cancels the call.
+   */
+  async *streamResponse(sessionId: string, message: string, input: TurnInput = {}): AsyncGenerator<StreamEvent> {
+    const abort = new AbortController();
+    const onAbort = () => abort.abort(input.signal?.reason);
+    input.signal?.addEventListener("abort", onAbort);
+    try {
+      const stream = this.turns.streamResponse(
+        { sessionId, message, context: input.context, toolResults: input.toolResults },
+        { signal: abort.signal },
+      );
+      for await (const response of stream) {
+        if (response.event.case !== undefined) yield response.event;
+      }
+    } finally {
+      input.signal?.removeEventListener("abort", onAbort);
+      abort.abort();
+    }
+  }
+
+  /**
+   * Opens a Converse stream on the session (created with `init` when missing) and waits for
+   * `opened`. `toolHandler` answers client-side tool calls automatically.
+   */
+  async converse(
+    sessionId: string,
+    init: SessionInit & { toolHandler?: ToolHandler; signal?: AbortSignal } = {},
+  ): Promise<Conversation> {
+    const { toolHandler, signal, ...open } = init;
+    const conversation = new Conversation(this.turns, toolHandler, signal);
+    await conversation.open({ sessionId, ...open });
+    return conversation;
+  }
+
+  // Tools
+
+  /** Server-side tools, plus the session's own tools when `sessionId` is given. */
+  async listTools(sessionId = ""): Promise<ListToolsResponse> {
+    return this.tools.listTools({ sessionId }, { timeoutMs: this.timeoutMs });
+  }
+
+  /** Runs a server-side tool directly; a tool that ran and failed has `isError`. */
+  async callTool(name: string, args: JsonObject = {}, sessionId = ""): Promise<ToolOutput> {
+    const response = await this.tools.callTool({ name, arguments: args, sessionId }, { timeoutMs: this.timeoutMs });
+    return {
+      content: response.content,
+      structuredContent: response.structuredContent ? toJson(ValueSchema, response.structuredContent) : undefined,
+      isError: response.isError,
+    };
+  }
+}
+
+/**
+ * One Converse stream: many turns on one session, one at a time. `send` yields a turn's events,
+ * `ask` resolves to its result; with a tool handler, paused turns continue automatically.
+ */
+export class Conversation {
+  /** The session as it was when the stream attached. */
+  session!: Session;
+  /** True when opening the stream created the session. */
+  sessionCreated = false;
+  private readonly requests = new AsyncQueue<ConverseFrame>();
+  private readonly abort = new AbortController();
+  private readonly responses: AsyncIterator<ConverseResponse>;
+  private closed = false;
+
+  constructor(
+    client: Client<typeof InteractService>,
+    private readonly toolHandler: ToolHandler | undefined,
+    signal: AbortSignal | undefined,
+  ) {
+    signal?.addEventListener("abort", () => this.abort.abort(signal.reason));
+    this.responses = client.converse(this.requests, { signal: this.abort.signal })[Symbol.asyncIterator]();
+  }
+
+  /** @internal Sends `open` and waits for `opened`. */
+  async open(frame: MessageInitShape<typeof ConverseOpenSchema>): Promise<void> {
+    this.requests.push({ frame: { case: "open", value: frame } });
+    const first = await this.next();
+    if (first.case === "opened") {
+      this.session = required(first.value.session);
+      this.sessionCreated = first.value.sessionCreated;
+      return;
+    }
+    this.abort.abort();
+    if (first.case === "error") throw new ConnectError(first.value.message, first.value.code as Code);
+    throw new ConnectError(`expected opened, got ${first.case}`, Code.Internal);
+  }
+
+  private async next(): Promise<ConverseEvent> {
+    for (;;) {
+      const { value, done } = await this.responses.next();
+      if (done) throw new ConnectError("the server ended the stream", Code.Unavailable);
+      if (value.event.case !== undefined) return { ...value.event, turnId: value.turnId } as ConverseEvent;
+    }
+  }
+
+  private async *turn(): AsyncGenerator<ConverseEvent> {
+    for (;;) {
+      const event = await this.next();
+      yield event;
+      if (event.case === "error") return;
+      if (event.case === "completed") {
+        if (!this.toolHandler || !needsToolResults(event.value)) return;
+        const results = await runToolHandler(this.toolHandler, event.value.toolCalls);
+        this.requests.push({ frame: { case: "toolResults", value: { results } } });
+      }
+    }
+  }
+
+  /** Sends a user message; yields the turn's events up to the final `completed` (or `error`). */
+  send(message: string, context?: JsonObject): AsyncGenerator<ConverseEvent> {
+    this.requests.push({ frame: { case: "userMessage", value: { message, context } } });
+    return this.turn();
+  }
+
+  /** Continues a paused turn with results for its pending calls; yields its events. */
+  sendToolResults(results: ToolResultInit[]): AsyncGenerator<ConverseEvent> {
+    this.requests.push({ frame: { case: "toolResults", value: { results } } });
+    return this.turn();
+  }
+
+  /** Sends a user message and resolves to the turn's result; a failed frame rejects. */
+  async ask(message: string, context?: JsonObject): Promise<InteractResponse> {
+    let result: InteractResponse | undefined;
+    for await (const event of this.send(message, context)) {
+      if (event.case === "error") throw new ConnectError(event.value.message, event.value.code as Code);
+      if (event.case === "completed") result = event.value;
+    }
+    return required(result);
+  }
+
+  /** Cancels the running turn: it ends with FINISH_REASON_CANCELLED and nothing is stored. */
+  cancel(): void {
+    this.requests.push({ frame: { case: "cancel", value: {} } });
+  }
+
+  /** Half-closes the stream and waits for the server to end it; rejects on a non-OK status. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.requests.end();
+    for (;;) {
+      const { done } = await this.responses.next();
+      if (done) return;
+    }
+  }
+
+  /** Ends the stream at once, without waiting. */
+  abortNow(): void {
+    this.closed = true;
+    this.requests.end();
+    this.abort.abort();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+function required<T>(value: T | undefined): T {
+  if (value === undefined) throw new ConnectError("the server sent an empty response", Code.Internal);
+  return value;
+}

@@ -1,0 +1,237 @@
+/** The wrapper itself against a live contextd: turns, streams, Converse tool handlers, errors. */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { dirname, resolve } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+
+import {
+  Code,
+  ConnectError,
+  FinishReason,
+  MessageRole,
+  SessionState,
+  connect,
+  needsToolResults,
+  timestampDate,
+  type ContextdClient,
+  type ToolCall,
+} from "../src/index.js";
+import { Server } from "./server.js";
+
+const WEATHER = { name: "get_weather", description: "Current weather for a city.", inputSchema: { type: "object" } };
+const fresh = (prefix: string) => `${prefix}-${randomBytes(4).toString("hex")}`;
+
+async function rejectsWith(promise: Promise<unknown>, code: Code, text?: string): Promise<void> {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(error instanceof ConnectError, String(error));
+    assert.equal(error.code, code, error.message);
+    if (text) assert.ok(error.rawMessage.includes(text), error.rawMessage);
+    return true;
+  });
+}
+
+describe("ContextdClient", () => {
+  let server: Server;
+  let client: ContextdClient;
+
+  before(async () => {
+    server = await Server.start();
+    client = connect(server.address, { timeoutMs: 30000 });
+  });
+
+  after(async () => {
+    client.close();
+    await server.stop();
+  });
+
+  test("session lifecycle", async () => {
+    const sid = fresh("ts-crud");
+    const created = await client.createSession(sid, { systemPrompt: "Be brief.", context: { user: { name: "Ann" } }, labels: { team: "a" } });
+    assert.equal(created.sessionId, sid);
+    assert.deepEqual(created.context, { user: { name: "Ann" } });
+    assert.equal(created.state, SessionState.IDLE);
+    assert.ok(timestampDate(created.createTime!).getTime() > 0);
+
+    const updated = await client.updateSession(sid, { context: { user: { age: 41 }, tier: "gold" }, labels: { env: "test" }, removeLabels: ["team"] });
+    assert.deepEqual(updated.context, { user: { name: "Ann", age: 41 }, tier: "gold" });
+    assert.deepEqual(updated.labels, { env: "test" });
+    assert.equal(updated.systemPrompt, "Be brief.");
+    assert.deepEqual((await client.updateSession(sid, { context: { tier: null } })).context, { user: { name: "Ann", age: 41 } });
+
+    const ids: string[] = [];
+    for await (const session of client.iterSessions(2)) ids.push(session.sessionId);
+    assert.ok(ids.includes(sid));
+
+    await client.interact(sid, "hello");
+    const page = await client.listMessages(sid, { pageSize: 1 });
+    assert.deepEqual(page.items.map((m) => m.role), [MessageRole.USER]);
+    assert.ok(page.nextPageToken);
+    const rest = await client.listMessages(sid, { pageToken: page.nextPageToken });
+    assert.deepEqual(rest.items.map((m) => m.role), [MessageRole.ASSISTANT]);
+
+    assert.equal(await client.deleteSession(sid), 2);
+    await rejectsWith(client.getSession(sid), Code.NotFound, sid);
+  });
+
+  test("errors carry the status code", async () => {
+    const sid = fresh("ts-err");
+    await client.createSession(sid);
+    await rejectsWith(client.createSession(sid), Code.AlreadyExists);
+    await rejectsWith(client.interact("not a valid id!", "hi"), Code.InvalidArgument, "session_id");
+    await rejectsWith(
+      (async () => {
+        for await (const _ of client.streamResponse(sid, "")) void _;
+      })(),
+      Code.InvalidArgument,
+    );
+  });
+
+  test("interact and streamResponse agree", async () => {
+    const context = { user_id: "john_doe", topic: "environment" };
+    const unary = await client.interact(fresh("ts-unary"), "Tell me about climate change.", { context });
+    const events = [];
+    for await (const event of client.streamResponse(fresh("ts-stream"), "Tell me about climate change.", { context })) events.push(event);
+    assert.equal(events[0]?.case, "started");
+    const last = events[events.length - 1]!;
+    assert.equal(last.case, "completed");
+    const deltas = events.flatMap((e) => (e.case === "delta" ? [e.value.text] : []));
+    assert.ok(deltas.length > 1);
+    assert.equal(deltas.join(""), unary.response);
+    assert.equal(last.case === "completed" && last.value.response, unary.response);
+    assert.equal(unary.response, "You said 'Tell me about climate change.'. User john_doe is active. Current topic: environment.");
+    assert.deepEqual(unary.updatedContext, context);
+    assert.equal(unary.finishReason, FinishReason.STOP);
+    assert.ok(unary.usage!.outputTokens > 0n);
+  });
+
+  test("breaking out of a stream cancels it", async () => {
+    const sid = fresh("ts-early");
+    for await (const event of client.streamResponse(sid, "/delay 200 one two three four five")) {
+      assert.equal(event.case, "started");
+      break;
+    }
+    assert.equal((await client.interact(sid, "again")).response, "You said 'again'.");
+    assert.equal((await client.getSession(sid)).messageCount, 2n);
+  });
+
+  test("interact with a tool handler", async () => {
+    const sid = fresh("ts-tools");
+    await client.createSession(sid, { tools: [WEATHER, { name: "broken" }] });
+    const seen: string[] = [];
+    const result = await client.interact(sid, '/call get_weather {"city": "Rome"}\n/call broken {}', {
+      toolHandler: async (call: ToolCall) => {
+        seen.push(call.name);
+        if (call.name === "broken") throw new Error("no such sensor");
+        return { forecast: "sunny", city: call.arguments?.["city"] ?? null };
+      },
+    });
+    assert.deepEqual(seen, ["get_weather", "broken"]);
+    assert.equal(result.finishReason, FinishReason.STOP);
+    assert.equal(result.response, 'Tool get_weather returned: {"forecast":"sunny","city":"Rome"}\nTool broken failed: no such sensor');
+    const tools = (await client.listMessages(sid)).items.filter((m) => m.role === MessageRole.TOOL);
+    assert.deepEqual(tools.map((m) => m.isError), [false, true]);
+  });
+
+  test("manual tool round trip", async () => {
+    const sid = fresh("ts-manual");
+    await client.createSession(sid, { tools: [WEATHER] });
+    const paused = await client.interact(sid, '/call get_weather {"city": "Oslo"}');
+    assert.ok(needsToolResults(paused));
+    assert.deepEqual(paused.toolCalls[0]!.arguments, { city: "Oslo" });
+    assert.equal((await client.getSession(sid)).state, SessionState.AWAITING_TOOL_RESULTS);
+    await rejectsWith(client.interact(sid, "hello?"), Code.FailedPrecondition, paused.toolCalls[0]!.toolCallId);
+    const done = await client.interact(sid, "", { toolResults: [{ toolCallId: paused.toolCalls[0]!.toolCallId, content: "snow" }] });
+    assert.equal(done.response, "Tool get_weather returned: snow");
+    assert.equal(done.turnId, paused.turnId);
+  });
+
+  test("server-side tools", async () => {
+    const sid = fresh("ts-builtin");
+    const kinds = [];
+    for await (const event of client.streamResponse(sid, '/call context_set {"patch": {"mood": "happy"}}')) kinds.push(event.case);
+    assert.ok(kinds.includes("toolResult"));
+    const listed = await client.listTools(sid);
+    assert.deepEqual(listed.tools.map((t) => t.name), ["context_get", "context_set", "history_search"]);
+    const output = await client.callTool("context_get", {}, sid);
+    assert.deepEqual(output.structuredContent, { mood: "happy" });
+    assert.equal(output.isError, false);
+    assert.equal((await client.callTool("context_get", { key: "nope" }, sid)).isError, true);
+    await rejectsWith(client.callTool("nope", {}, sid), Code.NotFound);
+  });
+
+  test("converse with a tool handler", async () => {
+    const sid = fresh("ts-conv");
+    const conversation = await client.converse(sid, { tools: [WEATHER], context: { user_id: "ann" }, toolHandler: () => "cloudy" });
+    assert.ok(conversation.sessionCreated);
+    assert.deepEqual(conversation.session.context, { user_id: "ann" });
+    assert.equal((await conversation.ask("Hi.")).response, "You said 'Hi.'. User ann is active.");
+    const kinds = [];
+    for await (const event of conversation.send('/call get_weather {"city": "Lima"}')) kinds.push(event.case);
+    assert.deepEqual(kinds.slice(0, 3), ["started", "toolCall", "completed"]);
+    assert.equal(kinds[kinds.length - 1], "completed");
+    assert.ok(kinds.slice(3).includes("delta"));
+    const failed = [];
+    for await (const event of conversation.sendToolResults([{ toolCallId: "call_unknown", content: "x" }])) failed.push(event);
+    assert.equal(failed.length, 1);
+    assert.equal(failed[0]!.case, "error");
+    assert.equal(failed[0]!.case === "error" && failed[0]!.value.code, Code.InvalidArgument);
+    await conversation.close();
+    assert.equal((await client.getSession(sid)).messageCount, 6n);
+  });
+
+  test("converse without a handler, and cancel", async () => {
+    const sid = fresh("ts-conv-manual");
+    const conversation = await client.converse(sid, { tools: [WEATHER] });
+    const paused = await conversation.ask('/call get_weather {"city": "Kyiv"}');
+    assert.ok(needsToolResults(paused));
+    let response = "";
+    for await (const event of conversation.sendToolResults([{ toolCallId: paused.toolCalls[0]!.toolCallId, content: "rain" }])) {
+      if (event.case === "completed") response = event.value.response;
+    }
+    assert.equal(response, "Tool get_weather returned: rain");
+    const events = conversation.send("/delay 300 a b c d e f g h");
+    assert.equal((await events.next()).value?.case, "started");
+    conversation.cancel();
+    let last;
+    for await (const event of events) last = event;
+    assert.equal(last?.case, "completed");
+    assert.equal(last?.case === "completed" && last.value.finishReason, FinishReason.CANCELLED);
+    await conversation.close();
+    assert.equal((await client.getSession(sid)).messageCount, 4n);
+  });
+
+  test("converse open errors reject", async () => {
+    await rejectsWith(client.converse("bad id!"), Code.InvalidArgument);
+  });
+
+  test("bearer token and headers are accepted", async () => {
+    const other = connect(server.address, { token: "abc", headers: { "x-trace": "1" } });
+    try {
+      assert.equal((await other.interact(fresh("ts-token"), "hi")).response, "You said 'hi'.");
+    } finally {
+      other.close();
+    }
+  });
+
+  test("an unreachable server is UNAVAILABLE", async () => {
+    const down = connect("127.0.0.1:1", { timeoutMs: 5000 });
+    try {
+      await rejectsWith(down.listTools(), Code.Unavailable);
+    } finally {
+      down.close();
+    }
+  });
+
+  test("the demo example runs", async () => {
+    const demo = resolve(dirname(fileURLToPath(import.meta.url)), "../examples/demo.js");
+    const { stdout } = await promisify(execFile)(process.execPath, [demo, server.address], { timeout: 60000 });
+    assert.ok(stdout.includes("< You said 'What are some solutions?'. User john_doe is active. Current topic: environment."), stdout);
+    assert.ok(stdout.includes('context: {"topic":"environment","user_id":"john_doe"}'), stdout);
+    assert.ok(stdout.includes('context: {"location":"NYC","user_id":"jane_doe"}'), stdout);
+    assert.ok(stdout.includes("messages: 6"), stdout);
+    assert.ok(stdout.includes("< Tool get_weather returned: sunny, 21 C in Paris"), stdout);
+  });
+});

@@ -1,0 +1,772 @@
+//! A Rust client for contextd: the generated tonic clients, and a thin wrapper over them that
+//! takes JSON for contexts and returns the generated message types.
+//!
+//! [`Client`] holds one HTTP/2 connection (cheap to clone; clones share it) and offers one
+//! method per operation: sessions ([`Client::create_session`], [`Client::get_session`],
+//! [`Client::list_sessions`], [`Client::update_session`], [`Client::delete_session`],
+//! [`Client::list_messages`], [`Client::preview_context`]), turns ([`Client::interact`],
+//! [`Client::stream_response`], [`Client::converse`]) and server-side tools
+//! ([`Client::list_tools`], [`Client::call_tool`]). Contexts and tool arguments go in as
+//! [`serde_json::Value`] objects; [`context_json`] reads a returned `Struct` back as JSON.
+//! Every failure is an [`Error`] whose [`Error::code`] is the gRPC status code.
+//!
+//! [`Conversation`] is one bidirectional `Converse` stream: send user messages, read typed
+//! events, and let a [`ToolHandler`] answer client-side tool calls as they come.
+//!
+//! The connection is plaintext HTTP/2 (`h2c`), which is what `contextd serve` speaks. For TLS
+//! (through a terminating proxy), enable one of tonic's `tls-*` features in your own crate,
+//! build a [`Channel`] with its `tls_config`, and hand it to [`Client::from_channel`].
+//!
+//! The generated clients are re-exported ([`SessionServiceClient`], [`InteractServiceClient`],
+//! [`ToolServiceClient`]) for anything the wrapper does not cover; the messages live in
+//! [`crate::api::v1`].
+//!
+//! # Example
+//!
+//! ```no_run
+//! use contextd::client::{Client, ConnectOptions, context_json};
+//! use serde_json::json;
+//!
+//! # async fn example() -> Result<(), contextd::client::Error> {
+//! let client = Client::connect_with(
+//!     "127.0.0.1:61900",
+//!     ConnectOptions::default().bearer_token("secret"),
+//! )
+//! .await?;
+//! let reply = client
+//!     .interact("session_alpha", "Hello, I am John.", Some(json!({"user_id": "john_doe"})))
+//!     .await?;
+//! println!("{}", reply.response);
+//! println!("{}", context_json(reply.updated_context.as_ref())?);
+//!
+//! // Stream a reply token by token.
+//! use futures_util::StreamExt;
+//! use contextd::client::StreamEvent;
+//! let mut events = client.stream_response("session_alpha", "Tell me more.", None).await?;
+//! while let Some(event) = events.next().await {
+//!     if let StreamEvent::Delta(delta) = event? {
+//!         print!("{}", delta.text);
+//!     }
+//! }
+//!
+//! // Converse, answering the client-side tool `get_weather` automatically.
+//! use contextd::client::{ConverseOptions, tool_definition};
+//! let mut conversation = client
+//!     .converse(
+//!         ConverseOptions::new("session_tools")
+//!             .tool(tool_definition("get_weather", "Weather in a city", json!({"type": "object"}))?),
+//!     )
+//!     .await?;
+//! conversation.set_tool_handler(|call| Ok(format!("sunny ({})", call.name)));
+//! let done = conversation
+//!     .turn(r#"/call get_weather {"city": "Paris"}"#, None)
+//!     .await?;
+//! println!("{}", done.response);
+//! # Ok(())
+//! # }
+//! ```
+
+mod conversation;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use serde_json::Value;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use crate::api::convert::{context_from_wire, context_to_wire, value_from_wire};
+use crate::api::v1;
+
+pub use conversation::{Conversation, ConverseEvent, ConverseOptions, ToolHandler};
+pub use v1::interact_service_client::InteractServiceClient;
+pub use v1::session_service_client::SessionServiceClient;
+pub use v1::stream_response_response::Event as StreamEvent;
+pub use v1::tool_service_client::ToolServiceClient;
+
+/// The address `contextd serve` listens on unless told otherwise.
+pub const DEFAULT_TARGET: &str = "127.0.0.1:61900";
+
+/// The transport every wrapper call goes through: the channel with the bearer-token
+/// interceptor.
+pub type Transport = InterceptedService<Channel, BearerToken>;
+
+/// What went wrong in a client call. [`Error::code`] gives the gRPC status code of any variant.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No connection could be made to the target (nothing listens there, or it is not
+    /// reachable within the connect timeout).
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        /// The target as given to [`Client::connect`].
+        target: String,
+        /// What the transport reported.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The target or an option cannot be used (a malformed address, a token that is not
+    /// valid header text).
+    #[error("{0}")]
+    Config(String),
+    /// An argument was refused before anything was sent (for example a context that is not a
+    /// JSON object).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The server (or the transport, mid-call) answered with a gRPC status other than OK.
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Status(#[from] Status),
+    /// The server sent something this client cannot read.
+    #[error("unexpected response: {0}")]
+    Protocol(String),
+}
+
+impl Error {
+    /// The gRPC status code: the server's for [`Error::Status`], `UNAVAILABLE` for a failed
+    /// connection, `INVALID_ARGUMENT` for refused arguments and options, `INTERNAL` for
+    /// responses that cannot be read.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Connect { .. } => Code::Unavailable,
+            Error::Config(_) | Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::Status(status) => status.code(),
+            Error::Protocol(_) => Code::Internal,
+        }
+    }
+
+    /// The status message: the server's for [`Error::Status`], this error's text otherwise.
+    pub fn message(&self) -> String {
+        match self {
+            Error::Status(status) => status.message().to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The canonical upper-case name of a gRPC status code, for example `NOT_FOUND`.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// How [`Client::connect_with`] connects.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Sent as `authorization: Bearer <token>` metadata on every call when set.
+    pub bearer_token: Option<String>,
+    /// How long establishing the connection may take. Default: 5 seconds.
+    pub connect_timeout: Duration,
+    /// A deadline for every unary call (sent as `grpc-timeout`); streams are not bounded.
+    /// Default: none.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            bearer_token: None,
+            connect_timeout: Duration::from_secs(5),
+            timeout: None,
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// Sends `token` as a bearer token on every call.
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.bearer_token = Some(token.into());
+        self
+    }
+
+    /// Sets the connect timeout.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets a deadline for every unary call.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every request when a token is configured.
+#[derive(Debug, Clone, Default)]
+pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl BearerToken {
+    /// An interceptor sending `token`, or nothing for `None`. Fails when the token is not
+    /// valid header text.
+    pub fn new(token: Option<&str>) -> Result<Self, Error> {
+        token
+            .map(|t| {
+                format!("Bearer {t}").parse().map_err(|_| {
+                    Error::Config(
+                        "the bearer token must be printable ASCII without line breaks".to_string(),
+                    )
+                })
+            })
+            .transpose()
+            .map(Self)
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The fields of a new session; everything but the id is optional.
+#[derive(Debug, Clone, Default)]
+pub struct NewSession {
+    /// Identifier (1 to 128 characters of `[A-Za-z0-9._:-]`); empty: the server makes one.
+    pub session_id: String,
+    /// Instructions always shown to the model first.
+    pub system_prompt: String,
+    /// Initial context, a JSON object.
+    pub context: Option<Value>,
+    /// Model; empty: the server's default.
+    pub model: String,
+    /// Tools the client runs itself (see [`tool_definition`]).
+    pub tools: Vec<v1::ToolDefinition>,
+    /// Free-form labels.
+    pub labels: HashMap<String, String>,
+    /// Window size in tokens; 0: the model's default.
+    pub max_context_tokens: u32,
+    /// When the session expires; `None` for the server's idle TTL (if any).
+    pub expire_time: Option<prost_types::Timestamp>,
+    /// How its context window is managed; `None` for the sliding window.
+    pub window: Option<v1::WindowSettings>,
+}
+
+impl NewSession {
+    /// A session with the given id and server defaults for everything else.
+    pub fn new(session_id: impl Into<String>) -> Self {
+        Self {
+            session_id: session_id.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Changes to a session; fields left `None` (or empty) stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct SessionUpdate {
+    /// RFC 7386 merge patch for the context: objects merge, `null` deletes a key.
+    pub context: Option<Value>,
+    /// Replaces the system prompt.
+    pub system_prompt: Option<String>,
+    /// Replaces the client-declared tools (an empty list removes them all).
+    pub tools: Option<Vec<v1::ToolDefinition>>,
+    /// Replaces the model.
+    pub model: Option<String>,
+    /// Replaces the window size (0: the model's default).
+    pub max_context_tokens: Option<u32>,
+    /// Labels to add or replace.
+    pub labels: HashMap<String, String>,
+    /// Labels to remove.
+    pub remove_labels: Vec<String>,
+    /// A new fixed expiry.
+    pub expire_time: Option<prost_types::Timestamp>,
+    /// New window settings.
+    pub window: Option<v1::WindowSettings>,
+}
+
+/// The events of one `StreamResponse` turn, in order; `completed` is the last.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, Error>> + Send>>;
+
+/// A connection to contextd with one method per operation. Cloning is cheap and shares the
+/// connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    sessions: SessionServiceClient<Transport>,
+    interact: InteractServiceClient<Transport>,
+    tools: ToolServiceClient<Transport>,
+    timeout: Option<Duration>,
+}
+
+impl Client {
+    /// Connects to `target` (`host:port`, or `http://host:port`) with default options.
+    pub async fn connect(target: &str) -> Result<Self, Error> {
+        Self::connect_with(target, ConnectOptions::default()).await
+    }
+
+    /// Connects to `target` (`host:port`, or `http://host:port`). The connection is made
+    /// now, so an unreachable server fails here with [`Error::Connect`].
+    pub async fn connect_with(target: &str, options: ConnectOptions) -> Result<Self, Error> {
+        let endpoint = endpoint(target)?.connect_timeout(options.connect_timeout);
+        let channel = endpoint.connect().await.map_err(|source| Error::Connect {
+            target: target.to_string(),
+            source,
+        })?;
+        Self::from_channel(channel, options)
+    }
+
+    /// Wraps a channel made elsewhere (for example one with TLS configured); only the token
+    /// and timeout of `options` apply.
+    pub fn from_channel(channel: Channel, options: ConnectOptions) -> Result<Self, Error> {
+        let token = BearerToken::new(options.bearer_token.as_deref())?;
+        Ok(Self {
+            sessions: SessionServiceClient::with_interceptor(channel.clone(), token.clone()),
+            interact: InteractServiceClient::with_interceptor(channel.clone(), token.clone()),
+            tools: ToolServiceClient::with_interceptor(channel, token),
+            timeout: options.timeout,
+        })
+    }
+
+    /// The generated `SessionService` client on this connection.
+    pub fn session_service(&self) -> SessionServiceClient<Transport> {
+        self.sessions.clone()
+    }
+
+    /// The generated `InteractService` client on this connection.
+    pub fn interact_service(&self) -> InteractServiceClient<Transport> {
+        self.interact.clone()
+    }
+
+    /// The generated `ToolService` client on this connection.
+    pub fn tool_service(&self) -> ToolServiceClient<Transport> {
+        self.tools.clone()
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(timeout) = self.timeout {
+            request.set_timeout(timeout);
+        }
+        request
+    }
+
+    /// Creates a session; `ALREADY_EXISTS` when the id is taken.
+    pub async fn create_session(&self, session: NewSession) -> Result<v1::Session, Error> {
+        let request = v1::CreateSessionRequest {
+            session_id: session.session_id,
+            system_prompt: session.system_prompt,
+            context: patch_to_wire("context", session.context)?,
+            model: session.model,
+            tools: session.tools,
+            labels: session.labels,
+            max_context_tokens: session.max_context_tokens,
+            expire_time: session.expire_time,
+            window: session.window,
+        };
+        let response = self
+            .sessions
+            .clone()
+            .create_session(self.request(request))
+            .await?;
+        session_of(response.into_inner().session)
+    }
+
+    /// Returns a session; `NOT_FOUND` when it does not exist.
+    pub async fn get_session(&self, session_id: &str) -> Result<v1::Session, Error> {
+        let request = v1::GetSessionRequest {
+            session_id: session_id.to_string(),
+        };
+        let response = self
+            .sessions
+            .clone()
+            .get_session(self.request(request))
+            .await?;
+        session_of(response.into_inner().session)
+    }
+
+    /// One page of sessions ordered by id. `page_size` 0 is the server's default; pass the
+    /// previous page's `next_page_token` (empty for the first page).
+    pub async fn list_sessions(
+        &self,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<v1::ListSessionsResponse, Error> {
+        let request = v1::ListSessionsRequest {
+            page_size,
+            page_token: page_token.to_string(),
+        };
+        let response = self
+            .sessions
+            .clone()
+            .list_sessions(self.request(request))
+            .await?;
+        Ok(response.into_inner())
+    }
+
+    /// Changes a session and returns it as it is afterwards.
+    pub async fn update_session(
+        &self,
+        session_id: &str,
+        update: SessionUpdate,
+    ) -> Result<v1::Session, Error> {
+        let request = v1::UpdateSessionRequest {
+            session_id: session_id.to_string(),
+            context: patch_to_wire("context", update.context)?,
+            system_prompt: update.system_prompt,
+            tools: update.tools.map(|tools| v1::ToolDefinitionList { tools }),
+            model: update.model,
+            max_context_tokens: update.max_context_tokens,
+            labels: update.labels,
+            remove_labels: update.remove_labels,
+            expire_time: update.expire_time,
+            window: update.window,
+        };
+        let response = self
+            .sessions
+            .clone()
+            .update_session(self.request(request))
+            .await?;
+        session_of(response.into_inner().session)
+    }
+
+    /// Deletes a session with its history; returns how many messages were deleted.
+    pub async fn delete_session(&self, session_id: &str) -> Result<u64, Error> {
+        let request = v1::DeleteSessionRequest {
+            session_id: session_id.to_string(),
+        };
+        let response = self
+            .sessions
+            .clone()
+            .delete_session(self.request(request))
+            .await?;
+        Ok(response.into_inner().deleted_messages)
+    }
+
+    /// One page of a session's history, oldest first.
+    pub async fn list_messages(
+        &self,
+        session_id: &str,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<v1::ListMessagesResponse, Error> {
+        let request = v1::ListMessagesRequest {
+            session_id: session_id.to_string(),
+            page_size,
+            page_token: page_token.to_string(),
+        };
+        let response = self
+            .sessions
+            .clone()
+            .list_messages(self.request(request))
+            .await?;
+        Ok(response.into_inner())
+    }
+
+    /// A session's whole history, oldest first, following every page.
+    pub async fn history(&self, session_id: &str) -> Result<Vec<v1::Message>, Error> {
+        let mut messages = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self.list_messages(session_id, 0, &token).await?;
+            messages.extend(page.messages);
+            if page.next_page_token.is_empty() || page.next_page_token == token {
+                return Ok(messages);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// What the model would see if `message` (may be empty) were sent now with `context` as
+    /// a patch. Changes nothing.
+    pub async fn preview_context(
+        &self,
+        session_id: &str,
+        message: &str,
+        context: Option<Value>,
+    ) -> Result<v1::PreviewContextResponse, Error> {
+        let request = v1::PreviewContextRequest {
+            session_id: session_id.to_string(),
+            message: message.to_string(),
+            context: patch_to_wire("context", context)?,
+        };
+        let response = self
+            .sessions
+            .clone()
+            .preview_context(self.request(request))
+            .await?;
+        Ok(response.into_inner())
+    }
+
+    /// Runs one turn: merges `context` (a JSON object, as a merge patch) into the session,
+    /// sends `message`, and returns the outcome. Creates the session when it does not exist.
+    pub async fn interact(
+        &self,
+        session_id: &str,
+        message: &str,
+        context: Option<Value>,
+    ) -> Result<v1::InteractResponse, Error> {
+        let request = v1::InteractRequest {
+            session_id: session_id.to_string(),
+            message: message.to_string(),
+            context: patch_to_wire("context", context)?,
+            tool_results: Vec::new(),
+        };
+        let response = self
+            .interact
+            .clone()
+            .interact(self.request(request))
+            .await?;
+        Ok(response.into_inner())
+    }
+
+    /// Continues a turn paused for client-side tools with one result per pending call.
+    pub async fn submit_tool_results(
+        &self,
+        session_id: &str,
+        results: Vec<v1::ToolResult>,
+    ) -> Result<v1::InteractResponse, Error> {
+        let request = v1::InteractRequest {
+            session_id: session_id.to_string(),
+            message: String::new(),
+            context: None,
+            tool_results: results,
+        };
+        let response = self
+            .interact
+            .clone()
+            .interact(self.request(request))
+            .await?;
+        Ok(response.into_inner())
+    }
+
+    /// Runs one turn like [`Client::interact`], yielding its events as they happen: `started`,
+    /// `delta`s, tool events, and `completed` last. Event kinds this client does not know are
+    /// skipped.
+    pub async fn stream_response(
+        &self,
+        session_id: &str,
+        message: &str,
+        context: Option<Value>,
+    ) -> Result<EventStream, Error> {
+        let request = v1::StreamResponseRequest {
+            session_id: session_id.to_string(),
+            message: message.to_string(),
+            context: patch_to_wire("context", context)?,
+            tool_results: Vec::new(),
+        };
+        // The deadline would cut a long stream; streams are bounded by the caller instead.
+        let response = self
+            .interact
+            .clone()
+            .stream_response(Request::new(request))
+            .await?;
+        let events = response
+            .into_inner()
+            .filter_map(|item| async move {
+                match item {
+                    Ok(v1::StreamResponseResponse { event }) => event.map(Ok),
+                    Err(status) => Some(Err(Error::Status(status))),
+                }
+            })
+            .boxed();
+        Ok(events)
+    }
+
+    /// Opens a `Converse` stream on a session (creating it with `options` when it does not
+    /// exist) and waits for the server's `opened` answer.
+    pub async fn converse(&self, options: ConverseOptions) -> Result<Conversation, Error> {
+        Conversation::open(self.interact.clone(), options).await
+    }
+
+    /// The server-side tools, and with `session_id` also that session's client-declared ones.
+    pub async fn list_tools(
+        &self,
+        session_id: Option<&str>,
+    ) -> Result<v1::ListToolsResponse, Error> {
+        let request = v1::ListToolsRequest {
+            session_id: session_id.unwrap_or_default().to_string(),
+        };
+        let response = self.tools.clone().list_tools(self.request(request)).await?;
+        Ok(response.into_inner())
+    }
+
+    /// Runs a server-side tool with `arguments` (a JSON object). A tool that runs and fails
+    /// answers `is_error = true`; only malformed calls are errors.
+    pub async fn call_tool(
+        &self,
+        name: &str,
+        arguments: Value,
+        session_id: Option<&str>,
+    ) -> Result<v1::CallToolResponse, Error> {
+        let request = v1::CallToolRequest {
+            name: name.to_string(),
+            arguments: patch_to_wire("arguments", Some(arguments))?,
+            session_id: session_id.unwrap_or_default().to_string(),
+        };
+        let response = self.tools.clone().call_tool(self.request(request)).await?;
+        Ok(response.into_inner())
+    }
+}
+
+/// `host:port` or `http://host:port` as an endpoint; anything else is refused with a reason.
+fn endpoint(target: &str) -> Result<Endpoint, Error> {
+    let url = if target.contains("://") {
+        target.to_string()
+    } else {
+        format!("http://{target}")
+    };
+    if !url.starts_with("http://") {
+        return Err(Error::Config(format!(
+            "target {target:?}: only plaintext `host:port` or `http://host:port` targets are supported; for TLS build a Channel yourself and use Client::from_channel"
+        )));
+    }
+    Endpoint::from_shared(url)
+        .map_err(|e| Error::Config(format!("target {target:?} is not a valid address: {e}")))
+}
+
+fn session_of(session: Option<v1::Session>) -> Result<v1::Session, Error> {
+    session.ok_or_else(|| Error::Protocol("the response carries no session".to_string()))
+}
+
+/// A JSON object as a `Struct` (`None` stays `None`); anything but an object is refused.
+pub(crate) fn patch_to_wire(
+    what: &str,
+    value: Option<Value>,
+) -> Result<Option<prost_types::Struct>, Error> {
+    match value {
+        None => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(context_to_wire(&map))),
+        Some(other) => Err(Error::InvalidArgument(format!(
+            "{what} must be a JSON object, not {}",
+            json_kind(&other)
+        ))),
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A returned `Struct` (a context, tool arguments) as a JSON object; absent is `{}`.
+pub fn context_json(value: Option<&prost_types::Struct>) -> Result<Value, Error> {
+    context_from_wire("context", value.cloned())
+        .map(Value::Object)
+        .map_err(|e| Error::Protocol(e.to_string()))
+}
+
+/// A returned `google.protobuf.Value` (a tool's structured result) as JSON; absent is `null`.
+pub fn value_json(value: Option<&prost_types::Value>) -> Result<Value, Error> {
+    match value {
+        None => Ok(Value::Null),
+        Some(v) => value_from_wire("value", v.clone()).map_err(|e| Error::Protocol(e.to_string())),
+    }
+}
+
+/// A client-side tool for [`NewSession::tools`] or [`ConverseOptions::tool`]; `input_schema`
+/// is a JSON Schema object (`{}` or `{"type": "object"}` accepts any arguments).
+pub fn tool_definition(
+    name: &str,
+    description: &str,
+    input_schema: Value,
+) -> Result<v1::ToolDefinition, Error> {
+    Ok(v1::ToolDefinition {
+        name: name.to_string(),
+        description: description.to_string(),
+        input_schema: patch_to_wire("input_schema", Some(input_schema))?,
+    })
+}
+
+/// A successful tool result answering `call`.
+pub fn tool_result(call: &v1::ToolCall, content: impl Into<String>) -> v1::ToolResult {
+    v1::ToolResult {
+        tool_call_id: call.tool_call_id.clone(),
+        content: content.into(),
+        is_error: false,
+    }
+}
+
+/// A failed tool result answering `call`: the model sees `message` as the failure.
+pub fn tool_error(call: &v1::ToolCall, message: impl Into<String>) -> v1::ToolResult {
+    v1::ToolResult {
+        tool_call_id: call.tool_call_id.clone(),
+        content: message.into(),
+        is_error: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            endpoint("127.0.0.1:61900").unwrap().uri().to_string(),
+            "http://127.0.0.1:61900/"
+        );
+        assert!(endpoint("http://localhost:1").is_ok());
+        let err = endpoint("https://example.com").unwrap_err();
+        assert!(err.to_string().contains("from_channel"), "{err}");
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(endpoint("not a target").is_err());
+    }
+
+    #[test]
+    fn contexts_must_be_objects() {
+        assert!(patch_to_wire("context", None).unwrap().is_none());
+        let wire = patch_to_wire("context", Some(json!({"a": [1, "x"]})))
+            .unwrap()
+            .unwrap();
+        assert_eq!(context_json(Some(&wire)).unwrap(), json!({"a": [1, "x"]}));
+        let err = patch_to_wire("context", Some(json!([1]))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "context must be a JSON object, not an array"
+        );
+        assert_eq!(context_json(None).unwrap(), json!({}));
+    }
+
+    #[test]
+    fn bearer_tokens_become_metadata() {
+        let mut token = BearerToken::new(Some("abc")).unwrap();
+        let request = token.call(Request::new(())).unwrap();
+        assert_eq!(
+            request.metadata().get("authorization").unwrap(),
+            "Bearer abc"
+        );
+        let mut none = BearerToken::new(None).unwrap();
+        assert!(none.call(Request::new(())).unwrap().metadata().is_empty());
+        assert!(BearerToken::new(Some("line\nbreak")).is_err());
+    }
+
+    #[test]
+    fn errors_carry_codes() {
+        let err = Error::from(Status::not_found("no session x"));
+        assert_eq!(err.code(), Code::NotFound);
+        assert_eq!(err.message(), "no session x");
+        assert_eq!(err.to_string(), "NOT_FOUND: no session x");
+    }
+}

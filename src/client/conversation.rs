@@ -1,0 +1,284 @@
+//! One bidirectional `Converse` stream: frames go out through a bounded channel, typed events
+//! come back, and an optional [`ToolHandler`] answers client-side tool calls.
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Status, Streaming};
+
+use super::{Error, InteractServiceClient, Transport, patch_to_wire, tool_error, tool_result};
+use crate::api::v1;
+use crate::api::v1::converse_request::Frame;
+
+pub use v1::converse_response::Event as ConverseEvent;
+
+/// Frames the client may queue before `send_*` waits for the server to take them.
+const OUTGOING_FRAMES: usize = 16;
+
+/// Answers one client-side tool call: `Ok(content)` for a result, `Err(message)` for a tool
+/// that ran and failed (the model sees the failure).
+pub type ToolHandler = Box<dyn FnMut(&v1::ToolCall) -> Result<String, String> + Send>;
+
+/// The session a `Converse` stream attaches to, and the settings it gets if it is new (they
+/// are ignored for an existing session).
+#[derive(Debug, Clone, Default)]
+pub struct ConverseOptions {
+    open: v1::ConverseOpen,
+    context: Option<Value>,
+}
+
+impl ConverseOptions {
+    /// Attach to `session_id` (created when it does not exist).
+    pub fn new(session_id: impl Into<String>) -> Self {
+        Self {
+            open: v1::ConverseOpen {
+                session_id: session_id.into(),
+                ..Default::default()
+            },
+            context: None,
+        }
+    }
+
+    /// System prompt for a new session.
+    pub fn system_prompt(mut self, prompt: impl Into<String>) -> Self {
+        self.open.system_prompt = prompt.into();
+        self
+    }
+
+    /// Initial context (a JSON object) for a new session.
+    pub fn context(mut self, context: Value) -> Self {
+        self.context = Some(context);
+        self
+    }
+
+    /// Model for a new session; empty: the server's default.
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.open.model = model.into();
+        self
+    }
+
+    /// Declares a client-side tool for a new session (see [`super::tool_definition`]).
+    pub fn tool(mut self, tool: v1::ToolDefinition) -> Self {
+        self.open.tools.push(tool);
+        self
+    }
+
+    /// Sets a label on a new session.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.open.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Window size in tokens for a new session; 0: the model's default.
+    pub fn max_context_tokens(mut self, tokens: u32) -> Self {
+        self.open.max_context_tokens = tokens;
+        self
+    }
+}
+
+/// An open `Converse` stream attached to one session.
+///
+/// Send with [`Conversation::send_message`], [`Conversation::send_tool_results`] and
+/// [`Conversation::cancel`]; read with [`Conversation::next_event`], or run a whole turn with
+/// [`Conversation::turn`]. With a tool handler set, a turn that pauses for client-side tools
+/// is answered automatically and continues under the same turn id.
+pub struct Conversation {
+    requests: Option<mpsc::Sender<v1::ConverseRequest>>,
+    responses: Streaming<v1::ConverseResponse>,
+    session: v1::Session,
+    session_created: bool,
+    handler: Option<ToolHandler>,
+}
+
+impl std::fmt::Debug for Conversation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conversation")
+            .field("session_id", &self.session.session_id)
+            .field("open", &self.requests.is_some())
+            .field("tool_handler", &self.handler.is_some())
+            .finish()
+    }
+}
+
+impl Conversation {
+    /// Starts the call, sends `open` and waits for `opened`.
+    pub(super) async fn open(
+        mut client: InteractServiceClient<Transport>,
+        options: ConverseOptions,
+    ) -> Result<Self, Error> {
+        let mut open = options.open;
+        open.context = patch_to_wire("context", options.context)?;
+        let (tx, rx) = mpsc::channel(OUTGOING_FRAMES);
+        tx.send(v1::ConverseRequest {
+            frame: Some(Frame::Open(open)),
+        })
+        .await
+        .map_err(|_| closed())?;
+        let mut responses = client.converse(ReceiverStream::new(rx)).await?.into_inner();
+        loop {
+            let Some(response) = responses.message().await? else {
+                return Err(Error::Protocol(
+                    "the Converse stream ended before the session was opened".to_string(),
+                ));
+            };
+            match response.event {
+                Some(ConverseEvent::Opened(opened)) => {
+                    let session = opened.session.ok_or_else(|| {
+                        Error::Protocol("the opened event carries no session".to_string())
+                    })?;
+                    return Ok(Self {
+                        requests: Some(tx),
+                        responses,
+                        session,
+                        session_created: opened.session_created,
+                        handler: None,
+                    });
+                }
+                Some(ConverseEvent::Error(error)) => return Err(turn_error(error)),
+                None => continue,
+                Some(other) => {
+                    return Err(Error::Protocol(format!("expected opened, got {other:?}")));
+                }
+            }
+        }
+    }
+
+    /// The session as it was when the stream opened.
+    pub fn session(&self) -> &v1::Session {
+        &self.session
+    }
+
+    /// The session's id.
+    pub fn session_id(&self) -> &str {
+        &self.session.session_id
+    }
+
+    /// True when opening the stream created the session.
+    pub fn session_created(&self) -> bool {
+        self.session_created
+    }
+
+    /// Answers client-side tool calls with `handler` from now on: when a turn pauses for
+    /// tools, every call is passed to it and the results are sent back at once.
+    pub fn set_tool_handler<F>(&mut self, handler: F)
+    where
+        F: FnMut(&v1::ToolCall) -> Result<String, String> + Send + 'static,
+    {
+        self.handler = Some(Box::new(handler));
+    }
+
+    /// Stops answering tool calls automatically.
+    pub fn clear_tool_handler(&mut self) {
+        self.handler = None;
+    }
+
+    async fn send(&self, frame: Frame) -> Result<(), Error> {
+        let requests = self.requests.as_ref().ok_or_else(closed)?;
+        requests
+            .send(v1::ConverseRequest { frame: Some(frame) })
+            .await
+            .map_err(|_| closed())
+    }
+
+    /// Starts a turn with `message`, merging `context` (a JSON object) first.
+    pub async fn send_message(&self, message: &str, context: Option<Value>) -> Result<(), Error> {
+        self.send(Frame::UserMessage(v1::ConverseUserMessage {
+            message: message.to_string(),
+            context: patch_to_wire("context", context)?,
+        }))
+        .await
+    }
+
+    /// Continues a paused turn with one result per pending call.
+    pub async fn send_tool_results(&self, results: Vec<v1::ToolResult>) -> Result<(), Error> {
+        self.send(Frame::ToolResults(v1::ConverseToolResults { results }))
+            .await
+    }
+
+    /// Cancels the running turn: it ends with `completed` and `FINISH_REASON_CANCELLED`.
+    pub async fn cancel(&self) -> Result<(), Error> {
+        self.send(Frame::Cancel(v1::ConverseCancel {})).await
+    }
+
+    /// Half-closes the stream: no more frames are sent; the server ends the stream once the
+    /// running turn is done, and [`Conversation::next_event`] then returns `Ok(None)`.
+    pub fn close(&mut self) {
+        self.requests = None;
+    }
+
+    /// The next event; `Ok(None)` when the stream has ended cleanly, an [`Error::Status`] when
+    /// it ended with an error. Event kinds this client does not know are skipped. With a
+    /// tool handler set, a `completed` event that pauses for tools is answered before it is
+    /// returned.
+    pub async fn next_event(&mut self) -> Result<Option<ConverseEvent>, Error> {
+        loop {
+            let Some(response) = self.responses.message().await? else {
+                return Ok(None);
+            };
+            let Some(event) = response.event else {
+                continue;
+            };
+            if let ConverseEvent::Completed(done) = &event
+                && pauses_for_tools(done)
+                && let Some(handler) = self.handler.as_mut()
+            {
+                let results = done
+                    .tool_calls
+                    .iter()
+                    .map(|call| match handler(call) {
+                        Ok(content) => tool_result(call, content),
+                        Err(message) => tool_error(call, message),
+                    })
+                    .collect();
+                self.send_tool_results(results).await?;
+            }
+            return Ok(Some(event));
+        }
+    }
+
+    /// Runs one whole turn: sends `message`, reads to its end and returns the final
+    /// `completed`. With a tool handler, tool pauses are answered and the turn continues;
+    /// without one, a turn paused for tools is returned as it is (`FINISH_REASON_TOOL_CALLS`).
+    /// A turn the server refuses is an [`Error::Status`] with its code.
+    pub async fn turn(
+        &mut self,
+        message: &str,
+        context: Option<Value>,
+    ) -> Result<v1::InteractResponse, Error> {
+        self.send_message(message, context).await?;
+        self.until_end_of_turn().await
+    }
+
+    /// Reads events up to the end of the current turn (see [`Conversation::turn`]).
+    pub async fn until_end_of_turn(&mut self) -> Result<v1::InteractResponse, Error> {
+        loop {
+            match self.next_event().await? {
+                None => {
+                    return Err(Error::Protocol(
+                        "the Converse stream ended in the middle of a turn".to_string(),
+                    ));
+                }
+                Some(ConverseEvent::Completed(done)) => {
+                    if !(pauses_for_tools(&done) && self.handler.is_some()) {
+                        return Ok(done);
+                    }
+                }
+                Some(ConverseEvent::Error(error)) => return Err(turn_error(error)),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+fn pauses_for_tools(done: &v1::InteractResponse) -> bool {
+    done.finish_reason() == v1::FinishReason::ToolCalls
+}
+
+/// A `TurnError` event as an error with its status code.
+fn turn_error(error: v1::TurnError) -> Error {
+    Error::Status(Status::new(Code::from_i32(error.code), error.message))
+}
+
+fn closed() -> Error {
+    Error::Protocol("the Converse stream is closed for sending".to_string())
+}

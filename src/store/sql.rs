@@ -1,0 +1,806 @@
+//! The durable store on SQL: embedded SQLite (the default) or PostgreSQL (for replicas).
+//!
+//! One query layer for both: every statement below is written once, in SQL both databases
+//! accept (`$1` placeholders included), and [`on_pool!`] runs it on whichever pool is open.
+//!
+//! Layout (see `migrations/`): `sessions` (one row per session; settings, context, tools and
+//! usage as one JSON document), `messages` (append-only, keyed by `(tenant, session, idx)`, so
+//! every history read is a keyset range scan on the primary key, never an OFFSET), and
+//! `pending_tool_calls` (the calls a paused turn waits for). Every row carries the tenant id.
+//!
+//! A commit is one transaction: the session row is updated only if its version is still the
+//! one the change was based on (`UPDATE … WHERE version = $expected`), the turn's messages are
+//! inserted, and the pending calls replaced. A stale or concurrent write changes nothing and
+//! reports `Conflict`; the primary key makes a duplicated message impossible.
+//!
+//! Ordering across replicas (PostgreSQL): a turn holds a session-level advisory lock keyed by
+//! the session from before it reads the session until after it commits
+//! ([`SessionStore::lease_session`]). Turns on one session therefore run one after another
+//! whichever replica takes them, instead of racing and having all but one refused by the
+//! version check (which still guards every write). The lock lives on a connection of a
+//! separate small pool, so waiting turns never starve the query pool; if a replica dies, its
+//! connections close and PostgreSQL releases its locks.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres, SqlitePool};
+
+use super::{SessionLease, SessionStore, StoreError};
+use crate::engine::session::{
+    Context, Message, PendingTurn, Role, Session, SharedMessage, ToolCall, ToolSpec, Usage,
+    WindowState,
+};
+
+/// The tenant every row belongs to until requests carry an authenticated tenant.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// The open database.
+pub(crate) enum Pools {
+    /// SQLite: one writer connection (SQLite runs one write transaction at a time anyway, and
+    /// a single writer never meets `SQLITE_BUSY`) and a pool of readers (WAL lets them read
+    /// while the writer writes).
+    Sqlite {
+        /// The writer.
+        write: SqlitePool,
+        /// The readers.
+        read: SqlitePool,
+    },
+    /// PostgreSQL: the query pool, and the pool whose connections hold turn leases.
+    Postgres {
+        /// Queries.
+        pool: PgPool,
+        /// Advisory-lock holders.
+        locks: PgPool,
+    },
+}
+
+/// Runs `$body` with `$pool` bound to the pool for `$role` (`read` or `write`): the same code,
+/// type-checked once per database.
+macro_rules! on_pool {
+    ($pools:expr, $role:ident, |$pool:ident| $body:expr) => {
+        match $pools {
+            Pools::Sqlite { $role: $pool, .. } => $body,
+            Pools::Postgres { pool: $pool, .. } => $body,
+        }
+    };
+}
+
+/// A query for one session's messages (`$1` tenant, `$2` session) with the given condition
+/// and order, selecting every column [`MessageRow`] reads.
+macro_rules! select_messages {
+    ($rest:literal) => {
+        concat!(
+            "SELECT idx, role, content, tool_calls, tool_call_id, tool_name, is_error,
+                 create_time, token_count, turn_id
+             FROM messages WHERE tenant_id = $1 AND session_id = $2 AND ",
+            $rest
+        )
+    };
+}
+
+/// Sessions and histories in SQLite or PostgreSQL.
+pub struct SqlStore {
+    pools: Pools,
+    tenant: String,
+}
+
+impl SqlStore {
+    pub(crate) fn new(pools: Pools) -> Self {
+        Self {
+            pools,
+            tenant: DEFAULT_TENANT.to_string(),
+        }
+    }
+
+    /// Closes every connection, waiting for checked-out ones to come back.
+    pub async fn close(&self) {
+        match &self.pools {
+            Pools::Sqlite { write, read } => {
+                read.close().await;
+                write.close().await;
+            }
+            Pools::Postgres { pool, locks } => {
+                locks.close().await;
+                pool.close().await;
+            }
+        }
+    }
+
+    async fn pending_calls(&self, session_id: &str) -> Result<Vec<ToolCall>, StoreError> {
+        let rows: Vec<CallRow> = on_pool!(&self.pools, read, |pool| {
+            sqlx::query_as(
+                "SELECT call_id, name, arguments FROM pending_tool_calls
+                 WHERE tenant_id = $1 AND session_id = $2 ORDER BY position",
+            )
+            .bind(&self.tenant)
+            .bind(session_id)
+            .fetch_all(pool)
+            .await
+        })
+        .map_err(unavailable)?;
+        rows.into_iter().map(CallRow::into_call).collect()
+    }
+
+    async fn with_pending(&self, row: SessionRow) -> Result<Session, StoreError> {
+        let calls = match row.pending_turn {
+            Some(_) => self.pending_calls(&row.session_id).await?,
+            None => Vec::new(),
+        };
+        row.into_session(calls)
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqlStore {
+    async fn get_session(&self, session_id: &str) -> Result<Option<Session>, StoreError> {
+        let row: Option<SessionRow> = on_pool!(&self.pools, read, |pool| {
+            sqlx::query_as(SELECT_SESSION)
+                .bind(&self.tenant)
+                .bind(session_id)
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(unavailable)?;
+        match row {
+            Some(row) => Ok(Some(self.with_pending(row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_sessions(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Session>, StoreError> {
+        let rows: Vec<SessionRow> = on_pool!(&self.pools, read, |pool| {
+            sqlx::query_as(LIST_SESSIONS)
+                .bind(&self.tenant)
+                .bind(after.unwrap_or(""))
+                .bind(to_i64(limit as u64))
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(unavailable)?;
+        let mut sessions = Vec::with_capacity(rows.len());
+        for row in rows {
+            sessions.push(self.with_pending(row).await?);
+        }
+        Ok(sessions)
+    }
+
+    async fn commit(
+        &self,
+        session: &Session,
+        expected_version: Option<u64>,
+        messages: &[SharedMessage],
+    ) -> Result<(), StoreError> {
+        let body = SessionBody::of(session).encode()?;
+        let first_index = session.message_count - messages.len() as u64;
+        if let Some((offset, _)) = messages
+            .iter()
+            .enumerate()
+            .find(|(offset, m)| m.index != first_index + *offset as u64)
+        {
+            return Err(StoreError::Unavailable(format!(
+                "message {offset} of the commit to session '{}' does not continue its history",
+                session.id
+            )));
+        }
+        let encoded: Vec<EncodedMessage<'_>> = messages
+            .iter()
+            .map(|m| EncodedMessage::of(m))
+            .collect::<Result<_, _>>()?;
+        let calls: Vec<(String, String, String)> = match &session.pending {
+            Some(pending) => pending
+                .tool_calls
+                .iter()
+                .map(|c| Ok((c.id.clone(), c.name.clone(), encode_json(&c.arguments)?)))
+                .collect::<Result<_, StoreError>>()?,
+            None => Vec::new(),
+        };
+        let tenant = self.tenant.as_str();
+        let id = session.id.as_str();
+        let pending_turn = session.pending.as_ref().map(|p| p.turn_id.as_str());
+        let pending_steps = session.pending.as_ref().map_or(0, |p| i64::from(p.steps));
+
+        on_pool!(&self.pools, write, |pool| {
+            let mut tx = pool.begin().await.map_err(unavailable)?;
+            match expected_version {
+                None => {
+                    let inserted = sqlx::query(
+                        "INSERT INTO sessions (tenant_id, session_id, version, create_time,
+                             update_time, expire_time, message_count, pending_turn,
+                             pending_steps, body)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                         ON CONFLICT (tenant_id, session_id) DO NOTHING",
+                    )
+                    .bind(tenant)
+                    .bind(id)
+                    .bind(to_i64(session.version))
+                    .bind(micros(session.create_time))
+                    .bind(micros(session.update_time))
+                    .bind(session.expire_time.map(micros))
+                    .bind(to_i64(session.message_count))
+                    .bind(pending_turn)
+                    .bind(pending_steps)
+                    .bind(&body)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                    if inserted.rows_affected() == 0 {
+                        return Err(StoreError::AlreadyExists(session.id.clone()));
+                    }
+                }
+                Some(version) => {
+                    let updated = sqlx::query(
+                        "UPDATE sessions SET version = $3, update_time = $4, expire_time = $5,
+                             message_count = $6, pending_turn = $7, pending_steps = $8,
+                             body = $9
+                         WHERE tenant_id = $1 AND session_id = $2 AND version = $10",
+                    )
+                    .bind(tenant)
+                    .bind(id)
+                    .bind(to_i64(session.version))
+                    .bind(micros(session.update_time))
+                    .bind(session.expire_time.map(micros))
+                    .bind(to_i64(session.message_count))
+                    .bind(pending_turn)
+                    .bind(pending_steps)
+                    .bind(&body)
+                    .bind(to_i64(version))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                    if updated.rows_affected() == 0 {
+                        let exists: Option<i64> = sqlx::query_scalar(
+                            "SELECT version FROM sessions WHERE tenant_id = $1 AND session_id = $2",
+                        )
+                        .bind(tenant)
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                        return Err(match exists {
+                            Some(_) => StoreError::Conflict(session.id.clone()),
+                            None => StoreError::NotFound(session.id.clone()),
+                        });
+                    }
+                    sqlx::query(
+                        "DELETE FROM pending_tool_calls WHERE tenant_id = $1 AND session_id = $2",
+                    )
+                    .bind(tenant)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                }
+            }
+            for m in &encoded {
+                sqlx::query(
+                    "INSERT INTO messages (tenant_id, session_id, idx, role, content, tool_calls,
+                         tool_call_id, tool_name, is_error, create_time, token_count, turn_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(tenant)
+                .bind(id)
+                .bind(to_i64(m.message.index))
+                .bind(m.message.role.as_str())
+                .bind(m.message.content.as_str())
+                .bind(m.tool_calls.as_deref())
+                .bind(m.message.tool_call_id.as_str())
+                .bind(m.message.tool_name.as_str())
+                .bind(m.message.is_error)
+                .bind(micros(m.message.create_time))
+                .bind(i64::from(m.message.token_count))
+                .bind(m.message.turn_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => {
+                        StoreError::Conflict(session.id.clone())
+                    }
+                    other => unavailable(other),
+                })?;
+            }
+            for (position, (call_id, name, arguments)) in calls.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO pending_tool_calls (tenant_id, session_id, position, call_id,
+                         name, arguments)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(tenant)
+                .bind(id)
+                .bind(position as i64)
+                .bind(call_id)
+                .bind(name)
+                .bind(arguments)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            }
+            tx.commit().await.map_err(unavailable)
+        })
+    }
+
+    async fn delete_session(&self, session_id: &str) -> Result<Option<u64>, StoreError> {
+        let tenant = self.tenant.as_str();
+        on_pool!(&self.pools, write, |pool| {
+            let mut tx = pool.begin().await.map_err(unavailable)?;
+            let count: Option<i64> = sqlx::query_scalar(
+                "DELETE FROM sessions WHERE tenant_id = $1 AND session_id = $2
+                 RETURNING message_count",
+            )
+            .bind(tenant)
+            .bind(session_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            let Some(count) = count else {
+                return Ok(None);
+            };
+            for statement in [
+                "DELETE FROM messages WHERE tenant_id = $1 AND session_id = $2",
+                "DELETE FROM pending_tool_calls WHERE tenant_id = $1 AND session_id = $2",
+            ] {
+                sqlx::query(statement)
+                    .bind(tenant)
+                    .bind(session_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            tx.commit().await.map_err(unavailable)?;
+            Ok(Some(count.max(0) as u64))
+        })
+    }
+
+    async fn list_messages(
+        &self,
+        session_id: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<SharedMessage>, StoreError> {
+        let rows: Vec<MessageRow> = on_pool!(&self.pools, read, |pool| {
+            sqlx::query_as(select_messages!("idx >= $3 ORDER BY idx LIMIT $4"))
+                .bind(&self.tenant)
+                .bind(session_id)
+                .bind(to_i64(from))
+                .bind(to_i64(limit as u64))
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(unavailable)?;
+        self.messages_of(session_id, rows).await
+    }
+
+    async fn list_messages_before(
+        &self,
+        session_id: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<SharedMessage>, StoreError> {
+        let rows: Vec<MessageRow> = on_pool!(&self.pools, read, |pool| {
+            sqlx::query_as(select_messages!("idx < $3 ORDER BY idx DESC LIMIT $4"))
+                .bind(&self.tenant)
+                .bind(session_id)
+                .bind(to_i64(before))
+                .bind(to_i64(limit as u64))
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(unavailable)?;
+        self.messages_of(session_id, rows).await
+    }
+
+    async fn search_messages(
+        &self,
+        session_id: &str,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<SharedMessage>, StoreError> {
+        let pattern = format!("%{}%", escape_like(query));
+        // Case-insensitive substring match; the pattern's wildcards are escaped with `\`.
+        let rows: Vec<MessageRow> = match &self.pools {
+            Pools::Sqlite { read, .. } => {
+                sqlx::query_as(select_messages!(
+                    "content LIKE $3 ESCAPE '\\' ORDER BY idx DESC LIMIT $4"
+                ))
+                .bind(&self.tenant)
+                .bind(session_id)
+                .bind(&pattern)
+                .bind(to_i64(limit as u64))
+                .fetch_all(read)
+                .await
+            }
+            Pools::Postgres { pool, .. } => {
+                sqlx::query_as(select_messages!(
+                    "content ILIKE $3 ESCAPE '\\' ORDER BY idx DESC LIMIT $4"
+                ))
+                .bind(&self.tenant)
+                .bind(session_id)
+                .bind(&pattern)
+                .bind(to_i64(limit as u64))
+                .fetch_all(pool)
+                .await
+            }
+        }
+        .map_err(unavailable)?;
+        self.messages_of(session_id, rows).await
+    }
+
+    async fn lease_session(&self, session_id: &str) -> Result<SessionLease, StoreError> {
+        let Pools::Postgres { locks, .. } = &self.pools else {
+            return Ok(SessionLease::local());
+        };
+        let key = format!("{}/{}", self.tenant, session_id);
+        let mut waiting = Waiting(Some(locks.acquire().await.map_err(unavailable)?));
+        let conn = waiting.0.as_mut().expect("set above");
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+            .bind(&key)
+            .execute(&mut **conn)
+            .await
+            .map_err(unavailable)?;
+        let conn = waiting.0.take().expect("set above");
+        Ok(SessionLease::holding(Box::new(AdvisoryLock {
+            conn: Some(conn),
+            key,
+        })))
+    }
+
+    async fn delete_expired(&self, now: SystemTime, limit: usize) -> Result<u64, StoreError> {
+        let tenant = self.tenant.as_str();
+        let now = micros(now);
+        on_pool!(&self.pools, write, |pool| {
+            let mut tx = pool.begin().await.map_err(unavailable)?;
+            let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT session_id FROM sessions
+                 WHERE tenant_id = $1 AND expire_time IS NOT NULL AND expire_time <= $2
+                 ORDER BY expire_time LIMIT $3",
+            )
+            .bind(tenant)
+            .bind(now)
+            .bind(to_i64(limit as u64))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            for id in &ids {
+                for statement in [
+                    "DELETE FROM messages WHERE tenant_id = $1 AND session_id = $2",
+                    "DELETE FROM pending_tool_calls WHERE tenant_id = $1 AND session_id = $2",
+                    "DELETE FROM sessions WHERE tenant_id = $1 AND session_id = $2",
+                ] {
+                    sqlx::query(statement)
+                        .bind(tenant)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                }
+            }
+            tx.commit().await.map_err(unavailable)?;
+            Ok(ids.len() as u64)
+        })
+    }
+}
+
+impl SqlStore {
+    async fn messages_of(
+        &self,
+        session_id: &str,
+        rows: Vec<MessageRow>,
+    ) -> Result<Vec<SharedMessage>, StoreError> {
+        if rows.is_empty() && !self.session_exists(session_id).await? {
+            return Err(StoreError::NotFound(session_id.to_string()));
+        }
+        rows.into_iter()
+            .map(|row| row.into_message(session_id).map(Arc::new))
+            .collect()
+    }
+
+    async fn session_exists(&self, session_id: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = on_pool!(&self.pools, read, |pool| {
+            sqlx::query_scalar("SELECT 1 FROM sessions WHERE tenant_id = $1 AND session_id = $2")
+                .bind(&self.tenant)
+                .bind(session_id)
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(unavailable)?;
+        Ok(found.is_some())
+    }
+}
+
+const SELECT_SESSION: &str = "SELECT session_id, version, create_time, update_time, expire_time,
+        message_count, pending_turn, pending_steps, body
+    FROM sessions WHERE tenant_id = $1 AND session_id = $2";
+
+const LIST_SESSIONS: &str = "SELECT session_id, version, create_time, update_time, expire_time,
+        message_count, pending_turn, pending_steps, body
+    FROM sessions WHERE tenant_id = $1 AND session_id > $2
+    ORDER BY session_id LIMIT $3";
+
+/// A lease connection still waiting for its lock: if the wait is abandoned (the turn was
+/// cancelled), the connection is closed rather than pooled, so a lock granted after the
+/// abandonment dies with it instead of staying held.
+struct Waiting(Option<PoolConnection<Postgres>>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.as_mut() {
+            conn.close_on_drop();
+        }
+    }
+}
+
+/// A held advisory lock; unlocked (and the connection pooled again) on drop.
+struct AdvisoryLock {
+    conn: Option<PoolConnection<Postgres>>,
+    key: String,
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Closing the connection releases every lock it holds.
+            conn.close_on_drop();
+            return;
+        };
+        let key = std::mem::take(&mut self.key);
+        runtime.spawn(async move {
+            let unlocked: Result<bool, _> =
+                sqlx::query_scalar("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+                    .bind(&key)
+                    .fetch_one(&mut *conn)
+                    .await;
+            if !matches!(unlocked, Ok(true)) {
+                tracing::warn!(lock = %key, "could not release a session lease; closing its connection");
+                conn.close_on_drop();
+            }
+        });
+    }
+}
+
+/// The JSON document in `sessions.body`.
+#[derive(Serialize, Deserialize)]
+struct SessionBody<'a> {
+    system_prompt: Cow<'a, str>,
+    context: Cow<'a, Context>,
+    model: Cow<'a, str>,
+    tools: Cow<'a, [ToolSpec]>,
+    labels: Cow<'a, BTreeMap<String, String>>,
+    usage: Usage,
+    max_context_tokens: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idle_ttl_ms: Option<u64>,
+    #[serde(default)]
+    window: Cow<'a, WindowState>,
+}
+
+impl<'a> SessionBody<'a> {
+    fn of(session: &'a Session) -> Self {
+        Self {
+            system_prompt: Cow::Borrowed(&session.system_prompt),
+            context: Cow::Borrowed(&session.context),
+            model: Cow::Borrowed(&session.model),
+            tools: Cow::Borrowed(&session.tools),
+            labels: Cow::Borrowed(&session.labels),
+            usage: session.usage,
+            max_context_tokens: session.max_context_tokens,
+            idle_ttl_ms: session.idle_ttl.map(|d| d.as_millis() as u64),
+            window: Cow::Borrowed(&session.window),
+        }
+    }
+
+    fn encode(&self) -> Result<String, StoreError> {
+        encode_json(self)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    session_id: String,
+    version: i64,
+    create_time: i64,
+    update_time: i64,
+    expire_time: Option<i64>,
+    message_count: i64,
+    pending_turn: Option<String>,
+    pending_steps: i64,
+    body: String,
+}
+
+impl SessionRow {
+    fn into_session(self, calls: Vec<ToolCall>) -> Result<Session, StoreError> {
+        let body: SessionBody<'static> = serde_json::from_str(&self.body).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "stored session '{}' is unreadable: {e}",
+                self.session_id
+            ))
+        })?;
+        Ok(Session {
+            id: self.session_id,
+            system_prompt: body.system_prompt.into_owned(),
+            context: body.context.into_owned(),
+            model: body.model.into_owned(),
+            tools: body.tools.into_owned(),
+            labels: body.labels.into_owned(),
+            create_time: from_micros(self.create_time),
+            update_time: from_micros(self.update_time),
+            message_count: self.message_count.max(0) as u64,
+            pending: self.pending_turn.map(|turn_id| PendingTurn {
+                turn_id,
+                tool_calls: calls,
+                steps: u32::try_from(self.pending_steps).unwrap_or(0),
+            }),
+            usage: body.usage,
+            max_context_tokens: body.max_context_tokens,
+            version: self.version.max(0) as u64,
+            expire_time: self.expire_time.map(from_micros),
+            idle_ttl: body.idle_ttl_ms.map(Duration::from_millis),
+            window: body.window.into_owned(),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct MessageRow {
+    idx: i64,
+    role: String,
+    content: String,
+    tool_calls: Option<String>,
+    tool_call_id: String,
+    tool_name: String,
+    is_error: bool,
+    create_time: i64,
+    token_count: i64,
+    turn_id: String,
+}
+
+impl MessageRow {
+    fn into_message(self, session_id: &str) -> Result<Message, StoreError> {
+        let unreadable = |what: String| {
+            StoreError::Unavailable(format!(
+                "message {} of session '{session_id}' is unreadable: {what}",
+                self.idx
+            ))
+        };
+        let role = Role::parse(&self.role)
+            .ok_or_else(|| unreadable(format!("unknown role {:?}", self.role)))?;
+        let tool_calls = match &self.tool_calls {
+            Some(json) => serde_json::from_str(json).map_err(|e| unreadable(e.to_string()))?,
+            None => Vec::new(),
+        };
+        Ok(Message {
+            index: self.idx.max(0) as u64,
+            role,
+            content: self.content,
+            tool_calls,
+            tool_call_id: self.tool_call_id,
+            tool_name: self.tool_name,
+            is_error: self.is_error,
+            create_time: from_micros(self.create_time),
+            token_count: u32::try_from(self.token_count).unwrap_or(u32::MAX),
+            turn_id: self.turn_id,
+        })
+    }
+}
+
+/// A message about to be inserted, with its tool calls as JSON.
+struct EncodedMessage<'a> {
+    message: &'a Message,
+    tool_calls: Option<String>,
+}
+
+impl<'a> EncodedMessage<'a> {
+    fn of(message: &'a Message) -> Result<Self, StoreError> {
+        let tool_calls = if message.tool_calls.is_empty() {
+            None
+        } else {
+            Some(encode_json(&message.tool_calls)?)
+        };
+        Ok(Self {
+            message,
+            tool_calls,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct CallRow {
+    call_id: String,
+    name: String,
+    arguments: String,
+}
+
+impl CallRow {
+    fn into_call(self) -> Result<ToolCall, StoreError> {
+        let arguments = serde_json::from_str(&self.arguments).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "pending tool call '{}' is unreadable: {e}",
+                self.call_id
+            ))
+        })?;
+        Ok(ToolCall {
+            id: self.call_id,
+            name: self.name,
+            arguments,
+        })
+    }
+}
+
+fn encode_json<T: Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Unavailable(format!("cannot encode for storage: {e}")))
+}
+
+/// Maps a database failure: whatever it was, the store could not do its work now.
+fn unavailable(error: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(match &error {
+        sqlx::Error::PoolTimedOut => "timed out waiting for a database connection".to_string(),
+        sqlx::Error::PoolClosed => "the database connection pool is closed".to_string(),
+        other => other.to_string(),
+    })
+}
+
+/// Microseconds since the Unix epoch (negative before it).
+fn micros(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_micros()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_micros()).unwrap_or(i64::MAX),
+    }
+}
+
+fn from_micros(micros: i64) -> SystemTime {
+    if micros >= 0 {
+        UNIX_EPOCH + Duration::from_micros(micros as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_micros(micros.unsigned_abs())
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Escapes `%`, `_` and `\` so a search text matches literally inside a LIKE pattern.
+fn escape_like(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip() {
+        let now = SystemTime::now();
+        let back = from_micros(micros(now));
+        let drift = now.duration_since(back).unwrap_or_default();
+        assert!(drift < Duration::from_micros(1));
+        assert_eq!(from_micros(micros(UNIX_EPOCH)), UNIX_EPOCH);
+        let early = UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(from_micros(micros(early)), early);
+    }
+
+    #[test]
+    fn like_patterns_are_literal() {
+        assert_eq!(escape_like("100%_off\\"), "100\\%\\_off\\\\");
+        assert_eq!(escape_like("plain"), "plain");
+    }
+}
