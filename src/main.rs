@@ -6,7 +6,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use contextd::config::{Config, LogFormat};
+use contextd::server::log_output::{BufferedStderr, FlushGuard};
 use tracing_subscriber::EnvFilter;
+
+/// mimalloc rather than the system allocator: a turn allocates and frees many small buffers,
+/// and glibc's malloc took about a tenth of a unary turn's CPU (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// contextd: a gRPC context service for LLM agents.
 #[derive(Parser, Debug)]
@@ -134,7 +140,9 @@ impl ServeArgs {
     }
 }
 
-fn init_logging(config: &Config) {
+/// Sets up logging to stderr; lines are written by a background thread until the returned
+/// guard is dropped (see `contextd::server::log_output`).
+fn init_logging(config: &Config) -> Option<FlushGuard> {
     let filter = std::env::var("CONTEXTD_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| config.log_filter.clone());
@@ -142,13 +150,28 @@ fn init_logging(config: &Config) {
         eprintln!("contextd: ignoring invalid log filter {filter:?}: {e}");
         EnvFilter::new("info")
     });
+    let ansi = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        .with_ansi(ansi);
+    match BufferedStderr::start() {
+        Ok((writer, guard)) => {
+            let builder = builder.with_writer(writer);
+            match config.log_format {
+                LogFormat::Json => builder.json().init(),
+                LogFormat::Text => builder.init(),
+            }
+            Some(guard)
+        }
+        Err(e) => {
+            eprintln!("contextd: cannot start the log writer thread ({e}); logging directly");
+            let builder = builder.with_writer(std::io::stderr);
+            match config.log_format {
+                LogFormat::Json => builder.json().init(),
+                LogFormat::Text => builder.init(),
+            }
+            None
+        }
     }
 }
 
@@ -227,7 +250,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config);
+    let _log = init_logging(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

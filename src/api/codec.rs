@@ -5,18 +5,35 @@
 //! The usual cause is nesting: protobuf decoders stop at 100 nested messages, and a
 //! `google.protobuf.Struct` costs three per JSON level, so contexts deeper than about 32 JSON
 //! levels cannot be decoded at all (the engine's own depth limit, 32 by default, sits below).
+//!
+//! Buffers start at [`CODEC_BUFFER_BYTES`] instead of tonic's 8 KiB. tonic allocates one
+//! encode and one decode buffer per RPC up front and keeps them while a stream is open, so
+//! with 8 KiB each an idle `Converse` stream held 16 KiB of buffers alone; contextd's
+//! messages are mostly far smaller, and a larger one grows its buffer as needed.
+
+use std::marker::PhantomData;
 
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
-use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+use tonic_prost::{ProstDecoder, ProstEncoder};
 
-/// prost's codec with caller-facing decode errors.
+/// Initial size of the per-RPC encode and decode buffers.
+pub const CODEC_BUFFER_BYTES: usize = 1024;
+
+/// How many bytes of ready messages a stream batches into one write (tonic's default).
+const YIELD_THRESHOLD_BYTES: usize = 32 * 1024;
+
+fn buffer_settings() -> BufferSettings {
+    BufferSettings::new(CODEC_BUFFER_BYTES, YIELD_THRESHOLD_BYTES)
+}
+
+/// prost's codec with caller-facing decode errors and small initial buffers.
 #[derive(Debug, Clone)]
-pub struct WireCodec<T, U>(ProstCodec<T, U>);
+pub struct WireCodec<T, U>(PhantomData<(T, U)>);
 
 impl<T, U> Default for WireCodec<T, U> {
     fn default() -> Self {
-        Self(ProstCodec::default())
+        Self(PhantomData)
     }
 }
 
@@ -31,11 +48,11 @@ where
     type Decoder = WireDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        self.0.encoder()
+        ProstEncoder::new(buffer_settings())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        WireDecoder(self.0.decoder())
+        WireDecoder(ProstDecoder::new(buffer_settings()))
     }
 }
 

@@ -5,7 +5,8 @@
 //! tokenizer at that time), and stored with it, so assembling a window never re-tokenizes
 //! history.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 use tiktoken_rs::CoreBPE;
 
@@ -33,6 +34,32 @@ fn o200k() -> &'static CoreBPE {
 fn cl100k() -> &'static CoreBPE {
     static ENCODER: OnceLock<&'static CoreBPE> = OnceLock::new();
     ENCODER.get_or_init(tiktoken_rs::cl100k_base_singleton)
+}
+
+/// Text held by each recurring-text cache before it starts over.
+const RECURRING_CACHE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Longer texts are counted every time rather than cached.
+const MAX_CACHED_TEXT_BYTES: usize = 256 * 1024;
+
+#[derive(Default)]
+struct RecurringCache {
+    counts: HashMap<String, u32>,
+    bytes: usize,
+}
+
+fn recurring_cache(counter: TokenCounter) -> &'static Mutex<RecurringCache> {
+    static CACHES: OnceLock<[Mutex<RecurringCache>; 2]> = OnceLock::new();
+    let caches = CACHES.get_or_init(Default::default);
+    match counter {
+        TokenCounter::O200k => &caches[0],
+        TokenCounter::Cl100k => &caches[1],
+    }
+}
+
+fn lock(cache: &Mutex<RecurringCache>) -> std::sync::MutexGuard<'_, RecurringCache> {
+    // The cache holds only counts; one left behind by a panic is still right.
+    cache.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl TokenCounter {
@@ -73,6 +100,31 @@ impl TokenCounter {
         u32::try_from(self.encoder().encode_ordinary(text).len()).unwrap_or(u32::MAX)
     }
 
+    /// Tokens of a text that recurs on every turn (a system prompt, a rendered context),
+    /// remembered across turns and sessions: counting is most of a window's cost otherwise.
+    pub fn count_recurring_text(&self, text: &str) -> u32 {
+        if text.is_empty() {
+            return 0;
+        }
+        if text.len() > MAX_CACHED_TEXT_BYTES {
+            return self.count_text(text);
+        }
+        let cache = recurring_cache(*self);
+        if let Some(&count) = lock(cache).counts.get(text) {
+            return count;
+        }
+        let count = self.count_text(text);
+        let mut cache = lock(cache);
+        if cache.bytes + text.len() > RECURRING_CACHE_BYTES {
+            cache.counts.clear();
+            cache.bytes = 0;
+        }
+        if cache.counts.insert(text.to_string(), count).is_none() {
+            cache.bytes += text.len();
+        }
+        count
+    }
+
     /// Tokens a message costs in a window: overhead, text, and its tool calls.
     pub fn count_message(
         &self,
@@ -109,6 +161,22 @@ mod tests {
             counter.count_message(Role::User, "hello", &[], ""),
             1 + MESSAGE_OVERHEAD_TOKENS
         );
+    }
+
+    #[test]
+    fn recurring_texts_count_like_any_text() {
+        let text = "Session context (JSON):\n{\"user_id\":\"john_doe\"}";
+        for counter in [TokenCounter::O200k, TokenCounter::Cl100k] {
+            let first = counter.count_recurring_text(text);
+            assert_eq!(first, counter.count_text(text));
+            assert_eq!(counter.count_recurring_text(text), first, "from the cache");
+        }
+        assert_ne!(
+            TokenCounter::O200k.count_recurring_text(&"naïve café résumé — 東京 🙂 ".repeat(20)),
+            TokenCounter::Cl100k.count_recurring_text(&"naïve café résumé — 東京 🙂 ".repeat(20)),
+            "one cache per encoding"
+        );
+        assert_eq!(TokenCounter::O200k.count_recurring_text(""), 0);
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl PinnedHead {
             if text.is_empty() {
                 0
             } else {
-                MESSAGE_OVERHEAD_TOKENS + counter.count_text(text)
+                MESSAGE_OVERHEAD_TOKENS + counter.count_recurring_text(text)
             }
         };
         Self {

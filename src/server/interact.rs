@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -33,6 +34,16 @@ use crate::engine::{
 
 /// Events buffered per stream before the producer waits for the client.
 const STREAM_BUFFER: usize = 32;
+
+/// What a stream's channel carries. Events are boxed: tokio allocates a channel's first block
+/// of slots up front, and 32 unboxed `ConverseResponse`s (440 bytes each) made that block
+/// 14 KiB for every open stream, idle or not.
+type Outgoing<T> = Result<Box<T>, Status>;
+
+/// The response stream of a channel's receiver.
+fn response_stream<T: Send + 'static>(rx: mpsc::Receiver<Outgoing<T>>) -> BoxStream<T> {
+    Box::pin(ReceiverStream::new(rx).map(|item| item.map(|event| *event)))
+}
 
 /// Implements `InteractService` over the engine.
 pub struct InteractApi {
@@ -114,7 +125,7 @@ fn wire_event(event: TurnEvent) -> WireEvent {
 
 /// Sends `StreamResponse` events.
 struct StreamSink {
-    tx: mpsc::Sender<Result<v1::StreamResponseResponse, Status>>,
+    tx: mpsc::Sender<Outgoing<v1::StreamResponseResponse>>,
 }
 
 impl TurnSink for StreamSink {
@@ -127,7 +138,9 @@ impl TurnSink for StreamSink {
             WireEvent::ToolResult(e) => Event::ToolResult(e),
         };
         self.tx
-            .send(Ok(v1::StreamResponseResponse { event: Some(event) }))
+            .send(Ok(Box::new(v1::StreamResponseResponse {
+                event: Some(event),
+            })))
             .await
             .map_err(|_| SinkClosed)
     }
@@ -139,7 +152,7 @@ struct ConverseSink {
     turn_id: String,
 }
 
-type ConverseTx = mpsc::Sender<Result<v1::ConverseResponse, Status>>;
+type ConverseTx = mpsc::Sender<Outgoing<v1::ConverseResponse>>;
 
 impl TurnSink for ConverseSink {
     async fn emit(&mut self, event: TurnEvent) -> Result<(), SinkClosed> {
@@ -164,10 +177,10 @@ async fn send_converse(
     turn_id: &str,
     event: converse_response::Event,
 ) -> Result<(), SinkClosed> {
-    tx.send(Ok(v1::ConverseResponse {
+    tx.send(Ok(Box::new(v1::ConverseResponse {
         turn_id: turn_id.to_string(),
         event: Some(event),
-    }))
+    })))
     .await
     .map_err(|_| SinkClosed)
 }
@@ -226,16 +239,16 @@ impl InteractService for InteractApi {
                 _ = watch.closed() => return,
             };
             let item = match result {
-                Ok(outcome) => Ok(v1::StreamResponseResponse {
+                Ok(outcome) => Ok(Box::new(v1::StreamResponseResponse {
                     event: Some(stream_response_response::Event::Completed(completed(
                         &outcome,
                     ))),
-                }),
+                })),
                 Err(e) => Err(turn_status(e, &lifecycle)),
             };
             let _ = tx.send(item).await;
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(response_stream(rx)))
     }
 
     type ConverseStream = BoxStream<v1::ConverseResponse>;
@@ -255,7 +268,7 @@ impl InteractService for InteractApi {
             max_queue: self.engine.limits().max_converse_queue,
         };
         tokio::spawn(conversation.run(inbound));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(response_stream(rx)))
     }
 }
 

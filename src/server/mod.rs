@@ -7,6 +7,7 @@
 
 pub mod deadline;
 pub mod interact;
+pub mod log_output;
 pub mod logging;
 pub mod model;
 pub mod session;

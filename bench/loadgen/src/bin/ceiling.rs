@@ -16,6 +16,10 @@ use contextd::api::v1::{
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+/// The allocator contextd uses, so the ceiling stays the most a tonic service can do here.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Bare tonic server with a fixed unary reply (the benchmarks' ceiling).
 #[derive(Parser, Debug)]
 #[command(name = "ceiling", version, about)]
