@@ -292,7 +292,7 @@ mod tests {
         async fn run_once(&mut self) -> OpResult {
             self.0 += 1;
             tokio::task::yield_now().await;
-            if self.0 % 2 == 0 {
+            if self.0.is_multiple_of(2) {
                 Ok(3)
             } else {
                 Err(tonic::Code::Aborted)

@@ -14,6 +14,7 @@ use contextd::api::v1::{
     StreamResponseResponse,
 };
 use tokio_stream::Stream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
 /// The allocator contextd uses, so the ceiling stays the most a tonic service can do here.
@@ -77,12 +78,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let service = InteractServiceServer::new(Ceiling {
         reply: loadgen::workload::ceiling_reply(),
     });
+    // Accepted connections get TCP_NODELAY, as contextd's do (the builder's `tcp_nodelay`
+    // applies only to listeners tonic binds itself).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(service)
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            incoming,
             async {
                 let _ = tokio::signal::ctrl_c().await;
             },
