@@ -309,9 +309,11 @@ def render(doc, unary, unary_stat, rps, ghz, s):
     lines.append("")
     lines.append("| Server | req/s | p50 | p90 | p99 | p99.9 | server CPU µs/req | peak RSS | reply bytes | errors |")
     lines.append("|---|---|---|---|---|---|---|---|---|---|")
-    names = {"contextd": "contextd (in-memory store)", "durable": "contextd (durable default store)",
+    names = {"contextd": "contextd (in-memory store)",
+             "short": "contextd (in-memory store, 512-token windows)",
+             "durable": "contextd (durable default store)",
              "ceiling": "bare tonic ceiling", "python": "Python grpcio peer"}
-    for target in ("contextd", "durable", "ceiling", "python"):
+    for target in ("contextd", "short", "durable", "ceiling", "python"):
         if target not in unary:
             continue
         errors = {}
@@ -328,6 +330,13 @@ def render(doc, unary, unary_stat, rps, ghz, s):
             f"{fmt(kib_to_mib(unary_stat(target, 'server/peak_rss_kib')), 1)} MiB | "
             f"{fmt(unary_stat(target, 'reply_bytes'), 0)} | {errors or 'none'} |")
     lines.append("")
+    if "short" in rps and rps.get("ceiling"):
+        lines.append(
+            "Every worker keeps one session, so within a second each window holds as much history "
+            "as the 8,192-token default allows (about 330 messages) and every turn assembles it. "
+            f"With 512-token windows (about 10 messages) contextd ÷ ceiling is "
+            f"**{fmt(rps['short'] / rps['ceiling'], 2)}**: the difference is the cost of the window.")
+        lines.append("")
     if ghz:
         lines.append("Cross-check with ghz (50 connections, concurrency 50):")
         lines.append("")

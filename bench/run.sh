@@ -156,7 +156,9 @@ python_peer() { start python "$BENCH/.venv/bin/python" "$BENCH/peers/python/serv
 TIMING=(--warmup "$WARMUP" --duration "$DURATION")
 
 # --- 1, 2: unary, side by side, in alternating rounds --------------------------------------
-TARGETS=(contextd ceiling)
+# `short`: contextd with 512-token windows, to show what assembling a full window costs.
+printf '[engine]\ndefault_max_context_tokens = 512\n' >"$SCRATCH/short-window.toml"
+TARGETS=(contextd short ceiling)
 [ "$DURABLE" = yes ] && TARGETS+=(durable)
 [ "$PYTHON_PEER" = yes ] && TARGETS+=(python)
 for round in $(seq 1 "$ROUNDS"); do
@@ -164,6 +166,8 @@ for round in $(seq 1 "$ROUNDS"); do
         log "unary: $target, round $round"
         case $target in
         contextd) contextd_memory ;;
+        short) start contextd-short "$CONTEXTD" serve --listen 127.0.0.1:0 "${MEMORY_STORE[@]}" \
+            --config "$SCRATCH/short-window.toml" ;;
         durable) contextd_durable ;;
         ceiling) ceiling ;;
         python) python_peer ;;
