@@ -104,7 +104,7 @@ impl Engine {
             max_output_tokens: cap,
         };
 
-        let mut stream = backend.stream(request)?;
+        let mut stream = backend.stream(&request)?;
         let mut text = String::new();
         loop {
             let next = tokio::select! {

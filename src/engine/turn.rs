@@ -243,13 +243,14 @@ impl Engine {
             let selection = select_history(step_budget, &head, turn_tokens, &history)
                 .map_err(|e| too_large(e, step_budget, &head))?;
             check_nothing_dropped(&session, before, selection.taken)?;
-            let messages: Vec<SharedMessage> = history[..selection.taken]
-                .iter()
-                .rev()
-                .chain(&stored_tail)
-                .chain(&turn.new_messages)
-                .cloned()
-                .collect();
+            // The selected history moves into the request and back after the step, rather
+            // than being cloned: a full window is hundreds of messages, and touching each
+            // one's reference count twice per step was a tenth of a turn's CPU.
+            let mut messages: Vec<SharedMessage> =
+                Vec::with_capacity(selection.taken + stored_tail.len() + turn.new_messages.len());
+            messages.extend(history.drain(..selection.taken).rev());
+            messages.extend(stored_tail.iter().cloned());
+            messages.extend(turn.new_messages.iter().cloned());
             let model_request = ModelRequest {
                 model: session.model.clone(),
                 system_prompt: head.system_prompt.clone(),
@@ -261,10 +262,14 @@ impl Engine {
                 max_output_tokens: budget.reserved_output_tokens,
             };
 
-            let step = match self
-                .run_model_step(backend.as_ref(), model_request, sink, cancel)
-                .await
-            {
+            let step = self
+                .run_model_step(backend.as_ref(), &model_request, sink, cancel)
+                .await;
+            let mut shown = model_request.messages;
+            shown.truncate(selection.taken);
+            shown.reverse();
+            history.splice(0..0, shown);
+            let step = match step {
                 Err(EngineError::Model(ModelError::ContextTooLong { backend, message })) => {
                     if trimmed.is_some() || selection.taken == 0 {
                         return Err(EngineError::InvalidArgument(format!(
@@ -378,7 +383,7 @@ impl Engine {
     async fn run_model_step<S: TurnSink>(
         &self,
         backend: &dyn ModelBackend,
-        request: ModelRequest,
+        request: &ModelRequest,
         sink: &mut S,
         cancel: &CancellationToken,
     ) -> Result<Step, EngineError> {
@@ -626,7 +631,7 @@ mod tests {
             }]
         }
 
-        fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
+        fn stream(&self, request: &ModelRequest) -> Result<ModelStream, ModelError> {
             let step = self.calls.fetch_add(1, Ordering::SeqCst);
             let flag = DropFlag(self.dropped.clone());
             let answered = request

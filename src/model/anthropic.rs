@@ -77,8 +77,8 @@ impl ModelBackend for AnthropicBackend {
         Some(self.info.clone())
     }
 
-    fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
-        let body = request_body(self.http.provider_model(&request.model), &request);
+    fn stream(&self, request: &ModelRequest) -> Result<ModelStream, ModelError> {
+        let body = request_body(self.http.provider_model(&request.model), request);
         let mut extra = vec![("anthropic-version", API_VERSION.to_string())];
         if let Some(key) = self.http.key() {
             extra.push(("x-api-key", key.expose().to_string()));

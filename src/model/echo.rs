@@ -50,8 +50,8 @@ impl ModelBackend for EchoModel {
         }]
     }
 
-    fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
-        let (delay, events) = plan_reply(&request);
+    fn stream(&self, request: &ModelRequest) -> Result<ModelStream, ModelError> {
+        let (delay, events) = plan_reply(request);
         let state = (VecDeque::from(events), delay);
         let stream = futures_util::stream::unfold(state, |(mut events, delay)| async move {
             let event = events.pop_front()?;

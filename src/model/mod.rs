@@ -178,7 +178,7 @@ pub trait ModelBackend: Send + Sync {
     }
     /// Starts one model step. Errors before the first event are returned here; later ones
     /// arrive in the stream.
-    fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError>;
+    fn stream(&self, request: &ModelRequest) -> Result<ModelStream, ModelError>;
 }
 
 /// Resolves model names to backends. Each backend is asked for its models once, when it is
@@ -305,7 +305,7 @@ mod tests {
                 .collect()
         }
 
-        fn stream(&self, _request: ModelRequest) -> Result<ModelStream, ModelError> {
+        fn stream(&self, _request: &ModelRequest) -> Result<ModelStream, ModelError> {
             Err(ModelError::Unavailable {
                 backend: "fixed".into(),
                 message: "not used".into(),
@@ -347,7 +347,7 @@ mod tests {
             })
         }
 
-        fn stream(&self, _request: ModelRequest) -> Result<ModelStream, ModelError> {
+        fn stream(&self, _request: &ModelRequest) -> Result<ModelStream, ModelError> {
             Err(ModelError::Unavailable {
                 backend: "local".into(),
                 message: "not used".into(),

@@ -80,8 +80,8 @@ impl ModelBackend for OpenAiBackend {
         Some(self.info.clone())
     }
 
-    fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
-        let body = request_body(self.http.provider_model(&request.model), &request);
+    fn stream(&self, request: &ModelRequest) -> Result<ModelStream, ModelError> {
+        let body = request_body(self.http.provider_model(&request.model), request);
         let mut extra = Vec::new();
         if let Some(key) = self.http.key() {
             extra.push(("authorization", format!("Bearer {}", key.expose())));
