@@ -84,12 +84,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(service)
-        .serve_with_incoming_shutdown(
-            incoming,
-            async {
-                let _ = tokio::signal::ctrl_c().await;
-            },
-        )
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
         .await?;
     Ok(())
 }
