@@ -5,18 +5,16 @@
 
 use contextd::api::v1::converse_request::Frame;
 use contextd::api::v1::converse_response::Event;
-use contextd::api::v1::interact_service_client::InteractServiceClient;
 use contextd::api::v1::{
     ConverseOpen, ConverseRequest, ConverseResponse, ConverseToolResults, ConverseUserMessage,
     FinishReason, ToolResult,
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
-use super::{ClosedLoop, code_of};
+use super::{ClosedLoop, code_of, open_converse};
 use crate::load::{self, OpResult, Worker};
 use crate::probe::ServerProbe;
 use crate::workload;
@@ -34,27 +32,13 @@ fn frame(frame: Frame) -> ConverseRequest {
 impl ConverseWorker {
     /// Opens a stream on `session_id`, creating the session with the `lookup` tool.
     pub async fn open(channel: Channel, session_id: String) -> Result<Self, String> {
-        let (frames, rx) = mpsc::channel(4);
-        frames
-            .send(frame(Frame::Open(ConverseOpen {
-                session_id: session_id.clone(),
-                tools: vec![workload::lookup_tool()],
-                ..Default::default()
-            })))
-            .await
-            .map_err(|_| "the request stream closed".to_string())?;
-        let mut events = InteractServiceClient::new(channel)
-            .converse(ReceiverStream::new(rx))
-            .await
-            .map_err(|s| format!("Converse failed: {s}"))?
-            .into_inner();
-        match events.message().await {
-            Ok(Some(ConverseResponse {
-                event: Some(Event::Opened(_)),
-                ..
-            })) => Ok(Self { frames, events }),
-            other => Err(format!("Converse open on {session_id} failed: {other:?}")),
-        }
+        let open = ConverseOpen {
+            session_id,
+            tools: vec![workload::lookup_tool()],
+            ..Default::default()
+        };
+        let (frames, events) = open_converse(channel, open, 4).await?;
+        Ok(Self { frames, events })
     }
 
     async fn send(&self, f: Frame) -> Result<(), tonic::Code> {

@@ -18,10 +18,9 @@ use contextd::api::v1::{
 };
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
+use super::start_converse;
 use crate::load::{self, latency_json, new_histogram, round1, round3};
 use crate::probe::ServerProbe;
 use crate::workload;
@@ -44,20 +43,14 @@ const SEED_QUEUE: usize = 8;
 
 /// Adds `turns` turns (two messages each) to `session_id` over one `Converse` stream.
 pub async fn seed(channel: Channel, session_id: &str, turns: u64) -> Result<(), String> {
-    let (frames, rx) = mpsc::channel(SEED_QUEUE * 2);
+    let open = ConverseOpen {
+        session_id: session_id.to_string(),
+        ..Default::default()
+    };
+    let (frames, mut events) = start_converse(channel, open, SEED_QUEUE * 2)
+        .await
+        .map_err(|e| format!("seeding {session_id}: {e}"))?;
     let frame = |f| ConverseRequest { frame: Some(f) };
-    frames
-        .send(frame(Frame::Open(ConverseOpen {
-            session_id: session_id.to_string(),
-            ..Default::default()
-        })))
-        .await
-        .map_err(|_| "the seeding stream closed".to_string())?;
-    let mut events = InteractServiceClient::new(channel)
-        .converse(ReceiverStream::new(rx))
-        .await
-        .map_err(|s| format!("seeding {session_id}: Converse failed: {s}"))?
-        .into_inner();
     let (mut sent, mut done) = (0u64, 0u64);
     while done < turns {
         while sent < turns && sent - done < SEED_QUEUE as u64 {

@@ -6,15 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use contextd::api::v1::converse_request::Frame;
-use contextd::api::v1::converse_response::Event;
-use contextd::api::v1::interact_service_client::InteractServiceClient;
-use contextd::api::v1::{ConverseOpen, ConverseRequest, ConverseResponse};
+use contextd::api::v1::ConverseOpen;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
 
+use super::{ConverseStream, open_converse};
 use crate::load::{self, round1, round3};
 use crate::probe::ServerProbe;
 use crate::workload;
@@ -32,9 +27,6 @@ pub struct IdleParams {
     /// How long to hold them open before reading memory again.
     pub hold: Duration,
 }
-
-/// An open stream: dropping it closes it.
-type OpenStream = (mpsc::Sender<ConverseRequest>, Streaming<ConverseResponse>);
 
 /// Runs the scenario.
 pub async fn run(params: IdleParams, server: &ServerProbe) -> Result<Value, String> {
@@ -54,30 +46,16 @@ pub async fn run(params: IdleParams, server: &ServerProbe) -> Result<Value, Stri
         let first = lane * per_lane;
         let last = ((lane + 1) * per_lane).min(params.streams);
         lanes.push(tokio::spawn(async move {
-            let mut open: Vec<OpenStream> = Vec::with_capacity(last.saturating_sub(first));
+            let mut open: Vec<ConverseStream> = Vec::with_capacity(last.saturating_sub(first));
             for i in first..last {
-                let (frames, rx) = mpsc::channel(1);
-                frames
-                    .send(ConverseRequest {
-                        frame: Some(Frame::Open(ConverseOpen {
-                            session_id: workload::session_id(&tag, i),
-                            ..Default::default()
-                        })),
-                    })
+                let open_frame = ConverseOpen {
+                    session_id: workload::session_id(&tag, i),
+                    ..Default::default()
+                };
+                let stream = open_converse(channel.clone(), open_frame, 1)
                     .await
-                    .map_err(|_| "the request stream closed".to_string())?;
-                let mut events = InteractServiceClient::new(channel.clone())
-                    .converse(ReceiverStream::new(rx))
-                    .await
-                    .map_err(|s| format!("stream {i}: Converse failed: {s}"))?
-                    .into_inner();
-                match events.message().await {
-                    Ok(Some(ConverseResponse {
-                        event: Some(Event::Opened(_)),
-                        ..
-                    })) => open.push((frames, events)),
-                    other => return Err(format!("stream {i}: open failed: {other:?}")),
-                }
+                    .map_err(|e| format!("stream {i}: {e}"))?;
+                open.push(stream);
             }
             Ok::<_, String>(open)
         }));

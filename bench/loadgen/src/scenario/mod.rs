@@ -10,9 +10,58 @@ pub mod unary;
 
 use std::net::SocketAddr;
 
+use contextd::api::v1::converse_request::Frame;
+use contextd::api::v1::converse_response::Event;
+use contextd::api::v1::interact_service_client::InteractServiceClient;
+use contextd::api::v1::{ConverseOpen, ConverseRequest, ConverseResponse};
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use tonic::transport::Channel;
 
 use crate::load::LoadPlan;
+
+/// A `Converse` stream: the sender of its frames and its events. Dropping it closes it.
+pub type ConverseStream = (mpsc::Sender<ConverseRequest>, Streaming<ConverseResponse>);
+
+/// Starts a `Converse` stream whose first frame is `open`, with room for `queue` frames.
+pub async fn start_converse(
+    channel: Channel,
+    open: ConverseOpen,
+    queue: usize,
+) -> Result<ConverseStream, String> {
+    let (frames, rx) = mpsc::channel(queue);
+    frames
+        .send(ConverseRequest {
+            frame: Some(Frame::Open(open)),
+        })
+        .await
+        .map_err(|_| "the request stream closed".to_string())?;
+    let events = InteractServiceClient::new(channel)
+        .converse(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| format!("Converse failed: {s}"))?
+        .into_inner();
+    Ok((frames, events))
+}
+
+/// [`start_converse`], then waits for the server's `opened`.
+pub async fn open_converse(
+    channel: Channel,
+    open: ConverseOpen,
+    queue: usize,
+) -> Result<ConverseStream, String> {
+    let session_id = open.session_id.clone();
+    let (frames, mut events) = start_converse(channel, open, queue).await?;
+    match events.message().await {
+        Ok(Some(ConverseResponse {
+            event: Some(Event::Opened(_)),
+            ..
+        })) => Ok((frames, events)),
+        other => Err(format!("Converse open on {session_id} failed: {other:?}")),
+    }
+}
 
 /// Connections, concurrency and timing of a closed-loop scenario.
 #[derive(Debug, Clone, Copy)]
