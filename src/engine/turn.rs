@@ -244,8 +244,8 @@ impl Engine {
                 .map_err(|e| too_large(e, step_budget, &head))?;
             check_nothing_dropped(&session, before, selection.taken)?;
             // The selected history moves into the request and back after the step, rather
-            // than being cloned: a full window is hundreds of messages, and touching each
-            // one's reference count twice per step was a tenth of a turn's CPU.
+            // than being cloned: a full window is hundreds of messages, and cloning and
+            // dropping them took about 5 % of a unary turn's CPU.
             let mut messages: Vec<SharedMessage> =
                 Vec::with_capacity(selection.taken + stored_tail.len() + turn.new_messages.len());
             messages.extend(history.drain(..selection.taken).rev());
