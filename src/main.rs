@@ -150,26 +150,19 @@ fn init_logging(config: &Config) -> Option<FlushGuard> {
         eprintln!("contextd: ignoring invalid log filter {filter:?}: {e}");
         EnvFilter::new("info")
     });
-    let ansi = std::io::stderr().is_terminal();
+    let (writer, guard) = BufferedStderr::start();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi);
-    match BufferedStderr::start() {
-        Ok((writer, guard)) => {
-            let builder = builder.with_writer(writer);
-            match config.log_format {
-                LogFormat::Json => builder.json().init(),
-                LogFormat::Text => builder.init(),
-            }
-            Some(guard)
-        }
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    match guard {
+        Ok(guard) => Some(guard),
         Err(e) => {
             eprintln!("contextd: cannot start the log writer thread ({e}); logging directly");
-            let builder = builder.with_writer(std::io::stderr);
-            match config.log_format {
-                LogFormat::Json => builder.json().init(),
-                LogFormat::Text => builder.init(),
-            }
             None
         }
     }

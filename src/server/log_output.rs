@@ -60,30 +60,35 @@ pub struct FlushGuard {
 }
 
 impl BufferedStderr {
-    /// Starts the writer thread. Keep the guard until the process is about to exit.
-    pub fn start() -> io::Result<(Self, FlushGuard)> {
+    /// Starts the writer thread. Keep the guard until the process is about to exit. When the
+    /// thread cannot be started, lines are written directly (as after the guard is dropped)
+    /// and the error is returned beside the writer.
+    pub fn start() -> (Self, Result<FlushGuard, io::Error>) {
         let shared = Arc::new(Shared::default());
         let writer = shared.clone();
-        let thread = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("contextd-log".into())
-            .spawn(move || write_loop(&writer, &mut io::stderr()))?;
-        Ok((
-            Self {
+            .spawn(move || write_loop(&writer, &mut io::stderr()));
+        let guard = match spawned {
+            Ok(thread) => Ok(FlushGuard {
                 shared: shared.clone(),
-            },
-            FlushGuard {
-                shared,
                 thread: Some(thread),
-            },
-        ))
+            }),
+            Err(e) => {
+                shared.lock().closed = true;
+                Err(e)
+            }
+        };
+        (Self { shared }, guard)
     }
 }
 
 fn write_loop(shared: &Shared, out: &mut impl Write) {
     let mut spare = Vec::new();
     loop {
+        // Let lines gather for up to FLUSH_INTERVAL, unless the buffer fills or we close.
         let mut state = shared.lock();
-        if state.buffer.is_empty() && !state.closed {
+        if !state.closed && state.buffer.len() < FLUSH_BYTES {
             state = shared
                 .wake
                 .wait_timeout(state, FLUSH_INTERVAL)
@@ -102,16 +107,6 @@ fn write_loop(shared: &Shared, out: &mut impl Write) {
         }
         if closed {
             return;
-        }
-        // Let more lines gather before the next write, unless the buffer is already full.
-        let state = shared.lock();
-        if !state.closed && state.buffer.len() < FLUSH_BYTES {
-            drop(
-                shared
-                    .wake
-                    .wait_timeout(state, FLUSH_INTERVAL)
-                    .unwrap_or_else(|e| e.into_inner()),
-            );
         }
     }
 }
