@@ -3,7 +3,10 @@
 
 use std::path::PathBuf;
 
+/// Where contextd's protos live.
 const PROTO_ROOT: &str = "proto";
+/// Vendored imports (`google/api/annotations.proto`, `google/api/http.proto`).
+const THIRD_PARTY_ROOT: &str = "proto/third_party";
 const PROTO_FILES: &[&str] = &[
     "contextd/v1/common.proto",
     "contextd/v1/session.proto",
@@ -16,7 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `compile_fds` never sees the .proto paths, so cargo must be told what to watch.
     println!("cargo:rerun-if-changed={PROTO_ROOT}");
 
-    let mut compiler = protox::Compiler::new([PROTO_ROOT])?;
+    let mut compiler = protox::Compiler::new([PROTO_ROOT, THIRD_PARTY_ROOT])?;
     compiler.include_imports(true).include_source_info(true);
     compiler.open_files(PROTO_FILES)?;
 

@@ -45,6 +45,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Model providers (`[[backends]]`); their models are named `<name>/<model>`.
     pub backends: Vec<BackendConfig>,
+    /// The HTTP/JSON, Server-Sent Events and JSON-lines doors.
+    pub http: HttpConfig,
 }
 
 impl Default for Config {
@@ -61,6 +63,28 @@ impl Default for Config {
             session_ttl: None,
             storage: StorageConfig::default(),
             backends: Vec::new(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+/// Settings of the HTTP/JSON, Server-Sent Events and JSON-lines doors (`[http]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Deadline of an HTTP request that sends no `X-Request-Timeout`, in milliseconds; 0 (the
+    /// default): none. On expiry the answer is 504 and the turn is not stored, as on gRPC.
+    pub default_timeout_ms: u64,
+    /// How often a Server-Sent Events stream sends a `: keep-alive` comment while it waits
+    /// for the model, in milliseconds. Default 15000.
+    pub sse_keep_alive_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            default_timeout_ms: 0,
+            sse_keep_alive_ms: 15_000,
         }
     }
 }
@@ -444,6 +468,11 @@ impl Config {
         if self.storage.sweep_interval_ms == 0 {
             return Err(ConfigError::Invalid(
                 "storage.sweep_interval_ms must be at least 1".into(),
+            ));
+        }
+        if self.http.sse_keep_alive_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "http.sse_keep_alive_ms must be at least 1".into(),
             ));
         }
         parse_listen(&self.listen)

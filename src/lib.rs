@@ -27,6 +27,7 @@ pub mod chat;
 pub mod client;
 pub mod config;
 pub mod engine;
+pub mod http;
 pub mod model;
 pub mod server;
 pub mod store;

@@ -16,7 +16,8 @@ fi
 out="$here/src"
 rm -f "$out"/contextd/v1/*_pb2.py "$out"/contextd/v1/*_pb2.pyi "$out"/contextd/v1/*_pb2_grpc.py
 # Proto paths are given relative to proto/, so the modules import each other as
-# `contextd.v1.<name>_pb2`: they live in the `contextd.v1` subpackage of this package.
-(cd "$root/proto" && "$venv/bin/python" -m grpc_tools.protoc -I . \
+# `contextd.v1.<name>_pb2`: they live in the `contextd.v1` subpackage of this package. The
+# vendored google/api imports are not generated: `googleapis-common-protos` provides them.
+(cd "$root/proto" && "$venv/bin/python" -m grpc_tools.protoc -I . -I third_party \
   --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" \
   contextd/v1/*.proto)

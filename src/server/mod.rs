@@ -5,6 +5,7 @@
 //! `ToolService`, `ModelService`, `grpc.health.v1.Health`, and server reflection (v1 and v1alpha). Layers:
 //! request logging ([`logging`]) and client deadlines ([`deadline`]).
 
+mod accept;
 pub mod deadline;
 pub mod interact;
 pub mod log_output;
@@ -20,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
+use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
@@ -31,6 +32,7 @@ use crate::api::v1::{
 use crate::config::{BackendKind, Config};
 use crate::engine::Engine;
 use crate::engine::tokens::TokenCounter;
+use crate::http::JsonDoors;
 use crate::model::anthropic::AnthropicBackend;
 use crate::model::echo::EchoModel;
 use crate::model::openai::OpenAiBackend;
@@ -62,6 +64,9 @@ pub enum ServeError {
     /// The store could not be opened.
     #[error("{0}")]
     Store(#[from] OpenError),
+    /// The HTTP routes could not be read from the descriptors.
+    #[error("cannot set up the HTTP/JSON routes: {0}")]
+    Http(String),
 }
 
 /// The names of the served contextd services, for health.
@@ -169,31 +174,42 @@ pub async fn serve_store(
 
     let routes = Routes::new(
         SessionServiceServer::new(session::SessionApi::new(engine.clone()))
-            .max_decoding_message_size(max_request),
+            .max_decoding_message_size(max_request)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip),
     )
     .add_service(
         InteractServiceServer::new(interact::InteractApi::new(
             engine.clone(),
             lifecycle.clone(),
         ))
-        .max_decoding_message_size(max_request),
+        .max_decoding_message_size(max_request)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip),
     )
     .add_service(
         ToolServiceServer::new(tool::ToolApi::new(engine.clone()))
-            .max_decoding_message_size(max_request),
+            .max_decoding_message_size(max_request)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip),
     )
     .add_service(
         ModelServiceServer::new(model::ModelApi::new(engine.clone()))
-            .max_decoding_message_size(max_request),
+            .max_decoding_message_size(max_request)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip),
     )
     .add_service(health_service)
     .add_service(reflection_v1)
     .add_service(reflection_v1alpha);
 
-    let router = routes
+    let grpc = routes
         .into_axum_router()
         .layer(deadline::DeadlineLayer)
         .layer(logging::RequestLogLayer);
+    let doors =
+        Arc::new(JsonDoors::new(&config, grpc, lifecycle.clone()).map_err(ServeError::Http)?);
+    let app = doors.clone().router();
 
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let phases = lifecycle.clone();
@@ -225,17 +241,10 @@ pub async fn serve_store(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "contextd serving");
     }
-    let listener = listener.tap_io(|tcp| {
-        // Small frames (deltas) must leave at once.
-        let _ = tcp.set_nodelay(true);
-    });
-    let draining = lifecycle.clone();
-    let server = axum::serve(listener, router.into_make_service())
-        .with_graceful_shutdown(async move { draining.draining().await });
     let closing = lifecycle.clone();
     tokio::select! {
-        result = server => result?,
-        _ = async move {
+        () = accept::serve(listener, app, doors, lifecycle.clone()) => {}
+        () = async move {
             closing.closed().await;
             tokio::time::sleep(CONNECTION_CLOSE_BOUND).await;
         } => {

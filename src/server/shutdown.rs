@@ -57,6 +57,11 @@ impl Lifecycle {
         self.closing.child_token()
     }
 
+    /// Whether draining began (health reports NOT_SERVING from then on).
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
+    }
+
     /// Whether the server is closing (turns cancelled because of shutdown).
     pub fn is_closing(&self) -> bool {
         self.closing.is_cancelled()

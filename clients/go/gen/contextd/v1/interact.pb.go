@@ -10,6 +10,7 @@
 package contextdv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
@@ -1270,7 +1271,7 @@ var File_contextd_v1_interact_proto protoreflect.FileDescriptor
 
 const file_contextd_v1_interact_proto_rawDesc = "" +
 	"\n" +
-	"\x1acontextd/v1/interact.proto\x12\vcontextd.v1\x1a\x18contextd/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x01\n" +
+	"\x1acontextd/v1/interact.proto\x12\vcontextd.v1\x1a\x18contextd/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x01\n" +
 	"\x0fInteractRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n" +
@@ -1355,10 +1356,10 @@ const file_contextd_v1_interact_proto_rawDesc = "" +
 	"toolResult\x12=\n" +
 	"\tcompleted\x18\a \x01(\v2\x1d.contextd.v1.InteractResponseH\x00R\tcompleted\x12.\n" +
 	"\x05error\x18\b \x01(\v2\x16.contextd.v1.TurnErrorH\x00R\x05errorB\a\n" +
-	"\x05event2\x84\x02\n" +
-	"\x0fInteractService\x12G\n" +
-	"\bInteract\x12\x1c.contextd.v1.InteractRequest\x1a\x1d.contextd.v1.InteractResponse\x12[\n" +
-	"\x0eStreamResponse\x12\".contextd.v1.StreamResponseRequest\x1a#.contextd.v1.StreamResponseResponse0\x01\x12K\n" +
+	"\x05event2\xe1\x02\n" +
+	"\x0fInteractService\x12v\n" +
+	"\bInteract\x12\x1c.contextd.v1.InteractRequest\x1a\x1d.contextd.v1.InteractResponse\"-\x82\xd3\xe4\x93\x02':\x01*\"\"/v1/sessions/{session_id}:interact\x12\x88\x01\n" +
+	"\x0eStreamResponse\x12\".contextd.v1.StreamResponseRequest\x1a#.contextd.v1.StreamResponseResponse\"+\x82\xd3\xe4\x93\x02%:\x01*\" /v1/sessions/{session_id}:stream0\x01\x12K\n" +
 	"\bConverse\x12\x1c.contextd.v1.ConverseRequest\x1a\x1d.contextd.v1.ConverseResponse(\x010\x01B\xb1\x01\n" +
 	"\x0fcom.contextd.v1B\rInteractProtoP\x01ZBgithub.com/contextd/contextd/clients/go/gen/contextd/v1;contextdv1\xa2\x02\x03CXX\xaa\x02\vContextd.V1\xca\x02\vContextd\\V1\xe2\x02\x17Contextd\\V1\\GPBMetadata\xea\x02\fContextd::V1b\x06proto3"
 

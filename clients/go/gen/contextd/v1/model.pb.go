@@ -10,6 +10,7 @@
 package contextdv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -286,7 +287,7 @@ var File_contextd_v1_model_proto protoreflect.FileDescriptor
 
 const file_contextd_v1_model_proto_rawDesc = "" +
 	"\n" +
-	"\x17contextd/v1/model.proto\x12\vcontextd.v1\"\x13\n" +
+	"\x17contextd/v1/model.proto\x12\vcontextd.v1\x1a\x1cgoogle/api/annotations.proto\"\x13\n" +
 	"\x11ListModelsRequest\"\x93\x01\n" +
 	"\tModelInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
@@ -303,10 +304,11 @@ const file_contextd_v1_model_proto_rawDesc = "" +
 	"\x12ListModelsResponse\x12.\n" +
 	"\x06models\x18\x01 \x03(\v2\x16.contextd.v1.ModelInfoR\x06models\x124\n" +
 	"\bbackends\x18\x02 \x03(\v2\x18.contextd.v1.BackendInfoR\bbackends\x12#\n" +
-	"\rdefault_model\x18\x03 \x01(\tR\fdefaultModel2]\n" +
-	"\fModelService\x12M\n" +
+	"\rdefault_model\x18\x03 \x01(\tR\fdefaultModel2q\n" +
+	"\fModelService\x12a\n" +
 	"\n" +
-	"ListModels\x12\x1e.contextd.v1.ListModelsRequest\x1a\x1f.contextd.v1.ListModelsResponseB\xae\x01\n" +
+	"ListModels\x12\x1e.contextd.v1.ListModelsRequest\x1a\x1f.contextd.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\f\x12\n" +
+	"/v1/modelsB\xae\x01\n" +
 	"\x0fcom.contextd.v1B\n" +
 	"ModelProtoP\x01ZBgithub.com/contextd/contextd/clients/go/gen/contextd/v1;contextdv1\xa2\x02\x03CXX\xaa\x02\vContextd.V1\xca\x02\vContextd\\V1\xe2\x02\x17Contextd\\V1\\GPBMetadata\xea\x02\fContextd::V1b\x06proto3"
 

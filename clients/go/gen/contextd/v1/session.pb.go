@@ -10,6 +10,7 @@
 package contextdv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
@@ -1186,7 +1187,7 @@ var File_contextd_v1_session_proto protoreflect.FileDescriptor
 
 const file_contextd_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\x19contextd/v1/session.proto\x12\vcontextd.v1\x1a\x18contextd/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf8\x03\n" +
+	"\x19contextd/v1/session.proto\x12\vcontextd.v1\x1a\x18contextd/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf8\x03\n" +
 	"\x14CreateSessionRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12#\n" +
@@ -1288,16 +1289,16 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"\x1aCONTEXT_ENTRY_KIND_CONTEXT\x10\x02\x12\x1e\n" +
 	"\x1aCONTEXT_ENTRY_KIND_HISTORY\x10\x03\x12#\n" +
 	"\x1fCONTEXT_ENTRY_KIND_USER_MESSAGE\x10\x04\x12\x1e\n" +
-	"\x1aCONTEXT_ENTRY_KIND_SUMMARY\x10\x052\xec\x04\n" +
-	"\x0eSessionService\x12V\n" +
-	"\rCreateSession\x12!.contextd.v1.CreateSessionRequest\x1a\".contextd.v1.CreateSessionResponse\x12M\n" +
+	"\x1aCONTEXT_ENTRY_KIND_SUMMARY\x10\x052\xe2\x06\n" +
+	"\x0eSessionService\x12o\n" +
+	"\rCreateSession\x12!.contextd.v1.CreateSessionRequest\x1a\".contextd.v1.CreateSessionResponse\"\x17\x82\xd3\xe4\x93\x02\x11:\x01*\"\f/v1/sessions\x12p\n" +
 	"\n" +
-	"GetSession\x12\x1e.contextd.v1.GetSessionRequest\x1a\x1f.contextd.v1.GetSessionResponse\x12S\n" +
-	"\fListSessions\x12 .contextd.v1.ListSessionsRequest\x1a!.contextd.v1.ListSessionsResponse\x12V\n" +
-	"\rUpdateSession\x12!.contextd.v1.UpdateSessionRequest\x1a\".contextd.v1.UpdateSessionResponse\x12V\n" +
-	"\rDeleteSession\x12!.contextd.v1.DeleteSessionRequest\x1a\".contextd.v1.DeleteSessionResponse\x12S\n" +
-	"\fListMessages\x12 .contextd.v1.ListMessagesRequest\x1a!.contextd.v1.ListMessagesResponse\x12Y\n" +
-	"\x0ePreviewContext\x12\".contextd.v1.PreviewContextRequest\x1a#.contextd.v1.PreviewContextResponseB\xb0\x01\n" +
+	"GetSession\x12\x1e.contextd.v1.GetSessionRequest\x1a\x1f.contextd.v1.GetSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/sessions/{session_id}\x12i\n" +
+	"\fListSessions\x12 .contextd.v1.ListSessionsRequest\x1a!.contextd.v1.ListSessionsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/sessions\x12|\n" +
+	"\rUpdateSession\x12!.contextd.v1.UpdateSessionRequest\x1a\".contextd.v1.UpdateSessionResponse\"$\x82\xd3\xe4\x93\x02\x1e:\x01*2\x19/v1/sessions/{session_id}\x12y\n" +
+	"\rDeleteSession\x12!.contextd.v1.DeleteSessionRequest\x1a\".contextd.v1.DeleteSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/sessions/{session_id}\x12\x7f\n" +
+	"\fListMessages\x12 .contextd.v1.ListMessagesRequest\x1a!.contextd.v1.ListMessagesResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/sessions/{session_id}/messages\x12\x87\x01\n" +
+	"\x0ePreviewContext\x12\".contextd.v1.PreviewContextRequest\x1a#.contextd.v1.PreviewContextResponse\",\x82\xd3\xe4\x93\x02&:\x01*\"!/v1/sessions/{session_id}:previewB\xb0\x01\n" +
 	"\x0fcom.contextd.v1B\fSessionProtoP\x01ZBgithub.com/contextd/contextd/clients/go/gen/contextd/v1;contextdv1\xa2\x02\x03CXX\xaa\x02\vContextd.V1\xca\x02\vContextd\\V1\xe2\x02\x17Contextd\\V1\\GPBMetadata\xea\x02\fContextd::V1b\x06proto3"
 
 var (

@@ -9,6 +9,7 @@
 package contextdv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
@@ -258,7 +259,7 @@ var File_contextd_v1_tool_proto protoreflect.FileDescriptor
 
 const file_contextd_v1_tool_proto_rawDesc = "" +
 	"\n" +
-	"\x16contextd/v1/tool.proto\x12\vcontextd.v1\x1a\x18contextd/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\"1\n" +
+	"\x16contextd/v1/tool.proto\x12\vcontextd.v1\x1a\x18contextd/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"1\n" +
 	"\x10ListToolsRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\"\x88\x01\n" +
@@ -273,10 +274,10 @@ const file_contextd_v1_tool_proto_rawDesc = "" +
 	"\x10CallToolResponse\x12\x18\n" +
 	"\acontent\x18\x01 \x01(\tR\acontent\x12E\n" +
 	"\x12structured_content\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x11structuredContent\x12\x19\n" +
-	"\bis_error\x18\x03 \x01(\bR\aisError2\xa2\x01\n" +
-	"\vToolService\x12J\n" +
-	"\tListTools\x12\x1d.contextd.v1.ListToolsRequest\x1a\x1e.contextd.v1.ListToolsResponse\x12G\n" +
-	"\bCallTool\x12\x1c.contextd.v1.CallToolRequest\x1a\x1d.contextd.v1.CallToolResponseB\xad\x01\n" +
+	"\bis_error\x18\x03 \x01(\bR\aisError2\xd7\x01\n" +
+	"\vToolService\x12]\n" +
+	"\tListTools\x12\x1d.contextd.v1.ListToolsRequest\x1a\x1e.contextd.v1.ListToolsResponse\"\x11\x82\xd3\xe4\x93\x02\v\x12\t/v1/tools\x12i\n" +
+	"\bCallTool\x12\x1c.contextd.v1.CallToolRequest\x1a\x1d.contextd.v1.CallToolResponse\" \x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/tools/{name}:callB\xad\x01\n" +
 	"\x0fcom.contextd.v1B\tToolProtoP\x01ZBgithub.com/contextd/contextd/clients/go/gen/contextd/v1;contextdv1\xa2\x02\x03CXX\xaa\x02\vContextd.V1\xca\x02\vContextd\\V1\xe2\x02\x17Contextd\\V1\\GPBMetadata\xea\x02\fContextd::V1b\x06proto3"
 
 var (

@@ -22,23 +22,26 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63ontextd/v1/model.proto\x12\x0b\x63ontextd.v1\"\x13\n\x11ListModelsRequest\"d\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x16\n\x0e\x63ontext_window\x18\x04 \x01(\r\x12\x12\n\nis_default\x18\x05 \x01(\x08\"X\n\x0b\x42\x61\x63kendInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_window\x18\x03 \x01(\r\x12\x15\n\rdefault_model\x18\x04 \x01(\t\"\x7f\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.contextd.v1.ModelInfo\x12*\n\x08\x62\x61\x63kends\x18\x02 \x03(\x0b\x32\x18.contextd.v1.BackendInfo\x12\x15\n\rdefault_model\x18\x03 \x01(\t2]\n\x0cModelService\x12M\n\nListModels\x12\x1e.contextd.v1.ListModelsRequest\x1a\x1f.contextd.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63ontextd/v1/model.proto\x12\x0b\x63ontextd.v1\x1a\x1cgoogle/api/annotations.proto\"\x13\n\x11ListModelsRequest\"d\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x16\n\x0e\x63ontext_window\x18\x04 \x01(\r\x12\x12\n\nis_default\x18\x05 \x01(\x08\"X\n\x0b\x42\x61\x63kendInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_window\x18\x03 \x01(\r\x12\x15\n\rdefault_model\x18\x04 \x01(\t\"\x7f\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.contextd.v1.ModelInfo\x12*\n\x08\x62\x61\x63kends\x18\x02 \x03(\x0b\x32\x18.contextd.v1.BackendInfo\x12\x15\n\rdefault_model\x18\x03 \x01(\t2q\n\x0cModelService\x12\x61\n\nListModels\x12\x1e.contextd.v1.ListModelsRequest\x1a\x1f.contextd.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/modelsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'contextd.v1.model_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTMODELSREQUEST']._serialized_start=40
-  _globals['_LISTMODELSREQUEST']._serialized_end=59
-  _globals['_MODELINFO']._serialized_start=61
-  _globals['_MODELINFO']._serialized_end=161
-  _globals['_BACKENDINFO']._serialized_start=163
-  _globals['_BACKENDINFO']._serialized_end=251
-  _globals['_LISTMODELSRESPONSE']._serialized_start=253
-  _globals['_LISTMODELSRESPONSE']._serialized_end=380
-  _globals['_MODELSERVICE']._serialized_start=382
-  _globals['_MODELSERVICE']._serialized_end=475
+  _globals['_MODELSERVICE'].methods_by_name['ListModels']._loaded_options = None
+  _globals['_MODELSERVICE'].methods_by_name['ListModels']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/models'
+  _globals['_LISTMODELSREQUEST']._serialized_start=70
+  _globals['_LISTMODELSREQUEST']._serialized_end=89
+  _globals['_MODELINFO']._serialized_start=91
+  _globals['_MODELINFO']._serialized_end=191
+  _globals['_BACKENDINFO']._serialized_start=193
+  _globals['_BACKENDINFO']._serialized_end=281
+  _globals['_LISTMODELSRESPONSE']._serialized_start=283
+  _globals['_LISTMODELSRESPONSE']._serialized_end=410
+  _globals['_MODELSERVICE']._serialized_start=412
+  _globals['_MODELSERVICE']._serialized_end=525
 # @@protoc_insertion_point(module_scope)

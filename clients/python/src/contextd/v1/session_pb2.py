@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from contextd.v1 import common_pb2 as contextd_dot_v1_dot_common__pb2
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ontextd/v1/session.proto\x12\x0b\x63ontextd.v1\x1a\x18\x63ontextd/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x03\n\x14\x43reateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsystem_prompt\x18\x02 \x01(\t\x12(\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05model\x18\x04 \x01(\t\x12*\n\x05tools\x18\x05 \x03(\x0b\x32\x1b.contextd.v1.ToolDefinition\x12=\n\x06labels\x18\x06 \x03(\x0b\x32-.contextd.v1.CreateSessionRequest.LabelsEntry\x12\x1a\n\x12max_context_tokens\x18\x07 \x01(\r\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06window\x18\x14 \x01(\x0b\x32\x1b.contextd.v1.WindowSettings\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\x15\x43reateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.contextd.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.contextd.v1.Session\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.contextd.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x12ToolDefinitionList\x12*\n\x05tools\x18\x01 \x03(\x0b\x32\x1b.contextd.v1.ToolDefinition\"\xeb\x03\n\x14UpdateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12(\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1a\n\rsystem_prompt\x18\x03 \x01(\tH\x00\x88\x01\x01\x12.\n\x05tools\x18\x04 \x01(\x0b\x32\x1f.contextd.v1.ToolDefinitionList\x12\x12\n\x05model\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x1f\n\x12max_context_tokens\x18\x06 \x01(\rH\x02\x88\x01\x01\x12=\n\x06labels\x18\x07 \x03(\x0b\x32-.contextd.v1.UpdateSessionRequest.LabelsEntry\x12\x15\n\rremove_labels\x18\x08 \x03(\t\x12/\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06window\x18\x14 \x01(\x0b\x32\x1b.contextd.v1.WindowSettings\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x10\n\x0e_system_promptB\x08\n\x06_modelB\x15\n\x13_max_context_tokens\">\n\x15UpdateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.contextd.v1.Session\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"1\n\x15\x44\x65leteSessionResponse\x12\x18\n\x10\x64\x65leted_messages\x18\x01 \x01(\x04\"P\n\x13ListMessagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"W\n\x14ListMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.contextd.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"f\n\x15PreviewContextRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x88\x03\n\x0c\x43ontextEntry\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.contextd.v1.ContextEntryKind\x12&\n\x04role\x18\x02 \x01(\x0e\x32\x18.contextd.v1.MessageRole\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x13\n\x0btoken_count\x18\x04 \x01(\r\x12\x1a\n\rmessage_index\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12)\n\ntool_calls\x18\x06 \x03(\x0b\x32\x15.contextd.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x07 \x01(\t\x12(\n\x1bsummary_first_message_index\x18\x08 \x01(\x04H\x01\x88\x01\x01\x12&\n\x19summary_end_message_index\x18\t \x01(\x04H\x02\x88\x01\x01\x42\x10\n\x0e_message_indexB\x1e\n\x1c_summary_first_message_indexB\x1c\n\x1a_summary_end_message_index\"\xeb\x01\n\x16PreviewContextResponse\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.contextd.v1.ContextEntry\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\r\x12\x18\n\x10omitted_messages\x18\x03 \x01(\x04\x12\x1a\n\x12max_context_tokens\x18\x04 \x01(\r\x12\x1e\n\x16reserved_output_tokens\x18\x05 \x01(\r\x12\r\n\x05model\x18\x06 \x01(\t\x12*\n\x05tools\x18\x07 \x03(\x0b\x32\x1b.contextd.v1.ToolDefinition*\xe1\x01\n\x10\x43ontextEntryKind\x12\"\n\x1e\x43ONTEXT_ENTRY_KIND_UNSPECIFIED\x10\x00\x12$\n CONTEXT_ENTRY_KIND_SYSTEM_PROMPT\x10\x01\x12\x1e\n\x1a\x43ONTEXT_ENTRY_KIND_CONTEXT\x10\x02\x12\x1e\n\x1a\x43ONTEXT_ENTRY_KIND_HISTORY\x10\x03\x12#\n\x1f\x43ONTEXT_ENTRY_KIND_USER_MESSAGE\x10\x04\x12\x1e\n\x1a\x43ONTEXT_ENTRY_KIND_SUMMARY\x10\x05\x32\xec\x04\n\x0eSessionService\x12V\n\rCreateSession\x12!.contextd.v1.CreateSessionRequest\x1a\".contextd.v1.CreateSessionResponse\x12M\n\nGetSession\x12\x1e.contextd.v1.GetSessionRequest\x1a\x1f.contextd.v1.GetSessionResponse\x12S\n\x0cListSessions\x12 .contextd.v1.ListSessionsRequest\x1a!.contextd.v1.ListSessionsResponse\x12V\n\rUpdateSession\x12!.contextd.v1.UpdateSessionRequest\x1a\".contextd.v1.UpdateSessionResponse\x12V\n\rDeleteSession\x12!.contextd.v1.DeleteSessionRequest\x1a\".contextd.v1.DeleteSessionResponse\x12S\n\x0cListMessages\x12 .contextd.v1.ListMessagesRequest\x1a!.contextd.v1.ListMessagesResponse\x12Y\n\x0ePreviewContext\x12\".contextd.v1.PreviewContextRequest\x1a#.contextd.v1.PreviewContextResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ontextd/v1/session.proto\x12\x0b\x63ontextd.v1\x1a\x18\x63ontextd/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x03\n\x14\x43reateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsystem_prompt\x18\x02 \x01(\t\x12(\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05model\x18\x04 \x01(\t\x12*\n\x05tools\x18\x05 \x03(\x0b\x32\x1b.contextd.v1.ToolDefinition\x12=\n\x06labels\x18\x06 \x03(\x0b\x32-.contextd.v1.CreateSessionRequest.LabelsEntry\x12\x1a\n\x12max_context_tokens\x18\x07 \x01(\r\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06window\x18\x14 \x01(\x0b\x32\x1b.contextd.v1.WindowSettings\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\x15\x43reateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.contextd.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.contextd.v1.Session\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.contextd.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x12ToolDefinitionList\x12*\n\x05tools\x18\x01 \x03(\x0b\x32\x1b.contextd.v1.ToolDefinition\"\xeb\x03\n\x14UpdateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12(\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1a\n\rsystem_prompt\x18\x03 \x01(\tH\x00\x88\x01\x01\x12.\n\x05tools\x18\x04 \x01(\x0b\x32\x1f.contextd.v1.ToolDefinitionList\x12\x12\n\x05model\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x1f\n\x12max_context_tokens\x18\x06 \x01(\rH\x02\x88\x01\x01\x12=\n\x06labels\x18\x07 \x03(\x0b\x32-.contextd.v1.UpdateSessionRequest.LabelsEntry\x12\x15\n\rremove_labels\x18\x08 \x03(\t\x12/\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06window\x18\x14 \x01(\x0b\x32\x1b.contextd.v1.WindowSettings\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x10\n\x0e_system_promptB\x08\n\x06_modelB\x15\n\x13_max_context_tokens\">\n\x15UpdateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.contextd.v1.Session\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"1\n\x15\x44\x65leteSessionResponse\x12\x18\n\x10\x64\x65leted_messages\x18\x01 \x01(\x04\"P\n\x13ListMessagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"W\n\x14ListMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.contextd.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"f\n\x15PreviewContextRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x88\x03\n\x0c\x43ontextEntry\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.contextd.v1.ContextEntryKind\x12&\n\x04role\x18\x02 \x01(\x0e\x32\x18.contextd.v1.MessageRole\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x13\n\x0btoken_count\x18\x04 \x01(\r\x12\x1a\n\rmessage_index\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12)\n\ntool_calls\x18\x06 \x03(\x0b\x32\x15.contextd.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x07 \x01(\t\x12(\n\x1bsummary_first_message_index\x18\x08 \x01(\x04H\x01\x88\x01\x01\x12&\n\x19summary_end_message_index\x18\t \x01(\x04H\x02\x88\x01\x01\x42\x10\n\x0e_message_indexB\x1e\n\x1c_summary_first_message_indexB\x1c\n\x1a_summary_end_message_index\"\xeb\x01\n\x16PreviewContextResponse\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.contextd.v1.ContextEntry\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\r\x12\x18\n\x10omitted_messages\x18\x03 \x01(\x04\x12\x1a\n\x12max_context_tokens\x18\x04 \x01(\r\x12\x1e\n\x16reserved_output_tokens\x18\x05 \x01(\r\x12\r\n\x05model\x18\x06 \x01(\t\x12*\n\x05tools\x18\x07 \x03(\x0b\x32\x1b.contextd.v1.ToolDefinition*\xe1\x01\n\x10\x43ontextEntryKind\x12\"\n\x1e\x43ONTEXT_ENTRY_KIND_UNSPECIFIED\x10\x00\x12$\n CONTEXT_ENTRY_KIND_SYSTEM_PROMPT\x10\x01\x12\x1e\n\x1a\x43ONTEXT_ENTRY_KIND_CONTEXT\x10\x02\x12\x1e\n\x1a\x43ONTEXT_ENTRY_KIND_HISTORY\x10\x03\x12#\n\x1f\x43ONTEXT_ENTRY_KIND_USER_MESSAGE\x10\x04\x12\x1e\n\x1a\x43ONTEXT_ENTRY_KIND_SUMMARY\x10\x05\x32\xe2\x06\n\x0eSessionService\x12o\n\rCreateSession\x12!.contextd.v1.CreateSessionRequest\x1a\".contextd.v1.CreateSessionResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/sessions:\x01*\x12p\n\nGetSession\x12\x1e.contextd.v1.GetSessionRequest\x1a\x1f.contextd.v1.GetSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/sessions/{session_id}\x12i\n\x0cListSessions\x12 .contextd.v1.ListSessionsRequest\x1a!.contextd.v1.ListSessionsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/sessions\x12|\n\rUpdateSession\x12!.contextd.v1.UpdateSessionRequest\x1a\".contextd.v1.UpdateSessionResponse\"$\x82\xd3\xe4\x93\x02\x1e\x32\x19/v1/sessions/{session_id}:\x01*\x12y\n\rDeleteSession\x12!.contextd.v1.DeleteSessionRequest\x1a\".contextd.v1.DeleteSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/sessions/{session_id}\x12\x7f\n\x0cListMessages\x12 .contextd.v1.ListMessagesRequest\x1a!.contextd.v1.ListMessagesResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/sessions/{session_id}/messages\x12\x87\x01\n\x0ePreviewContext\x12\".contextd.v1.PreviewContextRequest\x1a#.contextd.v1.PreviewContextResponse\",\x82\xd3\xe4\x93\x02&\"!/v1/sessions/{session_id}:preview:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,44 +39,58 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATESESSIONREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_UPDATESESSIONREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_UPDATESESSIONREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_CONTEXTENTRYKIND']._serialized_start=2477
-  _globals['_CONTEXTENTRYKIND']._serialized_end=2702
-  _globals['_CREATESESSIONREQUEST']._serialized_start=132
-  _globals['_CREATESESSIONREQUEST']._serialized_end=530
-  _globals['_CREATESESSIONREQUEST_LABELSENTRY']._serialized_start=485
-  _globals['_CREATESESSIONREQUEST_LABELSENTRY']._serialized_end=530
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=532
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=594
-  _globals['_GETSESSIONREQUEST']._serialized_start=596
-  _globals['_GETSESSIONREQUEST']._serialized_end=635
-  _globals['_GETSESSIONRESPONSE']._serialized_start=637
-  _globals['_GETSESSIONRESPONSE']._serialized_end=696
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=698
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=758
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=760
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=847
-  _globals['_TOOLDEFINITIONLIST']._serialized_start=849
-  _globals['_TOOLDEFINITIONLIST']._serialized_end=913
-  _globals['_UPDATESESSIONREQUEST']._serialized_start=916
-  _globals['_UPDATESESSIONREQUEST']._serialized_end=1407
-  _globals['_UPDATESESSIONREQUEST_LABELSENTRY']._serialized_start=485
-  _globals['_UPDATESESSIONREQUEST_LABELSENTRY']._serialized_end=530
-  _globals['_UPDATESESSIONRESPONSE']._serialized_start=1409
-  _globals['_UPDATESESSIONRESPONSE']._serialized_end=1471
-  _globals['_DELETESESSIONREQUEST']._serialized_start=1473
-  _globals['_DELETESESSIONREQUEST']._serialized_end=1515
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=1517
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=1566
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=1568
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=1648
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1650
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1737
-  _globals['_PREVIEWCONTEXTREQUEST']._serialized_start=1739
-  _globals['_PREVIEWCONTEXTREQUEST']._serialized_end=1841
-  _globals['_CONTEXTENTRY']._serialized_start=1844
-  _globals['_CONTEXTENTRY']._serialized_end=2236
-  _globals['_PREVIEWCONTEXTRESPONSE']._serialized_start=2239
-  _globals['_PREVIEWCONTEXTRESPONSE']._serialized_end=2474
-  _globals['_SESSIONSERVICE']._serialized_start=2705
-  _globals['_SESSIONSERVICE']._serialized_end=3325
+  _globals['_SESSIONSERVICE'].methods_by_name['CreateSession']._loaded_options = None
+  _globals['_SESSIONSERVICE'].methods_by_name['CreateSession']._serialized_options = b'\202\323\344\223\002\021\"\014/v1/sessions:\001*'
+  _globals['_SESSIONSERVICE'].methods_by_name['GetSession']._loaded_options = None
+  _globals['_SESSIONSERVICE'].methods_by_name['GetSession']._serialized_options = b'\202\323\344\223\002\033\022\031/v1/sessions/{session_id}'
+  _globals['_SESSIONSERVICE'].methods_by_name['ListSessions']._loaded_options = None
+  _globals['_SESSIONSERVICE'].methods_by_name['ListSessions']._serialized_options = b'\202\323\344\223\002\016\022\014/v1/sessions'
+  _globals['_SESSIONSERVICE'].methods_by_name['UpdateSession']._loaded_options = None
+  _globals['_SESSIONSERVICE'].methods_by_name['UpdateSession']._serialized_options = b'\202\323\344\223\002\0362\031/v1/sessions/{session_id}:\001*'
+  _globals['_SESSIONSERVICE'].methods_by_name['DeleteSession']._loaded_options = None
+  _globals['_SESSIONSERVICE'].methods_by_name['DeleteSession']._serialized_options = b'\202\323\344\223\002\033*\031/v1/sessions/{session_id}'
+  _globals['_SESSIONSERVICE'].methods_by_name['ListMessages']._loaded_options = None
+  _globals['_SESSIONSERVICE'].methods_by_name['ListMessages']._serialized_options = b'\202\323\344\223\002$\022\"/v1/sessions/{session_id}/messages'
+  _globals['_SESSIONSERVICE'].methods_by_name['PreviewContext']._loaded_options = None
+  _globals['_SESSIONSERVICE'].methods_by_name['PreviewContext']._serialized_options = b'\202\323\344\223\002&\"!/v1/sessions/{session_id}:preview:\001*'
+  _globals['_CONTEXTENTRYKIND']._serialized_start=2507
+  _globals['_CONTEXTENTRYKIND']._serialized_end=2732
+  _globals['_CREATESESSIONREQUEST']._serialized_start=162
+  _globals['_CREATESESSIONREQUEST']._serialized_end=560
+  _globals['_CREATESESSIONREQUEST_LABELSENTRY']._serialized_start=515
+  _globals['_CREATESESSIONREQUEST_LABELSENTRY']._serialized_end=560
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=562
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=624
+  _globals['_GETSESSIONREQUEST']._serialized_start=626
+  _globals['_GETSESSIONREQUEST']._serialized_end=665
+  _globals['_GETSESSIONRESPONSE']._serialized_start=667
+  _globals['_GETSESSIONRESPONSE']._serialized_end=726
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=728
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=788
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=790
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=877
+  _globals['_TOOLDEFINITIONLIST']._serialized_start=879
+  _globals['_TOOLDEFINITIONLIST']._serialized_end=943
+  _globals['_UPDATESESSIONREQUEST']._serialized_start=946
+  _globals['_UPDATESESSIONREQUEST']._serialized_end=1437
+  _globals['_UPDATESESSIONREQUEST_LABELSENTRY']._serialized_start=515
+  _globals['_UPDATESESSIONREQUEST_LABELSENTRY']._serialized_end=560
+  _globals['_UPDATESESSIONRESPONSE']._serialized_start=1439
+  _globals['_UPDATESESSIONRESPONSE']._serialized_end=1501
+  _globals['_DELETESESSIONREQUEST']._serialized_start=1503
+  _globals['_DELETESESSIONREQUEST']._serialized_end=1545
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=1547
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=1596
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=1598
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=1678
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1680
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1767
+  _globals['_PREVIEWCONTEXTREQUEST']._serialized_start=1769
+  _globals['_PREVIEWCONTEXTREQUEST']._serialized_end=1871
+  _globals['_CONTEXTENTRY']._serialized_start=1874
+  _globals['_CONTEXTENTRY']._serialized_end=2266
+  _globals['_PREVIEWCONTEXTRESPONSE']._serialized_start=2269
+  _globals['_PREVIEWCONTEXTRESPONSE']._serialized_end=2504
+  _globals['_SESSIONSERVICE']._serialized_start=2735
+  _globals['_SESSIONSERVICE']._serialized_end=3601
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { ToolDefinition } from "./common_pb.js";
 import { file_contextd_v1_common } from "./common_pb.js";
+import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import type { Value } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
@@ -16,7 +17,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file contextd/v1/tool.proto.
  */
 export const file_contextd_v1_tool: GenFile = /*@__PURE__*/
-  fileDesc("ChZjb250ZXh0ZC92MS90b29sLnByb3RvEgtjb250ZXh0ZC52MSImChBMaXN0VG9vbHNSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkicwoRTGlzdFRvb2xzUmVzcG9uc2USKgoFdG9vbHMYASADKAsyGy5jb250ZXh0ZC52MS5Ub29sRGVmaW5pdGlvbhIyCg1zZXNzaW9uX3Rvb2xzGAIgAygLMhsuY29udGV4dGQudjEuVG9vbERlZmluaXRpb24iXwoPQ2FsbFRvb2xSZXF1ZXN0EgwKBG5hbWUYASABKAkSKgoJYXJndW1lbnRzGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBISCgpzZXNzaW9uX2lkGAMgASgJImkKEENhbGxUb29sUmVzcG9uc2USDwoHY29udGVudBgBIAEoCRIyChJzdHJ1Y3R1cmVkX2NvbnRlbnQYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEAoIaXNfZXJyb3IYAyABKAgyogEKC1Rvb2xTZXJ2aWNlEkoKCUxpc3RUb29scxIdLmNvbnRleHRkLnYxLkxpc3RUb29sc1JlcXVlc3QaHi5jb250ZXh0ZC52MS5MaXN0VG9vbHNSZXNwb25zZRJHCghDYWxsVG9vbBIcLmNvbnRleHRkLnYxLkNhbGxUb29sUmVxdWVzdBodLmNvbnRleHRkLnYxLkNhbGxUb29sUmVzcG9uc2ViBnByb3RvMw", [file_contextd_v1_common, file_google_protobuf_struct]);
+  fileDesc("ChZjb250ZXh0ZC92MS90b29sLnByb3RvEgtjb250ZXh0ZC52MSImChBMaXN0VG9vbHNSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkicwoRTGlzdFRvb2xzUmVzcG9uc2USKgoFdG9vbHMYASADKAsyGy5jb250ZXh0ZC52MS5Ub29sRGVmaW5pdGlvbhIyCg1zZXNzaW9uX3Rvb2xzGAIgAygLMhsuY29udGV4dGQudjEuVG9vbERlZmluaXRpb24iXwoPQ2FsbFRvb2xSZXF1ZXN0EgwKBG5hbWUYASABKAkSKgoJYXJndW1lbnRzGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBISCgpzZXNzaW9uX2lkGAMgASgJImkKEENhbGxUb29sUmVzcG9uc2USDwoHY29udGVudBgBIAEoCRIyChJzdHJ1Y3R1cmVkX2NvbnRlbnQYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEAoIaXNfZXJyb3IYAyABKAgy1wEKC1Rvb2xTZXJ2aWNlEl0KCUxpc3RUb29scxIdLmNvbnRleHRkLnYxLkxpc3RUb29sc1JlcXVlc3QaHi5jb250ZXh0ZC52MS5MaXN0VG9vbHNSZXNwb25zZSIRgtPkkwILEgkvdjEvdG9vbHMSaQoIQ2FsbFRvb2wSHC5jb250ZXh0ZC52MS5DYWxsVG9vbFJlcXVlc3QaHS5jb250ZXh0ZC52MS5DYWxsVG9vbFJlc3BvbnNlIiCC0+STAho6ASoiFS92MS90b29scy97bmFtZX06Y2FsbGIGcHJvdG8z", [file_contextd_v1_common, file_google_api_annotations, file_google_protobuf_struct]);
 
 /**
  * Request of `ListTools`.

@@ -1,0 +1,195 @@
+//! Errors on the JSON doors, in Google's JSON error format (AIP-193):
+//! `{"error": {"code": 404, "status": "NOT_FOUND", "message": "…", "details": [...]}}`.
+//!
+//! Every JSON door (HTTP/JSON, Server-Sent Events, JSON lines) answers failures with this one
+//! body. The HTTP status comes from the gRPC code through [`http_status`], the one table of the
+//! `google.rpc.Code` mapping, so a failure reads the same on every door.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+use tonic::Code;
+
+/// The HTTP status of a gRPC code, as `google/rpc/code.proto` documents it.
+pub(crate) fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// The `google.rpc.Code` name of a gRPC code (`NOT_FOUND`, …).
+pub(crate) fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// A failed call on a JSON door.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiError {
+    /// The canonical code.
+    pub(crate) code: Code,
+    /// What went wrong and what to fix.
+    pub(crate) message: String,
+    /// `google.rpc` detail messages in their JSON form (`{"@type": …, …}`).
+    pub(crate) details: Vec<Value>,
+    /// The HTTP status when it is more precise than the code's (413, 415, …).
+    pub(crate) http_status: Option<StatusCode>,
+}
+
+impl ApiError {
+    /// An error with `code` and `message`.
+    pub(crate) fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            http_status: None,
+        }
+    }
+
+    /// INVALID_ARGUMENT about one field, with a `google.rpc.BadRequest` detail naming it.
+    pub(crate) fn bad_field(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let mut error = Self::new(Code::InvalidArgument, message.clone());
+        error.details.push(json!({
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "fieldViolations": [{ "field": field, "description": message }],
+        }));
+        error
+    }
+
+    /// The same error answered with `status` instead of the code's own HTTP status.
+    pub(crate) fn with_http_status(mut self, status: StatusCode) -> Self {
+        self.http_status = Some(status);
+        self
+    }
+
+    /// The HTTP status this error is answered with.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.http_status.unwrap_or_else(|| http_status(self.code))
+    }
+
+    /// The AIP-193 body: `{"error": {"code", "status", "message", "details"}}`, in that order.
+    pub(crate) fn body(&self) -> String {
+        let error = ErrorBody {
+            code: self.status().as_u16(),
+            status: code_name(self.code),
+            message: &self.message,
+            details: &self.details,
+        };
+        // A struct keeps the documented member order (a JSON map would sort it).
+        serde_json::to_string(&Envelope { error }).unwrap_or_default()
+    }
+}
+
+/// `{"error": …}`.
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    error: ErrorBody<'a>,
+}
+
+/// The members of an AIP-193 error.
+#[derive(serde::Serialize)]
+struct ErrorBody<'a> {
+    code: u16,
+    status: &'static str,
+    message: &'a str,
+    details: &'a [Value],
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> Self {
+        Self::new(status.code(), status.message())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), self.body()).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_the_documented_status() {
+        let table = [
+            (Code::InvalidArgument, 400),
+            (Code::FailedPrecondition, 400),
+            (Code::OutOfRange, 400),
+            (Code::Unauthenticated, 401),
+            (Code::PermissionDenied, 403),
+            (Code::NotFound, 404),
+            (Code::AlreadyExists, 409),
+            (Code::Aborted, 409),
+            (Code::ResourceExhausted, 429),
+            (Code::Cancelled, 499),
+            (Code::Internal, 500),
+            (Code::Unknown, 500),
+            (Code::DataLoss, 500),
+            (Code::Unimplemented, 501),
+            (Code::Unavailable, 503),
+            (Code::DeadlineExceeded, 504),
+        ];
+        for (code, status) in table {
+            assert_eq!(http_status(code).as_u16(), status, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn body_has_the_aip_193_shape() {
+        let text = ApiError::bad_field("page_size", "page_size must be a number").body();
+        assert!(text.starts_with(r#"{"error":{"code":400,"status":"INVALID_ARGUMENT","#));
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["error"]["code"], 400);
+        assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
+        assert_eq!(body["error"]["message"], "page_size must be a number");
+        assert_eq!(
+            body["error"]["details"][0]["fieldViolations"][0]["field"],
+            "page_size"
+        );
+        let body = ApiError::new(Code::InvalidArgument, "too big")
+            .with_http_status(StatusCode::PAYLOAD_TOO_LARGE)
+            .body();
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"]["code"], 413);
+        assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
+    }
+}

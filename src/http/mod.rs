@@ -1,0 +1,401 @@
+//! The HTTP/JSON door: the contract's `google.api.http` routes, Server-Sent Events for
+//! streamed turns, the classic `POST /api/mcp/interact` and `GET /health`, on the gRPC port.
+//!
+//! A JSON request is decoded with the RPC's descriptor ([`json`]), sent in-process to the gRPC
+//! service that serves the RPC ([`grpc`]), and its reply encoded back: decode → one call →
+//! encode. Errors use one body on every JSON door ([`error`]). The JSON-lines socket door
+//! ([`lines`]) is the same transcoding over a raw TCP connection.
+//!
+//! Requests that are neither for these routes nor gRPC end here too: a gRPC path with a
+//! content type no door serves is 415 (and nothing runs), anything else 404.
+
+pub(crate) mod error;
+pub(crate) mod grpc;
+pub(crate) mod json;
+pub mod lines;
+pub(crate) mod rules;
+mod sse;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use prost_reflect::{DescriptorPool, MessageDescriptor};
+use tonic::Code;
+use tower::ServiceExt;
+use tower_http::compression::CompressionLayer;
+use tower_http::decompression::RequestDecompressionLayer;
+
+use crate::config::Config;
+use crate::server::shutdown::Lifecycle;
+use error::ApiError;
+use grpc::{CallOptions, GrpcCaller};
+use rules::{Lookup, RouteTable};
+
+/// The protobuf package whose services the HTTP routes serve.
+const PACKAGE: &str = "contextd.v1";
+/// The gRPC path of `Interact`, which the classic doors call.
+const INTERACT_PATH: &str = "/contextd.v1.InteractService/Interact";
+/// The header that carries an HTTP request's deadline, in (fractional) seconds.
+const TIMEOUT_HEADER: &str = "x-request-timeout";
+
+/// Everything the JSON doors share.
+pub struct JsonDoors {
+    routes: RouteTable,
+    caller: GrpcCaller,
+    grpc: Router,
+    interact_request: MessageDescriptor,
+    interact_response: MessageDescriptor,
+    max_request_bytes: usize,
+    default_timeout: Option<Duration>,
+    keep_alive: Duration,
+    lifecycle: Lifecycle,
+    started: Instant,
+}
+
+impl JsonDoors {
+    /// The JSON doors in front of `grpc` (tonic's routes with their layers), configured by
+    /// `config`, reporting health from `lifecycle`.
+    pub fn new(config: &Config, grpc: Router, lifecycle: Lifecycle) -> Result<Self, String> {
+        let pool = DescriptorPool::decode(crate::api::FILE_DESCRIPTOR_SET)
+            .map_err(|e| format!("cannot read the descriptors: {e}"))?;
+        let message = |name: &str| {
+            pool.get_message_by_name(name)
+                .ok_or_else(|| format!("the descriptors lack {name}"))
+        };
+        Ok(Self {
+            routes: RouteTable::from_pool(&pool, PACKAGE)?,
+            caller: GrpcCaller::new(grpc.clone()),
+            grpc,
+            interact_request: message("contextd.v1.InteractRequest")?,
+            interact_response: message("contextd.v1.InteractResponse")?,
+            max_request_bytes: config.limits.max_request_bytes,
+            default_timeout: match config.http.default_timeout_ms {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
+            keep_alive: Duration::from_millis(config.http.sse_keep_alive_ms),
+            lifecycle,
+            started: Instant::now(),
+        })
+    }
+
+    /// The router of every HTTP request: the JSON routes, and gRPC for everything else.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/health", get(health))
+            .route("/healthz", get(health))
+            .route("/api/mcp/interact", post(classic_interact))
+            .route("/v1/{*rest}", any(transcode))
+            // Only the JSON routes: gRPC has its own `grpc-encoding`, and the predicate leaves
+            // event streams uncompressed so that events leave at once.
+            .route_layer(CompressionLayer::new().gzip(true))
+            .route_layer(RequestDecompressionLayer::new().gzip(true))
+            .fallback(grpc_or_not_found)
+            .with_state(self)
+    }
+
+    /// Runs one classic Interact: `{"sessionId", "message", "context"}` in, the
+    /// `InteractResponse` as proto3 JSON out.
+    pub(crate) async fn interact_json(
+        &self,
+        body: &[u8],
+        what: &str,
+        options: CallOptions,
+    ) -> Result<String, ApiError> {
+        let request = json::from_json(self.interact_request.clone(), body, what)?;
+        let reply = self
+            .caller
+            .unary(
+                INTERACT_PATH,
+                &request,
+                self.interact_response.clone(),
+                options,
+            )
+            .await?;
+        Ok(json::to_json(&reply))
+    }
+
+    /// The largest request (HTTP body or JSON line) in bytes.
+    pub(crate) fn max_request_bytes(&self) -> usize {
+        self.max_request_bytes
+    }
+
+    /// The call options of an HTTP request: its deadline and forwarded headers.
+    fn call_options(&self, headers: &HeaderMap) -> Result<CallOptions, ApiError> {
+        let timeout = match headers.get(TIMEOUT_HEADER) {
+            Some(value) => Some(parse_timeout(value)?),
+            None => self.default_timeout,
+        };
+        Ok(CallOptions {
+            timeout,
+            headers: headers.clone(),
+        })
+    }
+}
+
+/// Parses `X-Request-Timeout`: positive (fractional) seconds.
+fn parse_timeout(value: &HeaderValue) -> Result<Duration, ApiError> {
+    value
+        .to_str()
+        .ok()
+        .and_then(|text| text.trim().parse::<f64>().ok())
+        .filter(|seconds| seconds.is_finite() && *seconds > 0.0 && *seconds <= 1e8)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| {
+            ApiError::new(
+                Code::InvalidArgument,
+                "X-Request-Timeout must be a positive number of seconds, such as 2.5",
+            )
+        })
+}
+
+/// Reads a request body of at most `limit` bytes (after decompression).
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(limit)),
+        Err(e) => Err(ApiError::new(
+            Code::InvalidArgument,
+            format!("the request body could not be read: {e}"),
+        )),
+    }
+}
+
+/// 413 for a request over `limit` bytes.
+pub(crate) fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        Code::ResourceExhausted,
+        format!(
+            "the request is larger than limits.max_request_bytes ({limit} bytes); send less or \
+             raise the limit"
+        ),
+    )
+    .with_http_status(StatusCode::PAYLOAD_TOO_LARGE)
+}
+
+/// Refuses bodies that do not say they are JSON (an absent content type is taken as JSON).
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        Code::InvalidArgument,
+        format!(
+            "content type '{essence}' is not served on this route; send the body as JSON with \
+             Content-Type: application/json"
+        ),
+    )
+    .with_http_status(StatusCode::UNSUPPORTED_MEDIA_TYPE))
+}
+
+/// `GET /health`, `/healthz`: 200 `{"status": "SERVING"}`, or 503 once draining.
+async fn health(State(doors): State<Arc<JsonDoors>>) -> Response {
+    let (status, text) = if doors.lifecycle.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING")
+    } else {
+        (StatusCode::OK, "SERVING")
+    };
+    json_response(status, serde_json::json!({ "status": text }).to_string())
+}
+
+/// `POST /api/mcp/interact`: the classic guide's Interact.
+async fn classic_interact(State(doors): State<Arc<JsonDoors>>, request: Request) -> Response {
+    let run = async {
+        let (parts, body) = request.into_parts();
+        require_json(&parts.headers)?;
+        let options = doors.call_options(&parts.headers)?;
+        let body = read_body(body, doors.max_request_bytes).await?;
+        doors
+            .interact_json(&body, "the request body", options)
+            .await
+    };
+    match run.await {
+        Ok(reply) => json_response(StatusCode::OK, reply),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Every `/v1/…` route of the contract.
+async fn transcode(State(doors): State<Arc<JsonDoors>>, request: Request) -> Response {
+    match transcode_inner(&doors, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn transcode_inner(doors: &JsonDoors, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let matched = match doors.routes.lookup(&parts.method, parts.uri.path()) {
+        Lookup::Found(matched) => matched,
+        Lookup::WrongMethod(allowed) => {
+            let allow: Vec<_> = allowed.iter().map(|m| m.as_str()).collect();
+            let allow = allow.join(", ");
+            let mut response = ApiError::new(
+                Code::Unimplemented,
+                format!(
+                    "{} {} is not served; use {allow}",
+                    parts.method,
+                    parts.uri.path()
+                ),
+            )
+            .with_http_status(StatusCode::METHOD_NOT_ALLOWED)
+            .into_response();
+            if let Ok(value) = HeaderValue::from_str(&allow) {
+                response.headers_mut().insert(header::ALLOW, value);
+            }
+            return Ok(response);
+        }
+        Lookup::NotFound => return Err(not_found(parts.uri.path())),
+    };
+    let options = doors.call_options(&parts.headers)?;
+    let body = read_body(body, doors.max_request_bytes).await?;
+    if !body.is_empty() {
+        require_json(&parts.headers)?;
+    }
+    let message = json::request_message(&matched, parts.uri.query(), &body)?;
+    let route = matched.route;
+    let output = route.rpc.output();
+    if route.rpc.is_server_streaming() {
+        let mut stream = doors
+            .caller
+            .call(&route.grpc_path, &message, output, options)
+            .await?;
+        // A failure before the first event is an ordinary HTTP error.
+        let first = match stream.next().await {
+            Some(Ok(first)) => Some(first),
+            Some(Err(error)) => return Err(error),
+            None => None,
+        };
+        return Ok(sse::events(first, stream, doors.keep_alive));
+    }
+    let reply = doors
+        .caller
+        .unary(&route.grpc_path, &message, output, options)
+        .await?;
+    Ok(json_response(StatusCode::OK, json::to_json(&reply)))
+}
+
+/// Whatever no JSON route serves: gRPC when it says so; 415 for a gRPC path in another
+/// content type; 404 otherwise.
+async fn grpc_or_not_found(State(doors): State<Arc<JsonDoors>>, request: Request) -> Response {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if content_type.starts_with("application/grpc") {
+        return match doors.grpc.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+    }
+    if is_grpc_path(request.uri().path()) {
+        let shown = if content_type.is_empty() {
+            "no content type".to_owned()
+        } else {
+            format!("content type '{content_type}'")
+        };
+        return ApiError::new(
+            Code::InvalidArgument,
+            format!(
+                "{} is a gRPC method, served as application/grpc or application/grpc+proto; \
+                 {shown} is not served here (for JSON use the HTTP routes listed in the \
+                 README, such as POST /v1/sessions/{{session_id}}:interact)",
+                request.uri().path()
+            ),
+        )
+        .with_http_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        .into_response();
+    }
+    not_found(request.uri().path()).into_response()
+}
+
+/// Whether `path` has the shape of a gRPC method path, `/package.Service/Method`.
+fn is_grpc_path(path: &str) -> bool {
+    let mut parts = path.trim_start_matches('/').split('/');
+    matches!(
+        (parts.next(), parts.next(), parts.next()),
+        (Some(service), Some(method), None) if service.contains('.') && !method.is_empty()
+    )
+}
+
+/// 404 for a path nothing serves.
+fn not_found(path: &str) -> ApiError {
+    ApiError::new(
+        Code::NotFound,
+        format!(
+            "no route serves {path}; the HTTP routes are /v1/sessions…, /v1/tools…, /v1/models, \
+             /api/mcp/interact and /health"
+        ),
+    )
+}
+
+/// A JSON response.
+fn json_response(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_paths() {
+        assert!(is_grpc_path("/contextd.v1.InteractService/Interact"));
+        assert!(is_grpc_path("/grpc.health.v1.Health/Check"));
+        assert!(!is_grpc_path("/v1/sessions"));
+        assert!(!is_grpc_path("/health"));
+        assert!(!is_grpc_path("/v1/sessions/a/messages"));
+    }
+
+    #[test]
+    fn timeouts() {
+        let ok = |text: &str| parse_timeout(&HeaderValue::from_str(text).unwrap());
+        assert_eq!(ok("2.5").unwrap(), Duration::from_millis(2500));
+        assert_eq!(ok(" 1 ").unwrap(), Duration::from_secs(1));
+        for bad in ["0", "-1", "soon", "NaN", "inf", "1e9"] {
+            assert!(ok(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn json_content_types() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
+            require_json(&headers)
+        };
+        assert!(require_json(&HeaderMap::new()).is_ok());
+        assert!(with("application/json; charset=utf-8").is_ok());
+        assert!(with("application/merge-patch+json").is_ok());
+        let error = with("text/plain").unwrap_err();
+        assert_eq!(error.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+}
