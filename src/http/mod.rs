@@ -366,6 +366,32 @@ fn json_response(status: StatusCode, body: String) -> Response {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn health_is_503_once_draining() {
+        let lifecycle = Lifecycle::default();
+        let doors =
+            Arc::new(JsonDoors::new(&Config::default(), Router::new(), lifecycle.clone()).unwrap());
+        let health = |doors: Arc<JsonDoors>| async move {
+            let request = http::Request::get("/health").body(Body::empty()).unwrap();
+            let response = doors.router().oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8(body.to_vec()).unwrap())
+        };
+        assert_eq!(
+            health(doors.clone()).await,
+            (StatusCode::OK, r#"{"status":"SERVING"}"#.to_owned())
+        );
+        lifecycle.drain();
+        assert_eq!(
+            health(doors).await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"status":"NOT_SERVING"}"#.to_owned()
+            )
+        );
+    }
+
     #[test]
     fn grpc_paths() {
         assert!(is_grpc_path("/contextd.v1.InteractService/Interact"));
