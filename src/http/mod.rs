@@ -42,6 +42,9 @@ use rules::{Lookup, RouteTable};
 const PACKAGE: &str = "contextd.v1";
 /// The gRPC path of `Interact`, which the classic doors call.
 const INTERACT_PATH: &str = "/contextd.v1.InteractService/Interact";
+/// The OpenAPI 3 document of the HTTP routes, generated from the contract by
+/// `scripts/gen-openapi` (CI checks that it is current).
+const OPENAPI: &str = include_str!("../../openapi/openapi.json");
 /// The header that carries an HTTP request's deadline, in (fractional) seconds.
 const TIMEOUT_HEADER: &str = "x-request-timeout";
 
@@ -92,6 +95,7 @@ impl JsonDoors {
             .route("/health", get(health))
             .route("/healthz", get(health))
             .route("/api/mcp/interact", post(classic_interact))
+            .route("/openapi.json", get(openapi))
             .route("/v1/{*rest}", any(transcode))
             // Only the JSON routes: gRPC has its own `grpc-encoding`, and the predicate leaves
             // event streams uncompressed so that events leave at once.
@@ -214,6 +218,11 @@ async fn health(State(doors): State<Arc<JsonDoors>>) -> Response {
         (StatusCode::OK, "SERVING")
     };
     json_response(status, serde_json::json!({ "status": text }).to_string())
+}
+
+/// `GET /openapi.json`.
+async fn openapi() -> Response {
+    json_response(StatusCode::OK, OPENAPI.to_owned())
 }
 
 /// `POST /api/mcp/interact`: the classic guide's Interact.
@@ -344,7 +353,7 @@ fn not_found(path: &str) -> ApiError {
         Code::NotFound,
         format!(
             "no route serves {path}; the HTTP routes are /v1/sessions…, /v1/tools…, /v1/models, \
-             /api/mcp/interact and /health"
+             /api/mcp/interact and /health (all in /openapi.json)"
         ),
     )
 }
