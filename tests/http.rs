@@ -229,6 +229,10 @@ async fn health_and_unknown_paths() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, json!({"status": "SERVING"}));
     }
+    let (status, openapi) = http.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(openapi["openapi"], "3.0.3");
+    assert!(openapi["paths"]["/v1/sessions/{sessionId}:interact"]["post"].is_object());
     let message = expect_error(&http.get("/nothing/here").await, 404, "NOT_FOUND");
     assert!(message.contains("/nothing/here"), "{message}");
     expect_error(&http.get("/v1/sessions/a/b/c").await, 404, "NOT_FOUND");

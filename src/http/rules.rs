@@ -351,6 +351,34 @@ mod tests {
     }
 
     #[test]
+    fn the_openapi_document_lists_exactly_the_served_routes() {
+        let table = table();
+        let document: serde_json::Value =
+            serde_json::from_str(include_str!("../../openapi/openapi.json")).unwrap();
+        let mut documented = 0;
+        for (path, operations) in document["paths"].as_object().unwrap() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            // `{sessionId}` → a concrete id, so the template matcher sees a real path.
+            let concrete = path.replace("{sessionId}", "s1").replace("{name}", "t1");
+            for method in operations.as_object().unwrap().keys() {
+                let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+                assert!(
+                    matches!(table.lookup(&method, &concrete), Lookup::Found(_)),
+                    "{method} {path} is documented but not served"
+                );
+                documented += 1;
+            }
+        }
+        assert_eq!(
+            documented,
+            table.routes().len(),
+            "every served route is documented"
+        );
+    }
+
+    #[test]
     fn templates_outside_the_supported_syntax_are_refused() {
         assert!(PathTemplate::parse("v1/x").is_err());
         assert!(PathTemplate::parse("/v1/{name=projects/*}").is_err());
