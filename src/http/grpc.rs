@@ -19,6 +19,7 @@ use tower::ServiceExt;
 
 use super::error::ApiError;
 use super::json;
+use crate::server::logging::DOOR_HEADER;
 
 /// Headers a JSON request carries through to the gRPC services.
 const FORWARDED: [&str; 3] = ["authorization", "x-request-id", "traceparent"];
@@ -30,8 +31,9 @@ pub(crate) struct GrpcCaller {
 }
 
 /// How one call is made.
-#[derive(Default)]
 pub(crate) struct CallOptions {
+    /// The door the call comes through, for the RPC's log line.
+    pub(crate) door: &'static str,
     /// The call's deadline, sent as `grpc-timeout`.
     pub(crate) timeout: Option<Duration>,
     /// The caller's request headers; those in [`FORWARDED`] are passed on.
@@ -64,7 +66,8 @@ impl GrpcCaller {
             .uri(grpc_path)
             .version(http::Version::HTTP_2)
             .header(header::CONTENT_TYPE, "application/grpc")
-            .header(header::TE, "trailers");
+            .header(header::TE, "trailers")
+            .header(DOOR_HEADER, options.door);
         for name in FORWARDED {
             if let Some(value) = options.headers.get(name) {
                 builder = builder.header(name, value);

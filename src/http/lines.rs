@@ -72,7 +72,15 @@ async fn answer(doors: &JsonDoors, line: &[u8]) -> String {
         .body();
     }
     match doors
-        .interact_json(line, "the line", CallOptions::default())
+        .interact_json(
+            line,
+            "the line",
+            CallOptions {
+                door: "lines",
+                timeout: None,
+                headers: Default::default(),
+            },
+        )
         .await
     {
         Ok(reply) => reply,

@@ -33,6 +33,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::config::Config;
+use crate::server::logging::DOOR_HEADER;
 use crate::server::shutdown::Lifecycle;
 use error::ApiError;
 use grpc::{CallOptions, GrpcCaller};
@@ -138,6 +139,7 @@ impl JsonDoors {
             None => self.default_timeout,
         };
         Ok(CallOptions {
+            door: "http",
             timeout,
             headers: headers.clone(),
         })
@@ -312,6 +314,9 @@ async fn grpc_or_not_found(State(doors): State<Arc<JsonDoors>>, request: Request
         .unwrap_or_default()
         .to_ascii_lowercase();
     if content_type.starts_with("application/grpc") {
+        // Only the JSON doors name a door on their in-process calls.
+        let mut request = request;
+        request.headers_mut().remove(DOOR_HEADER);
         return match doors.grpc.clone().oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},

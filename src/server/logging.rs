@@ -14,6 +14,10 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 use tracing::{Instrument, Span, field};
 
+/// The header by which the JSON doors name themselves on their in-process gRPC calls, so an
+/// RPC's log line says which door it came through (`http`, `lines`; absent: `grpc`).
+pub const DOOR_HEADER: &str = "x-contextd-door";
+
 /// Adds the session id to the current RPC's log line.
 pub fn record_session(session_id: &str) {
     Span::current().record("session", session_id);
@@ -51,9 +55,16 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        let door = request
+            .headers()
+            .get(DOOR_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("grpc")
+            .to_owned();
         let span = tracing::info_span!(
             "rpc",
             method = %request.uri().path(),
+            door = %door,
             session = field::Empty,
         );
         let started = Instant::now();
