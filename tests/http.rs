@@ -236,6 +236,8 @@ async fn health_and_unknown_paths() {
     let message = expect_error(&http.get("/nothing/here").await, 404, "NOT_FOUND");
     assert!(message.contains("/nothing/here"), "{message}");
     expect_error(&http.get("/v1/sessions/a/b/c").await, 404, "NOT_FOUND");
+    let reply = http.send("POST", "/health", Some(json!({}))).await;
+    expect_error(&reply, 405, "UNIMPLEMENTED");
     let reply = http.send("PUT", "/v1/sessions/a", Some(json!({}))).await;
     let message = expect_error(&reply, 405, "UNIMPLEMENTED");
     assert!(

@@ -102,6 +102,7 @@ impl JsonDoors {
             // event streams uncompressed so that events leave at once.
             .route_layer(CompressionLayer::new().gzip(true))
             .route_layer(RequestDecompressionLayer::new().gzip(true))
+            .method_not_allowed_fallback(method_not_allowed)
             .fallback(grpc_or_not_found)
             .with_state(self)
     }
@@ -302,6 +303,20 @@ async fn transcode_inner(doors: &JsonDoors, request: Request) -> Result<Response
         .unary(&route.grpc_path, &message, output, options)
         .await?;
     Ok(json_response(StatusCode::OK, json::to_json(&reply)))
+}
+
+/// 405 in the AIP-193 format for the fixed routes (`POST /health`, …).
+async fn method_not_allowed(request: Request) -> Response {
+    ApiError::new(
+        Code::Unimplemented,
+        format!(
+            "{} {} is not served; see /openapi.json for the methods of each route",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+    .with_http_status(StatusCode::METHOD_NOT_ALLOWED)
+    .into_response()
 }
 
 /// Whatever no JSON route serves: gRPC when it says so; 415 for a gRPC path in another
