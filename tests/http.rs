@@ -804,3 +804,36 @@ async fn shutdown_drains_every_door() {
     assert_eq!(within("the close", lines.next_line()).await.unwrap(), None);
     assert!(server.stop().await, "serve returned Ok");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_after_the_first_event_is_an_error_event() {
+    let mut config = test_config();
+    config.shutdown_grace_ms = 100;
+    let mut server = TestServer::start_with(config).await;
+    let http = Http::new(&server);
+    let response = http
+        .client
+        .post(format!("{}/v1/sessions/f1:stream", http.base))
+        .json(&json!({"message": "/delay 300 a turn cut short by shutdown"}))
+        .send()
+        .await
+        .unwrap();
+    let mut events = response.bytes_stream().eventsource();
+    let first = within("the first event", events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.event, "started");
+    // The grace period ends before the turn does: the turn is cancelled mid-stream.
+    server.trigger_shutdown();
+    let mut last = None;
+    while let Some(event) = within("the next event", events.next()).await {
+        last = Some(event.expect("well-formed SSE"));
+    }
+    let last = last.expect("an event after `started`");
+    assert_eq!(last.event, "error");
+    let error: Value = serde_json::from_str(&last.data).unwrap();
+    assert_eq!(error["error"]["status"], "UNAVAILABLE", "{error}");
+    assert_eq!(error["error"]["code"], 503);
+    assert!(server.stop().await);
+}
