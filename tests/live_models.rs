@@ -1,5 +1,5 @@
-//! Optional smoke tests against real providers. Each runs only when its variable is set and
-//! otherwise prints that it was skipped:
+//! Optional smoke tests against real providers. Each runs only when its variable is set and is
+//! otherwise reported as ignored (not as passed), decided at run time:
 //!
 //! - `OPENAI_API_KEY` (model `OPENAI_MODEL`, default `gpt-4o-mini`),
 //! - `ANTHROPIC_API_KEY` (model `ANTHROPIC_MODEL`, default `claude-haiku-4-5`),
@@ -11,6 +11,7 @@ mod common;
 use common::*;
 use contextd::api::v1::{CreateSessionRequest, FinishReason};
 use contextd::config::{BackendConfig, BackendKind, Config};
+use libtest_mimic::{Arguments, Trial};
 
 /// Runs a streamed turn and a tool turn on `model` of `backend`.
 async fn smoke(backend: BackendConfig, model: &str) {
@@ -55,50 +56,54 @@ async fn smoke(backend: BackendConfig, model: &str) {
     println!("{model} with a tool: {:?}", reply.response);
 }
 
-/// Says a test was skipped where `cargo test` shows it (the print macros' output of passing
-/// tests is captured; a direct write to stderr is not).
-fn skipped(reason: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipped: {reason}");
-}
-
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn live_openai() {
-    if env("OPENAI_API_KEY").is_none() {
-        skipped("live_openai: OPENAI_API_KEY is not set");
-        return;
-    }
-    let mut backend = BackendConfig::new("openai", BackendKind::Openai, "");
-    backend.api_key_env = "OPENAI_API_KEY".into();
-    backend.context_window = 128_000;
-    let model = env("OPENAI_MODEL").unwrap_or_else(|| "gpt-4o-mini".into());
-    smoke(backend, &format!("openai/{model}")).await;
+/// One provider's smoke test: ignored unless `variable` is set.
+fn live(name: &'static str, variable: &'static str, run: fn(String)) -> Trial {
+    let value = env(variable);
+    let ignored = value.is_none();
+    Trial::test(name, move || {
+        if let Some(value) = value {
+            run(value);
+        }
+        Ok(())
+    })
+    .with_ignored_flag(ignored)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn live_anthropic() {
-    if env("ANTHROPIC_API_KEY").is_none() {
-        skipped("live_anthropic: ANTHROPIC_API_KEY is not set");
-        return;
-    }
-    let mut backend = BackendConfig::new("anthropic", BackendKind::Anthropic, "");
-    backend.api_key_env = "ANTHROPIC_API_KEY".into();
-    backend.context_window = 200_000;
-    let model = env("ANTHROPIC_MODEL").unwrap_or_else(|| "claude-haiku-4-5".into());
-    smoke(backend, &format!("anthropic/{model}")).await;
+/// Runs `future` on a runtime of its own, as `#[tokio::test]` would.
+fn block_on(future: impl Future<Output = ()>) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(future);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn live_ollama() {
-    let Some(url) = env("CONTEXTD_OLLAMA_URL") else {
-        skipped("live_ollama: CONTEXTD_OLLAMA_URL is not set");
-        return;
-    };
-    let backend = BackendConfig::new("ollama", BackendKind::Openai, &url);
-    let model = env("CONTEXTD_OLLAMA_MODEL").unwrap_or_else(|| "llama3.2".into());
-    smoke(backend, &format!("ollama/{model}")).await;
+fn main() {
+    let trials = vec![
+        live("live_openai", "OPENAI_API_KEY", |_| {
+            let mut backend = BackendConfig::new("openai", BackendKind::Openai, "");
+            backend.api_key_env = "OPENAI_API_KEY".into();
+            backend.context_window = 128_000;
+            let model = env("OPENAI_MODEL").unwrap_or_else(|| "gpt-4o-mini".into());
+            block_on(smoke(backend, &format!("openai/{model}")));
+        }),
+        live("live_anthropic", "ANTHROPIC_API_KEY", |_| {
+            let mut backend = BackendConfig::new("anthropic", BackendKind::Anthropic, "");
+            backend.api_key_env = "ANTHROPIC_API_KEY".into();
+            backend.context_window = 200_000;
+            let model = env("ANTHROPIC_MODEL").unwrap_or_else(|| "claude-haiku-4-5".into());
+            block_on(smoke(backend, &format!("anthropic/{model}")));
+        }),
+        live("live_ollama", "CONTEXTD_OLLAMA_URL", |url| {
+            let backend = BackendConfig::new("ollama", BackendKind::Openai, &url);
+            let model = env("CONTEXTD_OLLAMA_MODEL").unwrap_or_else(|| "llama3.2".into());
+            block_on(smoke(backend, &format!("ollama/{model}")));
+        }),
+    ];
+    libtest_mimic::run(&Arguments::from_args(), trials).exit();
 }
