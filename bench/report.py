@@ -347,9 +347,9 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s):
                      "connection per worker, against 50 HTTP/2 connections):")
         lines.append("")
         lines.append("| Round | gRPC req/s | HTTP/JSON req/s | gRPC server CPU µs/req | "
-                     "HTTP/JSON server CPU µs/req | CPU HTTP ÷ gRPC | request bytes gRPC / JSON | "
-                     "reply bytes gRPC / JSON |")
-        lines.append("|---|---|---|---|---|---|---|---|")
+                     "HTTP/JSON server CPU µs/req | CPU HTTP ÷ gRPC | loadgen CPU µs/req gRPC / HTTP | "
+                     "request bytes gRPC / JSON | reply bytes gRPC / JSON |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
         grpc_rounds = {round_of(r): r for r in unary["contextd"]}
         for r in sorted(unary["http"], key=round_of):
             g = grpc_rounds.get(round_of(r))
@@ -358,8 +358,14 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s):
             gc, hc = (g.get("server") or {}).get("cpu_us_per_op"), (r.get("server") or {}).get("cpu_us_per_op")
             lines.append(f"| {round_of(r)} | {fmt(g.get('ops_per_s'), 0)} | {fmt(r.get('ops_per_s'), 0)} | "
                          f"{fmt(gc, 0)} | {fmt(hc, 0)} | {fmt(hc / gc if hc and gc else None, 2)} | "
+                         f"{fmt(client_us(g), 0)} / {fmt(client_us(r), 0)} | "
                          f"{g.get('request_bytes')} / {r.get('request_bytes')} | "
                          f"{g.get('reply_bytes')} / {r.get('reply_bytes')} |")
+        lines.append("")
+        lines.append("The load generator runs on the same two cores, and its own CPU per request differs "
+                     "between the two clients (tonic's gRPC client against hyper's HTTP/1.1 connection), "
+                     "so requests/s compares the pair of client and server; server CPU per request "
+                     "compares the servers.")
         lines.append("")
     if "short" in rps and rps.get("ceiling"):
         lines.append(
@@ -420,6 +426,12 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s):
 def round_of(result):
     """The round number of a unary result, from its file name (`unary-TARGET-rN`)."""
     return result.get("_round", 0)
+
+
+def client_us(result):
+    """The load generator's own CPU time per answered request, in µs."""
+    cpu, ok = result.get("client_cpu_seconds"), result.get("ok")
+    return cpu * 1e6 / ok if cpu is not None and ok else None
 
 
 def ms(us):
