@@ -23,6 +23,7 @@ ROOT = os.path.dirname(BENCH)
 GOALS = {
     "s1_ceiling": ("≥ 60 % of the ceiling's requests/s", lambda r: r >= 0.60),
     "s1_python": ("≥ 10× the Python peer", lambda r: r >= 10.0),
+    "s1_http": ("report server CPU per request, HTTP ÷ gRPC", None),
     "s2": ("report the ratio to scenario 1", None),
     "s3": ("≤ 5 µs of server CPU per token", lambda r: r <= 5.0),
     "s4": ("report turns/s and p99", None),
@@ -138,8 +139,8 @@ def main():
     unary = {}
     for name, r in results.items():
         if name.startswith("unary-"):
-            target = name[len("unary-"):].rsplit("-r", 1)[0]
-            unary.setdefault(target, []).append(r)
+            target, _, round_no = name[len("unary-"):].rpartition("-r")
+            unary.setdefault(target, []).append(dict(r, _round=int(round_no) if round_no.isdigit() else 0))
 
     def unary_stat(target, pointer):
         rounds = unary.get(target, [])
@@ -155,6 +156,7 @@ def main():
         return round(a / b, 3) if a is not None and b else None
 
     rps = {t: unary_stat(t, "ops_per_s") for t in unary}
+    cpu = {t: unary_stat(t, "server/cpu_us_per_op") for t in unary}
     ghz = {}
     for target in ("contextd", "ceiling"):
         path = os.path.join(raw, f"ghz-{target}.json")
@@ -172,6 +174,8 @@ def main():
     summary = {
         "s1_ceiling": ratio(rps.get("contextd"), rps.get("ceiling")),
         "s1_python": ratio(rps.get("contextd"), rps.get("python")),
+        "s1_http": ratio(cpu.get("http"), cpu.get("contextd")),
+        "s1_http_rps": ratio(rps.get("http"), rps.get("contextd")),
         "s2": ratio(rps.get("durable"), rps.get("contextd")),
         "s3": stream.get("server_cpu_us_per_token"),
         "s4": converse.get("turns_per_s"),
@@ -209,7 +213,7 @@ def main():
         json.dump(doc, f, indent=2, ensure_ascii=False)
         f.write("\n")
 
-    tables = render(doc, unary, unary_stat, rps, ghz, summary)
+    tables = render(doc, unary, unary_stat, rps, cpu, ghz, summary)
     for key, value in summary.items():
         print(f"{key}: {value}")
     if args.mode == "smoke":
@@ -247,7 +251,7 @@ def smoke_problems(summary, results, args):
     return problems
 
 
-def render(doc, unary, unary_stat, rps, ghz, s):
+def render(doc, unary, unary_stat, rps, cpu, ghz, s):
     m = doc["machine"]
     res = doc["results"]
     lines = []
@@ -273,6 +277,12 @@ def render(doc, unary, unary_stat, rps, ghz, s):
         if rp is not None else "Python peer not available"
     lines.append(f"| 1 | Unary `Interact`: contextd ÷ Python grpcio peer | {peer} | "
                  f"{GOALS['s1_python'][0]} | {verdict('s1_python', rp)} |")
+    if "http" in unary:
+        rh = s["s1_http"]
+        lines.append(f"| 1 | Unary `Interact` over HTTP/JSON ÷ over gRPC, same contextd: server CPU per request | "
+                     f"**{fmt(rh, 2)}** ({fmt(cpu.get('http'), 0)} ÷ {fmt(cpu.get('contextd'), 0)} µs; req/s "
+                     f"{fmt(rps.get('http'), 0)} ÷ {fmt(rps.get('contextd'), 0)} = {fmt(s['s1_http_rps'], 2)}) | "
+                     f"{GOALS['s1_http'][0]} | {verdict('s1_http', rh)} |")
     if doc["durable_store"]:
         r2 = s["s2"]
         lines.append(f"| 2 | Unary on the durable default store ÷ scenario 1 | **{fmt(r2, 2)}** "
@@ -310,10 +320,11 @@ def render(doc, unary, unary_stat, rps, ghz, s):
     lines.append("| Server | req/s | p50 | p90 | p99 | p99.9 | server CPU µs/req | peak RSS | reply bytes | errors |")
     lines.append("|---|---|---|---|---|---|---|---|---|---|")
     names = {"contextd": "contextd (in-memory store)",
+             "http": "contextd over HTTP/JSON (in-memory store)",
              "short": "contextd (in-memory store, 512-token windows)",
              "durable": "contextd (durable default store)",
              "ceiling": "bare tonic ceiling", "python": "Python grpcio peer"}
-    for target in ("contextd", "short", "durable", "ceiling", "python"):
+    for target in ("contextd", "http", "short", "durable", "ceiling", "python"):
         if target not in unary:
             continue
         errors = {}
@@ -330,6 +341,32 @@ def render(doc, unary, unary_stat, rps, ghz, s):
             f"{fmt(kib_to_mib(unary_stat(target, 'server/peak_rss_kib')), 1)} MiB | "
             f"{fmt(unary_stat(target, 'reply_bytes'), 0)} | {errors or 'none'} |")
     lines.append("")
+    if "http" in unary and "contextd" in unary:
+        lines.append("HTTP/JSON beside native gRPC, round by round (each round starts a fresh in-memory "
+                     "contextd for each; `POST /v1/sessions/{id}:interact`, one keep-alive HTTP/1.1 "
+                     "connection per worker, against 50 HTTP/2 connections):")
+        lines.append("")
+        lines.append("| Round | gRPC req/s | HTTP/JSON req/s | gRPC server CPU µs/req | "
+                     "HTTP/JSON server CPU µs/req | CPU HTTP ÷ gRPC | loadgen CPU µs/req gRPC / HTTP | "
+                     "request bytes gRPC / JSON | reply bytes gRPC / JSON |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        grpc_rounds = {round_of(r): r for r in unary["contextd"]}
+        for r in sorted(unary["http"], key=round_of):
+            g = grpc_rounds.get(round_of(r))
+            if g is None:
+                continue
+            gc, hc = (g.get("server") or {}).get("cpu_us_per_op"), (r.get("server") or {}).get("cpu_us_per_op")
+            lines.append(f"| {round_of(r)} | {fmt(g.get('ops_per_s'), 0)} | {fmt(r.get('ops_per_s'), 0)} | "
+                         f"{fmt(gc, 0)} | {fmt(hc, 0)} | {fmt(hc / gc if hc and gc else None, 2)} | "
+                         f"{fmt(client_us(g), 0)} / {fmt(client_us(r), 0)} | "
+                         f"{g.get('request_bytes')} / {r.get('request_bytes')} | "
+                         f"{g.get('reply_bytes')} / {r.get('reply_bytes')} |")
+        lines.append("")
+        lines.append("The load generator runs on the same two cores, and its own CPU per request differs "
+                     "between the two clients (tonic's gRPC client against hyper's HTTP/1.1 connection), "
+                     "so requests/s compares the pair of client and server; server CPU per request "
+                     "compares the servers.")
+        lines.append("")
     if "short" in rps and rps.get("ceiling"):
         lines.append(
             "Every worker keeps one session, so within a second each window holds as much history "
@@ -384,6 +421,17 @@ def render(doc, unary, unary_stat, rps, ghz, s):
     lines.append("")
     lines.append("</details>")
     return "\n".join(lines)
+
+
+def round_of(result):
+    """The round number of a unary result, from its file name (`unary-TARGET-rN`)."""
+    return result.get("_round", 0)
+
+
+def client_us(result):
+    """The load generator's own CPU time per answered request, in µs."""
+    cpu, ok = result.get("client_cpu_seconds"), result.get("ok")
+    return cpu * 1e6 / ok if cpu is not None and ok else None
 
 
 def ms(us):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks of contextd against a bare tonic server (the ceiling) and a Python grpcio peer,
-# measured side by side in one run. See BENCHMARKS.md.
+# and of its HTTP/JSON door against its native gRPC, measured side by side in one run.
+# See BENCHMARKS.md.
 #
 #   bench/run.sh smoke   # seconds: debug builds, every scenario for about a second (CI)
 #   bench/run.sh quick   # under 3 minutes
@@ -94,9 +95,11 @@ if command -v python3 >/dev/null; then
     run "$BENCH/.venv/bin/pip" install --quiet --disable-pip-version-check \
         -r "$BENCH/peers/python/requirements.txt"
     mkdir -p "$BENCH/peers/python/gen"
-    run "$BENCH/.venv/bin/python" -m grpc_tools.protoc -I proto \
+    # interact.proto imports the vendored google/api annotations (its HTTP rules).
+    run "$BENCH/.venv/bin/python" -m grpc_tools.protoc -I proto/third_party -I proto \
         --python_out="$BENCH/peers/python/gen" --grpc_python_out="$BENCH/peers/python/gen" \
-        proto/contextd/v1/common.proto proto/contextd/v1/interact.proto
+        proto/contextd/v1/common.proto proto/contextd/v1/interact.proto \
+        proto/third_party/google/api/http.proto proto/third_party/google/api/annotations.proto
     PYTHON_PEER=yes
 fi
 
@@ -156,23 +159,30 @@ python_peer() { start python "$BENCH/.venv/bin/python" "$BENCH/peers/python/serv
 TIMING=(--warmup "$WARMUP" --duration "$DURATION")
 
 # --- 1, 2: unary, side by side, in alternating rounds --------------------------------------
+# `http`: the same turns over HTTP/JSON (POST /v1/sessions/{id}:interact, one keep-alive
+# HTTP/1.1 connection per worker) to the same in-memory contextd, started afresh like every
+# target, right after native gRPC in every round.
 # `short`: contextd with 512-token windows, to show what assembling a full window costs.
 printf '[engine]\ndefault_max_context_tokens = 512\n' >"$SCRATCH/short-window.toml"
-TARGETS=(contextd short ceiling)
+TARGETS=(contextd http short ceiling)
 [ "$DURABLE" = yes ] && TARGETS+=(durable)
 [ "$PYTHON_PEER" = yes ] && TARGETS+=(python)
 for round in $(seq 1 "$ROUNDS"); do
     for target in "${TARGETS[@]}"; do
         log "unary: $target, round $round"
+        SCENARIO=unary
         case $target in
         contextd) contextd_memory ;;
+        http)
+            contextd_memory
+            SCENARIO=http-unary ;;
         short) start contextd-short "$CONTEXTD" serve --listen 127.0.0.1:0 "${MEMORY_STORE[@]}" \
             --config "$SCRATCH/short-window.toml" ;;
         durable) contextd_durable ;;
         ceiling) ceiling ;;
         python) python_peer ;;
         esac
-        run "$LOADGEN" unary --addr "$ADDR" --pid "$PID" --connections 50 "${TIMING[@]}" \
+        run "$LOADGEN" "$SCENARIO" --addr "$ADDR" --pid "$PID" --connections 50 "${TIMING[@]}" \
             --label "$target" --out "$RAW/unary-$target-r$round.json"
         stop
     done
@@ -186,7 +196,7 @@ if [ -n "$GHZ" ]; then
         contextd) contextd_memory ;;
         ceiling) ceiling ;;
         esac
-        run "$GHZ" --insecure --proto proto/contextd/v1/interact.proto --import-paths proto \
+        run "$GHZ" --insecure --proto proto/contextd/v1/interact.proto --import-paths proto,proto/third_party \
             --call contextd.v1.InteractService/Interact \
             -d '{"sessionId":"ghz-{{.WorkerID}}","message":"Hello, I am John.","context":{"user_id":"john_doe"}}' \
             --connections 50 --concurrency 50 --duration "$GHZ_DURATION" \

@@ -32,8 +32,48 @@ pub struct LoadPlan {
 }
 
 /// What one operation produced: how many units of work (1 for a request, the number of
-/// tokens for a streamed turn), or the status code it failed with.
-pub type OpResult = Result<u64, tonic::Code>;
+/// tokens for a streamed turn), or how it failed.
+pub type OpResult = Result<u64, Failure>;
+
+/// How an operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A gRPC call ended with this status code.
+    Grpc(tonic::Code),
+    /// An HTTP request was answered with this status (not 200).
+    Http(u16),
+    /// An HTTP request was answered 200 with a body that is not the expected reply.
+    BadReply,
+    /// The HTTP connection failed or closed before the answer.
+    Connection,
+}
+
+impl From<tonic::Code> for Failure {
+    fn from(code: tonic::Code) -> Self {
+        Self::Grpc(code)
+    }
+}
+
+impl Failure {
+    /// Whether there was no connection to send on (the worker then backs off a little).
+    pub fn is_unavailable(self) -> bool {
+        matches!(
+            self,
+            Self::Grpc(tonic::Code::Unavailable) | Self::Connection
+        )
+    }
+
+    /// The name errors are counted under: a status code name such as `UNAVAILABLE`, or
+    /// `HTTP_503`, `BAD_REPLY`, `CONNECTION`.
+    pub fn name(self) -> String {
+        match self {
+            Self::Grpc(code) => code_name(code),
+            Self::Http(status) => format!("HTTP_{status}"),
+            Self::BadReply => "BAD_REPLY".to_string(),
+            Self::Connection => "CONNECTION".to_string(),
+        }
+    }
+}
 
 /// One closed-loop worker: an operation run again and again.
 pub trait Worker: Send + 'static {
@@ -48,7 +88,7 @@ pub struct LoadResult {
     pub ok: u64,
     /// Units of work in those operations.
     pub units: u64,
-    /// Failed operations by status code name.
+    /// Failed operations by [`Failure::name`].
     pub errors: BTreeMap<String, u64>,
     /// Latency of successful operations, microseconds.
     pub latency: Histogram<u64>,
@@ -174,7 +214,7 @@ async fn drive<W: Worker>(mut worker: W, shared: Arc<Shared>) -> WorkerTally {
             break;
         }
         let outcome = worker.run_once().await;
-        if outcome == Err(tonic::Code::Unavailable) {
+        if matches!(outcome, Err(failure) if failure.is_unavailable()) {
             // No connection: back off a little instead of spinning on connection errors.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -188,7 +228,7 @@ async fn drive<W: Worker>(mut worker: W, shared: Arc<Shared>) -> WorkerTally {
                 let micros = sent.elapsed().as_micros().max(1) as u64;
                 tally.latency.saturating_record(micros);
             }
-            Err(code) => *tally.errors.entry(code_name(code)).or_default() += 1,
+            Err(failure) => *tally.errors.entry(failure.name()).or_default() += 1,
         }
     }
     if shared.running.fetch_sub(1, Ordering::SeqCst) == 1 {
@@ -286,6 +326,17 @@ mod tests {
         assert_eq!(code_name(tonic::Code::Ok), "OK");
     }
 
+    #[test]
+    fn failure_names() {
+        assert_eq!(Failure::from(tonic::Code::Internal).name(), "INTERNAL");
+        assert_eq!(Failure::Http(503).name(), "HTTP_503");
+        assert_eq!(Failure::BadReply.name(), "BAD_REPLY");
+        assert_eq!(Failure::Connection.name(), "CONNECTION");
+        assert!(Failure::Connection.is_unavailable());
+        assert!(Failure::from(tonic::Code::Unavailable).is_unavailable());
+        assert!(!Failure::Http(503).is_unavailable());
+    }
+
     struct Counter(u64);
 
     impl Worker for Counter {
@@ -295,7 +346,7 @@ mod tests {
             if self.0.is_multiple_of(2) {
                 Ok(3)
             } else {
-                Err(tonic::Code::Aborted)
+                Err(tonic::Code::Aborted.into())
             }
         }
     }

@@ -30,6 +30,15 @@ struct Cli {
 enum Scenario {
     /// Unary Interact turns, one session per worker.
     Unary(Target),
+    /// The unary turns as HTTP/JSON (POST /v1/sessions/{id}:interact), one HTTP/1.1
+    /// keep-alive connection per worker.
+    HttpUnary {
+        #[command(flatten)]
+        target: Target,
+        /// `v1`: POST /v1/sessions/{id}:interact; `classic`: POST /api/mcp/interact.
+        #[arg(long, default_value = "v1", value_parser = ["v1", "classic"])]
+        route: String,
+    },
     /// StreamResponse turns of about 200 deltas each; rate in tokens per second.
     Stream(Target),
     /// Converse turns with one client-side tool round trip each.
@@ -90,7 +99,7 @@ struct ServerArgs {
 struct Target {
     #[command(flatten)]
     server: ServerArgs,
-    /// HTTP/2 connections.
+    /// Connections: HTTP/2 for gRPC; http-unary opens connections × in-flight HTTP/1.1 ones.
     #[arg(long, default_value_t = 50)]
     connections: usize,
     /// Outstanding requests (or streams) per connection.
@@ -145,6 +154,19 @@ async fn run(scenario: Scenario) -> Result<(String, Value), String> {
         Scenario::Unary(t) => (
             "unary".into(),
             scenario::unary::run(t.setup()?, t.server.probe().as_ref()).await?,
+        ),
+        Scenario::HttpUnary { target: t, route } => (
+            "http-unary".into(),
+            scenario::http_unary::run(
+                t.setup()?,
+                if route == "classic" {
+                    scenario::http_unary::Route::Classic
+                } else {
+                    scenario::http_unary::Route::V1
+                },
+                t.server.probe().as_ref(),
+            )
+            .await?,
         ),
         Scenario::Stream(t) => (
             "stream".into(),

@@ -81,10 +81,10 @@ impl Worker for ConverseWorker {
                     } else if done.finish_reason == FinishReason::Stop as i32 {
                         return Ok(1);
                     } else {
-                        return Err(tonic::Code::Unknown);
+                        return Err(tonic::Code::Unknown.into());
                     }
                 }
-                Some(Event::Error(e)) => return Err(code_of(e.code)),
+                Some(Event::Error(e)) => return Err(code_of(e.code).into()),
                 _ => {}
             }
         }

@@ -4,6 +4,7 @@
 pub mod coldstart;
 pub mod converse;
 pub mod history;
+pub mod http_unary;
 pub mod idle;
 pub mod stream;
 pub mod unary;

@@ -36,13 +36,13 @@ impl Worker for StreamWorker {
                         return if done.finish_reason == FinishReason::Stop as i32 {
                             Ok(deltas)
                         } else {
-                            Err(tonic::Code::Unknown)
+                            Err(tonic::Code::Unknown.into())
                         };
                     }
                     _ => {}
                 },
                 // The stream ended without `completed`.
-                None => return Err(tonic::Code::Unknown),
+                None => return Err(tonic::Code::Unknown.into()),
             }
         }
     }

@@ -22,7 +22,7 @@ impl Worker for UnaryWorker {
     async fn run_once(&mut self) -> OpResult {
         match self.client.interact(self.request.clone()).await {
             Ok(_) => Ok(1),
-            Err(status) => Err(status.code()),
+            Err(status) => Err(status.code().into()),
         }
     }
 }
