@@ -76,6 +76,7 @@ async fn create_get_delete_round_trip() {
     let deleted = sessions
         .delete_session(DeleteSessionRequest {
             session_id: "Alpha.1:x-y_z".into(),
+            ..Default::default()
         })
         .await
         .expect("DeleteSession")
@@ -94,6 +95,7 @@ async fn create_get_delete_round_trip() {
         sessions
             .delete_session(DeleteSessionRequest {
                 session_id: "Alpha.1:x-y_z".into(),
+                ..Default::default()
             })
             .await,
         Code::NotFound,
@@ -172,6 +174,7 @@ async fn invalid_session_ids_are_rejected() {
         sessions
             .delete_session(DeleteSessionRequest {
                 session_id: String::new(),
+                ..Default::default()
             })
             .await,
         Code::InvalidArgument,
@@ -266,6 +269,7 @@ async fn unknown_session_is_not_found_everywhere() {
         sessions
             .delete_session(DeleteSessionRequest {
                 session_id: ghost(),
+                ..Default::default()
             })
             .await,
         Code::NotFound,
@@ -381,6 +385,7 @@ async fn list_sessions_is_keyset_paginated() {
     sessions
         .delete_session(DeleteSessionRequest {
             session_id: "s05".into(),
+            ..Default::default()
         })
         .await
         .expect("DeleteSession");
@@ -678,6 +683,7 @@ async fn session_tracks_turns_usage_and_deletion_counts() {
     let deleted = sessions
         .delete_session(DeleteSessionRequest {
             session_id: "usage".into(),
+            ..Default::default()
         })
         .await
         .expect("DeleteSession")

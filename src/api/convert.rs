@@ -245,6 +245,7 @@ pub fn session_to_wire(session: &Session) -> v1::Session {
                 token_count: summary.token_count,
             }),
         token_estimate_scale: session.window.token_scale,
+        etag: session.etag(),
     }
 }
 
