@@ -26,6 +26,7 @@ pub mod api;
 pub mod chat;
 pub mod client;
 pub mod config;
+pub mod domain;
 pub mod engine;
 pub mod model;
 pub mod server;

@@ -10,7 +10,7 @@ use prost_types::value::Kind;
 use serde_json::{Number, Value};
 
 use super::v1;
-use crate::engine::session::{
+use crate::domain::session::{
     Context, FinishReason, Message, Role, Session, SessionState, ToolCall, ToolResult, ToolSpec,
     Usage, WindowStrategy,
 };

@@ -6,10 +6,7 @@
 
 pub mod error;
 pub mod locks;
-pub mod patch;
-pub mod session;
 pub mod summary;
-pub mod tokens;
 pub mod turn;
 pub mod validate;
 pub mod window;
@@ -22,16 +19,16 @@ pub use error::EngineError;
 pub use turn::{NoSink, SinkClosed, TurnEvent, TurnOutcome, TurnRequest, TurnSink};
 
 use crate::config::{EngineConfig, Limits};
+use crate::domain::patch::merge_context;
+use crate::domain::session::{
+    self, Context, Role, Session, SharedMessage, ToolSpec, WindowState, WindowStrategy,
+    generate_session_id, validate_session_id, validate_tools,
+};
+use crate::domain::tokens::TokenCounter;
 use crate::model::{ModelBackend, ModelInfo, ModelRegistry};
 use crate::store::{SessionLease, SessionStore, StoreError};
 use crate::tools::{ServerTool, ToolOutput, ToolRegistry, ToolScope};
 use locks::TurnLocks;
-use patch::merge_context;
-use session::{
-    Context, Role, Session, SharedMessage, ToolSpec, WindowState, WindowStrategy,
-    generate_session_id, validate_session_id, validate_tools,
-};
-use tokens::TokenCounter;
 use validate::check_context;
 use window::{PinnedHead, WindowBudget, select_history};
 

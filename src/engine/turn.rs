@@ -11,16 +11,16 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::error::EngineError;
-use super::patch::merge_context;
-use super::session::{
-    Context, FinishReason, Message, PendingTurn, Role, SharedMessage, ToolCall, ToolResult, Usage,
-    generate_tool_call_id, generate_turn_id, validate_session_id,
-};
-use super::session::{WindowState, WindowStrategy};
-use super::tokens::TokenCounter;
 use super::validate::{check_context, check_message};
 use super::window::{PinnedHead, select_history};
 use super::{Engine, NewSession, WindowSource, check_nothing_dropped, map_write_error, too_large};
+use crate::domain::patch::merge_context;
+use crate::domain::session::{
+    Context, FinishReason, Message, PendingTurn, Role, SharedMessage, ToolCall, ToolResult, Usage,
+    generate_tool_call_id, generate_turn_id, validate_session_id,
+};
+use crate::domain::session::{WindowState, WindowStrategy};
+use crate::domain::tokens::TokenCounter;
 use crate::model::{ModelBackend, ModelError, ModelEvent, ModelFinish, ModelRequest};
 use crate::tools::{ToolOutput, ToolScope};
 
@@ -360,7 +360,7 @@ impl Engine {
         }
         session.message_count += turn.new_messages.len() as u64;
         session.usage.add(usage);
-        session.touch(super::session::now());
+        session.touch(crate::domain::session::now());
         session.version += 1;
         self.store
             .commit(&session, expected_version, &turn.new_messages)
@@ -508,7 +508,7 @@ impl TurnState {
             tool_call_id: String::new(),
             tool_name: String::new(),
             is_error: false,
-            create_time: super::session::now(),
+            create_time: crate::domain::session::now(),
             token_count,
             turn_id: self.turn_id.clone(),
         }
@@ -580,7 +580,7 @@ mod tests {
 
     use super::*;
     use crate::config::{EngineConfig, Limits};
-    use crate::engine::session::ToolSpec;
+    use crate::domain::session::ToolSpec;
     use crate::model::{ModelError, ModelInfo, ModelRegistry, ModelStream};
     use crate::store::SessionStore;
     use crate::store::memory::MemoryStore;

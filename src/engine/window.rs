@@ -6,8 +6,8 @@
 //! assistant message that called tools is taken together with its results or not at all.
 //! Everything stays in storage; only the model's view is windowed.
 
-use super::session::{Context, ContextSummary, Role, SharedMessage};
-use super::tokens::{MESSAGE_OVERHEAD_TOKENS, TokenCounter};
+use crate::domain::session::{Context, ContextSummary, Role, SharedMessage};
+use crate::domain::tokens::{MESSAGE_OVERHEAD_TOKENS, TokenCounter};
 
 /// The session's budget.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -191,7 +191,7 @@ pub fn take_units(newest_first: &[SharedMessage], mut left: u32) -> (usize, u32)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::session::{Message, ToolCall};
+    use crate::domain::session::{Message, ToolCall};
     use std::time::SystemTime;
 
     fn msg(index: u64, role: Role, tokens: u32) -> SharedMessage {

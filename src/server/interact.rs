@@ -26,7 +26,7 @@ use crate::api::v1::{
     self, converse_request::Frame, converse_response, interact_service_server::InteractService,
     stream_response_response,
 };
-use crate::engine::session::{FinishReason, Usage};
+use crate::domain::session::{FinishReason, Usage};
 use crate::engine::{
     Engine, EngineError, NewSession, NoSink, SinkClosed, TurnEvent, TurnOutcome, TurnRequest,
     TurnSink,
@@ -451,7 +451,7 @@ impl Conversation {
     async fn get_or_create(
         &self,
         open: v1::ConverseOpen,
-    ) -> Result<(crate::engine::session::Session, bool), Status> {
+    ) -> Result<(crate::domain::session::Session, bool), Status> {
         if open.session_id.is_empty() {
             return Err(Status::invalid_argument(
                 "open.session_id is required: 1 to 128 characters of [A-Za-z0-9._:-]",

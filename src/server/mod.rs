@@ -29,8 +29,8 @@ use crate::api::v1::{
     session_service_server::SessionServiceServer, tool_service_server::ToolServiceServer,
 };
 use crate::config::{BackendKind, Config};
+use crate::domain::tokens::TokenCounter;
 use crate::engine::Engine;
-use crate::engine::tokens::TokenCounter;
 use crate::model::anthropic::AnthropicBackend;
 use crate::model::echo::EchoModel;
 use crate::model::openai::OpenAiBackend;

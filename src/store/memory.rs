@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use super::{SessionStore, StoreError};
-use crate::engine::session::{Session, SharedMessage};
+use crate::domain::session::{Session, SharedMessage};
 
 /// One session and its history.
 struct Record {

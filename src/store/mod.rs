@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use crate::engine::session::{Session, SharedMessage};
+use crate::domain::session::{Session, SharedMessage};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -32,7 +32,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, SqlitePool};
 
 use super::{SessionLease, SessionStore, StoreError};
-use crate::engine::session::{
+use crate::domain::session::{
     Context, Message, PendingTurn, Role, Session, SharedMessage, ToolCall, ToolSpec, Usage,
     WindowState,
 };

@@ -4,9 +4,9 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::{ServerTool, ToolOutput, ToolProvider, ToolScope};
-use crate::engine::patch::merge_context;
-use crate::engine::session::{Context, ToolSpec};
-use crate::engine::validate::measure_context;
+use crate::domain::measure::measure_context;
+use crate::domain::patch::merge_context;
+use crate::domain::session::{Context, ToolSpec};
 
 /// Name of the tool that reads the session context.
 pub const CONTEXT_GET: &str = "context_get";

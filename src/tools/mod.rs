@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::engine::session::{Context, ToolSpec};
+use crate::domain::session::{Context, ToolSpec};
 use crate::store::SessionStore;
 
 /// What a tool returned.
