@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-pub use error::EngineError;
+pub use error::{EngineError, ErrorKind};
 pub use turn::{NoSink, SinkClosed, TurnEvent, TurnOutcome, TurnRequest, TurnSink};
 
 use crate::config::{EngineConfig, Limits};
@@ -26,7 +26,7 @@ use crate::domain::session::{
 };
 use crate::domain::tokens::TokenCounter;
 use crate::model::{ModelBackend, ModelInfo, ModelRegistry};
-use crate::store::{SessionLease, SessionStore, StoreError};
+use crate::store::{SessionLease, SessionStore};
 use crate::tools::{ServerTool, ToolOutput, ToolRegistry, ToolScope};
 use locks::TurnLocks;
 use validate::check_context;
@@ -247,13 +247,7 @@ impl Engine {
     /// Creates a session.
     pub async fn create_session(&self, new: NewSession) -> Result<Session, EngineError> {
         let session = self.build_session(new)?;
-        self.store
-            .commit(&session, None, &[])
-            .await
-            .map_err(|e| match e {
-                StoreError::AlreadyExists(id) => EngineError::SessionExists(id),
-                other => other.into(),
-            })?;
+        self.store.commit(&session, None, &[]).await?;
         Ok(session)
     }
 
@@ -473,10 +467,7 @@ impl Engine {
     async fn save_change(&self, session: &mut Session, version: u64) -> Result<(), EngineError> {
         session.touch(session::now());
         session.version = version + 1;
-        self.store
-            .commit(session, Some(version), &[])
-            .await
-            .map_err(|e| map_write_error(e, &session.id))
+        Ok(self.store.commit(session, Some(version), &[]).await?)
     }
 
     /// Deletes a session; returns how many messages it had.
@@ -505,11 +496,7 @@ impl Engine {
         limit: usize,
     ) -> Result<(Vec<SharedMessage>, Option<u64>), EngineError> {
         let session = self.get_session(session_id).await?;
-        let messages = self
-            .store
-            .list_messages(session_id, from, limit)
-            .await
-            .map_err(|e| map_write_error(e, session_id))?;
+        let messages = self.store.list_messages(session_id, from, limit).await?;
         let next = messages
             .last()
             .map(|m| m.index + 1)
@@ -817,7 +804,6 @@ struct WindowSource {
     history: Vec<SharedMessage>,
 }
 
-/// Maps a store error of a write to the engine's view of it.
 /// Checks a client-set expiry: it must lie in the future.
 fn check_expiry(at: SystemTime, now: SystemTime) -> Result<SystemTime, EngineError> {
     if at <= now {
@@ -827,14 +813,6 @@ fn check_expiry(at: SystemTime, now: SystemTime) -> Result<SystemTime, EngineErr
         ));
     }
     Ok(session::to_micros(at))
-}
-
-fn map_write_error(error: StoreError, session_id: &str) -> EngineError {
-    match error {
-        StoreError::NotFound(_) => EngineError::SessionNotFound(session_id.to_string()),
-        StoreError::Conflict(_) => EngineError::Conflict(session_id.to_string()),
-        other => other.into(),
-    }
 }
 
 fn too_large(error: window::TurnTooLarge, budget: WindowBudget, head: &PinnedHead) -> EngineError {

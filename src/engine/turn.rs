@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::EngineError;
 use super::validate::{check_context, check_message};
 use super::window::{PinnedHead, select_history};
-use super::{Engine, NewSession, WindowSource, check_nothing_dropped, map_write_error, too_large};
+use super::{Engine, NewSession, WindowSource, check_nothing_dropped, too_large};
 use crate::domain::patch::merge_context;
 use crate::domain::session::{
     Context, FinishReason, Message, PendingTurn, Role, SharedMessage, ToolCall, ToolResult, Usage,
@@ -364,8 +364,7 @@ impl Engine {
         session.version += 1;
         self.store
             .commit(&session, expected_version, &turn.new_messages)
-            .await
-            .map_err(|e| map_write_error(e, &session_id))?;
+            .await?;
 
         Ok(TurnOutcome {
             session_id,
