@@ -25,6 +25,7 @@ use crate::domain::session::{
     generate_session_id, validate_session_id, validate_tools,
 };
 use crate::domain::tokens::TokenCounter;
+use crate::domain::{Scope, TenantId};
 use crate::model::{ModelBackend, ModelInfo, ModelRegistry};
 use crate::store::{SessionLease, SessionStore};
 use crate::tools::{ServerTool, ToolOutput, ToolRegistry, ToolScope};
@@ -149,6 +150,16 @@ pub struct Preview {
     pub tools: Vec<ToolSpec>,
 }
 
+/// One page of a listing, and where the next one starts (`None` on the last page). Doors
+/// turn the cursor into their own opaque page token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T, C> {
+    /// The items, in listing order.
+    pub items: Vec<T>,
+    /// Where the next page continues: the last session id, or the next message index.
+    pub next: Option<C>,
+}
+
 /// The context engine. Cheap to share behind an `Arc`; all state lives in the store, except
 /// the per-session turn locks.
 pub struct Engine {
@@ -195,9 +206,13 @@ impl Engine {
     }
 
     /// Waits for the session's turn: first in this process, then across processes.
-    pub(crate) async fn lock_session(&self, session_id: &str) -> Result<SessionGuard, EngineError> {
-        let local = self.locks.lock(session_id).await;
-        let lease = self.store.lease_session(session_id).await?;
+    pub(crate) async fn lock_session(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+    ) -> Result<SessionGuard, EngineError> {
+        let local = self.locks.lock(tenant, session_id).await;
+        let lease = self.store.lease_session(tenant, session_id).await?;
         Ok(SessionGuard {
             _lease: lease,
             _local: local,
@@ -208,11 +223,12 @@ impl Engine {
     /// has not reached it yet) is deleted here and reported as absent.
     pub(crate) async fn load_session(
         &self,
+        tenant: &TenantId,
         session_id: &str,
     ) -> Result<Option<Session>, EngineError> {
-        match self.store.get_session(session_id).await? {
+        match self.store.get_session(tenant, session_id).await? {
             Some(session) if session.is_expired(session::now()) => {
-                self.store.delete_session(session_id).await?;
+                self.store.delete_session(tenant, session_id).await?;
                 Ok(None)
             }
             other => Ok(other),
@@ -245,10 +261,39 @@ impl Engine {
     }
 
     /// Creates a session.
-    pub async fn create_session(&self, new: NewSession) -> Result<Session, EngineError> {
+    pub async fn create_session(
+        &self,
+        scope: &Scope,
+        new: NewSession,
+    ) -> Result<Session, EngineError> {
         let session = self.build_session(new)?;
-        self.store.commit(&session, None, &[]).await?;
+        self.store
+            .commit(&scope.tenant, &session, None, &[])
+            .await?;
         Ok(session)
+    }
+
+    /// The session `new` names, created with its settings when it does not exist yet; also
+    /// says whether it was created. A session created by someone else between the look-up
+    /// and the creation is returned as found, so two callers opening one id both attach.
+    pub async fn open_session(
+        &self,
+        scope: &Scope,
+        new: NewSession,
+    ) -> Result<(Session, bool), EngineError> {
+        let session_id = new.session_id.clone();
+        match self.get_session(scope, &session_id).await {
+            Ok(session) => return Ok((session, false)),
+            Err(EngineError::SessionNotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        match self.create_session(scope, new).await {
+            Ok(session) => Ok((session, true)),
+            Err(EngineError::SessionExists(_)) => {
+                Ok((self.get_session(scope, &session_id).await?, false))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Checks a new session's settings and builds it (not stored yet).
@@ -374,9 +419,13 @@ impl Engine {
     }
 
     /// Returns a session.
-    pub async fn get_session(&self, session_id: &str) -> Result<Session, EngineError> {
+    pub async fn get_session(
+        &self,
+        scope: &Scope,
+        session_id: &str,
+    ) -> Result<Session, EngineError> {
         validate_session_id(session_id).map_err(EngineError::InvalidArgument)?;
-        self.load_session(session_id)
+        self.load_session(&scope.tenant, session_id)
             .await?
             .ok_or_else(|| EngineError::SessionNotFound(session_id.to_string()))
     }
@@ -385,11 +434,16 @@ impl Engine {
     /// after when there may be more.
     pub async fn list_sessions(
         &self,
+        scope: &Scope,
         after: Option<&str>,
-        limit: usize,
-    ) -> Result<(Vec<Session>, Option<String>), EngineError> {
+        page_size: u32,
+    ) -> Result<Page<Session, String>, EngineError> {
+        let limit = self.page_size(page_size);
         // One extra row tells whether another page exists, so the last page has no token.
-        let mut sessions = self.store.list_sessions(after, limit + 1).await?;
+        let mut sessions = self
+            .store
+            .list_sessions(&scope.tenant, after, limit + 1)
+            .await?;
         // Expired sessions the sweep has not removed yet are already gone to clients.
         let now = session::now();
         sessions.retain(|s| !s.is_expired(now));
@@ -399,14 +453,31 @@ impl Engine {
         } else {
             None
         };
-        Ok((sessions, next))
+        Ok(Page {
+            items: sessions,
+            next,
+        })
     }
 
-    /// Changes a session. Waits for a running turn on it first.
+    /// How many items a page holds when the caller asks for `requested` (0: the default),
+    /// bounded by `limits.max_page_size`.
+    fn page_size(&self, requested: u32) -> usize {
+        let size = match requested {
+            0 => self.limits.default_page_size,
+            n => n.min(self.limits.max_page_size),
+        };
+        size as usize
+    }
+
+    /// Changes a session. Waits for a running turn on it first. With `etag`, the change
+    /// applies only while the session's etag is still that one ([`EngineError::EtagMismatch`]
+    /// otherwise, and nothing changes).
     pub async fn update_session(
         &self,
+        scope: &Scope,
         session_id: &str,
         update: SessionUpdate,
+        etag: Option<&str>,
     ) -> Result<Session, EngineError> {
         validate_session_id(session_id).map_err(EngineError::InvalidArgument)?;
         if let Some(patch) = &update.context_patch {
@@ -416,8 +487,9 @@ impl Engine {
             .expire_time
             .map(|at| check_expiry(at, session::now()))
             .transpose()?;
-        let _turn = self.lock_session(session_id).await?;
-        let mut session = self.get_session(session_id).await?;
+        let _turn = self.lock_session(&scope.tenant, session_id).await?;
+        let mut session = self.get_session(scope, session_id).await?;
+        check_etag(&session, etag)?;
         let version = session.version;
         if let Some(at) = expiry {
             session.expire_time = Some(at);
@@ -458,29 +530,47 @@ impl Engine {
         for key in &update.remove_labels {
             session.labels.remove(key);
         }
-        self.save_change(&mut session, version).await?;
+        self.save_change(&scope.tenant, &mut session, version)
+            .await?;
         Ok(session)
     }
 
     /// Stores a change to a session's settings or context (no new messages), refusing it if
     /// the session moved past `version` meanwhile.
-    async fn save_change(&self, session: &mut Session, version: u64) -> Result<(), EngineError> {
+    async fn save_change(
+        &self,
+        tenant: &TenantId,
+        session: &mut Session,
+        version: u64,
+    ) -> Result<(), EngineError> {
         session.touch(session::now());
         session.version = version + 1;
-        Ok(self.store.commit(session, Some(version), &[]).await?)
+        Ok(self
+            .store
+            .commit(tenant, session, Some(version), &[])
+            .await?)
     }
 
-    /// Deletes a session; returns how many messages it had.
-    pub async fn delete_session(&self, session_id: &str) -> Result<u64, EngineError> {
+    /// Deletes a session; returns how many messages it had. With `etag`, only while the
+    /// session's etag is still that one ([`EngineError::EtagMismatch`] otherwise).
+    pub async fn delete_session(
+        &self,
+        scope: &Scope,
+        session_id: &str,
+        etag: Option<&str>,
+    ) -> Result<u64, EngineError> {
         validate_session_id(session_id).map_err(EngineError::InvalidArgument)?;
-        let _turn = self.lock_session(session_id).await?;
+        let tenant = &scope.tenant;
+        let _turn = self.lock_session(tenant, session_id).await?;
+        let stored = self.store.get_session(tenant, session_id).await?;
         // An expired session is already gone to clients; deleting it again finds nothing.
-        let expired = self
-            .store
-            .get_session(session_id)
-            .await?
+        let expired = stored
+            .as_ref()
             .is_some_and(|s| s.is_expired(session::now()));
-        let deleted = self.store.delete_session(session_id).await?;
+        if let Some(session) = stored.as_ref().filter(|_| !expired) {
+            check_etag(session, etag)?;
+        }
+        let deleted = self.store.delete_session(tenant, session_id).await?;
         match deleted {
             Some(count) if !expired => Ok(count),
             _ => Err(EngineError::SessionNotFound(session_id.to_string())),
@@ -491,17 +581,25 @@ impl Engine {
     /// continue from when there are more.
     pub async fn list_messages(
         &self,
+        scope: &Scope,
         session_id: &str,
         from: u64,
-        limit: usize,
-    ) -> Result<(Vec<SharedMessage>, Option<u64>), EngineError> {
-        let session = self.get_session(session_id).await?;
-        let messages = self.store.list_messages(session_id, from, limit).await?;
+        page_size: u32,
+    ) -> Result<Page<SharedMessage, u64>, EngineError> {
+        let limit = self.page_size(page_size);
+        let session = self.get_session(scope, session_id).await?;
+        let messages = self
+            .store
+            .list_messages(&scope.tenant, session_id, from, limit)
+            .await?;
         let next = messages
             .last()
             .map(|m| m.index + 1)
             .filter(|next| *next < session.message_count);
-        Ok((messages, next))
+        Ok(Page {
+            items: messages,
+            next,
+        })
     }
 
     /// Server-side tools.
@@ -519,6 +617,7 @@ impl Engine {
     /// Runs a server-side tool directly (not in a turn).
     pub async fn call_tool(
         &self,
+        scope: &Scope,
         name: &str,
         arguments: &Context,
         session_id: Option<&str>,
@@ -538,23 +637,25 @@ impl Engine {
                 )));
             }
             let mut scratch = Context::new();
-            let scope = ToolScope {
+            let tool_scope = ToolScope {
+                tenant: &scope.tenant,
                 session_id: "",
                 context: &mut scratch,
                 store: self.store.as_ref(),
             };
-            return Ok(provider.call(name, arguments, scope).await);
+            return Ok(provider.call(name, arguments, tool_scope).await);
         };
         validate_session_id(session_id).map_err(EngineError::InvalidArgument)?;
         // Same lock as a turn: a tool that changes the context must not race a turn.
-        let _turn = self.lock_session(session_id).await?;
-        let mut session = self.get_session(session_id).await?;
+        let _turn = self.lock_session(&scope.tenant, session_id).await?;
+        let mut session = self.get_session(scope, session_id).await?;
         let mut context = session.context.clone();
         let output = provider
             .call(
                 name,
                 arguments,
                 ToolScope {
+                    tenant: &scope.tenant,
                     session_id,
                     context: &mut context,
                     store: self.store.as_ref(),
@@ -564,7 +665,8 @@ impl Engine {
         if context != session.context {
             let version = session.version;
             session.context = context;
-            self.save_change(&mut session, version).await?;
+            self.save_change(&scope.tenant, &mut session, version)
+                .await?;
         }
         Ok(output)
     }
@@ -572,6 +674,7 @@ impl Engine {
     /// What the model would see if `message` (with `context_patch`) were sent now.
     pub async fn preview_context(
         &self,
+        scope: &Scope,
         session_id: &str,
         message: &str,
         context_patch: Option<&Context>,
@@ -580,7 +683,7 @@ impl Engine {
         if let Some(patch) = context_patch {
             check_context("context", patch, &self.limits)?;
         }
-        let mut session = self.get_session(session_id).await?;
+        let mut session = self.get_session(scope, session_id).await?;
         if let Some(patch) = context_patch {
             merge_context(&mut session.context, patch);
         }
@@ -589,7 +692,9 @@ impl Engine {
             budget,
             stored_tail,
             history,
-        } = self.load_window(&session, pending_turn).await?;
+        } = self
+            .load_window(&scope.tenant, &session, pending_turn)
+            .await?;
         let counter = TokenCounter::for_model(&session.model);
         let head = PinnedHead::new(&counter, &session.system_prompt, &session.context)
             .with_summary(session.window.active_summary());
@@ -693,6 +798,7 @@ impl Engine {
     /// (when `pending_turn` names one) and enough history before them to fill the budget.
     async fn load_window(
         &self,
+        tenant: &TenantId,
         session: &Session,
         pending_turn: Option<&str>,
     ) -> Result<WindowSource, EngineError> {
@@ -702,12 +808,12 @@ impl Engine {
         )
         .with_scale(self.token_scale(session));
         let stored_tail = match pending_turn {
-            Some(turn_id) => self.load_turn_tail(session, turn_id).await?,
+            Some(turn_id) => self.load_turn_tail(tenant, session, turn_id).await?,
             None => Vec::new(),
         };
         let before = session.message_count - stored_tail.len() as u64;
         let mut history = self
-            .load_history(&session.id, before, budget.input_tokens())
+            .load_history(tenant, &session.id, before, budget.input_tokens())
             .await?;
         // Messages the summary stands for are not shown again.
         if let Some(summary) = session.window.active_summary() {
@@ -727,6 +833,7 @@ impl Engine {
     /// The stored messages of a paused turn (the newest ones with its turn id), oldest first.
     async fn load_turn_tail(
         &self,
+        tenant: &TenantId,
         session: &Session,
         turn_id: &str,
     ) -> Result<Vec<SharedMessage>, EngineError> {
@@ -735,7 +842,7 @@ impl Engine {
         'pages: while before > 0 {
             let page = self
                 .store
-                .list_messages_before(&session.id, before, HISTORY_PAGE)
+                .list_messages_before(tenant, &session.id, before, HISTORY_PAGE)
                 .await?;
             if page.is_empty() {
                 break;
@@ -756,6 +863,7 @@ impl Engine {
     /// (and to finish a tool-result group at the edge), never the whole history.
     async fn load_history(
         &self,
+        tenant: &TenantId,
         session_id: &str,
         before: u64,
         budget: u32,
@@ -770,7 +878,7 @@ impl Engine {
             }
             let page = self
                 .store
-                .list_messages_before(session_id, cursor, HISTORY_PAGE)
+                .list_messages_before(tenant, session_id, cursor, HISTORY_PAGE)
                 .await?;
             let Some(oldest) = page.last() else { break };
             cursor = oldest.index;
@@ -804,6 +912,18 @@ struct WindowSource {
     history: Vec<SharedMessage>,
 }
 
+/// Refuses a conditional change whose etag the session no longer has (AIP-154).
+fn check_etag(session: &Session, etag: Option<&str>) -> Result<(), EngineError> {
+    match etag {
+        Some(given) if given != session.etag() => Err(EngineError::EtagMismatch {
+            session_id: session.id.clone(),
+            given: given.to_string(),
+            current: session.etag(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Checks a client-set expiry: it must lie in the future.
 fn check_expiry(at: SystemTime, now: SystemTime) -> Result<SystemTime, EngineError> {
     if at <= now {
@@ -825,3 +945,6 @@ fn too_large(error: window::TurnTooLarge, budget: WindowBudget, head: &PinnedHea
         pinned: head.tokens(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,6 +21,7 @@ use crate::domain::session::{
 };
 use crate::domain::session::{WindowState, WindowStrategy};
 use crate::domain::tokens::TokenCounter;
+use crate::domain::{Scope, TenantId};
 use crate::model::{ModelBackend, ModelError, ModelEvent, ModelFinish, ModelRequest};
 use crate::tools::{ToolOutput, ToolScope};
 
@@ -118,6 +119,7 @@ impl Engine {
     /// turn stops as soon as `cancel` fires or the sink closes, and is then not stored.
     pub async fn run_turn<S: TurnSink>(
         &self,
+        scope: &Scope,
         request: TurnRequest,
         sink: &mut S,
         cancel: &CancellationToken,
@@ -136,11 +138,11 @@ impl Engine {
         }
 
         let _turn = tokio::select! {
-            guard = self.lock_session(&session_id) => guard?,
+            guard = self.lock_session(&scope.tenant, &session_id) => guard?,
             _ = cancel.cancelled() => return Err(EngineError::Cancelled),
         };
 
-        let (mut session, created) = match self.load_session(&session_id).await? {
+        let (mut session, created) = match self.load_session(&scope.tenant, &session_id).await? {
             Some(session) => (session, false),
             None => {
                 let mut new = request.create.clone().unwrap_or_default();
@@ -179,7 +181,7 @@ impl Engine {
             stored_tail,
             mut history,
         } = self
-            .load_window(&session, resumed.then_some(turn_id.as_str()))
+            .load_window(&scope.tenant, &session, resumed.then_some(turn_id.as_str()))
             .await?;
 
         if let Some(patch) = &request.context_patch {
@@ -328,7 +330,7 @@ impl Engine {
                     continue;
                 }
                 let output = tokio::select! {
-                    output = self.run_server_tool(&session_id, &call, &mut session.context) => output,
+                    output = self.run_server_tool(&scope.tenant, &session_id, &call, &mut session.context) => output,
                     _ = cancel.cancelled() => return Err(EngineError::Cancelled),
                 };
                 let result = ToolResult {
@@ -363,7 +365,12 @@ impl Engine {
         session.touch(crate::domain::session::now());
         session.version += 1;
         self.store
-            .commit(&session, expected_version, &turn.new_messages)
+            .commit(
+                &scope.tenant,
+                &session,
+                expected_version,
+                &turn.new_messages,
+            )
             .await?;
 
         Ok(TurnOutcome {
@@ -376,6 +383,32 @@ impl Engine {
             usage,
             session_created: created,
         })
+    }
+
+    /// How a turn the client cancelled ended: nothing of it was stored, so the outcome is
+    /// the session as it stands (its context re-read; empty if it is gone meanwhile), with
+    /// the finish reason `Cancelled`.
+    pub async fn cancelled_outcome(
+        &self,
+        scope: &Scope,
+        session_id: &str,
+        turn_id: &str,
+    ) -> TurnOutcome {
+        let context = self
+            .get_session(scope, session_id)
+            .await
+            .map(|s| s.context)
+            .unwrap_or_default();
+        TurnOutcome {
+            session_id: session_id.to_string(),
+            turn_id: turn_id.to_string(),
+            response: String::new(),
+            context,
+            finish: FinishReason::Cancelled,
+            tool_calls: Vec::new(),
+            usage: Usage::default(),
+            session_created: false,
+        }
     }
 
     /// Streams one model step, forwarding text as it comes.
@@ -436,6 +469,7 @@ impl Engine {
     /// Runs a server-side tool on the turn's working context.
     async fn run_server_tool(
         &self,
+        tenant: &TenantId,
         session_id: &str,
         call: &ToolCall,
         context: &mut Context,
@@ -448,6 +482,7 @@ impl Engine {
             ));
         };
         let scope = ToolScope {
+            tenant,
             session_id,
             context,
             store: self.store.as_ref(),
@@ -729,14 +764,24 @@ mod tests {
         let f = fixture(Script::LoopOnServerTool);
         let outcome = f
             .engine
-            .run_turn(request("go"), &mut NoSink, &CancellationToken::new())
+            .run_turn(
+                &Scope::default(),
+                request("go"),
+                &mut NoSink,
+                &CancellationToken::new(),
+            )
             .await
             .unwrap();
         assert_eq!(outcome.finish, FinishReason::StepLimit);
         assert_eq!(f.calls.load(Ordering::SeqCst), 3);
         assert_eq!(outcome.context["step"], 2);
         // user + 3 × (assistant call + tool result)
-        let session = f.store.get_session("s1").await.unwrap().unwrap();
+        let session = f
+            .store
+            .get_session(&TenantId::default(), "s1")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(session.message_count, 7);
         assert!(session.pending.is_none());
     }
@@ -747,13 +792,18 @@ mod tests {
         let cancel = CancellationToken::new();
         let outcome = f
             .engine
-            .run_turn(request("go"), &mut NoSink, &cancel)
+            .run_turn(&Scope::default(), request("go"), &mut NoSink, &cancel)
             .await
             .unwrap();
         assert_eq!(outcome.finish, FinishReason::ToolCalls);
         assert_eq!(outcome.tool_calls.len(), 1);
         assert_eq!(outcome.tool_calls[0].name, "client_tool");
-        let session = f.store.get_session("s1").await.unwrap().unwrap();
+        let session = f
+            .store
+            .get_session(&TenantId::default(), "s1")
+            .await
+            .unwrap()
+            .unwrap();
         // user, assistant(2 calls), tool(context_get)
         assert_eq!(session.message_count, 3);
         let pending = session.pending.clone().unwrap();
@@ -762,6 +812,7 @@ mod tests {
         let resumed = f
             .engine
             .run_turn(
+                &Scope::default(),
                 TurnRequest {
                     session_id: "s1".into(),
                     tool_results: vec![ToolResult {
@@ -779,7 +830,11 @@ mod tests {
         assert_eq!(resumed.finish, FinishReason::Stop);
         assert_eq!(resumed.turn_id, outcome.turn_id);
         assert_eq!(resumed.response, "done");
-        let messages = f.store.list_messages("s1", 0, 100).await.unwrap();
+        let messages = f
+            .store
+            .list_messages(&TenantId::default(), "s1", 0, 100)
+            .await
+            .unwrap();
         let roles: Vec<_> = messages.iter().map(|m| m.role).collect();
         assert_eq!(
             roles,
@@ -799,7 +854,8 @@ mod tests {
         let f = fixture(Script::Hang);
         let cancel = CancellationToken::new();
         let mut sink = NoSink;
-        let turn = f.engine.run_turn(request("go"), &mut sink, &cancel);
+        let scope = Scope::default();
+        let turn = f.engine.run_turn(&scope, request("go"), &mut sink, &cancel);
         tokio::pin!(turn);
         // Drive the turn until the model hangs after its first delta.
         tokio::select! {
@@ -817,7 +873,13 @@ mod tests {
         let result = turn.await;
         assert!(matches!(result, Err(EngineError::Cancelled)));
         assert!(f.dropped.load(Ordering::SeqCst), "model stream dropped");
-        assert!(f.store.get_session("s1").await.unwrap().is_none());
+        assert!(
+            f.store
+                .get_session(&TenantId::default(), "s1")
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -837,21 +899,34 @@ mod tests {
     async fn model_failure_mid_stream_stores_nothing() {
         let f = fixture(Script::FailMidStream);
         f.engine
-            .create_session(NewSession {
-                session_id: "s1".into(),
-                ..NewSession::default()
-            })
+            .create_session(
+                &Scope::default(),
+                NewSession {
+                    session_id: "s1".into(),
+                    ..NewSession::default()
+                },
+            )
             .await
             .unwrap();
         let result = f
             .engine
-            .run_turn(request("go"), &mut NoSink, &CancellationToken::new())
+            .run_turn(
+                &Scope::default(),
+                request("go"),
+                &mut NoSink,
+                &CancellationToken::new(),
+            )
             .await;
         assert!(matches!(
             result,
             Err(EngineError::Model(ModelError::Unavailable { .. }))
         ));
-        let session = f.store.get_session("s1").await.unwrap().unwrap();
+        let session = f
+            .store
+            .get_session(&TenantId::default(), "s1")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(session.message_count, 0);
         assert_eq!(session.version, 1);
     }

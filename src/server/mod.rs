@@ -10,6 +10,7 @@ pub mod interact;
 pub mod log_output;
 pub mod logging;
 pub mod model;
+pub mod scope;
 pub mod session;
 pub mod shutdown;
 pub mod status;

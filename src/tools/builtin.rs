@@ -167,7 +167,7 @@ async fn history_search(arguments: &Context, scope: &ToolScope<'_>) -> ToolOutpu
     };
     match scope
         .store
-        .search_messages(scope.session_id, query, limit as usize)
+        .search_messages(scope.tenant, scope.session_id, query, limit as usize)
         .await
     {
         Ok(found) => {
