@@ -844,7 +844,10 @@ async fn etag_conflicts_are_aborted() {
     )
     .await;
     assert!(!created.etag.is_empty());
-    assert_eq!(get_session(&mut sessions, "tagged").await.etag, created.etag);
+    assert_eq!(
+        get_session(&mut sessions, "tagged").await.etag,
+        created.etag
+    );
 
     // The current etag: the update applies and the etag moves on.
     let updated = sessions

@@ -8,7 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::config::{Config, StoreKind};
-use crate::domain::session::Context;
+use crate::domain::Scope;
+use crate::domain::session::{Context, Session};
 use crate::model::echo::EchoModel;
 use crate::store::memory::MemoryStore;
 use crate::store::open::{OpenStore, open_store};

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use super::error::EngineError;
 use super::validate::{check_context, check_message};
 use super::window::{PinnedHead, select_history};
-use super::{Engine, NewSession, WindowSource, check_nothing_dropped, too_large};
+use super::window::{WindowSource, check_nothing_dropped, too_large};
+use super::{Engine, NewSession};
 use crate::domain::patch::merge_context;
 use crate::domain::session::{
     Context, FinishReason, Message, PendingTurn, Role, SharedMessage, ToolCall, ToolResult, Usage,
