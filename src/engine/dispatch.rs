@@ -6,8 +6,8 @@
 use super::Engine;
 use super::error::EngineError;
 use super::validate::check_context;
-use crate::domain::Scope;
-use crate::domain::session::{Context, Session, ToolSpec, validate_session_id};
+use crate::domain::session::{Context, Session, ToolCall, ToolSpec, validate_session_id};
+use crate::domain::{Scope, TenantId};
 use crate::tools::{ServerTool, ToolOutput, ToolScope};
 
 impl Engine {
@@ -78,5 +78,29 @@ impl Engine {
                 .await?;
         }
         Ok(output)
+    }
+
+    /// Runs a server-side tool on the turn's working context.
+    pub(super) async fn run_server_tool(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+        call: &ToolCall,
+        context: &mut Context,
+    ) -> ToolOutput {
+        let Some((_, provider)) = self.tools.find(&call.name) else {
+            return ToolOutput::error(format!(
+                "unknown tool '{}'; available: {}",
+                call.name,
+                self.tools.known_names()
+            ));
+        };
+        let scope = ToolScope {
+            tenant,
+            session_id,
+            context,
+            store: self.store.as_ref(),
+        };
+        provider.call(&call.name, &call.arguments, scope).await
     }
 }

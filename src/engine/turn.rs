@@ -6,25 +6,26 @@
 //! turn (a client that went away, a deadline) leaves the session exactly as it was.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::error::EngineError;
 use super::validate::{check_context, check_message};
-use super::window::{PinnedHead, select_history};
+use super::window::{PinnedHead, WindowBudget, select_history};
 use super::window::{WindowSource, check_nothing_dropped, too_large};
 use super::{Engine, NewSession};
+use crate::config::Limits;
+use crate::domain::Scope;
 use crate::domain::patch::merge_context;
 use crate::domain::session::{
-    Context, FinishReason, Message, PendingTurn, Role, SharedMessage, ToolCall, ToolResult, Usage,
-    generate_tool_call_id, generate_turn_id, validate_session_id,
+    Context, FinishReason, Message, PendingTurn, Role, Session, SharedMessage, ToolCall,
+    ToolResult, Usage, generate_tool_call_id, generate_turn_id, validate_session_id,
 };
 use crate::domain::session::{WindowState, WindowStrategy};
 use crate::domain::tokens::TokenCounter;
-use crate::domain::{Scope, TenantId};
 use crate::model::{ModelBackend, ModelError, ModelEvent, ModelFinish, ModelRequest};
-use crate::tools::{ToolOutput, ToolScope};
 
 /// A request to run (or continue) a turn.
 #[derive(Debug, Clone, Default)]
@@ -107,6 +108,56 @@ pub struct TurnOutcome {
     pub session_created: bool,
 }
 
+/// A turn between its begin and its commit: the session as the turn changes it (held only by
+/// this turn, under the session's lock), the window's material, and what the turn added.
+struct ActiveTurn {
+    /// The session with the turn's changes so far (context, pause, window state).
+    session: Session,
+    /// Whether this turn creates the session.
+    created: bool,
+    /// The stored version the commit is based on (`None`: the session is new).
+    expected_version: Option<u64>,
+    /// The session's model backend.
+    backend: Arc<dyn ModelBackend>,
+    /// The kind of that backend (`echo`, `openai`, `anthropic`).
+    model_kind: String,
+    /// Model steps taken, counting those before a pause.
+    steps: u32,
+    /// The session's window budget.
+    budget: WindowBudget,
+    /// The paused turn's stored messages, oldest first.
+    stored_tail: Vec<SharedMessage>,
+    /// History before them, newest first.
+    history: Vec<SharedMessage>,
+    /// Stored messages before the turn's own (for the `disabled` strategy's check).
+    before: u64,
+    /// The messages the turn adds.
+    state: TurnState,
+    /// All reply text so far.
+    response: String,
+    /// Tokens used so far.
+    usage: Usage,
+    /// Client-side calls the turn pauses for.
+    client_calls: Vec<ToolCall>,
+}
+
+/// Checks a turn request before anything waits on the session: its id, sizes, and that it
+/// carries a message or tool results.
+fn check_turn_request(request: &TurnRequest, limits: &Limits) -> Result<(), EngineError> {
+    validate_session_id(&request.session_id).map_err(EngineError::InvalidArgument)?;
+    check_message(&request.message, limits)?;
+    if let Some(patch) = &request.context_patch {
+        check_context("context", patch, limits)?;
+    }
+    if request.message.is_empty() && request.tool_results.is_empty() {
+        return Err(EngineError::InvalidArgument(
+            "message is empty: send a message, or tool_results for a turn that waits for them"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// What one model step produced.
 struct Step {
     text: String,
@@ -118,6 +169,11 @@ struct Step {
 impl Engine {
     /// Runs one turn (or continues a paused one). Events go to `sink` as they happen; the
     /// turn stops as soon as `cancel` fires or the sink closes, and is then not stored.
+    ///
+    /// Three phases: [`Self::begin_turn`] (load or create the session, match tool results,
+    /// read the window, merge the patch, add the user message), [`Self::step_turn`] (model
+    /// steps and server-side tools until the model stops, pauses for client tools or reaches
+    /// the step limit) and [`Self::commit_turn`] (one store write of everything).
     pub async fn run_turn<S: TurnSink>(
         &self,
         scope: &Scope,
@@ -125,28 +181,31 @@ impl Engine {
         sink: &mut S,
         cancel: &CancellationToken,
     ) -> Result<TurnOutcome, EngineError> {
-        let session_id = request.session_id.clone();
-        validate_session_id(&session_id).map_err(EngineError::InvalidArgument)?;
-        check_message(&request.message, &self.limits)?;
-        if let Some(patch) = &request.context_patch {
-            check_context("context", patch, &self.limits)?;
-        }
-        if request.message.is_empty() && request.tool_results.is_empty() {
-            return Err(EngineError::InvalidArgument(
-                "message is empty: send a message, or tool_results for a turn that waits for them"
-                    .into(),
-            ));
-        }
-
+        check_turn_request(&request, &self.limits)?;
         let _turn = tokio::select! {
-            guard = self.lock_session(&scope.tenant, &session_id) => guard?,
+            guard = self.lock_session(&scope.tenant, &request.session_id) => guard?,
             _ = cancel.cancelled() => return Err(EngineError::Cancelled),
         };
+        let mut turn = self.begin_turn(scope, request, sink, cancel).await?;
+        let finish = self.step_turn(scope, &mut turn, sink, cancel).await?;
+        self.commit_turn(scope, turn, finish, cancel).await
+    }
 
+    /// The first phase of a turn, under the session's lock: the session (created when
+    /// missing), its model, the paused turn's results paired with its calls, the window's
+    /// material, the merged context and the turn's first messages. Emits `Started`.
+    async fn begin_turn<S: TurnSink>(
+        &self,
+        scope: &Scope,
+        request: TurnRequest,
+        sink: &mut S,
+        cancel: &CancellationToken,
+    ) -> Result<ActiveTurn, EngineError> {
+        let session_id = request.session_id;
         let (mut session, created) = match self.load_session(&scope.tenant, &session_id).await? {
             Some(session) => (session, false),
             None => {
-                let mut new = request.create.clone().unwrap_or_default();
+                let mut new = request.create.unwrap_or_default();
                 new.session_id = session_id.clone();
                 (self.build_session(new)?, true)
             }
@@ -162,7 +221,7 @@ impl Engine {
         // Match tool results to the paused turn, if there is one.
         let pending = session.pending.take();
         let resumed = pending.is_some();
-        let (turn_id, mut steps, answered) = match pending {
+        let (turn_id, steps, answered) = match pending {
             Some(pending) => {
                 let answered =
                     pair_results(&session_id, &pending.tool_calls, &request.tool_results)?;
@@ -200,60 +259,94 @@ impl Engine {
         )
         .await?;
 
-        let mut turn = TurnState {
+        let mut state = TurnState {
             counter: TokenCounter::for_model(&session.model),
             next_index: session.message_count,
-            turn_id: turn_id.clone(),
+            turn_id,
             new_messages: Vec::new(),
         };
         for (call, result) in answered {
-            turn.push(self.tool_message(&turn, &call, &result));
+            let message = self.tool_message(&state, &call, &result);
+            state.push(message);
         }
         if !request.message.is_empty() {
-            let tokens = turn
+            let tokens = state
                 .counter
                 .count_message(Role::User, &request.message, &[], "");
-            turn.push(turn.message(Role::User, request.message.clone(), tokens));
+            let message = state.message(Role::User, request.message, tokens);
+            state.push(message);
         }
 
-        let offered = self.offered_tools(&session);
         let before = session.message_count - stored_tail.len() as u64;
         if session.window.strategy == WindowStrategy::Summarize {
             let turn_tokens: u32 = stored_tail
                 .iter()
-                .chain(&turn.new_messages)
+                .chain(&state.new_messages)
                 .map(|m| m.token_count)
                 .sum();
             self.summarize_if_needed(&mut session, budget, turn_tokens, &mut history, cancel)
                 .await?;
         }
+        Ok(ActiveTurn {
+            session,
+            created,
+            expected_version,
+            backend,
+            model_kind: model_info.kind,
+            steps,
+            budget,
+            stored_tail,
+            history,
+            before,
+            state,
+            response: String::new(),
+            usage: Usage::default(),
+            client_calls: Vec::new(),
+        })
+    }
+
+    /// The second phase: model steps, each on a window assembled afresh, with the server-side
+    /// tools the model calls run in between, until the model stops, pauses for client-side
+    /// tools or reaches the step limit. Returns why it ended.
+    async fn step_turn<S: TurnSink>(
+        &self,
+        scope: &Scope,
+        turn: &mut ActiveTurn,
+        sink: &mut S,
+        cancel: &CancellationToken,
+    ) -> Result<FinishReason, EngineError> {
+        let offered = self.offered_tools(&turn.session);
+        let budget = turn.budget;
         // Set once the provider said the window was too long: the window is trimmed below
         // what was sent, once.
         let mut trimmed: Option<u32> = None;
-
-        let mut response = String::new();
-        let mut usage = Usage::default();
-        let mut client_calls = Vec::new();
-        let finish = loop {
-            let head = PinnedHead::new(&turn.counter, &session.system_prompt, &session.context)
-                .with_summary(session.window.active_summary());
-            let turn_tokens: u32 = stored_tail
+        loop {
+            let session = &mut turn.session;
+            let head = PinnedHead::new(
+                &turn.state.counter,
+                &session.system_prompt,
+                &session.context,
+            )
+            .with_summary(session.window.active_summary());
+            let turn_tokens: u32 = turn
+                .stored_tail
                 .iter()
-                .chain(&turn.new_messages)
+                .chain(&turn.state.new_messages)
                 .map(|m| m.token_count)
                 .sum();
             let step_budget = trimmed.map_or(budget, |cap| budget.capped(cap));
-            let selection = select_history(step_budget, &head, turn_tokens, &history)
+            let selection = select_history(step_budget, &head, turn_tokens, &turn.history)
                 .map_err(|e| too_large(e, step_budget, &head))?;
-            check_nothing_dropped(&session, before, selection.taken)?;
+            check_nothing_dropped(session, turn.before, selection.taken)?;
             // The selected history moves into the request and back after the step, rather
             // than being cloned: a full window is hundreds of messages, and cloning and
             // dropping them took about 5 % of a unary turn's CPU.
-            let mut messages: Vec<SharedMessage> =
-                Vec::with_capacity(selection.taken + stored_tail.len() + turn.new_messages.len());
-            messages.extend(history.drain(..selection.taken).rev());
-            messages.extend(stored_tail.iter().cloned());
-            messages.extend(turn.new_messages.iter().cloned());
+            let mut messages: Vec<SharedMessage> = Vec::with_capacity(
+                selection.taken + turn.stored_tail.len() + turn.state.new_messages.len(),
+            );
+            messages.extend(turn.history.drain(..selection.taken).rev());
+            messages.extend(turn.stored_tail.iter().cloned());
+            messages.extend(turn.state.new_messages.iter().cloned());
             let model_request = ModelRequest {
                 model: session.model.clone(),
                 system_prompt: head.system_prompt.clone(),
@@ -266,12 +359,12 @@ impl Engine {
             };
 
             let step = self
-                .run_model_step(backend.as_ref(), &model_request, sink, cancel)
+                .run_model_step(turn.backend.as_ref(), &model_request, sink, cancel)
                 .await;
             let mut shown = model_request.messages;
             shown.truncate(selection.taken);
             shown.reverse();
-            history.splice(0..0, shown);
+            turn.history.splice(0..0, shown);
             let step = match step {
                 Err(EngineError::Model(ModelError::ContextTooLong { backend, message })) => {
                     if trimmed.is_some() || selection.taken == 0 {
@@ -282,7 +375,7 @@ impl Engine {
                     }
                     let cap = selection.total_tokens.saturating_sub(head.tokens()) * 3 / 4;
                     tracing::info!(
-                        session = %session_id,
+                        session = %session.id,
                         backend = %backend,
                         sent_tokens = selection.total_tokens,
                         "the provider says the window is too long; trimming it and retrying once"
@@ -295,43 +388,46 @@ impl Engine {
                 }
                 other => other?,
             };
-            steps += 1;
+            turn.steps += 1;
             if let Some((reported_input, _)) = step.reported
-                && model_info.kind == "anthropic"
+                && turn.model_kind == "anthropic"
             {
                 calibrate(&mut session.window, reported_input, selection.total_tokens);
             }
-            response.push_str(&step.text);
+            turn.response.push_str(&step.text);
             let output_tokens =
-                turn.counter
+                turn.state
+                    .counter
                     .count_message(Role::Assistant, &step.text, &step.calls, "");
             let (input, output) = step
                 .reported
                 .unwrap_or((u64::from(selection.total_tokens), u64::from(output_tokens)));
-            usage.add(Usage {
+            turn.usage.add(Usage {
                 input_tokens: input,
                 output_tokens: output,
                 context_tokens: u64::from(selection.total_tokens),
             });
             if !step.text.is_empty() || !step.calls.is_empty() {
-                let mut message = turn.message(Role::Assistant, step.text, output_tokens);
+                let mut message = turn
+                    .state
+                    .message(Role::Assistant, step.text, output_tokens);
                 message.tool_calls = step.calls.clone();
-                turn.push(message);
+                turn.state.push(message);
             }
             if step.calls.is_empty() {
-                break match step.finish {
+                return Ok(match step.finish {
                     ModelFinish::Length => FinishReason::Length,
                     _ => FinishReason::Stop,
-                };
+                });
             }
 
             for call in step.calls {
                 if session.tools.iter().any(|t| t.name == call.name) {
-                    client_calls.push(call);
+                    turn.client_calls.push(call);
                     continue;
                 }
                 let output = tokio::select! {
-                    output = self.run_server_tool(&scope.tenant, &session_id, &call, &mut session.context) => output,
+                    output = self.run_server_tool(&scope.tenant, &session.id, &call, &mut session.context) => output,
                     _ = cancel.cancelled() => return Err(EngineError::Cancelled),
                 };
                 let result = ToolResult {
@@ -339,29 +435,51 @@ impl Engine {
                     content: output.content,
                     is_error: output.is_error,
                 };
-                turn.push(self.tool_message(&turn, &call, &result));
+                let message = self.tool_message(&turn.state, &call, &result);
+                turn.state.push(message);
                 emit(sink, TurnEvent::ToolResult { call, result }).await?;
             }
-            if !client_calls.is_empty() {
-                for call in &client_calls {
+            if !turn.client_calls.is_empty() {
+                for call in &turn.client_calls {
                     emit(sink, TurnEvent::ToolCall(call.clone())).await?;
                 }
                 session.pending = Some(PendingTurn {
-                    turn_id: turn_id.clone(),
-                    tool_calls: client_calls.clone(),
-                    steps,
+                    turn_id: turn.state.turn_id.clone(),
+                    tool_calls: turn.client_calls.clone(),
+                    steps: turn.steps,
                 });
-                break FinishReason::ToolCalls;
+                return Ok(FinishReason::ToolCalls);
             }
-            if steps >= self.config.max_tool_steps {
-                break FinishReason::StepLimit;
+            if turn.steps >= self.config.max_tool_steps {
+                return Ok(FinishReason::StepLimit);
             }
-        };
+        }
+    }
 
+    /// The last phase: the session with the turn's messages, usage and pause (if any), stored
+    /// in one write that the store refuses if the session moved meanwhile. Nothing before
+    /// this wrote anything, so a turn that fails or is cancelled up to here leaves no trace.
+    async fn commit_turn(
+        &self,
+        scope: &Scope,
+        turn: ActiveTurn,
+        finish: FinishReason,
+        cancel: &CancellationToken,
+    ) -> Result<TurnOutcome, EngineError> {
         if cancel.is_cancelled() {
             return Err(EngineError::Cancelled);
         }
-        session.message_count += turn.new_messages.len() as u64;
+        let ActiveTurn {
+            mut session,
+            created,
+            expected_version,
+            state,
+            response,
+            usage,
+            client_calls,
+            ..
+        } = turn;
+        session.message_count += state.new_messages.len() as u64;
         session.usage.add(usage);
         session.touch(crate::domain::session::now());
         session.version += 1;
@@ -370,13 +488,13 @@ impl Engine {
                 &scope.tenant,
                 &session,
                 expected_version,
-                &turn.new_messages,
+                &state.new_messages,
             )
             .await?;
 
         Ok(TurnOutcome {
-            session_id,
-            turn_id,
+            session_id: session.id,
+            turn_id: state.turn_id,
             response,
             context: session.context,
             finish,
@@ -465,30 +583,6 @@ impl Engine {
             }
         }
         Ok(step)
-    }
-
-    /// Runs a server-side tool on the turn's working context.
-    async fn run_server_tool(
-        &self,
-        tenant: &TenantId,
-        session_id: &str,
-        call: &ToolCall,
-        context: &mut Context,
-    ) -> ToolOutput {
-        let Some((_, provider)) = self.tools.find(&call.name) else {
-            return ToolOutput::error(format!(
-                "unknown tool '{}'; available: {}",
-                call.name,
-                self.tools.known_names()
-            ));
-        };
-        let scope = ToolScope {
-            tenant,
-            session_id,
-            context,
-            store: self.store.as_ref(),
-        };
-        provider.call(&call.name, &call.arguments, scope).await
     }
 
     fn tool_message(&self, turn: &TurnState, call: &ToolCall, result: &ToolResult) -> Message {
@@ -608,13 +702,13 @@ fn pair_results(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use serde_json::json;
 
     use super::*;
-    use crate::config::{EngineConfig, Limits};
+    use crate::config::EngineConfig;
+    use crate::domain::TenantId;
     use crate::domain::session::ToolSpec;
     use crate::model::{ModelError, ModelInfo, ModelRegistry, ModelStream};
     use crate::store::SessionStore;
