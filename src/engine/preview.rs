@@ -5,9 +5,7 @@
 use super::Engine;
 use super::error::EngineError;
 use super::validate::{check_context, check_message};
-use super::window::{
-    PinnedHead, WindowBudget, WindowSource, check_nothing_dropped, select_history, too_large,
-};
+use super::window::{Assembly, WindowBudget, WindowSource, assemble_window};
 use crate::domain::Scope;
 use crate::domain::patch::merge_context;
 use crate::domain::session::{self, Context, Role, ToolSpec};
@@ -92,8 +90,6 @@ impl Engine {
             .load_window(&scope.tenant, &session, pending_turn)
             .await?;
         let counter = TokenCounter::for_model(&session.model);
-        let head = PinnedHead::new(&counter, &session.system_prompt, &session.context)
-            .with_summary(session.window.active_summary());
         let user_tokens = if message.is_empty() {
             0
         } else {
@@ -101,9 +97,8 @@ impl Engine {
         };
         let tail_tokens: u32 = stored_tail.iter().map(|m| m.token_count).sum::<u32>() + user_tokens;
         let before = session.message_count - stored_tail.len() as u64;
-        let selection = select_history(budget, &head, tail_tokens, &history)
-            .map_err(|e| too_large(e, budget, &head))?;
-        check_nothing_dropped(&session, before, selection.taken)?;
+        let Assembly { head, selection } =
+            assemble_window(&session, &counter, budget, tail_tokens, &history, before)?;
 
         let mut entries = Vec::new();
         if head.system_tokens > 0 {

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::EngineError;
 use super::validate::{check_context, check_message};
-use super::window::{PinnedHead, WindowBudget, select_history};
-use super::window::{WindowSource, check_nothing_dropped, too_large};
+use super::window::WindowSource;
+use super::window::{Assembly, WindowBudget, assemble_window};
 use super::{Engine, NewSession};
 use crate::config::Limits;
 use crate::domain::Scope;
@@ -322,12 +322,6 @@ impl Engine {
         let mut trimmed: Option<u32> = None;
         loop {
             let session = &mut turn.session;
-            let head = PinnedHead::new(
-                &turn.state.counter,
-                &session.system_prompt,
-                &session.context,
-            )
-            .with_summary(session.window.active_summary());
             let turn_tokens: u32 = turn
                 .stored_tail
                 .iter()
@@ -335,9 +329,14 @@ impl Engine {
                 .map(|m| m.token_count)
                 .sum();
             let step_budget = trimmed.map_or(budget, |cap| budget.capped(cap));
-            let selection = select_history(step_budget, &head, turn_tokens, &turn.history)
-                .map_err(|e| too_large(e, step_budget, &head))?;
-            check_nothing_dropped(session, turn.before, selection.taken)?;
+            let Assembly { head, selection } = assemble_window(
+                session,
+                &turn.state.counter,
+                step_budget,
+                turn_tokens,
+                &turn.history,
+                turn.before,
+            )?;
             // The selected history moves into the request and back after the step, rather
             // than being cloned: a full window is hundreds of messages, and cloning and
             // dropping them took about 5 % of a unary turn's CPU.

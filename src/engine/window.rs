@@ -193,6 +193,34 @@ pub fn take_units(newest_first: &[SharedMessage], mut left: u32) -> (usize, u32)
     (taken, used)
 }
 
+/// A window chosen for a session: its pinned head and the history that fits.
+pub(super) struct Assembly {
+    /// The system prompt, context and summary, rendered and counted.
+    pub(super) head: PinnedHead,
+    /// Which history is shown, and the window's tokens.
+    pub(super) selection: HistorySelection,
+}
+
+/// The one window assembly of turns and previews: pins the session's head, fits the newest
+/// history around the current turn's `turn_tokens` within `budget`, and refuses a window
+/// that does not fit (or, with the `disabled` strategy, leaves out any of the `before`
+/// stored messages), with a message that says by how much.
+pub(super) fn assemble_window(
+    session: &Session,
+    counter: &TokenCounter,
+    budget: WindowBudget,
+    turn_tokens: u32,
+    newest_first: &[SharedMessage],
+    before: u64,
+) -> Result<Assembly, EngineError> {
+    let head = PinnedHead::new(counter, &session.system_prompt, &session.context)
+        .with_summary(session.window.active_summary());
+    let selection = select_history(budget, &head, turn_tokens, newest_first)
+        .map_err(|e| too_large(e, budget, &head))?;
+    check_nothing_dropped(session, before, selection.taken)?;
+    Ok(Assembly { head, selection })
+}
+
 /// Messages read from the store per page while assembling a window.
 pub(super) const HISTORY_PAGE: usize = 64;
 
