@@ -51,7 +51,8 @@ impl TurnLocks {
         }
     }
 
-    /// Sessions with a turn running or waiting (for tests and metrics).
+    /// Sessions with a turn running or waiting.
+    #[cfg(test)]
     pub fn busy_sessions(&self) -> usize {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
     }

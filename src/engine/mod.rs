@@ -19,9 +19,7 @@ use std::time::Duration;
 
 pub use error::{EngineError, ErrorKind};
 pub use preview::{EntryKind, Preview, PreviewEntry};
-pub use sessions::{
-    MAX_CONTEXT_TOKENS, MIN_CONTEXT_TOKENS, NewSession, Page, SessionUpdate, WindowSettings,
-};
+pub use sessions::{NewSession, SessionUpdate, WindowSettings};
 pub use turn::{NoSink, SinkClosed, TurnEvent, TurnOutcome, TurnRequest, TurnSink};
 
 use crate::config::{EngineConfig, Limits};

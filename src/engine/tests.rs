@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::sessions::Page;
 use super::*;
 use crate::config::{Config, StoreKind};
 use crate::domain::Scope;
