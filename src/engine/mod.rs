@@ -1,8 +1,21 @@
-//! The engine: sessions, context windows, the turn loop and tool dispatch.
+//! The engine: one API for every door (gRPC today; HTTP, sockets and MCP build on the same
+//! calls). Every entry point takes the caller's [`Scope`](crate::domain::Scope) first and
+//! answers domain types or an [`EngineError`] whose [`ErrorKind`] each door maps to its own
+//! status.
 //!
 //! It works on domain types only and reaches the outside through three ports: a
 //! [`SessionStore`], a [`ModelRegistry`] of `ModelBackend`s, and a [`ToolRegistry`] of
-//! `ToolProvider`s. It never names tonic.
+//! `ToolProvider`s. It never names a protocol or a driver.
+//!
+//! - [`sessions`]: create, open (get or create), get, list in pages, update and delete,
+//!   conditional on an etag when the caller names one.
+//! - [`preview`]: what the model would see for a message, entry by entry.
+//! - [`window`]: choosing and loading a window: one assembly for turns and previews.
+//! - [`dispatch`]: which server-side tools a session offers, and running them.
+//! - [`turn`]: a turn in three phases (begin, step loop, commit), paused for client tools.
+//! - [`summary`]: the `summarize` window strategy.
+//! - [`locks`]: per-(tenant, session) turn locks; [`validate`]: input limits;
+//!   [`error`]: the errors and their kinds.
 
 pub mod dispatch;
 pub mod error;
