@@ -278,6 +278,9 @@ pub struct SessionUpdate {
     pub expire_time: Option<prost_types::Timestamp>,
     /// New window settings.
     pub window: Option<v1::WindowSettings>,
+    /// Applies the change only while the session's `etag` is still this one (from a
+    /// [`v1::Session`] read before); `ABORTED` otherwise. `None`: unconditional.
+    pub etag: Option<String>,
 }
 
 /// The events of one `StreamResponse` turn, in order; `completed` is the last.
@@ -415,6 +418,7 @@ impl Client {
             remove_labels: update.remove_labels,
             expire_time: update.expire_time,
             window: update.window,
+            etag: update.etag.unwrap_or_default(),
         };
         let response = self
             .sessions
@@ -426,8 +430,20 @@ impl Client {
 
     /// Deletes a session with its history; returns how many messages were deleted.
     pub async fn delete_session(&self, session_id: &str) -> Result<u64, Error> {
+        self.delete_session_if(session_id, None).await
+    }
+
+    /// Deletes a session only while its `etag` is still `etag` (`ABORTED` when it changed
+    /// since it was read); `None` deletes unconditionally. Returns how many messages were
+    /// deleted.
+    pub async fn delete_session_if(
+        &self,
+        session_id: &str,
+        etag: Option<&str>,
+    ) -> Result<u64, Error> {
         let request = v1::DeleteSessionRequest {
             session_id: session_id.to_string(),
+            etag: etag.unwrap_or_default().to_string(),
         };
         let response = self
             .sessions

@@ -479,7 +479,7 @@ impl Config {
     }
 
     /// The store `store` names.
-    pub fn store_kind(&self) -> Result<crate::store::open::StoreKind, ConfigError> {
+    pub fn store_kind(&self) -> Result<StoreKind, ConfigError> {
         self.store.parse().map_err(ConfigError::Invalid)
     }
 
@@ -492,6 +492,34 @@ impl Config {
                     .map_err(|e| ConfigError::Invalid(format!("invalid session_ttl: {e}")))
             })
             .transpose()
+    }
+}
+
+/// Which store to use, as `--store` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Nothing survives the process.
+    Memory,
+    /// `<data_dir>/contextd.db`.
+    Sqlite,
+    /// A PostgreSQL database URL (`postgres://user@host:port/db`).
+    Postgres(String),
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "memory" => Ok(StoreKind::Memory),
+            "sqlite" => Ok(StoreKind::Sqlite),
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(StoreKind::Postgres(url.to_string()))
+            }
+            other => Err(format!(
+                "unknown store {other:?}: use \"sqlite\" (the default, in --data-dir), \"memory\", or a postgres://user@host:port/database URL"
+            )),
+        }
     }
 }
 

@@ -7,18 +7,30 @@
 //!
 //! # Layout
 //!
-//! Data flows one way: wire → edge → engine → ports → adapters.
+//! Data flows one way: wire → door → engine → ports → adapters, and everything stands on the
+//! domain.
 //!
-//! - [`api`]: the generated protobuf/gRPC code (the only place that includes it) and the
-//!   conversions between wire and domain types.
+//! - [`domain`]: the floor: sessions, messages, tool calls, usage, finish reasons, the RFC
+//!   7386 merge patch, measuring JSON, counting tokens, and the caller's `Scope`. Pure; it
+//!   imports none of the modules below.
+//! - [`api`]: the generated protobuf/gRPC code (the only place that includes it) and the one
+//!   set of conversions between wire and domain types, page tokens included.
 //! - [`config`]: the typed configuration: defaults < file < environment < flags.
-//! - [`server`]: the edge: one file per tonic service, request logging, shutdown, and the
-//!   single mapping from engine errors to gRPC statuses.
-//! - [`engine`]: sessions, merge patches, token counting, context-window assembly and the turn
-//!   loop. Knows traits, never tonic.
-//! - [`model`]: the `ModelBackend` port and its adapters (the offline `echo` model).
-//! - [`store`]: the `SessionStore` port and its adapters (in memory).
-//! - [`tools`]: the `ToolProvider` port, the tool registry and the built-in session tools.
+//! - [`server`]: the gRPC door: one file per tonic service (decode → one engine call →
+//!   encode), the accept loop that gives each connection to its protocol, the caller's scope, request logging, deadlines, shutdown, and the single table
+//!   from engine error kinds to gRPC codes.
+//! - [`http`]: the JSON doors on the same port: HTTP/JSON routes from the contract's
+//!   `google.api.http` rules, Server-Sent Events, the classic `/api/mcp/interact` and
+//!   `/health`, and newline-delimited JSON over plain TCP, each transcoded in-process into the
+//!   gRPC services.
+//! - `engine`: sessions, preview, window assembly, tool dispatch and the turn (begin → step
+//!   loop → commit), with protocol-neutral errors. Knows the ports, never tonic, sqlx or
+//!   reqwest.
+//! - `model`: the `ModelBackend` port and its adapters: the offline `echo` model,
+//!   OpenAI-compatible and Anthropic providers over HTTP.
+//! - `store`: the `SessionStore` port and its adapters: in memory, SQLite (embedded, the
+//!   default) and PostgreSQL (shared by replicas); every key is (tenant, session id).
+//! - `tools`: the `ToolProvider` port, the tool registry and the built-in session tools.
 //! - [`client`]: a Rust client: the generated tonic clients and a thin wrapper over them.
 //! - [`chat`]: the interactive terminal chat of `contextd chat`, built on [`client`].
 
@@ -26,9 +38,10 @@ pub mod api;
 pub mod chat;
 pub mod client;
 pub mod config;
-pub mod engine;
+pub mod domain;
+pub(crate) mod engine;
 pub mod http;
-pub mod model;
+pub(crate) mod model;
 pub mod server;
-pub mod store;
-pub mod tools;
+pub(crate) mod store;
+pub(crate) mod tools;

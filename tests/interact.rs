@@ -283,6 +283,7 @@ async fn stream_equals_unary() {
             sessions
                 .delete_session(contextd::api::v1::DeleteSessionRequest {
                     session_id: id.into(),
+                    ..Default::default()
                 })
                 .await
                 .expect("DeleteSession");

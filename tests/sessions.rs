@@ -76,6 +76,7 @@ async fn create_get_delete_round_trip() {
     let deleted = sessions
         .delete_session(DeleteSessionRequest {
             session_id: "Alpha.1:x-y_z".into(),
+            ..Default::default()
         })
         .await
         .expect("DeleteSession")
@@ -94,6 +95,7 @@ async fn create_get_delete_round_trip() {
         sessions
             .delete_session(DeleteSessionRequest {
                 session_id: "Alpha.1:x-y_z".into(),
+                ..Default::default()
             })
             .await,
         Code::NotFound,
@@ -172,6 +174,7 @@ async fn invalid_session_ids_are_rejected() {
         sessions
             .delete_session(DeleteSessionRequest {
                 session_id: String::new(),
+                ..Default::default()
             })
             .await,
         Code::InvalidArgument,
@@ -266,6 +269,7 @@ async fn unknown_session_is_not_found_everywhere() {
         sessions
             .delete_session(DeleteSessionRequest {
                 session_id: ghost(),
+                ..Default::default()
             })
             .await,
         Code::NotFound,
@@ -381,6 +385,7 @@ async fn list_sessions_is_keyset_paginated() {
     sessions
         .delete_session(DeleteSessionRequest {
             session_id: "s05".into(),
+            ..Default::default()
         })
         .await
         .expect("DeleteSession");
@@ -678,6 +683,7 @@ async fn session_tracks_turns_usage_and_deletion_counts() {
     let deleted = sessions
         .delete_session(DeleteSessionRequest {
             session_id: "usage".into(),
+            ..Default::default()
         })
         .await
         .expect("DeleteSession")
@@ -819,4 +825,93 @@ async fn tools_cannot_change_while_results_are_pending() {
         .expect("session");
     assert_eq!(updated.system_prompt, "still fine");
     assert_eq!(updated.state(), SessionState::AwaitingToolResults);
+}
+
+/// Conditional writes (AIP-154): the etag changes with every write (an update, a turn), and
+/// UpdateSession and DeleteSession naming a stale one are ABORTED and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etag_conflicts_are_aborted() {
+    let server = TestServer::start().await;
+    let mut sessions = server.sessions().await;
+    let mut interact = server.interact().await;
+
+    let created = create_session(
+        &mut sessions,
+        CreateSessionRequest {
+            context: ctx(json!({"n": 0})),
+            ..create_request("tagged")
+        },
+    )
+    .await;
+    assert!(!created.etag.is_empty());
+    assert_eq!(
+        get_session(&mut sessions, "tagged").await.etag,
+        created.etag
+    );
+
+    // The current etag: the update applies and the etag moves on.
+    let updated = sessions
+        .update_session(UpdateSessionRequest {
+            session_id: "tagged".into(),
+            context: ctx(json!({"n": 1})),
+            etag: created.etag.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("UpdateSession with the current etag")
+        .into_inner()
+        .session
+        .expect("session");
+    assert_ne!(updated.etag, created.etag);
+
+    // A stale etag: ABORTED, with a message that says to read the session again.
+    let status = expect_code(
+        sessions
+            .update_session(UpdateSessionRequest {
+                session_id: "tagged".into(),
+                context: ctx(json!({"n": 2})),
+                etag: created.etag.clone(),
+                ..Default::default()
+            })
+            .await,
+        Code::Aborted,
+    );
+    assert!(status.message().contains("GetSession"), "{status:?}");
+    let unchanged = get_session(&mut sessions, "tagged").await;
+    assert_eq!(json_of(&unchanged.context), json!({"n": 1}));
+    assert_eq!(unchanged.etag, updated.etag);
+
+    // A turn is a write: the etag read before it no longer deletes.
+    say(&mut interact, "tagged", "hello", None).await;
+    let after_turn = get_session(&mut sessions, "tagged").await;
+    assert_ne!(after_turn.etag, updated.etag);
+    expect_code(
+        sessions
+            .delete_session(DeleteSessionRequest {
+                session_id: "tagged".into(),
+                etag: updated.etag.clone(),
+            })
+            .await,
+        Code::Aborted,
+    );
+    assert_eq!(get_session(&mut sessions, "tagged").await.message_count, 2);
+
+    // The current etag deletes.
+    let deleted = sessions
+        .delete_session(DeleteSessionRequest {
+            session_id: "tagged".into(),
+            etag: after_turn.etag.clone(),
+        })
+        .await
+        .expect("DeleteSession with the current etag")
+        .into_inner();
+    assert_eq!(deleted.deleted_messages, 2);
+    expect_code(
+        sessions
+            .get_session(GetSessionRequest {
+                session_id: "tagged".into(),
+            })
+            .await,
+        Code::NotFound,
+    );
 }

@@ -115,6 +115,7 @@ async fn history_survives_restart_and_pages_by_key(backend: Backend) {
     let deleted = sessions
         .delete_session(DeleteSessionRequest {
             session_id: "durable".into(),
+            ..Default::default()
         })
         .await
         .expect("DeleteSession")

@@ -10,11 +10,11 @@ use prost_types::value::Kind;
 use serde_json::{Number, Value};
 
 use super::v1;
-use crate::engine::session::{
+use crate::domain::session::{
     Context, FinishReason, Message, Role, Session, SessionState, ToolCall, ToolResult, ToolSpec,
     Usage, WindowStrategy,
 };
-use crate::engine::{EntryKind, Preview, PreviewEntry, WindowSettings};
+use crate::engine::{EntryKind, NewSession, Preview, PreviewEntry, SessionUpdate, WindowSettings};
 use crate::model::{BackendInfo, ModelInfo};
 
 /// Wire input that cannot be accepted; the text says what to fix.
@@ -245,6 +245,7 @@ pub fn session_to_wire(session: &Session) -> v1::Session {
                 token_count: summary.token_count,
             }),
         token_estimate_scale: session.window.token_scale,
+        etag: session.etag(),
     }
 }
 
@@ -394,6 +395,110 @@ pub fn decode_page_token(kind: &str, token: &str) -> Result<String, WireError> {
         .and_then(|rest| rest.strip_prefix(':'))
         .map(str::to_string)
         .ok_or_else(bad)
+}
+
+/// A new session from `CreateSession`'s fields: the one conversion every door uses (a
+/// Converse `open` frame carries the same fields, see [`create_request_from_open`]).
+/// `prefix` is put before field names in messages (`"open."` for the frame).
+pub fn new_session_from_wire(
+    prefix: &str,
+    r: v1::CreateSessionRequest,
+) -> Result<NewSession, WireError> {
+    Ok(NewSession {
+        session_id: r.session_id,
+        system_prompt: r.system_prompt,
+        context: context_from_wire("context", r.context)?,
+        model: r.model,
+        tools: tools_from_wire(r.tools)?,
+        labels: labels_from_wire(r.labels),
+        max_context_tokens: r.max_context_tokens,
+        expire_time: expire_time_from_wire(&format!("{prefix}expire_time"), r.expire_time)?,
+        window: window_from_wire(r.window)?,
+    })
+}
+
+/// The session settings of a Converse `open` frame, as the `CreateSession` request they mean.
+pub fn create_request_from_open(open: v1::ConverseOpen) -> v1::CreateSessionRequest {
+    v1::CreateSessionRequest {
+        session_id: open.session_id,
+        system_prompt: open.system_prompt,
+        context: open.context,
+        model: open.model,
+        tools: open.tools,
+        labels: open.labels,
+        max_context_tokens: open.max_context_tokens,
+        expire_time: open.expire_time,
+        window: open.window,
+    }
+}
+
+/// A change to a session from `UpdateSession`, with the etag it is conditional on (`None`
+/// when the request names none).
+pub fn update_from_wire(
+    r: v1::UpdateSessionRequest,
+) -> Result<(SessionUpdate, Option<String>), WireError> {
+    let update = SessionUpdate {
+        context_patch: patch_from_wire("context", r.context)?,
+        system_prompt: r.system_prompt,
+        tools: r
+            .tools
+            .map(|list| tools_from_wire(list.tools))
+            .transpose()?,
+        model: r.model,
+        max_context_tokens: r.max_context_tokens,
+        window: r.window.map(|w| window_from_wire(Some(w))).transpose()?,
+        set_labels: labels_from_wire(r.labels),
+        remove_labels: r.remove_labels,
+        expire_time: expire_time_from_wire("expire_time", r.expire_time)?,
+    };
+    Ok((update, etag_from_wire(r.etag)))
+}
+
+/// An etag from the wire: `None` when empty (the change is unconditional).
+pub fn etag_from_wire(etag: String) -> Option<String> {
+    (!etag.is_empty()).then_some(etag)
+}
+
+const SESSIONS_PAGE: &str = "sessions";
+const MESSAGES_PAGE: &str = "messages";
+
+/// `ListSessions`' page token for continuing after the session id `next` (empty: last page).
+pub fn sessions_page_token(next: Option<&str>) -> String {
+    next.map(|id| encode_page_token(SESSIONS_PAGE, id))
+        .unwrap_or_default()
+}
+
+/// The session id a `ListSessions` page token continues after (`None`: the first page).
+pub fn sessions_page_from_token(token: &str) -> Result<Option<String>, WireError> {
+    match token {
+        "" => Ok(None),
+        token => decode_page_token(SESSIONS_PAGE, token).map(Some),
+    }
+}
+
+/// `ListMessages`' page token for continuing at message index `next` of `session_id`
+/// (empty: last page).
+pub fn messages_page_token(session_id: &str, next: Option<u64>) -> String {
+    next.map(|n| encode_page_token(MESSAGES_PAGE, &format!("{session_id}@{n}")))
+        .unwrap_or_default()
+}
+
+/// The message index a `ListMessages` page token of `session_id` continues at (0: the first
+/// page). A token of another session's listing is refused.
+pub fn messages_page_from_token(session_id: &str, token: &str) -> Result<u64, WireError> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    let key = decode_page_token(MESSAGES_PAGE, token)?;
+    let (session, index) = key.rsplit_once('@').unwrap_or_default();
+    if session != session_id {
+        return Err(WireError(
+            "page_token belongs to another session's listing; pass next_page_token unchanged, or empty for the first page".into(),
+        ));
+    }
+    index
+        .parse()
+        .map_err(|_| WireError("page_token is not one this listing issued".into()))
 }
 
 /// A JSON value for `CallToolResponse.structured_content`.

@@ -1,5 +1,10 @@
-//! The engine's typed errors. The edge maps each to one gRPC status (see
-//! `server::status`); the engine itself never names tonic.
+//! The engine's typed errors, and the protocol-neutral [`ErrorKind`] every door maps to its
+//! own status (gRPC in `server::status`; HTTP and other doors the same way). The engine
+//! itself never names a protocol.
+//!
+//! Store failures arrive through one conversion ([`From<StoreError>`]): a missing session is
+//! [`EngineError::SessionNotFound`], a taken id [`EngineError::SessionExists`], a stale write
+//! [`EngineError::Conflict`], and only a store that cannot work stays a store error.
 
 use crate::model::ModelError;
 use crate::store::StoreError;
@@ -66,6 +71,18 @@ pub enum EngineError {
     /// Another writer changed the session between read and write.
     #[error("session '{0}' was changed concurrently; retry the request")]
     Conflict(String),
+    /// A conditional change named an etag the session no longer has (AIP-154).
+    #[error(
+        "session '{session_id}' has changed since it was read (its etag is now {current}, the request named {given}); read it again with GetSession and retry with its current etag"
+    )]
+    EtagMismatch {
+        /// The session.
+        session_id: String,
+        /// The etag the request named.
+        given: String,
+        /// The session's etag now.
+        current: String,
+    },
     /// The turn was cancelled (by the client, or because the client went away).
     #[error("the turn was cancelled; nothing of it was stored")]
     Cancelled,
@@ -77,7 +94,111 @@ pub enum EngineError {
     /// The model backend failed.
     #[error(transparent)]
     Model(#[from] ModelError),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    /// The store cannot do its work now (unreachable, failing); retrying later may work.
+    #[error("the session store is unavailable: {0}")]
+    StoreUnavailable(String),
+}
+
+/// What kind of failure an [`EngineError`] is, named after `google.rpc.Code`: the one thing a
+/// door needs to choose its status (a gRPC code, an HTTP status, an MCP error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The request is malformed; fixing it may succeed.
+    InvalidArgument,
+    /// The session (or tool) does not exist for this caller.
+    NotFound,
+    /// What the request would create exists already.
+    AlreadyExists,
+    /// The request lost a race with another writer, or its etag is stale: read again, retry.
+    Aborted,
+    /// The session's state does not allow the operation now.
+    FailedPrecondition,
+    /// A dependency (model, store) or the server itself is unavailable; retrying may work.
+    Unavailable,
+    /// A quota or rate limit was hit.
+    ResourceExhausted,
+    /// The operation took longer than the caller allowed.
+    DeadlineExceeded,
+    /// The operation was cancelled.
+    Cancelled,
+    /// A credential (ours, at a provider) is missing or wrong.
+    Unauthenticated,
+    /// A credential is valid but not allowed to do this.
+    PermissionDenied,
+    /// A bug or an unreadable stored state: not the caller's fault.
+    Internal,
+    /// The operation is not implemented here.
+    Unimplemented,
+}
+
+impl EngineError {
+    /// The protocol-neutral kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            EngineError::InvalidArgument(_)
+            | EngineError::UnknownModel { .. }
+            | EngineError::MessageTooLarge { .. } => ErrorKind::InvalidArgument,
+            EngineError::SessionNotFound(_) | EngineError::UnknownTool { .. } => {
+                ErrorKind::NotFound
+            }
+            EngineError::SessionExists(_) => ErrorKind::AlreadyExists,
+            EngineError::MissingToolResults { .. } | EngineError::FailedPrecondition(_) => {
+                ErrorKind::FailedPrecondition
+            }
+            EngineError::Conflict(_) | EngineError::EtagMismatch { .. } => ErrorKind::Aborted,
+            EngineError::Cancelled => ErrorKind::Cancelled,
+            EngineError::ShuttingDown | EngineError::StoreUnavailable(_) => ErrorKind::Unavailable,
+            EngineError::Model(model) => match model {
+                ModelError::Unavailable { .. } => ErrorKind::Unavailable,
+                ModelError::Rejected { .. } | ModelError::ContextTooLong { .. } => {
+                    ErrorKind::InvalidArgument
+                }
+                ModelError::Unauthenticated { .. } => ErrorKind::Unauthenticated,
+                ModelError::PermissionDenied { .. } => ErrorKind::PermissionDenied,
+                ModelError::RateLimited { .. } => ErrorKind::ResourceExhausted,
+            },
+        }
+    }
+}
+
+/// The one conversion from store failures: what the store says about a session becomes what
+/// the engine says about it, so every operation reports a missing session, a taken id or a
+/// lost race the same way.
+impl From<StoreError> for EngineError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(id) => EngineError::SessionNotFound(id),
+            StoreError::AlreadyExists(id) => EngineError::SessionExists(id),
+            StoreError::Conflict(id) => EngineError::Conflict(id),
+            StoreError::Unavailable(reason) => EngineError::StoreUnavailable(reason),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_convert_once() {
+        let cases = [
+            (StoreError::NotFound("a".into()), ErrorKind::NotFound),
+            (
+                StoreError::AlreadyExists("a".into()),
+                ErrorKind::AlreadyExists,
+            ),
+            (StoreError::Conflict("a".into()), ErrorKind::Aborted),
+            (
+                StoreError::Unavailable("down".into()),
+                ErrorKind::Unavailable,
+            ),
+        ];
+        for (store, kind) in cases {
+            assert_eq!(EngineError::from(store).kind(), kind);
+        }
+        assert_eq!(
+            EngineError::from(StoreError::NotFound("a".into())).to_string(),
+            "session 'a' does not exist"
+        );
+    }
 }

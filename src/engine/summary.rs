@@ -10,10 +10,10 @@ use std::time::SystemTime;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::session::{ContextSummary, Message, Role, Session, SharedMessage};
-use super::tokens::{MESSAGE_OVERHEAD_TOKENS, TokenCounter};
 use super::window::{PinnedHead, WindowBudget, take_units};
 use super::{Engine, EngineError};
+use crate::domain::session::{ContextSummary, Message, Role, Session, SharedMessage};
+use crate::domain::tokens::{MESSAGE_OVERHEAD_TOKENS, TokenCounter};
 use crate::model::{ModelEvent, ModelRequest};
 
 /// What the summarizer is told to do.

@@ -6,23 +6,26 @@
 //! turn (a client that went away, a deadline) leaves the session exactly as it was.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::error::EngineError;
-use super::patch::merge_context;
-use super::session::{
-    Context, FinishReason, Message, PendingTurn, Role, SharedMessage, ToolCall, ToolResult, Usage,
-    generate_tool_call_id, generate_turn_id, validate_session_id,
-};
-use super::session::{WindowState, WindowStrategy};
-use super::tokens::TokenCounter;
 use super::validate::{check_context, check_message};
-use super::window::{PinnedHead, select_history};
-use super::{Engine, NewSession, WindowSource, check_nothing_dropped, map_write_error, too_large};
+use super::window::WindowSource;
+use super::window::{Assembly, WindowBudget, assemble_window};
+use super::{Engine, NewSession};
+use crate::config::Limits;
+use crate::domain::Scope;
+use crate::domain::patch::merge_context;
+use crate::domain::session::{
+    Context, FinishReason, Message, PendingTurn, Role, Session, SharedMessage, ToolCall,
+    ToolResult, Usage, generate_tool_call_id, generate_turn_id, validate_session_id,
+};
+use crate::domain::session::{WindowState, WindowStrategy};
+use crate::domain::tokens::TokenCounter;
 use crate::model::{ModelBackend, ModelError, ModelEvent, ModelFinish, ModelRequest};
-use crate::tools::{ToolOutput, ToolScope};
 
 /// A request to run (or continue) a turn.
 #[derive(Debug, Clone, Default)]
@@ -105,6 +108,56 @@ pub struct TurnOutcome {
     pub session_created: bool,
 }
 
+/// A turn between its begin and its commit: the session as the turn changes it (held only by
+/// this turn, under the session's lock), the window's material, and what the turn added.
+struct ActiveTurn {
+    /// The session with the turn's changes so far (context, pause, window state).
+    session: Session,
+    /// Whether this turn creates the session.
+    created: bool,
+    /// The stored version the commit is based on (`None`: the session is new).
+    expected_version: Option<u64>,
+    /// The session's model backend.
+    backend: Arc<dyn ModelBackend>,
+    /// The kind of that backend (`echo`, `openai`, `anthropic`).
+    model_kind: String,
+    /// Model steps taken, counting those before a pause.
+    steps: u32,
+    /// The session's window budget.
+    budget: WindowBudget,
+    /// The paused turn's stored messages, oldest first.
+    stored_tail: Vec<SharedMessage>,
+    /// History before them, newest first.
+    history: Vec<SharedMessage>,
+    /// Stored messages before the turn's own (for the `disabled` strategy's check).
+    before: u64,
+    /// The messages the turn adds.
+    state: TurnState,
+    /// All reply text so far.
+    response: String,
+    /// Tokens used so far.
+    usage: Usage,
+    /// Client-side calls the turn pauses for.
+    client_calls: Vec<ToolCall>,
+}
+
+/// Checks a turn request before anything waits on the session: its id, sizes, and that it
+/// carries a message or tool results.
+fn check_turn_request(request: &TurnRequest, limits: &Limits) -> Result<(), EngineError> {
+    validate_session_id(&request.session_id).map_err(EngineError::InvalidArgument)?;
+    check_message(&request.message, limits)?;
+    if let Some(patch) = &request.context_patch {
+        check_context("context", patch, limits)?;
+    }
+    if request.message.is_empty() && request.tool_results.is_empty() {
+        return Err(EngineError::InvalidArgument(
+            "message is empty: send a message, or tool_results for a turn that waits for them"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// What one model step produced.
 struct Step {
     text: String,
@@ -116,34 +169,43 @@ struct Step {
 impl Engine {
     /// Runs one turn (or continues a paused one). Events go to `sink` as they happen; the
     /// turn stops as soon as `cancel` fires or the sink closes, and is then not stored.
+    ///
+    /// Three phases: [`Self::begin_turn`] (load or create the session, match tool results,
+    /// read the window, merge the patch, add the user message), [`Self::step_turn`] (model
+    /// steps and server-side tools until the model stops, pauses for client tools or reaches
+    /// the step limit) and [`Self::commit_turn`] (one store write of everything).
     pub async fn run_turn<S: TurnSink>(
         &self,
+        scope: &Scope,
         request: TurnRequest,
         sink: &mut S,
         cancel: &CancellationToken,
     ) -> Result<TurnOutcome, EngineError> {
-        let session_id = request.session_id.clone();
-        validate_session_id(&session_id).map_err(EngineError::InvalidArgument)?;
-        check_message(&request.message, &self.limits)?;
-        if let Some(patch) = &request.context_patch {
-            check_context("context", patch, &self.limits)?;
-        }
-        if request.message.is_empty() && request.tool_results.is_empty() {
-            return Err(EngineError::InvalidArgument(
-                "message is empty: send a message, or tool_results for a turn that waits for them"
-                    .into(),
-            ));
-        }
-
+        check_turn_request(&request, &self.limits)?;
         let _turn = tokio::select! {
-            guard = self.lock_session(&session_id) => guard?,
+            guard = self.lock_session(&scope.tenant, &request.session_id) => guard?,
             _ = cancel.cancelled() => return Err(EngineError::Cancelled),
         };
+        let mut turn = self.begin_turn(scope, request, sink, cancel).await?;
+        let finish = self.step_turn(scope, &mut turn, sink, cancel).await?;
+        self.commit_turn(scope, turn, finish, cancel).await
+    }
 
-        let (mut session, created) = match self.load_session(&session_id).await? {
+    /// The first phase of a turn, under the session's lock: the session (created when
+    /// missing), its model, the paused turn's results paired with its calls, the window's
+    /// material, the merged context and the turn's first messages. Emits `Started`.
+    async fn begin_turn<S: TurnSink>(
+        &self,
+        scope: &Scope,
+        request: TurnRequest,
+        sink: &mut S,
+        cancel: &CancellationToken,
+    ) -> Result<ActiveTurn, EngineError> {
+        let session_id = request.session_id;
+        let (mut session, created) = match self.load_session(&scope.tenant, &session_id).await? {
             Some(session) => (session, false),
             None => {
-                let mut new = request.create.clone().unwrap_or_default();
+                let mut new = request.create.unwrap_or_default();
                 new.session_id = session_id.clone();
                 (self.build_session(new)?, true)
             }
@@ -159,7 +221,7 @@ impl Engine {
         // Match tool results to the paused turn, if there is one.
         let pending = session.pending.take();
         let resumed = pending.is_some();
-        let (turn_id, mut steps, answered) = match pending {
+        let (turn_id, steps, answered) = match pending {
             Some(pending) => {
                 let answered =
                     pair_results(&session_id, &pending.tool_calls, &request.tool_results)?;
@@ -179,7 +241,7 @@ impl Engine {
             stored_tail,
             mut history,
         } = self
-            .load_window(&session, resumed.then_some(turn_id.as_str()))
+            .load_window(&scope.tenant, &session, resumed.then_some(turn_id.as_str()))
             .await?;
 
         if let Some(patch) = &request.context_patch {
@@ -197,60 +259,93 @@ impl Engine {
         )
         .await?;
 
-        let mut turn = TurnState {
+        let mut state = TurnState {
             counter: TokenCounter::for_model(&session.model),
             next_index: session.message_count,
-            turn_id: turn_id.clone(),
+            turn_id,
             new_messages: Vec::new(),
         };
         for (call, result) in answered {
-            turn.push(self.tool_message(&turn, &call, &result));
+            let message = self.tool_message(&state, &call, &result);
+            state.push(message);
         }
         if !request.message.is_empty() {
-            let tokens = turn
+            let tokens = state
                 .counter
                 .count_message(Role::User, &request.message, &[], "");
-            turn.push(turn.message(Role::User, request.message.clone(), tokens));
+            let message = state.message(Role::User, request.message, tokens);
+            state.push(message);
         }
 
-        let offered = self.offered_tools(&session);
         let before = session.message_count - stored_tail.len() as u64;
         if session.window.strategy == WindowStrategy::Summarize {
             let turn_tokens: u32 = stored_tail
                 .iter()
-                .chain(&turn.new_messages)
+                .chain(&state.new_messages)
                 .map(|m| m.token_count)
                 .sum();
             self.summarize_if_needed(&mut session, budget, turn_tokens, &mut history, cancel)
                 .await?;
         }
+        Ok(ActiveTurn {
+            session,
+            created,
+            expected_version,
+            backend,
+            model_kind: model_info.kind,
+            steps,
+            budget,
+            stored_tail,
+            history,
+            before,
+            state,
+            response: String::new(),
+            usage: Usage::default(),
+            client_calls: Vec::new(),
+        })
+    }
+
+    /// The second phase: model steps, each on a window assembled afresh, with the server-side
+    /// tools the model calls run in between, until the model stops, pauses for client-side
+    /// tools or reaches the step limit. Returns why it ended.
+    async fn step_turn<S: TurnSink>(
+        &self,
+        scope: &Scope,
+        turn: &mut ActiveTurn,
+        sink: &mut S,
+        cancel: &CancellationToken,
+    ) -> Result<FinishReason, EngineError> {
+        let offered = self.offered_tools(&turn.session);
+        let budget = turn.budget;
         // Set once the provider said the window was too long: the window is trimmed below
         // what was sent, once.
         let mut trimmed: Option<u32> = None;
-
-        let mut response = String::new();
-        let mut usage = Usage::default();
-        let mut client_calls = Vec::new();
-        let finish = loop {
-            let head = PinnedHead::new(&turn.counter, &session.system_prompt, &session.context)
-                .with_summary(session.window.active_summary());
-            let turn_tokens: u32 = stored_tail
+        loop {
+            let session = &mut turn.session;
+            let turn_tokens: u32 = turn
+                .stored_tail
                 .iter()
-                .chain(&turn.new_messages)
+                .chain(&turn.state.new_messages)
                 .map(|m| m.token_count)
                 .sum();
             let step_budget = trimmed.map_or(budget, |cap| budget.capped(cap));
-            let selection = select_history(step_budget, &head, turn_tokens, &history)
-                .map_err(|e| too_large(e, step_budget, &head))?;
-            check_nothing_dropped(&session, before, selection.taken)?;
+            let Assembly { head, selection } = assemble_window(
+                session,
+                &turn.state.counter,
+                step_budget,
+                turn_tokens,
+                &turn.history,
+                turn.before,
+            )?;
             // The selected history moves into the request and back after the step, rather
             // than being cloned: a full window is hundreds of messages, and cloning and
             // dropping them took about 5 % of a unary turn's CPU.
-            let mut messages: Vec<SharedMessage> =
-                Vec::with_capacity(selection.taken + stored_tail.len() + turn.new_messages.len());
-            messages.extend(history.drain(..selection.taken).rev());
-            messages.extend(stored_tail.iter().cloned());
-            messages.extend(turn.new_messages.iter().cloned());
+            let mut messages: Vec<SharedMessage> = Vec::with_capacity(
+                selection.taken + turn.stored_tail.len() + turn.state.new_messages.len(),
+            );
+            messages.extend(turn.history.drain(..selection.taken).rev());
+            messages.extend(turn.stored_tail.iter().cloned());
+            messages.extend(turn.state.new_messages.iter().cloned());
             let model_request = ModelRequest {
                 model: session.model.clone(),
                 system_prompt: head.system_prompt.clone(),
@@ -263,12 +358,12 @@ impl Engine {
             };
 
             let step = self
-                .run_model_step(backend.as_ref(), &model_request, sink, cancel)
+                .run_model_step(turn.backend.as_ref(), &model_request, sink, cancel)
                 .await;
             let mut shown = model_request.messages;
             shown.truncate(selection.taken);
             shown.reverse();
-            history.splice(0..0, shown);
+            turn.history.splice(0..0, shown);
             let step = match step {
                 Err(EngineError::Model(ModelError::ContextTooLong { backend, message })) => {
                     if trimmed.is_some() || selection.taken == 0 {
@@ -279,7 +374,7 @@ impl Engine {
                     }
                     let cap = selection.total_tokens.saturating_sub(head.tokens()) * 3 / 4;
                     tracing::info!(
-                        session = %session_id,
+                        session = %session.id,
                         backend = %backend,
                         sent_tokens = selection.total_tokens,
                         "the provider says the window is too long; trimming it and retrying once"
@@ -292,43 +387,46 @@ impl Engine {
                 }
                 other => other?,
             };
-            steps += 1;
+            turn.steps += 1;
             if let Some((reported_input, _)) = step.reported
-                && model_info.kind == "anthropic"
+                && turn.model_kind == "anthropic"
             {
                 calibrate(&mut session.window, reported_input, selection.total_tokens);
             }
-            response.push_str(&step.text);
+            turn.response.push_str(&step.text);
             let output_tokens =
-                turn.counter
+                turn.state
+                    .counter
                     .count_message(Role::Assistant, &step.text, &step.calls, "");
             let (input, output) = step
                 .reported
                 .unwrap_or((u64::from(selection.total_tokens), u64::from(output_tokens)));
-            usage.add(Usage {
+            turn.usage.add(Usage {
                 input_tokens: input,
                 output_tokens: output,
                 context_tokens: u64::from(selection.total_tokens),
             });
             if !step.text.is_empty() || !step.calls.is_empty() {
-                let mut message = turn.message(Role::Assistant, step.text, output_tokens);
+                let mut message = turn
+                    .state
+                    .message(Role::Assistant, step.text, output_tokens);
                 message.tool_calls = step.calls.clone();
-                turn.push(message);
+                turn.state.push(message);
             }
             if step.calls.is_empty() {
-                break match step.finish {
+                return Ok(match step.finish {
                     ModelFinish::Length => FinishReason::Length,
                     _ => FinishReason::Stop,
-                };
+                });
             }
 
             for call in step.calls {
                 if session.tools.iter().any(|t| t.name == call.name) {
-                    client_calls.push(call);
+                    turn.client_calls.push(call);
                     continue;
                 }
                 let output = tokio::select! {
-                    output = self.run_server_tool(&session_id, &call, &mut session.context) => output,
+                    output = self.run_server_tool(&scope.tenant, &session.id, &call, &mut session.context) => output,
                     _ = cancel.cancelled() => return Err(EngineError::Cancelled),
                 };
                 let result = ToolResult {
@@ -336,40 +434,66 @@ impl Engine {
                     content: output.content,
                     is_error: output.is_error,
                 };
-                turn.push(self.tool_message(&turn, &call, &result));
+                let message = self.tool_message(&turn.state, &call, &result);
+                turn.state.push(message);
                 emit(sink, TurnEvent::ToolResult { call, result }).await?;
             }
-            if !client_calls.is_empty() {
-                for call in &client_calls {
+            if !turn.client_calls.is_empty() {
+                for call in &turn.client_calls {
                     emit(sink, TurnEvent::ToolCall(call.clone())).await?;
                 }
                 session.pending = Some(PendingTurn {
-                    turn_id: turn_id.clone(),
-                    tool_calls: client_calls.clone(),
-                    steps,
+                    turn_id: turn.state.turn_id.clone(),
+                    tool_calls: turn.client_calls.clone(),
+                    steps: turn.steps,
                 });
-                break FinishReason::ToolCalls;
+                return Ok(FinishReason::ToolCalls);
             }
-            if steps >= self.config.max_tool_steps {
-                break FinishReason::StepLimit;
+            if turn.steps >= self.config.max_tool_steps {
+                return Ok(FinishReason::StepLimit);
             }
-        };
+        }
+    }
 
+    /// The last phase: the session with the turn's messages, usage and pause (if any), stored
+    /// in one write that the store refuses if the session moved meanwhile. Nothing before
+    /// this wrote anything, so a turn that fails or is cancelled up to here leaves no trace.
+    async fn commit_turn(
+        &self,
+        scope: &Scope,
+        turn: ActiveTurn,
+        finish: FinishReason,
+        cancel: &CancellationToken,
+    ) -> Result<TurnOutcome, EngineError> {
         if cancel.is_cancelled() {
             return Err(EngineError::Cancelled);
         }
-        session.message_count += turn.new_messages.len() as u64;
+        let ActiveTurn {
+            mut session,
+            created,
+            expected_version,
+            state,
+            response,
+            usage,
+            client_calls,
+            ..
+        } = turn;
+        session.message_count += state.new_messages.len() as u64;
         session.usage.add(usage);
-        session.touch(super::session::now());
+        session.touch(crate::domain::session::now());
         session.version += 1;
         self.store
-            .commit(&session, expected_version, &turn.new_messages)
-            .await
-            .map_err(|e| map_write_error(e, &session_id))?;
+            .commit(
+                &scope.tenant,
+                &session,
+                expected_version,
+                &state.new_messages,
+            )
+            .await?;
 
         Ok(TurnOutcome {
-            session_id,
-            turn_id,
+            session_id: session.id,
+            turn_id: state.turn_id,
             response,
             context: session.context,
             finish,
@@ -377,6 +501,32 @@ impl Engine {
             usage,
             session_created: created,
         })
+    }
+
+    /// How a turn the client cancelled ended: nothing of it was stored, so the outcome is
+    /// the session as it stands (its context re-read; empty if it is gone meanwhile), with
+    /// the finish reason `Cancelled`.
+    pub async fn cancelled_outcome(
+        &self,
+        scope: &Scope,
+        session_id: &str,
+        turn_id: &str,
+    ) -> TurnOutcome {
+        let context = self
+            .get_session(scope, session_id)
+            .await
+            .map(|s| s.context)
+            .unwrap_or_default();
+        TurnOutcome {
+            session_id: session_id.to_string(),
+            turn_id: turn_id.to_string(),
+            response: String::new(),
+            context,
+            finish: FinishReason::Cancelled,
+            tool_calls: Vec::new(),
+            usage: Usage::default(),
+            session_created: false,
+        }
     }
 
     /// Streams one model step, forwarding text as it comes.
@@ -434,28 +584,6 @@ impl Engine {
         Ok(step)
     }
 
-    /// Runs a server-side tool on the turn's working context.
-    async fn run_server_tool(
-        &self,
-        session_id: &str,
-        call: &ToolCall,
-        context: &mut Context,
-    ) -> ToolOutput {
-        let Some((_, provider)) = self.tools.find(&call.name) else {
-            return ToolOutput::error(format!(
-                "unknown tool '{}'; available: {}",
-                call.name,
-                self.tools.known_names()
-            ));
-        };
-        let scope = ToolScope {
-            session_id,
-            context,
-            store: self.store.as_ref(),
-        };
-        provider.call(&call.name, &call.arguments, scope).await
-    }
-
     fn tool_message(&self, turn: &TurnState, call: &ToolCall, result: &ToolResult) -> Message {
         let tokens = turn
             .counter
@@ -508,7 +636,7 @@ impl TurnState {
             tool_call_id: String::new(),
             tool_name: String::new(),
             is_error: false,
-            create_time: super::session::now(),
+            create_time: crate::domain::session::now(),
             token_count,
             turn_id: self.turn_id.clone(),
         }
@@ -573,14 +701,14 @@ fn pair_results(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use serde_json::json;
 
     use super::*;
-    use crate::config::{EngineConfig, Limits};
-    use crate::engine::session::ToolSpec;
+    use crate::config::EngineConfig;
+    use crate::domain::TenantId;
+    use crate::domain::session::ToolSpec;
     use crate::model::{ModelError, ModelInfo, ModelRegistry, ModelStream};
     use crate::store::SessionStore;
     use crate::store::memory::MemoryStore;
@@ -730,14 +858,24 @@ mod tests {
         let f = fixture(Script::LoopOnServerTool);
         let outcome = f
             .engine
-            .run_turn(request("go"), &mut NoSink, &CancellationToken::new())
+            .run_turn(
+                &Scope::default(),
+                request("go"),
+                &mut NoSink,
+                &CancellationToken::new(),
+            )
             .await
             .unwrap();
         assert_eq!(outcome.finish, FinishReason::StepLimit);
         assert_eq!(f.calls.load(Ordering::SeqCst), 3);
         assert_eq!(outcome.context["step"], 2);
         // user + 3 × (assistant call + tool result)
-        let session = f.store.get_session("s1").await.unwrap().unwrap();
+        let session = f
+            .store
+            .get_session(&TenantId::default(), "s1")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(session.message_count, 7);
         assert!(session.pending.is_none());
     }
@@ -748,13 +886,18 @@ mod tests {
         let cancel = CancellationToken::new();
         let outcome = f
             .engine
-            .run_turn(request("go"), &mut NoSink, &cancel)
+            .run_turn(&Scope::default(), request("go"), &mut NoSink, &cancel)
             .await
             .unwrap();
         assert_eq!(outcome.finish, FinishReason::ToolCalls);
         assert_eq!(outcome.tool_calls.len(), 1);
         assert_eq!(outcome.tool_calls[0].name, "client_tool");
-        let session = f.store.get_session("s1").await.unwrap().unwrap();
+        let session = f
+            .store
+            .get_session(&TenantId::default(), "s1")
+            .await
+            .unwrap()
+            .unwrap();
         // user, assistant(2 calls), tool(context_get)
         assert_eq!(session.message_count, 3);
         let pending = session.pending.clone().unwrap();
@@ -763,6 +906,7 @@ mod tests {
         let resumed = f
             .engine
             .run_turn(
+                &Scope::default(),
                 TurnRequest {
                     session_id: "s1".into(),
                     tool_results: vec![ToolResult {
@@ -780,7 +924,11 @@ mod tests {
         assert_eq!(resumed.finish, FinishReason::Stop);
         assert_eq!(resumed.turn_id, outcome.turn_id);
         assert_eq!(resumed.response, "done");
-        let messages = f.store.list_messages("s1", 0, 100).await.unwrap();
+        let messages = f
+            .store
+            .list_messages(&TenantId::default(), "s1", 0, 100)
+            .await
+            .unwrap();
         let roles: Vec<_> = messages.iter().map(|m| m.role).collect();
         assert_eq!(
             roles,
@@ -800,7 +948,8 @@ mod tests {
         let f = fixture(Script::Hang);
         let cancel = CancellationToken::new();
         let mut sink = NoSink;
-        let turn = f.engine.run_turn(request("go"), &mut sink, &cancel);
+        let scope = Scope::default();
+        let turn = f.engine.run_turn(&scope, request("go"), &mut sink, &cancel);
         tokio::pin!(turn);
         // Drive the turn until the model hangs after its first delta.
         tokio::select! {
@@ -818,7 +967,13 @@ mod tests {
         let result = turn.await;
         assert!(matches!(result, Err(EngineError::Cancelled)));
         assert!(f.dropped.load(Ordering::SeqCst), "model stream dropped");
-        assert!(f.store.get_session("s1").await.unwrap().is_none());
+        assert!(
+            f.store
+                .get_session(&TenantId::default(), "s1")
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -838,21 +993,34 @@ mod tests {
     async fn model_failure_mid_stream_stores_nothing() {
         let f = fixture(Script::FailMidStream);
         f.engine
-            .create_session(NewSession {
-                session_id: "s1".into(),
-                ..NewSession::default()
-            })
+            .create_session(
+                &Scope::default(),
+                NewSession {
+                    session_id: "s1".into(),
+                    ..NewSession::default()
+                },
+            )
             .await
             .unwrap();
         let result = f
             .engine
-            .run_turn(request("go"), &mut NoSink, &CancellationToken::new())
+            .run_turn(
+                &Scope::default(),
+                request("go"),
+                &mut NoSink,
+                &CancellationToken::new(),
+            )
             .await;
         assert!(matches!(
             result,
             Err(EngineError::Model(ModelError::Unavailable { .. }))
         ));
-        let session = f.store.get_session("s1").await.unwrap().unwrap();
+        let session = f
+            .store
+            .get_session(&TenantId::default(), "s1")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(session.message_count, 0);
         assert_eq!(session.version, 1);
     }

@@ -6,8 +6,13 @@
 //! assistant message that called tools is taken together with its results or not at all.
 //! Everything stays in storage; only the model's view is windowed.
 
-use super::session::{Context, ContextSummary, Role, SharedMessage};
-use super::tokens::{MESSAGE_OVERHEAD_TOKENS, TokenCounter};
+use super::Engine;
+use super::error::EngineError;
+use crate::domain::TenantId;
+use crate::domain::session::{
+    Context, ContextSummary, Role, Session, SharedMessage, WindowStrategy,
+};
+use crate::domain::tokens::{MESSAGE_OVERHEAD_TOKENS, TokenCounter};
 
 /// The session's budget.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -188,10 +193,191 @@ pub fn take_units(newest_first: &[SharedMessage], mut left: u32) -> (usize, u32)
     (taken, used)
 }
 
+/// A window chosen for a session: its pinned head and the history that fits.
+pub(super) struct Assembly {
+    /// The system prompt, context and summary, rendered and counted.
+    pub(super) head: PinnedHead,
+    /// Which history is shown, and the window's tokens.
+    pub(super) selection: HistorySelection,
+}
+
+/// The one window assembly of turns and previews: pins the session's head, fits the newest
+/// history around the current turn's `turn_tokens` within `budget`, and refuses a window
+/// that does not fit (or, with the `disabled` strategy, leaves out any of the `before`
+/// stored messages), with a message that says by how much.
+pub(super) fn assemble_window(
+    session: &Session,
+    counter: &TokenCounter,
+    budget: WindowBudget,
+    turn_tokens: u32,
+    newest_first: &[SharedMessage],
+    before: u64,
+) -> Result<Assembly, EngineError> {
+    let head = PinnedHead::new(counter, &session.system_prompt, &session.context)
+        .with_summary(session.window.active_summary());
+    let selection = select_history(budget, &head, turn_tokens, newest_first)
+        .map_err(|e| too_large(e, budget, &head))?;
+    check_nothing_dropped(session, before, selection.taken)?;
+    Ok(Assembly { head, selection })
+}
+
+/// Messages read from the store per page while assembling a window.
+pub(super) const HISTORY_PAGE: usize = 64;
+
+/// What a window is chosen from, read once per turn (or preview).
+pub(super) struct WindowSource {
+    /// The session's budget.
+    pub(super) budget: WindowBudget,
+    /// The paused turn's stored messages, oldest first (always in the window).
+    pub(super) stored_tail: Vec<SharedMessage>,
+    /// History before them, newest first.
+    pub(super) history: Vec<SharedMessage>,
+}
+
+impl Engine {
+    /// Provider tokens per counted token for `session`: measured, or the model's first guess.
+    pub(super) fn token_scale(&self, session: &Session) -> f64 {
+        if session.window.token_scale > 0.0 {
+            return session.window.token_scale;
+        }
+        self.models
+            .resolve(&session.model)
+            .map(|(_, info)| info.initial_token_scale)
+            .filter(|scale| *scale > 0.0)
+            .unwrap_or(1.0)
+    }
+
+    /// Reads what a window for `session` is chosen from: the paused turn's stored messages
+    /// (when `pending_turn` names one) and enough history before them to fill the budget.
+    pub(super) async fn load_window(
+        &self,
+        tenant: &TenantId,
+        session: &Session,
+        pending_turn: Option<&str>,
+    ) -> Result<WindowSource, EngineError> {
+        let budget = WindowBudget::new(
+            session.max_context_tokens,
+            self.config.reserved_output_tokens,
+        )
+        .with_scale(self.token_scale(session));
+        let stored_tail = match pending_turn {
+            Some(turn_id) => self.load_turn_tail(tenant, session, turn_id).await?,
+            None => Vec::new(),
+        };
+        let before = session.message_count - stored_tail.len() as u64;
+        let mut history = self
+            .load_history(tenant, &session.id, before, budget.input_tokens())
+            .await?;
+        // Messages the summary stands for are not shown again.
+        if let Some(summary) = session.window.active_summary() {
+            let shown = history
+                .iter()
+                .take_while(|m| m.index >= summary.end_index)
+                .count();
+            history.truncate(shown);
+        }
+        Ok(WindowSource {
+            budget,
+            stored_tail,
+            history,
+        })
+    }
+
+    /// The stored messages of a paused turn (the newest ones with its turn id), oldest first.
+    pub(super) async fn load_turn_tail(
+        &self,
+        tenant: &TenantId,
+        session: &Session,
+        turn_id: &str,
+    ) -> Result<Vec<SharedMessage>, EngineError> {
+        let mut tail = Vec::new();
+        let mut before = session.message_count;
+        'pages: while before > 0 {
+            let page = self
+                .store
+                .list_messages_before(tenant, &session.id, before, HISTORY_PAGE)
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            for message in page {
+                if message.turn_id != turn_id {
+                    break 'pages;
+                }
+                before = message.index;
+                tail.push(message);
+            }
+        }
+        tail.reverse();
+        Ok(tail)
+    }
+
+    /// Stored history before index `before`, newest first: enough to fill `budget` tokens
+    /// (and to finish a tool-result group at the edge), never the whole history.
+    pub(super) async fn load_history(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+        before: u64,
+        budget: u32,
+    ) -> Result<Vec<SharedMessage>, EngineError> {
+        let mut history: Vec<SharedMessage> = Vec::new();
+        let mut tokens: u64 = 0;
+        let mut cursor = before;
+        while cursor > 0 {
+            let complete_group = history.last().is_none_or(|m| m.role != Role::Tool);
+            if tokens > u64::from(budget) && complete_group {
+                break;
+            }
+            let page = self
+                .store
+                .list_messages_before(tenant, session_id, cursor, HISTORY_PAGE)
+                .await?;
+            let Some(oldest) = page.last() else { break };
+            cursor = oldest.index;
+            tokens += page.iter().map(|m| u64::from(m.token_count)).sum::<u64>();
+            history.extend(page);
+        }
+        Ok(history)
+    }
+}
+
+/// With the `disabled` strategy, refuses a window that leaves out any of the `before` stored
+/// messages.
+pub(super) fn check_nothing_dropped(
+    session: &Session,
+    before: u64,
+    taken: usize,
+) -> Result<(), EngineError> {
+    let omitted = before - taken as u64;
+    if session.window.strategy == WindowStrategy::Disabled && omitted > 0 {
+        return Err(EngineError::InvalidArgument(format!(
+            "session '{}' uses the window strategy disabled, and {omitted} of its {before} stored messages no longer fit its window of {} tokens; raise max_context_tokens, switch to sliding_window or summarize, or start a new session",
+            session.id, session.max_context_tokens
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn too_large(
+    error: TurnTooLarge,
+    budget: WindowBudget,
+    head: &PinnedHead,
+) -> EngineError {
+    EngineError::MessageTooLarge {
+        needed: error.needed,
+        available: error.available,
+        over: error.needed - error.available,
+        max_context_tokens: budget.max_context_tokens,
+        reserved_output_tokens: budget.reserved_output_tokens,
+        pinned: head.tokens(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::session::{Message, ToolCall};
+    use crate::domain::session::{Message, ToolCall};
     use std::time::SystemTime;
 
     fn msg(index: u64, role: Role, tokens: u32) -> SharedMessage {

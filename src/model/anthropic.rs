@@ -25,7 +25,7 @@ use super::{
     ModelStream,
 };
 use crate::config::BackendConfig;
-use crate::engine::session::{Context, Role, ToolCall};
+use crate::domain::session::{Context, Role, ToolCall};
 
 /// The API version sent in `anthropic-version`.
 pub const API_VERSION: &str = "2023-06-01";
@@ -502,7 +502,7 @@ mod tests {
 
     #[test]
     fn request_merges_tool_results_into_one_user_turn() {
-        use crate::engine::session::{Message, ToolSpec};
+        use crate::domain::session::{Message, ToolSpec};
         let message = |role, content: &str, id: &str| {
             std::sync::Arc::new(Message {
                 index: 0,

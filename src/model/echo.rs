@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::{
     ModelBackend, ModelError, ModelEvent, ModelFinish, ModelInfo, ModelRequest, ModelStream,
 };
-use crate::engine::session::{Context, Role, ToolCall, generate_tool_call_id};
+use crate::domain::session::{Context, Role, ToolCall, generate_tool_call_id};
 
 /// Name of the echo model.
 pub const ECHO_MODEL: &str = "echo";
@@ -235,7 +235,7 @@ fn text_events(text: &str, finish: ModelFinish) -> Vec<ModelEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::session::{Message, ToolSpec};
+    use crate::domain::session::{Message, ToolSpec};
     use serde_json::json;
     use std::time::SystemTime;
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use futures_util::Stream;
 
-use crate::engine::session::{Context, SharedMessage, ToolCall, ToolSpec};
+use crate::domain::session::{Context, SharedMessage, ToolCall, ToolSpec};
 
 /// What the model is shown for one step of a turn.
 #[derive(Debug, Clone)]

@@ -21,7 +21,7 @@ use super::{
     ModelStream,
 };
 use crate::config::BackendConfig;
-use crate::engine::session::{Context, Role, ToolCall};
+use crate::domain::session::{Context, Role, ToolCall};
 
 /// Prefix of the summary's system message.
 pub const SUMMARY_HEADING: &str = "Summary of the earlier conversation:";
@@ -445,7 +445,7 @@ mod tests {
 
     #[test]
     fn request_maps_roles_tools_and_summary() {
-        use crate::engine::session::{Message, ToolSpec};
+        use crate::domain::session::{Message, ToolSpec};
         let message = |role, content: &str| {
             std::sync::Arc::new(Message {
                 index: 0,

@@ -16,20 +16,20 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::logging::record_session;
+use super::scope::caller_scope;
 use super::shutdown::{Lifecycle, shutting_down};
 use crate::api::convert::{
-    context_from_wire, context_to_wire, expire_time_from_wire, finish_to_wire, labels_from_wire,
+    context_to_wire, create_request_from_open, finish_to_wire, new_session_from_wire,
     patch_from_wire, session_to_wire, tool_call_to_wire, tool_result_to_wire,
-    tool_results_from_wire, tools_from_wire, usage_to_wire, window_from_wire,
+    tool_results_from_wire, usage_to_wire,
 };
 use crate::api::v1::{
     self, converse_request::Frame, converse_response, interact_service_server::InteractService,
     stream_response_response,
 };
-use crate::engine::session::{FinishReason, Usage};
+use crate::domain::Scope;
 use crate::engine::{
-    Engine, EngineError, NewSession, NoSink, SinkClosed, TurnEvent, TurnOutcome, TurnRequest,
-    TurnSink,
+    Engine, EngineError, NoSink, SinkClosed, TurnEvent, TurnOutcome, TurnRequest, TurnSink,
 };
 
 /// Events buffered per stream before the producer waits for the client.
@@ -200,6 +200,7 @@ impl InteractService for InteractApi {
         &self,
         request: Request<v1::InteractRequest>,
     ) -> Result<Response<v1::InteractResponse>, Status> {
+        let scope = caller_scope(&request);
         let r = request.into_inner();
         record_session(&r.session_id);
         let turn = turn_request(r.session_id, r.message, r.context, r.tool_results)?;
@@ -209,7 +210,7 @@ impl InteractService for InteractApi {
         // turn with it: nothing is stored.
         let outcome = self
             .engine
-            .run_turn(turn, &mut NoSink, &cancel)
+            .run_turn(&scope, turn, &mut NoSink, &cancel)
             .await
             .map_err(|e| turn_status(e, &self.lifecycle))?;
         Ok(Response::new(completed(&outcome)))
@@ -221,6 +222,7 @@ impl InteractService for InteractApi {
         &self,
         request: Request<v1::StreamResponseRequest>,
     ) -> Result<Response<Self::StreamResponseStream>, Status> {
+        let scope = caller_scope(&request);
         let r = request.into_inner();
         record_session(&r.session_id);
         let turn = turn_request(r.session_id, r.message, r.context, r.tool_results)?;
@@ -234,7 +236,7 @@ impl InteractService for InteractApi {
             let watch = tx.clone();
             let mut sink = StreamSink { tx: tx.clone() };
             let result = tokio::select! {
-                result = engine.run_turn(turn, &mut sink, &cancel) => result,
+                result = engine.run_turn(&scope, turn, &mut sink, &cancel) => result,
                 // The client left while the model was busy: drop the turn now.
                 _ = watch.closed() => return,
             };
@@ -257,9 +259,11 @@ impl InteractService for InteractApi {
         &self,
         request: Request<Streaming<v1::ConverseRequest>>,
     ) -> Result<Response<Self::ConverseStream>, Status> {
+        let scope = caller_scope(&request);
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let conversation = Conversation {
+            scope,
             engine: self.engine.clone(),
             lifecycle: self.lifecycle.clone(),
             tx,
@@ -284,6 +288,7 @@ struct RunningTurn {
 /// One Converse stream: reads frames, runs one turn at a time, queues frames that arrive
 /// during a turn, and acts on `cancel` at once.
 struct Conversation {
+    scope: Scope,
     engine: Arc<Engine>,
     lifecycle: Lifecycle,
     tx: ConverseTx,
@@ -407,6 +412,7 @@ impl Conversation {
         };
         let cancel = self.lifecycle.turn_token();
         let engine = self.engine.clone();
+        let scope = self.scope.clone();
         let mut sink = ConverseSink {
             tx: self.tx.clone(),
             turn_id: String::new(),
@@ -414,7 +420,9 @@ impl Conversation {
         let turn_cancel = cancel.clone();
         let future = Box::pin(async move {
             let _ticket = ticket;
-            let result = engine.run_turn(request, &mut sink, &turn_cancel).await;
+            let result = engine
+                .run_turn(&scope, request, &mut sink, &turn_cancel)
+                .await;
             (result, sink.turn_id)
         });
         Ok(Some(RunningTurn { future, cancel }))
@@ -448,39 +456,18 @@ impl Conversation {
         }
     }
 
+    /// The session an `open` frame names, created from its settings when missing.
     async fn get_or_create(
         &self,
         open: v1::ConverseOpen,
-    ) -> Result<(crate::engine::session::Session, bool), Status> {
+    ) -> Result<(crate::domain::session::Session, bool), Status> {
         if open.session_id.is_empty() {
             return Err(Status::invalid_argument(
                 "open.session_id is required: 1 to 128 characters of [A-Za-z0-9._:-]",
             ));
         }
-        match self.engine.get_session(&open.session_id).await {
-            Ok(session) => return Ok((session, false)),
-            Err(EngineError::SessionNotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let new = NewSession {
-            session_id: open.session_id.clone(),
-            system_prompt: open.system_prompt,
-            context: context_from_wire("context", open.context)?,
-            model: open.model,
-            tools: tools_from_wire(open.tools)?,
-            labels: labels_from_wire(open.labels),
-            max_context_tokens: open.max_context_tokens,
-            expire_time: expire_time_from_wire("open.expire_time", open.expire_time)?,
-            window: window_from_wire(open.window)?,
-        };
-        match self.engine.create_session(new).await {
-            Ok(session) => Ok((session, true)),
-            // Created by someone else in between: attach to it.
-            Err(EngineError::SessionExists(_)) => {
-                Ok((self.engine.get_session(&open.session_id).await?, false))
-            }
-            Err(e) => Err(e.into()),
-        }
+        let new = new_session_from_wire("open.", create_request_from_open(open))?;
+        Ok(self.engine.open_session(&self.scope, new).await?)
     }
 
     /// Reports a finished turn.
@@ -500,22 +487,10 @@ impl Conversation {
             }
             Err(EngineError::Cancelled) if cancelled_by_client => {
                 let session_id = self.session_id.clone().unwrap_or_default();
-                let context = self
+                let outcome = self
                     .engine
-                    .get_session(&session_id)
-                    .await
-                    .map(|s| s.context)
-                    .unwrap_or_default();
-                let outcome = TurnOutcome {
-                    session_id,
-                    turn_id: turn_id.clone(),
-                    response: String::new(),
-                    context,
-                    finish: FinishReason::Cancelled,
-                    tool_calls: Vec::new(),
-                    usage: Usage::default(),
-                    session_created: false,
-                };
+                    .cancelled_outcome(&self.scope, &session_id, &turn_id)
+                    .await;
                 self.send(
                     &turn_id,
                     converse_response::Event::Completed(completed(&outcome)),

@@ -11,6 +11,7 @@ pub mod interact;
 pub mod log_output;
 pub mod logging;
 pub mod model;
+pub mod scope;
 pub mod session;
 pub mod shutdown;
 pub mod status;
@@ -30,8 +31,8 @@ use crate::api::v1::{
     session_service_server::SessionServiceServer, tool_service_server::ToolServiceServer,
 };
 use crate::config::{BackendKind, Config};
+use crate::domain::tokens::TokenCounter;
 use crate::engine::Engine;
-use crate::engine::tokens::TokenCounter;
 use crate::http::JsonDoors;
 use crate::model::anthropic::AnthropicBackend;
 use crate::model::echo::EchoModel;

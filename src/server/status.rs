@@ -1,43 +1,33 @@
-//! The one mapping from engine errors to gRPC statuses.
+//! The one mapping from engine errors to gRPC statuses: [`ErrorKind`] → [`Code`] in one
+//! table ([`code_of`]), the error's own text as the message (it says what to fix).
 
 use tonic::{Code, Status};
 
 use crate::api::convert::WireError;
-use crate::engine::EngineError;
-use crate::model::ModelError;
-use crate::store::StoreError;
+use crate::engine::{EngineError, ErrorKind};
+
+/// The gRPC code of each kind (`google.rpc.Code` names the kinds, so the table is 1:1).
+pub fn code_of(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::Aborted => Code::Aborted,
+        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorKind::Cancelled => Code::Cancelled,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
+        ErrorKind::Internal => Code::Internal,
+        ErrorKind::Unimplemented => Code::Unimplemented,
+    }
+}
 
 impl From<EngineError> for Status {
     fn from(error: EngineError) -> Self {
-        let code = match &error {
-            EngineError::InvalidArgument(_)
-            | EngineError::UnknownModel { .. }
-            | EngineError::MessageTooLarge { .. } => Code::InvalidArgument,
-            EngineError::SessionNotFound(_) | EngineError::UnknownTool { .. } => Code::NotFound,
-            EngineError::SessionExists(_) => Code::AlreadyExists,
-            EngineError::MissingToolResults { .. } | EngineError::FailedPrecondition(_) => {
-                Code::FailedPrecondition
-            }
-            EngineError::Conflict(_) => Code::Aborted,
-            EngineError::Cancelled => Code::Cancelled,
-            EngineError::ShuttingDown => Code::Unavailable,
-            EngineError::Model(model) => match model {
-                ModelError::Unavailable { .. } => Code::Unavailable,
-                ModelError::Rejected { .. } | ModelError::ContextTooLong { .. } => {
-                    Code::InvalidArgument
-                }
-                ModelError::Unauthenticated { .. } => Code::Unauthenticated,
-                ModelError::PermissionDenied { .. } => Code::PermissionDenied,
-                ModelError::RateLimited { .. } => Code::ResourceExhausted,
-            },
-            EngineError::Store(store) => match store {
-                StoreError::NotFound(_) => Code::NotFound,
-                StoreError::AlreadyExists(_) => Code::AlreadyExists,
-                StoreError::Conflict(_) => Code::Aborted,
-                StoreError::Unavailable(_) => Code::Unavailable,
-            },
-        };
-        Status::new(code, error.to_string())
+        Status::new(code_of(error.kind()), error.to_string())
     }
 }
 
@@ -50,6 +40,7 @@ impl From<WireError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreError;
 
     #[test]
     fn codes() {
@@ -63,8 +54,15 @@ mod tests {
         assert_eq!(status.code(), Code::FailedPrecondition);
         assert!(status.message().contains("call_1"));
         assert_eq!(
-            Status::from(EngineError::Store(StoreError::Unavailable("down".into()))).code(),
+            Status::from(EngineError::from(StoreError::Unavailable("down".into()))).code(),
             Code::Unavailable
         );
+        let status = Status::from(EngineError::EtagMismatch {
+            session_id: "a".into(),
+            given: "\"1-0\"".into(),
+            current: "\"2-0\"".into(),
+        });
+        assert_eq!(status.code(), Code::Aborted);
+        assert!(status.message().contains("read it again"), "{status:?}");
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::logging::record_session;
+use super::scope::caller_scope;
 use crate::api::convert::{context_from_wire, structured_to_wire, tool_to_wire};
 use crate::api::v1::{self, tool_service_server::ToolService};
 use crate::engine::Engine;
@@ -27,12 +28,13 @@ impl ToolService for ToolApi {
         &self,
         request: Request<v1::ListToolsRequest>,
     ) -> Result<Response<v1::ListToolsResponse>, Status> {
+        let scope = caller_scope(&request);
         let r = request.into_inner();
         let session_tools = if r.session_id.is_empty() {
             Vec::new()
         } else {
             record_session(&r.session_id);
-            let session = self.engine.get_session(&r.session_id).await?;
+            let session = self.engine.get_session(&scope, &r.session_id).await?;
             session.tools.iter().map(tool_to_wire).collect()
         };
         Ok(Response::new(v1::ListToolsResponse {
@@ -50,6 +52,7 @@ impl ToolService for ToolApi {
         &self,
         request: Request<v1::CallToolRequest>,
     ) -> Result<Response<v1::CallToolResponse>, Status> {
+        let scope = caller_scope(&request);
         let r = request.into_inner();
         if r.name.is_empty() {
             return Err(Status::invalid_argument(
@@ -63,7 +66,7 @@ impl ToolService for ToolApi {
         }
         let output = self
             .engine
-            .call_tool(&r.name, &arguments, session_id)
+            .call_tool(&scope, &r.name, &arguments, session_id)
             .await?;
         Ok(Response::new(v1::CallToolResponse {
             content: output.content,

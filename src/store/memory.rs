@@ -8,7 +8,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use super::{SessionStore, StoreError};
-use crate::engine::session::{Session, SharedMessage};
+use crate::domain::TenantId;
+use crate::domain::session::{Session, SharedMessage};
 
 /// One session and its history.
 struct Record {
@@ -16,14 +17,23 @@ struct Record {
     messages: Vec<SharedMessage>,
 }
 
-/// Sessions in a `BTreeMap` (ordered by id, so listing pages by key) behind one mutex.
+/// A record's key: the tenant, then the session id. Ordered that way, one tenant's sessions
+/// are one contiguous range of the map, sorted by id.
+type Key = (TenantId, String);
+
+fn key(tenant: &TenantId, session_id: &str) -> Key {
+    (tenant.clone(), session_id.to_string())
+}
+
+/// Sessions in a `BTreeMap` keyed by (tenant, session id) (ordered, so listing pages by key)
+/// behind one mutex.
 ///
 /// A plain `std::sync::Mutex` suffices: every operation is a short, synchronous map access and
 /// no `.await` ever happens while it is held. Turns are serialized per session by the engine,
 /// not by this lock.
 #[derive(Default)]
 pub struct MemoryStore {
-    records: Mutex<BTreeMap<String, Record>>,
+    records: Mutex<BTreeMap<Key, Record>>,
 }
 
 impl MemoryStore {
@@ -32,7 +42,7 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn records(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Record>> {
+    fn records(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Record>> {
         // A panic while holding the lock cannot leave a record half-written (every write
         // below is a single assignment after all checks), so a poisoned lock is still sound.
         self.records.lock().unwrap_or_else(|e| e.into_inner())
@@ -41,22 +51,32 @@ impl MemoryStore {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
-    async fn get_session(&self, session_id: &str) -> Result<Option<Session>, StoreError> {
-        Ok(self.records().get(session_id).map(|r| r.session.clone()))
+    async fn get_session(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+    ) -> Result<Option<Session>, StoreError> {
+        Ok(self
+            .records()
+            .get(&key(tenant, session_id))
+            .map(|r| r.session.clone()))
     }
 
     async fn list_sessions(
         &self,
+        tenant: &TenantId,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Session>, StoreError> {
         let records = self.records();
+        // The empty id sorts first, so (tenant, "") starts the tenant's range.
         let lower = match after {
-            Some(after) => Bound::Excluded(after),
-            None => Bound::Unbounded,
+            Some(after) => Bound::Excluded(key(tenant, after)),
+            None => Bound::Included(key(tenant, "")),
         };
         Ok(records
-            .range::<str, _>((lower, Bound::Unbounded))
+            .range((lower, Bound::Unbounded))
+            .take_while(|((owner, _), _)| owner == tenant)
             .take(limit)
             .map(|(_, r)| r.session.clone())
             .collect())
@@ -64,6 +84,7 @@ impl SessionStore for MemoryStore {
 
     async fn commit(
         &self,
+        tenant: &TenantId,
         session: &Session,
         expected_version: Option<u64>,
         messages: &[SharedMessage],
@@ -71,12 +92,13 @@ impl SessionStore for MemoryStore {
         let mut records = self.records();
         match expected_version {
             None => {
-                if records.contains_key(&session.id) {
+                let id = key(tenant, &session.id);
+                if records.contains_key(&id) {
                     return Err(StoreError::AlreadyExists(session.id.clone()));
                 }
                 check_continuity(&session.id, 0, messages)?;
                 records.insert(
-                    session.id.clone(),
+                    id,
                     Record {
                         session: session.clone(),
                         messages: messages.to_vec(),
@@ -85,7 +107,7 @@ impl SessionStore for MemoryStore {
             }
             Some(version) => {
                 let record = records
-                    .get_mut(&session.id)
+                    .get_mut(&key(tenant, &session.id))
                     .ok_or_else(|| StoreError::NotFound(session.id.clone()))?;
                 if record.session.version != version {
                     return Err(StoreError::Conflict(session.id.clone()));
@@ -98,21 +120,26 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn delete_session(&self, session_id: &str) -> Result<Option<u64>, StoreError> {
+    async fn delete_session(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+    ) -> Result<Option<u64>, StoreError> {
         Ok(self
             .records()
-            .remove(session_id)
+            .remove(&key(tenant, session_id))
             .map(|r| r.messages.len() as u64))
     }
 
     async fn list_messages(
         &self,
+        tenant: &TenantId,
         session_id: &str,
         from: u64,
         limit: usize,
     ) -> Result<Vec<SharedMessage>, StoreError> {
         let records = self.records();
-        let record = find(&records, session_id)?;
+        let record = find(&records, tenant, session_id)?;
         let from = usize::try_from(from).unwrap_or(usize::MAX);
         Ok(record
             .messages
@@ -125,12 +152,13 @@ impl SessionStore for MemoryStore {
 
     async fn list_messages_before(
         &self,
+        tenant: &TenantId,
         session_id: &str,
         before: u64,
         limit: usize,
     ) -> Result<Vec<SharedMessage>, StoreError> {
         let records = self.records();
-        let record = find(&records, session_id)?;
+        let record = find(&records, tenant, session_id)?;
         let end = usize::try_from(before)
             .unwrap_or(usize::MAX)
             .min(record.messages.len());
@@ -144,12 +172,13 @@ impl SessionStore for MemoryStore {
 
     async fn search_messages(
         &self,
+        tenant: &TenantId,
         session_id: &str,
         query: &str,
         limit: usize,
     ) -> Result<Vec<SharedMessage>, StoreError> {
         let records = self.records();
-        let record = find(&records, session_id)?;
+        let record = find(&records, tenant, session_id)?;
         let needle = query.to_lowercase();
         Ok(record
             .messages
@@ -163,11 +192,11 @@ impl SessionStore for MemoryStore {
 
     async fn delete_expired(&self, now: SystemTime, limit: usize) -> Result<u64, StoreError> {
         let mut records = self.records();
-        let expired: Vec<String> = records
-            .values()
-            .filter(|r| r.session.is_expired(now))
+        let expired: Vec<Key> = records
+            .iter()
+            .filter(|(_, r)| r.session.is_expired(now))
             .take(limit)
-            .map(|r| r.session.id.clone())
+            .map(|(key, _)| key.clone())
             .collect();
         for id in &expired {
             records.remove(id);
@@ -177,11 +206,12 @@ impl SessionStore for MemoryStore {
 }
 
 fn find<'a>(
-    records: &'a BTreeMap<String, Record>,
+    records: &'a BTreeMap<Key, Record>,
+    tenant: &TenantId,
     session_id: &str,
 ) -> Result<&'a Record, StoreError> {
     records
-        .get(session_id)
+        .get(&key(tenant, session_id))
         .ok_or_else(|| StoreError::NotFound(session_id.to_string()))
 }
 

@@ -3,6 +3,10 @@
 //! Every write names the session version it was based on, so a store refuses a stale write
 //! (`StoreError::Conflict`) instead of losing an update. A turn's messages and the session
 //! change it causes are written in one `commit`, all or nothing.
+//!
+//! Tenancy is in the key: every method names the tenant first, and a store keeps each
+//! tenant's sessions apart, so the same session id under two tenants is two sessions, and a
+//! session of another tenant is simply absent (`None`, `NotFound`).
 
 pub mod memory;
 pub mod open;
@@ -12,7 +16,8 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use crate::engine::session::{Session, SharedMessage};
+use crate::domain::TenantId;
+use crate::domain::session::{Session, SharedMessage};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -35,12 +40,17 @@ pub enum StoreError {
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// Returns a session, or `None`.
-    async fn get_session(&self, session_id: &str) -> Result<Option<Session>, StoreError>;
+    async fn get_session(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+    ) -> Result<Option<Session>, StoreError>;
 
     /// Lists up to `limit` sessions with ids greater than `after` (all when `None`), ordered by
     /// id.
     async fn list_sessions(
         &self,
+        tenant: &TenantId,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Session>, StoreError>;
@@ -53,6 +63,7 @@ pub trait SessionStore: Send + Sync {
     /// `Message::index == stored message_count`.
     async fn commit(
         &self,
+        tenant: &TenantId,
         session: &Session,
         expected_version: Option<u64>,
         messages: &[SharedMessage],
@@ -60,11 +71,16 @@ pub trait SessionStore: Send + Sync {
 
     /// Deletes a session with its history; returns how many messages it had, or `None` when
     /// it did not exist.
-    async fn delete_session(&self, session_id: &str) -> Result<Option<u64>, StoreError>;
+    async fn delete_session(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+    ) -> Result<Option<u64>, StoreError>;
 
     /// Up to `limit` messages with `index >= from`, oldest first.
     async fn list_messages(
         &self,
+        tenant: &TenantId,
         session_id: &str,
         from: u64,
         limit: usize,
@@ -74,6 +90,7 @@ pub trait SessionStore: Send + Sync {
     /// walks back from the end and stops when the window is full).
     async fn list_messages_before(
         &self,
+        tenant: &TenantId,
         session_id: &str,
         before: u64,
         limit: usize,
@@ -82,6 +99,7 @@ pub trait SessionStore: Send + Sync {
     /// Up to `limit` messages whose text contains `query` (case-insensitive), newest first.
     async fn search_messages(
         &self,
+        tenant: &TenantId,
         session_id: &str,
         query: &str,
         limit: usize,
@@ -92,13 +110,18 @@ pub trait SessionStore: Send + Sync {
     ///
     /// Stores that only one process can open (memory, SQLite) need no lease beyond the
     /// engine's in-process lock, and return [`SessionLease::local`].
-    async fn lease_session(&self, session_id: &str) -> Result<SessionLease, StoreError> {
-        let _ = session_id;
+    async fn lease_session(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+    ) -> Result<SessionLease, StoreError> {
+        let _ = (tenant, session_id);
         Ok(SessionLease::local())
     }
 
-    /// Deletes up to `limit` sessions (with their histories and pending calls) whose
-    /// `expire_time` is at or before `now`; returns how many went.
+    /// Deletes up to `limit` sessions of any tenant (with their histories and pending calls)
+    /// whose `expire_time` is at or before `now`; returns how many went. Expiry is the server's
+    /// housekeeping, not a caller's operation, so it spans tenants.
     async fn delete_expired(&self, now: SystemTime, limit: usize) -> Result<u64, StoreError>;
 }
 

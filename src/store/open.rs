@@ -15,7 +15,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use super::SessionStore;
 use super::memory::MemoryStore;
 use super::sql::{Pools, SqlStore};
-use crate::config::{StorageConfig, SyncMode};
+use crate::config::{StorageConfig, StoreKind, SyncMode};
 
 /// The schema migrations for SQLite, embedded in the binary.
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -26,34 +26,6 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 pub const SQLITE_FILE: &str = "contextd.db";
 /// The lock file that keeps a second contextd off the same data directory.
 pub const LOCK_FILE: &str = "contextd.lock";
-
-/// Which store to use, as `--store` names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreKind {
-    /// Nothing survives the process.
-    Memory,
-    /// `<data_dir>/contextd.db`.
-    Sqlite,
-    /// A PostgreSQL database URL (`postgres://user@host:port/db`).
-    Postgres(String),
-}
-
-impl FromStr for StoreKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "memory" => Ok(StoreKind::Memory),
-            "sqlite" => Ok(StoreKind::Sqlite),
-            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                Ok(StoreKind::Postgres(url.to_string()))
-            }
-            other => Err(format!(
-                "unknown store {other:?}: use \"sqlite\" (the default, in --data-dir), \"memory\", or a postgres://user@host:port/database URL"
-            )),
-        }
-    }
-}
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]

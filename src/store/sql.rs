@@ -32,13 +32,11 @@ use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, SqlitePool};
 
 use super::{SessionLease, SessionStore, StoreError};
-use crate::engine::session::{
+use crate::domain::TenantId;
+use crate::domain::session::{
     Context, Message, PendingTurn, Role, Session, SharedMessage, ToolCall, ToolSpec, Usage,
     WindowState,
 };
-
-/// The tenant every row belongs to until requests carry an authenticated tenant.
-pub const DEFAULT_TENANT: &str = "default";
 
 /// The open database.
 pub(crate) enum Pools {
@@ -87,15 +85,11 @@ macro_rules! select_messages {
 /// Sessions and histories in SQLite or PostgreSQL.
 pub struct SqlStore {
     pools: Pools,
-    tenant: String,
 }
 
 impl SqlStore {
     pub(crate) fn new(pools: Pools) -> Self {
-        Self {
-            pools,
-            tenant: DEFAULT_TENANT.to_string(),
-        }
+        Self { pools }
     }
 
     /// Closes every connection, waiting for checked-out ones to come back.
@@ -112,13 +106,17 @@ impl SqlStore {
         }
     }
 
-    async fn pending_calls(&self, session_id: &str) -> Result<Vec<ToolCall>, StoreError> {
+    async fn pending_calls(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+    ) -> Result<Vec<ToolCall>, StoreError> {
         let rows: Vec<CallRow> = on_pool!(&self.pools, read, |pool| {
             sqlx::query_as(
                 "SELECT call_id, name, arguments FROM pending_tool_calls
                  WHERE tenant_id = $1 AND session_id = $2 ORDER BY position",
             )
-            .bind(&self.tenant)
+            .bind(tenant.as_str())
             .bind(session_id)
             .fetch_all(pool)
             .await
@@ -127,9 +125,13 @@ impl SqlStore {
         rows.into_iter().map(CallRow::into_call).collect()
     }
 
-    async fn with_pending(&self, row: SessionRow) -> Result<Session, StoreError> {
+    async fn with_pending(
+        &self,
+        tenant: &TenantId,
+        row: SessionRow,
+    ) -> Result<Session, StoreError> {
         let calls = match row.pending_turn {
-            Some(_) => self.pending_calls(&row.session_id).await?,
+            Some(_) => self.pending_calls(tenant, &row.session_id).await?,
             None => Vec::new(),
         };
         row.into_session(calls)
@@ -138,29 +140,34 @@ impl SqlStore {
 
 #[async_trait]
 impl SessionStore for SqlStore {
-    async fn get_session(&self, session_id: &str) -> Result<Option<Session>, StoreError> {
+    async fn get_session(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+    ) -> Result<Option<Session>, StoreError> {
         let row: Option<SessionRow> = on_pool!(&self.pools, read, |pool| {
             sqlx::query_as(SELECT_SESSION)
-                .bind(&self.tenant)
+                .bind(tenant.as_str())
                 .bind(session_id)
                 .fetch_optional(pool)
                 .await
         })
         .map_err(unavailable)?;
         match row {
-            Some(row) => Ok(Some(self.with_pending(row).await?)),
+            Some(row) => Ok(Some(self.with_pending(tenant, row).await?)),
             None => Ok(None),
         }
     }
 
     async fn list_sessions(
         &self,
+        tenant: &TenantId,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Session>, StoreError> {
         let rows: Vec<SessionRow> = on_pool!(&self.pools, read, |pool| {
             sqlx::query_as(LIST_SESSIONS)
-                .bind(&self.tenant)
+                .bind(tenant.as_str())
                 .bind(after.unwrap_or(""))
                 .bind(to_i64(limit as u64))
                 .fetch_all(pool)
@@ -169,13 +176,14 @@ impl SessionStore for SqlStore {
         .map_err(unavailable)?;
         let mut sessions = Vec::with_capacity(rows.len());
         for row in rows {
-            sessions.push(self.with_pending(row).await?);
+            sessions.push(self.with_pending(tenant, row).await?);
         }
         Ok(sessions)
     }
 
     async fn commit(
         &self,
+        tenant: &TenantId,
         session: &Session,
         expected_version: Option<u64>,
         messages: &[SharedMessage],
@@ -204,7 +212,7 @@ impl SessionStore for SqlStore {
                 .collect::<Result<_, StoreError>>()?,
             None => Vec::new(),
         };
-        let tenant = self.tenant.as_str();
+        let tenant = tenant.as_str();
         let id = session.id.as_str();
         let pending_turn = session.pending.as_ref().map(|p| p.turn_id.as_str());
         let pending_steps = session.pending.as_ref().map_or(0, |p| i64::from(p.steps));
@@ -328,8 +336,12 @@ impl SessionStore for SqlStore {
         })
     }
 
-    async fn delete_session(&self, session_id: &str) -> Result<Option<u64>, StoreError> {
-        let tenant = self.tenant.as_str();
+    async fn delete_session(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let tenant = tenant.as_str();
         on_pool!(&self.pools, write, |pool| {
             let mut tx = pool.begin().await.map_err(unavailable)?;
             let count: Option<i64> = sqlx::query_scalar(
@@ -362,13 +374,14 @@ impl SessionStore for SqlStore {
 
     async fn list_messages(
         &self,
+        tenant: &TenantId,
         session_id: &str,
         from: u64,
         limit: usize,
     ) -> Result<Vec<SharedMessage>, StoreError> {
         let rows: Vec<MessageRow> = on_pool!(&self.pools, read, |pool| {
             sqlx::query_as(select_messages!("idx >= $3 ORDER BY idx LIMIT $4"))
-                .bind(&self.tenant)
+                .bind(tenant.as_str())
                 .bind(session_id)
                 .bind(to_i64(from))
                 .bind(to_i64(limit as u64))
@@ -376,18 +389,19 @@ impl SessionStore for SqlStore {
                 .await
         })
         .map_err(unavailable)?;
-        self.messages_of(session_id, rows).await
+        self.messages_of(tenant, session_id, rows).await
     }
 
     async fn list_messages_before(
         &self,
+        tenant: &TenantId,
         session_id: &str,
         before: u64,
         limit: usize,
     ) -> Result<Vec<SharedMessage>, StoreError> {
         let rows: Vec<MessageRow> = on_pool!(&self.pools, read, |pool| {
             sqlx::query_as(select_messages!("idx < $3 ORDER BY idx DESC LIMIT $4"))
-                .bind(&self.tenant)
+                .bind(tenant.as_str())
                 .bind(session_id)
                 .bind(to_i64(before))
                 .bind(to_i64(limit as u64))
@@ -395,11 +409,12 @@ impl SessionStore for SqlStore {
                 .await
         })
         .map_err(unavailable)?;
-        self.messages_of(session_id, rows).await
+        self.messages_of(tenant, session_id, rows).await
     }
 
     async fn search_messages(
         &self,
+        tenant: &TenantId,
         session_id: &str,
         query: &str,
         limit: usize,
@@ -411,7 +426,7 @@ impl SessionStore for SqlStore {
                 sqlx::query_as(select_messages!(
                     "content LIKE $3 ESCAPE '\\' ORDER BY idx DESC LIMIT $4"
                 ))
-                .bind(&self.tenant)
+                .bind(tenant.as_str())
                 .bind(session_id)
                 .bind(&pattern)
                 .bind(to_i64(limit as u64))
@@ -422,7 +437,7 @@ impl SessionStore for SqlStore {
                 sqlx::query_as(select_messages!(
                     "content ILIKE $3 ESCAPE '\\' ORDER BY idx DESC LIMIT $4"
                 ))
-                .bind(&self.tenant)
+                .bind(tenant.as_str())
                 .bind(session_id)
                 .bind(&pattern)
                 .bind(to_i64(limit as u64))
@@ -431,14 +446,18 @@ impl SessionStore for SqlStore {
             }
         }
         .map_err(unavailable)?;
-        self.messages_of(session_id, rows).await
+        self.messages_of(tenant, session_id, rows).await
     }
 
-    async fn lease_session(&self, session_id: &str) -> Result<SessionLease, StoreError> {
+    async fn lease_session(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+    ) -> Result<SessionLease, StoreError> {
         let Pools::Postgres { locks, .. } = &self.pools else {
             return Ok(SessionLease::local());
         };
-        let key = format!("{}/{}", self.tenant, session_id);
+        let key = format!("{tenant}/{session_id}");
         let mut waiting = Waiting(Some(locks.acquire().await.map_err(unavailable)?));
         let conn = waiting.0.as_mut().expect("set above");
         sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
@@ -454,22 +473,21 @@ impl SessionStore for SqlStore {
     }
 
     async fn delete_expired(&self, now: SystemTime, limit: usize) -> Result<u64, StoreError> {
-        let tenant = self.tenant.as_str();
         let now = micros(now);
         on_pool!(&self.pools, write, |pool| {
             let mut tx = pool.begin().await.map_err(unavailable)?;
-            let ids: Vec<String> = sqlx::query_scalar(
-                "SELECT session_id FROM sessions
-                 WHERE tenant_id = $1 AND expire_time IS NOT NULL AND expire_time <= $2
-                 ORDER BY expire_time LIMIT $3",
+            // Every tenant's: expiry is housekeeping, not a caller's request.
+            let keys: Vec<(String, String)> = sqlx::query_as(
+                "SELECT tenant_id, session_id FROM sessions
+                 WHERE expire_time IS NOT NULL AND expire_time <= $1
+                 ORDER BY expire_time LIMIT $2",
             )
-            .bind(tenant)
             .bind(now)
             .bind(to_i64(limit as u64))
             .fetch_all(&mut *tx)
             .await
             .map_err(unavailable)?;
-            for id in &ids {
+            for (tenant, id) in &keys {
                 for statement in [
                     "DELETE FROM messages WHERE tenant_id = $1 AND session_id = $2",
                     "DELETE FROM pending_tool_calls WHERE tenant_id = $1 AND session_id = $2",
@@ -484,7 +502,7 @@ impl SessionStore for SqlStore {
                 }
             }
             tx.commit().await.map_err(unavailable)?;
-            Ok(ids.len() as u64)
+            Ok(keys.len() as u64)
         })
     }
 }
@@ -492,10 +510,11 @@ impl SessionStore for SqlStore {
 impl SqlStore {
     async fn messages_of(
         &self,
+        tenant: &TenantId,
         session_id: &str,
         rows: Vec<MessageRow>,
     ) -> Result<Vec<SharedMessage>, StoreError> {
-        if rows.is_empty() && !self.session_exists(session_id).await? {
+        if rows.is_empty() && !self.session_exists(tenant, session_id).await? {
             return Err(StoreError::NotFound(session_id.to_string()));
         }
         rows.into_iter()
@@ -503,10 +522,14 @@ impl SqlStore {
             .collect()
     }
 
-    async fn session_exists(&self, session_id: &str) -> Result<bool, StoreError> {
+    async fn session_exists(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+    ) -> Result<bool, StoreError> {
         let found: Option<i64> = on_pool!(&self.pools, read, |pool| {
             sqlx::query_scalar("SELECT 1 FROM sessions WHERE tenant_id = $1 AND session_id = $2")
-                .bind(&self.tenant)
+                .bind(tenant.as_str())
                 .bind(session_id)
                 .fetch_optional(pool)
                 .await

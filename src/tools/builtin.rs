@@ -4,9 +4,9 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::{ServerTool, ToolOutput, ToolProvider, ToolScope};
-use crate::engine::patch::merge_context;
-use crate::engine::session::{Context, ToolSpec};
-use crate::engine::validate::measure_context;
+use crate::domain::measure::measure_context;
+use crate::domain::patch::merge_context;
+use crate::domain::session::{Context, ToolSpec};
 
 /// Name of the tool that reads the session context.
 pub const CONTEXT_GET: &str = "context_get";
@@ -167,7 +167,7 @@ async fn history_search(arguments: &Context, scope: &ToolScope<'_>) -> ToolOutpu
     };
     match scope
         .store
-        .search_messages(scope.session_id, query, limit as usize)
+        .search_messages(scope.tenant, scope.session_id, query, limit as usize)
         .await
     {
         Ok(found) => {

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::engine::session::{Context, ToolSpec};
+use crate::domain::TenantId;
+use crate::domain::session::{Context, ToolSpec};
 use crate::store::SessionStore;
 
 /// What a tool returned.
@@ -48,6 +49,8 @@ impl ToolOutput {
 /// The session a tool works on. In a turn, `context` is the turn's working copy, so what a
 /// tool changes is stored with the turn (or dropped with it).
 pub struct ToolScope<'a> {
+    /// The tenant the session belongs to (the caller's).
+    pub tenant: &'a TenantId,
     /// The session.
     pub session_id: &'a str,
     /// The session's context, writable.

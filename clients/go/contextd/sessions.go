@@ -33,6 +33,9 @@ type SessionUpdate struct {
 	// Labels are added or replaced; RemoveLabels are removed.
 	Labels       map[string]string
 	RemoveLabels []string
+	// Etag, when not empty, applies the update only while the session's etag is still this
+	// one (code Aborted otherwise).
+	Etag string
 }
 
 // SessionPage is one page of ListSessions.
@@ -128,6 +131,7 @@ func (c *Client) UpdateSession(ctx context.Context, id string, update SessionUpd
 		MaxContextTokens: update.MaxContextTokens,
 		Labels:           update.Labels,
 		RemoveLabels:     update.RemoveLabels,
+		Etag:             update.Etag,
 	}
 	if update.Tools != nil {
 		tools, err := toolsToWire(*update.Tools)
@@ -146,7 +150,14 @@ func (c *Client) UpdateSession(ctx context.Context, id string, update SessionUpd
 // DeleteSession deletes a session with its history and returns how many messages went with
 // it; code NotFound when it does not exist.
 func (c *Client) DeleteSession(ctx context.Context, id string) (uint64, error) {
-	resp, err := c.sessions.DeleteSession(ctx, &contextdv1.DeleteSessionRequest{SessionId: id})
+	return c.DeleteSessionIf(ctx, id, "")
+}
+
+// DeleteSessionIf deletes a session only while its etag is still etag (code Aborted when it
+// changed since it was read); an empty etag deletes unconditionally. It returns how many
+// messages were deleted.
+func (c *Client) DeleteSessionIf(ctx context.Context, id, etag string) (uint64, error) {
+	resp, err := c.sessions.DeleteSession(ctx, &contextdv1.DeleteSessionRequest{SessionId: id, Etag: etag})
 	if err != nil {
 		return 0, err
 	}

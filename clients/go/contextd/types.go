@@ -77,6 +77,9 @@ type Session struct {
 	Usage Usage
 	// MaxContextTokens is the window size in tokens.
 	MaxContextTokens uint32
+	// Etag changes with every write; pass it in SessionUpdate.Etag or to DeleteSessionIf to
+	// make the change conditional (code Aborted when the session changed meanwhile).
+	Etag string
 }
 
 // AwaitingToolResults tells whether the session waits for results of PendingToolCalls.
@@ -218,6 +221,7 @@ func sessionFromWire(s *contextdv1.Session) *Session {
 		PendingToolCalls: toolCallsFromWire(s.GetPendingToolCalls()),
 		Usage:            usageFromWire(s.GetUsage()),
 		MaxContextTokens: s.GetMaxContextTokens(),
+		Etag:             s.GetEtag(),
 	}
 }
 

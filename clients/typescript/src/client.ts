@@ -99,6 +99,8 @@ export interface SessionUpdate {
   maxContextTokens?: number;
   labels?: Record<string, string>;
   removeLabels?: string[];
+  /** Apply only while the session's `etag` is still this one (ABORTED otherwise). */
+  etag?: string;
 }
 
 /** One turn's input. */
@@ -230,13 +232,17 @@ export class ContextdClient {
       labels: update.labels,
       removeLabels: update.removeLabels,
       tools: update.tools === undefined ? undefined : { tools: update.tools },
+      etag: update.etag,
     };
     return required((await this.sessions.updateSession(request, { timeoutMs: this.timeoutMs })).session);
   }
 
-  /** Deletes a session; resolves to how many messages it had. */
-  async deleteSession(sessionId: string): Promise<number> {
-    const response = await this.sessions.deleteSession({ sessionId }, { timeoutMs: this.timeoutMs });
+  /**
+   * Deletes a session; resolves to how many messages it had. With `etag`, only while the
+   * session's etag is still that one (ABORTED otherwise).
+   */
+  async deleteSession(sessionId: string, options: { etag?: string } = {}): Promise<number> {
+    const response = await this.sessions.deleteSession({ sessionId, etag: options.etag }, { timeoutMs: this.timeoutMs });
     return Number(response.deletedMessages);
   }
 

@@ -73,9 +73,10 @@ def update_session(
     max_context_tokens: int | None,
     labels: Mapping[str, str] | None,
     remove_labels: Iterable[str],
+    etag: str | None = None,
 ) -> session_pb2.UpdateSessionRequest:
     request = session_pb2.UpdateSessionRequest(
-        session_id=session_id, labels=dict(labels or {}), remove_labels=list(remove_labels)
+        session_id=session_id, labels=dict(labels or {}), remove_labels=list(remove_labels), etag=etag or ""
     )
     if context is not None:
         request.context.CopyFrom(dict_to_struct(context))

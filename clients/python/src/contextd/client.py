@@ -145,17 +145,19 @@ class Client:
         max_context_tokens: int | None = None,
         labels: Mapping[str, str] | None = None,
         remove_labels: Iterable[str] = (),
+        etag: str | None = None,
     ) -> Session:
         """Changes a session: ``context`` is a JSON merge patch (``None`` values delete keys);
         the other arguments replace what they name when given."""
         request = _requests.update_session(
-            session_id, context, system_prompt, tools, model, max_context_tokens, labels, remove_labels
+            session_id, context, system_prompt, tools, model, max_context_tokens, labels, remove_labels, etag
         )
         return Session.from_proto(self._call(self._sessions.UpdateSession, request).session)
 
-    def delete_session(self, session_id: str) -> int:
-        """Deletes a session; returns how many messages it had."""
-        request = session_pb2.DeleteSessionRequest(session_id=session_id)
+    def delete_session(self, session_id: str, *, etag: str | None = None) -> int:
+        """Deletes a session; returns how many messages it had. With ``etag``, only while the
+        session's etag is still that one (ABORTED otherwise)."""
+        request = session_pb2.DeleteSessionRequest(session_id=session_id, etag=etag or "")
         deleted: int = self._call(self._sessions.DeleteSession, request).deleted_messages
         return deleted
 

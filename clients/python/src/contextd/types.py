@@ -167,6 +167,9 @@ class Session:
     pending_tool_calls: list[ToolCall]
     usage: Usage
     max_context_tokens: int
+    #: Opaque version tag; changes with every write. Pass it to ``update_session`` or
+    #: ``delete_session`` to make them conditional (ABORTED when the session changed).
+    etag: str = ""
 
     @classmethod
     def from_proto(cls, m: common_pb2.Session) -> Session:
@@ -184,6 +187,7 @@ class Session:
             pending_tool_calls=[ToolCall.from_proto(c) for c in m.pending_tool_calls],
             usage=Usage.from_proto(m.usage),
             max_context_tokens=m.max_context_tokens,
+            etag=m.etag,
         )
 
 

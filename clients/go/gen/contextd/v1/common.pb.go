@@ -699,8 +699,15 @@ type Session struct {
 	// provider reported (for models whose tokenizer is not public, such as Anthropic's). 0: not
 	// measured; the model's own first estimate applies.
 	TokenEstimateScale float64 `protobuf:"fixed64,22,opt,name=token_estimate_scale,json=tokenEstimateScale,proto3" json:"token_estimate_scale,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Opaque version tag of the session (AIP-154): it changes with every write to the session
+	// (a turn, an update, a tool that changes the context) and is never reused for another
+	// state of the same session, even after the session is deleted and created again. Send it
+	// back in `UpdateSessionRequest.etag` or `DeleteSessionRequest.etag` to make the change
+	// conditional: it is refused with ABORTED when the session changed since it was read.
+	// Compare it only for equality; its format may change.
+	Etag          string `protobuf:"bytes,23,opt,name=etag,proto3" json:"etag,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -850,6 +857,13 @@ func (x *Session) GetTokenEstimateScale() float64 {
 		return x.TokenEstimateScale
 	}
 	return 0
+}
+
+func (x *Session) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
 }
 
 // Window management settings of a session.
@@ -1032,7 +1046,7 @@ const file_contextd_v1_common_proto_rawDesc = "" +
 	"\vtoken_count\x18\t \x01(\rR\n" +
 	"tokenCount\x12\x17\n" +
 	"\aturn_id\x18\n" +
-	" \x01(\tR\x06turnId\"\x86\a\n" +
+	" \x01(\tR\x06turnId\"\x9a\a\n" +
 	"\aSession\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12#\n" +
@@ -1055,7 +1069,8 @@ const file_contextd_v1_common_proto_rawDesc = "" +
 	"expireTime\x123\n" +
 	"\x06window\x18\x14 \x01(\v2\x1b.contextd.v1.WindowSettingsR\x06window\x125\n" +
 	"\asummary\x18\x15 \x01(\v2\x1b.contextd.v1.ContextSummaryR\asummary\x120\n" +
-	"\x14token_estimate_scale\x18\x16 \x01(\x01R\x12tokenEstimateScale\x1a9\n" +
+	"\x14token_estimate_scale\x18\x16 \x01(\x01R\x12tokenEstimateScale\x12\x12\n" +
+	"\x04etag\x18\x17 \x01(\tR\x04etag\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb4\x01\n" +

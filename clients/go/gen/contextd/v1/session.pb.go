@@ -537,7 +537,12 @@ type UpdateSessionRequest struct {
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	// When set, replaces the window settings. The running summary is kept (it is shown again
 	// when the strategy is `WINDOW_STRATEGY_SUMMARIZE`).
-	Window        *WindowSettings `protobuf:"bytes,20,opt,name=window,proto3" json:"window,omitempty"`
+	Window *WindowSettings `protobuf:"bytes,20,opt,name=window,proto3" json:"window,omitempty"`
+	// When set, the update applies only if the session's current `Session.etag` is this value;
+	// otherwise it is refused with ABORTED and nothing changes: read the session again
+	// (GetSession), reapply the change to what you read, and retry with its etag. Empty: the
+	// update applies whatever the session's state.
+	Etag          string `protobuf:"bytes,10,opt,name=etag,proto3" json:"etag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -642,6 +647,13 @@ func (x *UpdateSessionRequest) GetWindow() *WindowSettings {
 	return nil
 }
 
+func (x *UpdateSessionRequest) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
 // Response of `UpdateSession`.
 type UpdateSessionResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -692,7 +704,11 @@ func (x *UpdateSessionResponse) GetSession() *Session {
 type DeleteSessionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The session to delete.
-	SessionId     string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// When set, the session is deleted only if its current `Session.etag` is this value;
+	// otherwise the request is refused with ABORTED and nothing is deleted: read the session
+	// again (GetSession) and decide with what it holds now. Empty: delete whatever its state.
+	Etag          string `protobuf:"bytes,2,opt,name=etag,proto3" json:"etag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -730,6 +746,13 @@ func (*DeleteSessionRequest) Descriptor() ([]byte, []int) {
 func (x *DeleteSessionRequest) GetSessionId() string {
 	if x != nil {
 		return x.SessionId
+	}
+	return ""
+}
+
+func (x *DeleteSessionRequest) GetEtag() string {
+	if x != nil {
+		return x.Etag
 	}
 	return ""
 }
@@ -1218,7 +1241,7 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"\bsessions\x18\x01 \x03(\v2\x14.contextd.v1.SessionR\bsessions\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"G\n" +
 	"\x12ToolDefinitionList\x121\n" +
-	"\x05tools\x18\x01 \x03(\v2\x1b.contextd.v1.ToolDefinitionR\x05tools\"\xe3\x04\n" +
+	"\x05tools\x18\x01 \x03(\v2\x1b.contextd.v1.ToolDefinitionR\x05tools\"\xf7\x04\n" +
 	"\x14UpdateSessionRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x121\n" +
@@ -1231,7 +1254,9 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"\rremove_labels\x18\b \x03(\tR\fremoveLabels\x12;\n" +
 	"\vexpire_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x123\n" +
-	"\x06window\x18\x14 \x01(\v2\x1b.contextd.v1.WindowSettingsR\x06window\x1a9\n" +
+	"\x06window\x18\x14 \x01(\v2\x1b.contextd.v1.WindowSettingsR\x06window\x12\x12\n" +
+	"\x04etag\x18\n" +
+	" \x01(\tR\x04etag\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x10\n" +
@@ -1239,10 +1264,11 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"\x06_modelB\x15\n" +
 	"\x13_max_context_tokens\"G\n" +
 	"\x15UpdateSessionResponse\x12.\n" +
-	"\asession\x18\x01 \x01(\v2\x14.contextd.v1.SessionR\asession\"5\n" +
+	"\asession\x18\x01 \x01(\v2\x14.contextd.v1.SessionR\asession\"I\n" +
 	"\x14DeleteSessionRequest\x12\x1d\n" +
 	"\n" +
-	"session_id\x18\x01 \x01(\tR\tsessionId\"B\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x12\n" +
+	"\x04etag\x18\x02 \x01(\tR\x04etag\"B\n" +
 	"\x15DeleteSessionResponse\x12)\n" +
 	"\x10deleted_messages\x18\x01 \x01(\x04R\x0fdeletedMessages\"p\n" +
 	"\x13ListMessagesRequest\x12\x1d\n" +

@@ -98,7 +98,7 @@ class ToolDefinitionList(_message.Message):
     def __init__(self, tools: _Optional[_Iterable[_Union[_common_pb2.ToolDefinition, _Mapping]]] = ...) -> None: ...
 
 class UpdateSessionRequest(_message.Message):
-    __slots__ = ("session_id", "context", "system_prompt", "tools", "model", "max_context_tokens", "labels", "remove_labels", "expire_time", "window")
+    __slots__ = ("session_id", "context", "system_prompt", "tools", "model", "max_context_tokens", "labels", "remove_labels", "expire_time", "window", "etag")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +116,7 @@ class UpdateSessionRequest(_message.Message):
     REMOVE_LABELS_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     context: _struct_pb2.Struct
     system_prompt: str
@@ -126,7 +127,8 @@ class UpdateSessionRequest(_message.Message):
     remove_labels: _containers.RepeatedScalarFieldContainer[str]
     expire_time: _timestamp_pb2.Timestamp
     window: _common_pb2.WindowSettings
-    def __init__(self, session_id: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., system_prompt: _Optional[str] = ..., tools: _Optional[_Union[ToolDefinitionList, _Mapping]] = ..., model: _Optional[str] = ..., max_context_tokens: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., remove_labels: _Optional[_Iterable[str]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[_common_pb2.WindowSettings, _Mapping]] = ...) -> None: ...
+    etag: str
+    def __init__(self, session_id: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., system_prompt: _Optional[str] = ..., tools: _Optional[_Union[ToolDefinitionList, _Mapping]] = ..., model: _Optional[str] = ..., max_context_tokens: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., remove_labels: _Optional[_Iterable[str]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[_common_pb2.WindowSettings, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class UpdateSessionResponse(_message.Message):
     __slots__ = ("session",)
@@ -135,10 +137,12 @@ class UpdateSessionResponse(_message.Message):
     def __init__(self, session: _Optional[_Union[_common_pb2.Session, _Mapping]] = ...) -> None: ...
 
 class DeleteSessionRequest(_message.Message):
-    __slots__ = ("session_id",)
+    __slots__ = ("session_id", "etag")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     session_id: str
-    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+    etag: str
+    def __init__(self, session_id: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class DeleteSessionResponse(_message.Message):
     __slots__ = ("deleted_messages",)

@@ -285,12 +285,25 @@ public final class ContextdClient implements AutoCloseable {
     if (u.maxContextTokens != null) {
       b.setMaxContextTokens(u.maxContextTokens);
     }
+    if (u.etag != null) {
+      b.setEtag(u.etag);
+    }
     return Session.fromWire(sessions.updateSession(b.build()).getSession());
   }
 
   /** Deletes a session with its history; returns how many messages went with it. */
   public long deleteSession(String id) {
-    return sessions.deleteSession(DeleteSessionRequest.newBuilder().setSessionId(id).build()).getDeletedMessages();
+    return deleteSession(id, "");
+  }
+
+  /**
+   * Deletes a session only while its etag is still {@code etag} (ABORTED when it changed since it
+   * was read; empty: unconditionally); returns how many messages went with it.
+   */
+  public long deleteSession(String id, String etag) {
+    return sessions
+        .deleteSession(DeleteSessionRequest.newBuilder().setSessionId(id).setEtag(etag).build())
+        .getDeletedMessages();
   }
 
   /** A session's whole history, oldest first. */

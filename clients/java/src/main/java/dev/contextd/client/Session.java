@@ -21,6 +21,9 @@ import java.util.Map;
  * @param pendingToolCalls the calls it waits for
  * @param usage tokens used so far
  * @param maxContextTokens window size in tokens
+ * @param etag changes with every write; pass it to {@link SessionUpdate#etag} or {@link
+ *     ContextdClient#deleteSession(String, String)} to make the change conditional (ABORTED when
+ *     the session changed meanwhile)
  */
 public record Session(
     String id,
@@ -35,7 +38,8 @@ public record Session(
     SessionState state,
     List<ToolCall> pendingToolCalls,
     Usage usage,
-    int maxContextTokens) {
+    int maxContextTokens,
+    String etag) {
 
   /** True when the session waits for results of {@link #pendingToolCalls()}. */
   public boolean awaitingToolResults() {
@@ -56,6 +60,7 @@ public record Session(
         s.getState(),
         s.getPendingToolCallsList().stream().map(ToolCall::fromWire).toList(),
         Usage.fromWire(s.getUsage()),
-        s.getMaxContextTokens());
+        s.getMaxContextTokens(),
+        s.getEtag());
   }
 }

@@ -12,6 +12,7 @@ public final class SessionUpdate {
   List<Tool> tools;
   String model;
   Integer maxContextTokens;
+  String etag;
   final Map<String, String> labels = new LinkedHashMap<>();
   final List<String> removeLabels = new ArrayList<>();
 
@@ -62,6 +63,14 @@ public final class SessionUpdate {
   /** Removes a label. */
   public SessionUpdate removeLabel(String key) {
     removeLabels.add(key);
+    return this;
+  }
+
+  /**
+   * Applies the update only while the session's etag is still {@code etag} (ABORTED otherwise).
+   */
+  public SessionUpdate etag(String etag) {
+    this.etag = etag;
     return this;
   }
 }

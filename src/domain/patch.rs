@@ -8,7 +8,7 @@ use super::session::Context;
 /// deletes a key, anything else replaces the value.
 ///
 /// ```
-/// use contextd::engine::patch::apply_merge_patch;
+/// use contextd::domain::patch::apply_merge_patch;
 /// use serde_json::json;
 ///
 /// let mut context = json!({"user": {"name": "John", "city": "Oslo"}, "topic": "x"});

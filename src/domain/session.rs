@@ -149,6 +149,18 @@ impl Session {
         }
     }
 
+    /// The session's entity tag (AIP-154): a quoted string made of its stored version and its
+    /// creation time, `"<version>-<create time in µs, hex>"`. The version changes with every
+    /// write; the creation time tells apart a session deleted and created again under the same
+    /// id, whose version starts over. Clients treat it as opaque and compare it for equality.
+    pub fn etag(&self) -> String {
+        let created = self
+            .create_time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        format!("\"{}-{created:x}\"", self.version)
+    }
+
     /// Whether the session waits for tool results.
     pub fn state(&self) -> SessionState {
         if self.pending.is_some() {
