@@ -229,6 +229,19 @@ async fn health_and_unknown_paths() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, json!({"status": "SERVING"}));
     }
+    let (status, body) = http.get("/api/mcp/status").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["store"], "memory");
+    assert_eq!(body["models"], json!(["echo"]));
+    assert_eq!(body["sessions"], 0);
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    assert!(body["uptimeSeconds"].is_u64());
+    http.post(
+        "/api/mcp/interact",
+        json!({"sessionId": "st", "message": "hi"}),
+    )
+    .await;
+    assert_eq!(http.get("/api/mcp/status").await.1["sessions"], 1);
     let (status, openapi) = http.get("/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(openapi["openapi"], "3.0.3");
@@ -379,6 +392,37 @@ async fn session_routes_and_their_errors() {
         kinds.last().map(String::as_str),
         Some("CONTEXT_ENTRY_KIND_USER_MESSAGE")
     );
+
+    // Conditional writes: a stale etag is 409 ABORTED and changes nothing.
+    let (_, current) = http.get("/v1/sessions/s%3A1").await;
+    let etag = current["session"]["etag"].as_str().unwrap().to_owned();
+    assert!(!etag.is_empty());
+    let (status, changed) = http
+        .send(
+            "PATCH",
+            "/v1/sessions/s%3A1",
+            Some(json!({"etag": etag, "systemPrompt": "Be kind."})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_ne!(changed["session"]["etag"], etag);
+    let reply = http
+        .send(
+            "PATCH",
+            "/v1/sessions/s%3A1",
+            Some(json!({"etag": etag, "systemPrompt": "Be rude."})),
+        )
+        .await;
+    expect_error(&reply, 409, "ABORTED");
+    expect_error(
+        &http
+            .send("DELETE", &format!("/v1/sessions/s%3A1?etag={etag}"), None)
+            .await,
+        409,
+        "ABORTED",
+    );
+    let (_, after) = http.get("/v1/sessions/s%3A1").await;
+    assert_eq!(after["session"]["systemPrompt"], "Be kind.");
 
     // Delete, then it is gone.
     let (status, deleted) = http.send("DELETE", "/v1/sessions/s%3A1", None).await;

@@ -36,8 +36,8 @@ pub use sessions::{NewSession, SessionUpdate, WindowSettings};
 pub use turn::{NoSink, SinkClosed, TurnEvent, TurnOutcome, TurnRequest, TurnSink};
 
 use crate::config::{EngineConfig, Limits};
-use crate::domain::TenantId;
 use crate::domain::session::{self, Session};
+use crate::domain::{Scope, TenantId};
 use crate::model::{ModelBackend, ModelInfo, ModelRegistry};
 use crate::store::{SessionLease, SessionStore};
 use crate::tools::ToolRegistry;
@@ -121,6 +121,14 @@ impl Engine {
     /// Deletes up to `limit` expired sessions; returns how many went.
     pub async fn sweep_expired(&self, limit: usize) -> Result<u64, EngineError> {
         Ok(self.store.delete_expired(session::now(), limit).await?)
+    }
+
+    /// How many live sessions the caller's tenant has.
+    pub async fn count_sessions(&self, scope: &Scope) -> Result<u64, EngineError> {
+        Ok(self
+            .store
+            .count_sessions(&scope.tenant, session::now())
+            .await?)
     }
 
     /// The limits this engine enforces.

@@ -32,8 +32,10 @@ use tower::ServiceExt;
 use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
+use crate::engine::Engine;
 use crate::server::logging::DOOR_HEADER;
+use crate::server::scope::scope_of_headers;
 use crate::server::shutdown::Lifecycle;
 use error::ApiError;
 use grpc::{CallOptions, GrpcCaller};
@@ -61,12 +63,19 @@ pub struct JsonDoors {
     keep_alive: Duration,
     lifecycle: Lifecycle,
     started: Instant,
+    engine: Arc<Engine>,
+    store: &'static str,
 }
 
 impl JsonDoors {
     /// The JSON doors in front of `grpc` (tonic's routes with their layers), configured by
-    /// `config`, reporting health from `lifecycle`.
-    pub fn new(config: &Config, grpc: Router, lifecycle: Lifecycle) -> Result<Self, String> {
+    /// `config`, reporting health from `lifecycle` and status from `engine`.
+    pub(crate) fn new(
+        config: &Config,
+        grpc: Router,
+        lifecycle: Lifecycle,
+        engine: Arc<Engine>,
+    ) -> Result<Self, String> {
         let pool = DescriptorPool::decode(crate::api::FILE_DESCRIPTOR_SET)
             .map_err(|e| format!("cannot read the descriptors: {e}"))?;
         let message = |name: &str| {
@@ -87,6 +96,12 @@ impl JsonDoors {
             keep_alive: Duration::from_millis(config.http.sse_keep_alive_ms),
             lifecycle,
             started: Instant::now(),
+            engine,
+            store: match config.store_kind().map_err(|e| e.to_string())? {
+                StoreKind::Memory => "memory",
+                StoreKind::Sqlite => "sqlite",
+                StoreKind::Postgres(_) => "postgres",
+            },
         })
     }
 
@@ -97,6 +112,7 @@ impl JsonDoors {
             .route("/healthz", get(health))
             .route("/api/mcp/interact", post(classic_interact))
             .route("/openapi.json", get(openapi))
+            .route("/api/mcp/status", get(status))
             .route("/v1/{*rest}", any(transcode))
             // Only the JSON routes: gRPC has its own `grpc-encoding`, and the predicate leaves
             // event streams uncompressed so that events leave at once.
@@ -221,6 +237,27 @@ async fn health(State(doors): State<Arc<JsonDoors>>) -> Response {
         (StatusCode::OK, "SERVING")
     };
     json_response(status, serde_json::json!({ "status": text }).to_string())
+}
+
+/// `GET /api/mcp/status`: `{"version", "uptimeSeconds", "store", "models", "sessions"}`;
+/// `sessions` counts the caller's live sessions.
+async fn status(State(doors): State<Arc<JsonDoors>>, headers: HeaderMap) -> Response {
+    let scope = scope_of_headers(&headers);
+    match doors.engine.count_sessions(&scope).await {
+        Ok(sessions) => {
+            let models: Vec<String> = doors.engine.models().into_iter().map(|m| m.name).collect();
+            let body = serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "uptimeSeconds": doors.started.elapsed().as_secs(),
+                "store": doors.store,
+                "models": models,
+                // A count, not a 64-bit id: a JSON number.
+                "sessions": sessions,
+            });
+            json_response(StatusCode::OK, body.to_string())
+        }
+        Err(error) => ApiError::from(tonic::Status::from(error)).into_response(),
+    }
 }
 
 /// `GET /openapi.json`.
@@ -398,8 +435,11 @@ mod tests {
     #[tokio::test]
     async fn health_is_503_once_draining() {
         let lifecycle = Lifecycle::default();
+        let config = Config::default();
+        let store = Arc::new(crate::store::memory::MemoryStore::new());
+        let engine = Arc::new(crate::server::build_engine(&config, store).unwrap());
         let doors =
-            Arc::new(JsonDoors::new(&Config::default(), Router::new(), lifecycle.clone()).unwrap());
+            Arc::new(JsonDoors::new(&config, Router::new(), lifecycle.clone(), engine).unwrap());
         let health = |doors: Arc<JsonDoors>| async move {
             let request = http::Request::get("/health").body(Body::empty()).unwrap();
             let response = doors.router().oneshot(request).await.unwrap();

@@ -208,8 +208,10 @@ pub async fn serve_store(
         .into_axum_router()
         .layer(deadline::DeadlineLayer)
         .layer(logging::RequestLogLayer);
-    let doors =
-        Arc::new(JsonDoors::new(&config, grpc, lifecycle.clone()).map_err(ServeError::Http)?);
+    let doors = Arc::new(
+        JsonDoors::new(&config, grpc, lifecycle.clone(), engine.clone())
+            .map_err(ServeError::Http)?,
+    );
     let app = doors.clone().router();
 
     let grace = Duration::from_millis(config.shutdown_grace_ms);

@@ -10,6 +10,12 @@ use crate::domain::Scope;
 
 /// The scope `request` runs in.
 pub fn caller_scope<T>(request: &Request<T>) -> Scope {
-    let _ = request;
+    scope_of_headers(request.metadata().as_ref())
+}
+
+/// The scope of a request with these headers (gRPC metadata or HTTP headers alike), for the
+/// doors that are not gRPC handlers.
+pub fn scope_of_headers(headers: &http::HeaderMap) -> Scope {
+    let _ = headers;
     Scope::default()
 }

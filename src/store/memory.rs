@@ -190,6 +190,15 @@ impl SessionStore for MemoryStore {
             .collect())
     }
 
+    async fn count_sessions(&self, tenant: &TenantId, now: SystemTime) -> Result<u64, StoreError> {
+        let records = self.records();
+        Ok(records
+            .range((Bound::Included(key(tenant, "")), Bound::Unbounded))
+            .take_while(|((owner, _), _)| owner == tenant)
+            .filter(|(_, r)| !r.session.is_expired(now))
+            .count() as u64)
+    }
+
     async fn delete_expired(&self, now: SystemTime, limit: usize) -> Result<u64, StoreError> {
         let mut records = self.records();
         let expired: Vec<Key> = records

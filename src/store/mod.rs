@@ -123,6 +123,9 @@ pub trait SessionStore: Send + Sync {
     /// whose `expire_time` is at or before `now`; returns how many went. Expiry is the server's
     /// housekeeping, not a caller's operation, so it spans tenants.
     async fn delete_expired(&self, now: SystemTime, limit: usize) -> Result<u64, StoreError>;
+
+    /// Counts the tenant's sessions that have not expired at `now`.
+    async fn count_sessions(&self, tenant: &TenantId, now: SystemTime) -> Result<u64, StoreError>;
 }
 
 /// A held turn lease (see [`SessionStore::lease_session`]); released on drop.

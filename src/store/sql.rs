@@ -472,6 +472,22 @@ impl SessionStore for SqlStore {
         })))
     }
 
+    async fn count_sessions(&self, tenant: &TenantId, now: SystemTime) -> Result<u64, StoreError> {
+        let now = micros(now);
+        let count: i64 = on_pool!(&self.pools, read, |pool| {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sessions
+                 WHERE tenant_id = $1 AND (expire_time IS NULL OR expire_time > $2)",
+            )
+            .bind(tenant.as_str())
+            .bind(now)
+            .fetch_one(pool)
+            .await
+        })
+        .map_err(unavailable)?;
+        Ok(count.max(0) as u64)
+    }
+
     async fn delete_expired(&self, now: SystemTime, limit: usize) -> Result<u64, StoreError> {
         let now = micros(now);
         on_pool!(&self.pools, write, |pool| {
