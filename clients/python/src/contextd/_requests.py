@@ -6,7 +6,9 @@ from typing import Any, Iterable, Mapping
 
 import grpc
 
-from contextd.types import ToolDefinition, ToolResult, dict_to_struct
+from datetime import datetime
+
+from contextd.types import ToolDefinition, ToolResult, WindowSettings, dict_to_struct, timestamp
 from contextd.v1 import interact_pb2, session_pb2, tool_pb2
 
 Metadata = tuple[tuple[str, str], ...]
@@ -50,6 +52,8 @@ def create_session(
     tool_defs: Iterable[ToolDefinition | Mapping[str, Any]],
     labels: Mapping[str, str] | None,
     max_context_tokens: int,
+    expire_time: datetime | None = None,
+    window: WindowSettings | None = None,
 ) -> session_pb2.CreateSessionRequest:
     request = session_pb2.CreateSessionRequest(
         session_id=session_id,
@@ -61,6 +65,10 @@ def create_session(
     )
     if context is not None:
         request.context.CopyFrom(dict_to_struct(context))
+    if expire_time is not None:
+        request.expire_time.CopyFrom(timestamp(expire_time))
+    if window is not None:
+        request.window.CopyFrom(window.to_proto())
     return request
 
 
@@ -73,6 +81,8 @@ def update_session(
     max_context_tokens: int | None,
     labels: Mapping[str, str] | None,
     remove_labels: Iterable[str],
+    expire_time: datetime | None = None,
+    window: WindowSettings | None = None,
 ) -> session_pb2.UpdateSessionRequest:
     request = session_pb2.UpdateSessionRequest(
         session_id=session_id, labels=dict(labels or {}), remove_labels=list(remove_labels)
@@ -87,6 +97,10 @@ def update_session(
         request.model = model
     if max_context_tokens is not None:
         request.max_context_tokens = max_context_tokens
+    if expire_time is not None:
+        request.expire_time.CopyFrom(timestamp(expire_time))
+    if window is not None:
+        request.window.CopyFrom(window.to_proto())
     return request
 
 
@@ -118,6 +132,8 @@ def converse_open(
     tool_defs: Iterable[ToolDefinition | Mapping[str, Any]],
     labels: Mapping[str, str] | None,
     max_context_tokens: int,
+    expire_time: datetime | None = None,
+    window: WindowSettings | None = None,
 ) -> interact_pb2.ConverseRequest:
     frame = interact_pb2.ConverseOpen(
         session_id=session_id,
@@ -129,6 +145,10 @@ def converse_open(
     )
     if context is not None:
         frame.context.CopyFrom(dict_to_struct(context))
+    if expire_time is not None:
+        frame.expire_time.CopyFrom(timestamp(expire_time))
+    if window is not None:
+        frame.window.CopyFrom(window.to_proto())
     return interact_pb2.ConverseRequest(open=frame)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import grpc
@@ -17,6 +18,7 @@ from contextd.types import (
     Session,
     ToolCall,
     ToolDefinition,
+    WindowSettings,
     ToolHandler,
     ToolList,
     ToolOutput,
@@ -29,7 +31,7 @@ from contextd.types import (
     tool_error_from,
     tool_result_from,
 )
-from contextd.v1 import interact_pb2, interact_pb2_grpc, session_pb2, session_pb2_grpc, tool_pb2, tool_pb2_grpc
+from contextd.v1 import interact_pb2, interact_pb2_grpc, model_pb2, model_pb2_grpc, session_pb2, session_pb2_grpc, tool_pb2, tool_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:61900"
 
@@ -77,6 +79,7 @@ class Client:
         self._sessions = session_pb2_grpc.SessionServiceStub(self._channel)
         self._interact = interact_pb2_grpc.InteractServiceStub(self._channel)
         self._tools = tool_pb2_grpc.ToolServiceStub(self._channel)
+        self._models = model_pb2_grpc.ModelServiceStub(self._channel)
 
     def close(self) -> None:
         """Closes the channel."""
@@ -106,10 +109,12 @@ class Client:
         tools: Iterable[ToolDefinition | Mapping[str, Any]] = (),
         labels: Mapping[str, str] | None = None,
         max_context_tokens: int = 0,
+        expire_time: datetime | None = None,
+        window: WindowSettings | None = None,
     ) -> Session:
         """Creates a session (an empty id lets the server choose one)."""
         request = _requests.create_session(
-            session_id, system_prompt, context, model, tools, labels, max_context_tokens
+            session_id, system_prompt, context, model, tools, labels, max_context_tokens, expire_time, window
         )
         return Session.from_proto(self._call(self._sessions.CreateSession, request).session)
 
@@ -143,13 +148,15 @@ class Client:
         tools: Iterable[ToolDefinition | Mapping[str, Any]] | None = None,
         model: str | None = None,
         max_context_tokens: int | None = None,
+        expire_time: datetime | None = None,
+        window: WindowSettings | None = None,
         labels: Mapping[str, str] | None = None,
         remove_labels: Iterable[str] = (),
     ) -> Session:
         """Changes a session: ``context`` is a JSON merge patch (``None`` values delete keys);
         the other arguments replace what they name when given."""
         request = _requests.update_session(
-            session_id, context, system_prompt, tools, model, max_context_tokens, labels, remove_labels
+            session_id, context, system_prompt, tools, model, max_context_tokens, labels, remove_labels, expire_time, window
         )
         return Session.from_proto(self._call(self._sessions.UpdateSession, request).session)
 
@@ -231,14 +238,24 @@ class Client:
         tools: Iterable[ToolDefinition | Mapping[str, Any]] = (),
         labels: Mapping[str, str] | None = None,
         max_context_tokens: int = 0,
+        expire_time: datetime | None = None,
+        window: WindowSettings | None = None,
         timeout: float | None = None,
     ) -> Conversation:
         """Opens a Converse stream on the session (created with the given fields if missing).
         Use it as a context manager; ``tool_handler`` answers client-side tool calls."""
         open_frame = _requests.converse_open(
-            session_id, system_prompt, context, model, tools, labels, max_context_tokens
+            session_id, system_prompt, context, model, tools, labels, max_context_tokens, expire_time, window
         )
         return Conversation(self._interact, self._metadata, open_frame, tool_handler, timeout)
+
+    # Models
+
+    def list_models(self) -> model_pb2.ListModelsResponse:
+        """The models sessions may name and the configured provider backends (the generated
+        message: ``models``, ``backends``, ``default_model``)."""
+        result: model_pb2.ListModelsResponse = self._call(self._models.ListModels, model_pb2.ListModelsRequest())
+        return result
 
     # Tools
 
@@ -276,6 +293,8 @@ class Conversation:
         self._outgoing: queue.Queue[Any] = queue.Queue()
         self._tool_handler = tool_handler
         self._closed = False
+        self._running = False  # a turn was started whose last event is not read yet
+        self._turns = 0
         self._call = stub.Converse(iter(self._outgoing.get, _END), metadata=metadata, timeout=timeout)
         self._outgoing.put(open_frame)
         first = self._next()
@@ -300,29 +319,59 @@ class Conversation:
             if event is not None:
                 return event
 
-    def _turn(self) -> Iterator[Event]:
-        while True:
-            event = self._next()
-            yield event
-            if isinstance(event, TurnFailed):
-                return
-            if isinstance(event, TurnCompleted):
-                result = event.result
-                if self._tool_handler is None or not result.needs_tool_results:
+    def _turn(self, turn: int) -> Iterator[Event]:
+        try:
+            while True:
+                event = self._next()
+                if isinstance(event, TurnFailed) or (
+                    isinstance(event, TurnCompleted)
+                    and (self._tool_handler is None or not event.result.needs_tool_results)
+                ):
+                    self._running = False
+                yield event
+                if not self._running:
                     return
-                answers = run_tool_handler(self._tool_handler, result.tool_calls)
-                self._outgoing.put(_requests.converse_tool_results(answers))
+                if isinstance(event, TurnCompleted):
+                    answers = run_tool_handler(self._tool_handler, event.result.tool_calls)  # type: ignore[arg-type]
+                    self._outgoing.put(_requests.converse_tool_results(answers))
+        finally:
+            # Left early (break, return, an exception): end the turn on the server.
+            if self._running and turn == self._turns and not self._closed:
+                self._abandon()
+
+    def _abandon(self) -> None:
+        """Cancels the running turn and reads the rest of it, so that the next turn's events
+        are its own. A turn that has paused for tool results stays paused."""
+        self._running = False
+        self._outgoing.put(_requests.converse_cancel())
+        while not _ends_turn(self._next()):
+            pass
+        # The cancel is answered by the `completed` above, or, when the turn had ended
+        # before it arrived, by a FAILED_PRECONDITION error still to come. An empty frame,
+        # answered in order with INVALID_ARGUMENT, marks where those answers end.
+        self._outgoing.put(interact_pb2.ConverseRequest())
+        while not _is_barrier(self._next()):
+            pass
 
     def send(self, message: str, *, context: Mapping[str, Any] | None = None) -> Iterator[Event]:
         """Sends a user message and yields the turn's events up to the last TurnCompleted (or a
-        TurnFailed). Consume the iterator before sending the next frame."""
+        TurnFailed). Leaving the loop early cancels the turn (nothing of it is stored); so does
+        sending the next message before this turn's events are read."""
+        if self._running:
+            self._abandon()
+        self._turns += 1
+        self._running = True
         self._outgoing.put(_requests.converse_message(message, context))
-        return self._turn()
+        return self._turn(self._turns)
 
     def send_tool_results(self, results: Iterable[ToolResult]) -> Iterator[Event]:
         """Continues a paused turn with results for its pending calls; yields its events."""
+        if self._running:
+            self._abandon()
+        self._turns += 1
+        self._running = True
         self._outgoing.put(_requests.converse_tool_results(results))
-        return self._turn()
+        return self._turn(self._turns)
 
     def ask(self, message: str, *, context: Mapping[str, Any] | None = None) -> TurnResult:
         """Sends a user message and returns the turn's final result; a failed frame raises."""
@@ -355,6 +404,17 @@ class Conversation:
             self._closed = True
             self._outgoing.put(_END)
             self._call.cancel()
+
+
+def _ends_turn(event: Event) -> bool:
+    """True for the last event of a turn's frame: its `completed` (final, paused or
+    cancelled) or an error."""
+    return isinstance(event, (TurnCompleted, TurnFailed))
+
+
+def _is_barrier(event: Event) -> bool:
+    """True for the answer to the empty frame that ends an abandoned turn's read."""
+    return isinstance(event, TurnFailed) and event.code == grpc.StatusCode.INVALID_ARGUMENT and not event.turn_id
 
 
 def _final(events: Iterable[Event]) -> TurnResult:
