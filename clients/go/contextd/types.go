@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // Tool declares a tool that the client runs itself when the model asks for it (or, in
@@ -77,6 +78,14 @@ type Session struct {
 	Usage Usage
 	// MaxContextTokens is the window size in tokens.
 	MaxContextTokens uint32
+	// ExpireTime is when the session expires; the zero time: never.
+	ExpireTime time.Time
+	// Window says how the context window is managed.
+	Window *contextdv1.WindowSettings
+	// Summary is the running summary of the oldest turns; nil until one is written.
+	Summary *contextdv1.ContextSummary
+	// TokenEstimateScale is provider tokens per contextd token, as measured (0: not measured).
+	TokenEstimateScale float64
 }
 
 // AwaitingToolResults tells whether the session waits for results of PendingToolCalls.
@@ -205,20 +214,38 @@ func sessionFromWire(s *contextdv1.Session) *Session {
 		labels = map[string]string{}
 	}
 	return &Session{
-		ID:               s.GetSessionId(),
-		SystemPrompt:     s.GetSystemPrompt(),
-		Context:          fromStruct(s.GetContext()),
-		Model:            s.GetModel(),
-		Tools:            toolsFromWire(s.GetTools()),
-		Labels:           labels,
-		CreateTime:       s.GetCreateTime().AsTime(),
-		UpdateTime:       s.GetUpdateTime().AsTime(),
-		MessageCount:     s.GetMessageCount(),
-		State:            s.GetState(),
-		PendingToolCalls: toolCallsFromWire(s.GetPendingToolCalls()),
-		Usage:            usageFromWire(s.GetUsage()),
-		MaxContextTokens: s.GetMaxContextTokens(),
+		ID:                 s.GetSessionId(),
+		SystemPrompt:       s.GetSystemPrompt(),
+		Context:            fromStruct(s.GetContext()),
+		Model:              s.GetModel(),
+		Tools:              toolsFromWire(s.GetTools()),
+		Labels:             labels,
+		CreateTime:         s.GetCreateTime().AsTime(),
+		UpdateTime:         s.GetUpdateTime().AsTime(),
+		MessageCount:       s.GetMessageCount(),
+		State:              s.GetState(),
+		PendingToolCalls:   toolCallsFromWire(s.GetPendingToolCalls()),
+		Usage:              usageFromWire(s.GetUsage()),
+		MaxContextTokens:   s.GetMaxContextTokens(),
+		ExpireTime:         optionalTime(s.GetExpireTime()),
+		Window:             s.GetWindow(),
+		Summary:            s.GetSummary(),
+		TokenEstimateScale: s.GetTokenEstimateScale(),
 	}
+}
+
+func optionalTime(t *timestamppb.Timestamp) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.AsTime()
+}
+
+func timestampOrNil(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
 }
 
 func messageFromWire(m *contextdv1.Message) Message {
