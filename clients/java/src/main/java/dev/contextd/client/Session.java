@@ -1,5 +1,7 @@
 package dev.contextd.client;
 
+import contextd.v1.Common.ContextSummary;
+import contextd.v1.Common.WindowSettings;
 import contextd.v1.Common.SessionState;
 import java.time.Instant;
 import java.util.List;
@@ -35,7 +37,11 @@ public record Session(
     SessionState state,
     List<ToolCall> pendingToolCalls,
     Usage usage,
-    int maxContextTokens) {
+    int maxContextTokens,
+    Instant expireTime,
+    WindowSettings window,
+    ContextSummary summary,
+    double tokenEstimateScale) {
 
   /** True when the session waits for results of {@link #pendingToolCalls()}. */
   public boolean awaitingToolResults() {
@@ -56,6 +62,10 @@ public record Session(
         s.getState(),
         s.getPendingToolCallsList().stream().map(ToolCall::fromWire).toList(),
         Usage.fromWire(s.getUsage()),
-        s.getMaxContextTokens());
+        s.getMaxContextTokens(),
+        s.hasExpireTime() ? Instant.ofEpochSecond(s.getExpireTime().getSeconds(), s.getExpireTime().getNanos()) : null,
+        s.getWindow(),
+        s.hasSummary() ? s.getSummary() : null,
+        s.getTokenEstimateScale());
   }
 }

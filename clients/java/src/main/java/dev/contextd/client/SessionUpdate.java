@@ -1,5 +1,7 @@
 package dev.contextd.client;
 
+import contextd.v1.Common.WindowSettings;
+import java.time.Instant;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -12,6 +14,8 @@ public final class SessionUpdate {
   List<Tool> tools;
   String model;
   Integer maxContextTokens;
+  Instant expireTime;
+  WindowSettings window;
   final Map<String, String> labels = new LinkedHashMap<>();
   final List<String> removeLabels = new ArrayList<>();
 
@@ -62,6 +66,18 @@ public final class SessionUpdate {
   /** Removes a label. */
   public SessionUpdate removeLabel(String key) {
     removeLabels.add(key);
+    return this;
+  }
+
+  /** Sets a new fixed expiry. */
+  public SessionUpdate expireTime(Instant expireTime) {
+    this.expireTime = expireTime;
+    return this;
+  }
+
+  /** Replaces the window settings (the running summary is kept). */
+  public SessionUpdate window(WindowSettings window) {
+    this.window = window;
     return this;
   }
 }
