@@ -138,6 +138,14 @@ export interface ToolOutput {
   isError: boolean;
 }
 
+/** Per-call options of the unary calls. */
+export interface CallOptions {
+  /** Abort the call (it rejects with `Code.Canceled`). */
+  signal?: AbortSignal;
+  /** Deadline of this call in milliseconds; default: the client's `timeoutMs`. */
+  timeoutMs?: number;
+}
+
 /** One page of a listing. */
 export interface Page<T> {
   items: T[];
@@ -203,6 +211,10 @@ export class ContextdClient {
     this.timeoutMs = options.timeoutMs;
   }
 
+  private options(call: CallOptions): { timeoutMs: number | undefined; signal: AbortSignal | undefined } {
+    return { timeoutMs: call.timeoutMs ?? this.timeoutMs, signal: call.signal };
+  }
+
   /** Closes the connection. */
   close(): void {
     this.sessionManager.abort();
@@ -211,24 +223,25 @@ export class ContextdClient {
   // Sessions
 
   /** Creates a session (an empty id lets the server choose one). */
-  async createSession(sessionId = "", init: SessionInit = {}): Promise<Session> {
+  async createSession(sessionId = "", init: SessionInit = {}, call: CallOptions = {}): Promise<Session> {
     const request: MessageInitShape<typeof CreateSessionRequestSchema> = {
       sessionId,
       ...init,
       expireTime: init.expireTime ? timestampFromDate(init.expireTime) : undefined,
     };
-    const response = await this.sessions.createSession(request, { timeoutMs: this.timeoutMs });
+    const response = await this.sessions.createSession(request, this.options(call));
     return required(response.session);
   }
 
   /** The session, with its context, state and pending tool calls. */
-  async getSession(sessionId: string): Promise<Session> {
-    return required((await this.sessions.getSession({ sessionId }, { timeoutMs: this.timeoutMs })).session);
+  async getSession(sessionId: string, call: CallOptions = {}): Promise<Session> {
+    return required((await this.sessions.getSession({ sessionId }, this.options(call))).session);
   }
 
   /** One page of sessions, ordered by id. */
-  async listSessions(options: { pageSize?: number; pageToken?: string } = {}): Promise<Page<Session>> {
-    const response = await this.sessions.listSessions(options, { timeoutMs: this.timeoutMs });
+  async listSessions(options: { pageSize?: number; pageToken?: string } & CallOptions = {}): Promise<Page<Session>> {
+    const { signal, timeoutMs, ...page } = options;
+    const response = await this.sessions.listSessions(page, this.options({ signal, timeoutMs }));
     return { items: response.sessions, nextPageToken: response.nextPageToken };
   }
 
@@ -243,7 +256,7 @@ export class ContextdClient {
   }
 
   /** Changes a session: `context` is merged as a JSON merge patch; the rest replace. */
-  async updateSession(sessionId: string, update: SessionUpdate): Promise<Session> {
+  async updateSession(sessionId: string, update: SessionUpdate, call: CallOptions = {}): Promise<Session> {
     const request: MessageInitShape<typeof UpdateSessionRequestSchema> = {
       sessionId,
       context: update.context,
@@ -256,24 +269,33 @@ export class ContextdClient {
       expireTime: update.expireTime ? timestampFromDate(update.expireTime) : undefined,
       window: update.window,
     };
-    return required((await this.sessions.updateSession(request, { timeoutMs: this.timeoutMs })).session);
+    return required((await this.sessions.updateSession(request, this.options(call))).session);
   }
 
   /** Deletes a session; resolves to how many messages it had. */
-  async deleteSession(sessionId: string): Promise<number> {
-    const response = await this.sessions.deleteSession({ sessionId }, { timeoutMs: this.timeoutMs });
+  async deleteSession(sessionId: string, call: CallOptions = {}): Promise<number> {
+    const response = await this.sessions.deleteSession({ sessionId }, this.options(call));
     return Number(response.deletedMessages);
   }
 
   /** One page of the session's history, oldest first. */
-  async listMessages(sessionId: string, options: { pageSize?: number; pageToken?: string } = {}): Promise<Page<Message>> {
-    const response = await this.sessions.listMessages({ sessionId, ...options }, { timeoutMs: this.timeoutMs });
+  async listMessages(
+    sessionId: string,
+    options: { pageSize?: number; pageToken?: string } & CallOptions = {},
+  ): Promise<Page<Message>> {
+    const { signal, timeoutMs, ...page } = options;
+    const response = await this.sessions.listMessages({ sessionId, ...page }, this.options({ signal, timeoutMs }));
     return { items: response.messages, nextPageToken: response.nextPageToken };
   }
 
   /** Exactly what the model would see for `message` now. */
-  async previewContext(sessionId: string, message = "", context?: JsonObject): Promise<PreviewContextResponse> {
-    return this.sessions.previewContext({ sessionId, message, context }, { timeoutMs: this.timeoutMs });
+  async previewContext(
+    sessionId: string,
+    message = "",
+    context?: JsonObject,
+    call: CallOptions = {},
+  ): Promise<PreviewContextResponse> {
+    return this.sessions.previewContext({ sessionId, message, context }, this.options(call));
   }
 
   // Turns
@@ -342,20 +364,20 @@ export class ContextdClient {
   // Models
 
   /** The models sessions may name, the configured provider backends and the default model. */
-  async listModels(): Promise<ListModelsResponse> {
-    return this.models.listModels({}, { timeoutMs: this.timeoutMs });
+  async listModels(call: CallOptions = {}): Promise<ListModelsResponse> {
+    return this.models.listModels({}, this.options(call));
   }
 
   // Tools
 
   /** Server-side tools, plus the session's own tools when `sessionId` is given. */
-  async listTools(sessionId = ""): Promise<ListToolsResponse> {
-    return this.tools.listTools({ sessionId }, { timeoutMs: this.timeoutMs });
+  async listTools(sessionId = "", call: CallOptions = {}): Promise<ListToolsResponse> {
+    return this.tools.listTools({ sessionId }, this.options(call));
   }
 
   /** Runs a server-side tool directly; a tool that ran and failed has `isError`. */
-  async callTool(name: string, args: JsonObject = {}, sessionId = ""): Promise<ToolOutput> {
-    const response = await this.tools.callTool({ name, arguments: args, sessionId }, { timeoutMs: this.timeoutMs });
+  async callTool(name: string, args: JsonObject = {}, sessionId = "", call: CallOptions = {}): Promise<ToolOutput> {
+    const response = await this.tools.callTool({ name, arguments: args, sessionId }, this.options(call));
     return {
       content: response.content,
       structuredContent: response.structuredContent ? toJson(ValueSchema, response.structuredContent) : undefined,

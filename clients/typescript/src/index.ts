@@ -21,6 +21,7 @@ export {
   runToolHandler,
 } from "./client.js";
 export type {
+  CallOptions,
   ConnectOptions,
   ConverseEvent,
   Page,

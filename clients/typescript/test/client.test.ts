@@ -266,6 +266,25 @@ describe("ContextdClient", () => {
     assert.ok(models.models.some((m) => m.name === "echo"));
   });
 
+  test("every unary call takes an AbortSignal", async () => {
+    const aborted = AbortSignal.abort();
+    const sid = fresh("ts-abort");
+    await client.createSession(sid);
+    await rejectsWith(client.getSession(sid, { signal: aborted }), Code.Canceled);
+    await rejectsWith(client.createSession(fresh("ts-abort"), {}, { signal: aborted }), Code.Canceled);
+    await rejectsWith(client.listSessions({ signal: aborted }), Code.Canceled);
+    await rejectsWith(client.updateSession(sid, { systemPrompt: "x" }, { signal: aborted }), Code.Canceled);
+    await rejectsWith(client.listMessages(sid, { signal: aborted }), Code.Canceled);
+    await rejectsWith(client.previewContext(sid, "hi", undefined, { signal: aborted }), Code.Canceled);
+    await rejectsWith(client.listModels({ signal: aborted }), Code.Canceled);
+    await rejectsWith(client.listTools("", { signal: aborted }), Code.Canceled);
+    await rejectsWith(client.callTool("context_get", { key: "a" }, sid, { signal: aborted }), Code.Canceled);
+    await rejectsWith(client.interact(sid, "hi", { signal: aborted }), Code.Canceled);
+    await rejectsWith(client.deleteSession(sid, { signal: aborted }), Code.Canceled);
+    // Nothing ran: the session is still there, unchanged.
+    assert.equal((await client.getSession(sid)).systemPrompt, "");
+  });
+
   test("converse open errors reject", async () => {
     await rejectsWith(client.converse("bad id!"), Code.InvalidArgument);
   });
