@@ -373,3 +373,64 @@ def test_window_expiry_summary_and_models(client: Client) -> None:
     assert models.default_model == "echo" and any(m.name == "echo" for m in models.models)
     preview = client.preview_context(sid, "hi")
     assert preview.total_tokens > 0 and preview.entries[-1].content == "hi"
+
+
+class _Flaky:
+    """A gRPC SessionService on a loopback port whose GetSession is UNAVAILABLE the first
+    ``failures`` times, and whose CreateSession always is: what a restarting server looks
+    like to a client."""
+
+    def __init__(self, failures: int) -> None:
+        from concurrent import futures
+
+        from contextd.v1 import common_pb2, session_pb2, session_pb2_grpc
+
+        outer = self
+        self.calls: dict[str, int] = {"get": 0, "create": 0}
+
+        class Service(session_pb2_grpc.SessionServiceServicer):  # type: ignore[misc]
+            def GetSession(self, request: session_pb2.GetSessionRequest, context: grpc.ServicerContext) -> session_pb2.GetSessionResponse:
+                outer.calls["get"] += 1
+                if outer.calls["get"] <= failures:
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+                return session_pb2.GetSessionResponse(session=common_pb2.Session(session_id=request.session_id))
+
+            def CreateSession(self, request: session_pb2.CreateSessionRequest, context: grpc.ServicerContext) -> session_pb2.CreateSessionResponse:
+                outer.calls["create"] += 1
+                context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        session_pb2_grpc.add_SessionServiceServicer_to_server(Service(), self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop(None)
+
+
+def test_safe_calls_are_retried_on_unavailable() -> None:
+    from contextd import UnavailableError
+
+    flaky = _Flaky(failures=2)
+    try:
+        with Client(f"127.0.0.1:{flaky.port}", retries=3, retry_backoff=0.01) as client:
+            assert client.get_session("s").session_id == "s"
+            assert flaky.calls["get"] == 3
+            # A change is never repeated.
+            with pytest.raises(UnavailableError):
+                client.create_session("s")
+            assert flaky.calls["create"] == 1
+        flaky.calls["get"] = 0
+        with Client(f"127.0.0.1:{flaky.port}") as client, pytest.raises(UnavailableError):
+            client.get_session("s")  # no retries unless asked for
+        assert flaky.calls["get"] == 1
+
+        async def async_retries() -> None:
+            flaky.calls["get"] = 0
+            async with AsyncClient(f"127.0.0.1:{flaky.port}", retries=2, retry_backoff=0.01) as client:
+                assert (await client.get_session("s")).session_id == "s"
+            assert flaky.calls["get"] == 3
+
+        asyncio.run(async_retries())
+    finally:
+        flaky.stop()

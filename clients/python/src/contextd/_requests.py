@@ -22,6 +22,15 @@ def metadata(token: str | None, extra: Iterable[tuple[str, str]] = ()) -> Metada
     return tuple(pairs)
 
 
+def retry_delay(backoff: float, attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): exponential with full jitter in its
+    upper half, at most 5 s."""
+    import random
+
+    ceiling: float = min(5.0, backoff * 2.0**attempt)
+    return ceiling / 2 + random.random() * ceiling / 2
+
+
 def channel_credentials(tls: bool, credentials: grpc.ChannelCredentials | None) -> grpc.ChannelCredentials | None:
     """The credentials of a secure channel; None for plaintext."""
     if credentials is not None:

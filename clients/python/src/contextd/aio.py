@@ -69,6 +69,8 @@ class AsyncClient:
         metadata: Iterable[tuple[str, str]] = (),
         timeout: float | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        retries: int = 0,
+        retry_backoff: float = 0.1,
     ) -> None:
         """Same arguments as Client. Create it inside a running event loop."""
         secure = _requests.channel_credentials(tls, credentials)
@@ -78,6 +80,8 @@ class AsyncClient:
             self._channel = grpc.aio.secure_channel(target, secure, options=list(options))
         self._metadata = _requests.metadata(token, metadata)
         self._timeout = timeout
+        self._retries = retries
+        self._retry_backoff = retry_backoff
         self._sessions = session_pb2_grpc.SessionServiceStub(self._channel)
         self._interact = interact_pb2_grpc.InteractServiceStub(self._channel)
         self._tools = tool_pb2_grpc.ToolServiceStub(self._channel)
@@ -93,11 +97,17 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _call(self, method: Any, request: Any) -> Any:
-        try:
-            return await method(request, metadata=self._metadata, timeout=self._timeout)
-        except grpc.aio.AioRpcError as error:
-            raise ContextdError.from_rpc_error(error) from None
+    async def _call(self, method: Any, request: Any, *, safe: bool = False) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return await method(request, metadata=self._metadata, timeout=self._timeout)
+            except grpc.aio.AioRpcError as error:
+                failure = ContextdError.from_rpc_error(error)
+            if not (safe and failure.code is grpc.StatusCode.UNAVAILABLE and attempt < self._retries):
+                raise failure
+            await asyncio.sleep(_requests.retry_delay(self._retry_backoff, attempt))
+            attempt += 1
 
     # Sessions
 
@@ -123,12 +133,12 @@ class AsyncClient:
     async def get_session(self, session_id: str) -> Session:
         """The session, with its context, state and pending tool calls."""
         request = session_pb2.GetSessionRequest(session_id=session_id)
-        return Session.from_proto((await self._call(self._sessions.GetSession, request)).session)
+        return Session.from_proto((await self._call(self._sessions.GetSession, request, safe=True)).session)
 
     async def list_sessions(self, *, page_size: int = 0, page_token: str = "") -> Page:
         """One page of sessions ordered by id; ``items`` are Session values."""
         request = session_pb2.ListSessionsRequest(page_size=page_size, page_token=page_token)
-        response = await self._call(self._sessions.ListSessions, request)
+        response = await self._call(self._sessions.ListSessions, request, safe=True)
         return Page([Session.from_proto(s) for s in response.sessions], response.next_page_token)
 
     async def iter_sessions(self, *, page_size: int = 0) -> AsyncIterator[Session]:
@@ -171,7 +181,7 @@ class AsyncClient:
     async def list_messages(self, session_id: str, *, page_size: int = 0, page_token: str = "") -> Page:
         """One page of the session's history, oldest first; ``items`` are Message values."""
         request = session_pb2.ListMessagesRequest(session_id=session_id, page_size=page_size, page_token=page_token)
-        response = await self._call(self._sessions.ListMessages, request)
+        response = await self._call(self._sessions.ListMessages, request, safe=True)
         return Page([Message.from_proto(m) for m in response.messages], response.next_page_token)
 
     async def preview_context(
@@ -181,7 +191,7 @@ class AsyncClient:
         request = session_pb2.PreviewContextRequest(session_id=session_id, message=message)
         if context is not None:
             request.context.CopyFrom(dict_to_struct(context))
-        result: session_pb2.PreviewContextResponse = await self._call(self._sessions.PreviewContext, request)
+        result: session_pb2.PreviewContextResponse = await self._call(self._sessions.PreviewContext, request, safe=True)
         return result
 
     # Turns
@@ -256,14 +266,14 @@ class AsyncClient:
     async def list_models(self) -> model_pb2.ListModelsResponse:
         """The models sessions may name and the configured provider backends (the generated
         message: ``models``, ``backends``, ``default_model``)."""
-        result: model_pb2.ListModelsResponse = await self._call(self._models.ListModels, model_pb2.ListModelsRequest())
+        result: model_pb2.ListModelsResponse = await self._call(self._models.ListModels, model_pb2.ListModelsRequest(), safe=True)
         return result
 
     # Tools
 
     async def list_tools(self, session_id: str = "") -> ToolList:
         """Server-side tools, plus the session's own tools when ``session_id`` is given."""
-        response = await self._call(self._tools.ListTools, tool_pb2.ListToolsRequest(session_id=session_id))
+        response = await self._call(self._tools.ListTools, tool_pb2.ListToolsRequest(session_id=session_id), safe=True)
         return ToolList(
             [ToolDefinition.from_proto(t) for t in response.tools],
             [ToolDefinition.from_proto(t) for t in response.session_tools],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import time
 from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -65,10 +66,15 @@ class Client:
         metadata: Iterable[tuple[str, str]] = (),
         timeout: float | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        retries: int = 0,
+        retry_backoff: float = 0.1,
     ) -> None:
         """Connects to ``target`` (host:port): plaintext unless ``tls`` or ``credentials``;
         ``token`` is sent as ``authorization: Bearer <token>`` on every call; ``timeout`` is
-        the default deadline in seconds of unary calls."""
+        the default deadline in seconds of unary calls. ``retries`` > 0 repeats the calls
+        that are safe to repeat (get, list, preview, list_models, list_tools) that many times
+        more when they fail with UNAVAILABLE, waiting ``retry_backoff`` seconds, doubled after
+        each attempt (with jitter, at most 5 s); turns and changes are never repeated."""
         secure = _requests.channel_credentials(tls, credentials)
         if secure is None:
             self._channel = grpc.insecure_channel(target, options=list(options))
@@ -76,6 +82,8 @@ class Client:
             self._channel = grpc.secure_channel(target, secure, options=list(options))
         self._metadata = _requests.metadata(token, metadata)
         self._timeout = timeout
+        self._retries = retries
+        self._retry_backoff = retry_backoff
         self._sessions = session_pb2_grpc.SessionServiceStub(self._channel)
         self._interact = interact_pb2_grpc.InteractServiceStub(self._channel)
         self._tools = tool_pb2_grpc.ToolServiceStub(self._channel)
@@ -91,11 +99,17 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: Any, request: Any) -> Any:
-        try:
-            return method(request, metadata=self._metadata, timeout=self._timeout)
-        except grpc.RpcError as error:
-            raise ContextdError.from_rpc_error(error) from None
+    def _call(self, method: Any, request: Any, *, safe: bool = False) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return method(request, metadata=self._metadata, timeout=self._timeout)
+            except grpc.RpcError as error:
+                failure = ContextdError.from_rpc_error(error)
+            if not (safe and failure.code is grpc.StatusCode.UNAVAILABLE and attempt < self._retries):
+                raise failure
+            time.sleep(_requests.retry_delay(self._retry_backoff, attempt))
+            attempt += 1
 
     # Sessions
 
@@ -121,12 +135,12 @@ class Client:
     def get_session(self, session_id: str) -> Session:
         """The session, with its context, state and pending tool calls."""
         request = session_pb2.GetSessionRequest(session_id=session_id)
-        return Session.from_proto(self._call(self._sessions.GetSession, request).session)
+        return Session.from_proto(self._call(self._sessions.GetSession, request, safe=True).session)
 
     def list_sessions(self, *, page_size: int = 0, page_token: str = "") -> Page:
         """One page of sessions ordered by id; ``items`` are Session values."""
         request = session_pb2.ListSessionsRequest(page_size=page_size, page_token=page_token)
-        response = self._call(self._sessions.ListSessions, request)
+        response = self._call(self._sessions.ListSessions, request, safe=True)
         return Page([Session.from_proto(s) for s in response.sessions], response.next_page_token)
 
     def iter_sessions(self, *, page_size: int = 0) -> Iterator[Session]:
@@ -169,7 +183,7 @@ class Client:
     def list_messages(self, session_id: str, *, page_size: int = 0, page_token: str = "") -> Page:
         """One page of the session's history, oldest first; ``items`` are Message values."""
         request = session_pb2.ListMessagesRequest(session_id=session_id, page_size=page_size, page_token=page_token)
-        response = self._call(self._sessions.ListMessages, request)
+        response = self._call(self._sessions.ListMessages, request, safe=True)
         return Page([Message.from_proto(m) for m in response.messages], response.next_page_token)
 
     def preview_context(
@@ -179,7 +193,7 @@ class Client:
         request = session_pb2.PreviewContextRequest(session_id=session_id, message=message)
         if context is not None:
             request.context.CopyFrom(dict_to_struct(context))
-        result: session_pb2.PreviewContextResponse = self._call(self._sessions.PreviewContext, request)
+        result: session_pb2.PreviewContextResponse = self._call(self._sessions.PreviewContext, request, safe=True)
         return result
 
     # Turns
@@ -254,14 +268,14 @@ class Client:
     def list_models(self) -> model_pb2.ListModelsResponse:
         """The models sessions may name and the configured provider backends (the generated
         message: ``models``, ``backends``, ``default_model``)."""
-        result: model_pb2.ListModelsResponse = self._call(self._models.ListModels, model_pb2.ListModelsRequest())
+        result: model_pb2.ListModelsResponse = self._call(self._models.ListModels, model_pb2.ListModelsRequest(), safe=True)
         return result
 
     # Tools
 
     def list_tools(self, session_id: str = "") -> ToolList:
         """Server-side tools, plus the session's own tools when ``session_id`` is given."""
-        response = self._call(self._tools.ListTools, tool_pb2.ListToolsRequest(session_id=session_id))
+        response = self._call(self._tools.ListTools, tool_pb2.ListToolsRequest(session_id=session_id), safe=True)
         return ToolList(
             [ToolDefinition.from_proto(t) for t in response.tools],
             [ToolDefinition.from_proto(t) for t in response.session_tools],
