@@ -3,9 +3,12 @@
 //! Lines typed are user messages; the reply is printed token by token as it arrives. Tool
 //! calls are shown as they happen; when the model asks for a client-side tool the chat asks
 //! for its result (a line starting with `!` reports a failure). Commands: `/context`,
-//! `/history`, `/preview`, `/help`, `/quit`; every other line, including the echo model's
-//! `/call` and `/delay`, goes to the model. Ctrl-C cancels a running turn, and quits at the
-//! prompt. Colours are used only when the output is a terminal and `NO_COLOR` is not set.
+//! `/history`, `/preview`, `/help`, `/quit`; the echo model's `/call` and `/delay` go to the
+//! model, as does any line not starting with `/` (or starting with `//`, sent with one `/`
+//! less); any other `/word` is refused with the list of commands. Ctrl-C cancels a running
+//! turn; at the prompt it drops the line typed so far, and a second Ctrl-C in a row (or
+//! Ctrl-D) quits. Colours are used only when the output is a terminal and `NO_COLOR` is not
+//! set.
 
 use std::io::Write;
 
@@ -31,7 +34,8 @@ pub struct ChatOptions {
     pub tools: Vec<String>,
     /// Use ANSI colours.
     pub colour: bool,
-    /// Print a prompt before each line is read (when the input is a terminal).
+    /// The input is a terminal: print a prompt before each line is read, and read the lines
+    /// from stdin (the `input` given to [`run`] is then not used).
     pub prompts: bool,
 }
 
@@ -52,8 +56,27 @@ pub enum ChatError {
     Io(#[from] std::io::Error),
 }
 
-const HELP: &str = "commands: /context (the session's context), /history (stored messages), \
-/preview (what the model would see now), /quit; any other line is sent to the model";
+const HELP: &str = "commands: /context (the session's context), /history (stored messages),
+  /preview (what the model would see now), /help, /quit
+/call and /delay go to the echo model; any other line is sent to the model
+  (start it with // to send a leading /)
+Ctrl-C cancels a running turn or drops the line being typed; Ctrl-C twice or Ctrl-D quits";
+
+/// The commands the chat itself answers, listed when an unknown one is typed.
+const COMMANDS: &str = "/context, /history, /preview, /help, /quit";
+
+/// Slash words that are the echo model's own commands, sent to the model as they are.
+const MODEL_COMMANDS: [&str; 2] = ["/call", "/delay"];
+
+/// One read from the terminal.
+enum Input {
+    /// A line (without its end).
+    Line(String),
+    /// Ctrl-C: the line typed so far is dropped.
+    Interrupted,
+    /// The end of the input (Ctrl-D at a terminal).
+    End,
+}
 
 /// ANSI styling that is a no-op when colours are off.
 #[derive(Debug, Clone, Copy)]
@@ -91,11 +114,73 @@ impl Style {
     }
 }
 
+/// Ctrl-C, listened to from the start: a SIGINT that arrives while the chat is between two
+/// waits is kept for the next one instead of being lost (or, before the first wait, ending
+/// the process).
+struct Interrupts {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn listen() -> std::io::Result<Self> {
+        Ok(Self {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        self.signal.recv().await;
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Where lines come from: the reader given to [`run`], or, at a terminal, a thread of its own
+/// reading stdin. A read left waiting on tokio's stdin (after Ctrl-C quits) would hold the
+/// runtime open at exit; a plain thread ends with the process.
+enum LineSource<R> {
+    Reader(Lines<R>),
+    Terminal(tokio::sync::mpsc::Receiver<std::io::Result<String>>),
+}
+
+impl<R: AsyncBufRead + Unpin> LineSource<R> {
+    fn terminal() -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            loop {
+                let mut line = String::new();
+                let read = match std::io::BufRead::read_line(&mut stdin, &mut line) {
+                    Ok(0) => return, // the end of the input: the channel closes
+                    Ok(_) => Ok(line.trim_end_matches(['\n', '\r']).to_string()),
+                    Err(e) => Err(e),
+                };
+                if tx.blocking_send(read).is_err() {
+                    return;
+                }
+            }
+        });
+        Self::Terminal(rx)
+    }
+
+    /// The next line; `None` at the end of the input. Cancel-safe.
+    async fn next_line(&mut self) -> std::io::Result<Option<String>> {
+        match self {
+            Self::Reader(lines) => lines.next_line().await,
+            Self::Terminal(rx) => rx.recv().await.transpose(),
+        }
+    }
+}
+
 /// One chat: the connection, the stream, the input and the output.
 struct Chat<R, W> {
+    interrupts: Interrupts,
     client: Client,
     conversation: Conversation,
-    input: Lines<R>,
+    input: LineSource<R>,
     out: W,
     style: Style,
     prompts: bool,
@@ -141,9 +226,14 @@ where
         Err(e) => return Err(e.into()),
     };
     let mut chat = Chat {
+        interrupts: Interrupts::listen()?,
         client,
         conversation,
-        input: input.lines(),
+        input: if options.prompts {
+            LineSource::terminal()
+        } else {
+            LineSource::Reader(input.lines())
+        },
         out,
         style: Style {
             colour: options.colour,
@@ -174,33 +264,72 @@ where
         Ok(())
     }
 
-    /// Reads one line, printing `prompt` first when prompts are on. `None` at the end of the
-    /// input or on Ctrl-C.
-    async fn read_line(&mut self, prompt: &str) -> Result<Option<String>, ChatError> {
+    /// Reads one line, printing `prompt` first when prompts are on. A terminal drops the
+    /// line typed so far on Ctrl-C itself (the kernel flushes its input on SIGINT).
+    async fn read_line(&mut self, prompt: &str) -> Result<Input, ChatError> {
         if self.prompts {
             write!(self.out, "{}", self.style.prompt(prompt))?;
             self.out.flush()?;
         }
         tokio::select! {
-            line = self.input.next_line() => Ok(line?),
-            _ = tokio::signal::ctrl_c() => {
+            line = self.input.next_line() => match line? {
+                Some(line) => Ok(Input::Line(line)),
+                None => {
+                    if self.prompts {
+                        // Ctrl-D leaves the cursor after the prompt: end the line.
+                        writeln!(self.out)?;
+                    }
+                    Ok(Input::End)
+                }
+            },
+            _ = self.interrupts.next() => {
                 writeln!(self.out)?;
-                Ok(None)
+                Ok(Input::Interrupted)
             }
         }
     }
 
     async fn repl(&mut self) -> Result<(), ChatError> {
-        while let Some(line) = self.read_line("you> ").await? {
+        let mut interrupted = false;
+        loop {
+            let line = match self.read_line("you> ").await? {
+                Input::End => break,
+                Input::Interrupted if interrupted => break,
+                Input::Interrupted => {
+                    interrupted = true;
+                    writeln!(
+                        self.out,
+                        "{}",
+                        self.style.dim("(Ctrl-C again or Ctrl-D to quit)")
+                    )?;
+                    continue;
+                }
+                Input::Line(line) => line,
+            };
+            interrupted = false;
             let line = line.trim();
-            match line {
+            let word = line.split_whitespace().next().unwrap_or_default();
+            match word {
                 "" => continue,
                 "/quit" | "/exit" => break,
                 "/help" => writeln!(self.out, "{}", self.style.dim(HELP))?,
                 "/context" => self.show_context().await?,
                 "/history" => self.show_history().await?,
                 "/preview" => self.show_preview().await?,
-                message => {
+                _ if word.starts_with('/')
+                    && !word.starts_with("//")
+                    && !MODEL_COMMANDS.contains(&word) =>
+                {
+                    let text = format!(
+                        "unknown command {word}; commands: {COMMANDS} (/help explains them)"
+                    );
+                    writeln!(self.out, "{}", self.style.error(&text))?;
+                }
+                _ => {
+                    let message = line
+                        .strip_prefix('/')
+                        .filter(|rest| rest.starts_with('/'))
+                        .unwrap_or(line);
                     self.conversation.send_message(message, None).await?;
                     self.follow_turn().await?;
                 }
@@ -219,7 +348,7 @@ where
         loop {
             let event = tokio::select! {
                 event = self.conversation.next_event() => event?,
-                _ = tokio::signal::ctrl_c() => {
+                _ = self.interrupts.next() => {
                     self.conversation.cancel().await?;
                     continue;
                 }
@@ -303,11 +432,11 @@ where
                 writeln!(self.out, "{}", self.style.tool(&format!("{question}?")))?;
             }
             let result = match self.read_line(&format!("{question}> ")).await? {
-                Some(line) => match line.trim().strip_prefix('!') {
+                Input::Line(line) => match line.trim().strip_prefix('!') {
                     Some(failure) => tool_error(call, failure.trim()),
                     None => tool_result(call, line.trim()),
                 },
-                None => tool_error(call, "the user gave no result"),
+                Input::Interrupted | Input::End => tool_error(call, "the user gave no result"),
             };
             results.push(result);
         }

@@ -6,7 +6,7 @@
 //! [`Client::list_sessions`], [`Client::update_session`], [`Client::delete_session`],
 //! [`Client::list_messages`], [`Client::preview_context`]), turns ([`Client::interact`],
 //! [`Client::stream_response`], [`Client::converse`]) and server-side tools
-//! ([`Client::list_tools`], [`Client::call_tool`]). Contexts and tool arguments go in as
+//! ([`Client::list_tools`], [`Client::call_tool`]) and models ([`Client::list_models`]). Contexts and tool arguments go in as
 //! [`serde_json::Value`] objects; [`context_json`] reads a returned `Struct` back as JSON.
 //! Every failure is an [`Error`] whose [`Error::code`] is the gRPC status code.
 //!
@@ -85,6 +85,7 @@ use crate::api::v1;
 
 pub use conversation::{Conversation, ConverseEvent, ConverseOptions, ToolHandler};
 pub use v1::interact_service_client::InteractServiceClient;
+pub use v1::model_service_client::ModelServiceClient;
 pub use v1::session_service_client::SessionServiceClient;
 pub use v1::stream_response_response::Event as StreamEvent;
 pub use v1::tool_service_client::ToolServiceClient;
@@ -293,6 +294,7 @@ pub struct Client {
     sessions: SessionServiceClient<Transport>,
     interact: InteractServiceClient<Transport>,
     tools: ToolServiceClient<Transport>,
+    models: ModelServiceClient<Transport>,
     timeout: Option<Duration>,
 }
 
@@ -320,7 +322,8 @@ impl Client {
         Ok(Self {
             sessions: SessionServiceClient::with_interceptor(channel.clone(), token.clone()),
             interact: InteractServiceClient::with_interceptor(channel.clone(), token.clone()),
-            tools: ToolServiceClient::with_interceptor(channel, token),
+            tools: ToolServiceClient::with_interceptor(channel.clone(), token.clone()),
+            models: ModelServiceClient::with_interceptor(channel, token),
             timeout: options.timeout,
         })
     }
@@ -565,7 +568,27 @@ impl Client {
             context: patch_to_wire("context", context)?,
             tool_results: Vec::new(),
         };
+        self.stream(request).await
+    }
+
+    /// Continues a turn paused for client-side tools with one result per pending call,
+    /// streaming its events like [`Client::stream_response`].
+    pub async fn stream_tool_results(
+        &self,
+        session_id: &str,
+        results: Vec<v1::ToolResult>,
+    ) -> Result<EventStream, Error> {
+        let request = v1::StreamResponseRequest {
+            session_id: session_id.to_string(),
+            tool_results: results,
+            ..Default::default()
+        };
+        self.stream(request).await
+    }
+
+    async fn stream(&self, request: v1::StreamResponseRequest) -> Result<EventStream, Error> {
         // The deadline would cut a long stream; streams are bounded by the caller instead.
+        // Dropping the stream resets the call, and the server cancels the turn.
         let response = self
             .interact
             .clone()
@@ -587,6 +610,16 @@ impl Client {
     /// exist) and waits for the server's `opened` answer.
     pub async fn converse(&self, options: ConverseOptions) -> Result<Conversation, Error> {
         Conversation::open(self.interact.clone(), options).await
+    }
+
+    /// The models sessions may name, the configured provider backends and the default model.
+    pub async fn list_models(&self) -> Result<v1::ListModelsResponse, Error> {
+        let response = self
+            .models
+            .clone()
+            .list_models(self.request(v1::ListModelsRequest {}))
+            .await?;
+        Ok(response.into_inner())
     }
 
     /// The server-side tools, and with `session_id` also that session's client-declared ones.

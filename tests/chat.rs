@@ -115,3 +115,170 @@ async fn chat_without_a_server_says_how_to_start_one() {
         format!("no contextd at {addr} — start one with `contextd serve`")
     );
 }
+
+/// `contextd chat` in a real terminal: a tmux session of its own (own server socket), driven
+/// with `send-keys` and read with `capture-pane`. Every wait is for text to appear, never for
+/// a length of time.
+struct Terminal {
+    socket: String,
+}
+
+impl Terminal {
+    /// Starts `contextd chat` in a new terminal; when it exits, the terminal shows
+    /// `exited <status>` on a line of its own.
+    fn start(addr: &str, session: &str) -> Self {
+        let socket = format!("contextd-chat-{}", uuid::Uuid::new_v4().simple());
+        let command = format!(
+            "env NO_COLOR=1 {BINARY} chat --target {addr} --session {session}; echo \"exited $?\"; sleep 600"
+        );
+        let status = Command::new("tmux")
+            .args([
+                "-L",
+                &socket,
+                "new-session",
+                "-d",
+                "-x",
+                "160",
+                "-y",
+                "50",
+                &command,
+            ])
+            .env_remove("CONTEXTD_TARGET")
+            .status()
+            .expect("tmux runs (CI installs it: apt-get install tmux)");
+        assert!(status.success(), "tmux new-session failed");
+        Self { socket }
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let status = Command::new("tmux")
+            .args(["-L", &self.socket, "send-keys"])
+            .args(keys)
+            .status()
+            .expect("tmux send-keys");
+        assert!(status.success());
+    }
+
+    fn screen(&self) -> String {
+        let output = Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Waits until the screen satisfies `done`, and returns it.
+    async fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let screen = self.screen();
+            if done(&screen) {
+                return screen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "waited for {what}; the screen is:\n{screen}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits for the `n`th prompt.
+    async fn prompts(&self, n: usize) -> String {
+        self.wait_for(&format!("prompt {n}"), |s| s.matches("you>").count() >= n)
+            .await
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_in_a_terminal_ctrl_c_clears_the_line_and_twice_quits() {
+    let server = TestServer::start().await;
+    let term = Terminal::start(&server.addr.to_string(), "tty-ctrl-c");
+    term.prompts(1).await;
+    term.keys(&["half typed"]);
+    term.wait_for("the typed text", |s| s.contains("you> half typed"))
+        .await;
+    term.keys(&["C-c"]);
+    term.wait_for("the quit hint", |s| {
+        s.contains("(Ctrl-C again or Ctrl-D to quit)")
+    })
+    .await;
+    term.prompts(2).await;
+    term.keys(&["hello", "Enter"]);
+    let screen = term
+        .wait_for("the reply", |s| s.contains("assistant: You said"))
+        .await;
+    assert!(screen.contains("assistant: You said 'hello'."), "{screen}");
+    term.prompts(3).await;
+    term.keys(&["C-c"]);
+    term.prompts(4).await;
+    term.keys(&["C-c"]);
+    let screen = term
+        .wait_for("the exit", |s| s.lines().any(|l| l.trim() == "exited 0"))
+        .await;
+    let mut sessions = server.sessions().await;
+    let messages = all_messages(&mut sessions, "tty-ctrl-c", 0).await;
+    let contents: Vec<_> = messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["hello", "You said 'hello'."], "{screen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_in_a_terminal_ctrl_d_quits_with_a_newline() {
+    let server = TestServer::start().await;
+    let term = Terminal::start(&server.addr.to_string(), "tty-ctrl-d");
+    term.prompts(1).await;
+    term.keys(&["C-d"]);
+    let screen = term.wait_for("the exit", |s| s.contains("exited")).await;
+    // `exited` starts a line of its own: the chat ended the prompt's line.
+    assert!(
+        screen.lines().any(|l| l.trim_end() == "exited 0"),
+        "{screen}"
+    );
+    assert!(!screen.contains("you> exited"), "{screen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_in_a_terminal_refuses_unknown_commands_and_helps() {
+    let server = TestServer::start().await;
+    let term = Terminal::start(&server.addr.to_string(), "tty-commands");
+    term.prompts(1).await;
+    term.keys(&["/nope now", "Enter"]);
+    let screen = term
+        .wait_for("the refusal", |s| s.contains("unknown command /nope"))
+        .await;
+    assert!(
+        screen.contains(
+            "unknown command /nope; commands: /context, /history, /preview, /help, /quit"
+        ),
+        "{screen}"
+    );
+    term.prompts(2).await;
+    term.keys(&["/help", "Enter"]);
+    let screen = term
+        .wait_for("the help", |s| s.contains("Ctrl-C twice or Ctrl-D quits"))
+        .await;
+    assert!(
+        screen.contains("commands: /context (the session's context)"),
+        "{screen}"
+    );
+    term.prompts(3).await;
+    term.keys(&["//slash", "Enter"]);
+    term.wait_for("the reply", |s| s.contains("assistant: You said '/slash'."))
+        .await;
+    term.prompts(4).await;
+    term.keys(&["/quit", "Enter"]);
+    term.wait_for("the exit", |s| s.lines().any(|l| l.trim() == "exited 0"))
+        .await;
+    let mut sessions = server.sessions().await;
+    let messages = all_messages(&mut sessions, "tty-commands", 0).await;
+    let contents: Vec<_> = messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["/slash", "You said '/slash'."]);
+}

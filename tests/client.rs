@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use contextd::api::v1::{FinishReason, SessionState};
 use contextd::client::{
-    Client, ConnectOptions, ConverseOptions, NewSession, SessionUpdate, StreamEvent, context_json,
-    tool_definition, tool_result, value_json,
+    Client, ConnectOptions, ConverseEvent, ConverseOptions, NewSession, SessionUpdate, StreamEvent,
+    context_json, tool_definition, tool_result, value_json,
 };
 use futures_util::StreamExt;
 use serde_json::json;
@@ -187,4 +187,60 @@ async fn unreachable_servers_are_unavailable() {
     drop(listener);
     let err = Client::connect(&addr.to_string()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_a_converse_turn_early_cancels_it() {
+    let server = TestServer::start().await;
+    let client = client(&server).await;
+    let mut conversation = client
+        .converse(ConverseOptions::new("leave-early"))
+        .await
+        .unwrap();
+    let slow = format!(
+        "/delay 1000 {}",
+        (0..20)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    // Read the turn's first delta and stop reading.
+    conversation.send_message(&slow, None).await.unwrap();
+    loop {
+        match conversation.next_event().await.unwrap() {
+            Some(ConverseEvent::Delta(_)) => break,
+            Some(_) => {}
+            None => panic!("the stream ended"),
+        }
+    }
+    for word in ["one", "two"] {
+        let done = conversation.turn(word, None).await.unwrap();
+        assert_eq!(done.response, format!("You said '{word}'."));
+    }
+    // A whole turn future dropped after its first delta.
+    let dropped = tokio::time::timeout(
+        std::time::Duration::from_millis(1500),
+        conversation.turn(&slow, None),
+    )
+    .await;
+    assert!(dropped.is_err(), "the slow turn finished: {dropped:?}");
+    let done = conversation.turn("three", None).await.unwrap();
+    assert_eq!(done.response, "You said 'three'.");
+
+    let stored = client.history("leave-early").await.unwrap();
+    let contents: Vec<_> = stored.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(
+        contents,
+        [
+            "one",
+            "You said 'one'.",
+            "two",
+            "You said 'two'.",
+            "three",
+            "You said 'three'."
+        ]
+    );
+
+    let models = client.list_models().await.unwrap();
+    assert_eq!(models.default_model, "echo");
 }

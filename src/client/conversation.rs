@@ -74,6 +74,18 @@ impl ConverseOptions {
         self.open.max_context_tokens = tokens;
         self
     }
+
+    /// Expiry for a new session (in the future); unset: the server's idle session TTL.
+    pub fn expire_time(mut self, time: prost_types::Timestamp) -> Self {
+        self.open.expire_time = Some(time);
+        self
+    }
+
+    /// Window settings for a new session; unset: sliding window.
+    pub fn window(mut self, window: v1::WindowSettings) -> Self {
+        self.open.window = Some(window);
+        self
+    }
 }
 
 /// An open `Converse` stream attached to one session.
@@ -88,6 +100,8 @@ pub struct Conversation {
     session: v1::Session,
     session_created: bool,
     handler: Option<ToolHandler>,
+    /// A turn was started whose last event has not been read yet.
+    running: bool,
 }
 
 impl std::fmt::Debug for Conversation {
@@ -132,6 +146,7 @@ impl Conversation {
                         session,
                         session_created: opened.session_created,
                         handler: None,
+                        running: false,
                     });
                 }
                 Some(ConverseEvent::Error(error)) => return Err(turn_error(error)),
@@ -180,19 +195,67 @@ impl Conversation {
             .map_err(|_| closed())
     }
 
-    /// Starts a turn with `message`, merging `context` (a JSON object) first.
-    pub async fn send_message(&self, message: &str, context: Option<Value>) -> Result<(), Error> {
-        self.send(Frame::UserMessage(v1::ConverseUserMessage {
+    /// Starts a turn with `message`, merging `context` (a JSON object) first. A turn whose
+    /// events were not read to the end (a dropped [`Conversation::turn`] future, a loop left
+    /// early) is cancelled first and its rest read, so the events that follow are this turn's.
+    pub async fn send_message(
+        &mut self,
+        message: &str,
+        context: Option<Value>,
+    ) -> Result<(), Error> {
+        let frame = Frame::UserMessage(v1::ConverseUserMessage {
             message: message.to_string(),
             context: patch_to_wire("context", context)?,
-        }))
-        .await
+        });
+        self.begin(frame).await
     }
 
-    /// Continues a paused turn with one result per pending call.
-    pub async fn send_tool_results(&self, results: Vec<v1::ToolResult>) -> Result<(), Error> {
-        self.send(Frame::ToolResults(v1::ConverseToolResults { results }))
+    /// Continues a paused turn with one result per pending call (ending an unread turn first,
+    /// as [`Conversation::send_message`] does).
+    pub async fn send_tool_results(&mut self, results: Vec<v1::ToolResult>) -> Result<(), Error> {
+        self.begin(Frame::ToolResults(v1::ConverseToolResults { results }))
             .await
+    }
+
+    async fn begin(&mut self, frame: Frame) -> Result<(), Error> {
+        if self.running {
+            self.abandon().await?;
+        }
+        self.send(frame).await?;
+        self.running = true;
+        Ok(())
+    }
+
+    /// Cancels the running turn and reads the rest of it. A turn that has paused for tool
+    /// results stays paused.
+    async fn abandon(&mut self) -> Result<(), Error> {
+        self.running = false;
+        self.cancel().await?;
+        while let Some(response) = self.responses.message().await? {
+            if matches!(
+                response.event,
+                Some(ConverseEvent::Completed(_) | ConverseEvent::Error(_))
+            ) {
+                break;
+            }
+        }
+        // The cancel is answered by the `completed` above or, when the turn had ended before
+        // it arrived, by a FAILED_PRECONDITION error still to come. An empty frame, answered
+        // in order with INVALID_ARGUMENT, marks where those answers end.
+        let requests = self.requests.as_ref().ok_or_else(closed)?;
+        requests
+            .send(v1::ConverseRequest { frame: None })
+            .await
+            .map_err(|_| closed())?;
+        while let Some(response) = self.responses.message().await? {
+            if let Some(ConverseEvent::Error(error)) = &response.event
+                && response.turn_id.is_empty()
+                && error.code == Code::InvalidArgument as i32
+            {
+                return Ok(());
+            }
+        }
+        Err(closed())
     }
 
     /// Cancels the running turn: it ends with `completed` and `FINISH_REASON_CANCELLED`.
@@ -218,6 +281,15 @@ impl Conversation {
             let Some(event) = response.event else {
                 continue;
             };
+            match &event {
+                ConverseEvent::Completed(done)
+                    if !(pauses_for_tools(done) && self.handler.is_some()) =>
+                {
+                    self.running = false;
+                }
+                ConverseEvent::Error(_) => self.running = false,
+                _ => {}
+            }
             if let ConverseEvent::Completed(done) = &event
                 && pauses_for_tools(done)
                 && let Some(handler) = self.handler.as_mut()
@@ -230,7 +302,8 @@ impl Conversation {
                         Err(message) => tool_error(call, message),
                     })
                     .collect();
-                self.send_tool_results(results).await?;
+                self.send(Frame::ToolResults(v1::ConverseToolResults { results }))
+                    .await?;
             }
             return Ok(Some(event));
         }

@@ -37,6 +37,7 @@ type Client struct {
 	sessions contextdv1.SessionServiceClient
 	turns    contextdv1.InteractServiceClient
 	tools    contextdv1.ToolServiceClient
+	models   contextdv1.ModelServiceClient
 }
 
 // Option changes how Dial connects.
@@ -98,6 +99,7 @@ func Dial(target string, opts ...Option) (*Client, error) {
 		sessions: contextdv1.NewSessionServiceClient(conn),
 		turns:    contextdv1.NewInteractServiceClient(conn),
 		tools:    contextdv1.NewToolServiceClient(conn),
+		models:   contextdv1.NewModelServiceClient(conn),
 	}, nil
 }
 

@@ -471,21 +471,21 @@ func TestTools(t *testing.T) {
 	if strings.Join(names, ",") != "context_get,context_set,history_search" || len(list.Session) != 1 || list.Session[0].Name != "get_weather" {
 		t.Fatalf("tools %v, session tools %+v", names, list.Session)
 	}
-	out, err := c.CallTool(ctx, sid, "context_set", map[string]any{"patch": map[string]any{"b": "two"}})
+	out, err := c.CallTool(ctx, "context_set", map[string]any{"patch": map[string]any{"b": "two"}}, contextd.WithSession(sid))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if out.IsError || fmt.Sprint(out.Structured) != fmt.Sprint(map[string]any{"a": 1.0, "b": "two"}) {
 		t.Fatalf("context_set %+v", out)
 	}
-	out, err = c.CallTool(ctx, sid, "context_get", map[string]any{"key": "missing"})
+	out, err = c.CallTool(ctx, "context_get", map[string]any{"key": "missing"}, contextd.WithSession(sid))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !out.IsError || out.Content == "" {
 		t.Fatalf("context_get of a missing key %+v", out)
 	}
-	_, err = c.CallTool(ctx, sid, "no_such_tool", nil)
+	_, err = c.CallTool(ctx, "no_such_tool", nil, contextd.WithSession(sid))
 	wantCode(t, err, codes.NotFound)
 }
 
@@ -526,4 +526,73 @@ func TestUnreachableServerIsUnavailable(t *testing.T) {
 	defer c.Close()
 	_, err = c.GetSession(context.Background(), "x")
 	wantCode(t, err, codes.Unavailable)
+}
+
+func TestConverseLeavingATurnEarlyCancelsIt(t *testing.T) {
+	ctx := context.Background()
+	c := dial(t)
+	sid := id(t, "s")
+	conv, err := c.Converse(ctx, contextd.SessionOptions{ID: sid}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := "/delay 1000 w0 w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15 w16 w17 w18 w19"
+	for event, err := range conv.Send(slow, nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := event.(*contextd.Delta); ok {
+			break
+		}
+	}
+	for _, word := range []string{"one", "two"} {
+		if reply, err := conv.Say(word, nil); err != nil || reply.Text != "You said '"+word+"'." {
+			t.Fatalf("after leaving a turn: %+v, %v", reply, err)
+		}
+	}
+	if err := conv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := c.ListMessages(ctx, sid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 4 || msgs[0].Content != "one" {
+		t.Fatalf("%d messages stored (%+v); the left turn must leave none", len(msgs), msgs)
+	}
+}
+
+func TestWindowExpiryModelsAndInteractToolHandler(t *testing.T) {
+	ctx := context.Background()
+	c := dial(t)
+	sid := id(t, "s")
+	expires := time.Now().Add(time.Hour).Truncate(time.Second).UTC()
+	window := &contextdv1.WindowSettings{Strategy: contextdv1.WindowStrategy_WINDOW_STRATEGY_SUMMARIZE, SummarizeThresholdPercent: 50}
+	s, err := c.CreateSession(ctx, contextd.SessionOptions{ID: sid, ExpireTime: expires, Window: window, Tools: []contextd.Tool{weatherTool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.ExpireTime.Equal(expires) || s.Window.GetStrategy() != window.Strategy || s.Summary != nil {
+		t.Fatalf("created %+v", s)
+	}
+	later := expires.Add(time.Hour)
+	s, err = c.UpdateSession(ctx, sid, contextd.SessionUpdate{ExpireTime: later, Window: &contextdv1.WindowSettings{Strategy: contextdv1.WindowStrategy_WINDOW_STRATEGY_DISABLED}})
+	if err != nil || !s.ExpireTime.Equal(later) || s.Window.GetStrategy() != contextdv1.WindowStrategy_WINDOW_STRATEGY_DISABLED {
+		t.Fatalf("updated %+v, %v", s, err)
+	}
+	models, err := c.ListModels(ctx)
+	if err != nil || models.GetDefaultModel() != "echo" {
+		t.Fatalf("models %+v, %v", models, err)
+	}
+	reply, err := c.Interact(ctx, contextd.Turn{SessionID: sid, Message: `/call get_weather {"city": "Rome"}`},
+		contextd.WithToolHandler(func(_ context.Context, call contextd.ToolCall) (string, error) {
+			return "warm in " + call.Arguments["city"].(string), nil
+		}))
+	if err != nil || reply.Text != "Tool get_weather returned: warm in Rome" {
+		t.Fatalf("reply %+v, %v", reply, err)
+	}
+	page, err := c.ListMessagesPage(ctx, sid, 2, "")
+	if err != nil || len(page.Messages) != 2 || page.NextPageToken == "" {
+		t.Fatalf("page %+v, %v", page, err)
+	}
 }

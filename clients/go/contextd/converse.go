@@ -65,6 +65,8 @@ func (c *Client) Converse(ctx context.Context, open SessionOptions, handler Tool
 		Tools:            tools,
 		Labels:           open.Labels,
 		MaxContextTokens: open.MaxContextTokens,
+		ExpireTime:       timestampOrNil(open.ExpireTime),
+		Window:           open.Window,
 	}}})
 	if err == nil {
 		err = cv.awaitOpened()
@@ -237,9 +239,14 @@ func (cv *Conversation) abandonTurn() {
 }
 
 func (cv *Conversation) runTools(calls []ToolCall) []ToolResult {
+	return runToolHandler(cv.ctx, cv.handler, calls)
+}
+
+// runToolHandler answers each call with handler; an error becomes an is_error result.
+func runToolHandler(ctx context.Context, handler ToolHandler, calls []ToolCall) []ToolResult {
 	results := make([]ToolResult, 0, len(calls))
 	for _, call := range calls {
-		content, err := cv.handler(cv.ctx, call)
+		content, err := handler(ctx, call)
 		if err != nil {
 			results = append(results, ToolResult{CallID: call.ID, Content: err.Error(), IsError: true})
 			continue

@@ -3,6 +3,7 @@ package contextd
 import (
 	"context"
 	"iter"
+	"time"
 
 	contextdv1 "github.com/contextd/contextd/clients/go/gen/contextd/v1"
 )
@@ -19,6 +20,10 @@ type SessionOptions struct {
 	Labels map[string]string
 	// MaxContextTokens is the window size; 0: the model's default.
 	MaxContextTokens uint32
+	// ExpireTime is when the session expires (in the future); zero: the server's idle TTL.
+	ExpireTime time.Time
+	// Window manages the context window; nil: sliding window.
+	Window *contextdv1.WindowSettings
 }
 
 // SessionUpdate changes a session. Nil fields stay as they are.
@@ -36,6 +41,17 @@ type SessionUpdate struct {
 	// Etag, when not empty, applies the update only while the session's etag is still this
 	// one (code Aborted otherwise).
 	Etag string
+	// ExpireTime, when not zero, is a new fixed expiry.
+	ExpireTime time.Time
+	// Window, when not nil, replaces the window settings.
+	Window *contextdv1.WindowSettings
+}
+
+// MessagePage is one page of ListMessagesPage.
+type MessagePage struct {
+	Messages []Message
+	// NextPageToken fetches the next page; empty on the last page.
+	NextPageToken string
 }
 
 // SessionPage is one page of ListSessions.
@@ -63,6 +79,8 @@ func (c *Client) CreateSession(ctx context.Context, opts SessionOptions) (*Sessi
 		Tools:            tools,
 		Labels:           opts.Labels,
 		MaxContextTokens: opts.MaxContextTokens,
+		ExpireTime:       timestampOrNil(opts.ExpireTime),
+		Window:           opts.Window,
 	})
 	if err != nil {
 		return nil, err
@@ -132,6 +150,8 @@ func (c *Client) UpdateSession(ctx context.Context, id string, update SessionUpd
 		Labels:           update.Labels,
 		RemoveLabels:     update.RemoveLabels,
 		Etag:             update.Etag,
+		ExpireTime:       timestampOrNil(update.ExpireTime),
+		Window:           update.Window,
 	}
 	if update.Tools != nil {
 		tools, err := toolsToWire(*update.Tools)
@@ -185,6 +205,20 @@ func (c *Client) Messages(ctx context.Context, id string) iter.Seq2[Message, err
 			token = resp.GetNextPageToken()
 		}
 	}
+}
+
+// ListMessagesPage returns one page of a session's history, oldest first. pageSize 0 is the
+// server default; pageToken is empty for the first page.
+func (c *Client) ListMessagesPage(ctx context.Context, id string, pageSize uint32, pageToken string) (*MessagePage, error) {
+	resp, err := c.sessions.ListMessages(ctx, &contextdv1.ListMessagesRequest{SessionId: id, PageSize: pageSize, PageToken: pageToken})
+	if err != nil {
+		return nil, err
+	}
+	page := &MessagePage{NextPageToken: resp.GetNextPageToken()}
+	for _, m := range resp.GetMessages() {
+		page.Messages = append(page.Messages, messageFromWire(m))
+	}
+	return page, nil
 }
 
 // ListMessages returns a session's whole history, oldest first.

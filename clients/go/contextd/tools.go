@@ -34,14 +34,28 @@ func (c *Client) ListTools(ctx context.Context, sessionID string) (*ToolList, er
 	return &ToolList{Server: toolsFromWire(resp.GetTools()), Session: toolsFromWire(resp.GetSessionTools())}, nil
 }
 
-// CallTool runs a server-side tool on a session with arguments (nil: {}). A tool that fails
-// returns IsError; only malformed calls are errors.
-func (c *Client) CallTool(ctx context.Context, sessionID, name string, arguments map[string]any) (*ToolOutput, error) {
+// CallOption sets an optional field of CallTool.
+type CallOption func(*contextdv1.CallToolRequest)
+
+// WithSession names the session a tool works on (required by context_get, context_set and
+// history_search).
+func WithSession(id string) CallOption {
+	return func(r *contextdv1.CallToolRequest) { r.SessionId = id }
+}
+
+// CallTool runs a server-side tool with arguments (nil: {}), on the session WithSession names.
+// The order (name, arguments, session) is the same in every contextd client. A tool that
+// fails returns IsError; only malformed calls are errors.
+func (c *Client) CallTool(ctx context.Context, name string, arguments map[string]any, opts ...CallOption) (*ToolOutput, error) {
 	args, err := toStruct(arguments)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.tools.CallTool(ctx, &contextdv1.CallToolRequest{Name: name, Arguments: args, SessionId: sessionID})
+	req := &contextdv1.CallToolRequest{Name: name, Arguments: args}
+	for _, opt := range opts {
+		opt(req)
+	}
+	resp, err := c.tools.CallTool(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -50,4 +64,10 @@ func (c *Client) CallTool(ctx context.Context, sessionID, name string, arguments
 		out.Structured = resp.GetStructuredContent().AsInterface()
 	}
 	return out, nil
+}
+
+// ListModels lists the models sessions may name, the configured provider backends and the
+// default model (the generated message).
+func (c *Client) ListModels(ctx context.Context) (*contextdv1.ListModelsResponse, error) {
+	return c.models.ListModels(ctx, &contextdv1.ListModelsRequest{})
 }

@@ -79,8 +79,34 @@ func (e *TurnError) Error() string {
 // GRPCStatus makes status.FromError and status.Code report the server's code.
 func (e *TurnError) GRPCStatus() *status.Status { return status.New(e.Code, e.Message) }
 
-// Interact runs one turn and returns its outcome.
-func (c *Client) Interact(ctx context.Context, turn Turn) (*Reply, error) {
+// TurnOption sets an optional behaviour of Interact.
+type TurnOption func(*turnConfig)
+
+type turnConfig struct{ handler ToolHandler }
+
+// WithToolHandler answers the turn's client-side tool calls with handler and continues the
+// turn until it finishes (Python's and TypeScript's tool_handler / toolHandler). A handler
+// error is sent to the model as an is_error result.
+func WithToolHandler(handler ToolHandler) TurnOption {
+	return func(c *turnConfig) { c.handler = handler }
+}
+
+// Interact runs one turn and returns its outcome. Without WithToolHandler a turn that pauses
+// for client-side tools is returned as it is (NeedsToolResults).
+func (c *Client) Interact(ctx context.Context, turn Turn, opts ...TurnOption) (*Reply, error) {
+	var cfg turnConfig
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	reply, err := c.interactOnce(ctx, turn)
+	for err == nil && cfg.handler != nil && reply.NeedsToolResults() {
+		results := runToolHandler(ctx, cfg.handler, reply.ToolCalls)
+		reply, err = c.interactOnce(ctx, Turn{SessionID: turn.SessionID, ToolResults: results})
+	}
+	return reply, err
+}
+
+func (c *Client) interactOnce(ctx context.Context, turn Turn) (*Reply, error) {
 	sctx, err := toStruct(turn.Context)
 	if err != nil {
 		return nil, err

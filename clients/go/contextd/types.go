@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // Tool declares a tool that the client runs itself when the model asks for it (or, in
@@ -80,6 +81,14 @@ type Session struct {
 	// Etag changes with every write; pass it in SessionUpdate.Etag or to DeleteSessionIf to
 	// make the change conditional (code Aborted when the session changed meanwhile).
 	Etag string
+	// ExpireTime is when the session expires; the zero time: never.
+	ExpireTime time.Time
+	// Window says how the context window is managed.
+	Window *contextdv1.WindowSettings
+	// Summary is the running summary of the oldest turns; nil until one is written.
+	Summary *contextdv1.ContextSummary
+	// TokenEstimateScale is provider tokens per contextd token, as measured (0: not measured).
+	TokenEstimateScale float64
 }
 
 // AwaitingToolResults tells whether the session waits for results of PendingToolCalls.
@@ -208,21 +217,39 @@ func sessionFromWire(s *contextdv1.Session) *Session {
 		labels = map[string]string{}
 	}
 	return &Session{
-		ID:               s.GetSessionId(),
-		SystemPrompt:     s.GetSystemPrompt(),
-		Context:          fromStruct(s.GetContext()),
-		Model:            s.GetModel(),
-		Tools:            toolsFromWire(s.GetTools()),
-		Labels:           labels,
-		CreateTime:       s.GetCreateTime().AsTime(),
-		UpdateTime:       s.GetUpdateTime().AsTime(),
-		MessageCount:     s.GetMessageCount(),
-		State:            s.GetState(),
-		PendingToolCalls: toolCallsFromWire(s.GetPendingToolCalls()),
-		Usage:            usageFromWire(s.GetUsage()),
-		MaxContextTokens: s.GetMaxContextTokens(),
-		Etag:             s.GetEtag(),
+		Etag:               s.GetEtag(),
+		ID:                 s.GetSessionId(),
+		SystemPrompt:       s.GetSystemPrompt(),
+		Context:            fromStruct(s.GetContext()),
+		Model:              s.GetModel(),
+		Tools:              toolsFromWire(s.GetTools()),
+		Labels:             labels,
+		CreateTime:         s.GetCreateTime().AsTime(),
+		UpdateTime:         s.GetUpdateTime().AsTime(),
+		MessageCount:       s.GetMessageCount(),
+		State:              s.GetState(),
+		PendingToolCalls:   toolCallsFromWire(s.GetPendingToolCalls()),
+		Usage:              usageFromWire(s.GetUsage()),
+		MaxContextTokens:   s.GetMaxContextTokens(),
+		ExpireTime:         optionalTime(s.GetExpireTime()),
+		Window:             s.GetWindow(),
+		Summary:            s.GetSummary(),
+		TokenEstimateScale: s.GetTokenEstimateScale(),
 	}
+}
+
+func optionalTime(t *timestamppb.Timestamp) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.AsTime()
+}
+
+func timestampOrNil(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
 }
 
 func messageFromWire(m *contextdv1.Message) Message {

@@ -271,3 +271,166 @@ def test_the_package_type_checks() -> None:
     root = Path(__file__).resolve().parents[1]
     checked = subprocess.run([sys.executable, "-m", "mypy"], cwd=root, capture_output=True, text=True, timeout=300)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+SLOW = "/delay 1000 " + " ".join(f"w{i}" for i in range(30))
+
+
+def test_leaving_a_converse_turn_early_cancels_it(client: Client) -> None:
+    sid = fresh("py-conv-break")
+    with client.converse(sid) as conversation:
+        for event in conversation.send(SLOW):
+            if isinstance(event, TextDelta):
+                break
+        assert conversation.ask("one").response == "You said 'one'."
+        with pytest.raises(RuntimeError):
+            for event in conversation.send(SLOW):
+                if isinstance(event, TextDelta):
+                    raise RuntimeError("left by an exception")
+        assert conversation.ask("two").response == "You said 'two'."
+        # A turn whose events were never read is ended by the next send.
+        conversation.send(SLOW)
+        assert conversation.ask("three").response == "You said 'three'."
+    # Only the three whole turns are stored.
+    assert [m.content for m in client.list_messages(sid).items] == [
+        "one", "You said 'one'.", "two", "You said 'two'.", "three", "You said 'three'.",
+    ]
+
+
+def test_leaving_an_async_converse_turn_early_cancels_it(target: str) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(target) as client:
+            sid = fresh("py-aconv-break")
+            async with client.converse(sid) as conversation:
+                async for event in conversation.send(SLOW):
+                    if isinstance(event, TextDelta):
+                        break
+                assert (await conversation.ask("one")).response == "You said 'one'."
+                assert (await conversation.ask("two")).response == "You said 'two'."
+
+                async def read_until_cancelled() -> None:
+                    async for _ in conversation.send(SLOW):
+                        await asyncio.sleep(0)
+
+                task = asyncio.create_task(read_until_cancelled())
+                await asyncio.sleep(0.2)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                assert (await conversation.ask("three")).response == "You said 'three'."
+            page = await client.list_messages(sid)
+            assert [m.content for m in page.items][::2] == ["one", "two", "three"]
+
+    asyncio.run(scenario())
+
+
+def test_a_turn_paused_for_tools_stays_paused_when_left(client: Client) -> None:
+    sid = fresh("py-conv-paused")
+    with client.converse(sid, tools=[WEATHER]) as conversation:
+        for event in conversation.send('/call get_weather {"city": "Oslo"}'):
+            if isinstance(event, TurnCompleted):
+                break
+        session = client.get_session(sid)
+        assert session.state is SessionState.AWAITING_TOOL_RESULTS
+        call = session.pending_tool_calls[0]
+        done = list(conversation.send_tool_results([ToolResult(call.id, "snow")]))[-1]
+        assert isinstance(done, TurnCompleted) and done.result.response == "Tool get_weather returned: snow"
+
+
+def test_errors_are_subclasses_per_status(client: Client) -> None:
+    from contextd import AlreadyExistsError, InvalidArgumentError, NotFoundError
+
+    with pytest.raises(NotFoundError) as missing:
+        client.get_session(fresh("py-none"))
+    assert isinstance(missing.value, ContextdError) and missing.value.code is grpc.StatusCode.NOT_FOUND
+    sid = fresh("py-dup")
+    client.create_session(sid)
+    with pytest.raises(AlreadyExistsError):
+        client.create_session(sid)
+    with pytest.raises(InvalidArgumentError):
+        client.create_session("bad id!")
+
+
+def test_window_expiry_summary_and_models(client: Client) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from contextd import WindowSettings, WindowStrategy
+
+    sid = fresh("py-window")
+    expires = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=1)
+    created = client.create_session(
+        sid, expire_time=expires, window=WindowSettings(WindowStrategy.SUMMARIZE, 50, "echo")
+    )
+    assert created.expire_time == expires
+    assert created.window == WindowSettings(WindowStrategy.SUMMARIZE, 50, "echo")
+    assert created.summary is None and created.token_estimate_scale == 0.0
+    later = expires + timedelta(hours=1)
+    updated = client.update_session(sid, expire_time=later, window=WindowSettings(WindowStrategy.DISABLED))
+    assert updated.expire_time == later and updated.window.strategy is WindowStrategy.DISABLED
+    with client.converse(fresh("py-window-conv"), window=WindowSettings(WindowStrategy.DISABLED), expire_time=later) as conv:
+        assert conv.session.window.strategy is WindowStrategy.DISABLED and conv.session.expire_time == later
+    models = client.list_models()
+    assert models.default_model == "echo" and any(m.name == "echo" for m in models.models)
+    preview = client.preview_context(sid, "hi")
+    assert preview.total_tokens > 0 and preview.entries[-1].content == "hi"
+
+
+class _Flaky:
+    """A gRPC SessionService on a loopback port whose GetSession is UNAVAILABLE the first
+    ``failures`` times, and whose CreateSession always is: what a restarting server looks
+    like to a client."""
+
+    def __init__(self, failures: int) -> None:
+        from concurrent import futures
+
+        from contextd.v1 import common_pb2, session_pb2, session_pb2_grpc
+
+        outer = self
+        self.calls: dict[str, int] = {"get": 0, "create": 0}
+
+        class Service(session_pb2_grpc.SessionServiceServicer):  # type: ignore[misc]
+            def GetSession(self, request: session_pb2.GetSessionRequest, context: grpc.ServicerContext) -> session_pb2.GetSessionResponse:
+                outer.calls["get"] += 1
+                if outer.calls["get"] <= failures:
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+                return session_pb2.GetSessionResponse(session=common_pb2.Session(session_id=request.session_id))
+
+            def CreateSession(self, request: session_pb2.CreateSessionRequest, context: grpc.ServicerContext) -> session_pb2.CreateSessionResponse:
+                outer.calls["create"] += 1
+                context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        session_pb2_grpc.add_SessionServiceServicer_to_server(Service(), self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop(None)
+
+
+def test_safe_calls_are_retried_on_unavailable() -> None:
+    from contextd import UnavailableError
+
+    flaky = _Flaky(failures=2)
+    try:
+        with Client(f"127.0.0.1:{flaky.port}", retries=3, retry_backoff=0.01) as client:
+            assert client.get_session("s").session_id == "s"
+            assert flaky.calls["get"] == 3
+            # A change is never repeated.
+            with pytest.raises(UnavailableError):
+                client.create_session("s")
+            assert flaky.calls["create"] == 1
+        flaky.calls["get"] = 0
+        with Client(f"127.0.0.1:{flaky.port}") as client, pytest.raises(UnavailableError):
+            client.get_session("s")  # no retries unless asked for
+        assert flaky.calls["get"] == 1
+
+        async def async_retries() -> None:
+            flaky.calls["get"] = 0
+            async with AsyncClient(f"127.0.0.1:{flaky.port}", retries=2, retry_backoff=0.01) as client:
+                assert (await client.get_session("s")).session_id == "s"
+            assert flaky.calls["get"] == 3
+
+        asyncio.run(async_retries())
+    finally:
+        flaky.stop()

@@ -4,13 +4,14 @@
  * failures.
  */
 import { toJson, type JsonObject, type JsonValue, type MessageInitShape } from "@bufbuild/protobuf";
-import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import { timestampFromDate, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import type * as http2 from "node:http2";
 
 import {
   FinishReason,
+  WindowStrategy,
   type Message,
   type Session,
   type ToolCall,
@@ -30,6 +31,7 @@ import {
   type PreviewContextResponse,
   type UpdateSessionRequestSchema,
 } from "./gen/contextd/v1/session_pb.js";
+import { ModelService, type ListModelsResponse } from "./gen/contextd/v1/model_pb.js";
 import { ToolService, type ListToolsResponse } from "./gen/contextd/v1/tool_pb.js";
 import { AsyncQueue } from "./queue.js";
 
@@ -88,6 +90,17 @@ export interface SessionInit {
   tools?: (ToolSpec | ToolDefinition)[];
   labels?: Record<string, string>;
   maxContextTokens?: number;
+  /** When the session expires (in the future); unset: the server's idle TTL, if any. */
+  expireTime?: Date;
+  /** How the context window is managed; unset: sliding window. */
+  window?: WindowSettingsInit;
+}
+
+/** Window settings as plain data (`strategy` is a `WindowStrategy` value). */
+export interface WindowSettingsInit {
+  strategy?: WindowStrategy;
+  summarizeThresholdPercent?: number;
+  summarizerModel?: string;
 }
 
 /** Changes to a session; `context` is a JSON merge patch (`null` deletes a key). */
@@ -101,6 +114,10 @@ export interface SessionUpdate {
   removeLabels?: string[];
   /** Apply only while the session's `etag` is still this one (ABORTED otherwise). */
   etag?: string;
+  /** A new fixed expiry. */
+  expireTime?: Date;
+  /** New window settings (the running summary is kept). */
+  window?: WindowSettingsInit;
 }
 
 /** One turn's input. */
@@ -121,6 +138,14 @@ export interface ToolOutput {
   structuredContent: JsonValue | undefined;
   /** The tool ran and failed. */
   isError: boolean;
+}
+
+/** Per-call options of the unary calls. */
+export interface CallOptions {
+  /** Abort the call (it rejects with `Code.Canceled`). */
+  signal?: AbortSignal;
+  /** Deadline of this call in milliseconds; default: the client's `timeoutMs`. */
+  timeoutMs?: number;
 }
 
 /** One page of a listing. */
@@ -164,6 +189,7 @@ export class ContextdClient {
   private readonly sessions: Client<typeof SessionService>;
   private readonly turns: Client<typeof InteractService>;
   private readonly tools: Client<typeof ToolService>;
+  private readonly models: Client<typeof ModelService>;
   private readonly timeoutMs: number | undefined;
 
   constructor(target: string = DEFAULT_TARGET, options: ConnectOptions = {}) {
@@ -183,7 +209,12 @@ export class ContextdClient {
     this.sessions = createClient(SessionService, transport);
     this.turns = createClient(InteractService, transport);
     this.tools = createClient(ToolService, transport);
+    this.models = createClient(ModelService, transport);
     this.timeoutMs = options.timeoutMs;
+  }
+
+  private options(call: CallOptions): { timeoutMs: number | undefined; signal: AbortSignal | undefined } {
+    return { timeoutMs: call.timeoutMs ?? this.timeoutMs, signal: call.signal };
   }
 
   /** Closes the connection. */
@@ -194,20 +225,25 @@ export class ContextdClient {
   // Sessions
 
   /** Creates a session (an empty id lets the server choose one). */
-  async createSession(sessionId = "", init: SessionInit = {}): Promise<Session> {
-    const request: MessageInitShape<typeof CreateSessionRequestSchema> = { sessionId, ...init };
-    const response = await this.sessions.createSession(request, { timeoutMs: this.timeoutMs });
+  async createSession(sessionId = "", init: SessionInit = {}, call: CallOptions = {}): Promise<Session> {
+    const request: MessageInitShape<typeof CreateSessionRequestSchema> = {
+      sessionId,
+      ...init,
+      expireTime: init.expireTime ? timestampFromDate(init.expireTime) : undefined,
+    };
+    const response = await this.sessions.createSession(request, this.options(call));
     return required(response.session);
   }
 
   /** The session, with its context, state and pending tool calls. */
-  async getSession(sessionId: string): Promise<Session> {
-    return required((await this.sessions.getSession({ sessionId }, { timeoutMs: this.timeoutMs })).session);
+  async getSession(sessionId: string, call: CallOptions = {}): Promise<Session> {
+    return required((await this.sessions.getSession({ sessionId }, this.options(call))).session);
   }
 
   /** One page of sessions, ordered by id. */
-  async listSessions(options: { pageSize?: number; pageToken?: string } = {}): Promise<Page<Session>> {
-    const response = await this.sessions.listSessions(options, { timeoutMs: this.timeoutMs });
+  async listSessions(options: { pageSize?: number; pageToken?: string } & CallOptions = {}): Promise<Page<Session>> {
+    const { signal, timeoutMs, ...page } = options;
+    const response = await this.sessions.listSessions(page, this.options({ signal, timeoutMs }));
     return { items: response.sessions, nextPageToken: response.nextPageToken };
   }
 
@@ -222,7 +258,7 @@ export class ContextdClient {
   }
 
   /** Changes a session: `context` is merged as a JSON merge patch; the rest replace. */
-  async updateSession(sessionId: string, update: SessionUpdate): Promise<Session> {
+  async updateSession(sessionId: string, update: SessionUpdate, call: CallOptions = {}): Promise<Session> {
     const request: MessageInitShape<typeof UpdateSessionRequestSchema> = {
       sessionId,
       context: update.context,
@@ -233,28 +269,39 @@ export class ContextdClient {
       removeLabels: update.removeLabels,
       tools: update.tools === undefined ? undefined : { tools: update.tools },
       etag: update.etag,
+      expireTime: update.expireTime ? timestampFromDate(update.expireTime) : undefined,
+      window: update.window,
     };
-    return required((await this.sessions.updateSession(request, { timeoutMs: this.timeoutMs })).session);
+    return required((await this.sessions.updateSession(request, this.options(call))).session);
   }
 
   /**
    * Deletes a session; resolves to how many messages it had. With `etag`, only while the
    * session's etag is still that one (ABORTED otherwise).
    */
-  async deleteSession(sessionId: string, options: { etag?: string } = {}): Promise<number> {
-    const response = await this.sessions.deleteSession({ sessionId, etag: options.etag }, { timeoutMs: this.timeoutMs });
+  async deleteSession(sessionId: string, call: CallOptions & { etag?: string } = {}): Promise<number> {
+    const response = await this.sessions.deleteSession({ sessionId, etag: call.etag }, this.options(call));
     return Number(response.deletedMessages);
   }
 
   /** One page of the session's history, oldest first. */
-  async listMessages(sessionId: string, options: { pageSize?: number; pageToken?: string } = {}): Promise<Page<Message>> {
-    const response = await this.sessions.listMessages({ sessionId, ...options }, { timeoutMs: this.timeoutMs });
+  async listMessages(
+    sessionId: string,
+    options: { pageSize?: number; pageToken?: string } & CallOptions = {},
+  ): Promise<Page<Message>> {
+    const { signal, timeoutMs, ...page } = options;
+    const response = await this.sessions.listMessages({ sessionId, ...page }, this.options({ signal, timeoutMs }));
     return { items: response.messages, nextPageToken: response.nextPageToken };
   }
 
   /** Exactly what the model would see for `message` now. */
-  async previewContext(sessionId: string, message = "", context?: JsonObject): Promise<PreviewContextResponse> {
-    return this.sessions.previewContext({ sessionId, message, context }, { timeoutMs: this.timeoutMs });
+  async previewContext(
+    sessionId: string,
+    message = "",
+    context?: JsonObject,
+    call: CallOptions = {},
+  ): Promise<PreviewContextResponse> {
+    return this.sessions.previewContext({ sessionId, message, context }, this.options(call));
   }
 
   // Turns
@@ -312,20 +359,31 @@ export class ContextdClient {
   ): Promise<Conversation> {
     const { toolHandler, signal, ...open } = init;
     const conversation = new Conversation(this.turns, toolHandler, signal);
-    await conversation.open({ sessionId, ...open });
+    await conversation.open({
+      sessionId,
+      ...open,
+      expireTime: open.expireTime ? timestampFromDate(open.expireTime) : undefined,
+    });
     return conversation;
+  }
+
+  // Models
+
+  /** The models sessions may name, the configured provider backends and the default model. */
+  async listModels(call: CallOptions = {}): Promise<ListModelsResponse> {
+    return this.models.listModels({}, this.options(call));
   }
 
   // Tools
 
   /** Server-side tools, plus the session's own tools when `sessionId` is given. */
-  async listTools(sessionId = ""): Promise<ListToolsResponse> {
-    return this.tools.listTools({ sessionId }, { timeoutMs: this.timeoutMs });
+  async listTools(sessionId = "", call: CallOptions = {}): Promise<ListToolsResponse> {
+    return this.tools.listTools({ sessionId }, this.options(call));
   }
 
   /** Runs a server-side tool directly; a tool that ran and failed has `isError`. */
-  async callTool(name: string, args: JsonObject = {}, sessionId = ""): Promise<ToolOutput> {
-    const response = await this.tools.callTool({ name, arguments: args, sessionId }, { timeoutMs: this.timeoutMs });
+  async callTool(name: string, args: JsonObject = {}, sessionId = "", call: CallOptions = {}): Promise<ToolOutput> {
+    const response = await this.tools.callTool({ name, arguments: args, sessionId }, this.options(call));
     return {
       content: response.content,
       structuredContent: response.structuredContent ? toJson(ValueSchema, response.structuredContent) : undefined,
@@ -347,6 +405,9 @@ export class Conversation {
   private readonly abort = new AbortController();
   private readonly responses: AsyncIterator<ConverseResponse>;
   private closed = false;
+  /** A turn was started whose last event is not read yet. */
+  private running = false;
+  private turns = 0;
 
   constructor(
     client: Client<typeof InteractService>,
@@ -379,29 +440,68 @@ export class Conversation {
     }
   }
 
-  private async *turn(): AsyncGenerator<ConverseEvent> {
-    for (;;) {
-      const event = await this.next();
-      yield event;
-      if (event.case === "error") return;
-      if (event.case === "completed") {
-        if (!this.toolHandler || !needsToolResults(event.value)) return;
-        const results = await runToolHandler(this.toolHandler, event.value.toolCalls);
-        this.requests.push({ frame: { case: "toolResults", value: { results } } });
+  private async *turn(turn: number): AsyncGenerator<ConverseEvent> {
+    try {
+      for (;;) {
+        const event = await this.next();
+        if (event.case === "error" || (event.case === "completed" && !(this.toolHandler && needsToolResults(event.value)))) {
+          this.running = false;
+        }
+        yield event;
+        if (!this.running) return;
+        if (event.case === "completed" && this.toolHandler) {
+          const results = await runToolHandler(this.toolHandler, event.value.toolCalls);
+          this.requests.push({ frame: { case: "toolResults", value: { results } } });
+        }
       }
+    } finally {
+      // Left early (break, return, a throw): end the turn on the server.
+      if (this.running && turn === this.turns && !this.closed) await this.abandon();
     }
   }
 
-  /** Sends a user message; yields the turn's events up to the final `completed` (or `error`). */
-  send(message: string, context?: JsonObject): AsyncGenerator<ConverseEvent> {
-    this.requests.push({ frame: { case: "userMessage", value: { message, context } } });
-    return this.turn();
+  /**
+   * Cancels the running turn and reads the rest of it, so that the next turn's events are its
+   * own. A turn that has paused for tool results stays paused.
+   */
+  private async abandon(): Promise<void> {
+    this.running = false;
+    this.requests.push({ frame: { case: "cancel", value: {} } });
+    for (;;) {
+      const event = await this.next();
+      if (event.case === "completed" || event.case === "error") break;
+    }
+    // The cancel is answered by the `completed` above or, when the turn had ended before it
+    // arrived, by a FAILED_PRECONDITION error still to come. An empty frame, answered in
+    // order with INVALID_ARGUMENT, marks where those answers end.
+    this.requests.push({ frame: { case: undefined } });
+    for (;;) {
+      const event = await this.next();
+      if (event.case === "error" && event.value.code === Code.InvalidArgument && event.turnId === "") return;
+    }
+  }
+
+  private async begin(frame: ConverseFrame): Promise<number> {
+    if (this.running) await this.abandon();
+    this.requests.push(frame);
+    this.running = true;
+    return ++this.turns;
+  }
+
+  /**
+   * Sends a user message; yields the turn's events up to the final `completed` (or `error`).
+   * Leaving the loop early cancels the turn (nothing of it is stored); so does sending the
+   * next message before this turn's events are read.
+   */
+  async *send(message: string, context?: JsonObject): AsyncGenerator<ConverseEvent> {
+    const turn = await this.begin({ frame: { case: "userMessage", value: { message, context } } });
+    yield* this.turn(turn);
   }
 
   /** Continues a paused turn with results for its pending calls; yields its events. */
-  sendToolResults(results: ToolResultInit[]): AsyncGenerator<ConverseEvent> {
-    this.requests.push({ frame: { case: "toolResults", value: { results } } });
-    return this.turn();
+  async *sendToolResults(results: ToolResultInit[]): AsyncGenerator<ConverseEvent> {
+    const turn = await this.begin({ frame: { case: "toolResults", value: { results } } });
+    yield* this.turn(turn);
   }
 
   /** Sends a user message and resolves to the turn's result; a failed frame rejects. */

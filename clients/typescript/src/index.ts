@@ -21,6 +21,7 @@ export {
   runToolHandler,
 } from "./client.js";
 export type {
+  CallOptions,
   ConnectOptions,
   ConverseEvent,
   Page,
@@ -32,6 +33,7 @@ export type {
   ToolResultInit,
   ToolSpec,
   TurnInput,
+  WindowSettingsInit,
 } from "./client.js";
 export { Code, ConnectError } from "@connectrpc/connect";
 export type { JsonObject, JsonValue } from "@bufbuild/protobuf";
@@ -40,6 +42,7 @@ export * from "./gen/contextd/v1/common_pb.js";
 export * from "./gen/contextd/v1/interact_pb.js";
 export * from "./gen/contextd/v1/session_pb.js";
 export * from "./gen/contextd/v1/tool_pb.js";
+export * from "./gen/contextd/v1/model_pb.js";
 
 /** A client for contextd at `target` (host:port). */
 export function connect(target: string = DEFAULT_TARGET, options: ConnectOptions = {}): ContextdClient {

@@ -13,6 +13,7 @@ import {
   FinishReason,
   MessageRole,
   SessionState,
+  WindowStrategy,
   connect,
   needsToolResults,
   timestampDate,
@@ -201,6 +202,87 @@ describe("ContextdClient", () => {
     assert.equal(last?.case === "completed" && last.value.finishReason, FinishReason.CANCELLED);
     await conversation.close();
     assert.equal((await client.getSession(sid)).messageCount, 4n);
+  });
+
+  test("leaving a converse turn early cancels it, and the next replies are their own", async () => {
+    const slow = "/delay 1000 " + Array.from({ length: 30 }, (_, i) => `w${i}`).join(" ");
+    const sid = fresh("ts-conv-break");
+    const conversation = await client.converse(sid);
+    for await (const event of conversation.send(slow)) {
+      if (event.case === "delta") break;
+    }
+    assert.equal((await conversation.ask("one")).response, "You said 'one'.");
+    await assert.rejects(async () => {
+      for await (const event of conversation.send(slow)) {
+        if (event.case === "delta") throw new Error("left by a throw");
+      }
+    }, /left by a throw/);
+    assert.equal((await conversation.ask("two")).response, "You said 'two'.");
+    // A turn whose events were read only in part is ended by the next send.
+    const partial = conversation.send(slow);
+    assert.equal((await partial.next()).value?.case, "started");
+    assert.equal((await conversation.ask("three")).response, "You said 'three'.");
+    await conversation.close();
+    const page = await client.listMessages(sid);
+    assert.deepEqual(page.items.map((m) => m.content), ["one", "You said 'one'.", "two", "You said 'two'.", "three", "You said 'three'."]);
+  });
+
+  test("a turn paused for tools stays paused when left", async () => {
+    const sid = fresh("ts-conv-paused");
+    const conversation = await client.converse(sid, { tools: [WEATHER] });
+    for await (const event of conversation.send('/call get_weather {"city": "Oslo"}')) {
+      if (event.case === "completed") break;
+    }
+    const session = await client.getSession(sid);
+    assert.equal(session.state, SessionState.AWAITING_TOOL_RESULTS);
+    let response = "";
+    for await (const event of conversation.sendToolResults([{ toolCallId: session.pendingToolCalls[0]!.toolCallId, content: "snow" }])) {
+      if (event.case === "completed") response = event.value.response;
+    }
+    assert.equal(response, "Tool get_weather returned: snow");
+    await conversation.close();
+  });
+
+  test("window settings, expiry and models are reachable", async () => {
+    const sid = fresh("ts-window");
+    const expires = new Date(Math.floor(Date.now() / 1000) * 1000 + 3600_000);
+    const created = await client.createSession(sid, {
+      expireTime: expires,
+      window: { strategy: WindowStrategy.SUMMARIZE, summarizeThresholdPercent: 50, summarizerModel: "echo" },
+    });
+    assert.equal(timestampDate(created.expireTime!).getTime(), expires.getTime());
+    assert.equal(created.window?.strategy, WindowStrategy.SUMMARIZE);
+    assert.equal(created.window?.summarizeThresholdPercent, 50);
+    assert.equal(created.summary, undefined);
+    const later = new Date(expires.getTime() + 3600_000);
+    const updated = await client.updateSession(sid, { expireTime: later, window: { strategy: WindowStrategy.DISABLED } });
+    assert.equal(timestampDate(updated.expireTime!).getTime(), later.getTime());
+    assert.equal(updated.window?.strategy, WindowStrategy.DISABLED);
+    const conversation = await client.converse(fresh("ts-window-conv"), { expireTime: later, window: { strategy: WindowStrategy.DISABLED } });
+    assert.equal(conversation.session.window?.strategy, WindowStrategy.DISABLED);
+    await conversation.close();
+    const models = await client.listModels();
+    assert.equal(models.defaultModel, "echo");
+    assert.ok(models.models.some((m) => m.name === "echo"));
+  });
+
+  test("every unary call takes an AbortSignal", async () => {
+    const aborted = AbortSignal.abort();
+    const sid = fresh("ts-abort");
+    await client.createSession(sid);
+    await rejectsWith(client.getSession(sid, { signal: aborted }), Code.Canceled);
+    await rejectsWith(client.createSession(fresh("ts-abort"), {}, { signal: aborted }), Code.Canceled);
+    await rejectsWith(client.listSessions({ signal: aborted }), Code.Canceled);
+    await rejectsWith(client.updateSession(sid, { systemPrompt: "x" }, { signal: aborted }), Code.Canceled);
+    await rejectsWith(client.listMessages(sid, { signal: aborted }), Code.Canceled);
+    await rejectsWith(client.previewContext(sid, "hi", undefined, { signal: aborted }), Code.Canceled);
+    await rejectsWith(client.listModels({ signal: aborted }), Code.Canceled);
+    await rejectsWith(client.listTools("", { signal: aborted }), Code.Canceled);
+    await rejectsWith(client.callTool("context_get", { key: "a" }, sid, { signal: aborted }), Code.Canceled);
+    await rejectsWith(client.interact(sid, "hi", { signal: aborted }), Code.Canceled);
+    await rejectsWith(client.deleteSession(sid, { signal: aborted }), Code.Canceled);
+    // Nothing ran: the session is still there, unchanged.
+    assert.equal((await client.getSession(sid)).systemPrompt, "");
   });
 
   test("converse open errors reject", async () => {

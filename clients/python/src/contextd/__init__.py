@@ -6,7 +6,7 @@
 ...     print(reply.response, reply.updated_context)
 
 ``Client`` blocks; ``AsyncClient`` is the asyncio twin. Failed calls raise ``ContextdError``
-carrying the gRPC status code. The generated protobuf modules are ``contextd.v1.*_pb2``.
+carrying the gRPC status code, raised as its per-code subclass (``NotFoundError``, …). The generated protobuf modules are ``contextd.v1.*_pb2``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,27 @@ from typing import Iterable
 
 import grpc
 
-from contextd.aio import AsyncClient, AsyncConversation
+from contextd.aio import AsyncClient, AsyncConversation, ConverseOpening
 from contextd.client import DEFAULT_TARGET, Client, Conversation
-from contextd.errors import ContextdError
+from contextd.errors import (
+    AbortedError,
+    AlreadyExistsError,
+    CancelledError,
+    ContextdError,
+    DataLossError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    OutOfRangeError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+    UnavailableError,
+    UnimplementedError,
+    UnknownError,
+)
 from contextd.types import (
     Event,
     FinishReason,
@@ -40,6 +58,9 @@ from contextd.types import (
     TurnResult,
     TurnStarted,
     Usage,
+    WindowSettings,
+    WindowStrategy,
+    ContextSummary,
 )
 
 
@@ -61,5 +82,9 @@ __all__ = [
     "DEFAULT_TARGET", "Event", "FinishReason", "Message", "MessageRole", "Opened", "Page",
     "Session", "SessionState", "TextDelta", "ToolCall", "ToolCallRequested", "ToolDefinition",
     "ToolList", "ToolOutput", "ToolRan", "ToolResult", "TurnCompleted", "TurnFailed",
-    "TurnResult", "TurnStarted", "Usage",
+    "TurnResult", "TurnStarted", "Usage", "WindowSettings", "WindowStrategy", "ContextSummary",
+    "ConverseOpening", "AbortedError", "AlreadyExistsError", "CancelledError", "DataLossError",
+    "DeadlineExceededError", "FailedPreconditionError", "InternalError", "InvalidArgumentError",
+    "NotFoundError", "OutOfRangeError", "PermissionDeniedError", "ResourceExhaustedError",
+    "UnauthenticatedError", "UnavailableError", "UnimplementedError", "UnknownError",
 ]

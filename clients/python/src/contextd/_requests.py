@@ -6,7 +6,9 @@ from typing import Any, Iterable, Mapping
 
 import grpc
 
-from contextd.types import ToolDefinition, ToolResult, dict_to_struct
+from datetime import datetime
+
+from contextd.types import ToolDefinition, ToolResult, WindowSettings, dict_to_struct, timestamp
 from contextd.v1 import interact_pb2, session_pb2, tool_pb2
 
 Metadata = tuple[tuple[str, str], ...]
@@ -18,6 +20,15 @@ def metadata(token: str | None, extra: Iterable[tuple[str, str]] = ()) -> Metada
     if token:
         pairs.append(("authorization", f"Bearer {token}"))
     return tuple(pairs)
+
+
+def retry_delay(backoff: float, attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): exponential with full jitter in its
+    upper half, at most 5 s."""
+    import random
+
+    ceiling: float = min(5.0, backoff * 2.0**attempt)
+    return ceiling / 2 + random.random() * ceiling / 2
 
 
 def channel_credentials(tls: bool, credentials: grpc.ChannelCredentials | None) -> grpc.ChannelCredentials | None:
@@ -50,6 +61,8 @@ def create_session(
     tool_defs: Iterable[ToolDefinition | Mapping[str, Any]],
     labels: Mapping[str, str] | None,
     max_context_tokens: int,
+    expire_time: datetime | None = None,
+    window: WindowSettings | None = None,
 ) -> session_pb2.CreateSessionRequest:
     request = session_pb2.CreateSessionRequest(
         session_id=session_id,
@@ -61,6 +74,10 @@ def create_session(
     )
     if context is not None:
         request.context.CopyFrom(dict_to_struct(context))
+    if expire_time is not None:
+        request.expire_time.CopyFrom(timestamp(expire_time))
+    if window is not None:
+        request.window.CopyFrom(window.to_proto())
     return request
 
 
@@ -74,6 +91,8 @@ def update_session(
     labels: Mapping[str, str] | None,
     remove_labels: Iterable[str],
     etag: str | None = None,
+    expire_time: datetime | None = None,
+    window: WindowSettings | None = None,
 ) -> session_pb2.UpdateSessionRequest:
     request = session_pb2.UpdateSessionRequest(
         session_id=session_id, labels=dict(labels or {}), remove_labels=list(remove_labels), etag=etag or ""
@@ -88,6 +107,10 @@ def update_session(
         request.model = model
     if max_context_tokens is not None:
         request.max_context_tokens = max_context_tokens
+    if expire_time is not None:
+        request.expire_time.CopyFrom(timestamp(expire_time))
+    if window is not None:
+        request.window.CopyFrom(window.to_proto())
     return request
 
 
@@ -119,6 +142,8 @@ def converse_open(
     tool_defs: Iterable[ToolDefinition | Mapping[str, Any]],
     labels: Mapping[str, str] | None,
     max_context_tokens: int,
+    expire_time: datetime | None = None,
+    window: WindowSettings | None = None,
 ) -> interact_pb2.ConverseRequest:
     frame = interact_pb2.ConverseOpen(
         session_id=session_id,
@@ -130,6 +155,10 @@ def converse_open(
     )
     if context is not None:
         frame.context.CopyFrom(dict_to_struct(context))
+    if expire_time is not None:
+        frame.expire_time.CopyFrom(timestamp(expire_time))
+    if window is not None:
+        frame.window.CopyFrom(window.to_proto())
     return interact_pb2.ConverseRequest(open=frame)
 
 

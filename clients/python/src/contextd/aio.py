@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, AsyncIterator, Generator, Iterable, Mapping, Sequence
 
 import grpc
 import grpc.aio
 
 from contextd import _requests
-from contextd.client import DEFAULT_TARGET
+from contextd.client import DEFAULT_TARGET, _ends_turn, _is_barrier
 from contextd.errors import ContextdError
 from contextd.types import (
     AsyncToolHandler,
@@ -20,6 +22,7 @@ from contextd.types import (
     Session,
     ToolCall,
     ToolDefinition,
+    WindowSettings,
     ToolList,
     ToolOutput,
     ToolResult,
@@ -31,7 +34,7 @@ from contextd.types import (
     tool_error_from,
     tool_result_from,
 )
-from contextd.v1 import interact_pb2, interact_pb2_grpc, session_pb2, session_pb2_grpc, tool_pb2, tool_pb2_grpc
+from contextd.v1 import interact_pb2, interact_pb2_grpc, model_pb2, model_pb2_grpc, session_pb2, session_pb2_grpc, tool_pb2, tool_pb2_grpc
 
 
 async def run_tool_handler(handler: AsyncToolHandler, calls: Sequence[ToolCall]) -> list[ToolResult]:
@@ -66,6 +69,8 @@ class AsyncClient:
         metadata: Iterable[tuple[str, str]] = (),
         timeout: float | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        retries: int = 0,
+        retry_backoff: float = 0.1,
     ) -> None:
         """Same arguments as Client. Create it inside a running event loop."""
         secure = _requests.channel_credentials(tls, credentials)
@@ -75,9 +80,12 @@ class AsyncClient:
             self._channel = grpc.aio.secure_channel(target, secure, options=list(options))
         self._metadata = _requests.metadata(token, metadata)
         self._timeout = timeout
+        self._retries = retries
+        self._retry_backoff = retry_backoff
         self._sessions = session_pb2_grpc.SessionServiceStub(self._channel)
         self._interact = interact_pb2_grpc.InteractServiceStub(self._channel)
         self._tools = tool_pb2_grpc.ToolServiceStub(self._channel)
+        self._models = model_pb2_grpc.ModelServiceStub(self._channel)
 
     async def close(self) -> None:
         """Closes the channel."""
@@ -89,11 +97,17 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _call(self, method: Any, request: Any) -> Any:
-        try:
-            return await method(request, metadata=self._metadata, timeout=self._timeout)
-        except grpc.aio.AioRpcError as error:
-            raise ContextdError.from_rpc_error(error) from None
+    async def _call(self, method: Any, request: Any, *, safe: bool = False) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return await method(request, metadata=self._metadata, timeout=self._timeout)
+            except grpc.aio.AioRpcError as error:
+                failure = ContextdError.from_rpc_error(error)
+            if not (safe and failure.code is grpc.StatusCode.UNAVAILABLE and attempt < self._retries):
+                raise failure
+            await asyncio.sleep(_requests.retry_delay(self._retry_backoff, attempt))
+            attempt += 1
 
     # Sessions
 
@@ -107,22 +121,24 @@ class AsyncClient:
         tools: Iterable[ToolDefinition | Mapping[str, Any]] = (),
         labels: Mapping[str, str] | None = None,
         max_context_tokens: int = 0,
+        expire_time: datetime | None = None,
+        window: WindowSettings | None = None,
     ) -> Session:
         """Creates a session (an empty id lets the server choose one)."""
         request = _requests.create_session(
-            session_id, system_prompt, context, model, tools, labels, max_context_tokens
+            session_id, system_prompt, context, model, tools, labels, max_context_tokens, expire_time, window
         )
         return Session.from_proto((await self._call(self._sessions.CreateSession, request)).session)
 
     async def get_session(self, session_id: str) -> Session:
         """The session, with its context, state and pending tool calls."""
         request = session_pb2.GetSessionRequest(session_id=session_id)
-        return Session.from_proto((await self._call(self._sessions.GetSession, request)).session)
+        return Session.from_proto((await self._call(self._sessions.GetSession, request, safe=True)).session)
 
     async def list_sessions(self, *, page_size: int = 0, page_token: str = "") -> Page:
         """One page of sessions ordered by id; ``items`` are Session values."""
         request = session_pb2.ListSessionsRequest(page_size=page_size, page_token=page_token)
-        response = await self._call(self._sessions.ListSessions, request)
+        response = await self._call(self._sessions.ListSessions, request, safe=True)
         return Page([Session.from_proto(s) for s in response.sessions], response.next_page_token)
 
     async def iter_sessions(self, *, page_size: int = 0) -> AsyncIterator[Session]:
@@ -145,13 +161,16 @@ class AsyncClient:
         tools: Iterable[ToolDefinition | Mapping[str, Any]] | None = None,
         model: str | None = None,
         max_context_tokens: int | None = None,
+        expire_time: datetime | None = None,
+        window: WindowSettings | None = None,
         labels: Mapping[str, str] | None = None,
         remove_labels: Iterable[str] = (),
         etag: str | None = None,
     ) -> Session:
         """Changes a session: ``context`` is a JSON merge patch (``None`` values delete keys)."""
         request = _requests.update_session(
-            session_id, context, system_prompt, tools, model, max_context_tokens, labels, remove_labels, etag
+            session_id, context, system_prompt, tools, model, max_context_tokens, labels, remove_labels,
+            etag=etag, expire_time=expire_time, window=window,
         )
         return Session.from_proto((await self._call(self._sessions.UpdateSession, request)).session)
 
@@ -165,7 +184,7 @@ class AsyncClient:
     async def list_messages(self, session_id: str, *, page_size: int = 0, page_token: str = "") -> Page:
         """One page of the session's history, oldest first; ``items`` are Message values."""
         request = session_pb2.ListMessagesRequest(session_id=session_id, page_size=page_size, page_token=page_token)
-        response = await self._call(self._sessions.ListMessages, request)
+        response = await self._call(self._sessions.ListMessages, request, safe=True)
         return Page([Message.from_proto(m) for m in response.messages], response.next_page_token)
 
     async def preview_context(
@@ -175,7 +194,7 @@ class AsyncClient:
         request = session_pb2.PreviewContextRequest(session_id=session_id, message=message)
         if context is not None:
             request.context.CopyFrom(dict_to_struct(context))
-        result: session_pb2.PreviewContextResponse = await self._call(self._sessions.PreviewContext, request)
+        result: session_pb2.PreviewContextResponse = await self._call(self._sessions.PreviewContext, request, safe=True)
         return result
 
     # Turns
@@ -221,7 +240,7 @@ class AsyncClient:
         finally:
             call.cancel()
 
-    async def converse(
+    def converse(
         self,
         session_id: str,
         *,
@@ -232,22 +251,32 @@ class AsyncClient:
         tools: Iterable[ToolDefinition | Mapping[str, Any]] = (),
         labels: Mapping[str, str] | None = None,
         max_context_tokens: int = 0,
+        expire_time: datetime | None = None,
+        window: WindowSettings | None = None,
         timeout: float | None = None,
-    ) -> AsyncConversation:
-        """Opens a Converse stream on the session and waits for ``opened``. Use the result as
-        an async context manager; ``tool_handler`` answers client-side tool calls."""
-        call = self._interact.Converse(metadata=self._metadata, timeout=timeout)
-        conversation = AsyncConversation(call, tool_handler)
-        await conversation._open(
-            _requests.converse_open(session_id, system_prompt, context, model, tools, labels, max_context_tokens)
+    ) -> ConverseOpening:
+        """Opens a Converse stream on the session and waits for ``opened``:
+        ``async with client.converse(...) as conv`` (closed at the end of the block), or
+        ``conv = await client.converse(...)``. ``tool_handler`` answers client-side tool
+        calls."""
+        frame = _requests.converse_open(
+            session_id, system_prompt, context, model, tools, labels, max_context_tokens, expire_time, window
         )
-        return conversation
+        return ConverseOpening(self._interact, self._metadata, frame, tool_handler, timeout)
+
+    # Models
+
+    async def list_models(self) -> model_pb2.ListModelsResponse:
+        """The models sessions may name and the configured provider backends (the generated
+        message: ``models``, ``backends``, ``default_model``)."""
+        result: model_pb2.ListModelsResponse = await self._call(self._models.ListModels, model_pb2.ListModelsRequest(), safe=True)
+        return result
 
     # Tools
 
     async def list_tools(self, session_id: str = "") -> ToolList:
         """Server-side tools, plus the session's own tools when ``session_id`` is given."""
-        response = await self._call(self._tools.ListTools, tool_pb2.ListToolsRequest(session_id=session_id))
+        response = await self._call(self._tools.ListTools, tool_pb2.ListToolsRequest(session_id=session_id), safe=True)
         return ToolList(
             [ToolDefinition.from_proto(t) for t in response.tools],
             [ToolDefinition.from_proto(t) for t in response.session_tools],
@@ -261,6 +290,43 @@ class AsyncClient:
         return ToolOutput.from_proto(await self._call(self._tools.CallTool, request))
 
 
+class ConverseOpening:
+    """A Converse stream being opened: await it for the AsyncConversation, or use it directly
+    as an async context manager."""
+
+    def __init__(
+        self,
+        stub: Any,
+        metadata: _requests.Metadata,
+        frame: interact_pb2.ConverseRequest,
+        tool_handler: AsyncToolHandler | None,
+        timeout: float | None,
+    ) -> None:
+        self._stub = stub
+        self._metadata = metadata
+        self._frame = frame
+        self._tool_handler = tool_handler
+        self._timeout = timeout
+        self._conversation: AsyncConversation | None = None
+
+    async def _open(self) -> AsyncConversation:
+        call = self._stub.Converse(metadata=self._metadata, timeout=self._timeout)
+        conversation = AsyncConversation(call, self._tool_handler)
+        await conversation._open(self._frame)
+        return conversation
+
+    def __await__(self) -> Generator[Any, None, AsyncConversation]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> AsyncConversation:
+        self._conversation = await self._open()
+        return self._conversation
+
+    async def __aexit__(self, *exc: Any) -> None:
+        assert self._conversation is not None
+        await self._conversation.__aexit__(*exc)
+
+
 class AsyncConversation:
     """One Converse stream, asyncio flavour: ``send`` is an async iterator of a turn's events,
     ``ask`` returns its result; a tool handler continues paused turns automatically."""
@@ -272,15 +338,35 @@ class AsyncConversation:
         self._call = call
         self._tool_handler = tool_handler
         self._closed = False
+        self._running = False  # a turn was started whose last event is not read yet
+        self._turns = 0
+        # One task reads the stream: a caller's read that is cancelled (a task cancelled
+        # mid-turn) must not cancel the whole call, as cancelling grpc.aio's read() does.
+        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._reader = asyncio.ensure_future(self._read_all())
+
+    async def _read_all(self) -> None:
+        try:
+            while True:
+                response = await self._call.read()
+                await self._inbox.put(response)
+                if response is grpc.aio.EOF:
+                    return
+        except grpc.aio.AioRpcError as error:
+            await self._inbox.put(error)
+        except asyncio.CancelledError:
+            await self._inbox.put(grpc.aio.EOF)
 
     async def _open(self, frame: interact_pb2.ConverseRequest) -> None:
         await self._write(frame)
         first = await self._next()
         if isinstance(first, TurnFailed):
             self._call.cancel()
+            self._reader.cancel()
             raise ContextdError(first.code, first.message)
         if not isinstance(first, Opened):
             self._call.cancel()
+            self._reader.cancel()
             raise ContextdError(grpc.StatusCode.INTERNAL, f"expected opened, got {first!r}")
         self.session = first.session
         self.session_created = first.session_created
@@ -293,11 +379,12 @@ class AsyncConversation:
 
     async def _next(self) -> Event:
         while True:
-            try:
-                response = await self._call.read()
-            except grpc.aio.AioRpcError as error:
-                raise ContextdError.from_rpc_error(error) from None
+            response = await self._inbox.get()
+            if isinstance(response, grpc.aio.AioRpcError):
+                self._inbox.put_nowait(response)  # every later read fails the same way
+                raise ContextdError.from_rpc_error(response) from None
             if response is grpc.aio.EOF:
+                self._inbox.put_nowait(response)
                 code = await self._call.code()
                 details = await self._call.details()
                 if code != grpc.StatusCode.OK:
@@ -307,30 +394,61 @@ class AsyncConversation:
             if event is not None:
                 return event
 
-    async def _turn(self) -> AsyncIterator[Event]:
-        while True:
-            event = await self._next()
-            yield event
-            if isinstance(event, TurnFailed):
-                return
-            if isinstance(event, TurnCompleted):
-                result = event.result
-                if self._tool_handler is None or not result.needs_tool_results:
+    async def _turn(self, turn: int) -> AsyncIterator[Event]:
+        try:
+            while True:
+                event = await self._next()
+                if isinstance(event, TurnFailed) or (
+                    isinstance(event, TurnCompleted)
+                    and (self._tool_handler is None or not event.result.needs_tool_results)
+                ):
+                    self._running = False
+                yield event
+                if not self._running:
                     return
-                answers = await run_tool_handler(self._tool_handler, result.tool_calls)
-                await self._write(_requests.converse_tool_results(answers))
+                if isinstance(event, TurnCompleted):
+                    answers = await run_tool_handler(self._tool_handler, event.result.tool_calls)  # type: ignore[arg-type]
+                    await self._write(_requests.converse_tool_results(answers))
+        finally:
+            # Left early (break, return, an exception, a cancelled task): end the turn on the
+            # server. An async generator left by `break` is closed later by the event loop;
+            # the next send() does it first, and then this turn is no longer the current one.
+            if self._running and turn == self._turns and not self._closed:
+                await self._abandon()
+
+    async def _abandon(self) -> None:
+        """Cancels the running turn and reads the rest of it, so that the next turn's events
+        are its own. A turn that has paused for tool results stays paused."""
+        self._running = False
+        await self._write(_requests.converse_cancel())
+        while not _ends_turn(await self._next()):
+            pass
+        # See Conversation._abandon: the empty frame's INVALID_ARGUMENT answer comes after
+        # any answer to the cancel.
+        await self._write(interact_pb2.ConverseRequest())
+        while not _is_barrier(await self._next()):
+            pass
 
     async def send(self, message: str, *, context: Mapping[str, Any] | None = None) -> AsyncIterator[Event]:
         """Sends a user message and yields the turn's events up to the last TurnCompleted (or
-        a TurnFailed)."""
+        a TurnFailed). Leaving the loop early cancels the turn (nothing of it is stored); so
+        does sending the next message before this turn's events are read."""
+        if self._running:
+            await self._abandon()
+        self._turns += 1
+        self._running = True
         await self._write(_requests.converse_message(message, context))
-        async for event in self._turn():
+        async for event in self._turn(self._turns):
             yield event
 
     async def send_tool_results(self, results: Iterable[ToolResult]) -> AsyncIterator[Event]:
         """Continues a paused turn with results for its pending calls; yields its events."""
+        if self._running:
+            await self._abandon()
+        self._turns += 1
+        self._running = True
         await self._write(_requests.converse_tool_results(results))
-        async for event in self._turn():
+        async for event in self._turn(self._turns):
             yield event
 
     async def ask(self, message: str, *, context: Mapping[str, Any] | None = None) -> TurnResult:
@@ -356,10 +474,14 @@ class AsyncConversation:
         self._closed = True
         try:
             await self._call.done_writing()
-            while await self._call.read() is not grpc.aio.EOF:
-                pass
         except grpc.aio.AioRpcError as error:
             raise ContextdError.from_rpc_error(error) from None
+        while True:
+            response = await self._inbox.get()
+            if isinstance(response, grpc.aio.AioRpcError):
+                raise ContextdError.from_rpc_error(response) from None
+            if response is grpc.aio.EOF:
+                break
         code = await self._call.code()
         if code != grpc.StatusCode.OK:
             raise ContextdError(code, await self._call.details() or "")
@@ -373,3 +495,4 @@ class AsyncConversation:
         else:
             self._closed = True
             self._call.cancel()
+            self._reader.cancel()

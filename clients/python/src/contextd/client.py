@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import queue
+import time
+from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import grpc
@@ -17,6 +19,7 @@ from contextd.types import (
     Session,
     ToolCall,
     ToolDefinition,
+    WindowSettings,
     ToolHandler,
     ToolList,
     ToolOutput,
@@ -29,7 +32,7 @@ from contextd.types import (
     tool_error_from,
     tool_result_from,
 )
-from contextd.v1 import interact_pb2, interact_pb2_grpc, session_pb2, session_pb2_grpc, tool_pb2, tool_pb2_grpc
+from contextd.v1 import interact_pb2, interact_pb2_grpc, model_pb2, model_pb2_grpc, session_pb2, session_pb2_grpc, tool_pb2, tool_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:61900"
 
@@ -63,10 +66,15 @@ class Client:
         metadata: Iterable[tuple[str, str]] = (),
         timeout: float | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        retries: int = 0,
+        retry_backoff: float = 0.1,
     ) -> None:
         """Connects to ``target`` (host:port): plaintext unless ``tls`` or ``credentials``;
         ``token`` is sent as ``authorization: Bearer <token>`` on every call; ``timeout`` is
-        the default deadline in seconds of unary calls."""
+        the default deadline in seconds of unary calls. ``retries`` > 0 repeats the calls
+        that are safe to repeat (get, list, preview, list_models, list_tools) that many times
+        more when they fail with UNAVAILABLE, waiting ``retry_backoff`` seconds, doubled after
+        each attempt (with jitter, at most 5 s); turns and changes are never repeated."""
         secure = _requests.channel_credentials(tls, credentials)
         if secure is None:
             self._channel = grpc.insecure_channel(target, options=list(options))
@@ -74,9 +82,12 @@ class Client:
             self._channel = grpc.secure_channel(target, secure, options=list(options))
         self._metadata = _requests.metadata(token, metadata)
         self._timeout = timeout
+        self._retries = retries
+        self._retry_backoff = retry_backoff
         self._sessions = session_pb2_grpc.SessionServiceStub(self._channel)
         self._interact = interact_pb2_grpc.InteractServiceStub(self._channel)
         self._tools = tool_pb2_grpc.ToolServiceStub(self._channel)
+        self._models = model_pb2_grpc.ModelServiceStub(self._channel)
 
     def close(self) -> None:
         """Closes the channel."""
@@ -88,11 +99,17 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: Any, request: Any) -> Any:
-        try:
-            return method(request, metadata=self._metadata, timeout=self._timeout)
-        except grpc.RpcError as error:
-            raise ContextdError.from_rpc_error(error) from None
+    def _call(self, method: Any, request: Any, *, safe: bool = False) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return method(request, metadata=self._metadata, timeout=self._timeout)
+            except grpc.RpcError as error:
+                failure = ContextdError.from_rpc_error(error)
+            if not (safe and failure.code is grpc.StatusCode.UNAVAILABLE and attempt < self._retries):
+                raise failure
+            time.sleep(_requests.retry_delay(self._retry_backoff, attempt))
+            attempt += 1
 
     # Sessions
 
@@ -106,22 +123,24 @@ class Client:
         tools: Iterable[ToolDefinition | Mapping[str, Any]] = (),
         labels: Mapping[str, str] | None = None,
         max_context_tokens: int = 0,
+        expire_time: datetime | None = None,
+        window: WindowSettings | None = None,
     ) -> Session:
         """Creates a session (an empty id lets the server choose one)."""
         request = _requests.create_session(
-            session_id, system_prompt, context, model, tools, labels, max_context_tokens
+            session_id, system_prompt, context, model, tools, labels, max_context_tokens, expire_time, window
         )
         return Session.from_proto(self._call(self._sessions.CreateSession, request).session)
 
     def get_session(self, session_id: str) -> Session:
         """The session, with its context, state and pending tool calls."""
         request = session_pb2.GetSessionRequest(session_id=session_id)
-        return Session.from_proto(self._call(self._sessions.GetSession, request).session)
+        return Session.from_proto(self._call(self._sessions.GetSession, request, safe=True).session)
 
     def list_sessions(self, *, page_size: int = 0, page_token: str = "") -> Page:
         """One page of sessions ordered by id; ``items`` are Session values."""
         request = session_pb2.ListSessionsRequest(page_size=page_size, page_token=page_token)
-        response = self._call(self._sessions.ListSessions, request)
+        response = self._call(self._sessions.ListSessions, request, safe=True)
         return Page([Session.from_proto(s) for s in response.sessions], response.next_page_token)
 
     def iter_sessions(self, *, page_size: int = 0) -> Iterator[Session]:
@@ -143,6 +162,8 @@ class Client:
         tools: Iterable[ToolDefinition | Mapping[str, Any]] | None = None,
         model: str | None = None,
         max_context_tokens: int | None = None,
+        expire_time: datetime | None = None,
+        window: WindowSettings | None = None,
         labels: Mapping[str, str] | None = None,
         remove_labels: Iterable[str] = (),
         etag: str | None = None,
@@ -150,7 +171,8 @@ class Client:
         """Changes a session: ``context`` is a JSON merge patch (``None`` values delete keys);
         the other arguments replace what they name when given."""
         request = _requests.update_session(
-            session_id, context, system_prompt, tools, model, max_context_tokens, labels, remove_labels, etag
+            session_id, context, system_prompt, tools, model, max_context_tokens, labels, remove_labels,
+            etag=etag, expire_time=expire_time, window=window,
         )
         return Session.from_proto(self._call(self._sessions.UpdateSession, request).session)
 
@@ -164,7 +186,7 @@ class Client:
     def list_messages(self, session_id: str, *, page_size: int = 0, page_token: str = "") -> Page:
         """One page of the session's history, oldest first; ``items`` are Message values."""
         request = session_pb2.ListMessagesRequest(session_id=session_id, page_size=page_size, page_token=page_token)
-        response = self._call(self._sessions.ListMessages, request)
+        response = self._call(self._sessions.ListMessages, request, safe=True)
         return Page([Message.from_proto(m) for m in response.messages], response.next_page_token)
 
     def preview_context(
@@ -174,7 +196,7 @@ class Client:
         request = session_pb2.PreviewContextRequest(session_id=session_id, message=message)
         if context is not None:
             request.context.CopyFrom(dict_to_struct(context))
-        result: session_pb2.PreviewContextResponse = self._call(self._sessions.PreviewContext, request)
+        result: session_pb2.PreviewContextResponse = self._call(self._sessions.PreviewContext, request, safe=True)
         return result
 
     # Turns
@@ -233,20 +255,30 @@ class Client:
         tools: Iterable[ToolDefinition | Mapping[str, Any]] = (),
         labels: Mapping[str, str] | None = None,
         max_context_tokens: int = 0,
+        expire_time: datetime | None = None,
+        window: WindowSettings | None = None,
         timeout: float | None = None,
     ) -> Conversation:
         """Opens a Converse stream on the session (created with the given fields if missing).
         Use it as a context manager; ``tool_handler`` answers client-side tool calls."""
         open_frame = _requests.converse_open(
-            session_id, system_prompt, context, model, tools, labels, max_context_tokens
+            session_id, system_prompt, context, model, tools, labels, max_context_tokens, expire_time, window
         )
         return Conversation(self._interact, self._metadata, open_frame, tool_handler, timeout)
+
+    # Models
+
+    def list_models(self) -> model_pb2.ListModelsResponse:
+        """The models sessions may name and the configured provider backends (the generated
+        message: ``models``, ``backends``, ``default_model``)."""
+        result: model_pb2.ListModelsResponse = self._call(self._models.ListModels, model_pb2.ListModelsRequest(), safe=True)
+        return result
 
     # Tools
 
     def list_tools(self, session_id: str = "") -> ToolList:
         """Server-side tools, plus the session's own tools when ``session_id`` is given."""
-        response = self._call(self._tools.ListTools, tool_pb2.ListToolsRequest(session_id=session_id))
+        response = self._call(self._tools.ListTools, tool_pb2.ListToolsRequest(session_id=session_id), safe=True)
         return ToolList(
             [ToolDefinition.from_proto(t) for t in response.tools],
             [ToolDefinition.from_proto(t) for t in response.session_tools],
@@ -278,6 +310,8 @@ class Conversation:
         self._outgoing: queue.Queue[Any] = queue.Queue()
         self._tool_handler = tool_handler
         self._closed = False
+        self._running = False  # a turn was started whose last event is not read yet
+        self._turns = 0
         self._call = stub.Converse(iter(self._outgoing.get, _END), metadata=metadata, timeout=timeout)
         self._outgoing.put(open_frame)
         first = self._next()
@@ -302,29 +336,59 @@ class Conversation:
             if event is not None:
                 return event
 
-    def _turn(self) -> Iterator[Event]:
-        while True:
-            event = self._next()
-            yield event
-            if isinstance(event, TurnFailed):
-                return
-            if isinstance(event, TurnCompleted):
-                result = event.result
-                if self._tool_handler is None or not result.needs_tool_results:
+    def _turn(self, turn: int) -> Iterator[Event]:
+        try:
+            while True:
+                event = self._next()
+                if isinstance(event, TurnFailed) or (
+                    isinstance(event, TurnCompleted)
+                    and (self._tool_handler is None or not event.result.needs_tool_results)
+                ):
+                    self._running = False
+                yield event
+                if not self._running:
                     return
-                answers = run_tool_handler(self._tool_handler, result.tool_calls)
-                self._outgoing.put(_requests.converse_tool_results(answers))
+                if isinstance(event, TurnCompleted):
+                    answers = run_tool_handler(self._tool_handler, event.result.tool_calls)  # type: ignore[arg-type]
+                    self._outgoing.put(_requests.converse_tool_results(answers))
+        finally:
+            # Left early (break, return, an exception): end the turn on the server.
+            if self._running and turn == self._turns and not self._closed:
+                self._abandon()
+
+    def _abandon(self) -> None:
+        """Cancels the running turn and reads the rest of it, so that the next turn's events
+        are its own. A turn that has paused for tool results stays paused."""
+        self._running = False
+        self._outgoing.put(_requests.converse_cancel())
+        while not _ends_turn(self._next()):
+            pass
+        # The cancel is answered by the `completed` above, or, when the turn had ended
+        # before it arrived, by a FAILED_PRECONDITION error still to come. An empty frame,
+        # answered in order with INVALID_ARGUMENT, marks where those answers end.
+        self._outgoing.put(interact_pb2.ConverseRequest())
+        while not _is_barrier(self._next()):
+            pass
 
     def send(self, message: str, *, context: Mapping[str, Any] | None = None) -> Iterator[Event]:
         """Sends a user message and yields the turn's events up to the last TurnCompleted (or a
-        TurnFailed). Consume the iterator before sending the next frame."""
+        TurnFailed). Leaving the loop early cancels the turn (nothing of it is stored); so does
+        sending the next message before this turn's events are read."""
+        if self._running:
+            self._abandon()
+        self._turns += 1
+        self._running = True
         self._outgoing.put(_requests.converse_message(message, context))
-        return self._turn()
+        return self._turn(self._turns)
 
     def send_tool_results(self, results: Iterable[ToolResult]) -> Iterator[Event]:
         """Continues a paused turn with results for its pending calls; yields its events."""
+        if self._running:
+            self._abandon()
+        self._turns += 1
+        self._running = True
         self._outgoing.put(_requests.converse_tool_results(results))
-        return self._turn()
+        return self._turn(self._turns)
 
     def ask(self, message: str, *, context: Mapping[str, Any] | None = None) -> TurnResult:
         """Sends a user message and returns the turn's final result; a failed frame raises."""
@@ -357,6 +421,17 @@ class Conversation:
             self._closed = True
             self._outgoing.put(_END)
             self._call.cancel()
+
+
+def _ends_turn(event: Event) -> bool:
+    """True for the last event of a turn's frame: its `completed` (final, paused or
+    cancelled) or an error."""
+    return isinstance(event, (TurnCompleted, TurnFailed))
+
+
+def _is_barrier(event: Event) -> bool:
+    """True for the answer to the empty frame that ends an abandoned turn's read."""
+    return isinstance(event, TurnFailed) and event.code == grpc.StatusCode.INVALID_ARGUMENT and not event.turn_id
 
 
 def _final(events: Iterable[Event]) -> TurnResult:

@@ -80,6 +80,15 @@ def dict_to_struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
     return struct
 
 
+class WindowStrategy(enum.Enum):
+    """How a session keeps its history within the model's context window."""
+
+    UNSPECIFIED = common_pb2.WINDOW_STRATEGY_UNSPECIFIED
+    SLIDING_WINDOW = common_pb2.WINDOW_STRATEGY_SLIDING_WINDOW
+    SUMMARIZE = common_pb2.WINDOW_STRATEGY_SUMMARIZE
+    DISABLED = common_pb2.WINDOW_STRATEGY_DISABLED
+
+
 def _time(message: Any, name: str) -> datetime | None:
     if not message.HasField(name):
         return None
@@ -87,6 +96,52 @@ def _time(message: Any, name: str) -> datetime | None:
     return result
 
 
+
+
+def timestamp(value: datetime) -> Any:
+    """A timezone-aware datetime as a ``google.protobuf.Timestamp`` (naive ones are UTC)."""
+    from google.protobuf import timestamp_pb2
+
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    """How a session's context window is managed (``Session.window``; create/update/converse
+    take one). ``summarize_threshold_percent`` 0 is the server default (90)."""
+
+    strategy: WindowStrategy = WindowStrategy.UNSPECIFIED
+    summarize_threshold_percent: int = 0
+    summarizer_model: str = ""
+
+    @classmethod
+    def from_proto(cls, m: common_pb2.WindowSettings) -> WindowSettings:
+        return cls(_enum(WindowStrategy, m.strategy), m.summarize_threshold_percent, m.summarizer_model)
+
+    def to_proto(self) -> common_pb2.WindowSettings:
+        return common_pb2.WindowSettings(
+            strategy=self.strategy.value,
+            summarize_threshold_percent=self.summarize_threshold_percent,
+            summarizer_model=self.summarizer_model,
+        )
+
+
+@dataclass(frozen=True)
+class ContextSummary:
+    """The running summary that stands in for the oldest messages (strategy SUMMARIZE)."""
+
+    text: str
+    first_message_index: int
+    end_message_index: int
+    token_count: int
+
+    @classmethod
+    def from_proto(cls, m: common_pb2.ContextSummary) -> ContextSummary:
+        return cls(m.text, m.first_message_index, m.end_message_index, m.token_count)
 
 
 @dataclass(frozen=True)
@@ -170,6 +225,13 @@ class Session:
     #: Opaque version tag; changes with every write. Pass it to ``update_session`` or
     #: ``delete_session`` to make them conditional (ABORTED when the session changed).
     etag: str = ""
+    #: When the session expires; None: never.
+    expire_time: datetime | None = None
+    window: WindowSettings = field(default_factory=WindowSettings)
+    #: The running summary; None until the first one is written.
+    summary: ContextSummary | None = None
+    #: Provider tokens per contextd token, as measured (0: not measured).
+    token_estimate_scale: float = 0.0
 
     @classmethod
     def from_proto(cls, m: common_pb2.Session) -> Session:
@@ -188,6 +250,10 @@ class Session:
             usage=Usage.from_proto(m.usage),
             max_context_tokens=m.max_context_tokens,
             etag=m.etag,
+            expire_time=_time(m, "expire_time"),
+            window=WindowSettings.from_proto(m.window),
+            summary=ContextSummary.from_proto(m.summary) if m.HasField("summary") else None,
+            token_estimate_scale=m.token_estimate_scale,
         )
 
 
@@ -393,7 +459,7 @@ def event_from_proto(m: Any) -> Event | None:
 
 
 __all__ = [
-    "FinishReason", "SessionState", "MessageRole", "ToolDefinition", "ToolCall", "ToolResult",
+    "FinishReason", "SessionState", "MessageRole", "WindowStrategy", "WindowSettings", "ContextSummary", "ToolDefinition", "ToolCall", "ToolResult",
     "Usage", "Session", "Message", "TurnResult", "Page", "ToolList", "ToolOutput", "TurnStarted",
     "TextDelta", "ToolCallRequested", "ToolRan", "TurnCompleted", "Opened", "TurnFailed", "Event",
     "ToolHandler", "AsyncToolHandler", "struct_to_dict", "dict_to_struct",

@@ -5,6 +5,10 @@ import contextd.v1.Interact.InteractRequest;
 import contextd.v1.Interact.StreamResponseRequest;
 import contextd.v1.Interact.StreamResponseResponse;
 import contextd.v1.InteractServiceGrpc;
+import com.google.protobuf.Timestamp;
+import contextd.v1.Model.ListModelsRequest;
+import contextd.v1.Model.ListModelsResponse;
+import contextd.v1.ModelServiceGrpc;
 import contextd.v1.Session.CreateSessionRequest;
 import contextd.v1.Session.DeleteSessionRequest;
 import contextd.v1.Session.GetSessionRequest;
@@ -37,6 +41,7 @@ import io.grpc.Metadata;
 import io.grpc.MethodDescriptor;
 import io.grpc.TlsChannelCredentials;
 import java.time.Duration;
+import java.time.Instant;
 import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.List;
@@ -71,6 +76,7 @@ public final class ContextdClient implements AutoCloseable {
   private final InteractServiceGrpc.InteractServiceBlockingStub turns;
   private final InteractServiceGrpc.InteractServiceStub turnsAsync;
   private final ToolServiceGrpc.ToolServiceBlockingStub tools;
+  private final ModelServiceGrpc.ModelServiceBlockingStub models;
 
   private ContextdClient(ManagedChannel owned, Channel channel) {
     this.owned = owned;
@@ -79,6 +85,7 @@ public final class ContextdClient implements AutoCloseable {
     this.turns = InteractServiceGrpc.newBlockingStub(channel);
     this.turnsAsync = InteractServiceGrpc.newStub(channel);
     this.tools = ToolServiceGrpc.newBlockingStub(channel);
+    this.models = ModelServiceGrpc.newBlockingStub(channel);
   }
 
   /** Starts building a client for {@code target} ("host:port" or any gRPC target string). */
@@ -217,6 +224,12 @@ public final class ContextdClient implements AutoCloseable {
     if (o.context != null) {
       b.setContext(Values.toStruct(o.context));
     }
+    if (o.expireTime != null) {
+      b.setExpireTime(timestamp(o.expireTime));
+    }
+    if (o.window != null) {
+      b.setWindow(o.window);
+    }
     o.tools.forEach(t -> b.addTools(t.toWire()));
     return Session.fromWire(sessions.createSession(b.build()).getSession());
   }
@@ -288,6 +301,12 @@ public final class ContextdClient implements AutoCloseable {
     if (u.etag != null) {
       b.setEtag(u.etag);
     }
+    if (u.expireTime != null) {
+      b.setExpireTime(timestamp(u.expireTime));
+    }
+    if (u.window != null) {
+      b.setWindow(u.window);
+    }
     return Session.fromWire(sessions.updateSession(b.build()).getSession());
   }
 
@@ -316,6 +335,13 @@ public final class ContextdClient implements AutoCloseable {
       token = r.getNextPageToken();
     } while (!token.isEmpty());
     return out;
+  }
+
+  /** One page of a session's history, oldest first (pageSize 0: the server default). */
+  public MessagePage listMessages(String id, int pageSize, String pageToken) {
+    ListMessagesResponse r = sessions.listMessages(
+        ListMessagesRequest.newBuilder().setSessionId(id).setPageSize(pageSize).setPageToken(orEmpty(pageToken)).build());
+    return new MessagePage(r.getMessagesList().stream().map(Message::fromWire).toList(), r.getNextPageToken());
   }
 
   /** The window the model would see if {@code message} (and the patch) were sent now. */
@@ -392,11 +418,24 @@ public final class ContextdClient implements AutoCloseable {
     if (open.context != null) {
       b.setContext(Values.toStruct(open.context));
     }
+    if (open.expireTime != null) {
+      b.setExpireTime(timestamp(open.expireTime));
+    }
+    if (open.window != null) {
+      b.setWindow(open.window);
+    }
     open.tools.forEach(t -> b.addTools(t.toWire()));
     Conversation conversation = new Conversation(handler);
     turnsAsync.converse(conversation.observer());
     conversation.open(b.build());
     return conversation;
+  }
+
+  // Models.
+
+  /** The models sessions may name, the configured provider backends and the default model. */
+  public ListModelsResponse listModels() {
+    return models.listModels(ListModelsRequest.getDefaultInstance());
   }
 
   // Tools.
@@ -409,8 +448,16 @@ public final class ContextdClient implements AutoCloseable {
         r.getSessionToolsList().stream().map(Tool::fromWire).toList());
   }
 
-  /** Runs a server-side tool on a session; a tool that fails answers {@code isError}. */
-  public ToolOutput callTool(String sessionId, String name, Map<String, ?> arguments) {
+  /** Runs a server-side tool that needs no session; see {@link #callTool(String, Map, String)}. */
+  public ToolOutput callTool(String name, Map<String, ?> arguments) {
+    return callTool(name, arguments, "");
+  }
+
+  /**
+   * Runs a server-side tool on a session (the order name, arguments, session is the same in
+   * every contextd client); a tool that fails answers {@code isError}.
+   */
+  public ToolOutput callTool(String name, Map<String, ?> arguments, String sessionId) {
     CallToolRequest.Builder b = CallToolRequest.newBuilder().setName(name).setSessionId(orEmpty(sessionId));
     if (arguments != null) {
       b.setArguments(Values.toStruct(arguments));
@@ -430,6 +477,10 @@ public final class ContextdClient implements AutoCloseable {
         Thread.currentThread().interrupt();
       }
     }
+  }
+
+  private static Timestamp timestamp(Instant t) {
+    return Timestamp.newBuilder().setSeconds(t.getEpochSecond()).setNanos(t.getNano()).build();
   }
 
   private static String orEmpty(String s) {

@@ -106,8 +106,10 @@ public final class Conversation implements AutoCloseable {
     if (context != null) {
       m.setContext(Values.toStruct(context));
     }
+    abandonCurrent();
     sendFrame(ConverseRequest.newBuilder().setUserMessage(m).build());
-    return new TurnEvents();
+    current = new TurnEvents();
+    return current;
   }
 
   /** Sends a user message and returns the turn's final reply. */
@@ -122,8 +124,18 @@ public final class Conversation implements AutoCloseable {
 
   /** Continues a paused turn with results for every pending call. */
   public EventStream sendToolResults(List<ToolResult> results) {
+    abandonCurrent();
     sendResults(results);
-    return new TurnEvents();
+    current = new TurnEvents();
+    return current;
+  }
+
+  /** A turn whose events were not read to the end (and not closed) is ended first. */
+  private void abandonCurrent() {
+    if (current != null) {
+      current.close();
+      current = null;
+    }
   }
 
   /**
@@ -203,6 +215,9 @@ public final class Conversation implements AutoCloseable {
     }
     return null;
   }
+
+  /** The turn last started, until it is read to its end or closed. */
+  private TurnEvents current;
 
   /** The events of one turn on this stream. */
   private final class TurnEvents extends EventStream {

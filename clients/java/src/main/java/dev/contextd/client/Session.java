@@ -1,5 +1,7 @@
 package dev.contextd.client;
 
+import contextd.v1.Common.ContextSummary;
+import contextd.v1.Common.WindowSettings;
 import contextd.v1.Common.SessionState;
 import java.time.Instant;
 import java.util.List;
@@ -39,6 +41,10 @@ public record Session(
     List<ToolCall> pendingToolCalls,
     Usage usage,
     int maxContextTokens,
+    Instant expireTime,
+    WindowSettings window,
+    ContextSummary summary,
+    double tokenEstimateScale,
     String etag) {
 
   /** True when the session waits for results of {@link #pendingToolCalls()}. */
@@ -61,6 +67,10 @@ public record Session(
         s.getPendingToolCallsList().stream().map(ToolCall::fromWire).toList(),
         Usage.fromWire(s.getUsage()),
         s.getMaxContextTokens(),
+        s.hasExpireTime() ? Instant.ofEpochSecond(s.getExpireTime().getSeconds(), s.getExpireTime().getNanos()) : null,
+        s.getWindow(),
+        s.hasSummary() ? s.getSummary() : null,
+        s.getTokenEstimateScale(),
         s.getEtag());
   }
 }

@@ -1,5 +1,7 @@
 package dev.contextd.client;
 
+import contextd.v1.Common.WindowSettings;
+import java.time.Instant;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -14,6 +16,8 @@ public final class SessionOptions {
   final List<Tool> tools = new ArrayList<>();
   final Map<String, String> labels = new LinkedHashMap<>();
   int maxContextTokens;
+  Instant expireTime;
+  WindowSettings window;
 
   private SessionOptions() {}
 
@@ -57,6 +61,18 @@ public final class SessionOptions {
   /** Sets the window size in tokens (0: the model's default). */
   public SessionOptions maxContextTokens(int maxContextTokens) {
     this.maxContextTokens = maxContextTokens;
+    return this;
+  }
+
+  /** Sets when the session expires (in the future); unset: the server's idle session TTL. */
+  public SessionOptions expireTime(Instant expireTime) {
+    this.expireTime = expireTime;
+    return this;
+  }
+
+  /** Sets how the context window is managed; unset: sliding window. */
+  public SessionOptions window(WindowSettings window) {
+    this.window = window;
     return this;
   }
 }

@@ -1,5 +1,7 @@
 package dev.contextd.client;
 
+import contextd.v1.Common.WindowSettings;
+import java.time.Instant;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -13,6 +15,8 @@ public final class SessionUpdate {
   String model;
   Integer maxContextTokens;
   String etag;
+  Instant expireTime;
+  WindowSettings window;
   final Map<String, String> labels = new LinkedHashMap<>();
   final List<String> removeLabels = new ArrayList<>();
 
@@ -71,6 +75,18 @@ public final class SessionUpdate {
    */
   public SessionUpdate etag(String etag) {
     this.etag = etag;
+    return this;
+  }
+
+  /** Sets a new fixed expiry. */
+  public SessionUpdate expireTime(Instant expireTime) {
+    this.expireTime = expireTime;
+    return this;
+  }
+
+  /** Replaces the window settings (the running summary is kept). */
+  public SessionUpdate window(WindowSettings window) {
+    this.window = window;
     return this;
   }
 }

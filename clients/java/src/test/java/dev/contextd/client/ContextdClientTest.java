@@ -272,6 +272,59 @@ class ContextdClientTest {
   }
 
   @Test
+  void leavingAConverseTurnEarlyCancelsIt() {
+    String sid = id("c");
+    StringBuilder slow = new StringBuilder("/delay 1000");
+    for (int i = 0; i < 20; i++) {
+      slow.append(" w").append(i);
+    }
+    try (Conversation conv = client.converse(SessionOptions.id(sid), null)) {
+      try (EventStream events = conv.send(slow.toString(), null)) {
+        for (Event e : events) {
+          if (e instanceof Event.Delta) {
+            break;
+          }
+        }
+      }
+      assertEquals("You said 'one'.", conv.say("one").text());
+      // Left without close: the next send ends it first.
+      for (Event e : conv.send(slow.toString(), null)) {
+        if (e instanceof Event.Delta) {
+          break;
+        }
+      }
+      assertEquals("You said 'two'.", conv.say("two").text());
+    }
+    List<Message> stored = client.listMessages(sid);
+    assertEquals(List.of("one", "You said 'one'.", "two", "You said 'two'."),
+        stored.stream().map(Message::content).toList());
+  }
+
+  @Test
+  void windowExpiryModelsAndPages() {
+    String sid = id("w");
+    java.time.Instant expires = java.time.Instant.now().plusSeconds(3600).truncatedTo(java.time.temporal.ChronoUnit.SECONDS);
+    contextd.v1.Common.WindowSettings window = contextd.v1.Common.WindowSettings.newBuilder()
+        .setStrategy(contextd.v1.Common.WindowStrategy.WINDOW_STRATEGY_SUMMARIZE).setSummarizeThresholdPercent(50).build();
+    Session s = client.createSession(SessionOptions.id(sid).expireTime(expires).window(window));
+    assertEquals(expires, s.expireTime());
+    assertEquals(window, s.window());
+    assertEquals(null, s.summary());
+    java.time.Instant later = expires.plusSeconds(3600);
+    Session u = client.updateSession(sid, SessionUpdate.create().expireTime(later)
+        .window(contextd.v1.Common.WindowSettings.newBuilder().setStrategy(contextd.v1.Common.WindowStrategy.WINDOW_STRATEGY_DISABLED).build()));
+    assertEquals(later, u.expireTime());
+    assertEquals(contextd.v1.Common.WindowStrategy.WINDOW_STRATEGY_DISABLED, u.window().getStrategy());
+    assertEquals("echo", client.listModels().getDefaultModel());
+    client.interact(Turn.of(sid, "a"));
+    client.interact(Turn.of(sid, "b"));
+    MessagePage page = client.listMessages(sid, 2, "");
+    assertEquals(2, page.messages().size());
+    assertFalse(page.nextPageToken().isEmpty());
+    assertEquals(2, client.listMessages(sid, 2, page.nextPageToken()).messages().size());
+  }
+
+  @Test
   void converseCancel() {
     String sid = id("c");
     try (Conversation conv = client.converse(SessionOptions.id(sid), null)) {
@@ -300,13 +353,13 @@ class ContextdClientTest {
     ToolList list = client.listTools(sid);
     assertEquals(List.of("context_get", "context_set", "history_search"), list.server().stream().map(Tool::name).toList());
     assertEquals(List.of("get_weather"), list.session().stream().map(Tool::name).toList());
-    ToolOutput set = client.callTool(sid, "context_set", Map.of("patch", Map.of("b", "two")));
+    ToolOutput set = client.callTool("context_set", Map.of("patch", Map.of("b", "two")), sid);
     assertFalse(set.isError());
     assertEquals(Map.of("a", 1.0, "b", "two"), set.structured());
-    ToolOutput missing = client.callTool(sid, "context_get", Map.of("key", "missing"));
+    ToolOutput missing = client.callTool("context_get", Map.of("key", "missing"), sid);
     assertTrue(missing.isError());
     assertFalse(missing.content().isEmpty());
-    assertCode(Status.Code.NOT_FOUND, () -> client.callTool(sid, "no_such_tool", null));
+    assertCode(Status.Code.NOT_FOUND, () -> client.callTool("no_such_tool", null, sid));
   }
 
   @Test
