@@ -811,6 +811,17 @@ mod tests {
         calls: Arc<AtomicUsize>,
     }
 
+    impl Fixture {
+        /// Session `s1` as the store holds it.
+        async fn stored_session(&self) -> Session {
+            self.store
+                .get_session(&TenantId::default(), "s1")
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    }
+
     fn fixture(script: Script) -> Fixture {
         let dropped = Arc::new(AtomicBool::new(false));
         let calls = Arc::new(AtomicUsize::new(0));
@@ -870,12 +881,7 @@ mod tests {
         assert_eq!(f.calls.load(Ordering::SeqCst), 3);
         assert_eq!(outcome.context["step"], 2);
         // user + 3 × (assistant call + tool result)
-        let session = f
-            .store
-            .get_session(&TenantId::default(), "s1")
-            .await
-            .unwrap()
-            .unwrap();
+        let session = f.stored_session().await;
         assert_eq!(session.message_count, 7);
         assert!(session.pending.is_none());
     }
@@ -892,12 +898,7 @@ mod tests {
         assert_eq!(outcome.finish, FinishReason::ToolCalls);
         assert_eq!(outcome.tool_calls.len(), 1);
         assert_eq!(outcome.tool_calls[0].name, "client_tool");
-        let session = f
-            .store
-            .get_session(&TenantId::default(), "s1")
-            .await
-            .unwrap()
-            .unwrap();
+        let session = f.stored_session().await;
         // user, assistant(2 calls), tool(context_get)
         assert_eq!(session.message_count, 3);
         let pending = session.pending.clone().unwrap();
@@ -1015,12 +1016,7 @@ mod tests {
             result,
             Err(EngineError::Model(ModelError::Unavailable { .. }))
         ));
-        let session = f
-            .store
-            .get_session(&TenantId::default(), "s1")
-            .await
-            .unwrap()
-            .unwrap();
+        let session = f.stored_session().await;
         assert_eq!(session.message_count, 0);
         assert_eq!(session.version, 1);
     }
