@@ -17,15 +17,17 @@
 //!   set of conversions between wire and domain types, page tokens included.
 //! - [`config`]: the typed configuration: defaults < file < environment < flags.
 //! - [`server`]: the gRPC door: one file per tonic service (decode → one engine call →
-//!   encode), the accept loop that gives each connection to its protocol, the caller's scope, request logging, deadlines, shutdown, and the single table
-//!   from engine error kinds to gRPC codes.
+//!   encode), the accept loop that gives each connection to its protocol, the caller's
+//!   scope, request logging, deadlines, the shutdown sequence, and the single table from
+//!   engine error kinds to gRPC codes.
 //! - [`http`]: the JSON doors on the same port: HTTP/JSON routes from the contract's
 //!   `google.api.http` rules, Server-Sent Events, the classic `/api/mcp/interact` and
 //!   `/health`, and newline-delimited JSON over plain TCP, each transcoded in-process into the
 //!   gRPC services.
-//! - `engine`: sessions, preview, window assembly, tool dispatch and the turn (begin → step
-//!   loop → commit), with protocol-neutral errors. Knows the ports, never tonic, sqlx or
-//!   reqwest.
+//! - `engine`: sessions, preview, window assembly, tool dispatch, the turn (begin → step
+//!   loop → commit), the Converse state machine every streaming door drives, and the
+//!   server's lifecycle as turns see it, with protocol-neutral errors. Knows the ports, never
+//!   tonic, sqlx or reqwest.
 //! - `model`: the `ModelBackend` port and its adapters: the offline `echo` model,
 //!   OpenAI-compatible and Anthropic providers over HTTP.
 //! - `store`: the `SessionStore` port and its adapters: in memory, SQLite (embedded, the

@@ -86,6 +86,9 @@ pub enum EngineError {
     /// The turn was cancelled (by the client, or because the client went away).
     #[error("the turn was cancelled; nothing of it was stored")]
     Cancelled,
+    /// A bound was reached (a queue, a quota); the text names the limit and what to do.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The server is shutting down and takes no new turns.
     #[error(
         "contextd is shutting down and takes no new turns; retry against another replica or after the restart"
@@ -147,6 +150,7 @@ impl EngineError {
             }
             EngineError::Conflict(_) | EngineError::EtagMismatch { .. } => ErrorKind::Aborted,
             EngineError::Cancelled => ErrorKind::Cancelled,
+            EngineError::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
             EngineError::ShuttingDown | EngineError::StoreUnavailable(_) => ErrorKind::Unavailable,
             EngineError::Model(model) => match model {
                 ModelError::Unavailable { .. } => ErrorKind::Unavailable,

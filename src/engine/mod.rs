@@ -13,12 +13,16 @@
 //! - [`window`]: choosing and loading a window: one assembly for turns and previews.
 //! - [`dispatch`]: which server-side tools a session offers, and running them.
 //! - [`turn`]: a turn in three phases (begin, step loop, commit), paused for client tools.
+//! - [`conversation`]: a Converse stream's state machine (open, queued frames, cancel).
+//! - [`lifecycle`]: graceful shutdown as turns see it (draining, closing, running turns).
 //! - [`summary`]: the `summarize` window strategy.
 //! - [`locks`]: per-(tenant, session) turn locks; [`validate`]: input limits;
 //!   [`error`]: the errors and their kinds.
 
+pub mod conversation;
 pub mod dispatch;
 pub mod error;
+pub mod lifecycle;
 pub mod locks;
 pub mod preview;
 pub mod sessions;
@@ -30,7 +34,9 @@ pub mod window;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use conversation::{Conversation, ConverseEnd, ConverseEvent, ConverseFrame, ConverseSink};
 pub use error::{EngineError, ErrorKind};
+pub use lifecycle::Lifecycle;
 pub use preview::{EntryKind, Preview, PreviewEntry};
 pub use sessions::{NewSession, SessionUpdate, WindowSettings};
 pub use turn::{NoSink, SinkClosed, TurnEvent, TurnOutcome, TurnRequest, TurnSink};

@@ -34,9 +34,9 @@ use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::config::{Config, StoreKind};
 use crate::engine::Engine;
+use crate::engine::Lifecycle;
 use crate::server::logging::DOOR_HEADER;
 use crate::server::scope::scope_of_headers;
-use crate::server::shutdown::Lifecycle;
 use error::ApiError;
 use grpc::{CallOptions, GrpcCaller};
 use rules::{Lookup, RouteTable};

@@ -29,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use super::shutdown::Lifecycle;
+use crate::engine::Lifecycle;
 use crate::http::{JsonDoors, lines};
 
 /// The request-line starts that make a connection HTTP (`PRI ` is the HTTP/2 preface).

@@ -3,21 +3,20 @@
 //!
 //! Streams follow one pattern: a spawned producer, a bounded channel, and a
 //! `ReceiverStream`. A failed send means the client left, and the producer stops the turn
-//! (and so the model call) at once.
+//! (and so the model call) at once. `Converse` is the engine's [`Conversation`]: this door
+//! decodes frames into it and encodes its events.
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::logging::record_session;
 use super::scope::caller_scope;
-use super::shutdown::{Lifecycle, shutting_down};
+use super::status::code_of;
 use crate::api::convert::{
     context_to_wire, create_request_from_open, finish_to_wire, new_session_from_wire,
     patch_from_wire, session_to_wire, tool_call_to_wire, tool_result_to_wire,
@@ -27,9 +26,9 @@ use crate::api::v1::{
     self, converse_request::Frame, converse_response, interact_service_server::InteractService,
     stream_response_response,
 };
-use crate::domain::Scope;
 use crate::engine::{
-    Engine, EngineError, NoSink, SinkClosed, TurnEvent, TurnOutcome, TurnRequest, TurnSink,
+    Conversation, ConverseEnd, ConverseEvent, ConverseFrame, ConverseSink, Engine, EngineError,
+    Lifecycle, NoSink, SinkClosed, TurnEvent, TurnOutcome, TurnRequest, TurnSink,
 };
 
 /// Events buffered per stream before the producer waits for the client.
@@ -62,7 +61,7 @@ impl InteractApi {
 /// UNAVAILABLE, not CANCELLED.
 fn turn_status(error: EngineError, lifecycle: &Lifecycle) -> Status {
     if matches!(error, EngineError::Cancelled) && lifecycle.is_closing() {
-        return shutting_down();
+        return EngineError::ShuttingDown.into();
     }
     error.into()
 }
@@ -146,50 +145,81 @@ impl TurnSink for StreamSink {
     }
 }
 
-/// Sends `Converse` events, stamping each with its turn id.
-struct ConverseSink {
-    tx: ConverseTx,
-    turn_id: String,
-}
+/// Sends a [`Conversation`]'s events as `ConverseResponse`s.
+#[derive(Clone)]
+struct ConverseTx(mpsc::Sender<Outgoing<v1::ConverseResponse>>);
 
-type ConverseTx = mpsc::Sender<Outgoing<v1::ConverseResponse>>;
-
-impl TurnSink for ConverseSink {
-    async fn emit(&mut self, event: TurnEvent) -> Result<(), SinkClosed> {
+impl ConverseSink for ConverseTx {
+    async fn send(&self, event: ConverseEvent) -> Result<(), SinkClosed> {
         use converse_response::Event;
-        if let TurnEvent::Started { turn_id, .. } = &event {
-            self.turn_id = turn_id.clone();
-        }
-        let event = match wire_event(event) {
-            WireEvent::Started(e) => Event::Started(e),
-            WireEvent::Delta(e) => Event::Delta(e),
-            WireEvent::ToolCall(e) => Event::ToolCall(e),
-            WireEvent::ToolResult(e) => Event::ToolResult(e),
+        let (turn_id, event) = match event {
+            ConverseEvent::Opened { session, created } => (
+                String::new(),
+                Event::Opened(v1::ConverseOpened {
+                    session: Some(session_to_wire(&session)),
+                    session_created: created,
+                }),
+            ),
+            ConverseEvent::Turn { turn_id, event } => {
+                let event = match wire_event(event) {
+                    WireEvent::Started(e) => Event::Started(e),
+                    WireEvent::Delta(e) => Event::Delta(e),
+                    WireEvent::ToolCall(e) => Event::ToolCall(e),
+                    WireEvent::ToolResult(e) => Event::ToolResult(e),
+                };
+                (turn_id, event)
+            }
+            ConverseEvent::Completed { turn_id, outcome } => {
+                (turn_id, Event::Completed(completed(&outcome)))
+            }
+            ConverseEvent::Failed { turn_id, error } => (
+                turn_id,
+                Event::Error(v1::TurnError {
+                    code: code_of(error.kind()) as i32,
+                    message: error.to_string(),
+                }),
+            ),
         };
-        send_converse(&self.tx, &self.turn_id, event)
+        self.0
+            .send(Ok(Box::new(v1::ConverseResponse {
+                turn_id,
+                event: Some(event),
+            })))
             .await
             .map_err(|_| SinkClosed)
     }
+
+    async fn closed(&self) {
+        self.0.closed().await
+    }
 }
 
-async fn send_converse(
-    tx: &ConverseTx,
-    turn_id: &str,
-    event: converse_response::Event,
-) -> Result<(), SinkClosed> {
-    tx.send(Ok(Box::new(v1::ConverseResponse {
-        turn_id: turn_id.to_string(),
-        event: Some(event),
-    })))
-    .await
-    .map_err(|_| SinkClosed)
-}
-
-fn error_event(code: Code, message: impl Into<String>) -> converse_response::Event {
-    converse_response::Event::Error(v1::TurnError {
-        code: code as i32,
-        message: message.into(),
-    })
+/// A `ConverseRequest` as the engine's frame. Decoding problems become
+/// [`ConverseFrame::Invalid`], answered in order while the stream goes on.
+fn converse_frame(request: v1::ConverseRequest) -> ConverseFrame {
+    let turn = |message, context, tool_results| match patch_from_wire("context", context) {
+        Ok(context_patch) => ConverseFrame::Turn {
+            message,
+            context_patch,
+            tool_results: tool_results_from_wire(tool_results),
+        },
+        Err(e) => ConverseFrame::Invalid(EngineError::InvalidArgument(e.0)),
+    };
+    match request.frame {
+        Some(Frame::Open(open)) => {
+            record_session(&open.session_id);
+            match new_session_from_wire("open.", create_request_from_open(open)) {
+                Ok(new) => ConverseFrame::Open(new),
+                Err(e) => ConverseFrame::Invalid(EngineError::InvalidArgument(e.0)),
+            }
+        }
+        Some(Frame::UserMessage(m)) => turn(m.message, m.context, Vec::new()),
+        Some(Frame::ToolResults(r)) => turn(String::new(), None, r.results),
+        Some(Frame::Cancel(_)) => ConverseFrame::Cancel,
+        None => ConverseFrame::Invalid(EngineError::InvalidArgument(
+            "empty frame: set one of open, user_message, tool_results, cancel".into(),
+        )),
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
@@ -260,248 +290,25 @@ impl InteractService for InteractApi {
         request: Request<Streaming<v1::ConverseRequest>>,
     ) -> Result<Response<Self::ConverseStream>, Status> {
         let scope = caller_scope(&request);
-        let inbound = request.into_inner();
+        let inbound = request.into_inner().map(|frame| frame.map(converse_frame));
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let conversation = Conversation {
+        let tx = ConverseTx(tx);
+        let conversation = Conversation::new(
             scope,
-            engine: self.engine.clone(),
-            lifecycle: self.lifecycle.clone(),
-            tx,
-            session_id: None,
-            queue: VecDeque::new(),
-            max_queue: self.engine.limits().max_converse_queue,
-        };
-        tokio::spawn(conversation.run(inbound));
-        Ok(Response::new(response_stream(rx)))
-    }
-}
-
-/// The outcome of a turn on a Converse stream, with the turn id its events carried.
-type TurnDone = (Result<TurnOutcome, EngineError>, String);
-
-/// A running Converse turn: its future and the token that cancels it.
-struct RunningTurn {
-    future: Pin<Box<dyn Future<Output = TurnDone> + Send>>,
-    cancel: CancellationToken,
-}
-
-/// One Converse stream: reads frames, runs one turn at a time, queues frames that arrive
-/// during a turn, and acts on `cancel` at once.
-struct Conversation {
-    scope: Scope,
-    engine: Arc<Engine>,
-    lifecycle: Lifecycle,
-    tx: ConverseTx,
-    session_id: Option<String>,
-    queue: VecDeque<Frame>,
-    max_queue: usize,
-}
-
-impl Conversation {
-    async fn run(mut self, mut inbound: Streaming<v1::ConverseRequest>) {
-        let mut running: Option<RunningTurn> = None;
-        let mut inbound_open = true;
-        loop {
-            while running.is_none() {
-                let Some(frame) = self.queue.pop_front() else {
-                    break;
-                };
-                match self.start(frame).await {
-                    Ok(turn) => running = turn,
-                    Err(SinkClosed) => return,
-                }
-            }
-            if !inbound_open && running.is_none() && self.queue.is_empty() {
-                return; // The client half-closed and everything it sent is answered.
-            }
-            tokio::select! {
-                frame = inbound.message(), if inbound_open => match frame {
-                    Ok(Some(v1::ConverseRequest { frame: Some(Frame::Cancel(_)) })) => {
-                        match &running {
-                            Some(turn) => turn.cancel.cancel(),
-                            None => {
-                                if self.send("", error_event(Code::FailedPrecondition, "no turn is running; cancel applies to the running turn")).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                    Ok(Some(v1::ConverseRequest { frame: Some(frame) })) => {
-                        if self.queue.len() >= self.max_queue {
-                            let message = format!(
-                                "{} frames are already waiting for the running turn; wait for `completed` before sending more (limits.max_converse_queue)",
-                                self.queue.len()
-                            );
-                            if self.send("", error_event(Code::ResourceExhausted, message)).await.is_err() {
-                                return;
-                            }
-                        } else {
-                            self.queue.push_back(frame);
-                        }
-                    }
-                    Ok(Some(v1::ConverseRequest { frame: None })) => {
-                        if self.send("", error_event(Code::InvalidArgument, "empty frame: set one of open, user_message, tool_results, cancel")).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => inbound_open = false,
-                    Err(status) => {
-                        // The inbound stream is broken (undecodable frame, reset): nothing
-                        // more can be read, so end the stream with that status.
-                        let _ = self.tx.send(Err(status)).await;
-                        return;
-                    }
-                },
-                (result, turn_id) = async { running.as_mut().map(|t| t.future.as_mut()).expect("guarded by if").await }, if running.is_some() => {
-                    let cancelled_by_client = running.as_ref().is_some_and(|t| t.cancel.is_cancelled()) && !self.lifecycle.is_closing();
-                    running = None;
-                    if self.finish(result, turn_id, cancelled_by_client).await.is_err() {
-                        return;
-                    }
-                }
-                _ = self.lifecycle.closed() => {
-                    let _ = self.tx.send(Err(shutting_down())).await;
-                    return;
-                }
-                _ = self.tx.closed() => return,
-            }
-        }
-    }
-
-    async fn send(&self, turn_id: &str, event: converse_response::Event) -> Result<(), SinkClosed> {
-        send_converse(&self.tx, turn_id, event).await
-    }
-
-    /// Handles a queued frame: answers `open` directly, starts a turn for the others.
-    async fn start(&mut self, frame: Frame) -> Result<Option<RunningTurn>, SinkClosed> {
-        let (message, context, results) = match frame {
-            Frame::Open(open) => {
-                self.open(open).await?;
-                return Ok(None);
-            }
-            Frame::UserMessage(m) => (m.message, m.context, Vec::new()),
-            Frame::ToolResults(r) => (String::new(), None, r.results),
-            Frame::Cancel(_) => return Ok(None),
-        };
-        let Some(session_id) = self.session_id.clone() else {
-            self.send(
-                "",
-                error_event(
-                    Code::FailedPrecondition,
-                    "send an open frame first: it names the session this stream works on",
-                ),
-            )
-            .await?;
-            return Ok(None);
-        };
-        let request = match turn_request(session_id, message, context, results) {
-            Ok(request) => request,
-            Err(status) => {
-                self.send("", error_event(status.code(), status.message()))
-                    .await?;
-                return Ok(None);
-            }
-        };
-        let ticket = match self.lifecycle.begin_turn() {
-            Ok(ticket) => ticket,
-            Err(status) => {
-                self.send("", error_event(status.code(), status.message()))
-                    .await?;
-                return Ok(None);
-            }
-        };
-        let cancel = self.lifecycle.turn_token();
-        let engine = self.engine.clone();
-        let scope = self.scope.clone();
-        let mut sink = ConverseSink {
-            tx: self.tx.clone(),
-            turn_id: String::new(),
-        };
-        let turn_cancel = cancel.clone();
-        let future = Box::pin(async move {
-            let _ticket = ticket;
-            let result = engine
-                .run_turn(&scope, request, &mut sink, &turn_cancel)
-                .await;
-            (result, sink.turn_id)
+            self.engine.clone(),
+            self.lifecycle.clone(),
+            tx.clone(),
+        );
+        tokio::spawn(async move {
+            let end: Status = match conversation.run(inbound).await {
+                ConverseEnd::Finished | ConverseEnd::ClientLeft => return,
+                ConverseEnd::ShuttingDown => EngineError::ShuttingDown.into(),
+                // The inbound stream is broken (undecodable frame, reset): nothing more can
+                // be read, so the stream ends with that status.
+                ConverseEnd::Broken(status) => status,
+            };
+            let _ = tx.0.send(Err(end)).await;
         });
-        Ok(Some(RunningTurn { future, cancel }))
-    }
-
-    /// Attaches the stream to a session, creating it when missing.
-    async fn open(&mut self, open: v1::ConverseOpen) -> Result<(), SinkClosed> {
-        if let Some(current) = &self.session_id {
-            let message = format!(
-                "this stream is already attached to session '{current}'; open a new stream for another session"
-            );
-            return self
-                .send("", error_event(Code::FailedPrecondition, message))
-                .await;
-        }
-        record_session(&open.session_id);
-        match self.get_or_create(open).await {
-            Ok((session, created)) => {
-                self.session_id = Some(session.id.clone());
-                let opened = v1::ConverseOpened {
-                    session: Some(session_to_wire(&session)),
-                    session_created: created,
-                };
-                self.send("", converse_response::Event::Opened(opened))
-                    .await
-            }
-            Err(status) => {
-                self.send("", error_event(status.code(), status.message()))
-                    .await
-            }
-        }
-    }
-
-    /// The session an `open` frame names, created from its settings when missing.
-    async fn get_or_create(
-        &self,
-        open: v1::ConverseOpen,
-    ) -> Result<(crate::domain::session::Session, bool), Status> {
-        if open.session_id.is_empty() {
-            return Err(Status::invalid_argument(
-                "open.session_id is required: 1 to 128 characters of [A-Za-z0-9._:-]",
-            ));
-        }
-        let new = new_session_from_wire("open.", create_request_from_open(open))?;
-        Ok(self.engine.open_session(&self.scope, new).await?)
-    }
-
-    /// Reports a finished turn.
-    async fn finish(
-        &self,
-        result: Result<TurnOutcome, EngineError>,
-        turn_id: String,
-        cancelled_by_client: bool,
-    ) -> Result<(), SinkClosed> {
-        match result {
-            Ok(outcome) => {
-                self.send(
-                    &turn_id,
-                    converse_response::Event::Completed(completed(&outcome)),
-                )
-                .await
-            }
-            Err(EngineError::Cancelled) if cancelled_by_client => {
-                let session_id = self.session_id.clone().unwrap_or_default();
-                let outcome = self
-                    .engine
-                    .cancelled_outcome(&self.scope, &session_id, &turn_id)
-                    .await;
-                self.send(
-                    &turn_id,
-                    converse_response::Event::Completed(completed(&outcome)),
-                )
-                .await
-            }
-            Err(e) => {
-                let status = turn_status(e, &self.lifecycle);
-                self.send(&turn_id, error_event(status.code(), status.message()))
-                    .await
-            }
-        }
+        Ok(Response::new(response_stream(rx)))
     }
 }

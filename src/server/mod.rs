@@ -13,7 +13,6 @@ pub mod logging;
 pub mod model;
 pub mod scope;
 pub mod session;
-pub mod shutdown;
 pub mod status;
 pub mod tool;
 
@@ -32,7 +31,7 @@ use crate::api::v1::{
 };
 use crate::config::{BackendKind, Config};
 use crate::domain::tokens::TokenCounter;
-use crate::engine::Engine;
+use crate::engine::{Engine, Lifecycle};
 use crate::http::JsonDoors;
 use crate::model::anthropic::AnthropicBackend;
 use crate::model::echo::EchoModel;
@@ -42,7 +41,6 @@ use crate::store::SessionStore;
 use crate::store::open::{OpenError, OpenStore, open_store};
 use crate::tools::ToolRegistry;
 use crate::tools::builtin::BuiltinTools;
-use shutdown::Lifecycle;
 
 /// How long connections may take to close after streams were ended.
 const CONNECTION_CLOSE_BOUND: Duration = Duration::from_secs(2);
@@ -126,7 +124,7 @@ pub fn build_engine(config: &Config, store: Arc<dyn SessionStore>) -> Result<Eng
 }
 
 /// Serves contextd on `listener` until `shutdown` resolves, then shuts down gracefully (see
-/// [`shutdown`]).
+/// [`Lifecycle`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Config,

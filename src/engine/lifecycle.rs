@@ -1,17 +1,21 @@
-//! Graceful shutdown, in three explicit phases:
+//! The server's lifecycle as turns see it: graceful shutdown in three explicit phases.
 //!
 //! 1. **Draining** (on SIGINT/SIGTERM or the caller's shutdown future): new connections and
 //!    new turns are refused with UNAVAILABLE; health reports NOT_SERVING; running turns go on.
 //! 2. **Closing** (when no turn runs any more, or after `shutdown_grace_ms`): turns still
 //!    running are cancelled (not stored) and every open stream ends with UNAVAILABLE.
 //! 3. The server returns once connections have closed (bounded as well).
+//!
+//! It lives in the engine because what it counts and cancels are turns; the doors (the accept
+//! loop, health) read the same state to refuse connections and report NOT_SERVING.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
+
+use super::EngineError;
 
 /// Shared shutdown state of one server.
 #[derive(Clone, Default)]
@@ -42,9 +46,9 @@ impl Drop for TurnTicket {
 
 impl Lifecycle {
     /// Registers a turn about to start; refused once draining began.
-    pub fn begin_turn(&self) -> Result<TurnTicket, Status> {
+    pub fn begin_turn(&self) -> Result<TurnTicket, EngineError> {
         if self.draining.is_cancelled() {
-            return Err(shutting_down());
+            return Err(EngineError::ShuttingDown);
         }
         self.turns.count.fetch_add(1, Ordering::AcqRel);
         Ok(TurnTicket {
@@ -102,13 +106,6 @@ impl Lifecycle {
             notified.await;
         }
     }
-}
-
-/// The status for work refused or ended by shutdown.
-pub fn shutting_down() -> Status {
-    Status::unavailable(
-        "contextd is shutting down; retry against another replica or after the restart",
-    )
 }
 
 #[cfg(test)]
