@@ -8,6 +8,7 @@
 //! tenant's sessions apart, so the same session id under two tenants is two sessions, and a
 //! session of another tenant is simply absent (`None`, `NotFound`).
 
+mod db_file;
 pub mod memory;
 pub mod open;
 pub mod sql;

@@ -13,6 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::SessionStore;
+use super::db_file::DatabaseFile;
 use super::memory::MemoryStore;
 use super::sql::{Pools, SqlStore};
 use crate::config::{StorageConfig, StoreKind, SyncMode};
@@ -171,7 +172,12 @@ async fn open_sqlite(data_dir: &Path, settings: &StorageConfig) -> Result<OpenSt
         .connect_with(options.read_only(true))
         .await
         .map_err(not_sqlite)?;
-    let sql = Arc::new(SqlStore::new(Pools::Sqlite { write, read }));
+    let file = Arc::new(DatabaseFile::open(&path).map_err(|e| OpenError::NotSqlite {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?);
+    DatabaseFile::watch(Arc::downgrade(&file));
+    let sql = Arc::new(SqlStore::new(Pools::Sqlite { write, read }, Some(file)));
     tracing::info!(path = %path.display(), "store: sqlite");
     Ok(OpenStore {
         store: sql.clone(),
@@ -200,7 +206,7 @@ async fn open_postgres(url: &str, settings: &StorageConfig) -> Result<OpenStore,
         .min_connections(0)
         .acquire_timeout(timeout)
         .connect_lazy_with(options);
-    let sql = Arc::new(SqlStore::new(Pools::Postgres { pool, locks }));
+    let sql = Arc::new(SqlStore::new(Pools::Postgres { pool, locks }, None));
     tracing::info!(database = %target, "store: postgres");
     Ok(OpenStore {
         store: sql.clone(),

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, SqlitePool};
 
+use super::db_file::DatabaseFile;
 use super::{SessionLease, SessionStore, StoreError};
 use crate::domain::TenantId;
 use crate::domain::session::{
@@ -85,11 +86,29 @@ macro_rules! select_messages {
 /// Sessions and histories in SQLite or PostgreSQL.
 pub struct SqlStore {
     pools: Pools,
+    /// SQLite's database file, checked before every write (see [`DatabaseFile`]).
+    file: Option<Arc<DatabaseFile>>,
 }
 
 impl SqlStore {
-    pub(crate) fn new(pools: Pools) -> Self {
-        Self { pools }
+    pub(crate) fn new(pools: Pools, file: Option<Arc<DatabaseFile>>) -> Self {
+        Self { pools, file }
+    }
+
+    /// `Err` once the database file is known to be gone (reads check the flag only).
+    fn ensure_present(&self) -> Result<(), StoreError> {
+        self.file.as_ref().map_or(Ok(()), |f| f.ensure_present())
+    }
+
+    /// The writer connection, once the database file is checked to be the one opened.
+    async fn writer<DB: sqlx::Database>(
+        &self,
+        pool: &sqlx::Pool<DB>,
+    ) -> Result<PoolConnection<DB>, StoreError> {
+        if let Some(file) = &self.file {
+            file.verify()?;
+        }
+        pool.acquire().await.map_err(unavailable)
     }
 
     /// Closes every connection, waiting for checked-out ones to come back.
@@ -145,6 +164,7 @@ impl SessionStore for SqlStore {
         tenant: &TenantId,
         session_id: &str,
     ) -> Result<Option<Session>, StoreError> {
+        self.ensure_present()?;
         let row: Option<SessionRow> = on_pool!(&self.pools, read, |pool| {
             sqlx::query_as(SELECT_SESSION)
                 .bind(tenant.as_str())
@@ -165,6 +185,7 @@ impl SessionStore for SqlStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Session>, StoreError> {
+        self.ensure_present()?;
         let rows: Vec<SessionRow> = on_pool!(&self.pools, read, |pool| {
             sqlx::query_as(LIST_SESSIONS)
                 .bind(tenant.as_str())
@@ -190,15 +211,14 @@ impl SessionStore for SqlStore {
     ) -> Result<(), StoreError> {
         let body = SessionBody::of(session).encode()?;
         let first_index = session.message_count - messages.len() as u64;
-        if let Some((offset, _)) = messages
+        if messages
             .iter()
             .enumerate()
-            .find(|(offset, m)| m.index != first_index + *offset as u64)
+            .any(|(offset, m)| m.index != first_index + offset as u64)
         {
-            return Err(StoreError::Unavailable(format!(
-                "message {offset} of the commit to session '{}' does not continue its history",
-                session.id
-            )));
+            // The history moved on under the caller: the change was based on a state that is
+            // not the stored one.
+            return Err(StoreError::Conflict(session.id.clone()));
         }
         let encoded: Vec<EncodedMessage<'_>> = messages
             .iter()
@@ -218,55 +238,59 @@ impl SessionStore for SqlStore {
         let pending_steps = session.pending.as_ref().map_or(0, |p| i64::from(p.steps));
 
         on_pool!(&self.pools, write, |pool| {
-            let mut tx = pool.begin().await.map_err(unavailable)?;
-            match expected_version {
-                None => {
-                    let inserted = sqlx::query(
-                        "INSERT INTO sessions (tenant_id, session_id, version, create_time,
+            let mut conn = self.writer(pool).await?;
+            let result = async {
+                let mut tx = sqlx::Connection::begin(&mut *conn)
+                    .await
+                    .map_err(unavailable)?;
+                match expected_version {
+                    None => {
+                        let inserted = sqlx::query(
+                            "INSERT INTO sessions (tenant_id, session_id, version, create_time,
                              update_time, expire_time, message_count, pending_turn,
                              pending_steps, body)
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                          ON CONFLICT (tenant_id, session_id) DO NOTHING",
-                    )
-                    .bind(tenant)
-                    .bind(id)
-                    .bind(to_i64(session.version))
-                    .bind(micros(session.create_time))
-                    .bind(micros(session.update_time))
-                    .bind(session.expire_time.map(micros))
-                    .bind(to_i64(session.message_count))
-                    .bind(pending_turn)
-                    .bind(pending_steps)
-                    .bind(&body)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                    if inserted.rows_affected() == 0 {
-                        return Err(StoreError::AlreadyExists(session.id.clone()));
+                        )
+                        .bind(tenant)
+                        .bind(id)
+                        .bind(to_i64(session.version))
+                        .bind(micros(session.create_time))
+                        .bind(micros(session.update_time))
+                        .bind(session.expire_time.map(micros))
+                        .bind(to_i64(session.message_count))
+                        .bind(pending_turn)
+                        .bind(pending_steps)
+                        .bind(&body)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                        if inserted.rows_affected() == 0 {
+                            return Err(StoreError::AlreadyExists(session.id.clone()));
+                        }
                     }
-                }
-                Some(version) => {
-                    let updated = sqlx::query(
-                        "UPDATE sessions SET version = $3, update_time = $4, expire_time = $5,
+                    Some(version) => {
+                        let updated = sqlx::query(
+                            "UPDATE sessions SET version = $3, update_time = $4, expire_time = $5,
                              message_count = $6, pending_turn = $7, pending_steps = $8,
                              body = $9
                          WHERE tenant_id = $1 AND session_id = $2 AND version = $10",
-                    )
-                    .bind(tenant)
-                    .bind(id)
-                    .bind(to_i64(session.version))
-                    .bind(micros(session.update_time))
-                    .bind(session.expire_time.map(micros))
-                    .bind(to_i64(session.message_count))
-                    .bind(pending_turn)
-                    .bind(pending_steps)
-                    .bind(&body)
-                    .bind(to_i64(version))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                    if updated.rows_affected() == 0 {
-                        let exists: Option<i64> = sqlx::query_scalar(
+                        )
+                        .bind(tenant)
+                        .bind(id)
+                        .bind(to_i64(session.version))
+                        .bind(micros(session.update_time))
+                        .bind(session.expire_time.map(micros))
+                        .bind(to_i64(session.message_count))
+                        .bind(pending_turn)
+                        .bind(pending_steps)
+                        .bind(&body)
+                        .bind(to_i64(version))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                        if updated.rows_affected() == 0 {
+                            let exists: Option<i64> = sqlx::query_scalar(
                             "SELECT version FROM sessions WHERE tenant_id = $1 AND session_id = $2",
                         )
                         .bind(tenant)
@@ -274,12 +298,12 @@ impl SessionStore for SqlStore {
                         .fetch_optional(&mut *tx)
                         .await
                         .map_err(unavailable)?;
-                        return Err(match exists {
-                            Some(_) => StoreError::Conflict(session.id.clone()),
-                            None => StoreError::NotFound(session.id.clone()),
-                        });
-                    }
-                    sqlx::query(
+                            return Err(match exists {
+                                Some(_) => StoreError::Conflict(session.id.clone()),
+                                None => StoreError::NotFound(session.id.clone()),
+                            });
+                        }
+                        sqlx::query(
                         "DELETE FROM pending_tool_calls WHERE tenant_id = $1 AND session_id = $2",
                     )
                     .bind(tenant)
@@ -287,10 +311,10 @@ impl SessionStore for SqlStore {
                     .execute(&mut *tx)
                     .await
                     .map_err(unavailable)?;
+                    }
                 }
-            }
-            for m in &encoded {
-                sqlx::query(
+                for m in &encoded {
+                    sqlx::query(
                     "INSERT INTO messages (tenant_id, session_id, idx, role, content, tool_calls,
                          tool_call_id, tool_name, is_error, create_time, token_count, turn_id)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
@@ -315,24 +339,28 @@ impl SessionStore for SqlStore {
                     }
                     other => unavailable(other),
                 })?;
-            }
-            for (position, (call_id, name, arguments)) in calls.iter().enumerate() {
-                sqlx::query(
-                    "INSERT INTO pending_tool_calls (tenant_id, session_id, position, call_id,
+                }
+                for (position, (call_id, name, arguments)) in calls.iter().enumerate() {
+                    sqlx::query(
+                        "INSERT INTO pending_tool_calls (tenant_id, session_id, position, call_id,
                          name, arguments)
                      VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(tenant)
-                .bind(id)
-                .bind(position as i64)
-                .bind(call_id)
-                .bind(name)
-                .bind(arguments)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
+                    )
+                    .bind(tenant)
+                    .bind(id)
+                    .bind(position as i64)
+                    .bind(call_id)
+                    .bind(name)
+                    .bind(arguments)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                }
+                tx.commit().await.map_err(unavailable)
             }
-            tx.commit().await.map_err(unavailable)
+            .await;
+            settle(&mut conn, &result);
+            result
         })
     }
 
@@ -343,32 +371,40 @@ impl SessionStore for SqlStore {
     ) -> Result<Option<u64>, StoreError> {
         let tenant = tenant.as_str();
         on_pool!(&self.pools, write, |pool| {
-            let mut tx = pool.begin().await.map_err(unavailable)?;
-            let count: Option<i64> = sqlx::query_scalar(
-                "DELETE FROM sessions WHERE tenant_id = $1 AND session_id = $2
-                 RETURNING message_count",
-            )
-            .bind(tenant)
-            .bind(session_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            let Some(count) = count else {
-                return Ok(None);
-            };
-            for statement in [
-                "DELETE FROM messages WHERE tenant_id = $1 AND session_id = $2",
-                "DELETE FROM pending_tool_calls WHERE tenant_id = $1 AND session_id = $2",
-            ] {
-                sqlx::query(statement)
-                    .bind(tenant)
-                    .bind(session_id)
-                    .execute(&mut *tx)
+            let mut conn = self.writer(pool).await?;
+            let result = async {
+                let mut tx = sqlx::Connection::begin(&mut *conn)
                     .await
                     .map_err(unavailable)?;
+                let count: Option<i64> = sqlx::query_scalar(
+                    "DELETE FROM sessions WHERE tenant_id = $1 AND session_id = $2
+                 RETURNING message_count",
+                )
+                .bind(tenant)
+                .bind(session_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+                let Some(count) = count else {
+                    return Ok(None);
+                };
+                for statement in [
+                    "DELETE FROM messages WHERE tenant_id = $1 AND session_id = $2",
+                    "DELETE FROM pending_tool_calls WHERE tenant_id = $1 AND session_id = $2",
+                ] {
+                    sqlx::query(statement)
+                        .bind(tenant)
+                        .bind(session_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                }
+                tx.commit().await.map_err(unavailable)?;
+                Ok(Some(count.max(0) as u64))
             }
-            tx.commit().await.map_err(unavailable)?;
-            Ok(Some(count.max(0) as u64))
+            .await;
+            settle(&mut conn, &result);
+            result
         })
     }
 
@@ -379,6 +415,7 @@ impl SessionStore for SqlStore {
         from: u64,
         limit: usize,
     ) -> Result<Vec<SharedMessage>, StoreError> {
+        self.ensure_present()?;
         let rows: Vec<MessageRow> = on_pool!(&self.pools, read, |pool| {
             sqlx::query_as(select_messages!("idx >= $3 ORDER BY idx LIMIT $4"))
                 .bind(tenant.as_str())
@@ -399,6 +436,7 @@ impl SessionStore for SqlStore {
         before: u64,
         limit: usize,
     ) -> Result<Vec<SharedMessage>, StoreError> {
+        self.ensure_present()?;
         let rows: Vec<MessageRow> = on_pool!(&self.pools, read, |pool| {
             sqlx::query_as(select_messages!("idx < $3 ORDER BY idx DESC LIMIT $4"))
                 .bind(tenant.as_str())
@@ -419,6 +457,7 @@ impl SessionStore for SqlStore {
         query: &str,
         limit: usize,
     ) -> Result<Vec<SharedMessage>, StoreError> {
+        self.ensure_present()?;
         let pattern = format!("%{}%", escape_like(query));
         // Case-insensitive substring match; the pattern's wildcards are escaped with `\`.
         let rows: Vec<MessageRow> = match &self.pools {
@@ -473,6 +512,7 @@ impl SessionStore for SqlStore {
     }
 
     async fn count_sessions(&self, tenant: &TenantId, now: SystemTime) -> Result<u64, StoreError> {
+        self.ensure_present()?;
         let now = micros(now);
         let count: i64 = on_pool!(&self.pools, read, |pool| {
             sqlx::query_scalar(
@@ -491,34 +531,42 @@ impl SessionStore for SqlStore {
     async fn delete_expired(&self, now: SystemTime, limit: usize) -> Result<u64, StoreError> {
         let now = micros(now);
         on_pool!(&self.pools, write, |pool| {
-            let mut tx = pool.begin().await.map_err(unavailable)?;
-            // Every tenant's: expiry is housekeeping, not a caller's request.
-            let keys: Vec<(String, String)> = sqlx::query_as(
-                "SELECT tenant_id, session_id FROM sessions
+            let mut conn = self.writer(pool).await?;
+            let result = async {
+                let mut tx = sqlx::Connection::begin(&mut *conn)
+                    .await
+                    .map_err(unavailable)?;
+                // Every tenant's: expiry is housekeeping, not a caller's request.
+                let keys: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT tenant_id, session_id FROM sessions
                  WHERE expire_time IS NOT NULL AND expire_time <= $1
                  ORDER BY expire_time LIMIT $2",
-            )
-            .bind(now)
-            .bind(to_i64(limit as u64))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            for (tenant, id) in &keys {
-                for statement in [
-                    "DELETE FROM messages WHERE tenant_id = $1 AND session_id = $2",
-                    "DELETE FROM pending_tool_calls WHERE tenant_id = $1 AND session_id = $2",
-                    "DELETE FROM sessions WHERE tenant_id = $1 AND session_id = $2",
-                ] {
-                    sqlx::query(statement)
-                        .bind(tenant)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(unavailable)?;
+                )
+                .bind(now)
+                .bind(to_i64(limit as u64))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+                for (tenant, id) in &keys {
+                    for statement in [
+                        "DELETE FROM messages WHERE tenant_id = $1 AND session_id = $2",
+                        "DELETE FROM pending_tool_calls WHERE tenant_id = $1 AND session_id = $2",
+                        "DELETE FROM sessions WHERE tenant_id = $1 AND session_id = $2",
+                    ] {
+                        sqlx::query(statement)
+                            .bind(tenant)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(unavailable)?;
+                    }
                 }
+                tx.commit().await.map_err(unavailable)?;
+                Ok(keys.len() as u64)
             }
-            tx.commit().await.map_err(unavailable)?;
-            Ok(keys.len() as u64)
+            .await;
+            settle(&mut conn, &result);
+            result
         })
     }
 }
@@ -781,13 +829,77 @@ fn encode_json<T: Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
         .map_err(|e| StoreError::Unavailable(format!("cannot encode for storage: {e}")))
 }
 
-/// Maps a database failure: whatever it was, the store could not do its work now.
+/// Maps a database failure: whatever it was, the store could not do its work now. The
+/// caller's message says what happened in words (never SQL, never a path); the log line at
+/// ERROR, inside the request's span, keeps the driver's own text.
 fn unavailable(error: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(match &error {
+    let reason = describe(&error);
+    tracing::error!(error = %error, "store operation failed: {reason}");
+    StoreError::Unavailable(reason)
+}
+
+/// What a database failure means for the caller.
+fn describe(error: &sqlx::Error) -> String {
+    match error {
         sqlx::Error::PoolTimedOut => "timed out waiting for a database connection".to_string(),
         sqlx::Error::PoolClosed => "the database connection pool is closed".to_string(),
-        other => other.to_string(),
-    })
+        sqlx::Error::Io(e) => format!("cannot reach the database ({})", e.kind()),
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            match db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                Some(_) => describe_sqlite(code.parse().unwrap_or(0)),
+                None => describe_postgres(&code),
+            }
+        }
+        _ => "the database failed unexpectedly (the server log has the details)".to_string(),
+    }
+}
+
+/// SQLite's primary result codes (the low byte of the extended code).
+fn describe_sqlite(code: i32) -> String {
+    let text = match code & 0xff {
+        13 => {
+            "the data disk is full; nothing of this request was stored (free space on it and retry: contextd resumes by itself)"
+        }
+        10 => {
+            "the database could not be read or written (an I/O error on the data disk); nothing of this request was stored"
+        }
+        8 => {
+            "the database is read-only (check the data directory's permissions and mount); nothing of this request was stored"
+        }
+        5 | 6 => "the database is busy; retry",
+        11 | 26 => "the database file is damaged or not a contextd database",
+        14 => "the database file cannot be opened (was the data directory removed?)",
+        _ => return format!("the database refused the operation (SQLite code {code})"),
+    };
+    text.to_string()
+}
+
+/// PostgreSQL's SQLSTATE classes that mean "not now".
+fn describe_postgres(code: &str) -> String {
+    let text = match code {
+        "53100" => "the database server's disk is full; nothing of this request was stored",
+        c if c.starts_with("53") => "the database server is out of resources; retry later",
+        c if c.starts_with("57P") => "the database server is shutting down or restarting; retry",
+        c if c.starts_with("08") => "the connection to the database server failed; retry",
+        "25006" => {
+            "the database server is read-only (a standby?); nothing of this request was stored"
+        }
+        _ => return format!("the database refused the operation (SQLSTATE {code})"),
+    };
+    text.to_string()
+}
+
+/// Ends a write transaction's use of its connection. After a database failure the
+/// connection is closed, not pooled again: SQLite rolls a transaction back by itself on some
+/// failures (a full disk, an I/O error), after which the driver's explicit rollback fails and
+/// its idea of the connection's transaction depth is wrong for good. Reused, that connection
+/// ran every later "transaction" as a savepoint inside one that never committed: writes
+/// answered OK and were lost. A fresh connection starts clean.
+fn settle<DB: sqlx::Database, T>(conn: &mut PoolConnection<DB>, result: &Result<T, StoreError>) {
+    if matches!(result, Err(StoreError::Unavailable(_))) {
+        conn.close_on_drop();
+    }
 }
 
 /// Microseconds since the Unix epoch (negative before it).
