@@ -164,6 +164,12 @@ pub struct Limits {
     pub max_tools: usize,
     /// Frames a Converse stream may queue behind a running turn. Default 16.
     pub max_converse_queue: usize,
+    /// Longest a streamed turn waits for a client to read before it ends the stream with
+    /// DEADLINE_EXCEEDED and stops the turn (nothing stored), in milliseconds. Default 30000.
+    pub stream_stall_timeout_ms: u64,
+    /// Bytes of encoded events a stream may buffer for a client that reads slowly. Default
+    /// 1 MiB.
+    pub stream_buffer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -177,6 +183,8 @@ impl Default for Limits {
             max_page_size: 1000,
             max_tools: 128,
             max_converse_queue: 16,
+            stream_stall_timeout_ms: 30_000,
+            stream_buffer_bytes: 1 << 20,
         }
     }
 }
@@ -461,6 +469,12 @@ impl Config {
         if self.limits.max_page_size == 0 || self.limits.default_page_size == 0 {
             return Err(ConfigError::Invalid(
                 "limits.default_page_size and limits.max_page_size must be at least 1".into(),
+            ));
+        }
+        if self.limits.stream_stall_timeout_ms == 0 || self.limits.stream_buffer_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.stream_stall_timeout_ms and limits.stream_buffer_bytes must be at least 1"
+                    .into(),
             ));
         }
         self.store_kind()?;

@@ -9,12 +9,13 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use prost::Message;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, Span};
 
 use super::logging::record_session;
+use super::outbox::{Outbox, outbox};
 use super::scope::caller_scope;
 use super::status::code_of;
 use crate::api::convert::{
@@ -30,19 +31,6 @@ use crate::engine::{
     Conversation, ConverseEnd, ConverseEvent, ConverseFrame, ConverseSink, Engine, EngineError,
     Lifecycle, NoSink, SinkClosed, TurnEvent, TurnOutcome, TurnRequest, TurnSink,
 };
-
-/// Events buffered per stream before the producer waits for the client.
-const STREAM_BUFFER: usize = 32;
-
-/// What a stream's channel carries. Events are boxed: tokio allocates a channel's first block
-/// of slots up front, and 32 unboxed `ConverseResponse`s (440 bytes each) made that block
-/// 14 KiB for every open stream, idle or not.
-type Outgoing<T> = Result<Box<T>, Status>;
-
-/// The response stream of a channel's receiver.
-fn response_stream<T: Send + 'static>(rx: mpsc::Receiver<Outgoing<T>>) -> BoxStream<T> {
-    Box::pin(ReceiverStream::new(rx).map(|item| item.map(|event| *event)))
-}
 
 /// Implements `InteractService` over the engine.
 pub struct InteractApi {
@@ -124,7 +112,7 @@ fn wire_event(event: TurnEvent) -> WireEvent {
 
 /// Sends `StreamResponse` events.
 struct StreamSink {
-    tx: mpsc::Sender<Outgoing<v1::StreamResponseResponse>>,
+    tx: Outbox<v1::StreamResponseResponse>,
 }
 
 impl TurnSink for StreamSink {
@@ -136,18 +124,15 @@ impl TurnSink for StreamSink {
             WireEvent::ToolCall(e) => Event::ToolCall(e),
             WireEvent::ToolResult(e) => Event::ToolResult(e),
         };
-        self.tx
-            .send(Ok(Box::new(v1::StreamResponseResponse {
-                event: Some(event),
-            })))
-            .await
-            .map_err(|_| SinkClosed)
+        let response = v1::StreamResponseResponse { event: Some(event) };
+        let size = response.encoded_len();
+        self.tx.send(Ok(response), size).await
     }
 }
 
 /// Sends a [`Conversation`]'s events as `ConverseResponse`s.
 #[derive(Clone)]
-struct ConverseTx(mpsc::Sender<Outgoing<v1::ConverseResponse>>);
+struct ConverseTx(Outbox<v1::ConverseResponse>);
 
 impl ConverseSink for ConverseTx {
     async fn send(&self, event: ConverseEvent) -> Result<(), SinkClosed> {
@@ -180,13 +165,12 @@ impl ConverseSink for ConverseTx {
                 }),
             ),
         };
-        self.0
-            .send(Ok(Box::new(v1::ConverseResponse {
-                turn_id,
-                event: Some(event),
-            })))
-            .await
-            .map_err(|_| SinkClosed)
+        let response = v1::ConverseResponse {
+            turn_id,
+            event: Some(event),
+        };
+        let size = response.encoded_len();
+        self.0.send(Ok(response), size).await
     }
 
     async fn closed(&self) {
@@ -258,10 +242,10 @@ impl InteractService for InteractApi {
         let turn = turn_request(r.session_id, r.message, r.context, r.tool_results)?;
         let ticket = self.lifecycle.begin_turn()?;
         let cancel = self.lifecycle.turn_token();
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let (tx, rx) = outbox(self.engine.limits());
         let engine = self.engine.clone();
         let lifecycle = self.lifecycle.clone();
-        tokio::spawn(async move {
+        let producer = async move {
             let _ticket = ticket;
             let watch = tx.clone();
             let mut sink = StreamSink { tx: tx.clone() };
@@ -270,17 +254,23 @@ impl InteractService for InteractApi {
                 // The client left while the model was busy: drop the turn now.
                 _ = watch.closed() => return,
             };
-            let item = match result {
-                Ok(outcome) => Ok(Box::new(v1::StreamResponseResponse {
-                    event: Some(stream_response_response::Event::Completed(completed(
-                        &outcome,
-                    ))),
-                })),
-                Err(e) => Err(turn_status(e, &lifecycle)),
+            let (item, size) = match result {
+                Ok(outcome) => {
+                    let response = v1::StreamResponseResponse {
+                        event: Some(stream_response_response::Event::Completed(completed(
+                            &outcome,
+                        ))),
+                    };
+                    let size = response.encoded_len();
+                    (Ok(response), size)
+                }
+                Err(e) => (Err(turn_status(e, &lifecycle)), 0),
             };
-            let _ = tx.send(item).await;
-        });
-        Ok(Response::new(response_stream(rx)))
+            let _ = tx.send(item, size).await;
+        };
+        // In the RPC's span, so the producer's log lines name the method and session.
+        tokio::spawn(producer.instrument(Span::current()));
+        Ok(Response::new(Box::pin(rx)))
     }
 
     type ConverseStream = BoxStream<v1::ConverseResponse>;
@@ -291,7 +281,7 @@ impl InteractService for InteractApi {
     ) -> Result<Response<Self::ConverseStream>, Status> {
         let scope = caller_scope(&request);
         let inbound = request.into_inner().map(|frame| frame.map(converse_frame));
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let (tx, rx) = outbox(self.engine.limits());
         let tx = ConverseTx(tx);
         let conversation = Conversation::new(
             scope,
@@ -299,7 +289,7 @@ impl InteractService for InteractApi {
             self.lifecycle.clone(),
             tx.clone(),
         );
-        tokio::spawn(async move {
+        let task = async move {
             let end: Status = match conversation.run(inbound).await {
                 ConverseEnd::Finished | ConverseEnd::ClientLeft => return,
                 ConverseEnd::ShuttingDown => EngineError::ShuttingDown.into(),
@@ -307,8 +297,11 @@ impl InteractService for InteractApi {
                 // be read, so the stream ends with that status.
                 ConverseEnd::Broken(status) => status,
             };
-            let _ = tx.0.send(Err(end)).await;
-        });
-        Ok(Response::new(response_stream(rx)))
+            let _ = tx.0.send(Err(end), 0).await;
+        };
+        // In the RPC's span: the open frame records the session there, and every later log
+        // line of the stream carries it.
+        tokio::spawn(task.instrument(Span::current()));
+        Ok(Response::new(Box::pin(rx)))
     }
 }

@@ -11,6 +11,7 @@ pub mod interact;
 pub mod log_output;
 pub mod logging;
 pub mod model;
+pub mod outbox;
 pub mod scope;
 pub mod session;
 pub mod status;
