@@ -18,6 +18,8 @@ const PROTO_FILES: &[&str] = &[
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `compile_fds` never sees the .proto paths, so cargo must be told what to watch.
     println!("cargo:rerun-if-changed={PROTO_ROOT}");
+    // sqlx::migrate! embeds the migrations at compile time.
+    println!("cargo:rerun-if-changed=migrations");
 
     let mut compiler = protox::Compiler::new([PROTO_ROOT, THIRD_PARTY_ROOT])?;
     compiler.include_imports(true).include_source_info(true);

@@ -519,11 +519,27 @@ impl Client {
         message: &str,
         context: Option<Value>,
     ) -> Result<v1::InteractResponse, Error> {
+        self.interact_idempotent(session_id, message, context, "")
+            .await
+    }
+
+    /// [`Client::interact`] with an idempotency key: a repeat with the same key on the session
+    /// (within the server's `limits.idempotency_window`) gets the first attempt's outcome
+    /// instead of a second turn, so a call that failed with UNAVAILABLE or a deadline can be
+    /// retried safely. Use a fresh key (a UUID) per new message, the same one for its retries.
+    pub async fn interact_idempotent(
+        &self,
+        session_id: &str,
+        message: &str,
+        context: Option<Value>,
+        idempotency_key: &str,
+    ) -> Result<v1::InteractResponse, Error> {
         let request = v1::InteractRequest {
             session_id: session_id.to_string(),
             message: message.to_string(),
             context: patch_to_wire("context", context)?,
             tool_results: Vec::new(),
+            idempotency_key: idempotency_key.to_string(),
         };
         let response = self
             .interact
@@ -541,9 +557,8 @@ impl Client {
     ) -> Result<v1::InteractResponse, Error> {
         let request = v1::InteractRequest {
             session_id: session_id.to_string(),
-            message: String::new(),
-            context: None,
             tool_results: results,
+            ..Default::default()
         };
         let response = self
             .interact
@@ -562,11 +577,26 @@ impl Client {
         message: &str,
         context: Option<Value>,
     ) -> Result<EventStream, Error> {
+        self.stream_response_idempotent(session_id, message, context, "")
+            .await
+    }
+
+    /// [`Client::stream_response`] with an idempotency key (see
+    /// [`Client::interact_idempotent`]); a repeat replays the stored turn as `started`, the
+    /// whole reply as one `delta`, its tool calls and `completed`.
+    pub async fn stream_response_idempotent(
+        &self,
+        session_id: &str,
+        message: &str,
+        context: Option<Value>,
+        idempotency_key: &str,
+    ) -> Result<EventStream, Error> {
         let request = v1::StreamResponseRequest {
             session_id: session_id.to_string(),
             message: message.to_string(),
             context: patch_to_wire("context", context)?,
             tool_results: Vec::new(),
+            idempotency_key: idempotency_key.to_string(),
         };
         self.stream(request).await
     }

@@ -170,6 +170,16 @@ pub struct Limits {
     /// Bytes of encoded events a stream may buffer for a client that reads slowly. Default
     /// 1 MiB.
     pub stream_buffer_bytes: usize,
+    /// How long a turn's idempotency key is remembered: a repeat of the request within it
+    /// gets the stored outcome instead of a second turn. `30m`, `24h`, `7d`, …; default 24 h.
+    #[serde(deserialize_with = "duration_text")]
+    pub idempotency_window: Duration,
+}
+
+/// A duration written as [`parse_duration`] reads it (`30m`, `24h`, …).
+fn duration_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
 impl Default for Limits {
@@ -185,6 +195,7 @@ impl Default for Limits {
             max_converse_queue: 16,
             stream_stall_timeout_ms: 30_000,
             stream_buffer_bytes: 1 << 20,
+            idempotency_window: Duration::from_secs(24 * 3600),
         }
     }
 }

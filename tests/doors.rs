@@ -72,6 +72,22 @@ fn cases() -> Vec<(&'static str, Value)> {
             "a server-side tool round trip",
             json!({"sessionId": "d3", "message": "/call context_get {}", "context": {"k": "v"}}),
         ),
+        (
+            "an invalid idempotency key",
+            json!({"sessionId": "d4", "message": "keyed", "idempotencyKey": "has space"}),
+        ),
+        (
+            "a keyed turn",
+            json!({"sessionId": "d4", "message": "keyed", "idempotencyKey": "k1"}),
+        ),
+        (
+            "its repeat",
+            json!({"sessionId": "d4", "message": "keyed", "idempotencyKey": "k1"}),
+        ),
+        (
+            "its key on another request",
+            json!({"sessionId": "d4", "message": "other", "idempotencyKey": "k1"}),
+        ),
     ]
 }
 
@@ -142,7 +158,7 @@ fn outcome_of(body: &Value) -> Outcome {
     match body.get("error") {
         Some(error) => Outcome::Failed {
             status: error["status"].as_str().unwrap().to_owned(),
-            message: error["message"].as_str().unwrap().to_owned(),
+            message: without_turn_ids(error["message"].as_str().unwrap()),
         },
         None => Outcome::Reply(format!(
             "{} [{}] {}",
@@ -174,6 +190,10 @@ async fn over_grpc(client: &mut InteractServiceClient<Channel>, request: &Value)
                     .collect()
             })
             .unwrap_or_default(),
+        idempotency_key: request["idempotencyKey"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
     };
     match client.interact(message).await {
         Ok(reply) => {
@@ -187,9 +207,30 @@ async fn over_grpc(client: &mut InteractServiceClient<Channel>, request: &Value)
         }
         Err(status) => Outcome::Failed {
             status: contextd::api::code_name(status.code()).to_owned(),
-            message: status.message().to_owned(),
+            message: without_turn_ids(status.message()),
         },
     }
+}
+
+/// `text` with every turn id (`t-` and 32 hex digits) as `t-…`: each door's server makes its
+/// own.
+fn without_turn_ids(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("t-") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let hex = after.bytes().take_while(u8::is_ascii_hexdigit).count();
+        if hex == 32 {
+            out.push_str("t-…");
+            rest = &after[32..];
+        } else {
+            out.push_str("t-");
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -564,6 +564,7 @@ async fn client_tool_round_trip_streamed() {
             message: String::new(),
             context: None,
             tool_results: vec![result(&calls[0].tool_call_id, "14:05")],
+            ..Default::default()
         },
     )
     .await;
@@ -928,7 +929,7 @@ async fn concurrent_turns_on_one_session_are_serialized() {
                 session_id: "busy".into(),
                 message: format!("message {i}"),
                 context: ctx(json!({ format!("key{i}"): i })),
-                tool_results: vec![],
+                ..Default::default()
             };
             client.interact(request).await.map(|r| r.into_inner())
         }));

@@ -266,7 +266,7 @@ async fn oversized_requests_are_refused_by_the_decoder() {
         session_id: "decoder".into(),
         message: "m".repeat(32 * 1024),
         context: None,
-        tool_results: vec![],
+        ..Default::default()
     };
     let status = within("an oversized Interact", interact.interact(request))
         .await

@@ -47,6 +47,7 @@ store_suite!(
     fixed_expiry_removes_session,
     idle_ttl_follows_activity,
     newer_schema_is_refused,
+    turn_receipts_survive_restart_and_go_with_their_session,
 );
 
 /// Checks a history: indexes 0.., and every turn's messages together, starting with the user
@@ -74,6 +75,49 @@ fn assert_whole_turns(messages: &[Message]) {
             turn[0].turn_id
         );
     }
+}
+
+async fn turn_receipts_survive_restart_and_go_with_their_session(backend: Backend) {
+    let keyed = |message: &str| contextd::api::v1::InteractRequest {
+        idempotency_key: "retry-safe".into(),
+        ..interact_request("receipts", message, None)
+    };
+    let server = TestServer::start_with(backend.config()).await;
+    let mut interact = server.interact().await;
+    let first = interact.interact(keyed("once")).await.unwrap().into_inner();
+    drop(interact);
+    assert!(server.stop().await);
+
+    let server = TestServer::start_with(backend.config()).await;
+    let mut interact = server.interact().await;
+    let again = interact.interact(keyed("once")).await.unwrap().into_inner();
+    assert_eq!(again, first, "the stored outcome, after a restart");
+    expect_code(
+        interact.interact(keyed("twice")).await,
+        Code::InvalidArgument,
+    );
+    let mut sessions = server.sessions().await;
+    assert_eq!(
+        get_session(&mut sessions, "receipts").await.message_count,
+        2
+    );
+
+    // A deleted session takes its receipts along: the key is free on a new session.
+    sessions
+        .delete_session(contextd::api::v1::DeleteSessionRequest {
+            session_id: "receipts".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let fresh = interact
+        .interact(keyed("twice"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(fresh.turn_id, first.turn_id);
+    assert!(fresh.session_created);
+    assert!(server.stop().await);
 }
 
 async fn history_survives_restart_and_pages_by_key(backend: Backend) {

@@ -203,9 +203,22 @@ impl Conversation {
         message: &str,
         context: Option<Value>,
     ) -> Result<(), Error> {
+        self.send_message_idempotent(message, context, "").await
+    }
+
+    /// [`Conversation::send_message`] with an idempotency key: resent on a new stream after
+    /// the old one broke, the message gets the first attempt's outcome instead of a second
+    /// turn (see [`crate::client::Client::interact_idempotent`]).
+    pub async fn send_message_idempotent(
+        &mut self,
+        message: &str,
+        context: Option<Value>,
+        idempotency_key: &str,
+    ) -> Result<(), Error> {
         let frame = Frame::UserMessage(v1::ConverseUserMessage {
             message: message.to_string(),
             context: patch_to_wire("context", context)?,
+            idempotency_key: idempotency_key.to_string(),
         });
         self.begin(frame).await
     }

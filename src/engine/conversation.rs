@@ -33,6 +33,8 @@ pub enum ConverseFrame {
         context_patch: Option<Context>,
         /// Results for the pending tool calls.
         tool_results: Vec<ToolResult>,
+        /// Makes a retried message safe (see [`super::receipts`]); empty for none.
+        idempotency_key: String,
     },
     /// Cancel the running turn.
     Cancel,
@@ -207,7 +209,7 @@ impl<S: ConverseSink> Conversation<S> {
     /// Handles a queued frame: answers `open` and invalid frames directly, starts a turn for
     /// the others.
     async fn start(&mut self, frame: ConverseFrame) -> Result<Option<RunningTurn>, SinkClosed> {
-        let (message, context_patch, tool_results) = match frame {
+        let (message, context_patch, tool_results, idempotency_key) = match frame {
             ConverseFrame::Open(new) => {
                 self.open(new).await?;
                 return Ok(None);
@@ -221,7 +223,8 @@ impl<S: ConverseSink> Conversation<S> {
                 message,
                 context_patch,
                 tool_results,
-            } => (message, context_patch, tool_results),
+                idempotency_key,
+            } => (message, context_patch, tool_results, idempotency_key),
         };
         let Some(session_id) = self.session_id.clone() else {
             self.fail(
@@ -246,6 +249,7 @@ impl<S: ConverseSink> Conversation<S> {
             context_patch,
             tool_results,
             create: None,
+            idempotency_key,
         };
         let cancel = self.lifecycle.turn_token();
         let engine = self.engine.clone();
@@ -395,6 +399,7 @@ mod tests {
             message: message.into(),
             context_patch: None,
             tool_results: Vec::new(),
+            idempotency_key: String::new(),
         }
     }
 

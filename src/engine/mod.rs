@@ -13,6 +13,7 @@
 //! - [`window`]: choosing and loading a window: one assembly for turns and previews.
 //! - [`dispatch`]: which server-side tools a session offers, and running them.
 //! - [`turn`]: a turn in three phases (begin, step loop, commit), paused for client tools.
+//! - [`receipts`]: idempotent turns (a repeated key gets the stored outcome).
 //! - [`conversation`]: a Converse stream's state machine (open, queued frames, cancel).
 //! - [`lifecycle`]: graceful shutdown as turns see it (draining, closing, running turns).
 //! - [`summary`]: the `summarize` window strategy.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod lifecycle;
 pub mod locks;
 pub mod preview;
+pub mod receipts;
 pub mod sessions;
 pub mod summary;
 pub mod turn;
@@ -127,6 +129,15 @@ impl Engine {
     /// Deletes up to `limit` expired sessions; returns how many went.
     pub async fn sweep_expired(&self, limit: usize) -> Result<u64, EngineError> {
         Ok(self.store.delete_expired(session::now(), limit).await?)
+    }
+
+    /// Deletes up to `limit` turn receipts older than `limits.idempotency_window`; returns
+    /// how many went.
+    pub async fn sweep_receipts(&self, limit: usize) -> Result<u64, EngineError> {
+        let before = session::now()
+            .checked_sub(self.limits.idempotency_window)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        Ok(self.store.delete_receipts_before(before, limit).await?)
     }
 
     /// How many live sessions the caller's tenant has.

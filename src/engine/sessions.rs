@@ -98,7 +98,7 @@ impl Engine {
     ) -> Result<Session, EngineError> {
         let session = self.build_session(new)?;
         self.store
-            .commit(&scope.tenant, &session, None, &[])
+            .commit(&scope.tenant, &session, None, &[], None)
             .await?;
         Ok(session)
     }
@@ -372,7 +372,7 @@ impl Engine {
         session.version = version + 1;
         Ok(self
             .store
-            .commit(tenant, session, Some(version), &[])
+            .commit(tenant, session, Some(version), &[], None)
             .await?)
     }
 

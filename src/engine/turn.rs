@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::error::EngineError;
+use super::receipts;
 use super::validate::{check_context, check_message};
 use super::window::WindowSource;
 use super::window::{Assembly, WindowBudget, assemble_window};
@@ -19,6 +20,7 @@ use super::{Engine, NewSession};
 use crate::config::Limits;
 use crate::domain::Scope;
 use crate::domain::patch::merge_context;
+use crate::domain::receipt::validate_idempotency_key;
 use crate::domain::session::{
     Context, FinishReason, Message, PendingTurn, Role, Session, SharedMessage, ToolCall,
     ToolResult, Usage, generate_tool_call_id, generate_turn_id, validate_session_id,
@@ -40,6 +42,8 @@ pub struct TurnRequest {
     pub tool_results: Vec<ToolResult>,
     /// Settings for the session if this turn creates it (the id is `session_id`).
     pub create: Option<NewSession>,
+    /// Makes retries safe (see [`super::receipts`]); empty for none.
+    pub idempotency_key: String,
 }
 
 /// Something that happened during a turn, in order.
@@ -87,8 +91,8 @@ impl TurnSink for NoSink {
     }
 }
 
-/// How a turn ended.
-#[derive(Debug, Clone, PartialEq)]
+/// How a turn ended. Serializable: a turn's receipt keeps it for repeats of its request.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TurnOutcome {
     /// The session.
     pub session_id: String,
@@ -149,6 +153,9 @@ fn check_turn_request(request: &TurnRequest, limits: &Limits) -> Result<(), Engi
     if let Some(patch) = &request.context_patch {
         check_context("context", patch, limits)?;
     }
+    if !request.idempotency_key.is_empty() {
+        validate_idempotency_key(&request.idempotency_key).map_err(EngineError::InvalidArgument)?;
+    }
     if request.message.is_empty() && request.tool_results.is_empty() {
         return Err(EngineError::InvalidArgument(
             "message is empty: send a message, or tool_results for a turn that waits for them"
@@ -186,9 +193,21 @@ impl Engine {
             guard = self.lock_session(&scope.tenant, &request.session_id) => guard?,
             _ = cancel.cancelled() => return Err(EngineError::Cancelled),
         };
+        let keyed = if request.idempotency_key.is_empty() {
+            None
+        } else {
+            let fingerprint = receipts::fingerprint(&request);
+            if let Some(outcome) = self
+                .replay_receipt(scope, &request, &fingerprint, sink)
+                .await?
+            {
+                return Ok(outcome);
+            }
+            Some((request.idempotency_key.clone(), fingerprint))
+        };
         let mut turn = self.begin_turn(scope, request, sink, cancel).await?;
         let finish = self.step_turn(scope, &mut turn, sink, cancel).await?;
-        self.commit_turn(scope, turn, finish, cancel).await
+        self.commit_turn(scope, turn, finish, cancel, keyed).await
     }
 
     /// The first phase of a turn, under the session's lock: the session (created when
@@ -464,6 +483,7 @@ impl Engine {
         turn: ActiveTurn,
         finish: FinishReason,
         cancel: &CancellationToken,
+        keyed: Option<(String, String)>,
     ) -> Result<TurnOutcome, EngineError> {
         if cancel.is_cancelled() {
             return Err(EngineError::Cancelled);
@@ -482,25 +502,29 @@ impl Engine {
         session.usage.add(usage);
         session.touch(crate::domain::session::now());
         session.version += 1;
+        let outcome = TurnOutcome {
+            session_id: session.id.clone(),
+            turn_id: state.turn_id,
+            response,
+            context: session.context.clone(),
+            finish,
+            tool_calls: client_calls,
+            usage,
+            session_created: created,
+        };
+        let receipt = keyed
+            .map(|(key, fingerprint)| receipts::receipt_of(key, fingerprint, &outcome))
+            .transpose()?;
         self.store
             .commit(
                 &scope.tenant,
                 &session,
                 expected_version,
                 &state.new_messages,
+                receipt.as_ref(),
             )
             .await?;
-
-        Ok(TurnOutcome {
-            session_id: session.id,
-            turn_id: state.turn_id,
-            response,
-            context: session.context,
-            finish,
-            tool_calls: client_calls,
-            usage,
-            session_created: created,
-        })
+        Ok(outcome)
     }
 
     /// How a turn the client cancelled ended: nothing of it was stored, so the outcome is
@@ -647,7 +671,7 @@ impl TurnState {
     }
 }
 
-async fn emit<S: TurnSink>(sink: &mut S, event: TurnEvent) -> Result<(), EngineError> {
+pub(super) async fn emit<S: TurnSink>(sink: &mut S, event: TurnEvent) -> Result<(), EngineError> {
     sink.emit(event)
         .await
         .map_err(|SinkClosed| EngineError::Cancelled)

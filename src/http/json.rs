@@ -166,6 +166,40 @@ pub(crate) fn request_message(
     Ok(message)
 }
 
+/// The `Idempotency-Key` header.
+pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Sets the request's `idempotency_key` from the `Idempotency-Key` header, if there is one.
+/// Only turn requests have the field; a body that names another key is refused.
+pub(crate) fn apply_idempotency_header(
+    message: &mut DynamicMessage,
+    headers: &http::HeaderMap,
+) -> Result<(), ApiError> {
+    let Some(header) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(());
+    };
+    let key = header.to_str().map_err(|_| {
+        ApiError::new(
+            Code::InvalidArgument,
+            "the Idempotency-Key header must be printable ASCII",
+        )
+    })?;
+    let Some(field) = message.descriptor().get_field_by_name("idempotency_key") else {
+        return Err(ApiError::new(
+            Code::InvalidArgument,
+            "Idempotency-Key applies to turns (:interact, :stream, /api/mcp/interact); leave it out of this request",
+        ));
+    };
+    if message.has_field(&field) && message.get_field(&field).as_str() != Some(key) {
+        return Err(ApiError::bad_field(
+            field.json_name(),
+            "the body's idempotencyKey differs from the Idempotency-Key header; send one of them",
+        ));
+    }
+    message.set_field(&field, Value::String(key.to_string()));
+    Ok(())
+}
+
 /// Splits `a=1&b=x%20y` into decoded pairs (`+` is a space, as in HTML forms).
 fn parse_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
     let decode = |text: &str| {

@@ -75,6 +75,7 @@ async fn answer(doors: &JsonDoors, line: &[u8]) -> String {
         .interact_json(
             line,
             "the line",
+            None,
             CallOptions {
                 door: "lines",
                 timeout: None,

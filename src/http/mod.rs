@@ -129,9 +129,13 @@ impl JsonDoors {
         &self,
         body: &[u8],
         what: &str,
+        headers: Option<&HeaderMap>,
         options: CallOptions,
     ) -> Result<String, ApiError> {
-        let request = json::from_json(self.interact_request.clone(), body, what)?;
+        let mut request = json::from_json(self.interact_request.clone(), body, what)?;
+        if let Some(headers) = headers {
+            json::apply_idempotency_header(&mut request, headers)?;
+        }
         let reply = self
             .caller
             .unary(
@@ -273,7 +277,7 @@ async fn classic_interact(State(doors): State<Arc<JsonDoors>>, request: Request)
         let options = doors.call_options(&parts.headers)?;
         let body = read_body(body, doors.max_request_bytes).await?;
         doors
-            .interact_json(&body, "the request body", options)
+            .interact_json(&body, "the request body", Some(&parts.headers), options)
             .await
     };
     match run.await {
@@ -319,7 +323,8 @@ async fn transcode_inner(doors: &JsonDoors, request: Request) -> Result<Response
     if !body.is_empty() {
         require_json(&parts.headers)?;
     }
-    let message = json::request_message(&matched, parts.uri.query(), &body)?;
+    let mut message = json::request_message(&matched, parts.uri.query(), &body)?;
+    json::apply_idempotency_header(&mut message, &parts.headers)?;
     let route = matched.route;
     let output = route.rpc.output();
     if route.rpc.is_server_streaming() {

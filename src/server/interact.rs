@@ -72,6 +72,7 @@ fn turn_request(
     message: String,
     context: Option<prost_types::Struct>,
     tool_results: Vec<v1::ToolResult>,
+    idempotency_key: String,
 ) -> Result<TurnRequest, Status> {
     Ok(TurnRequest {
         session_id,
@@ -79,6 +80,7 @@ fn turn_request(
         context_patch: patch_from_wire("context", context)?,
         tool_results: tool_results_from_wire(tool_results),
         create: None,
+        idempotency_key,
     })
 }
 
@@ -181,14 +183,17 @@ impl ConverseSink for ConverseTx {
 /// A `ConverseRequest` as the engine's frame. Decoding problems become
 /// [`ConverseFrame::Invalid`], answered in order while the stream goes on.
 fn converse_frame(request: v1::ConverseRequest) -> ConverseFrame {
-    let turn = |message, context, tool_results| match patch_from_wire("context", context) {
-        Ok(context_patch) => ConverseFrame::Turn {
-            message,
-            context_patch,
-            tool_results: tool_results_from_wire(tool_results),
-        },
-        Err(e) => ConverseFrame::Invalid(EngineError::InvalidArgument(e.0)),
-    };
+    let turn =
+        |message, context, tool_results, idempotency_key| match patch_from_wire("context", context)
+        {
+            Ok(context_patch) => ConverseFrame::Turn {
+                message,
+                context_patch,
+                tool_results: tool_results_from_wire(tool_results),
+                idempotency_key,
+            },
+            Err(e) => ConverseFrame::Invalid(EngineError::InvalidArgument(e.0)),
+        };
     match request.frame {
         Some(Frame::Open(open)) => {
             record_session(&open.session_id);
@@ -197,8 +202,8 @@ fn converse_frame(request: v1::ConverseRequest) -> ConverseFrame {
                 Err(e) => ConverseFrame::Invalid(EngineError::InvalidArgument(e.0)),
             }
         }
-        Some(Frame::UserMessage(m)) => turn(m.message, m.context, Vec::new()),
-        Some(Frame::ToolResults(r)) => turn(String::new(), None, r.results),
+        Some(Frame::UserMessage(m)) => turn(m.message, m.context, Vec::new(), m.idempotency_key),
+        Some(Frame::ToolResults(r)) => turn(String::new(), None, r.results, String::new()),
         Some(Frame::Cancel(_)) => ConverseFrame::Cancel,
         None => ConverseFrame::Invalid(EngineError::InvalidArgument(
             "empty frame: set one of open, user_message, tool_results, cancel".into(),
@@ -217,7 +222,13 @@ impl InteractService for InteractApi {
         let scope = caller_scope(&request);
         let r = request.into_inner();
         record_session(&r.session_id);
-        let turn = turn_request(r.session_id, r.message, r.context, r.tool_results)?;
+        let turn = turn_request(
+            r.session_id,
+            r.message,
+            r.context,
+            r.tool_results,
+            r.idempotency_key,
+        )?;
         let _ticket = self.lifecycle.begin_turn()?;
         let cancel = self.lifecycle.turn_token();
         // If the client goes away or its deadline passes, this future is dropped, and the
@@ -239,7 +250,13 @@ impl InteractService for InteractApi {
         let scope = caller_scope(&request);
         let r = request.into_inner();
         record_session(&r.session_id);
-        let turn = turn_request(r.session_id, r.message, r.context, r.tool_results)?;
+        let turn = turn_request(
+            r.session_id,
+            r.message,
+            r.context,
+            r.tool_results,
+            r.idempotency_key,
+        )?;
         let ticket = self.lifecycle.begin_turn()?;
         let cancel = self.lifecycle.turn_token();
         let (tx, rx) = outbox(self.engine.limits());

@@ -282,6 +282,17 @@ async fn sweep_expired(engine: Arc<Engine>, interval: Duration) {
                 }
             }
         }
+        // Receipts past the idempotency window: forgotten, in batches as well.
+        loop {
+            match engine.sweep_receipts(BATCH).await {
+                Ok(n) if n < BATCH as u64 => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "turn-receipt sweep failed; retrying later");
+                    break;
+                }
+            }
+        }
     }
 }
 

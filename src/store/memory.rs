@@ -1,6 +1,6 @@
 //! The in-memory store: fast, and gone when the process ends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -9,12 +9,14 @@ use async_trait::async_trait;
 
 use super::{SessionStore, StoreError};
 use crate::domain::TenantId;
+use crate::domain::receipt::TurnReceipt;
 use crate::domain::session::{Session, SharedMessage};
 
-/// One session and its history.
+/// One session, its history and its turn receipts (by key).
 struct Record {
     session: Session,
     messages: Vec<SharedMessage>,
+    receipts: HashMap<String, TurnReceipt>,
 }
 
 /// A record's key: the tenant, then the session id. Ordered that way, one tenant's sessions
@@ -88,22 +90,21 @@ impl SessionStore for MemoryStore {
         session: &Session,
         expected_version: Option<u64>,
         messages: &[SharedMessage],
+        receipt: Option<&TurnReceipt>,
     ) -> Result<(), StoreError> {
         let mut records = self.records();
-        match expected_version {
+        let record = match expected_version {
             None => {
                 let id = key(tenant, &session.id);
                 if records.contains_key(&id) {
                     return Err(StoreError::AlreadyExists(session.id.clone()));
                 }
                 check_continuity(&session.id, 0, messages)?;
-                records.insert(
-                    id,
-                    Record {
-                        session: session.clone(),
-                        messages: messages.to_vec(),
-                    },
-                );
+                records.entry(id).or_insert(Record {
+                    session: session.clone(),
+                    messages: messages.to_vec(),
+                    receipts: HashMap::new(),
+                })
             }
             Some(version) => {
                 let record = records
@@ -115,9 +116,51 @@ impl SessionStore for MemoryStore {
                 check_continuity(&session.id, record.messages.len() as u64, messages)?;
                 record.session = session.clone();
                 record.messages.extend_from_slice(messages);
+                record
             }
+        };
+        if let Some(receipt) = receipt {
+            record.receipts.insert(receipt.key.clone(), receipt.clone());
         }
         Ok(())
+    }
+
+    async fn get_receipt(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<TurnReceipt>, StoreError> {
+        Ok(self
+            .records()
+            .get(&key(tenant, session_id))
+            .and_then(|r| r.receipts.get(idempotency_key).cloned()))
+    }
+
+    async fn delete_receipts_before(
+        &self,
+        before: SystemTime,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let mut records = self.records();
+        let mut left = limit;
+        for record in records.values_mut() {
+            if left == 0 {
+                break;
+            }
+            let old: Vec<String> = record
+                .receipts
+                .values()
+                .filter(|r| r.create_time < before)
+                .take(left)
+                .map(|r| r.key.clone())
+                .collect();
+            for key in &old {
+                record.receipts.remove(key);
+            }
+            left -= old.len();
+        }
+        Ok((limit - left) as u64)
     }
 
     async fn delete_session(

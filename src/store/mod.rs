@@ -18,6 +18,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use crate::domain::TenantId;
+use crate::domain::receipt::TurnReceipt;
 use crate::domain::session::{Session, SharedMessage};
 
 /// Why a store operation failed.
@@ -61,14 +62,32 @@ pub trait SessionStore: Send + Sync {
     /// `expected_version`: `None` creates the session (`AlreadyExists` if the id is taken);
     /// `Some(v)` updates it only if the stored version is still `v` (`Conflict` otherwise,
     /// `NotFound` if it is gone). `messages` must continue the history at
-    /// `Message::index == stored message_count`.
+    /// `Message::index == stored message_count` (`Conflict` otherwise). `receipt`, when
+    /// given, is stored in the same transaction (replacing one with the same key).
     async fn commit(
         &self,
         tenant: &TenantId,
         session: &Session,
         expected_version: Option<u64>,
         messages: &[SharedMessage],
+        receipt: Option<&TurnReceipt>,
     ) -> Result<(), StoreError>;
+
+    /// The receipt stored for `key` on the session, if any.
+    async fn get_receipt(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+        key: &str,
+    ) -> Result<Option<TurnReceipt>, StoreError>;
+
+    /// Deletes up to `limit` receipts (of any tenant) stored before `before`; returns how
+    /// many went. Receipts of a deleted session go with it.
+    async fn delete_receipts_before(
+        &self,
+        before: SystemTime,
+        limit: usize,
+    ) -> Result<u64, StoreError>;
 
     /// Deletes a session with its history; returns how many messages it had, or `None` when
     /// it did not exist.

@@ -34,6 +34,7 @@ use sqlx::{PgPool, Postgres, SqlitePool};
 use super::db_file::DatabaseFile;
 use super::{SessionLease, SessionStore, StoreError};
 use crate::domain::TenantId;
+use crate::domain::receipt::TurnReceipt;
 use crate::domain::session::{
     Context, Message, PendingTurn, Role, Session, SharedMessage, ToolCall, ToolSpec, Usage,
     WindowState,
@@ -208,6 +209,7 @@ impl SessionStore for SqlStore {
         session: &Session,
         expected_version: Option<u64>,
         messages: &[SharedMessage],
+        receipt: Option<&TurnReceipt>,
     ) -> Result<(), StoreError> {
         let body = SessionBody::of(session).encode()?;
         let first_index = session.message_count - messages.len() as u64;
@@ -356,11 +358,86 @@ impl SessionStore for SqlStore {
                     .await
                     .map_err(unavailable)?;
                 }
+                if let Some(receipt) = receipt {
+                    // A key reused after its window (not yet swept) names the new turn.
+                    sqlx::query(
+                        "INSERT INTO turn_receipts (tenant_id, session_id, idempotency_key,
+                             fingerprint, turn_id, outcome, create_time)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                         ON CONFLICT (tenant_id, session_id, idempotency_key) DO UPDATE SET
+                             fingerprint = excluded.fingerprint, turn_id = excluded.turn_id,
+                             outcome = excluded.outcome, create_time = excluded.create_time",
+                    )
+                    .bind(tenant)
+                    .bind(id)
+                    .bind(receipt.key.as_str())
+                    .bind(receipt.fingerprint.as_str())
+                    .bind(receipt.turn_id.as_str())
+                    .bind(receipt.outcome.as_str())
+                    .bind(micros(receipt.create_time))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                }
                 tx.commit().await.map_err(unavailable)
             }
             .await;
             settle(&mut conn, &result);
             result
+        })
+    }
+
+    async fn get_receipt(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+        key: &str,
+    ) -> Result<Option<TurnReceipt>, StoreError> {
+        self.ensure_present()?;
+        let row: Option<(String, String, String, i64)> = on_pool!(&self.pools, read, |pool| {
+            sqlx::query_as(
+                "SELECT fingerprint, turn_id, outcome, create_time FROM turn_receipts
+                 WHERE tenant_id = $1 AND session_id = $2 AND idempotency_key = $3",
+            )
+            .bind(tenant.as_str())
+            .bind(session_id)
+            .bind(key)
+            .fetch_optional(pool)
+            .await
+        })
+        .map_err(unavailable)?;
+        Ok(
+            row.map(|(fingerprint, turn_id, outcome, created)| TurnReceipt {
+                key: key.to_string(),
+                fingerprint,
+                turn_id,
+                outcome,
+                create_time: from_micros(created),
+            }),
+        )
+    }
+
+    async fn delete_receipts_before(
+        &self,
+        before: SystemTime,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let before = micros(before);
+        on_pool!(&self.pools, write, |pool| {
+            let mut conn = self.writer(pool).await?;
+            // One statement: it is its own transaction.
+            let result = sqlx::query(
+                "DELETE FROM turn_receipts WHERE (tenant_id, session_id, idempotency_key) IN (
+                     SELECT tenant_id, session_id, idempotency_key FROM turn_receipts
+                     WHERE create_time < $1 ORDER BY create_time LIMIT $2)",
+            )
+            .bind(before)
+            .bind(to_i64(limit as u64))
+            .execute(&mut *conn)
+            .await
+            .map_err(unavailable);
+            settle(&mut conn, &result);
+            Ok(result?.rows_affected())
         })
     }
 
@@ -391,6 +468,7 @@ impl SessionStore for SqlStore {
                 for statement in [
                     "DELETE FROM messages WHERE tenant_id = $1 AND session_id = $2",
                     "DELETE FROM pending_tool_calls WHERE tenant_id = $1 AND session_id = $2",
+                    "DELETE FROM turn_receipts WHERE tenant_id = $1 AND session_id = $2",
                 ] {
                     sqlx::query(statement)
                         .bind(tenant)
@@ -551,6 +629,7 @@ impl SessionStore for SqlStore {
                     for statement in [
                         "DELETE FROM messages WHERE tenant_id = $1 AND session_id = $2",
                         "DELETE FROM pending_tool_calls WHERE tenant_id = $1 AND session_id = $2",
+                        "DELETE FROM turn_receipts WHERE tenant_id = $1 AND session_id = $2",
                         "DELETE FROM sessions WHERE tenant_id = $1 AND session_id = $2",
                     ] {
                         sqlx::query(statement)

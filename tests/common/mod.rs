@@ -260,7 +260,7 @@ pub fn interact_request(session_id: &str, message: &str, context: Option<Json>) 
         session_id: session_id.to_string(),
         message: message.to_string(),
         context: context.map(|c| to_struct(&c)),
-        tool_results: vec![],
+        ..Default::default()
     }
 }
 
@@ -295,6 +295,7 @@ pub async fn send_results(
         message: String::new(),
         context: None,
         tool_results: results,
+        ..Default::default()
     };
     within("Interact with tool results", client.interact(request))
         .await
@@ -418,7 +419,7 @@ pub fn stream_request(
         session_id: session_id.to_string(),
         message: message.to_string(),
         context: context.map(|c| to_struct(&c)),
-        tool_results: vec![],
+        ..Default::default()
     }
 }
 
@@ -527,6 +528,7 @@ impl Conversation {
         self.send(Frame::UserMessage(ConverseUserMessage {
             message: message.to_string(),
             context: context.map(|c| to_struct(&c)),
+            ..Default::default()
         }))
         .await;
     }

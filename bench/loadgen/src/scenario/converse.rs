@@ -54,6 +54,7 @@ impl Worker for ConverseWorker {
         self.send(Frame::UserMessage(ConverseUserMessage {
             message: workload::TOOL_CALL_MESSAGE.to_string(),
             context: None,
+            idempotency_key: String::new(),
         }))
         .await?;
         let mut calls = Vec::new();

@@ -58,6 +58,7 @@ pub async fn seed(channel: Channel, session_id: &str, turns: u64) -> Result<(), 
                 .send(frame(Frame::UserMessage(ConverseUserMessage {
                     message: format!("seed message {sent}"),
                     context: None,
+                    idempotency_key: String::new(),
                 })))
                 .await
                 .map_err(|_| "the seeding stream closed".to_string())?;
@@ -105,6 +106,7 @@ async fn timed_turn(
         message: workload::MESSAGE.to_string(),
         context: Some(workload::context()),
         tool_results: Vec::new(),
+        idempotency_key: String::new(),
     };
     let start = Instant::now();
     client

@@ -61,6 +61,7 @@ pub async fn run(setup: ClosedLoop, server: Option<&ServerProbe>) -> Result<Valu
                 message: message.clone(),
                 context: None,
                 tool_results: Vec::new(),
+                idempotency_key: String::new(),
             },
         })
         .collect();

@@ -34,6 +34,7 @@ pub fn request(tag: &str, worker: usize) -> InteractRequest {
         message: workload::MESSAGE.to_string(),
         context: Some(workload::context()),
         tool_results: Vec::new(),
+        idempotency_key: String::new(),
     }
 }
 
