@@ -596,3 +596,39 @@ func TestWindowExpiryModelsAndInteractToolHandler(t *testing.T) {
 		t.Fatalf("page %+v, %v", page, err)
 	}
 }
+
+func TestIdempotencyKeysMakeTurnsSafeToRepeat(t *testing.T) {
+	ctx := context.Background()
+	c := dial(t)
+	sid := id(t, "idem")
+	turn := contextd.Turn{SessionID: sid, Message: "only once", IdempotencyKey: sid + "-key"}
+	first, err := c.Interact(ctx, turn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.Interact(ctx, turn)
+	if err != nil || again.TurnID != first.TurnID || again.Text != first.Text {
+		t.Fatalf("repeat: %+v, %v; first %+v", again, err, first)
+	}
+	streamed, err := contextd.Collect(c.StreamResponse(ctx, turn))
+	if err != nil || streamed.TurnID != first.TurnID {
+		t.Fatalf("streamed repeat: %+v, %v", streamed, err)
+	}
+	conv, err := c.Converse(ctx, contextd.SessionOptions{ID: sid}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conversed, err := contextd.Collect(conv.SendIdempotent("only once", nil, turn.IdempotencyKey))
+	if err != nil || conversed.TurnID != first.TurnID {
+		t.Fatalf("Converse repeat: %+v, %v", conversed, err)
+	}
+	if err := conv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Interact(ctx, contextd.Turn{SessionID: sid, Message: "another request", IdempotencyKey: turn.IdempotencyKey})
+	wantCode(t, err, codes.InvalidArgument)
+	s, err := c.GetSession(ctx, sid)
+	if err != nil || s.MessageCount != 2 {
+		t.Fatalf("%+v, %v: a repeat must store nothing", s, err)
+	}
+}

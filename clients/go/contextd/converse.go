@@ -109,6 +109,12 @@ func (cv *Conversation) Created() bool { return cv.created }
 // whose Reply.NeedsToolResults() is true, and SendToolResults continues the turn. Stopping the
 // loop early cancels the running turn.
 func (cv *Conversation) Send(message string, patch map[string]any) iter.Seq2[Event, error] {
+	return cv.SendIdempotent(message, patch, "")
+}
+
+// SendIdempotent is Send with an idempotency key: resent on a new stream after the old one
+// broke, the message gets its first outcome instead of a second turn (see Turn.IdempotencyKey).
+func (cv *Conversation) SendIdempotent(message string, patch map[string]any, idempotencyKey string) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
 		sctx, err := toStruct(patch)
 		if err != nil {
@@ -116,7 +122,11 @@ func (cv *Conversation) Send(message string, patch map[string]any) iter.Seq2[Eve
 			return
 		}
 		err = cv.send(&contextdv1.ConverseRequest{Frame: &contextdv1.ConverseRequest_UserMessage{
-			UserMessage: &contextdv1.ConverseUserMessage{Message: message, Context: sctx},
+			UserMessage: &contextdv1.ConverseUserMessage{
+				Message:        message,
+				Context:        sctx,
+				IdempotencyKey: idempotencyKey,
+			},
 		}})
 		if err != nil {
 			yield(nil, err)

@@ -21,6 +21,10 @@ type Turn struct {
 	Context map[string]any
 	// ToolResults answer every call a paused turn waits for.
 	ToolResults []ToolResult
+	// IdempotencyKey makes the turn safe to repeat: a repeat with the same key on the session,
+	// within the server's limits.idempotency_window, gets the first attempt's outcome instead
+	// of a second turn. Use a fresh key (a UUID) per new message, the same one for its retries.
+	IdempotencyKey string
 }
 
 // Event is one event of a streamed turn: *Started, *Delta, *ToolCallRequested, *ServerToolRan
@@ -112,10 +116,11 @@ func (c *Client) interactOnce(ctx context.Context, turn Turn) (*Reply, error) {
 		return nil, err
 	}
 	resp, err := c.turns.Interact(ctx, &contextdv1.InteractRequest{
-		SessionId:   turn.SessionID,
-		Message:     turn.Message,
-		Context:     sctx,
-		ToolResults: toolResultsToWire(turn.ToolResults),
+		SessionId:      turn.SessionID,
+		Message:        turn.Message,
+		Context:        sctx,
+		ToolResults:    toolResultsToWire(turn.ToolResults),
+		IdempotencyKey: turn.IdempotencyKey,
 	})
 	if err != nil {
 		return nil, err
@@ -136,10 +141,11 @@ func (c *Client) StreamResponse(ctx context.Context, turn Turn) iter.Seq2[Event,
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		stream, err := c.turns.StreamResponse(ctx, &contextdv1.StreamResponseRequest{
-			SessionId:   turn.SessionID,
-			Message:     turn.Message,
-			Context:     sctx,
-			ToolResults: toolResultsToWire(turn.ToolResults),
+			SessionId:      turn.SessionID,
+			Message:        turn.Message,
+			Context:        sctx,
+			ToolResults:    toolResultsToWire(turn.ToolResults),
+			IdempotencyKey: turn.IdempotencyKey,
 		})
 		if err != nil {
 			yield(nil, err)

@@ -408,6 +408,28 @@ class _Flaky:
         self.server.stop(None)
 
 
+def test_idempotency_keys_make_turns_safe_to_repeat(client: Client, target: str) -> None:
+    session = fresh("py-idem")
+    key = str(uuid.uuid4())
+    first = client.interact(session, "only once", idempotency_key=key)
+    again = client.interact(session, "only once", idempotency_key=key)
+    assert again.turn_id == first.turn_id and again.response == first.response
+    events = list(client.stream_response(session, "only once", idempotency_key=key))
+    assert isinstance(events[-1], TurnCompleted) and events[-1].result.turn_id == first.turn_id
+    with client.converse(session) as conversation:
+        assert conversation.ask("only once", idempotency_key=key).turn_id == first.turn_id
+    with pytest.raises(ContextdError) as refused:
+        client.interact(session, "another request", idempotency_key=key)
+    assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert client.get_session(session).message_count == 2
+
+    async def async_repeat() -> None:
+        async with AsyncClient(target) as aclient:
+            assert (await aclient.interact(session, "only once", idempotency_key=key)).turn_id == first.turn_id
+
+    asyncio.run(async_repeat())
+
+
 def test_safe_calls_are_retried_on_unavailable() -> None:
     from contextd import UnavailableError
 

@@ -126,6 +126,12 @@ export interface TurnInput {
   context?: JsonObject;
   /** Results for the calls a paused turn waits for. */
   toolResults?: ToolResultInit[];
+  /**
+   * Makes the turn safe to repeat: a repeat with the same key on the session, within the
+   * server's `limits.idempotency_window`, gets the first attempt's outcome instead of a second
+   * turn. Use a fresh key (a UUID) per new message and the same one for its retries.
+   */
+  idempotencyKey?: string;
   /** Abort the call. */
   signal?: AbortSignal;
 }
@@ -317,7 +323,13 @@ export class ContextdClient {
   ): Promise<InteractResponse> {
     const options = { timeoutMs: this.timeoutMs, signal: input.signal };
     let result = await this.turns.interact(
-      { sessionId, message, context: input.context, toolResults: input.toolResults },
+      {
+        sessionId,
+        message,
+        context: input.context,
+        toolResults: input.toolResults,
+        idempotencyKey: input.idempotencyKey,
+      },
       options,
     );
     while (input.toolHandler && needsToolResults(result)) {
@@ -337,7 +349,13 @@ export class ContextdClient {
     input.signal?.addEventListener("abort", onAbort);
     try {
       const stream = this.turns.streamResponse(
-        { sessionId, message, context: input.context, toolResults: input.toolResults },
+        {
+        sessionId,
+        message,
+        context: input.context,
+        toolResults: input.toolResults,
+        idempotencyKey: input.idempotencyKey,
+      },
         { signal: abort.signal },
       );
       for await (const response of stream) {
@@ -493,8 +511,10 @@ export class Conversation {
    * Leaving the loop early cancels the turn (nothing of it is stored); so does sending the
    * next message before this turn's events are read.
    */
-  async *send(message: string, context?: JsonObject): AsyncGenerator<ConverseEvent> {
-    const turn = await this.begin({ frame: { case: "userMessage", value: { message, context } } });
+  async *send(message: string, context?: JsonObject, idempotencyKey?: string): AsyncGenerator<ConverseEvent> {
+    const turn = await this.begin({
+      frame: { case: "userMessage", value: { message, context, idempotencyKey } },
+    });
     yield* this.turn(turn);
   }
 
@@ -504,10 +524,13 @@ export class Conversation {
     yield* this.turn(turn);
   }
 
-  /** Sends a user message and resolves to the turn's result; a failed frame rejects. */
-  async ask(message: string, context?: JsonObject): Promise<InteractResponse> {
+  /**
+   * Sends a user message and resolves to the turn's result; a failed frame rejects. With an
+   * `idempotencyKey`, a message resent after a broken stream gets its first outcome.
+   */
+  async ask(message: string, context?: JsonObject, idempotencyKey?: string): Promise<InteractResponse> {
     let result: InteractResponse | undefined;
-    for await (const event of this.send(message, context)) {
+    for await (const event of this.send(message, context, idempotencyKey)) {
       if (event.case === "error") throw new ConnectError(event.value.message, event.value.code as Code);
       if (event.case === "completed") result = event.value;
     }

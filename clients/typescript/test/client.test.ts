@@ -204,6 +204,23 @@ describe("ContextdClient", () => {
     assert.equal((await client.getSession(sid)).messageCount, 4n);
   });
 
+  test("idempotency keys make turns safe to repeat", async () => {
+    const sid = fresh("ts-idem");
+    const key = randomBytes(16).toString("hex");
+    const first = await client.interact(sid, "only once", { idempotencyKey: key });
+    const again = await client.interact(sid, "only once", { idempotencyKey: key });
+    assert.equal(again.turnId, first.turnId);
+    assert.equal(again.response, first.response);
+    let last;
+    for await (const event of client.streamResponse(sid, "only once", { idempotencyKey: key })) last = event;
+    assert.equal(last?.case === "completed" && last.value.turnId, first.turnId);
+    const conversation = await client.converse(sid);
+    assert.equal((await conversation.ask("only once", undefined, key)).turnId, first.turnId);
+    await conversation.close();
+    await rejectsWith(client.interact(sid, "another request", { idempotencyKey: key }), Code.InvalidArgument, "different request");
+    assert.equal((await client.getSession(sid)).messageCount, 2n);
+  });
+
   test("leaving a converse turn early cancels it, and the next replies are their own", async () => {
     const slow = "/delay 1000 " + Array.from({ length: 30 }, (_, i) => `w${i}`).join(" ");
     const sid = fresh("ts-conv-break");

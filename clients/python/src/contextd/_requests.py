@@ -115,19 +115,35 @@ def update_session(
 
 
 def interact(
-    session_id: str, message: str, context: Mapping[str, Any] | None, tool_results: Iterable[ToolResult]
+    session_id: str,
+    message: str,
+    context: Mapping[str, Any] | None,
+    tool_results: Iterable[ToolResult],
+    idempotency_key: str | None = None,
 ) -> interact_pb2.InteractRequest:
-    request = interact_pb2.InteractRequest(session_id=session_id, message=message, tool_results=results(tool_results))
+    request = interact_pb2.InteractRequest(
+        session_id=session_id,
+        message=message,
+        tool_results=results(tool_results),
+        idempotency_key=idempotency_key or "",
+    )
     if context is not None:
         request.context.CopyFrom(dict_to_struct(context))
     return request
 
 
 def stream_response(
-    session_id: str, message: str, context: Mapping[str, Any] | None, tool_results: Iterable[ToolResult]
+    session_id: str,
+    message: str,
+    context: Mapping[str, Any] | None,
+    tool_results: Iterable[ToolResult],
+    idempotency_key: str | None = None,
 ) -> interact_pb2.StreamResponseRequest:
     request = interact_pb2.StreamResponseRequest(
-        session_id=session_id, message=message, tool_results=results(tool_results)
+        session_id=session_id,
+        message=message,
+        tool_results=results(tool_results),
+        idempotency_key=idempotency_key or "",
     )
     if context is not None:
         request.context.CopyFrom(dict_to_struct(context))
@@ -162,8 +178,10 @@ def converse_open(
     return interact_pb2.ConverseRequest(open=frame)
 
 
-def converse_message(message: str, context: Mapping[str, Any] | None) -> interact_pb2.ConverseRequest:
-    frame = interact_pb2.ConverseUserMessage(message=message)
+def converse_message(
+    message: str, context: Mapping[str, Any] | None, idempotency_key: str | None = None
+) -> interact_pb2.ConverseRequest:
+    frame = interact_pb2.ConverseUserMessage(message=message, idempotency_key=idempotency_key or "")
     if context is not None:
         frame.context.CopyFrom(dict_to_struct(context))
     return interact_pb2.ConverseRequest(user_message=frame)

@@ -207,11 +207,18 @@ class AsyncClient:
         context: Mapping[str, Any] | None = None,
         tool_results: Iterable[ToolResult] = (),
         tool_handler: AsyncToolHandler | None = None,
+        idempotency_key: str | None = None,
     ) -> TurnResult:
         """Runs a turn; with ``tool_handler`` (sync or async), client-side tool calls are
-        answered by it and the turn continued until it finishes."""
-        request = _requests.interact(session_id, message, context, tool_results)
-        result = TurnResult.from_proto(await self._call(self._interact.Interact, request))
+        answered by it and the turn continued until it finishes.
+
+        ``idempotency_key`` (a fresh UUID per new message, the same for its retries) makes the
+        turn safe to repeat: a repeat within the server's ``limits.idempotency_window`` gets the
+        first attempt's outcome instead of a second turn, and with ``retries`` > 0 the call is
+        retried on UNAVAILABLE like the read calls."""
+        request = _requests.interact(session_id, message, context, tool_results, idempotency_key)
+        keyed = idempotency_key is not None
+        result = TurnResult.from_proto(await self._call(self._interact.Interact, request, safe=keyed))
         while tool_handler is not None and result.needs_tool_results:
             answers = await run_tool_handler(tool_handler, result.tool_calls)
             request = _requests.interact(session_id, "", None, answers)
@@ -226,9 +233,10 @@ class AsyncClient:
         context: Mapping[str, Any] | None = None,
         tool_results: Iterable[ToolResult] = (),
         timeout: float | None = None,
+        idempotency_key: str | None = None,
     ) -> AsyncIterator[Event]:
         """Runs a turn and yields its events, TurnCompleted last. Leaving early cancels the call."""
-        request = _requests.stream_response(session_id, message, context, tool_results)
+        request = _requests.stream_response(session_id, message, context, tool_results, idempotency_key)
         call = self._interact.StreamResponse(request, metadata=self._metadata, timeout=timeout)
         try:
             async for response in call:
@@ -429,7 +437,9 @@ class AsyncConversation:
         while not _is_barrier(await self._next()):
             pass
 
-    async def send(self, message: str, *, context: Mapping[str, Any] | None = None) -> AsyncIterator[Event]:
+    async def send(
+        self, message: str, *, context: Mapping[str, Any] | None = None, idempotency_key: str | None = None
+    ) -> AsyncIterator[Event]:
         """Sends a user message and yields the turn's events up to the last TurnCompleted (or
         a TurnFailed). Leaving the loop early cancels the turn (nothing of it is stored); so
         does sending the next message before this turn's events are read."""
@@ -437,7 +447,7 @@ class AsyncConversation:
             await self._abandon()
         self._turns += 1
         self._running = True
-        await self._write(_requests.converse_message(message, context))
+        await self._write(_requests.converse_message(message, context, idempotency_key))
         async for event in self._turn(self._turns):
             yield event
 
@@ -451,10 +461,12 @@ class AsyncConversation:
         async for event in self._turn(self._turns):
             yield event
 
-    async def ask(self, message: str, *, context: Mapping[str, Any] | None = None) -> TurnResult:
+    async def ask(
+        self, message: str, *, context: Mapping[str, Any] | None = None, idempotency_key: str | None = None
+    ) -> TurnResult:
         """Sends a user message and returns the turn's final result; a failed frame raises."""
         result = None
-        async for event in self.send(message, context=context):
+        async for event in self.send(message, context=context, idempotency_key=idempotency_key):
             if isinstance(event, TurnFailed):
                 raise ContextdError(event.code, event.message)
             if isinstance(event, TurnCompleted):

@@ -209,12 +209,19 @@ class Client:
         context: Mapping[str, Any] | None = None,
         tool_results: Iterable[ToolResult] = (),
         tool_handler: ToolHandler | None = None,
+        idempotency_key: str | None = None,
     ) -> TurnResult:
         """Runs a turn. With ``tool_handler``, client-side tool calls are answered by it and the
         turn continued until it finishes; without, a paused turn is returned as is
-        (``needs_tool_results``) and you send ``tool_results`` yourself."""
-        request = _requests.interact(session_id, message, context, tool_results)
-        result = TurnResult.from_proto(self._call(self._interact.Interact, request))
+        (``needs_tool_results``) and you send ``tool_results`` yourself.
+
+        ``idempotency_key`` (a fresh UUID per new message, the same for its retries) makes the
+        turn safe to repeat: a repeat within the server's ``limits.idempotency_window`` gets the
+        first attempt's outcome instead of a second turn, and with ``retries`` > 0 the call is
+        retried on UNAVAILABLE like the read calls."""
+        request = _requests.interact(session_id, message, context, tool_results, idempotency_key)
+        keyed = idempotency_key is not None
+        result = TurnResult.from_proto(self._call(self._interact.Interact, request, safe=keyed))
         while tool_handler is not None and result.needs_tool_results:
             answers = run_tool_handler(tool_handler, result.tool_calls)
             request = _requests.interact(session_id, "", None, answers)
@@ -229,10 +236,11 @@ class Client:
         context: Mapping[str, Any] | None = None,
         tool_results: Iterable[ToolResult] = (),
         timeout: float | None = None,
+        idempotency_key: str | None = None,
     ) -> Iterator[Event]:
         """Runs a turn and yields its events: TurnStarted, TextDelta…, ToolCallRequested /
         ToolRan, and TurnCompleted last. Leaving the loop early cancels the call."""
-        request = _requests.stream_response(session_id, message, context, tool_results)
+        request = _requests.stream_response(session_id, message, context, tool_results, idempotency_key)
         call = self._interact.StreamResponse(request, metadata=self._metadata, timeout=timeout)
         try:
             for response in call:
@@ -370,7 +378,9 @@ class Conversation:
         while not _is_barrier(self._next()):
             pass
 
-    def send(self, message: str, *, context: Mapping[str, Any] | None = None) -> Iterator[Event]:
+    def send(
+        self, message: str, *, context: Mapping[str, Any] | None = None, idempotency_key: str | None = None
+    ) -> Iterator[Event]:
         """Sends a user message and yields the turn's events up to the last TurnCompleted (or a
         TurnFailed). Leaving the loop early cancels the turn (nothing of it is stored); so does
         sending the next message before this turn's events are read."""
@@ -378,7 +388,7 @@ class Conversation:
             self._abandon()
         self._turns += 1
         self._running = True
-        self._outgoing.put(_requests.converse_message(message, context))
+        self._outgoing.put(_requests.converse_message(message, context, idempotency_key))
         return self._turn(self._turns)
 
     def send_tool_results(self, results: Iterable[ToolResult]) -> Iterator[Event]:
@@ -390,9 +400,11 @@ class Conversation:
         self._outgoing.put(_requests.converse_tool_results(results))
         return self._turn(self._turns)
 
-    def ask(self, message: str, *, context: Mapping[str, Any] | None = None) -> TurnResult:
+    def ask(
+        self, message: str, *, context: Mapping[str, Any] | None = None, idempotency_key: str | None = None
+    ) -> TurnResult:
         """Sends a user message and returns the turn's final result; a failed frame raises."""
-        return _final(self.send(message, context=context))
+        return _final(self.send(message, context=context, idempotency_key=idempotency_key))
 
     def cancel(self) -> None:
         """Cancels the running turn (it ends with FinishReason.CANCELLED, nothing stored)."""

@@ -38,9 +38,16 @@ type InteractRequest struct {
 	// RFC 7386 JSON Merge Patch merged into the session's context before the turn.
 	Context *structpb.Struct `protobuf:"bytes,3,opt,name=context,proto3" json:"context,omitempty"`
 	// Results for the tool calls a paused turn waits for; one for every pending call.
-	ToolResults   []*ToolResult `protobuf:"bytes,4,rep,name=tool_results,json=toolResults,proto3" json:"tool_results,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ToolResults []*ToolResult `protobuf:"bytes,4,rep,name=tool_results,json=toolResults,proto3" json:"tool_results,omitempty"`
+	// Makes a retry safe. A repeat of this request with the same key on the same session within
+	// the server's `limits.idempotency_window` (default 24 h) gets the first attempt's outcome
+	// (or waits for it while it runs) instead of a second turn; a first attempt that failed left
+	// nothing, so its repeat runs. The same key with a different request is INVALID_ARGUMENT.
+	// 1 to 128 printable ASCII characters, a UUID for example; empty: no key. Over HTTP, the
+	// `Idempotency-Key` header sets it.
+	IdempotencyKey string `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *InteractRequest) Reset() {
@@ -99,6 +106,13 @@ func (x *InteractRequest) GetToolResults() []*ToolResult {
 		return x.ToolResults
 	}
 	return nil
+}
+
+func (x *InteractRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
 }
 
 // Outcome of a turn.
@@ -221,9 +235,16 @@ type StreamResponseRequest struct {
 	// RFC 7386 JSON Merge Patch merged into the session's context before the turn.
 	Context *structpb.Struct `protobuf:"bytes,3,opt,name=context,proto3" json:"context,omitempty"`
 	// Results for the tool calls a paused turn waits for; one for every pending call.
-	ToolResults   []*ToolResult `protobuf:"bytes,4,rep,name=tool_results,json=toolResults,proto3" json:"tool_results,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ToolResults []*ToolResult `protobuf:"bytes,4,rep,name=tool_results,json=toolResults,proto3" json:"tool_results,omitempty"`
+	// Makes a retry safe. A repeat of this request with the same key on the same session within
+	// the server's `limits.idempotency_window` (default 24 h) gets the first attempt's outcome
+	// (or waits for it while it runs) instead of a second turn; a first attempt that failed left
+	// nothing, so its repeat runs. The same key with a different request is INVALID_ARGUMENT.
+	// 1 to 128 printable ASCII characters, a UUID for example; empty: no key. Over HTTP, the
+	// `Idempotency-Key` header sets it.
+	IdempotencyKey string `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StreamResponseRequest) Reset() {
@@ -282,6 +303,13 @@ func (x *StreamResponseRequest) GetToolResults() []*ToolResult {
 		return x.ToolResults
 	}
 	return nil
+}
+
+func (x *StreamResponseRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
 }
 
 // The turn began: the session is locked for it and the context patch is merged.
@@ -716,9 +744,15 @@ type ConverseUserMessage struct {
 	// The user's text.
 	Message string `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
 	// RFC 7386 JSON Merge Patch merged into the session's context before the turn.
-	Context       *structpb.Struct `protobuf:"bytes,2,opt,name=context,proto3" json:"context,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Context *structpb.Struct `protobuf:"bytes,2,opt,name=context,proto3" json:"context,omitempty"`
+	// Makes a retry safe. A repeat of this request with the same key on the same session within
+	// the server's `limits.idempotency_window` (default 24 h) gets the first attempt's outcome
+	// (or waits for it while it runs) instead of a second turn; a first attempt that failed left
+	// nothing, so its repeat runs. The same key with a different request is INVALID_ARGUMENT.
+	// 1 to 128 printable ASCII characters, a UUID for example; empty: no key.
+	IdempotencyKey string `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ConverseUserMessage) Reset() {
@@ -763,6 +797,13 @@ func (x *ConverseUserMessage) GetContext() *structpb.Struct {
 		return x.Context
 	}
 	return nil
+}
+
+func (x *ConverseUserMessage) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
 }
 
 // Results for the client-side tool calls the paused turn waits for: continues the turn.
@@ -1271,13 +1312,14 @@ var File_contextd_v1_interact_proto protoreflect.FileDescriptor
 
 const file_contextd_v1_interact_proto_rawDesc = "" +
 	"\n" +
-	"\x1acontextd/v1/interact.proto\x12\vcontextd.v1\x1a\x18contextd/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x01\n" +
+	"\x1acontextd/v1/interact.proto\x12\vcontextd.v1\x1a\x18contextd/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\x01\n" +
 	"\x0fInteractRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x121\n" +
 	"\acontext\x18\x03 \x01(\v2\x17.google.protobuf.StructR\acontext\x12:\n" +
-	"\ftool_results\x18\x04 \x03(\v2\x17.contextd.v1.ToolResultR\vtoolResults\"\xf1\x02\n" +
+	"\ftool_results\x18\x04 \x03(\v2\x17.contextd.v1.ToolResultR\vtoolResults\x12'\n" +
+	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\"\xf1\x02\n" +
 	"\x10InteractResponse\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1a\n" +
@@ -1288,13 +1330,14 @@ const file_contextd_v1_interact_proto_rawDesc = "" +
 	"tool_calls\x18\x05 \x03(\v2\x15.contextd.v1.ToolCallR\ttoolCalls\x12(\n" +
 	"\x05usage\x18\x06 \x01(\v2\x12.contextd.v1.UsageR\x05usage\x12'\n" +
 	"\x0fsession_created\x18\a \x01(\bR\x0esessionCreated\x12\x17\n" +
-	"\aturn_id\x18\b \x01(\tR\x06turnId\"\xbf\x01\n" +
+	"\aturn_id\x18\b \x01(\tR\x06turnId\"\xe8\x01\n" +
 	"\x15StreamResponseRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x121\n" +
 	"\acontext\x18\x03 \x01(\v2\x17.google.protobuf.StructR\acontext\x12:\n" +
-	"\ftool_results\x18\x04 \x03(\v2\x17.contextd.v1.ToolResultR\vtoolResults\"n\n" +
+	"\ftool_results\x18\x04 \x03(\v2\x17.contextd.v1.ToolResultR\vtoolResults\x12'\n" +
+	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\"n\n" +
 	"\vTurnStarted\x12\x17\n" +
 	"\aturn_id\x18\x01 \x01(\tR\x06turnId\x12\x1d\n" +
 	"\n" +
@@ -1327,10 +1370,11 @@ const file_contextd_v1_interact_proto_rawDesc = "" +
 	"\x06window\x18\x14 \x01(\v2\x1b.contextd.v1.WindowSettingsR\x06window\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"b\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8b\x01\n" +
 	"\x13ConverseUserMessage\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x121\n" +
-	"\acontext\x18\x02 \x01(\v2\x17.google.protobuf.StructR\acontext\"H\n" +
+	"\acontext\x18\x02 \x01(\v2\x17.google.protobuf.StructR\acontext\x12'\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"H\n" +
 	"\x13ConverseToolResults\x121\n" +
 	"\aresults\x18\x01 \x03(\v2\x17.contextd.v1.ToolResultR\aresults\"\x10\n" +
 	"\x0eConverseCancel\"\x90\x02\n" +

@@ -13,16 +13,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class InteractRequest(_message.Message):
-    __slots__ = ("session_id", "message", "context", "tool_results")
+    __slots__ = ("session_id", "message", "context", "tool_results", "idempotency_key")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     TOOL_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     message: str
     context: _struct_pb2.Struct
     tool_results: _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolResult]
-    def __init__(self, session_id: _Optional[str] = ..., message: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tool_results: _Optional[_Iterable[_Union[_common_pb2.ToolResult, _Mapping]]] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, session_id: _Optional[str] = ..., message: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tool_results: _Optional[_Iterable[_Union[_common_pb2.ToolResult, _Mapping]]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class InteractResponse(_message.Message):
     __slots__ = ("session_id", "response", "updated_context", "finish_reason", "tool_calls", "usage", "session_created", "turn_id")
@@ -45,16 +47,18 @@ class InteractResponse(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., response: _Optional[str] = ..., updated_context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., tool_calls: _Optional[_Iterable[_Union[_common_pb2.ToolCall, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., session_created: _Optional[bool] = ..., turn_id: _Optional[str] = ...) -> None: ...
 
 class StreamResponseRequest(_message.Message):
-    __slots__ = ("session_id", "message", "context", "tool_results")
+    __slots__ = ("session_id", "message", "context", "tool_results", "idempotency_key")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     TOOL_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     message: str
     context: _struct_pb2.Struct
     tool_results: _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolResult]
-    def __init__(self, session_id: _Optional[str] = ..., message: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tool_results: _Optional[_Iterable[_Union[_common_pb2.ToolResult, _Mapping]]] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, session_id: _Optional[str] = ..., message: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tool_results: _Optional[_Iterable[_Union[_common_pb2.ToolResult, _Mapping]]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class TurnStarted(_message.Message):
     __slots__ = ("turn_id", "session_id", "session_created")
@@ -124,12 +128,14 @@ class ConverseOpen(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., model: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_common_pb2.ToolDefinition, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., max_context_tokens: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[_common_pb2.WindowSettings, _Mapping]] = ...) -> None: ...
 
 class ConverseUserMessage(_message.Message):
-    __slots__ = ("message", "context")
+    __slots__ = ("message", "context", "idempotency_key")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     message: str
     context: _struct_pb2.Struct
-    def __init__(self, message: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, message: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class ConverseToolResults(_message.Message):
     __slots__ = ("results",)

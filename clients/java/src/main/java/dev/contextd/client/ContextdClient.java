@@ -362,6 +362,9 @@ public final class ContextdClient implements AutoCloseable {
       b.setContext(Values.toStruct(turn.context()));
     }
     turn.toolResults().forEach(r -> b.addToolResults(r.toWire()));
+    if (turn.idempotencyKey() != null) {
+      b.setIdempotencyKey(turn.idempotencyKey());
+    }
     return Reply.fromWire(turns.interact(b.build()));
   }
 
@@ -372,6 +375,9 @@ public final class ContextdClient implements AutoCloseable {
       b.setContext(Values.toStruct(turn.context()));
     }
     turn.toolResults().forEach(r -> b.addToolResults(r.toWire()));
+    if (turn.idempotencyKey() != null) {
+      b.setIdempotencyKey(turn.idempotencyKey());
+    }
     Context.CancellableContext call = Context.current().withCancellation();
     Iterator<StreamResponseResponse> responses;
     try {

@@ -102,7 +102,19 @@ public final class Conversation implements AutoCloseable {
    * throws {@link TurnErrorException} from the iteration.
    */
   public EventStream send(String message, Map<String, ?> context) {
+    return send(message, context, null);
+  }
+
+  /**
+   * {@link #send(String, Map)} with an idempotency key (may be null): resent on a new stream
+   * after the old one broke, the message gets its first outcome instead of a second turn (see
+   * {@link Turn#idempotencyKey()}).
+   */
+  public EventStream send(String message, Map<String, ?> context, String idempotencyKey) {
     ConverseUserMessage.Builder m = ConverseUserMessage.newBuilder().setMessage(message);
+    if (idempotencyKey != null) {
+      m.setIdempotencyKey(idempotencyKey);
+    }
     if (context != null) {
       m.setContext(Values.toStruct(context));
     }

@@ -10,8 +10,27 @@ import java.util.Map;
  * @param message the user's text; may be empty only with tool results
  * @param context an RFC 7386 merge patch applied to the session's context first (may be null)
  * @param toolResults results for every call a paused turn waits for
+ * @param idempotencyKey makes the turn safe to repeat (may be null): a repeat with the same key
+ *     on the session, within the server's {@code limits.idempotency_window}, gets the first
+ *     attempt's outcome instead of a second turn; use a fresh key (a UUID) per new message and
+ *     the same one for its retries
  */
-public record Turn(String sessionId, String message, Map<String, ?> context, List<ToolResult> toolResults) {
+public record Turn(
+    String sessionId,
+    String message,
+    Map<String, ?> context,
+    List<ToolResult> toolResults,
+    String idempotencyKey) {
+  /** A turn without an idempotency key. */
+  public Turn(String sessionId, String message, Map<String, ?> context, List<ToolResult> toolResults) {
+    this(sessionId, message, context, toolResults, null);
+  }
+
+  /** This turn with {@code key} as its idempotency key. */
+  public Turn withIdempotencyKey(String key) {
+    return new Turn(sessionId, message, context, toolResults, key);
+  }
+
   /** A user message without context. */
   public static Turn of(String sessionId, String message) {
     return new Turn(sessionId, message, null, List.of());

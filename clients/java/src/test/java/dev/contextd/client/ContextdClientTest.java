@@ -132,6 +132,26 @@ class ContextdClientTest {
   }
 
   @Test
+  void idempotencyKeysMakeTurnsSafeToRepeat() {
+    String sid = id("idem");
+    Turn turn = Turn.of(sid, "only once").withIdempotencyKey(sid + "-key");
+    Reply first = client.interact(turn);
+    Reply again = client.interact(turn);
+    assertEquals(first.turnId(), again.turnId());
+    assertEquals(first.text(), again.text());
+    try (EventStream events = client.streamResponse(turn)) {
+      assertEquals(first.turnId(), events.reply().turnId());
+    }
+    try (Conversation conv = client.converse(SessionOptions.id(sid), null)) {
+      assertEquals(first.turnId(), conv.send("only once", null, turn.idempotencyKey()).reply().turnId());
+    }
+    assertCode(
+        Status.Code.INVALID_ARGUMENT,
+        () -> client.interact(Turn.of(sid, "another request").withIdempotencyKey(turn.idempotencyKey())));
+    assertEquals(2, client.getSession(sid).messageCount());
+  }
+
+  @Test
   void interactMergesContext() {
     String sid = id("alpha");
     Reply first = client.interact(Turn.of(sid, "Hello, I am John.", Map.of("user_id", "john_doe")));
