@@ -244,3 +244,45 @@ async fn leaving_a_converse_turn_early_cancels_it() {
     let models = client.list_models().await.unwrap();
     assert_eq!(models.default_model, "echo");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_through_the_wrapper() {
+    let server = TestServer::start().await;
+    let client = client(&server).await;
+    let first = client
+        .interact_idempotent("keyed", "only once", None, "k-1")
+        .await
+        .unwrap();
+    let again = client
+        .interact_idempotent("keyed", "only once", None, "k-1")
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    let mut events = client
+        .stream_response_idempotent("keyed", "only once", None, "k-1")
+        .await
+        .unwrap();
+    let mut last = None;
+    while let Some(event) = events.next().await {
+        last = Some(event.unwrap());
+    }
+    assert!(format!("{last:?}").contains(&first.turn_id), "{last:?}");
+    let mut conversation = client
+        .converse(ConverseOptions::new("keyed"))
+        .await
+        .unwrap();
+    conversation
+        .send_message_idempotent("only once", None, "k-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        conversation.until_end_of_turn().await.unwrap().turn_id,
+        first.turn_id
+    );
+    let err = client
+        .interact_idempotent("keyed", "another", None, "k-1")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("different request"), "{err}");
+    assert_eq!(client.history("keyed").await.unwrap().len(), 2);
+}
