@@ -915,3 +915,42 @@ async fn etag_conflicts_are_aborted() {
         Code::NotFound,
     );
 }
+
+/// An expiry a protobuf Timestamp cannot hold is refused, naming the range — never accepted
+/// and then stored as something else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expire_times_out_of_range_are_refused() {
+    let server = TestServer::start().await;
+    let mut sessions = server.sessions().await;
+    for (seconds, nanos) in [
+        (1_i64 << 62, 0),
+        (10_i64.pow(13), 0),
+        (253_402_300_800, 0), // 10000-01-01
+        (-62_135_596_801, 0), // before year 1
+        (2_000_000_000, 1_000_000_000),
+    ] {
+        let status = expect_code(
+            sessions
+                .create_session(contextd::api::v1::CreateSessionRequest {
+                    session_id: "far".into(),
+                    expire_time: Some(prost_types::Timestamp { seconds, nanos }),
+                    ..Default::default()
+                })
+                .await,
+            Code::InvalidArgument,
+        );
+        assert!(
+            status.message().contains("9999-12-31T23:59:59Z"),
+            "{seconds}: {status:?}"
+        );
+    }
+    // Nothing was created by any of them.
+    expect_code(
+        sessions
+            .get_session(contextd::api::v1::GetSessionRequest {
+                session_id: "far".into(),
+            })
+            .await,
+        Code::NotFound,
+    );
+}

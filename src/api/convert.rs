@@ -106,12 +106,23 @@ fn timestamp(time: SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(time)
 }
 
+/// The range of a `google.protobuf.Timestamp`: 0001-01-01T00:00:00Z to
+/// 9999-12-31T23:59:59.999999999Z, in seconds since the Unix epoch.
+const TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
+
 /// A requested expiry from the wire (`None` when unset).
 pub fn expire_time_from_wire(
     field: &str,
     time: Option<prost_types::Timestamp>,
 ) -> Result<Option<SystemTime>, WireError> {
     time.map(|t| {
+        if !TIMESTAMP_SECONDS.contains(&t.seconds) || !(0..1_000_000_000).contains(&t.nanos) {
+            return Err(WireError(format!(
+                "{field} is out of range: a timestamp lies between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z (seconds {} to {}, nanos 0 to 999999999)",
+                TIMESTAMP_SECONDS.start(),
+                TIMESTAMP_SECONDS.end()
+            )));
+        }
         SystemTime::try_from(t).map_err(|e| {
             WireError(format!(
                 "{field} is not a valid timestamp ({e}): use seconds since the Unix epoch with nanos in 0..1e9"
