@@ -170,6 +170,12 @@ pub struct Limits {
     /// Bytes of encoded events a stream may buffer for a client that reads slowly. Default
     /// 1 MiB.
     pub stream_buffer_bytes: usize,
+    /// Largest tool result the model sees, in bytes; longer ones are cut with a
+    /// `[truncated: N more bytes]` marker. Default 256 KiB.
+    pub max_tool_result_bytes: usize,
+    /// Largest tool result the model sees, in tokens; 0 (the default) for a quarter of the
+    /// session's window.
+    pub max_tool_result_tokens: u32,
     /// How long a turn's idempotency key is remembered: a repeat of the request within it
     /// gets the stored outcome instead of a second turn. `30m`, `24h`, `7d`, …; default 24 h.
     #[serde(deserialize_with = "duration_text")]
@@ -196,6 +202,8 @@ impl Default for Limits {
             stream_stall_timeout_ms: 30_000,
             stream_buffer_bytes: 1 << 20,
             idempotency_window: Duration::from_secs(24 * 3600),
+            max_tool_result_bytes: 256 << 10,
+            max_tool_result_tokens: 0,
         }
     }
 }

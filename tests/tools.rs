@@ -6,7 +6,8 @@ mod common;
 
 use common::*;
 use contextd::api::v1::{
-    CallToolRequest, CallToolResponse, CreateSessionRequest, ListToolsRequest,
+    CallToolRequest, CallToolResponse, CreateSessionRequest, FinishReason, ListToolsRequest,
+    MessageRole,
 };
 use serde_json::{Value as Json, json};
 use tonic::Code;
@@ -297,4 +298,71 @@ async fn absent_arguments_are_an_empty_object() {
     let absent = call_ok(&mut tools, call("context_get", "noargs", None)).await;
     let empty = call_ok(&mut tools, call("context_get", "noargs", Some(json!({})))).await;
     assert_eq!(absent, empty, "absent arguments behave as {{}}");
+}
+
+/// Tool results are bounded before the model sees them: a server-side tool's long output and
+/// a client's oversized result are cut with a marker, and the turn goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_output_is_bounded_with_a_marker() {
+    let server = TestServer::start().await;
+    let mut interact = server.interact().await;
+    let mut sessions = server.sessions().await;
+    // Long messages, so that searching them returns far more than a quarter of the window.
+    for i in 0..6 {
+        say(
+            &mut interact,
+            "long",
+            &format!("a{i} {}", "alpha ".repeat(1000)),
+            None,
+        )
+        .await;
+    }
+    let reply = say(
+        &mut interact,
+        "long",
+        r#"/call history_search {"query": "a"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(reply.finish_reason(), FinishReason::Stop, "{reply:?}");
+    let stored = all_messages(&mut sessions, "long", 100).await;
+    let tool = stored
+        .iter()
+        .rfind(|m| m.role == MessageRole::Tool as i32)
+        .expect("the tool's message");
+    assert!(
+        tool.content.contains("[truncated: "),
+        "{}",
+        tool.content.len()
+    );
+    assert!(tool.token_count <= 8192 / 4, "{}", tool.token_count);
+
+    // A client's result over limits.max_tool_result_bytes (256 KiB) is cut the same way.
+    create_session(
+        &mut sessions,
+        CreateSessionRequest {
+            session_id: "client-tool".into(),
+            tools: vec![tool_def("dump", "Returns a lot")],
+            max_context_tokens: 200_000,
+            ..Default::default()
+        },
+    )
+    .await;
+    let paused = say(&mut interact, "client-tool", "/call dump {}", None).await;
+    let call = &paused.tool_calls[0];
+    let reply = send_results(
+        &mut interact,
+        "client-tool",
+        vec![result(&call.tool_call_id, &"x".repeat(400 * 1024))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.finish_reason(), FinishReason::Stop);
+    let stored = all_messages(&mut sessions, "client-tool", 100).await;
+    let tool = stored
+        .iter()
+        .find(|m| m.role == MessageRole::Tool as i32)
+        .unwrap();
+    assert!(tool.content.len() <= 256 * 1024, "{}", tool.content.len());
+    assert!(tool.content.ends_with("more bytes]"), "marker at the end");
 }

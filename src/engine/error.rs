@@ -68,6 +68,16 @@ pub enum EngineError {
         /// Tokens of the system prompt, context and summary.
         pinned: u32,
     },
+    /// The turn's tool results (with its message) do not fit the context window.
+    #[error(
+        "the turn's tool results do not fit the context window: they take {tool_tokens} tokens and the window is {over} tokens short; ask the tool for less, or lower limits.max_tool_result_tokens or raise max_context_tokens"
+    )]
+    ToolResultsTooLarge {
+        /// Tokens of the turn's tool results.
+        tool_tokens: u32,
+        /// Tokens over the window.
+        over: u32,
+    },
     /// Another writer changed the session between read and write.
     #[error("session '{0}' was changed concurrently; retry the request")]
     Conflict(String),
@@ -140,7 +150,8 @@ impl EngineError {
         match self {
             EngineError::InvalidArgument(_)
             | EngineError::UnknownModel { .. }
-            | EngineError::MessageTooLarge { .. } => ErrorKind::InvalidArgument,
+            | EngineError::MessageTooLarge { .. }
+            | EngineError::ToolResultsTooLarge { .. } => ErrorKind::InvalidArgument,
             EngineError::SessionNotFound(_) | EngineError::UnknownTool { .. } => {
                 ErrorKind::NotFound
             }

@@ -29,6 +29,7 @@ pub mod preview;
 pub mod receipts;
 pub mod sessions;
 pub mod summary;
+mod tool_output;
 pub mod turn;
 pub mod validate;
 pub mod window;

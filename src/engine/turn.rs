@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::EngineError;
 use super::receipts;
+use super::tool_output::bound_tool_output;
 use super::validate::{check_context, check_message};
 use super::window::WindowSource;
 use super::window::{Assembly, WindowBudget, assemble_window};
@@ -285,7 +286,7 @@ impl Engine {
             new_messages: Vec::new(),
         };
         for (call, result) in answered {
-            let message = self.tool_message(&state, &call, &result);
+            let message = self.tool_message(&state, budget, &call, &result);
             state.push(message);
         }
         if !request.message.is_empty() {
@@ -355,7 +356,8 @@ impl Engine {
                 turn_tokens,
                 &turn.history,
                 turn.before,
-            )?;
+            )
+            .map_err(|e| blame_tool_results(e, &turn.stored_tail, &turn.state.new_messages))?;
             // The selected history moves into the request and back after the step, rather
             // than being cloned: a full window is hundreds of messages, and cloning and
             // dropping them took about 5 % of a unary turn's CPU.
@@ -453,7 +455,12 @@ impl Engine {
                     content: output.content,
                     is_error: output.is_error,
                 };
-                let message = self.tool_message(&turn.state, &call, &result);
+                let message = self.tool_message(&turn.state, budget, &call, &result);
+                // What the client is shown is what the model sees (bounded).
+                let result = ToolResult {
+                    content: message.content.clone(),
+                    ..result
+                };
                 turn.state.push(message);
                 emit(sink, TurnEvent::ToolResult { call, result }).await?;
             }
@@ -608,16 +615,56 @@ impl Engine {
         Ok(step)
     }
 
-    fn tool_message(&self, turn: &TurnState, call: &ToolCall, result: &ToolResult) -> Message {
+    /// A tool result as the message the model sees, bounded (see `engine::tool_output`).
+    fn tool_message(
+        &self,
+        turn: &TurnState,
+        budget: WindowBudget,
+        call: &ToolCall,
+        result: &ToolResult,
+    ) -> Message {
+        let max_tokens = match self.limits.max_tool_result_tokens {
+            0 => (budget.max_context_tokens / 4).max(1),
+            n => n,
+        };
+        let content = bound_tool_output(
+            &result.content,
+            self.limits.max_tool_result_bytes,
+            max_tokens,
+            &turn.counter,
+        )
+        .into_owned();
         let tokens = turn
             .counter
-            .count_message(Role::Tool, &result.content, &[], &call.name);
-        let mut message = turn.message(Role::Tool, result.content.clone(), tokens);
+            .count_message(Role::Tool, &content, &[], &call.name);
+        let mut message = turn.message(Role::Tool, content, tokens);
         message.tool_call_id = call.id.clone();
         message.tool_name = call.name.clone();
         message.is_error = result.is_error;
         message
     }
+}
+
+/// A window that does not fit because of the turn's tool results says so: the user's message
+/// is not what to shorten then.
+fn blame_tool_results(
+    error: EngineError,
+    stored_tail: &[SharedMessage],
+    new_messages: &[SharedMessage],
+) -> EngineError {
+    let EngineError::MessageTooLarge { over, .. } = error else {
+        return error;
+    };
+    let tool_tokens: u32 = stored_tail
+        .iter()
+        .chain(new_messages)
+        .filter(|m| m.role == Role::Tool)
+        .map(|m| m.token_count)
+        .sum();
+    if tool_tokens == 0 {
+        return error;
+    }
+    EngineError::ToolResultsTooLarge { tool_tokens, over }
 }
 
 /// Fewest counted input tokens a step needs before its reported usage corrects the estimate:
