@@ -6,9 +6,13 @@
 //! encode. Errors use one body on every JSON door ([`error`]). The JSON-lines socket door
 //! ([`lines`]) is the same transcoding over a raw TCP connection.
 //!
-//! Requests that are neither for these routes nor gRPC end here too: a gRPC path with a
-//! content type no door serves is 415 (and nothing runs), anything else 404.
+//! Requests that are neither for these routes nor gRPC end here too: gRPC-Web
+//! (`application/grpc-web*`, for browsers) is translated to gRPC by tonic-web in front of the
+//! same services, a gRPC path with a content type no door serves is 415 (and nothing runs),
+//! anything else 404. Pages of other origins may call every door once `http.cors_origins`
+//! allows them ([`cors`]).
 
+mod cors;
 pub(crate) mod error;
 pub(crate) mod grpc;
 pub(crate) mod json;
@@ -28,8 +32,10 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost_reflect::{DescriptorPool, MessageDescriptor};
 use tonic::Code;
+use tonic_web::GrpcWebLayer;
 use tower::ServiceExt;
 use tower_http::compression::CompressionLayer;
+use tower_http::cors::CorsLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::config::{Config, StoreKind};
@@ -56,6 +62,8 @@ pub struct JsonDoors {
     routes: RouteTable,
     caller: GrpcCaller,
     grpc: Router,
+    grpc_web: Router,
+    cors: Option<CorsLayer>,
     interact_request: MessageDescriptor,
     interact_response: MessageDescriptor,
     max_request_bytes: usize,
@@ -85,7 +93,11 @@ impl JsonDoors {
         Ok(Self {
             routes: RouteTable::from_pool(&pool, PACKAGE)?,
             caller: GrpcCaller::new(grpc.clone()),
+            // Only gRPC-Web requests pass through tonic-web: it refuses every other HTTP/1
+            // request, and the in-process calls of the JSON doors are plain gRPC.
+            grpc_web: grpc.clone().layer(GrpcWebLayer::new()),
             grpc,
+            cors: cors::layer(&config.http.cors_origins)?,
             interact_request: message("contextd.v1.InteractRequest")?,
             interact_response: message("contextd.v1.InteractResponse")?,
             max_request_bytes: config.limits.max_request_bytes,
@@ -107,7 +119,8 @@ impl JsonDoors {
 
     /// The router of every HTTP request: the JSON routes, and gRPC for everything else.
     pub fn router(self: Arc<Self>) -> Router {
-        Router::new()
+        let cors = self.cors.clone();
+        let router = Router::new()
             .route("/health", get(health))
             .route("/healthz", get(health))
             .route("/api/mcp/interact", post(classic_interact))
@@ -120,7 +133,12 @@ impl JsonDoors {
             .route_layer(RequestDecompressionLayer::new().gzip(true))
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(grpc_or_not_found)
-            .with_state(self)
+            .with_state(self);
+        // Outside every route and the fallback: preflights are answered before routing.
+        match cors {
+            Some(cors) => router.layer(cors),
+            None => router,
+        }
     }
 
     /// Runs one classic Interact: `{"sessionId", "message", "context"}` in, the
@@ -365,6 +383,16 @@ async fn grpc_or_not_found(State(doors): State<Arc<JsonDoors>>, request: Request
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
+    if content_type.starts_with("application/grpc-web") {
+        let mut request = request;
+        request
+            .headers_mut()
+            .insert(DOOR_HEADER, HeaderValue::from_static("grpc-web"));
+        return match doors.grpc_web.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+    }
     if content_type.starts_with("application/grpc") {
         // Only the JSON doors name a door on their in-process calls.
         let mut request = request;
@@ -383,8 +411,9 @@ async fn grpc_or_not_found(State(doors): State<Arc<JsonDoors>>, request: Request
         return ApiError::new(
             Code::InvalidArgument,
             format!(
-                "{} is a gRPC method, served as application/grpc or application/grpc+proto; \
-                 {shown} is not served here (for JSON use the HTTP routes listed in the \
+                "{} is a gRPC method, served as application/grpc, application/grpc+proto, \
+                 application/grpc-web(+proto) and application/grpc-web-text; {shown} is not \
+                 served here (for JSON use the HTTP routes listed in the \
                  README, such as POST /v1/sessions/{{session_id}}:interact)",
                 request.uri().path()
             ),
