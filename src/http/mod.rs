@@ -8,10 +8,13 @@
 //!
 //! Requests that are neither for these routes nor gRPC end here too: gRPC-Web
 //! (`application/grpc-web*`, for browsers) is translated to gRPC by tonic-web in front of the
-//! same services, a gRPC path with a content type no door serves is 415 (and nothing runs),
+//! same services, the Connect protocol on the gRPC paths (`application/json`, `application/proto`,
+//! `application/connect+json|+proto`, `GET`) is decoded and called like the JSON routes
+//! ([`connect`]), a gRPC path with a content type no door serves is 415 (and nothing runs),
 //! anything else 404. Pages of other origins may call every door once `http.cors_origins`
 //! allows them ([`cors`]).
 
+mod connect;
 mod cors;
 pub(crate) mod error;
 pub(crate) mod grpc;
@@ -64,6 +67,7 @@ pub struct JsonDoors {
     grpc: Router,
     grpc_web: Router,
     cors: Option<CorsLayer>,
+    connect: connect::ConnectMethods,
     interact_request: MessageDescriptor,
     interact_response: MessageDescriptor,
     max_request_bytes: usize,
@@ -90,8 +94,10 @@ impl JsonDoors {
             pool.get_message_by_name(name)
                 .ok_or_else(|| format!("the descriptors lack {name}"))
         };
+        let routes = RouteTable::from_pool(&pool, PACKAGE)?;
         Ok(Self {
-            routes: RouteTable::from_pool(&pool, PACKAGE)?,
+            connect: connect::ConnectMethods::new(&pool, PACKAGE, &routes),
+            routes,
             caller: GrpcCaller::new(grpc.clone()),
             // Only gRPC-Web requests pass through tonic-web: it refuses every other HTTP/1
             // request, and the in-process calls of the JSON doors are plain gRPC.
@@ -402,6 +408,9 @@ async fn grpc_or_not_found(State(doors): State<Arc<JsonDoors>>, request: Request
             Err(never) => match never {},
         };
     }
+    if is_grpc_path(request.uri().path()) && connect::is_connect(request.method(), &content_type) {
+        return connect::serve(&doors, request).await;
+    }
     if is_grpc_path(request.uri().path()) {
         let shown = if content_type.is_empty() {
             "no content type".to_owned()
@@ -411,9 +420,10 @@ async fn grpc_or_not_found(State(doors): State<Arc<JsonDoors>>, request: Request
         return ApiError::new(
             Code::InvalidArgument,
             format!(
-                "{} is a gRPC method, served as application/grpc, application/grpc+proto, \
-                 application/grpc-web(+proto) and application/grpc-web-text; {shown} is not \
-                 served here (for JSON use the HTTP routes listed in the \
+                "{} is a gRPC method, served as application/grpc(+proto), \
+                 application/grpc-web(+proto), application/grpc-web-text and Connect \
+                 (application/json, application/proto, application/connect+json|+proto); \
+                 {shown} is not served here (for JSON use the HTTP routes listed in the \
                  README, such as POST /v1/sessions/{{session_id}}:interact)",
                 request.uri().path()
             ),

@@ -1,7 +1,7 @@
 /**
  * The web protocols against a live contextd, with clients nobody here wrote: connect-node's
- * gRPC-Web transport (as connect-web speaks it in a browser) over HTTP/1.1 and HTTP/2, and
- * `buf curl --protocol grpcweb`.
+ * gRPC-Web and Connect transports (as connect-web speaks them in a browser) over HTTP/1.1 and
+ * HTTP/2, and `buf curl` with its default protocol (Connect) and `--protocol grpcweb`.
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -11,7 +11,7 @@ import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
-import { createGrpcWebTransport } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 
 import { InteractService } from "../src/gen/contextd/v1/interact_pb.js";
 import { SessionService } from "../src/gen/contextd/v1/session_pb.js";
@@ -69,6 +69,55 @@ describe("web protocols", () => {
 
   test("gRPC-Web over HTTP/2 (connect-node)", async () => {
     await exercise(createGrpcWebTransport({ baseUrl: base, httpVersion: "2" }), "web-h2");
+  });
+
+  test("Connect, JSON, over HTTP/1.1 (connect-node)", async () => {
+    await exercise(createConnectTransport({ baseUrl: base, httpVersion: "1.1" }), "connect-json");
+  });
+
+  test("Connect, protobuf, over HTTP/2 (connect-node)", async () => {
+    await exercise(
+      createConnectTransport({ baseUrl: base, httpVersion: "2", useBinaryFormat: true }),
+      "connect-proto",
+    );
+  });
+
+  test("Connect with a deadline (connect-node)", async () => {
+    const interact = createClient(InteractService, createConnectTransport({ baseUrl: base, httpVersion: "1.1" }));
+    await assert.rejects(
+      interact.interact({ sessionId: fresh("late"), message: "/delay 10000 slow" }, { timeoutMs: 200 }),
+      (error: unknown) => {
+        assert.ok(error instanceof ConnectError, String(error));
+        assert.equal(error.code, Code.DeadlineExceeded);
+        return true;
+      },
+    );
+  });
+
+  test("buf curl (Connect, its default protocol)", async () => {
+    const sid = fresh("buf-connect");
+    const { stdout } = await run(BUF, [
+      "curl", "--data", JSON.stringify({ sessionId: sid, message: "hi over connect" }),
+      `${base}/contextd.v1.InteractService/Interact`,
+    ]);
+    const reply = JSON.parse(stdout);
+    assert.equal(reply.sessionId, sid);
+    assert.match(reply.response, /hi over connect/);
+
+    const streamed = await run(BUF, [
+      "curl", "--data", JSON.stringify({ sessionId: sid, message: "streamed" }),
+      `${base}/contextd.v1.InteractService/StreamResponse`,
+    ]);
+    assert.match(streamed.stdout, /"started"/);
+    assert.match(streamed.stdout, /"completed"/);
+
+    await assert.rejects(
+      run(BUF, ["curl", "--data", JSON.stringify({ sessionId: `${sid}-missing` }), `${base}/contextd.v1.SessionService/GetSession`]),
+      (error: { stderr?: string; stdout?: string }) => {
+        assert.match(`${error.stdout}${error.stderr}`, /not_found/);
+        return true;
+      },
+    );
   });
 
   test("buf curl --protocol grpcweb", async () => {
