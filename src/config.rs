@@ -82,6 +82,8 @@ pub struct HttpConfig {
     /// gRPC-Web, Connect and the JSON routes). Default: none (browsers refuse cross-origin
     /// calls); `["*"]`: every origin.
     pub cors_origins: Vec<String>,
+    /// How often the server pings an open Converse WebSocket, in milliseconds. Default 20000.
+    pub websocket_ping_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -90,6 +92,7 @@ impl Default for HttpConfig {
             default_timeout_ms: 0,
             sse_keep_alive_ms: 15_000,
             cors_origins: Vec::new(),
+            websocket_ping_ms: 20_000,
         }
     }
 }
@@ -511,6 +514,11 @@ impl Config {
         if self.http.sse_keep_alive_ms == 0 {
             return Err(ConfigError::Invalid(
                 "http.sse_keep_alive_ms must be at least 1".into(),
+            ));
+        }
+        if self.http.websocket_ping_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "http.websocket_ping_ms must be at least 1".into(),
             ));
         }
         self.http.validate_cors_origins()?;

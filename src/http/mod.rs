@@ -22,6 +22,7 @@ pub(crate) mod json;
 pub mod lines;
 pub(crate) mod rules;
 mod sse;
+mod websocket;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +39,7 @@ use tonic::Code;
 use tonic_web::GrpcWebLayer;
 use tower::ServiceExt;
 use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 use tower_http::cors::CorsLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 
@@ -73,6 +75,7 @@ pub struct JsonDoors {
     max_request_bytes: usize,
     default_timeout: Option<Duration>,
     keep_alive: Duration,
+    websocket_ping: Duration,
     lifecycle: Lifecycle,
     started: Instant,
     engine: Arc<Engine>,
@@ -112,6 +115,7 @@ impl JsonDoors {
                 ms => Some(Duration::from_millis(ms)),
             },
             keep_alive: Duration::from_millis(config.http.sse_keep_alive_ms),
+            websocket_ping: websocket::ping_interval(config.http.websocket_ping_ms),
             lifecycle,
             started: Instant::now(),
             engine,
@@ -135,7 +139,11 @@ impl JsonDoors {
             .route("/v1/{*rest}", any(transcode))
             // Only the JSON routes: gRPC has its own `grpc-encoding`, and the predicate leaves
             // event streams uncompressed so that events leave at once.
-            .route_layer(CompressionLayer::new().gzip(true))
+            .route_layer(
+                CompressionLayer::new()
+                    .gzip(true)
+                    .compress_when(DefaultPredicate::new().and(NotForUpgrades)),
+            )
             .route_layer(RequestDecompressionLayer::new().gzip(true))
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(grpc_or_not_found)
@@ -184,6 +192,19 @@ impl JsonDoors {
             timeout,
             headers: headers.clone(),
         })
+    }
+}
+
+/// Leaves WebSocket upgrades (`101 Switching Protocols`) alone.
+#[derive(Clone, Copy)]
+struct NotForUpgrades;
+
+impl Predicate for NotForUpgrades {
+    fn should_compress<B>(&self, response: &http::Response<B>) -> bool
+    where
+        B: http_body::Body,
+    {
+        response.status() != StatusCode::SWITCHING_PROTOCOLS
     }
 }
 
@@ -308,6 +329,13 @@ async fn classic_interact(State(doors): State<Arc<JsonDoors>>, request: Request)
 
 /// Every `/v1/…` route of the contract.
 async fn transcode(State(doors): State<Arc<JsonDoors>>, request: Request) -> Response {
+    // `…:converse` is a WebSocket (GET on HTTP/1.1, CONNECT on HTTP/2), not a JSON route.
+    if matches!(*request.method(), http::Method::GET | http::Method::CONNECT)
+        && let Some(session_id) = websocket::converse_session(request.uri().path())
+    {
+        let (parts, _) = request.into_parts();
+        return websocket::upgrade(doors, session_id, parts).await;
+    }
     match transcode_inner(&doors, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),

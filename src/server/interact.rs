@@ -151,40 +151,8 @@ struct ConverseTx(mpsc::Sender<Outgoing<v1::ConverseResponse>>);
 
 impl ConverseSink for ConverseTx {
     async fn send(&self, event: ConverseEvent) -> Result<(), SinkClosed> {
-        use converse_response::Event;
-        let (turn_id, event) = match event {
-            ConverseEvent::Opened { session, created } => (
-                String::new(),
-                Event::Opened(v1::ConverseOpened {
-                    session: Some(session_to_wire(&session)),
-                    session_created: created,
-                }),
-            ),
-            ConverseEvent::Turn { turn_id, event } => {
-                let event = match wire_event(event) {
-                    WireEvent::Started(e) => Event::Started(e),
-                    WireEvent::Delta(e) => Event::Delta(e),
-                    WireEvent::ToolCall(e) => Event::ToolCall(e),
-                    WireEvent::ToolResult(e) => Event::ToolResult(e),
-                };
-                (turn_id, event)
-            }
-            ConverseEvent::Completed { turn_id, outcome } => {
-                (turn_id, Event::Completed(completed(&outcome)))
-            }
-            ConverseEvent::Failed { turn_id, error } => (
-                turn_id,
-                Event::Error(v1::TurnError {
-                    code: code_of(error.kind()) as i32,
-                    message: error.to_string(),
-                }),
-            ),
-        };
         self.0
-            .send(Ok(Box::new(v1::ConverseResponse {
-                turn_id,
-                event: Some(event),
-            })))
+            .send(Ok(Box::new(converse_response(event))))
             .await
             .map_err(|_| SinkClosed)
     }
@@ -194,9 +162,46 @@ impl ConverseSink for ConverseTx {
     }
 }
 
+/// A [`Conversation`]'s event as the `ConverseResponse` every Converse door sends.
+pub(crate) fn converse_response(event: ConverseEvent) -> v1::ConverseResponse {
+    use converse_response::Event;
+    let (turn_id, event) = match event {
+        ConverseEvent::Opened { session, created } => (
+            String::new(),
+            Event::Opened(v1::ConverseOpened {
+                session: Some(session_to_wire(&session)),
+                session_created: created,
+            }),
+        ),
+        ConverseEvent::Turn { turn_id, event } => {
+            let event = match wire_event(event) {
+                WireEvent::Started(e) => Event::Started(e),
+                WireEvent::Delta(e) => Event::Delta(e),
+                WireEvent::ToolCall(e) => Event::ToolCall(e),
+                WireEvent::ToolResult(e) => Event::ToolResult(e),
+            };
+            (turn_id, event)
+        }
+        ConverseEvent::Completed { turn_id, outcome } => {
+            (turn_id, Event::Completed(completed(&outcome)))
+        }
+        ConverseEvent::Failed { turn_id, error } => (
+            turn_id,
+            Event::Error(v1::TurnError {
+                code: code_of(error.kind()) as i32,
+                message: error.to_string(),
+            }),
+        ),
+    };
+    v1::ConverseResponse {
+        turn_id,
+        event: Some(event),
+    }
+}
+
 /// A `ConverseRequest` as the engine's frame. Decoding problems become
 /// [`ConverseFrame::Invalid`], answered in order while the stream goes on.
-fn converse_frame(request: v1::ConverseRequest) -> ConverseFrame {
+pub(crate) fn converse_frame(request: v1::ConverseRequest) -> ConverseFrame {
     let turn = |message, context, tool_results| match patch_from_wire("context", context) {
         Ok(context_patch) => ConverseFrame::Turn {
             message,
