@@ -212,7 +212,12 @@ async fn converse(doors: Arc<JsonDoors>, session_id: String, scope: Scope, socke
 
     // The first frame, checked before the conversation sees it.
     let first = loop {
-        match stream.next().await {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            // A socket that never opens does not hold up shutdown.
+            () = doors.lifecycle.closed() => return,
+        };
+        match next {
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
             Some(Ok(message)) => match codec.decode(&message) {
                 Ok(Some(decoded)) => break Ok(decoded),
