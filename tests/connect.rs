@@ -231,7 +231,27 @@ async fn errors_are_connect_errors_with_the_connect_http_status() {
             .contains("application/connect+json")
     );
 
-    // Compressed requests are refused, saying so.
+    // gzip requests are served; other compressions are refused, saying so.
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(
+        &mut gzip,
+        br#"{"sessionId": "zipped", "message": "packed"}"#,
+    )
+    .unwrap();
+    let response = client()
+        .post(format!("{}{INTERACT}", server.url()))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gzip.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["response"].as_str().unwrap().contains("packed"),
+        "{body}"
+    );
     let (status, _, body) = post_json(
         &server,
         GET_SESSION,

@@ -20,8 +20,9 @@
 //!   they are, and only the end of the stream is translated from gRPC's trailers; `+json`
 //!   serves contextd's server streams, one decoded request in;
 //! - `Connect-Timeout-Ms` is the call's deadline; `Connect-Protocol-Version` (and GET's
-//!   `connect`) must say 1 when sent. Compressed requests are refused (UNIMPLEMENTED); replies
-//!   are sent uncompressed, which every Connect client accepts.
+//!   `connect`) must say 1 when sent. Requests may be gzip-compressed (`Content-Encoding` on
+//!   unary calls, `Connect-Content-Encoding` and the envelope's flag on streams); replies are
+//!   sent uncompressed, which every Connect client accepts.
 //!
 //! A browser cannot send a request stream at all (nor can Connect over HTTP/1.1), so
 //! `Converse` from a page needs another door than this one.
@@ -262,15 +263,58 @@ fn parse_timeout(value: &HeaderValue) -> Result<Duration, ApiError> {
         })
 }
 
-/// Refuses a compressed request: `encoding` is the value of its encoding header.
-fn require_identity(encoding: Option<&str>) -> Result<(), ApiError> {
+/// How a request is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    Identity,
+    Gzip,
+}
+
+/// The compression `encoding` (the value of the request's encoding header) names; only gzip
+/// is served.
+fn compression(encoding: Option<&str>) -> Result<Compression, ApiError> {
     match encoding.map(str::trim) {
-        None | Some("") | Some("identity") => Ok(()),
+        None | Some("") | Some("identity") => Ok(Compression::Identity),
+        Some("gzip") => Ok(Compression::Gzip),
         Some(other) => Err(ApiError::new(
             Code::Unimplemented,
-            format!("request compression {other:?} is not served; send the request uncompressed"),
+            format!(
+                "request compression {other:?} is not served; send it uncompressed or with gzip"
+            ),
         )),
     }
+}
+
+/// Decompresses a gzip message of at most `limit` bytes.
+fn inflate(bytes: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            ApiError::new(
+                Code::InvalidArgument,
+                format!("the request is not valid gzip: {e}"),
+            )
+        })?;
+    if out.len() > limit {
+        return Err(super::too_large(limit));
+    }
+    Ok(out)
+}
+
+/// `bytes`, decompressed as `compression` says.
+fn decompress(compression: Compression, bytes: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
+    match compression {
+        Compression::Identity => Ok(bytes.to_vec()),
+        Compression::Gzip => inflate(bytes, limit),
+    }
+}
+
+/// The value of a request header, if it is text.
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// A unary `POST`.
@@ -281,13 +325,9 @@ async fn unary(doors: &JsonDoors, codec: Codec, request: Request) -> Result<Resp
         return Err(wrong_framing(&method.rpc, codec.stream_type()));
     }
     let options = call_options(doors, &parts.headers)?;
-    require_identity(
-        parts
-            .headers
-            .get(header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok()),
-    )?;
+    let compression = compression(header_text(&parts.headers, "content-encoding"))?;
     let body = read_body(body, doors.max_request_bytes).await?;
+    let body = decompress(compression, &body, doors.max_request_bytes)?;
     let message = codec.decode(method.rpc.input(), &body)?;
     call_unary(doors, &parts.uri, method, codec, &message, options).await
 }
@@ -366,7 +406,7 @@ async fn get(doors: &JsonDoors, request: Request) -> Result<Response, ApiError> 
             ));
         }
     };
-    require_identity(compression.as_deref())?;
+    let compression = self::compression(compression.as_deref())?;
     let message = message.unwrap_or_default();
     let bytes = if base64 {
         URL_SAFE_NO_PAD
@@ -384,6 +424,7 @@ async fn get(doors: &JsonDoors, request: Request) -> Result<Response, ApiError> 
     if bytes.len() > doors.max_request_bytes {
         return Err(super::too_large(doors.max_request_bytes));
     }
+    let bytes = decompress(compression, &bytes, doors.max_request_bytes)?;
     let options = call_options(doors, &parts.headers)?;
     let decoded = if bytes.is_empty() && codec == Codec::Json {
         codec.decode(method.rpc.input(), b"{}")?
@@ -402,16 +443,22 @@ async fn stream(doors: &JsonDoors, codec: Codec, request: Request) -> Result<Res
         return Err(wrong_framing(&method.rpc, codec.unary_type()));
     }
     let options = call_options(doors, &parts.headers)?;
-    require_identity(
-        parts
-            .headers
-            .get("connect-content-encoding")
-            .and_then(|v| v.to_str().ok()),
-    )?;
+    let compression = compression(header_text(&parts.headers, "connect-content-encoding"))?;
     // The envelope's five bytes come on top of the message limit.
     let body = read_body(body, doors.max_request_bytes + 5).await?;
-    let payload = single_envelope(&body)?;
-    let message = codec.decode(method.rpc.input(), payload)?;
+    let (flags, payload) = single_envelope(&body)?;
+    let payload = if flags & FLAG_COMPRESSED != 0 {
+        if compression == Compression::Identity {
+            return Err(ApiError::new(
+                Code::InvalidArgument,
+                "the envelope is flagged compressed but Connect-Content-Encoding names none",
+            ));
+        }
+        decompress(compression, payload, doors.max_request_bytes)?
+    } else {
+        payload.to_vec()
+    };
+    let message = codec.decode(method.rpc.input(), &payload)?;
     let replies = doors
         .caller
         .call(parts.uri.path(), &message, method.rpc.output(), options)
@@ -429,12 +476,7 @@ async fn stream(doors: &JsonDoors, codec: Codec, request: Request) -> Result<Res
 async fn passthrough(doors: &JsonDoors, request: Request) -> Result<Response, ApiError> {
     let (mut parts, body) = request.into_parts();
     let options = call_options(doors, &parts.headers)?;
-    require_identity(
-        parts
-            .headers
-            .get("connect-content-encoding")
-            .and_then(|v| v.to_str().ok()),
-    )?;
+    let compression = compression(header_text(&parts.headers, "connect-content-encoding"))?;
     let headers = &mut parts.headers;
     let connect_headers: Vec<_> = headers
         .keys()
@@ -456,6 +498,10 @@ async fn passthrough(doors: &JsonDoors, request: Request) -> Result<Response, Ap
     );
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
     headers.insert(DOOR_HEADER, HeaderValue::from_static("connect"));
+    // Envelopes flagged compressed are gRPC frames flagged compressed: tonic inflates them.
+    if compression == Compression::Gzip {
+        headers.insert("grpc-encoding", HeaderValue::from_static("gzip"));
+    }
     if let Some(timeout) = options.timeout {
         let millis = timeout.as_millis().clamp(1, 99_999_999);
         if let Ok(value) = HeaderValue::from_str(&format!("{millis}m")) {
@@ -510,8 +556,8 @@ fn status_error(status: Option<tonic::Status>) -> Option<ApiError> {
         .map(ApiError::from)
 }
 
-/// The one message envelope of a server-streaming request.
-fn single_envelope(body: &[u8]) -> Result<&[u8], ApiError> {
+/// The one message envelope of a server-streaming request: its flags and payload.
+fn single_envelope(body: &[u8]) -> Result<(u8, &[u8]), ApiError> {
     let bad = |what: &str| {
         ApiError::new(
             Code::InvalidArgument,
@@ -524,12 +570,6 @@ fn single_envelope(body: &[u8]) -> Result<&[u8], ApiError> {
     if body.len() < 5 {
         return Err(bad("this one is shorter than 5 bytes"));
     }
-    if body[0] & FLAG_COMPRESSED != 0 {
-        return Err(ApiError::new(
-            Code::Unimplemented,
-            "compressed envelopes are not served; send the message uncompressed",
-        ));
-    }
     let length = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
     if body.len() != 5 + length {
         return Err(bad(&format!(
@@ -537,7 +577,7 @@ fn single_envelope(body: &[u8]) -> Result<&[u8], ApiError> {
             body.len() - 5
         )));
     }
-    Ok(&body[5..])
+    Ok((body[0], &body[5..]))
 }
 
 /// The replies of a streaming call as envelopes, then the end of the stream.
@@ -657,13 +697,11 @@ mod tests {
     fn envelopes_round_trip() {
         let framed = envelope(0, b"abc");
         assert_eq!(&framed[..], &[0, 0, 0, 0, 3, b'a', b'b', b'c']);
-        assert_eq!(single_envelope(&framed).unwrap(), b"abc");
+        assert_eq!(single_envelope(&framed).unwrap(), (0, &b"abc"[..]));
         assert!(single_envelope(&framed[..6]).is_err());
         assert_eq!(
-            single_envelope(&envelope(FLAG_COMPRESSED, b"x"))
-                .unwrap_err()
-                .code,
-            Code::Unimplemented
+            single_envelope(&envelope(FLAG_COMPRESSED, b"x")).unwrap(),
+            (FLAG_COMPRESSED, &b"x"[..])
         );
         let end = end_stream_bytes(Some(&ApiError::new(Code::NotFound, "gone")));
         assert_eq!(end[0], FLAG_END_STREAM);
