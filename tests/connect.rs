@@ -264,6 +264,53 @@ async fn errors_are_connect_errors_with_the_connect_http_status() {
 }
 
 #[tokio::test]
+async fn unary_protobuf_reaches_other_packages_too() {
+    let server = TestServer::start().await;
+    let check = |service: &str| {
+        tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        }
+        .encode_to_vec()
+    };
+    let response = client()
+        .post(format!("{}/grpc.health.v1.Health/Check", server.url()))
+        .header("content-type", "application/proto")
+        .body(check("contextd.v1.InteractService"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let reply =
+        tonic_health::pb::HealthCheckResponse::decode(response.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        reply.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+
+    let response = client()
+        .post(format!("{}/grpc.health.v1.Health/Check", server.url()))
+        .header("content-type", "application/proto")
+        .body(check("no.such.Service"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "not_found");
+
+    let response = client()
+        .post(format!("{}/no.such.Service/Method", server.url()))
+        .header("content-type", "application/proto")
+        .body(Vec::new())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "unimplemented");
+}
+
+#[tokio::test]
 async fn a_deadline_that_passes_is_deadline_exceeded() {
     let server = TestServer::start().await;
     // The echo model's `/delay` makes the turn outlive the deadline by far.

@@ -9,7 +9,8 @@
 //! and the engine call stay one path. What is Connect's own is the framing:
 //!
 //! - unary: `POST` with `application/json` or `application/proto`, the bare message as the
-//!   body both ways; failures are an HTTP status with `{"code": "not_found", "message": …}`;
+//!   body both ways; failures are an HTTP status with `{"code": "not_found", "message": …}`.
+//!   `application/proto` also reaches the other packages' methods (health), unread;
 //! - unary `GET` (`?encoding=json&message=…`, `base64=1` for base64url), for the RPCs whose
 //!   `google.api.http` rule is a `GET` (side-effect free by that rule);
 //! - streams: `POST` with `application/connect+json` or `+proto`, the request and each
@@ -320,7 +321,12 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// A unary `POST`.
 async fn unary(doors: &JsonDoors, codec: Codec, request: Request) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
-    let method = method(doors, parts.uri.path())?;
+    let method = match method(doors, parts.uri.path()) {
+        Ok(method) => method,
+        // Another package's method (health, …): protobuf needs no descriptor.
+        Err(_) if codec == Codec::Proto => return unary_other(doors, parts, body).await,
+        Err(error) => return Err(error),
+    };
     if method.rpc.is_server_streaming() {
         return Err(wrong_framing(&method.rpc, codec.stream_type()));
     }
@@ -330,6 +336,75 @@ async fn unary(doors: &JsonDoors, codec: Codec, request: Request) -> Result<Resp
     let body = decompress(compression, &body, doors.max_request_bytes)?;
     let message = codec.decode(method.rpc.input(), &body)?;
     call_unary(doors, &parts.uri, method, codec, &message, options).await
+}
+
+/// A unary `application/proto` call of a method outside contextd's package: the message goes
+/// to the gRPC route as one frame, unread, and its reply comes back the same way.
+async fn unary_other(
+    doors: &JsonDoors,
+    parts: http::request::Parts,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let options = call_options(doors, &parts.headers)?;
+    let compression = compression(header_text(&parts.headers, "content-encoding"))?;
+    let body = read_body(body, doors.max_request_bytes).await?;
+    let body = decompress(compression, &body, doors.max_request_bytes)?;
+    let mut builder = http::Request::builder()
+        .method(Method::POST)
+        .uri(parts.uri.path())
+        .version(http::Version::HTTP_2)
+        .header(header::CONTENT_TYPE, "application/grpc")
+        .header(header::TE, "trailers")
+        .header(DOOR_HEADER, "connect");
+    if let Some(timeout) = options.timeout {
+        let millis = timeout.as_millis().clamp(1, 99_999_999);
+        builder = builder.header("grpc-timeout", format!("{millis}m"));
+    }
+    let request = builder
+        .body(Body::from(envelope(0, &body)))
+        .map_err(|e| ApiError::new(Code::Internal, format!("cannot build the call: {e}")))?;
+    let response = match doors.grpc.clone().oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    if let Some(error) = status_error(tonic::Status::from_header_map(response.headers())) {
+        return Err(unknown_method(error));
+    }
+    let collected = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ApiError::new(Code::Internal, format!("the reply was cut off: {e}")))?;
+    if let Some(error) = collected
+        .trailers()
+        .and_then(|trailers| status_error(tonic::Status::from_header_map(trailers)))
+    {
+        return Err(unknown_method(error));
+    }
+    let bytes = collected.to_bytes();
+    let (flags, payload) = single_envelope(&bytes)
+        .map_err(|_| ApiError::new(Code::Internal, "the reply is not one gRPC message"))?;
+    if flags != 0 {
+        return Err(ApiError::new(Code::Internal, "the reply is compressed"));
+    }
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/proto"),
+        )],
+        Bytes::copy_from_slice(payload),
+    )
+        .into_response())
+}
+
+/// An UNIMPLEMENTED from the gRPC routes (no such method) is Connect's 404.
+fn unknown_method(error: ApiError) -> ApiError {
+    if error.code == Code::Unimplemented {
+        error.with_http_status(StatusCode::NOT_FOUND)
+    } else {
+        error
+    }
 }
 
 /// Runs a unary call and answers its reply.
