@@ -78,6 +78,12 @@ pub struct HttpConfig {
     /// How often a Server-Sent Events stream sends a `: keep-alive` comment while it waits
     /// for the model, in milliseconds. Default 15000.
     pub sse_keep_alive_ms: u64,
+    /// The web origins (`https://app.example.com`) whose pages may call contextd (CORS, for
+    /// gRPC-Web, Connect and the JSON routes). Default: none (browsers refuse cross-origin
+    /// calls); `["*"]`: every origin.
+    pub cors_origins: Vec<String>,
+    /// How often the server pings an open Converse WebSocket, in milliseconds. Default 20000.
+    pub websocket_ping_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -85,7 +91,42 @@ impl Default for HttpConfig {
         Self {
             default_timeout_ms: 0,
             sse_keep_alive_ms: 15_000,
+            cors_origins: Vec::new(),
+            websocket_ping_ms: 20_000,
         }
+    }
+}
+
+impl HttpConfig {
+    /// Checks `cors_origins`: `*` alone, or origins of the form `scheme://host[:port]`.
+    fn validate_cors_origins(&self) -> Result<(), ConfigError> {
+        let origins = &self.cors_origins;
+        if origins.iter().any(|o| o == "*") {
+            if origins.len() > 1 {
+                return Err(ConfigError::Invalid(
+                    "http.cors_origins: \"*\" allows every origin and must stand alone".into(),
+                ));
+            }
+            return Ok(());
+        }
+        for origin in origins {
+            let rest = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            let valid = rest.is_some_and(|host| {
+                !host.is_empty()
+                    && host.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                    })
+            });
+            if !valid {
+                return Err(ConfigError::Invalid(format!(
+                    "http.cors_origins: {origin:?} is not an origin; write scheme://host[:port] \
+                     with no path or trailing slash, such as \"https://app.example.com\", or \"*\""
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -508,6 +549,12 @@ impl Config {
                 "http.sse_keep_alive_ms must be at least 1".into(),
             ));
         }
+        if self.http.websocket_ping_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "http.websocket_ping_ms must be at least 1".into(),
+            ));
+        }
+        self.http.validate_cors_origins()?;
         parse_listen(&self.listen)
     }
 

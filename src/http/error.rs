@@ -32,6 +32,31 @@ pub(crate) fn http_status(code: Code) -> StatusCode {
     }
 }
 
+/// The Connect protocol's name of a gRPC code (`not_found`, …). Connect answers each code with
+/// the same HTTP status as [`http_status`] (its table is `google.rpc.Code`'s), so this is the
+/// only Connect-specific part of the mapping.
+pub(crate) fn connect_code(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "canceled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
+
 /// A failed call on a JSON door.
 #[derive(Debug, Clone)]
 pub(crate) struct ApiError {
@@ -76,6 +101,11 @@ impl ApiError {
     /// The HTTP status this error is answered with.
     pub(crate) fn status(&self) -> StatusCode {
         self.http_status.unwrap_or_else(|| http_status(self.code))
+    }
+
+    /// The Connect protocol's error object: `{"code": "not_found", "message": "…"}`.
+    pub(crate) fn connect_body(&self) -> String {
+        serde_json::json!({ "code": connect_code(self.code), "message": self.message }).to_string()
     }
 
     /// The AIP-193 body: `{"error": {"code", "status", "message", "details"}}`, in that order.
@@ -150,6 +180,41 @@ mod tests {
         for (code, status) in table {
             assert_eq!(http_status(code).as_u16(), status, "{code:?}");
         }
+    }
+
+    /// The Connect protocol's table (connectrpc.com/docs/protocol, "Error codes"): its HTTP
+    /// statuses are the ones [`http_status`] gives.
+    #[test]
+    fn connect_codes_and_statuses() {
+        let table = [
+            (Code::Cancelled, "canceled", 499),
+            (Code::Unknown, "unknown", 500),
+            (Code::InvalidArgument, "invalid_argument", 400),
+            (Code::DeadlineExceeded, "deadline_exceeded", 504),
+            (Code::NotFound, "not_found", 404),
+            (Code::AlreadyExists, "already_exists", 409),
+            (Code::PermissionDenied, "permission_denied", 403),
+            (Code::ResourceExhausted, "resource_exhausted", 429),
+            (Code::FailedPrecondition, "failed_precondition", 400),
+            (Code::Aborted, "aborted", 409),
+            (Code::OutOfRange, "out_of_range", 400),
+            (Code::Unimplemented, "unimplemented", 501),
+            (Code::Internal, "internal", 500),
+            (Code::Unavailable, "unavailable", 503),
+            (Code::DataLoss, "data_loss", 500),
+            (Code::Unauthenticated, "unauthenticated", 401),
+        ];
+        for (code, name, status) in table {
+            assert_eq!(connect_code(code), name);
+            assert_eq!(http_status(code).as_u16(), status, "{code:?}");
+        }
+        let body: Value =
+            serde_json::from_str(&ApiError::new(Code::NotFound, "no session s").connect_body())
+                .unwrap();
+        assert_eq!(
+            body,
+            json!({"code": "not_found", "message": "no session s"})
+        );
     }
 
     #[test]

@@ -6,15 +6,23 @@
 //! encode. Errors use one body on every JSON door ([`error`]). The JSON-lines socket door
 //! ([`lines`]) is the same transcoding over a raw TCP connection.
 //!
-//! Requests that are neither for these routes nor gRPC end here too: a gRPC path with a
-//! content type no door serves is 415 (and nothing runs), anything else 404.
+//! Requests that are neither for these routes nor gRPC end here too: gRPC-Web
+//! (`application/grpc-web*`, for browsers) is translated to gRPC by tonic-web in front of the
+//! same services, the Connect protocol on the gRPC paths (`application/json`, `application/proto`,
+//! `application/connect+json|+proto`, `GET`) is decoded and called like the JSON routes
+//! ([`connect`]), a gRPC path with a content type no door serves is 415 (and nothing runs),
+//! anything else 404. Pages of other origins may call every door once `http.cors_origins`
+//! allows them ([`cors`]).
 
+mod connect;
+mod cors;
 pub(crate) mod error;
 pub(crate) mod grpc;
 pub(crate) mod json;
 pub mod lines;
 pub(crate) mod rules;
 mod sse;
+mod websocket;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,8 +36,11 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost_reflect::{DescriptorPool, MessageDescriptor};
 use tonic::Code;
+use tonic_web::GrpcWebLayer;
 use tower::ServiceExt;
 use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate};
+use tower_http::cors::CorsLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::config::{Config, StoreKind};
@@ -56,11 +67,15 @@ pub struct JsonDoors {
     routes: RouteTable,
     caller: GrpcCaller,
     grpc: Router,
+    grpc_web: Router,
+    cors: Option<CorsLayer>,
+    connect: connect::ConnectMethods,
     interact_request: MessageDescriptor,
     interact_response: MessageDescriptor,
     max_request_bytes: usize,
     default_timeout: Option<Duration>,
     keep_alive: Duration,
+    websocket_ping: Duration,
     lifecycle: Lifecycle,
     started: Instant,
     engine: Arc<Engine>,
@@ -82,10 +97,16 @@ impl JsonDoors {
             pool.get_message_by_name(name)
                 .ok_or_else(|| format!("the descriptors lack {name}"))
         };
+        let routes = RouteTable::from_pool(&pool, PACKAGE)?;
         Ok(Self {
-            routes: RouteTable::from_pool(&pool, PACKAGE)?,
+            connect: connect::ConnectMethods::new(&pool, PACKAGE, &routes),
+            routes,
             caller: GrpcCaller::new(grpc.clone()),
+            // Only gRPC-Web requests pass through tonic-web: it refuses every other HTTP/1
+            // request, and the in-process calls of the JSON doors are plain gRPC.
+            grpc_web: grpc.clone().layer(GrpcWebLayer::new()),
             grpc,
+            cors: cors::layer(&config.http.cors_origins)?,
             interact_request: message("contextd.v1.InteractRequest")?,
             interact_response: message("contextd.v1.InteractResponse")?,
             max_request_bytes: config.limits.max_request_bytes,
@@ -94,6 +115,7 @@ impl JsonDoors {
                 ms => Some(Duration::from_millis(ms)),
             },
             keep_alive: Duration::from_millis(config.http.sse_keep_alive_ms),
+            websocket_ping: websocket::ping_interval(config.http.websocket_ping_ms),
             lifecycle,
             started: Instant::now(),
             engine,
@@ -107,7 +129,8 @@ impl JsonDoors {
 
     /// The router of every HTTP request: the JSON routes, and gRPC for everything else.
     pub fn router(self: Arc<Self>) -> Router {
-        Router::new()
+        let cors = self.cors.clone();
+        let router = Router::new()
             .route("/health", get(health))
             .route("/healthz", get(health))
             .route("/api/mcp/interact", post(classic_interact))
@@ -116,11 +139,20 @@ impl JsonDoors {
             .route("/v1/{*rest}", any(transcode))
             // Only the JSON routes: gRPC has its own `grpc-encoding`, and the predicate leaves
             // event streams uncompressed so that events leave at once.
-            .route_layer(CompressionLayer::new().gzip(true))
+            .route_layer(
+                CompressionLayer::new()
+                    .gzip(true)
+                    .compress_when(DefaultPredicate::new().and(NotForUpgrades)),
+            )
             .route_layer(RequestDecompressionLayer::new().gzip(true))
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(grpc_or_not_found)
-            .with_state(self)
+            .with_state(self);
+        // Outside every route and the fallback: preflights are answered before routing.
+        match cors {
+            Some(cors) => router.layer(cors),
+            None => router,
+        }
     }
 
     /// Runs one classic Interact: `{"sessionId", "message", "context"}` in, the
@@ -164,6 +196,19 @@ impl JsonDoors {
             timeout,
             headers: headers.clone(),
         })
+    }
+}
+
+/// Leaves WebSocket upgrades (`101 Switching Protocols`) alone.
+#[derive(Clone, Copy)]
+struct NotForUpgrades;
+
+impl Predicate for NotForUpgrades {
+    fn should_compress<B>(&self, response: &http::Response<B>) -> bool
+    where
+        B: http_body::Body,
+    {
+        response.status() != StatusCode::SWITCHING_PROTOCOLS
     }
 }
 
@@ -288,6 +333,13 @@ async fn classic_interact(State(doors): State<Arc<JsonDoors>>, request: Request)
 
 /// Every `/v1/…` route of the contract.
 async fn transcode(State(doors): State<Arc<JsonDoors>>, request: Request) -> Response {
+    // `…:converse` is a WebSocket (GET on HTTP/1.1, CONNECT on HTTP/2), not a JSON route.
+    if matches!(*request.method(), http::Method::GET | http::Method::CONNECT)
+        && let Some(session_id) = websocket::converse_session(request.uri().path())
+    {
+        let (parts, _) = request.into_parts();
+        return websocket::upgrade(doors, session_id, parts).await;
+    }
     match transcode_inner(&doors, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -370,6 +422,16 @@ async fn grpc_or_not_found(State(doors): State<Arc<JsonDoors>>, request: Request
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
+    if content_type.starts_with("application/grpc-web") {
+        let mut request = request;
+        request
+            .headers_mut()
+            .insert(DOOR_HEADER, HeaderValue::from_static("grpc-web"));
+        return match doors.grpc_web.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+    }
     if content_type.starts_with("application/grpc") {
         // Only the JSON doors name a door on their in-process calls.
         let mut request = request;
@@ -378,6 +440,9 @@ async fn grpc_or_not_found(State(doors): State<Arc<JsonDoors>>, request: Request
             Ok(response) => response,
             Err(never) => match never {},
         };
+    }
+    if is_grpc_path(request.uri().path()) && connect::is_connect(request.method(), &content_type) {
+        return connect::serve(&doors, request).await;
     }
     if is_grpc_path(request.uri().path()) {
         let shown = if content_type.is_empty() {
@@ -388,7 +453,9 @@ async fn grpc_or_not_found(State(doors): State<Arc<JsonDoors>>, request: Request
         return ApiError::new(
             Code::InvalidArgument,
             format!(
-                "{} is a gRPC method, served as application/grpc or application/grpc+proto; \
+                "{} is a gRPC method, served as application/grpc(+proto), \
+                 application/grpc-web(+proto), application/grpc-web-text and Connect \
+                 (application/json, application/proto, application/connect+json|+proto); \
                  {shown} is not served here (for JSON use the HTTP routes listed in the \
                  README, such as POST /v1/sessions/{{session_id}}:interact)",
                 request.uri().path()

@@ -181,7 +181,6 @@ impl RouteTable {
     }
 
     /// Every route.
-    #[cfg(test)]
     pub(crate) fn routes(&self) -> &[Route] {
         &self.routes
     }

@@ -138,39 +138,7 @@ struct ConverseTx(Outbox<v1::ConverseResponse>);
 
 impl ConverseSink for ConverseTx {
     async fn send(&self, event: ConverseEvent) -> Result<(), SinkClosed> {
-        use converse_response::Event;
-        let (turn_id, event) = match event {
-            ConverseEvent::Opened { session, created } => (
-                String::new(),
-                Event::Opened(v1::ConverseOpened {
-                    session: Some(session_to_wire(&session)),
-                    session_created: created,
-                }),
-            ),
-            ConverseEvent::Turn { turn_id, event } => {
-                let event = match wire_event(event) {
-                    WireEvent::Started(e) => Event::Started(e),
-                    WireEvent::Delta(e) => Event::Delta(e),
-                    WireEvent::ToolCall(e) => Event::ToolCall(e),
-                    WireEvent::ToolResult(e) => Event::ToolResult(e),
-                };
-                (turn_id, event)
-            }
-            ConverseEvent::Completed { turn_id, outcome } => {
-                (turn_id, Event::Completed(completed(&outcome)))
-            }
-            ConverseEvent::Failed { turn_id, error } => (
-                turn_id,
-                Event::Error(v1::TurnError {
-                    code: code_of(error.kind()) as i32,
-                    message: error.to_string(),
-                }),
-            ),
-        };
-        let response = v1::ConverseResponse {
-            turn_id,
-            event: Some(event),
-        };
+        let response = converse_response(event);
         let size = response.encoded_len();
         self.0.send(Ok(response), size).await
     }
@@ -180,9 +148,46 @@ impl ConverseSink for ConverseTx {
     }
 }
 
+/// A [`Conversation`]'s event as the `ConverseResponse` every Converse door sends.
+pub(crate) fn converse_response(event: ConverseEvent) -> v1::ConverseResponse {
+    use converse_response::Event;
+    let (turn_id, event) = match event {
+        ConverseEvent::Opened { session, created } => (
+            String::new(),
+            Event::Opened(v1::ConverseOpened {
+                session: Some(session_to_wire(&session)),
+                session_created: created,
+            }),
+        ),
+        ConverseEvent::Turn { turn_id, event } => {
+            let event = match wire_event(event) {
+                WireEvent::Started(e) => Event::Started(e),
+                WireEvent::Delta(e) => Event::Delta(e),
+                WireEvent::ToolCall(e) => Event::ToolCall(e),
+                WireEvent::ToolResult(e) => Event::ToolResult(e),
+            };
+            (turn_id, event)
+        }
+        ConverseEvent::Completed { turn_id, outcome } => {
+            (turn_id, Event::Completed(completed(&outcome)))
+        }
+        ConverseEvent::Failed { turn_id, error } => (
+            turn_id,
+            Event::Error(v1::TurnError {
+                code: code_of(error.kind()) as i32,
+                message: error.to_string(),
+            }),
+        ),
+    };
+    v1::ConverseResponse {
+        turn_id,
+        event: Some(event),
+    }
+}
+
 /// A `ConverseRequest` as the engine's frame. Decoding problems become
 /// [`ConverseFrame::Invalid`], answered in order while the stream goes on.
-fn converse_frame(request: v1::ConverseRequest) -> ConverseFrame {
+pub(crate) fn converse_frame(request: v1::ConverseRequest) -> ConverseFrame {
     let turn =
         |message, context, tool_results, idempotency_key| match patch_from_wire("context", context)
         {
