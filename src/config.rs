@@ -88,6 +88,10 @@ pub struct McpConfig {
     /// against DNS rebinding); requests without one (non-browser hosts) are served. Default
     /// none.
     pub allowed_origins: Vec<String>,
+    /// Host names (or `host:port`) besides loopback ones that `/mcp` requests may name in
+    /// their `Host` header, for a contextd reached under a DNS name; any other `Host` is
+    /// refused with 403 (protection against DNS rebinding). Default none.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for McpConfig {
@@ -96,6 +100,7 @@ impl Default for McpConfig {
             max_listed_resources: 100,
             max_resource_bytes: 256 * 1024,
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }

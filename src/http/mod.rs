@@ -65,6 +65,7 @@ pub struct JsonDoors {
     started: Instant,
     engine: Arc<Engine>,
     store: &'static str,
+    mcp: crate::config::McpConfig,
 }
 
 impl JsonDoors {
@@ -102,6 +103,7 @@ impl JsonDoors {
                 StoreKind::Sqlite => "sqlite",
                 StoreKind::Postgres(_) => "postgres",
             },
+            mcp: config.mcp.clone(),
         })
     }
 
@@ -118,6 +120,20 @@ impl JsonDoors {
             // event streams uncompressed so that events leave at once.
             .route_layer(CompressionLayer::new().gzip(true))
             .route_layer(RequestDecompressionLayer::new().gzip(true))
+            // `/mcp`: contextd as an MCP server (Streamable HTTP, stateless), after the
+            // compression layers, which therefore leave its event streams alone.
+            .route_service(
+                crate::mcp::server::MCP_PATH,
+                crate::mcp::server::mcp_service(
+                    crate::mcp::catalog::McpCatalog::new(
+                        self.engine.clone(),
+                        self.lifecycle.clone(),
+                        self.mcp.clone(),
+                    ),
+                    &self.mcp,
+                    self.max_request_bytes,
+                ),
+            )
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(grpc_or_not_found)
             .with_state(self)
