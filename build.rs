@@ -1,5 +1,9 @@
 //! Compiles `proto/` with the pure-Rust `protox` compiler and generates the tonic/prost code,
 //! so building contextd needs no system `protoc`.
+//!
+//! Two descriptor sets come out: contextd's own contract (`contextd.v1`, which the HTTP/JSON
+//! doors transcode from) and the vendored MCP gRPC binding (`model_context_protocol`), kept
+//! apart so the JSON doors never see a package they do not serve.
 
 use std::path::PathBuf;
 
@@ -7,6 +11,9 @@ use std::path::PathBuf;
 const PROTO_ROOT: &str = "proto";
 /// Vendored imports (`google/api/annotations.proto`, `google/api/http.proto`).
 const THIRD_PARTY_ROOT: &str = "proto/third_party";
+/// The vendored MCP gRPC binding (its files import each other from their own directory).
+const MCP_ROOT: &str = "proto/third_party/mcp";
+/// contextd's own protos.
 const PROTO_FILES: &[&str] = &[
     "contextd/v1/common.proto",
     "contextd/v1/session.proto",
@@ -36,5 +43,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .codec_path("crate::api::codec::WireCodec")
         .compile_fds(compiler.file_descriptor_set())?;
+
+    let mut mcp = protox::Compiler::new([MCP_ROOT])?;
+    mcp.include_imports(true).include_source_info(true);
+    mcp.open_files(["mcp.proto"])?;
+    std::fs::write(
+        out_dir.join("mcp_descriptor.bin"),
+        mcp.encode_file_descriptor_set(),
+    )?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .codec_path("crate::api::codec::WireCodec")
+        .compile_fds(mcp.file_descriptor_set())?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The wire contract: generated protobuf and gRPC code for `contextd.v1`, its file
 //! descriptor set (for reflection), and the conversions between wire and domain types
-//! ([`convert`]). Nothing else in the crate includes generated code.
+//! ([`convert`]), and the same for the vendored MCP gRPC binding ([`mcp`]). Nothing else in the crate includes generated code.
 
 pub mod codec;
 pub mod convert;
@@ -14,6 +14,22 @@ pub mod convert;
 pub mod v1 {
     tonic::include_proto!("contextd.v1");
 }
+
+/// Generated code for Google's MCP gRPC binding (`model_context_protocol`, vendored under
+/// `proto/third_party/mcp`): the `Mcp` service that [`crate::mcp`] serves.
+#[allow(
+    missing_docs,
+    clippy::doc_lazy_continuation,
+    clippy::large_enum_variant,
+    clippy::enum_variant_names
+)]
+pub mod mcp {
+    tonic::include_proto!("model_context_protocol");
+}
+
+/// Encoded `FileDescriptorSet` of the MCP gRPC binding with its imports, served by
+/// reflection.
+pub const MCP_FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("mcp_descriptor");
 
 /// Encoded `FileDescriptorSet` of `proto/` with its imports, served by reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("contextd_descriptor");

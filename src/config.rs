@@ -47,6 +47,8 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     /// The HTTP/JSON, Server-Sent Events and JSON-lines doors.
     pub http: HttpConfig,
+    /// The MCP doors: `/mcp` and the MCP gRPC binding (`[mcp]`).
+    pub mcp: McpConfig,
 }
 
 impl Default for Config {
@@ -64,6 +66,41 @@ impl Default for Config {
             storage: StorageConfig::default(),
             backends: Vec::new(),
             http: HttpConfig::default(),
+            mcp: McpConfig::default(),
+        }
+    }
+}
+
+/// Settings of the MCP doors: contextd as an MCP server on `/mcp` and the MCP gRPC binding
+/// (`[mcp]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpConfig {
+    /// How many sessions `resources/list` (`ListResources`) names, newest first: neither
+    /// door pages through resources. Default 100.
+    pub max_listed_resources: usize,
+    /// Largest resource text a read returns, in bytes of JSON: a session's context and as
+    /// much of its newest history as fits, with a note on how to read the rest. Default
+    /// 262144 (256 KiB).
+    pub max_resource_bytes: usize,
+    /// Origins (`scheme://host[:port]`) besides loopback ones that may call `/mcp` from a
+    /// browser. A request with any other `Origin` header is refused with 403 (protection
+    /// against DNS rebinding); requests without one (non-browser hosts) are served. Default
+    /// none.
+    pub allowed_origins: Vec<String>,
+    /// Host names (or `host:port`) besides loopback ones that `/mcp` requests may name in
+    /// their `Host` header, for a contextd reached under a DNS name; any other `Host` is
+    /// refused with 403 (protection against DNS rebinding). Default none.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            max_listed_resources: 100,
+            max_resource_bytes: 256 * 1024,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -555,6 +592,11 @@ impl Config {
             ));
         }
         self.http.validate_cors_origins()?;
+        if self.mcp.max_resource_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "mcp.max_resource_bytes must be at least 1024".into(),
+            ));
+        }
         parse_listen(&self.listen)
     }
 

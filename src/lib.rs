@@ -24,6 +24,8 @@
 //!   `google.api.http` rules, Server-Sent Events, the classic `/api/mcp/interact` and
 //!   `/health`, and newline-delimited JSON over plain TCP, each transcoded in-process into the
 //!   gRPC services.
+//! - [`mcp`]: the MCP doors: Google's MCP gRPC binding and `/mcp` (Streamable HTTP), over
+//!   one catalogue of tools and session resources.
 //! - `engine`: sessions, preview, window assembly, tool dispatch, the turn (begin → step
 //!   loop → commit), the Converse state machine every streaming door drives, and the
 //!   server's lifecycle as turns see it, with protocol-neutral errors. Knows the ports, never
@@ -43,6 +45,7 @@ pub mod config;
 pub mod domain;
 pub(crate) mod engine;
 pub mod http;
+pub mod mcp;
 pub(crate) mod model;
 pub mod server;
 pub(crate) mod store;

@@ -10,6 +10,7 @@
 //! - [`sessions`]: create, open (get or create), get, list in pages, update and delete,
 //!   conditional on an etag when the caller names one.
 //! - [`preview`]: what the model would see for a message, entry by entry.
+//! - [`resources`]: the newest sessions and a session with its newest history (MCP resources).
 //! - [`window`]: choosing and loading a window: one assembly for turns and previews.
 //! - [`dispatch`]: which server-side tools a session offers, and running them.
 //! - [`turn`]: a turn in three phases (begin, step loop, commit), paused for client tools.
@@ -27,6 +28,7 @@ pub mod lifecycle;
 pub mod locks;
 pub mod preview;
 pub mod receipts;
+pub mod resources;
 pub mod sessions;
 pub mod summary;
 mod tool_output;

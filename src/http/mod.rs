@@ -80,6 +80,7 @@ pub struct JsonDoors {
     started: Instant,
     engine: Arc<Engine>,
     store: &'static str,
+    mcp: crate::config::McpConfig,
 }
 
 impl JsonDoors {
@@ -124,6 +125,7 @@ impl JsonDoors {
                 StoreKind::Sqlite => "sqlite",
                 StoreKind::Postgres(_) => "postgres",
             },
+            mcp: config.mcp.clone(),
         })
     }
 
@@ -145,6 +147,20 @@ impl JsonDoors {
                     .compress_when(DefaultPredicate::new().and(NotForUpgrades)),
             )
             .route_layer(RequestDecompressionLayer::new().gzip(true))
+            // `/mcp`: contextd as an MCP server (Streamable HTTP, stateless), after the
+            // compression layers, which therefore leave its event streams alone.
+            .route_service(
+                crate::mcp::server::MCP_PATH,
+                crate::mcp::server::mcp_service(
+                    crate::mcp::catalog::McpCatalog::new(
+                        self.engine.clone(),
+                        self.lifecycle.clone(),
+                        self.mcp.clone(),
+                    ),
+                    &self.mcp,
+                    self.max_request_bytes,
+                ),
+            )
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(grpc_or_not_found)
             .with_state(self);

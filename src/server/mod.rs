@@ -2,7 +2,8 @@
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future, so the binary and the
 //! tests start it the same way. Services: `contextd.v1.SessionService`, `InteractService`,
-//! `ToolService`, `ModelService`, `grpc.health.v1.Health`, and server reflection (v1 and v1alpha). Layers:
+//! `ToolService`, `ModelService`, the MCP gRPC binding's `model_context_protocol.Mcp`,
+//! `grpc.health.v1.Health`, and server reflection (v1 and v1alpha). Layers:
 //! request logging ([`logging`]) and client deadlines ([`deadline`]).
 
 mod accept;
@@ -26,6 +27,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
+use crate::api::mcp::mcp_server::McpServer;
 use crate::api::v1::{
     interact_service_server::InteractServiceServer, model_service_server::ModelServiceServer,
     session_service_server::SessionServiceServer, tool_service_server::ToolServiceServer,
@@ -164,11 +166,13 @@ pub async fn serve_store(
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(crate::api::MCP_FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(crate::api::MCP_FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
@@ -198,6 +202,19 @@ pub async fn serve_store(
             .max_decoding_message_size(max_request)
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip),
+    )
+    // Google's MCP gRPC binding, over the same tools and sessions as `/mcp`.
+    .add_service(
+        McpServer::new(crate::mcp::grpc::McpGrpc::new(
+            crate::mcp::catalog::McpCatalog::new(
+                engine.clone(),
+                lifecycle.clone(),
+                config.mcp.clone(),
+            ),
+        ))
+        .max_decoding_message_size(max_request)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip),
     )
     .add_service(health_service)
     .add_service(reflection_v1)

@@ -1,0 +1,121 @@
+//! `/mcp` over plain HTTP on a real server: stateless (no MCP session, no `initialize`
+//! needed), the same sessions as the gRPC doors, and DNS-rebinding protection with the
+//! `[mcp]` allow lists. The MCP SDK's own client, the conformance suite and the Inspector
+//! test the protocol itself (clients/python/tests/test_mcp_server.py, tests/mcp_hosts.sh).
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn call(id: u64, method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+async fn post(
+    server: &TestServer,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> (reqwest::StatusCode, reqwest::header::HeaderMap, String) {
+    // reqwest is built without a default TLS provider; the requests here are plain HTTP.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let mut request = client
+        .post(format!("{}/mcp", server.url()))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let reply = within("POST /mcp", request.send())
+        .await
+        .expect("POST /mcp");
+    let status = reply.status();
+    let headers = reply.headers().clone();
+    let text = within("the answer", reply.text()).await.expect("body");
+    (status, headers, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_need_no_session_and_see_the_grpc_doors_sessions() {
+    let server = TestServer::start().await;
+    let mut sessions = server.interact().await;
+    say(
+        &mut sessions,
+        "mcp_http_1",
+        "hello",
+        Some(json!({"user": "ann"})),
+    )
+    .await;
+
+    // No initialize, no session id: every request stands alone.
+    let (status, headers, body) = post(
+        &server,
+        &call(
+            1,
+            "tools/call",
+            json!({"name": "context_get", "arguments": {"session_id": "mcp_http_1", "key": "user"}}),
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(headers.get("mcp-session-id").is_none(), "{headers:?}");
+    let answer: Value = serde_json::from_str(&body).expect("one JSON answer");
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    assert_eq!(answer["result"]["content"][0]["text"], "\"ann\"");
+
+    let (_, _, body) = post(
+        &server,
+        &call(
+            2,
+            "resources/read",
+            json!({"uri": "contextd://sessions/mcp_http_1"}),
+        ),
+        &[],
+    )
+    .await;
+    let answer: Value = serde_json::from_str(&body).expect("JSON");
+    let document: Value =
+        serde_json::from_str(answer["result"]["contents"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(document["context"], json!({"user": "ann"}));
+    assert_eq!(document["history"][0]["content"], "hello");
+
+    let (_, _, body) = post(
+        &server,
+        &call(3, "tools/call", json!({"name": "nope"})),
+        &[],
+    )
+    .await;
+    let answer: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    assert_eq!(answer["error"]["data"]["status"], "NOT_FOUND");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_hosts_and_origins_are_refused_unless_configured() {
+    let mut config = test_config();
+    config.mcp.allowed_hosts = vec!["contextd.internal".into()];
+    config.mcp.allowed_origins = vec!["https://console.example.com".into()];
+    let server = TestServer::start_with(config).await;
+    let ping = call(1, "ping", json!({}));
+
+    for headers in [
+        [("origin", "http://evil.example")],
+        [("host", "evil.example")],
+    ] {
+        let (status, _, body) = post(&server, &ping, &headers).await;
+        assert_eq!(status, 403, "{headers:?}: {body}");
+    }
+    let port = server.addr.port().to_string();
+    let loopback = format!("http://localhost:{port}");
+    for headers in [
+        [("origin", loopback.as_str())],
+        [("origin", "https://console.example.com")],
+        [("host", "contextd.internal")],
+    ] {
+        let (status, _, body) = post(&server, &ping, &headers).await;
+        assert_eq!(status, 200, "{headers:?}: {body}");
+    }
+}
