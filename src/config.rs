@@ -197,6 +197,10 @@ pub struct EngineConfig {
     /// Model that writes summaries for sessions with the `summarize` strategy that name no
     /// summarizer. Empty (the default): the session's own model.
     pub summarizer_model: String,
+    /// Server-side tools offered to sessions that choose none (`server_tools` unset): names
+    /// or `*` patterns. Default: the built-in session tools (`context_get`, `context_set`,
+    /// `history_search`); tools of MCP servers are offered only where selected.
+    pub default_server_tools: Vec<String>,
 }
 
 impl Default for EngineConfig {
@@ -207,6 +211,9 @@ impl Default for EngineConfig {
             default_max_context_tokens: 8192,
             reserved_output_tokens: 1024,
             summarizer_model: String::new(),
+            default_server_tools: ["context_get", "context_set", "history_search"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }
