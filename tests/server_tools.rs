@@ -403,3 +403,54 @@ async fn the_selection_survives_a_restart_on_sqlite() {
         ["context_get", "history_search", "get_weather"]
     );
 }
+
+/// The Rust wrapper reaches every new field: the selection on create, update and Converse's
+/// open, and `offered_tools`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_sets_and_reads_the_selection() {
+    use contextd::client::{Client, ConverseOptions, NewSession, SessionUpdate};
+    let server = TestServer::start().await;
+    let client = Client::connect(&server.addr.to_string())
+        .await
+        .expect("connect");
+    let created = client
+        .create_session(NewSession {
+            server_tools: Some(vec!["context_*".into()]),
+            ..NewSession::new("rust")
+        })
+        .await
+        .expect("CreateSession");
+    assert_eq!(created.server_tools, selection(&["context_*"]));
+    let listed = client.list_tools(Some("rust")).await.expect("ListTools");
+    assert_eq!(listed.offered_tools, ["context_get", "context_set"]);
+    let updated = client
+        .update_session(
+            "rust",
+            SessionUpdate {
+                server_tools: Some(vec![]),
+                ..SessionUpdate::default()
+            },
+        )
+        .await
+        .expect("UpdateSession");
+    assert_eq!(updated.server_tools, selection(&[]));
+    let refused = client
+        .update_session(
+            "rust",
+            SessionUpdate {
+                server_tools: Some(vec!["time__*".into()]),
+                ..SessionUpdate::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let conversation = client
+        .converse(ConverseOptions::new("rust-open").server_tools(["history_search"]))
+        .await
+        .expect("Converse");
+    assert_eq!(
+        conversation.session().server_tools,
+        selection(&["history_search"])
+    );
+}
