@@ -34,6 +34,15 @@ impl Engine {
         self.tools.tools()
     }
 
+    /// Waits for every tool source's first discovery (MCP servers listed at start); an error
+    /// (two sources offering one name) should stop startup.
+    pub async fn tools_ready(&self) -> Result<(), EngineError> {
+        self.tools
+            .ready()
+            .await
+            .map_err(EngineError::InvalidArgument)
+    }
+
     /// The selection `session` follows: its own, or the server's default.
     fn selection_of<'a>(&'a self, session: &'a Session) -> Cow<'a, ServerToolSelection> {
         match &session.server_tools {

@@ -5,6 +5,7 @@
 //! Client-declared tools are not here: they live on the session and pause the turn.
 
 pub mod builtin;
+pub mod mcp;
 
 use std::sync::Arc;
 
@@ -75,6 +76,11 @@ pub trait ToolProvider: Send + Sync {
     /// announces a new list); a provider whose source is down keeps answering the tools it
     /// last knew, and their calls fail with the reason.
     fn tools(&self) -> Vec<ServerTool>;
+    /// Waits until the provider's first discovery finished (a source that failed to start
+    /// counts as finished: it keeps being retried). An error stops startup.
+    async fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// Runs `name` (one of `tools()`) with `arguments`, already checked against the tool's
     /// `input_schema`.
     async fn call(&self, name: &str, arguments: &Context, scope: ToolScope<'_>) -> ToolOutput;
@@ -97,6 +103,24 @@ impl ToolRegistry {
     /// Adds a provider. Earlier providers win a name clash.
     pub fn register(&mut self, provider: Arc<dyn ToolProvider>) {
         self.providers.push(provider);
+    }
+
+    /// Waits for every provider's first discovery, then checks that no two providers offer
+    /// one name.
+    pub async fn ready(&self) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for provider in &self.providers {
+            provider.ready().await?;
+            for tool in provider.tools() {
+                if !seen.insert(tool.spec.name.clone()) {
+                    return Err(format!(
+                        "two tool sources offer a tool named {:?}; rename one",
+                        tool.spec.name
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every server-side tool, in registration order (a name an earlier provider has is

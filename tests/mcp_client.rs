@@ -1,0 +1,224 @@
+//! contextd as an MCP client, against a real MCP server nobody here wrote: PyPI's
+//! `mcp-server-time` (stdio), installed by this test's setup into a virtual environment under
+//! `target/` with a pinned version. Listing, calling through `CallTool` and through the echo
+//! model's `/call`, an error result, a schema violation, and a server that cannot start.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::*;
+use contextd::api::v1::{
+    CallToolRequest, CreateSessionRequest, ListToolsRequest, ServerToolSelection,
+};
+use contextd::config::McpServerConfig;
+use serde_json::json;
+use tonic::Code;
+
+const TIME_SERVER: &str = "mcp-server-time==2026.10.19";
+
+/// The `mcp-server-time` program, installed once per test run.
+fn time_server() -> &'static PathBuf {
+    static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/mcp-servers/time-venv");
+        let program = venv.join("bin/mcp-server-time");
+        let stamp = venv.join(".installed");
+        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(TIME_SERVER) {
+            let made = Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .expect("python3 -m venv");
+            assert!(made.success(), "python3 -m venv failed");
+            let installed = Command::new(venv.join("bin/pip"))
+                .args([
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    TIME_SERVER,
+                ])
+                .status()
+                .expect("pip install");
+            assert!(installed.success(), "pip install {TIME_SERVER} failed");
+            std::fs::write(&stamp, TIME_SERVER).expect("stamp");
+        }
+        program
+    })
+}
+
+async fn start_with_time() -> TestServer {
+    let program = time_server().to_string_lossy().into_owned();
+    let mut config = test_config();
+    let mut time = McpServerConfig::stdio("time", &program, &["--local-timezone", "UTC"]);
+    time.startup_timeout_ms = 60_000;
+    config.mcp_servers = vec![time];
+    TestServer::start_with(config).await
+}
+
+fn call(name: &str, arguments: serde_json::Value) -> CallToolRequest {
+    CallToolRequest {
+        name: name.into(),
+        arguments: Some(to_struct(&arguments)),
+        session_id: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_of_a_stdio_server_are_listed_and_called() {
+    let server = start_with_time().await;
+    let mut tools = server.tools().await;
+    let listed = tools
+        .list_tools(ListToolsRequest::default())
+        .await
+        .expect("ListTools")
+        .into_inner();
+    let tool = listed
+        .tools
+        .iter()
+        .find(|t| t.name == "time__get_current_time")
+        .unwrap_or_else(|| {
+            panic!(
+                "listed: {:?}",
+                listed.tools.iter().map(|t| &t.name).collect::<Vec<_>>()
+            )
+        });
+    let schema = json_of(&tool.input_schema);
+    assert!(schema["properties"]["timezone"].is_object(), "{schema}");
+
+    let out = within(
+        "CallTool",
+        tools.call_tool(call(
+            "time__get_current_time",
+            json!({"timezone": "Europe/Paris"}),
+        )),
+    )
+    .await
+    .expect("CallTool")
+    .into_inner();
+    assert!(!out.is_error, "{}", out.content);
+    assert!(out.content.contains("Europe/Paris"), "{}", out.content);
+    // The whole MCP result is kept.
+    let structured = from_value(out.structured_content.as_ref().expect("structured"));
+    assert_eq!(
+        structured["content"][0]["type"],
+        json!("text"),
+        "{structured}"
+    );
+
+    // A schema violation never reaches the server.
+    let out = within(
+        "CallTool",
+        tools.call_tool(call("time__get_current_time", json!({}))),
+    )
+    .await
+    .expect("CallTool")
+    .into_inner();
+    assert!(out.is_error);
+    assert!(
+        out.content.contains("did not run") && out.content.contains("timezone"),
+        "{}",
+        out.content
+    );
+
+    // A result the server marks as an error.
+    let out = within(
+        "CallTool",
+        tools.call_tool(call(
+            "time__get_current_time",
+            json!({"timezone": "Nowhere/Atlantis"}),
+        )),
+    )
+    .await
+    .expect("CallTool")
+    .into_inner();
+    assert!(out.is_error, "{}", out.content);
+    assert!(out.content.contains("Nowhere/Atlantis"), "{}", out.content);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_echo_model_calls_a_selected_mcp_tool_in_a_turn() {
+    let server = start_with_time().await;
+    let mut sessions = server.sessions().await;
+    let mut interact = server.interact().await;
+    // Not offered by default.
+    create_session(
+        &mut sessions,
+        CreateSessionRequest {
+            session_id: "default".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let reply = say(
+        &mut interact,
+        "default",
+        r#"/call time__get_current_time {"timezone": "UTC"}"#,
+        None,
+    )
+    .await;
+    assert!(!reply.response.contains("returned"), "{}", reply.response);
+
+    create_session(
+        &mut sessions,
+        CreateSessionRequest {
+            session_id: "timely".into(),
+            server_tools: Some(ServerToolSelection {
+                patterns: vec!["time__*".into()],
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let reply = say(
+        &mut interact,
+        "timely",
+        r#"/call time__get_current_time {"timezone": "Asia/Tokyo"}"#,
+        None,
+    )
+    .await;
+    assert!(
+        reply
+            .response
+            .contains("Tool time__get_current_time returned")
+            && reply.response.contains("Asia/Tokyo"),
+        "{}",
+        reply.response
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_cannot_start_leaves_contextd_serving() {
+    let mut config = test_config();
+    let mut broken = McpServerConfig::stdio("broken", "/nonexistent/mcp-server", &[]);
+    broken.startup_timeout_ms = 5_000;
+    config.mcp_servers = vec![broken];
+    let server = TestServer::start_with(config).await;
+    let mut tools = server.tools().await;
+    let listed = tools
+        .list_tools(ListToolsRequest::default())
+        .await
+        .expect("ListTools")
+        .into_inner();
+    assert!(listed.tools.iter().all(|t| !t.name.starts_with("broken__")));
+    let mut sessions = server.sessions().await;
+    let status = expect_code(
+        sessions
+            .create_session(CreateSessionRequest {
+                session_id: "s".into(),
+                server_tools: Some(ServerToolSelection {
+                    patterns: vec!["broken__*".into()],
+                }),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        status.message().contains("context_get"),
+        "{}",
+        status.message()
+    );
+}
