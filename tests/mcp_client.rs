@@ -222,3 +222,154 @@ async fn a_server_that_cannot_start_leaves_contextd_serving() {
         status.message()
     );
 }
+
+/// The pids of this test process's children whose command line mentions `needle` (the MCP
+/// servers contextd started for this test binary).
+fn children_running(needle: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // Field 4, after the parenthesised command name.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if ppid == Some(me) && String::from_utf8_lossy(&cmdline).contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_answers_errors_then_comes_back() {
+    let program = time_server().to_string_lossy().into_owned();
+    let mut config = test_config();
+    // A marker argument tells this test's server apart from the other tests' (same binary).
+    let mut time = McpServerConfig::stdio("time", &program, &["--local-timezone", "Africa/Accra"]);
+    time.startup_timeout_ms = 60_000;
+    config.mcp_servers = vec![time];
+    let server = TestServer::start_with(config).await;
+    let mut tools = server.tools().await;
+    let ok = within(
+        "CallTool",
+        tools.call_tool(call("time__get_current_time", json!({"timezone": "UTC"}))),
+    )
+    .await
+    .expect("CallTool")
+    .into_inner();
+    assert!(!ok.is_error, "{}", ok.content);
+
+    let pids = children_running("Africa/Accra");
+    assert_eq!(pids.len(), 1, "one server process: {pids:?}");
+    let killed = Command::new("kill")
+        .args(["-KILL", &pids[0].to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+
+    // Calls made meanwhile may answer is_error, never a status; the restarted server (a new
+    // process) answers again.
+    let mut back = false;
+    for _ in 0..400 {
+        let out = within(
+            "CallTool",
+            tools.call_tool(call("time__get_current_time", json!({"timezone": "UTC"}))),
+        )
+        .await
+        .expect("CallTool while the server restarts")
+        .into_inner();
+        let restarted = children_running("Africa/Accra")
+            .iter()
+            .any(|p| !pids.contains(p));
+        if !out.is_error && restarted {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(back, "the server must be restarted and answer again");
+    let pids_after = children_running("Africa/Accra");
+    assert_eq!(pids_after.len(), 1, "{pids_after:?}");
+    assert_ne!(pids_after, pids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stays_down_keeps_its_tools_listed_and_answers_why() {
+    // Starts the real server once; every restart after that fails.
+    let marker = tempfile_path("mcp-once");
+    let script = format!(
+        "if [ -e {m} ]; then echo 'refusing to start again' >&2; exit 1; fi; touch {m}; exec {p} --local-timezone America/Lima",
+        m = marker.display(),
+        p = time_server().display()
+    );
+    let mut config = test_config();
+    let mut time = McpServerConfig::stdio("time", "sh", &["-c", &script]);
+    time.startup_timeout_ms = 60_000;
+    config.mcp_servers = vec![time];
+    let server = TestServer::start_with(config).await;
+    let mut tools = server.tools().await;
+    let before = within(
+        "CallTool",
+        tools.call_tool(call("time__get_current_time", json!({"timezone": "UTC"}))),
+    )
+    .await
+    .expect("CallTool before the kill")
+    .into_inner();
+    assert!(!before.is_error, "{}", before.content);
+    let pids = children_running("America/Lima");
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let killed = Command::new("kill")
+        .args(["-KILL", &pids[0].to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+
+    let mut answer = String::new();
+    for _ in 0..400 {
+        let out = within(
+            "CallTool",
+            tools.call_tool(call("time__get_current_time", json!({"timezone": "UTC"}))),
+        )
+        .await
+        .expect("CallTool on a server that is down")
+        .into_inner();
+        assert!(
+            out.is_error,
+            "the killed server cannot answer: {}",
+            out.content
+        );
+        if out.content.contains("is down") {
+            answer = out.content;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(answer.contains("MCP server 'time' is down"), "{answer}");
+    let listed = tools
+        .list_tools(ListToolsRequest::default())
+        .await
+        .expect("ListTools")
+        .into_inner();
+    assert!(
+        listed
+            .tools
+            .iter()
+            .any(|t| t.name == "time__get_current_time")
+    );
+    let _ = std::fs::remove_file(&marker);
+}
+
+/// A path under `target/` unique to this run, for files a test creates.
+fn tempfile_path(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/mcp-servers");
+    std::fs::create_dir_all(&dir).expect("target/mcp-servers");
+    let path = dir.join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
