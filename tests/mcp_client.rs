@@ -1,7 +1,9 @@
-//! contextd as an MCP client, against a real MCP server nobody here wrote: PyPI's
-//! `mcp-server-time` (stdio), installed by this test's setup into a virtual environment under
-//! `target/` with a pinned version. Listing, calling through `CallTool` and through the echo
-//! model's `/call`, an error result, a schema violation, and a server that cannot start.
+//! contextd as an MCP client, against real MCP servers nobody here wrote: PyPI's
+//! `mcp-server-time` and npm's `@modelcontextprotocol/server-everything` (both over stdio),
+//! installed by this test's setup under `target/mcp-servers/` with pinned versions. Listing,
+//! calling through `CallTool` and through the echo model's `/call`, structured and image
+//! results, an error result, schema violations, a server killed and restarted, a server that
+//! stays down or cannot start, and a call cancelled by a turn's deadline.
 
 mod common;
 
@@ -372,4 +374,140 @@ fn tempfile_path(name: &str) -> PathBuf {
     let path = dir.join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
     path
+}
+
+const EVERYTHING: &str = "@modelcontextprotocol/server-everything@2026.8.31";
+
+/// The `server-everything` entry script, installed once per test run with npm.
+fn everything_server() -> &'static PathBuf {
+    static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let prefix =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/mcp-servers/everything");
+        std::fs::create_dir_all(&prefix).expect("target/mcp-servers/everything");
+        let stamp = prefix.join(".installed");
+        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(EVERYTHING) {
+            let installed = Command::new("npm")
+                .args([
+                    "install",
+                    "--no-audit",
+                    "--no-fund",
+                    "--loglevel=error",
+                    "--prefix",
+                ])
+                .arg(&prefix)
+                .arg(EVERYTHING)
+                .status()
+                .expect("npm install");
+            assert!(installed.success(), "npm install {EVERYTHING} failed");
+            std::fs::write(&stamp, EVERYTHING).expect("stamp");
+        }
+        prefix.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+    })
+}
+
+fn everything_stdio() -> McpServerConfig {
+    let script = everything_server().to_string_lossy().into_owned();
+    let mut config = McpServerConfig::stdio("everything", "node", &[&script, "stdio"]);
+    config.startup_timeout_ms = 60_000;
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structured_and_image_results_of_server_everything() {
+    let mut config = test_config();
+    config.mcp_servers = vec![everything_stdio()];
+    let server = TestServer::start_with(config).await;
+    let mut tools = server.tools().await;
+
+    let out = within(
+        "CallTool",
+        tools.call_tool(call(
+            "everything__get-structured-content",
+            json!({"location": "Chicago"}),
+        )),
+    )
+    .await
+    .expect("CallTool")
+    .into_inner();
+    assert!(!out.is_error, "{}", out.content);
+    let structured = from_value(out.structured_content.as_ref().expect("structured"));
+    assert!(
+        structured["structuredContent"]["temperature"].is_number(),
+        "{structured}"
+    );
+
+    let out = within(
+        "CallTool",
+        tools.call_tool(call("everything__get-tiny-image", json!({}))),
+    )
+    .await
+    .expect("CallTool")
+    .into_inner();
+    assert!(!out.is_error, "{}", out.content);
+    assert!(out.content.contains("[image image/png"), "{}", out.content);
+    let structured = from_value(out.structured_content.as_ref().expect("structured"));
+    let parts = structured["content"].as_array().expect("content parts");
+    assert!(
+        parts
+            .iter()
+            .any(|p| p["type"] == json!("image") && p["data"].is_string())
+    );
+
+    // The enum in its schema is enforced before the call.
+    let out = within(
+        "CallTool",
+        tools.call_tool(call(
+            "everything__get-structured-content",
+            json!({"location": "Paris"}),
+        )),
+    )
+    .await
+    .expect("CallTool")
+    .into_inner();
+    assert!(
+        out.is_error && out.content.contains("did not run"),
+        "{}",
+        out.content
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_deadline_cancels_a_running_mcp_call() {
+    let mut config = test_config();
+    config.mcp_servers = vec![everything_stdio()];
+    let server = TestServer::start_with(config).await;
+    let mut sessions = server.sessions().await;
+    create_session(
+        &mut sessions,
+        CreateSessionRequest {
+            session_id: "slow".into(),
+            server_tools: Some(ServerToolSelection {
+                patterns: vec!["everything__*".into()],
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut interact = server.interact().await;
+    let mut request = tonic::Request::new(interact_request(
+        "slow",
+        r#"/call everything__trigger-long-running-operation {"duration": 600, "steps": 600}"#,
+        None,
+    ));
+    request.set_timeout(std::time::Duration::from_millis(1500));
+    let status = within("Interact with a deadline", interact.interact(request))
+        .await
+        .expect_err("the deadline ends the turn");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    // Nothing of the turn is stored, and the server still answers at once.
+    assert_eq!(get_session(&mut sessions, "slow").await.message_count, 0);
+    let reply = say(
+        &mut interact,
+        "slow",
+        r#"/call everything__echo {"message": "still here"}"#,
+        None,
+    )
+    .await;
+    assert!(reply.response.contains("still here"), "{}", reply.response);
 }
