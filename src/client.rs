@@ -246,6 +246,9 @@ pub struct NewSession {
     pub expire_time: Option<prost_types::Timestamp>,
     /// How its context window is managed; `None` for the sliding window.
     pub window: Option<v1::WindowSettings>,
+    /// Server-side tools offered to its model: names or `*` patterns such as `time__*`
+    /// (`Some(vec![])`: none); `None` for the server's `engine.default_server_tools`.
+    pub server_tools: Option<Vec<String>>,
 }
 
 impl NewSession {
@@ -279,6 +282,9 @@ pub struct SessionUpdate {
     pub expire_time: Option<prost_types::Timestamp>,
     /// New window settings.
     pub window: Option<v1::WindowSettings>,
+    /// Replaces the server-side tools offered to the model (names or `*` patterns; an empty
+    /// list: none).
+    pub server_tools: Option<Vec<String>>,
     /// Applies the change only while the session's `etag` is still this one (from a
     /// [`v1::Session`] read before); `ABORTED` otherwise. `None`: unconditional.
     pub etag: Option<String>,
@@ -363,6 +369,7 @@ impl Client {
             max_context_tokens: session.max_context_tokens,
             expire_time: session.expire_time,
             window: session.window,
+            server_tools: session.server_tools.map(server_tools_to_wire),
         };
         let response = self
             .sessions
@@ -422,6 +429,7 @@ impl Client {
             expire_time: update.expire_time,
             window: update.window,
             etag: update.etag.unwrap_or_default(),
+            server_tools: update.server_tools.map(server_tools_to_wire),
         };
         let response = self
             .sessions
@@ -741,6 +749,10 @@ pub fn value_json(value: Option<&prost_types::Value>) -> Result<Value, Error> {
         None => Ok(Value::Null),
         Some(v) => value_from_wire("value", v.clone()).map_err(|e| Error::Protocol(e.to_string())),
     }
+}
+
+fn server_tools_to_wire(patterns: Vec<String>) -> v1::ServerToolSelection {
+    v1::ServerToolSelection { patterns }
 }
 
 /// A client-side tool for [`NewSession::tools`] or [`ConverseOptions::tool`]; `input_schema`

@@ -49,6 +49,9 @@ pub struct Config {
     pub http: HttpConfig,
     /// The MCP doors: `/mcp` and the MCP gRPC binding (`[mcp]`).
     pub mcp: McpConfig,
+    /// MCP servers whose tools contextd offers as server-side tools (`[[mcp_servers]]`),
+    /// named `<server>__<tool>`.
+    pub mcp_servers: Vec<McpServerConfig>,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             backends: Vec::new(),
             http: HttpConfig::default(),
             mcp: McpConfig::default(),
+            mcp_servers: Vec::new(),
         }
     }
 }
@@ -302,6 +306,10 @@ pub struct EngineConfig {
     /// Model that writes summaries for sessions with the `summarize` strategy that name no
     /// summarizer. Empty (the default): the session's own model.
     pub summarizer_model: String,
+    /// Server-side tools offered to sessions that choose none (`server_tools` unset): names
+    /// or `*` patterns. Default: the built-in session tools (`context_get`, `context_set`,
+    /// `history_search`); tools of MCP servers are offered only where selected.
+    pub default_server_tools: Vec<String>,
 }
 
 impl Default for EngineConfig {
@@ -312,6 +320,9 @@ impl Default for EngineConfig {
             default_max_context_tokens: 8192,
             reserved_output_tokens: 1024,
             summarizer_model: String::new(),
+            default_server_tools: ["context_get", "context_set", "history_search"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }
@@ -504,6 +515,208 @@ impl BackendConfig {
     }
 }
 
+/// How contextd reaches an MCP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum McpTransport {
+    /// A child process speaking JSON-RPC on stdin/stdout (`command`, `args`, `env`, `cwd`).
+    Stdio,
+    /// Streamable HTTP (`url`, `headers`).
+    Http,
+}
+
+/// Who shares an MCP server's process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum McpScope {
+    /// One process (or connection) for every session that uses it.
+    #[default]
+    Shared,
+    /// One per tenant, bounded by `max_processes`.
+    Tenant,
+}
+
+/// One `[[mcp_servers]]` entry: an MCP server whose tools become `<name>__<tool>`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerConfig {
+    /// Prefix of its tools' names: 1 to 32 characters of `[A-Za-z0-9_-]`, without `__`.
+    pub name: String,
+    /// `stdio` or `http`.
+    pub transport: McpTransport,
+    /// stdio: the program to run (looked up on `PATH`).
+    #[serde(default)]
+    pub command: String,
+    /// stdio: its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// stdio: environment variables set for it (on top of contextd's own).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// stdio: its working directory. Default: contextd's.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// http: the Streamable HTTP endpoint, such as `http://127.0.0.1:3001/mcp`.
+    #[serde(default)]
+    pub url: String,
+    /// http: headers sent with every request. `${VAR}` in a value is replaced by the
+    /// environment variable `VAR` (start-up fails when it is not set).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Only these of its tools (names as the server gives them, or `*` patterns). Empty (the
+    /// default): all.
+    #[serde(default)]
+    pub allow_tools: Vec<String>,
+    /// None of these of its tools (names or `*` patterns); applied after `allow_tools`.
+    #[serde(default)]
+    pub deny_tools: Vec<String>,
+    /// Longest wait for one tool call, in milliseconds; then the call is cancelled and
+    /// answers `is_error`. Default 60000.
+    #[serde(default = "default_mcp_call_timeout_ms")]
+    pub call_timeout_ms: u64,
+    /// Longest wait for the server to start and list its tools, in milliseconds. Default
+    /// 10000.
+    #[serde(default = "default_mcp_startup_timeout_ms")]
+    pub startup_timeout_ms: u64,
+    /// Tenants that may use it; empty (the default): every tenant.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// `shared` (the default: one process for every session) or `tenant`.
+    #[serde(default)]
+    pub scope: McpScope,
+    /// With `scope = "tenant"`: most processes at once. Default 16.
+    #[serde(default = "default_mcp_max_processes")]
+    pub max_processes: u32,
+}
+
+fn default_mcp_call_timeout_ms() -> u64 {
+    60_000
+}
+fn default_mcp_startup_timeout_ms() -> u64 {
+    10_000
+}
+fn default_mcp_max_processes() -> u32 {
+    16
+}
+
+impl McpServerConfig {
+    /// A stdio server with every optional setting at its default.
+    pub fn stdio(name: &str, command: &str, args: &[&str]) -> Self {
+        Self {
+            name: name.to_string(),
+            transport: McpTransport::Stdio,
+            command: command.to_string(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: Default::default(),
+            cwd: None,
+            url: String::new(),
+            headers: Default::default(),
+            allow_tools: Vec::new(),
+            deny_tools: Vec::new(),
+            call_timeout_ms: default_mcp_call_timeout_ms(),
+            startup_timeout_ms: default_mcp_startup_timeout_ms(),
+            tenants: Vec::new(),
+            scope: McpScope::Shared,
+            max_processes: default_mcp_max_processes(),
+        }
+    }
+
+    /// A Streamable HTTP server with every optional setting at its default.
+    pub fn http(name: &str, url: &str) -> Self {
+        Self {
+            transport: McpTransport::Http,
+            url: url.to_string(),
+            ..Self::stdio(name, "", &[])
+        }
+    }
+
+    /// Whether its tool `tool` (the server's name) passes `allow_tools` and `deny_tools`.
+    pub fn allows(&self, tool: &str) -> bool {
+        let matches = |patterns: &[String]| {
+            patterns
+                .iter()
+                .any(|p| crate::engine::dispatch::pattern_matches(p, tool))
+        };
+        (self.allow_tools.is_empty() || matches(&self.allow_tools)) && !matches(&self.deny_tools)
+    }
+
+    /// `headers` with `${VAR}` replaced from the environment.
+    pub fn resolved_headers(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        self.headers
+            .iter()
+            .map(|(key, value)| {
+                let mut out = String::new();
+                let mut rest = value.as_str();
+                while let Some(start) = rest.find("${") {
+                    out.push_str(&rest[..start]);
+                    let after = &rest[start + 2..];
+                    let Some(end) = after.find('}') else {
+                        return Err(
+                            self.invalid(format!("header {key}: '${{' without a closing '}}'"))
+                        );
+                    };
+                    let var = &after[..end];
+                    let found = std::env::var(var).map_err(|_| {
+                        self.invalid(format!(
+                            "header {key} names the environment variable {var}, which is not set"
+                        ))
+                    })?;
+                    out.push_str(&found);
+                    rest = &after[end + 1..];
+                }
+                out.push_str(rest);
+                Ok((key.clone(), out))
+            })
+            .collect()
+    }
+
+    fn invalid(&self, what: String) -> ConfigError {
+        ConfigError::Invalid(format!("mcp_servers {:?}: {what}", self.name))
+    }
+
+    /// Checks what types cannot; the message names the server and the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let name = &self.name;
+        if name.is_empty()
+            || name.len() > 32
+            || name.contains("__")
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+        {
+            return Err(self.invalid(
+                "name must be 1 to 32 characters of [A-Za-z0-9_-] without \"__\" (its tools are named <name>__<tool>)".into(),
+            ));
+        }
+        match self.transport {
+            McpTransport::Stdio if self.command.is_empty() => {
+                return Err(self.invalid("transport \"stdio\" needs command".into()));
+            }
+            McpTransport::Http
+                if !(self.url.starts_with("http://") || self.url.starts_with("https://")) =>
+            {
+                return Err(self.invalid(format!(
+                    "transport \"http\" needs a url starting with http:// or https:// (got {:?})",
+                    self.url
+                )));
+            }
+            _ => {}
+        }
+        if self.call_timeout_ms == 0 || self.startup_timeout_ms == 0 {
+            return Err(
+                self.invalid("call_timeout_ms and startup_timeout_ms must be at least 1".into())
+            );
+        }
+        if self.scope == McpScope::Tenant {
+            return Err(self.invalid(
+                "scope = \"tenant\" is not available yet: this server has no tenants to start processes for; use scope = \"shared\"".into(),
+            ));
+        }
+        self.resolved_headers()?;
+        Ok(())
+    }
+}
+
 /// A configuration problem; the message says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -552,6 +765,16 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "engine.default_max_context_tokens must be at least 16".into(),
             ));
+        }
+        let mut servers = std::collections::HashSet::new();
+        for server in &self.mcp_servers {
+            server.validate()?;
+            if !servers.insert(server.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "mcp_servers {:?} is declared twice; server names must be unique",
+                    server.name
+                )));
+            }
         }
         let mut names = std::collections::HashSet::new();
         for backend in &self.backends {

@@ -108,6 +108,7 @@ async fn open_creates_a_session_with_the_given_fields() {
             max_context_tokens: 2048,
             expire_time: None,
             window: None,
+            server_tools: None,
         }))
         .await;
     let event = conversation.next().await;

@@ -40,6 +40,7 @@ async fn create_get_delete_round_trip() {
             max_context_tokens: 4000,
             expire_time: None,
             window: None,
+            server_tools: None,
         },
     )
     .await;

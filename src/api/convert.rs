@@ -11,8 +11,8 @@ use serde_json::{Number, Value};
 
 use super::v1;
 use crate::domain::session::{
-    Context, FinishReason, Message, Role, Session, SessionState, ToolCall, ToolResult, ToolSpec,
-    Usage, WindowStrategy,
+    Context, FinishReason, Message, Role, ServerToolSelection, Session, SessionState, ToolCall,
+    ToolResult, ToolSpec, Usage, WindowStrategy,
 };
 use crate::engine::{EntryKind, NewSession, Preview, PreviewEntry, SessionUpdate, WindowSettings};
 use crate::model::{BackendInfo, ModelInfo};
@@ -257,6 +257,12 @@ pub fn session_to_wire(session: &Session) -> v1::Session {
             }),
         token_estimate_scale: session.window.token_scale,
         etag: session.etag(),
+        server_tools: session
+            .server_tools
+            .as_ref()
+            .map(|selection| v1::ServerToolSelection {
+                patterns: selection.patterns.clone(),
+            }),
     }
 }
 
@@ -425,7 +431,15 @@ pub fn new_session_from_wire(
         max_context_tokens: r.max_context_tokens,
         expire_time: expire_time_from_wire(&format!("{prefix}expire_time"), r.expire_time)?,
         window: window_from_wire(r.window)?,
+        server_tools: r.server_tools.map(server_tools_from_wire),
     })
+}
+
+/// A selection of server-side tools from the wire (patterns are checked by the engine).
+pub fn server_tools_from_wire(selection: v1::ServerToolSelection) -> ServerToolSelection {
+    ServerToolSelection {
+        patterns: selection.patterns,
+    }
 }
 
 /// The session settings of a Converse `open` frame, as the `CreateSession` request they mean.
@@ -440,6 +454,7 @@ pub fn create_request_from_open(open: v1::ConverseOpen) -> v1::CreateSessionRequ
         max_context_tokens: open.max_context_tokens,
         expire_time: open.expire_time,
         window: open.window,
+        server_tools: open.server_tools,
     }
 }
 
@@ -461,6 +476,7 @@ pub fn update_from_wire(
         set_labels: labels_from_wire(r.labels),
         remove_labels: r.remove_labels,
         expire_time: expire_time_from_wire("expire_time", r.expire_time)?,
+        server_tools: r.server_tools.map(server_tools_from_wire),
     };
     Ok((update, etag_from_wire(r.etag)))
 }

@@ -86,6 +86,15 @@ impl ConverseOptions {
         self.open.window = Some(window);
         self
     }
+
+    /// Server-side tools offered to a new session's model: names or `*` patterns (an empty
+    /// list: none); unset: the server's `engine.default_server_tools`.
+    pub fn server_tools<S: Into<String>>(mut self, patterns: impl IntoIterator<Item = S>) -> Self {
+        self.open.server_tools = Some(v1::ServerToolSelection {
+            patterns: patterns.into_iter().map(Into::into).collect(),
+        });
+        self
+    }
 }
 
 /// An open `Converse` stream attached to one session.

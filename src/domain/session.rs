@@ -51,6 +51,17 @@ pub struct Session {
     pub idle_ttl: Option<Duration>,
     /// How the context window is managed, and what that needs to remember.
     pub window: WindowState,
+    /// Which server-side tools the model is offered; `None` for the server's default.
+    pub server_tools: Option<ServerToolSelection>,
+}
+
+/// Which server-side tools a session's model is offered: tool names or `*` patterns
+/// (`time__*`). No patterns: none. Kept as the client wrote it, so that tools an MCP server
+/// adds later are offered to sessions whose patterns match them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServerToolSelection {
+    /// Names or patterns; `*` stands for any run of characters.
+    pub patterns: Vec<String>,
 }
 
 /// How a session's window is kept within its budget.

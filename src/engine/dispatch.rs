@@ -1,26 +1,111 @@
-//! Tool dispatch: which server-side tools a session's model is offered, running one in a
-//! turn (on the turn's working context, stored with the turn or dropped with it), and
-//! running one directly for `CallTool` (under the session's turn lock, so it never races a
-//! turn).
+//! Tool dispatch: which server-side tools a session's model is offered (its
+//! `server_tools` selection, else `engine.default_server_tools`), checking every call's
+//! arguments against the tool's `input_schema` before it runs, running one in a turn (on the
+//! turn's working context, stored with the turn or dropped with it), and running one directly
+//! for `CallTool` (under the session's turn lock, so it never races a turn).
+//!
+//! A selection is a list of names or `*` patterns, kept as the client wrote it: a tool an MCP
+//! server announces later is offered to every session whose patterns match it. Arguments that
+//! break the schema are a tool result with `is_error` (as MCP treats input validation
+//! errors), so the model can read what is wrong and retry; they never reach the tool.
+
+use std::borrow::Cow;
+
+use serde_json::Value;
 
 use super::Engine;
 use super::error::EngineError;
 use super::validate::check_context;
-use crate::domain::session::{Context, Session, ToolCall, ToolSpec, validate_session_id};
+use crate::domain::session::{
+    Context, ServerToolSelection, Session, ToolCall, ToolSpec, validate_session_id,
+};
 use crate::domain::{Scope, TenantId};
 use crate::tools::{ServerTool, ToolOutput, ToolScope};
+
+/// Longest pattern of a `server_tools` selection, in characters.
+const MAX_PATTERN_LEN: usize = 128;
+
+/// Schema violations listed in one result; the rest are counted.
+const MAX_LISTED_VIOLATIONS: usize = 5;
 
 impl Engine {
     /// Server-side tools.
     pub fn server_tools(&self) -> Vec<ServerTool> {
-        self.tools.tools().cloned().collect()
+        self.tools.tools()
     }
 
-    /// Tools a session's model is offered: server-side ones, then the client's.
-    pub(super) fn offered_tools(&self, session: &Session) -> Vec<ToolSpec> {
-        let mut tools: Vec<ToolSpec> = self.tools.tools().map(|t| t.spec.clone()).collect();
+    /// Waits for every tool source's first discovery (MCP servers listed at start); an error
+    /// (two sources offering one name) should stop startup.
+    pub async fn tools_ready(&self) -> Result<(), EngineError> {
+        self.tools
+            .ready()
+            .await
+            .map_err(EngineError::InvalidArgument)
+    }
+
+    /// The selection `session` follows: its own, or the server's default.
+    fn selection_of<'a>(&'a self, session: &'a Session) -> Cow<'a, ServerToolSelection> {
+        match &session.server_tools {
+            Some(selection) => Cow::Borrowed(selection),
+            None => Cow::Owned(ServerToolSelection {
+                patterns: self.config.default_server_tools.clone(),
+            }),
+        }
+    }
+
+    /// Tools a session's model is offered: the selected server-side ones, then the
+    /// client's.
+    pub fn offered_tools(&self, session: &Session) -> Vec<ToolSpec> {
+        let selection = self.selection_of(session);
+        let mut tools: Vec<ToolSpec> = self
+            .tools
+            .tools()
+            .into_iter()
+            .filter(|t| offers(&selection, &t.spec.name))
+            .map(|t| t.spec)
+            .collect();
         tools.extend(session.tools.iter().cloned());
         tools
+    }
+
+    /// Checks a session's selection: a bounded number of patterns, each matching at least one
+    /// known server-side tool (a configured MCP server that is down still counts with the
+    /// tools it last listed).
+    pub(super) fn check_server_tools(
+        &self,
+        selection: &ServerToolSelection,
+    ) -> Result<(), EngineError> {
+        let max = self.limits.max_tools;
+        if selection.patterns.len() > max {
+            return Err(EngineError::InvalidArgument(format!(
+                "server_tools has {} patterns; at most {max} are allowed (limits.max_tools)",
+                selection.patterns.len()
+            )));
+        }
+        let known: Vec<String> = self
+            .tools
+            .tools()
+            .into_iter()
+            .map(|t| t.spec.name)
+            .collect();
+        for pattern in &selection.patterns {
+            if pattern.is_empty() || pattern.chars().count() > MAX_PATTERN_LEN {
+                return Err(EngineError::InvalidArgument(format!(
+                    "server_tools pattern {pattern:?} must be 1 to {MAX_PATTERN_LEN} characters: a tool name, or a pattern with * such as \"time__*\""
+                )));
+            }
+            if !known.iter().any(|name| pattern_matches(pattern, name)) {
+                return Err(EngineError::InvalidArgument(format!(
+                    "server_tools pattern {pattern:?} matches no server-side tool; known tools: {}",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Runs a server-side tool directly (not in a turn).
@@ -45,6 +130,9 @@ impl Engine {
                     "tool '{name}' works on a session: set session_id"
                 )));
             }
+            if let Err(violation) = check_arguments(&tool, arguments) {
+                return Ok(ToolOutput::error(violation));
+            }
             let mut scratch = Context::new();
             let tool_scope = ToolScope {
                 tenant: &scope.tenant,
@@ -58,6 +146,9 @@ impl Engine {
         // Same lock as a turn: a tool that changes the context must not race a turn.
         let _turn = self.lock_session(&scope.tenant, session_id).await?;
         let mut session = self.get_session(scope, session_id).await?;
+        if let Err(violation) = check_arguments(&tool, arguments) {
+            return Ok(ToolOutput::error(violation));
+        }
         let mut context = session.context.clone();
         let output = provider
             .call(
@@ -80,7 +171,8 @@ impl Engine {
         Ok(output)
     }
 
-    /// Runs a server-side tool on the turn's working context.
+    /// Runs a server-side tool on the turn's working context. Dropping the future (the
+    /// turn's cancel or deadline) abandons the call; the provider tells its server.
     pub(super) async fn run_server_tool(
         &self,
         tenant: &TenantId,
@@ -88,13 +180,16 @@ impl Engine {
         call: &ToolCall,
         context: &mut Context,
     ) -> ToolOutput {
-        let Some((_, provider)) = self.tools.find(&call.name) else {
+        let Some((tool, provider)) = self.tools.find(&call.name) else {
             return ToolOutput::error(format!(
                 "unknown tool '{}'; available: {}",
                 call.name,
                 self.tools.known_names()
             ));
         };
+        if let Err(violation) = check_arguments(&tool, &call.arguments) {
+            return ToolOutput::error(violation);
+        }
         let scope = ToolScope {
             tenant,
             session_id,
@@ -102,5 +197,152 @@ impl Engine {
             store: self.store.as_ref(),
         };
         provider.call(&call.name, &call.arguments, scope).await
+    }
+}
+
+/// Whether `selection` offers the tool `name`.
+fn offers(selection: &ServerToolSelection, name: &str) -> bool {
+    selection.patterns.iter().any(|p| pattern_matches(p, name))
+}
+
+/// Whether `pattern` (where `*` stands for any run of characters, possibly none) matches the
+/// whole of `name`.
+pub(crate) fn pattern_matches(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let rest: Vec<&str> = parts.collect();
+    let Some((last, middle)) = rest.split_last() else {
+        // No `*`: the name itself.
+        return pattern == name;
+    };
+    let Some(mut tail) = name.strip_prefix(first) else {
+        return false;
+    };
+    for part in middle {
+        match tail.find(part) {
+            // The leftmost match leaves the most room for the parts after it.
+            Some(at) => tail = &tail[at + part.len()..],
+            None => return false,
+        }
+    }
+    tail.ends_with(last)
+}
+
+/// Checks `arguments` against the tool's `input_schema` (JSON Schema; the draft its
+/// `$schema` names, else 2020-12). An empty schema takes any object. The error says which
+/// values break which rule, in words the model can act on.
+fn check_arguments(tool: &ServerTool, arguments: &Context) -> Result<(), String> {
+    let schema = &tool.spec.input_schema;
+    if schema.is_empty() {
+        return Ok(());
+    }
+    let name = &tool.spec.name;
+    let validator = jsonschema::validator_for(&Value::Object(schema.clone())).map_err(|e| {
+        format!(
+            "tool '{name}' cannot be called: its input_schema is not a usable JSON Schema ({e})"
+        )
+    })?;
+    let instance = Value::Object(arguments.clone());
+    let violations: Vec<String> = validator
+        .iter_errors(&instance)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            format!("at {}: {e}", if at.is_empty() { "/" } else { &at })
+        })
+        .collect();
+    if violations.is_empty() {
+        return Ok(());
+    }
+    let mut message = format!(
+        "the arguments do not match the input_schema of tool '{name}', so it did not run: {}",
+        violations
+            .iter()
+            .take(MAX_LISTED_VIOLATIONS)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    if violations.len() > MAX_LISTED_VIOLATIONS {
+        message.push_str(&format!(
+            "; and {} more",
+            violations.len() - MAX_LISTED_VIOLATIONS
+        ));
+    }
+    Err(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn patterns_match_whole_names() {
+        assert!(pattern_matches("context_get", "context_get"));
+        assert!(!pattern_matches("context_get", "context_get2"));
+        assert!(pattern_matches("time__*", "time__get_current_time"));
+        assert!(!pattern_matches("time__*", "everything__echo"));
+        assert!(pattern_matches("*", "anything"));
+        assert!(pattern_matches("*__echo", "everything__echo"));
+        assert!(!pattern_matches("*__echo", "everything__echo2"));
+        assert!(pattern_matches("a*b*c", "abc"));
+        assert!(pattern_matches("a*b*c", "a-b-b-c"));
+        assert!(!pattern_matches("a*b*c", "a-c-b"));
+        // The prefix and the suffix may not share characters.
+        assert!(!pattern_matches("ab*ba", "aba"));
+        let selection = ServerToolSelection {
+            patterns: vec!["context_*".into(), "history_search".into()],
+        };
+        assert!(offers(&selection, "context_set"));
+        assert!(offers(&selection, "history_search"));
+        assert!(!offers(&selection, "time__get_current_time"));
+        assert!(!offers(&ServerToolSelection::default(), "context_get"));
+    }
+
+    fn tool(schema: Value) -> ServerTool {
+        ServerTool {
+            spec: ToolSpec {
+                name: "t".into(),
+                description: String::new(),
+                input_schema: schema.as_object().cloned().unwrap_or_default(),
+            },
+            needs_session: false,
+        }
+    }
+
+    fn args(value: Value) -> Context {
+        value.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn arguments_are_checked_against_the_schema() {
+        let t = tool(json!({
+            "type": "object",
+            "properties": {"key": {"type": "string"}},
+            "additionalProperties": false
+        }));
+        assert!(check_arguments(&t, &args(json!({"key": "a"}))).is_ok());
+        assert!(check_arguments(&t, &args(json!({}))).is_ok());
+        let extra = check_arguments(&t, &args(json!({"city": "Paris"}))).unwrap_err();
+        assert!(extra.contains("'t'") && extra.contains("city"), "{extra}");
+        let wrong = check_arguments(&t, &args(json!({"key": 3}))).unwrap_err();
+        assert!(
+            wrong.contains("/key") && wrong.contains("string"),
+            "{wrong}"
+        );
+        // No schema: any object.
+        assert!(check_arguments(&tool(json!({})), &args(json!({"x": 1}))).is_ok());
+        // A schema that cannot be compiled refuses the call rather than running it unchecked.
+        let broken = tool(json!({"type": 12}));
+        assert!(check_arguments(&broken, &args(json!({}))).is_err());
+    }
+
+    #[test]
+    fn many_violations_are_counted_not_all_listed() {
+        let t = tool(json!({"type": "object", "additionalProperties": {"type": "string"}}));
+        let arguments: Context = (0..8).map(|i| (format!("k{i}"), json!(i))).collect();
+        let message = check_arguments(&t, &arguments).unwrap_err();
+        assert!(message.ends_with("; and 3 more"), "{message}");
     }
 }

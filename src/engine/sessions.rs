@@ -11,8 +11,8 @@ use super::error::EngineError;
 use super::validate::check_context;
 use crate::domain::patch::merge_context;
 use crate::domain::session::{
-    self, Context, Session, SharedMessage, ToolSpec, WindowState, WindowStrategy,
-    generate_session_id, validate_session_id, validate_tools,
+    self, Context, ServerToolSelection, Session, SharedMessage, ToolSpec, WindowState,
+    WindowStrategy, generate_session_id, validate_session_id, validate_tools,
 };
 use crate::domain::{Scope, TenantId};
 use crate::model::ModelInfo;
@@ -43,6 +43,8 @@ pub struct NewSession {
     pub expire_time: Option<SystemTime>,
     /// How the window is managed.
     pub window: WindowSettings,
+    /// Server-side tools offered to the model; `None` for the server's default.
+    pub server_tools: Option<ServerToolSelection>,
 }
 
 /// How a session's window is managed (the settable part of [`WindowState`]).
@@ -77,6 +79,8 @@ pub struct SessionUpdate {
     pub remove_labels: Vec<String>,
     /// A new fixed expiry (replaces the idle time-to-live).
     pub expire_time: Option<SystemTime>,
+    /// A new selection of server-side tools.
+    pub server_tools: Option<ServerToolSelection>,
 }
 
 /// One page of a listing, and where the next one starts (`None` on the last page). Doors
@@ -144,6 +148,9 @@ impl Engine {
         let model = info.name.clone();
         check_context("context", &new.context, &self.limits)?;
         self.check_tools(&new.tools)?;
+        if let Some(selection) = &new.server_tools {
+            self.check_server_tools(selection)?;
+        }
         let max_context_tokens = self.window_size(new.max_context_tokens, &info)?;
         let now = session::now();
         let (expire_time, idle_ttl) = match new.expire_time {
@@ -169,6 +176,7 @@ impl Engine {
             expire_time,
             idle_ttl,
             window,
+            server_tools: new.server_tools,
         })
     }
 
@@ -343,6 +351,10 @@ impl Engine {
                 session.window.token_scale = 0.0;
             }
             session.model = info.name;
+        }
+        if let Some(selection) = update.server_tools {
+            self.check_server_tools(&selection)?;
+            session.server_tools = Some(selection);
         }
         if let Some(settings) = update.window {
             self.apply_window_settings(&mut session.window, settings)?;

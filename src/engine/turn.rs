@@ -29,6 +29,7 @@ use crate::domain::session::{
 use crate::domain::session::{WindowState, WindowStrategy};
 use crate::domain::tokens::TokenCounter;
 use crate::model::{ModelBackend, ModelError, ModelEvent, ModelFinish, ModelRequest};
+use crate::tools::ToolOutput;
 
 /// A request to run (or continue) a turn.
 #[derive(Debug, Clone, Default)]
@@ -446,9 +447,14 @@ impl Engine {
                     turn.client_calls.push(call);
                     continue;
                 }
-                let output = tokio::select! {
-                    output = self.run_server_tool(&scope.tenant, &session.id, &call, &mut session.context) => output,
-                    _ = cancel.cancelled() => return Err(EngineError::Cancelled),
+                let output = if offered.iter().any(|t| t.name == call.name) {
+                    tokio::select! {
+                        output = self.run_server_tool(&scope.tenant, &session.id, &call, &mut session.context) => output,
+                        _ = cancel.cancelled() => return Err(EngineError::Cancelled),
+                    }
+                } else {
+                    // A model may name a tool it was not offered: it does not run.
+                    not_offered(&call.name, &offered)
                 };
                 let result = ToolResult {
                     tool_call_id: call.id.clone(),
@@ -643,6 +649,20 @@ impl Engine {
         message.is_error = result.is_error;
         message
     }
+}
+
+/// The result of a call to a tool the session does not offer (the model made it up, or it
+/// is a server-side tool outside the session's `server_tools`).
+fn not_offered(name: &str, offered: &[crate::domain::session::ToolSpec]) -> ToolOutput {
+    let names: Vec<&str> = offered.iter().map(|t| t.name.as_str()).collect();
+    let names = if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    };
+    ToolOutput::error(format!(
+        "tool '{name}' is not offered to this session, so it did not run; offered tools: {names}"
+    ))
 }
 
 /// A window that does not fit because of the turn's tool results says so: the user's message

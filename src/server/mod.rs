@@ -116,6 +116,12 @@ pub fn build_engine(config: &Config, store: Arc<dyn SessionStore>) -> Result<Eng
         config.limits.max_context_depth,
         config.limits.max_context_bytes,
     )));
+    // MCP servers' tools: one supervised client per `[[mcp_servers]]` entry.
+    if !config.mcp_servers.is_empty() {
+        tools.register(Arc::new(crate::tools::mcp::McpTools::start(
+            &config.mcp_servers,
+        )));
+    }
     Ok(Engine::new(
         store,
         models,
@@ -148,6 +154,10 @@ pub async fn serve_store(
     tokio::task::spawn_blocking(TokenCounter::warm_up);
 
     let engine = Arc::new(build_engine(&config, store.store.clone())?);
+    engine
+        .tools_ready()
+        .await
+        .map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?;
     let sweeper = tokio::spawn(sweep_expired(
         engine.clone(),
         Duration::from_millis(config.storage.sweep_interval_ms),

@@ -30,12 +30,19 @@ impl ToolService for ToolApi {
     ) -> Result<Response<v1::ListToolsResponse>, Status> {
         let scope = caller_scope(&request);
         let r = request.into_inner();
-        let session_tools = if r.session_id.is_empty() {
-            Vec::new()
+        let (session_tools, offered_tools) = if r.session_id.is_empty() {
+            (Vec::new(), Vec::new())
         } else {
             record_session(&r.session_id);
             let session = self.engine.get_session(&scope, &r.session_id).await?;
-            session.tools.iter().map(tool_to_wire).collect()
+            (
+                session.tools.iter().map(tool_to_wire).collect(),
+                self.engine
+                    .offered_tools(&session)
+                    .into_iter()
+                    .map(|tool| tool.name)
+                    .collect(),
+            )
         };
         Ok(Response::new(v1::ListToolsResponse {
             tools: self
@@ -45,6 +52,7 @@ impl ToolService for ToolApi {
                 .map(|tool| tool_to_wire(&tool.spec))
                 .collect(),
             session_tools,
+            offered_tools,
         }))
     }
 

@@ -36,8 +36,8 @@ use super::{SessionLease, SessionStore, StoreError};
 use crate::domain::TenantId;
 use crate::domain::receipt::TurnReceipt;
 use crate::domain::session::{
-    Context, Message, PendingTurn, Role, Session, SharedMessage, ToolCall, ToolSpec, Usage,
-    WindowState,
+    Context, Message, PendingTurn, Role, ServerToolSelection, Session, SharedMessage, ToolCall,
+    ToolSpec, Usage, WindowState,
 };
 
 /// The open database.
@@ -749,6 +749,9 @@ struct SessionBody<'a> {
     idle_ttl_ms: Option<u64>,
     #[serde(default)]
     window: Cow<'a, WindowState>,
+    /// Absent in rows written before sessions chose their server-side tools: the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    server_tools: Option<Cow<'a, ServerToolSelection>>,
 }
 
 impl<'a> SessionBody<'a> {
@@ -763,6 +766,7 @@ impl<'a> SessionBody<'a> {
             max_context_tokens: session.max_context_tokens,
             idle_ttl_ms: session.idle_ttl.map(|d| d.as_millis() as u64),
             window: Cow::Borrowed(&session.window),
+            server_tools: session.server_tools.as_ref().map(Cow::Borrowed),
         }
     }
 
@@ -813,6 +817,7 @@ impl SessionRow {
             expire_time: self.expire_time.map(from_micros),
             idle_ttl: body.idle_ttl_ms.map(Duration::from_millis),
             window: body.window.into_owned(),
+            server_tools: body.server_tools.map(Cow::into_owned),
         })
     }
 }

@@ -5,6 +5,7 @@
 //! Client-declared tools are not here: they live on the session and pause the turn.
 
 pub mod builtin;
+pub mod mcp;
 
 use std::sync::Arc;
 
@@ -71,17 +72,26 @@ pub struct ServerTool {
 /// A source of server-side tools.
 #[async_trait]
 pub trait ToolProvider: Send + Sync {
-    /// The tools this provider runs.
+    /// The tools this provider runs now. May change while the server runs (an MCP server
+    /// announces a new list); a provider whose source is down keeps answering the tools it
+    /// last knew, and their calls fail with the reason.
     fn tools(&self) -> Vec<ServerTool>;
-    /// Runs `name` (one of `tools()`) with `arguments`.
+    /// Waits until the provider's first discovery finished (a source that failed to start
+    /// counts as finished: it keeps being retried). An error stops startup.
+    async fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Runs `name` (one of `tools()`) with `arguments`, already checked against the tool's
+    /// `input_schema`.
     async fn call(&self, name: &str, arguments: &Context, scope: ToolScope<'_>) -> ToolOutput;
 }
 
-/// All server-side tools, by name. Each provider is asked for its tools once, when it is
-/// registered, so looking a tool up during a turn builds nothing.
+/// All server-side tools, by name. Providers are asked for their tools at every look-up,
+/// because an MCP server's list changes while contextd runs; each provider answers from a
+/// snapshot it keeps, so a look-up never waits on a server.
 #[derive(Clone, Default)]
 pub struct ToolRegistry {
-    entries: Vec<(ServerTool, Arc<dyn ToolProvider>)>,
+    providers: Vec<Arc<dyn ToolProvider>>,
 }
 
 impl ToolRegistry {
@@ -92,31 +102,60 @@ impl ToolRegistry {
 
     /// Adds a provider. Earlier providers win a name clash.
     pub fn register(&mut self, provider: Arc<dyn ToolProvider>) {
-        for tool in provider.tools() {
-            if self.find(&tool.spec.name).is_none() {
-                self.entries.push((tool, provider.clone()));
-            }
-        }
+        self.providers.push(provider);
     }
 
-    /// Every server-side tool, in registration order.
-    pub fn tools(&self) -> impl Iterator<Item = &ServerTool> {
-        self.entries.iter().map(|(tool, _)| tool)
+    /// Waits for every provider's first discovery, then checks that no two providers offer
+    /// one name.
+    pub async fn ready(&self) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for provider in &self.providers {
+            provider.ready().await?;
+            for tool in provider.tools() {
+                if !seen.insert(tool.spec.name.clone()) {
+                    return Err(format!(
+                        "two tool sources offer a tool named {:?}; rename one",
+                        tool.spec.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every server-side tool, in registration order (a name an earlier provider has is
+    /// left out).
+    pub fn tools(&self) -> Vec<ServerTool> {
+        let mut seen = std::collections::HashSet::new();
+        let mut tools = Vec::new();
+        for provider in &self.providers {
+            for tool in provider.tools() {
+                if seen.insert(tool.spec.name.clone()) {
+                    tools.push(tool);
+                }
+            }
+        }
+        tools
     }
 
     /// The tool named `name` and its provider.
-    pub fn find(&self, name: &str) -> Option<(&ServerTool, &Arc<dyn ToolProvider>)> {
-        self.entries
-            .iter()
-            .find(|(tool, _)| tool.spec.name == name)
-            .map(|(tool, provider)| (tool, provider))
+    pub fn find(&self, name: &str) -> Option<(ServerTool, Arc<dyn ToolProvider>)> {
+        self.providers.iter().find_map(|provider| {
+            provider
+                .tools()
+                .into_iter()
+                .find(|tool| tool.spec.name == name)
+                .map(|tool| (tool, provider.clone()))
+        })
     }
 
     /// Names of every server-side tool, comma separated (for error messages).
     pub fn known_names(&self) -> String {
-        self.tools()
-            .map(|t| t.spec.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        let names: Vec<String> = self.tools().into_iter().map(|t| t.spec.name).collect();
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
     }
 }

@@ -489,6 +489,54 @@ func TestTools(t *testing.T) {
 	wantCode(t, err, codes.NotFound)
 }
 
+func TestServerToolSelection(t *testing.T) {
+	ctx := context.Background()
+	c := dial(t)
+	sid := id(t, "select")
+	patterns := []string{"context_*"}
+	created, err := c.CreateSession(ctx, contextd.SessionOptions{ID: sid, Tools: []contextd.Tool{weatherTool}, ServerTools: &patterns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created.ServerTools == nil || strings.Join(*created.ServerTools, ",") != "context_*" {
+		t.Fatalf("server tools %v", created.ServerTools)
+	}
+	list, err := c.ListTools(ctx, sid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(list.Offered, ",") != "context_get,context_set,get_weather" {
+		t.Fatalf("offered %v", list.Offered)
+	}
+	none := []string{}
+	updated, err := c.UpdateSession(ctx, sid, contextd.SessionUpdate{ServerTools: &none})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if updated.ServerTools == nil || len(*updated.ServerTools) != 0 {
+		t.Fatalf("server tools after update %v", updated.ServerTools)
+	}
+	unknown := []string{"time__*"}
+	_, err = c.UpdateSession(ctx, sid, contextd.SessionUpdate{ServerTools: &unknown})
+	wantCode(t, err, codes.InvalidArgument)
+	history := []string{"history_search"}
+	cv, err := c.Converse(ctx, contextd.SessionOptions{ID: id(t, "select-open"), ServerTools: &history}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := cv.Session().ServerTools; s == nil || strings.Join(*s, ",") != "history_search" {
+		t.Fatalf("opened with server tools %v", s)
+	}
+	_ = cv.Close()
+	out, err := c.CallTool(ctx, "context_get", map[string]any{"city": "Paris"}, contextd.WithSession(sid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !out.IsError || !strings.Contains(out.Content, "city") {
+		t.Fatalf("schema violation %+v", out)
+	}
+}
+
 func TestErrorCodes(t *testing.T) {
 	ctx := context.Background()
 	c := dial(t)

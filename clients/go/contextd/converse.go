@@ -67,6 +67,7 @@ func (c *Client) Converse(ctx context.Context, open SessionOptions, handler Tool
 		MaxContextTokens: open.MaxContextTokens,
 		ExpireTime:       timestampOrNil(open.ExpireTime),
 		Window:           open.Window,
+		ServerTools:      selectionToWire(open.ServerTools),
 	}}})
 	if err == nil {
 		err = cv.awaitOpened()

@@ -24,6 +24,10 @@ type SessionOptions struct {
 	ExpireTime time.Time
 	// Window manages the context window; nil: sliding window.
 	Window *contextdv1.WindowSettings
+	// ServerTools, when not nil, names the server-side tools offered to the model: names or
+	// "*" patterns such as "time__*" (an empty slice: none). Nil: the server's
+	// engine.default_server_tools.
+	ServerTools *[]string
 }
 
 // SessionUpdate changes a session. Nil fields stay as they are.
@@ -45,6 +49,9 @@ type SessionUpdate struct {
 	ExpireTime time.Time
 	// Window, when not nil, replaces the window settings.
 	Window *contextdv1.WindowSettings
+	// ServerTools, when not nil, replaces the server-side tools offered to the model (names
+	// or "*" patterns; an empty slice: none).
+	ServerTools *[]string
 }
 
 // MessagePage is one page of ListMessagesPage.
@@ -81,6 +88,7 @@ func (c *Client) CreateSession(ctx context.Context, opts SessionOptions) (*Sessi
 		MaxContextTokens: opts.MaxContextTokens,
 		ExpireTime:       timestampOrNil(opts.ExpireTime),
 		Window:           opts.Window,
+		ServerTools:      selectionToWire(opts.ServerTools),
 	})
 	if err != nil {
 		return nil, err
@@ -152,6 +160,7 @@ func (c *Client) UpdateSession(ctx context.Context, id string, update SessionUpd
 		Etag:             update.Etag,
 		ExpireTime:       timestampOrNil(update.ExpireTime),
 		Window:           update.Window,
+		ServerTools:      selectionToWire(update.ServerTools),
 	}
 	if update.Tools != nil {
 		tools, err := toolsToWire(*update.Tools)
@@ -241,4 +250,13 @@ func (c *Client) PreviewContext(ctx context.Context, id, message string, patch m
 		return nil, err
 	}
 	return c.sessions.PreviewContext(ctx, &contextdv1.PreviewContextRequest{SessionId: id, Message: message, Context: sctx})
+}
+
+// selectionToWire turns an optional list of tool names or patterns into the wire message
+// (nil stays unset).
+func selectionToWire(patterns *[]string) *contextdv1.ServerToolSelection {
+	if patterns == nil {
+		return nil
+	}
+	return &contextdv1.ServerToolSelection{Patterns: append([]string{}, (*patterns)...)}
 }

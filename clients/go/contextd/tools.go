@@ -12,6 +12,9 @@ type ToolList struct {
 	Server []Tool
 	// Session are the client-declared tools of the session asked about, if any.
 	Session []Tool
+	// Offered names every tool the session asked about offers its model (selected
+	// server-side tools, then its own), in the order the model sees them.
+	Offered []string
 }
 
 // ToolOutput is what a server-side tool returned.
@@ -31,7 +34,11 @@ func (c *Client) ListTools(ctx context.Context, sessionID string) (*ToolList, er
 	if err != nil {
 		return nil, err
 	}
-	return &ToolList{Server: toolsFromWire(resp.GetTools()), Session: toolsFromWire(resp.GetSessionTools())}, nil
+	return &ToolList{
+		Server:  toolsFromWire(resp.GetTools()),
+		Session: toolsFromWire(resp.GetSessionTools()),
+		Offered: resp.GetOfferedTools(),
+	}, nil
 }
 
 // CallOption sets an optional field of CallTool.

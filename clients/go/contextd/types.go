@@ -89,6 +89,9 @@ type Session struct {
 	Summary *contextdv1.ContextSummary
 	// TokenEstimateScale is provider tokens per contextd token, as measured (0: not measured).
 	TokenEstimateScale float64
+	// ServerTools names the server-side tools offered to its model (names or "*" patterns);
+	// nil: the server's engine.default_server_tools.
+	ServerTools *[]string
 }
 
 // AwaitingToolResults tells whether the session waits for results of PendingToolCalls.
@@ -235,7 +238,16 @@ func sessionFromWire(s *contextdv1.Session) *Session {
 		Window:             s.GetWindow(),
 		Summary:            s.GetSummary(),
 		TokenEstimateScale: s.GetTokenEstimateScale(),
+		ServerTools:        selectionFromWire(s.GetServerTools()),
 	}
+}
+
+func selectionFromWire(selection *contextdv1.ServerToolSelection) *[]string {
+	if selection == nil {
+		return nil
+	}
+	patterns := append([]string{}, selection.GetPatterns()...)
+	return &patterns
 }
 
 func optionalTime(t *timestamppb.Timestamp) time.Time {

@@ -167,6 +167,24 @@ def test_server_side_tools(client: Client) -> None:
     assert unknown.value.code is grpc.StatusCode.NOT_FOUND
 
 
+def test_server_tool_selection(client: Client) -> None:
+    sid = fresh("py-select")
+    created = client.create_session(sid, tools=[WEATHER], server_tools=["context_*"])
+    assert created.server_tools == ["context_*"]
+    assert client.list_tools(sid).offered_tools == ["context_get", "context_set", "get_weather"]
+    updated = client.update_session(sid, server_tools=[])
+    assert updated.server_tools == []
+    assert client.list_tools(sid).offered_tools == ["get_weather"]
+    assert client.get_session(sid).server_tools == []
+    with pytest.raises(ContextdError) as refused:
+        client.update_session(sid, server_tools=["time__*"])
+    assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT and "context_get" in refused.value.message
+    with client.converse(fresh("py-select-open"), server_tools=["history_search"]) as conversation:
+        assert conversation.session.server_tools == ["history_search"]
+    violation = client.call_tool("context_get", {"city": "Paris"}, session_id=sid)
+    assert violation.is_error and "city" in violation.content
+
+
 def test_converse_with_a_tool_handler(client: Client) -> None:
     sid = fresh("py-conv")
     with client.converse(sid, tools=[WEATHER], context={"user_id": "ann"}, tool_handler=lambda c: "cloudy") as conversation:

@@ -94,6 +94,11 @@ export interface SessionInit {
   expireTime?: Date;
   /** How the context window is managed; unset: sliding window. */
   window?: WindowSettingsInit;
+  /**
+   * Server-side tools offered to the model: names or `*` patterns such as `time__*` (`[]`:
+   * none); unset: the server's `engine.default_server_tools`.
+   */
+  serverTools?: string[];
 }
 
 /** Window settings as plain data (`strategy` is a `WindowStrategy` value). */
@@ -118,6 +123,8 @@ export interface SessionUpdate {
   expireTime?: Date;
   /** New window settings (the running summary is kept). */
   window?: WindowSettingsInit;
+  /** Replaces the server-side tools offered to the model (names or `*` patterns; `[]`: none). */
+  serverTools?: string[];
 }
 
 /** One turn's input. */
@@ -236,6 +243,7 @@ export class ContextdClient {
       sessionId,
       ...init,
       expireTime: init.expireTime ? timestampFromDate(init.expireTime) : undefined,
+      serverTools: serverToolSelection(init.serverTools),
     };
     const response = await this.sessions.createSession(request, this.options(call));
     return required(response.session);
@@ -277,6 +285,7 @@ export class ContextdClient {
       etag: update.etag,
       expireTime: update.expireTime ? timestampFromDate(update.expireTime) : undefined,
       window: update.window,
+      serverTools: serverToolSelection(update.serverTools),
     };
     return required((await this.sessions.updateSession(request, this.options(call))).session);
   }
@@ -381,6 +390,7 @@ export class ContextdClient {
       sessionId,
       ...open,
       expireTime: open.expireTime ? timestampFromDate(open.expireTime) : undefined,
+      serverTools: serverToolSelection(open.serverTools),
     });
     return conversation;
   }
@@ -568,4 +578,9 @@ export class Conversation {
 function required<T>(value: T | undefined): T {
   if (value === undefined) throw new ConnectError("the server sent an empty response", Code.Internal);
   return value;
+}
+
+/** A selection of server-side tools for the wire; `undefined` leaves the field unset. */
+function serverToolSelection(patterns: string[] | undefined): { patterns: string[] } | undefined {
+  return patterns === undefined ? undefined : { patterns };
 }

@@ -163,6 +163,23 @@ describe("ContextdClient", () => {
     await rejectsWith(client.callTool("nope", {}, sid), Code.NotFound);
   });
 
+  test("server-side tool selection", async () => {
+    const sid = fresh("ts-select");
+    const created = await client.createSession(sid, { tools: [WEATHER], serverTools: ["context_*"] });
+    assert.deepEqual(created.serverTools?.patterns, ["context_*"]);
+    assert.deepEqual((await client.listTools(sid)).offeredTools, ["context_get", "context_set", "get_weather"]);
+    const updated = await client.updateSession(sid, { serverTools: [] });
+    assert.deepEqual(updated.serverTools?.patterns, []);
+    assert.deepEqual((await client.listTools(sid)).offeredTools, ["get_weather"]);
+    await rejectsWith(client.updateSession(sid, { serverTools: ["time__*"] }), Code.InvalidArgument);
+    const conversation = await client.converse(fresh("ts-select-open"), { serverTools: ["history_search"] });
+    assert.deepEqual(conversation.session.serverTools?.patterns, ["history_search"]);
+    await conversation.close();
+    const violation = await client.callTool("context_get", { city: "Paris" }, sid);
+    assert.equal(violation.isError, true);
+    assert.match(violation.content, /city/);
+  });
+
   test("converse with a tool handler", async () => {
     const sid = fresh("ts-conv");
     const conversation = await client.converse(sid, { tools: [WEATHER], context: { user_id: "ann" }, toolHandler: () => "cloudy" });

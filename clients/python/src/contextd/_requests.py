@@ -9,7 +9,7 @@ import grpc
 from datetime import datetime
 
 from contextd.types import ToolDefinition, ToolResult, WindowSettings, dict_to_struct, timestamp
-from contextd.v1 import interact_pb2, session_pb2, tool_pb2
+from contextd.v1 import common_pb2, interact_pb2, session_pb2, tool_pb2
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -63,6 +63,7 @@ def create_session(
     max_context_tokens: int,
     expire_time: datetime | None = None,
     window: WindowSettings | None = None,
+    server_tools: Iterable[str] | None = None,
 ) -> session_pb2.CreateSessionRequest:
     request = session_pb2.CreateSessionRequest(
         session_id=session_id,
@@ -78,6 +79,8 @@ def create_session(
         request.expire_time.CopyFrom(timestamp(expire_time))
     if window is not None:
         request.window.CopyFrom(window.to_proto())
+    if server_tools is not None:
+        request.server_tools.CopyFrom(server_tool_selection(server_tools))
     return request
 
 
@@ -93,6 +96,7 @@ def update_session(
     etag: str | None = None,
     expire_time: datetime | None = None,
     window: WindowSettings | None = None,
+    server_tools: Iterable[str] | None = None,
 ) -> session_pb2.UpdateSessionRequest:
     request = session_pb2.UpdateSessionRequest(
         session_id=session_id, labels=dict(labels or {}), remove_labels=list(remove_labels), etag=etag or ""
@@ -111,6 +115,8 @@ def update_session(
         request.expire_time.CopyFrom(timestamp(expire_time))
     if window is not None:
         request.window.CopyFrom(window.to_proto())
+    if server_tools is not None:
+        request.server_tools.CopyFrom(server_tool_selection(server_tools))
     return request
 
 
@@ -160,6 +166,7 @@ def converse_open(
     max_context_tokens: int,
     expire_time: datetime | None = None,
     window: WindowSettings | None = None,
+    server_tools: Iterable[str] | None = None,
 ) -> interact_pb2.ConverseRequest:
     frame = interact_pb2.ConverseOpen(
         session_id=session_id,
@@ -175,7 +182,15 @@ def converse_open(
         frame.expire_time.CopyFrom(timestamp(expire_time))
     if window is not None:
         frame.window.CopyFrom(window.to_proto())
+    if server_tools is not None:
+        frame.server_tools.CopyFrom(server_tool_selection(server_tools))
     return interact_pb2.ConverseRequest(open=frame)
+
+
+def server_tool_selection(patterns: Iterable[str]) -> common_pb2.ServerToolSelection:
+    if isinstance(patterns, str):
+        raise TypeError("server_tools is a list of names or patterns, not one string")
+    return common_pb2.ServerToolSelection(patterns=list(patterns))
 
 
 def converse_message(

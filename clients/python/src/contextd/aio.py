@@ -123,10 +123,12 @@ class AsyncClient:
         max_context_tokens: int = 0,
         expire_time: datetime | None = None,
         window: WindowSettings | None = None,
+        server_tools: Iterable[str] | None = None,
     ) -> Session:
         """Creates a session (an empty id lets the server choose one)."""
         request = _requests.create_session(
-            session_id, system_prompt, context, model, tools, labels, max_context_tokens, expire_time, window
+            session_id, system_prompt, context, model, tools, labels, max_context_tokens, expire_time, window,
+            server_tools,
         )
         return Session.from_proto((await self._call(self._sessions.CreateSession, request)).session)
 
@@ -163,6 +165,7 @@ class AsyncClient:
         max_context_tokens: int | None = None,
         expire_time: datetime | None = None,
         window: WindowSettings | None = None,
+        server_tools: Iterable[str] | None = None,
         labels: Mapping[str, str] | None = None,
         remove_labels: Iterable[str] = (),
         etag: str | None = None,
@@ -170,7 +173,7 @@ class AsyncClient:
         """Changes a session: ``context`` is a JSON merge patch (``None`` values delete keys)."""
         request = _requests.update_session(
             session_id, context, system_prompt, tools, model, max_context_tokens, labels, remove_labels,
-            etag=etag, expire_time=expire_time, window=window,
+            etag=etag, expire_time=expire_time, window=window, server_tools=server_tools,
         )
         return Session.from_proto((await self._call(self._sessions.UpdateSession, request)).session)
 
@@ -261,6 +264,7 @@ class AsyncClient:
         max_context_tokens: int = 0,
         expire_time: datetime | None = None,
         window: WindowSettings | None = None,
+        server_tools: Iterable[str] | None = None,
         timeout: float | None = None,
     ) -> ConverseOpening:
         """Opens a Converse stream on the session and waits for ``opened``:
@@ -268,7 +272,8 @@ class AsyncClient:
         ``conv = await client.converse(...)``. ``tool_handler`` answers client-side tool
         calls."""
         frame = _requests.converse_open(
-            session_id, system_prompt, context, model, tools, labels, max_context_tokens, expire_time, window
+            session_id, system_prompt, context, model, tools, labels, max_context_tokens, expire_time, window,
+            server_tools,
         )
         return ConverseOpening(self._interact, self._metadata, frame, tool_handler, timeout)
 
@@ -288,6 +293,7 @@ class AsyncClient:
         return ToolList(
             [ToolDefinition.from_proto(t) for t in response.tools],
             [ToolDefinition.from_proto(t) for t in response.session_tools],
+            list(response.offered_tools),
         )
 
     async def call_tool(

@@ -125,10 +125,12 @@ class Client:
         max_context_tokens: int = 0,
         expire_time: datetime | None = None,
         window: WindowSettings | None = None,
+        server_tools: Iterable[str] | None = None,
     ) -> Session:
         """Creates a session (an empty id lets the server choose one)."""
         request = _requests.create_session(
-            session_id, system_prompt, context, model, tools, labels, max_context_tokens, expire_time, window
+            session_id, system_prompt, context, model, tools, labels, max_context_tokens, expire_time, window,
+            server_tools,
         )
         return Session.from_proto(self._call(self._sessions.CreateSession, request).session)
 
@@ -164,6 +166,7 @@ class Client:
         max_context_tokens: int | None = None,
         expire_time: datetime | None = None,
         window: WindowSettings | None = None,
+        server_tools: Iterable[str] | None = None,
         labels: Mapping[str, str] | None = None,
         remove_labels: Iterable[str] = (),
         etag: str | None = None,
@@ -172,7 +175,7 @@ class Client:
         the other arguments replace what they name when given."""
         request = _requests.update_session(
             session_id, context, system_prompt, tools, model, max_context_tokens, labels, remove_labels,
-            etag=etag, expire_time=expire_time, window=window,
+            etag=etag, expire_time=expire_time, window=window, server_tools=server_tools,
         )
         return Session.from_proto(self._call(self._sessions.UpdateSession, request).session)
 
@@ -265,12 +268,14 @@ class Client:
         max_context_tokens: int = 0,
         expire_time: datetime | None = None,
         window: WindowSettings | None = None,
+        server_tools: Iterable[str] | None = None,
         timeout: float | None = None,
     ) -> Conversation:
         """Opens a Converse stream on the session (created with the given fields if missing).
         Use it as a context manager; ``tool_handler`` answers client-side tool calls."""
         open_frame = _requests.converse_open(
-            session_id, system_prompt, context, model, tools, labels, max_context_tokens, expire_time, window
+            session_id, system_prompt, context, model, tools, labels, max_context_tokens, expire_time, window,
+            server_tools,
         )
         return Conversation(self._interact, self._metadata, open_frame, tool_handler, timeout)
 
@@ -290,6 +295,7 @@ class Client:
         return ToolList(
             [ToolDefinition.from_proto(t) for t in response.tools],
             [ToolDefinition.from_proto(t) for t in response.session_tools],
+            list(response.offered_tools),
         )
 
     def call_tool(self, name: str, arguments: Mapping[str, Any] | None = None, *, session_id: str = "") -> ToolOutput:

@@ -232,6 +232,9 @@ class Session:
     summary: ContextSummary | None = None
     #: Provider tokens per contextd token, as measured (0: not measured).
     token_estimate_scale: float = 0.0
+    #: Names or ``*`` patterns of the server-side tools its model is offered; None: the
+    #: server's ``engine.default_server_tools``; []: none.
+    server_tools: list[str] | None = None
 
     @classmethod
     def from_proto(cls, m: common_pb2.Session) -> Session:
@@ -254,6 +257,7 @@ class Session:
             window=WindowSettings.from_proto(m.window),
             summary=ContextSummary.from_proto(m.summary) if m.HasField("summary") else None,
             token_estimate_scale=m.token_estimate_scale,
+            server_tools=list(m.server_tools.patterns) if m.HasField("server_tools") else None,
         )
 
 
@@ -334,6 +338,9 @@ class ToolList:
 
     tools: list[ToolDefinition]
     session_tools: list[ToolDefinition]
+    #: With a session: names of every tool its model is offered (selected server-side tools,
+    #: then its own), in the order the model sees them.
+    offered_tools: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

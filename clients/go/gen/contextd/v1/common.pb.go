@@ -329,6 +329,57 @@ func (x *ToolDefinition) GetInputSchema() *structpb.Struct {
 	return nil
 }
 
+// Which server-side tools a session's model is offered (the tools contextd runs itself: the
+// built-in session tools and the tools of the configured MCP servers, named
+// `<server>__<tool>`). Client-declared tools are always offered.
+type ServerToolSelection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tool names, or patterns where `*` stands for any run of characters (`time__*`, `*`).
+	// A tool is offered when any pattern matches its whole name. Empty: no server-side tool is
+	// offered. Every pattern must match at least one known tool, or the request is refused
+	// with INVALID_ARGUMENT naming the known tools.
+	Patterns      []string `protobuf:"bytes,1,rep,name=patterns,proto3" json:"patterns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServerToolSelection) Reset() {
+	*x = ServerToolSelection{}
+	mi := &file_contextd_v1_common_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerToolSelection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerToolSelection) ProtoMessage() {}
+
+func (x *ServerToolSelection) ProtoReflect() protoreflect.Message {
+	mi := &file_contextd_v1_common_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerToolSelection.ProtoReflect.Descriptor instead.
+func (*ServerToolSelection) Descriptor() ([]byte, []int) {
+	return file_contextd_v1_common_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ServerToolSelection) GetPatterns() []string {
+	if x != nil {
+		return x.Patterns
+	}
+	return nil
+}
+
 // A request from the model to run one tool.
 type ToolCall struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -345,7 +396,7 @@ type ToolCall struct {
 
 func (x *ToolCall) Reset() {
 	*x = ToolCall{}
-	mi := &file_contextd_v1_common_proto_msgTypes[1]
+	mi := &file_contextd_v1_common_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -357,7 +408,7 @@ func (x *ToolCall) String() string {
 func (*ToolCall) ProtoMessage() {}
 
 func (x *ToolCall) ProtoReflect() protoreflect.Message {
-	mi := &file_contextd_v1_common_proto_msgTypes[1]
+	mi := &file_contextd_v1_common_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -370,7 +421,7 @@ func (x *ToolCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolCall.ProtoReflect.Descriptor instead.
 func (*ToolCall) Descriptor() ([]byte, []int) {
-	return file_contextd_v1_common_proto_rawDescGZIP(), []int{1}
+	return file_contextd_v1_common_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ToolCall) GetToolCallId() string {
@@ -410,7 +461,7 @@ type ToolResult struct {
 
 func (x *ToolResult) Reset() {
 	*x = ToolResult{}
-	mi := &file_contextd_v1_common_proto_msgTypes[2]
+	mi := &file_contextd_v1_common_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -422,7 +473,7 @@ func (x *ToolResult) String() string {
 func (*ToolResult) ProtoMessage() {}
 
 func (x *ToolResult) ProtoReflect() protoreflect.Message {
-	mi := &file_contextd_v1_common_proto_msgTypes[2]
+	mi := &file_contextd_v1_common_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -435,7 +486,7 @@ func (x *ToolResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolResult.ProtoReflect.Descriptor instead.
 func (*ToolResult) Descriptor() ([]byte, []int) {
-	return file_contextd_v1_common_proto_rawDescGZIP(), []int{2}
+	return file_contextd_v1_common_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ToolResult) GetToolCallId() string {
@@ -474,7 +525,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_contextd_v1_common_proto_msgTypes[3]
+	mi := &file_contextd_v1_common_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +537,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_contextd_v1_common_proto_msgTypes[3]
+	mi := &file_contextd_v1_common_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +550,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_contextd_v1_common_proto_rawDescGZIP(), []int{3}
+	return file_contextd_v1_common_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Usage) GetInputTokens() uint64 {
@@ -552,7 +603,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_contextd_v1_common_proto_msgTypes[4]
+	mi := &file_contextd_v1_common_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +615,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_contextd_v1_common_proto_msgTypes[4]
+	mi := &file_contextd_v1_common_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +628,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_contextd_v1_common_proto_rawDescGZIP(), []int{4}
+	return file_contextd_v1_common_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Message) GetIndex() uint64 {
@@ -705,14 +756,18 @@ type Session struct {
 	// back in `UpdateSessionRequest.etag` or `DeleteSessionRequest.etag` to make the change
 	// conditional: it is refused with ABORTED when the session changed since it was read.
 	// Compare it only for equality; its format may change.
-	Etag          string `protobuf:"bytes,23,opt,name=etag,proto3" json:"etag,omitempty"`
+	Etag string `protobuf:"bytes,23,opt,name=etag,proto3" json:"etag,omitempty"`
+	// Which server-side tools the session's model is offered. Absent: the server's
+	// `engine.default_server_tools` (by default the built-in session tools; tools of MCP
+	// servers are offered only where selected).
+	ServerTools   *ServerToolSelection `protobuf:"bytes,24,opt,name=server_tools,json=serverTools,proto3" json:"server_tools,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_contextd_v1_common_proto_msgTypes[5]
+	mi := &file_contextd_v1_common_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -724,7 +779,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_contextd_v1_common_proto_msgTypes[5]
+	mi := &file_contextd_v1_common_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -737,7 +792,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_contextd_v1_common_proto_rawDescGZIP(), []int{5}
+	return file_contextd_v1_common_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Session) GetSessionId() string {
@@ -866,6 +921,13 @@ func (x *Session) GetEtag() string {
 	return ""
 }
 
+func (x *Session) GetServerTools() *ServerToolSelection {
+	if x != nil {
+		return x.ServerTools
+	}
+	return nil
+}
+
 // Window management settings of a session.
 type WindowSettings struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -885,7 +947,7 @@ type WindowSettings struct {
 
 func (x *WindowSettings) Reset() {
 	*x = WindowSettings{}
-	mi := &file_contextd_v1_common_proto_msgTypes[6]
+	mi := &file_contextd_v1_common_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +959,7 @@ func (x *WindowSettings) String() string {
 func (*WindowSettings) ProtoMessage() {}
 
 func (x *WindowSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_contextd_v1_common_proto_msgTypes[6]
+	mi := &file_contextd_v1_common_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +972,7 @@ func (x *WindowSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowSettings.ProtoReflect.Descriptor instead.
 func (*WindowSettings) Descriptor() ([]byte, []int) {
-	return file_contextd_v1_common_proto_rawDescGZIP(), []int{6}
+	return file_contextd_v1_common_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WindowSettings) GetStrategy() WindowStrategy {
@@ -951,7 +1013,7 @@ type ContextSummary struct {
 
 func (x *ContextSummary) Reset() {
 	*x = ContextSummary{}
-	mi := &file_contextd_v1_common_proto_msgTypes[7]
+	mi := &file_contextd_v1_common_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1025,7 @@ func (x *ContextSummary) String() string {
 func (*ContextSummary) ProtoMessage() {}
 
 func (x *ContextSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_contextd_v1_common_proto_msgTypes[7]
+	mi := &file_contextd_v1_common_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1038,7 @@ func (x *ContextSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContextSummary.ProtoReflect.Descriptor instead.
 func (*ContextSummary) Descriptor() ([]byte, []int) {
-	return file_contextd_v1_common_proto_rawDescGZIP(), []int{7}
+	return file_contextd_v1_common_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ContextSummary) GetText() string {
@@ -1015,7 +1077,9 @@ const file_contextd_v1_common_proto_rawDesc = "" +
 	"\x0eToolDefinition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12:\n" +
-	"\finput_schema\x18\x03 \x01(\v2\x17.google.protobuf.StructR\vinputSchema\"w\n" +
+	"\finput_schema\x18\x03 \x01(\v2\x17.google.protobuf.StructR\vinputSchema\"1\n" +
+	"\x13ServerToolSelection\x12\x1a\n" +
+	"\bpatterns\x18\x01 \x03(\tR\bpatterns\"w\n" +
 	"\bToolCall\x12 \n" +
 	"\ftool_call_id\x18\x01 \x01(\tR\n" +
 	"toolCallId\x12\x12\n" +
@@ -1046,7 +1110,7 @@ const file_contextd_v1_common_proto_rawDesc = "" +
 	"\vtoken_count\x18\t \x01(\rR\n" +
 	"tokenCount\x12\x17\n" +
 	"\aturn_id\x18\n" +
-	" \x01(\tR\x06turnId\"\x9a\a\n" +
+	" \x01(\tR\x06turnId\"\xdf\a\n" +
 	"\aSession\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12#\n" +
@@ -1070,7 +1134,8 @@ const file_contextd_v1_common_proto_rawDesc = "" +
 	"\x06window\x18\x14 \x01(\v2\x1b.contextd.v1.WindowSettingsR\x06window\x125\n" +
 	"\asummary\x18\x15 \x01(\v2\x1b.contextd.v1.ContextSummaryR\asummary\x120\n" +
 	"\x14token_estimate_scale\x18\x16 \x01(\x01R\x12tokenEstimateScale\x12\x12\n" +
-	"\x04etag\x18\x17 \x01(\tR\x04etag\x1a9\n" +
+	"\x04etag\x18\x17 \x01(\tR\x04etag\x12C\n" +
+	"\fserver_tools\x18\x18 \x01(\v2 .contextd.v1.ServerToolSelectionR\vserverTools\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb4\x01\n" +
@@ -1120,47 +1185,49 @@ func file_contextd_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_contextd_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_contextd_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_contextd_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_contextd_v1_common_proto_goTypes = []any{
 	(FinishReason)(0),             // 0: contextd.v1.FinishReason
 	(MessageRole)(0),              // 1: contextd.v1.MessageRole
 	(SessionState)(0),             // 2: contextd.v1.SessionState
 	(WindowStrategy)(0),           // 3: contextd.v1.WindowStrategy
 	(*ToolDefinition)(nil),        // 4: contextd.v1.ToolDefinition
-	(*ToolCall)(nil),              // 5: contextd.v1.ToolCall
-	(*ToolResult)(nil),            // 6: contextd.v1.ToolResult
-	(*Usage)(nil),                 // 7: contextd.v1.Usage
-	(*Message)(nil),               // 8: contextd.v1.Message
-	(*Session)(nil),               // 9: contextd.v1.Session
-	(*WindowSettings)(nil),        // 10: contextd.v1.WindowSettings
-	(*ContextSummary)(nil),        // 11: contextd.v1.ContextSummary
-	nil,                           // 12: contextd.v1.Session.LabelsEntry
-	(*structpb.Struct)(nil),       // 13: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*ServerToolSelection)(nil),   // 5: contextd.v1.ServerToolSelection
+	(*ToolCall)(nil),              // 6: contextd.v1.ToolCall
+	(*ToolResult)(nil),            // 7: contextd.v1.ToolResult
+	(*Usage)(nil),                 // 8: contextd.v1.Usage
+	(*Message)(nil),               // 9: contextd.v1.Message
+	(*Session)(nil),               // 10: contextd.v1.Session
+	(*WindowSettings)(nil),        // 11: contextd.v1.WindowSettings
+	(*ContextSummary)(nil),        // 12: contextd.v1.ContextSummary
+	nil,                           // 13: contextd.v1.Session.LabelsEntry
+	(*structpb.Struct)(nil),       // 14: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
 }
 var file_contextd_v1_common_proto_depIdxs = []int32{
-	13, // 0: contextd.v1.ToolDefinition.input_schema:type_name -> google.protobuf.Struct
-	13, // 1: contextd.v1.ToolCall.arguments:type_name -> google.protobuf.Struct
+	14, // 0: contextd.v1.ToolDefinition.input_schema:type_name -> google.protobuf.Struct
+	14, // 1: contextd.v1.ToolCall.arguments:type_name -> google.protobuf.Struct
 	1,  // 2: contextd.v1.Message.role:type_name -> contextd.v1.MessageRole
-	5,  // 3: contextd.v1.Message.tool_calls:type_name -> contextd.v1.ToolCall
-	14, // 4: contextd.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	13, // 5: contextd.v1.Session.context:type_name -> google.protobuf.Struct
+	6,  // 3: contextd.v1.Message.tool_calls:type_name -> contextd.v1.ToolCall
+	15, // 4: contextd.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	14, // 5: contextd.v1.Session.context:type_name -> google.protobuf.Struct
 	4,  // 6: contextd.v1.Session.tools:type_name -> contextd.v1.ToolDefinition
-	12, // 7: contextd.v1.Session.labels:type_name -> contextd.v1.Session.LabelsEntry
-	14, // 8: contextd.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	14, // 9: contextd.v1.Session.update_time:type_name -> google.protobuf.Timestamp
+	13, // 7: contextd.v1.Session.labels:type_name -> contextd.v1.Session.LabelsEntry
+	15, // 8: contextd.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	15, // 9: contextd.v1.Session.update_time:type_name -> google.protobuf.Timestamp
 	2,  // 10: contextd.v1.Session.state:type_name -> contextd.v1.SessionState
-	5,  // 11: contextd.v1.Session.pending_tool_calls:type_name -> contextd.v1.ToolCall
-	7,  // 12: contextd.v1.Session.usage:type_name -> contextd.v1.Usage
-	14, // 13: contextd.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	10, // 14: contextd.v1.Session.window:type_name -> contextd.v1.WindowSettings
-	11, // 15: contextd.v1.Session.summary:type_name -> contextd.v1.ContextSummary
-	3,  // 16: contextd.v1.WindowSettings.strategy:type_name -> contextd.v1.WindowStrategy
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	6,  // 11: contextd.v1.Session.pending_tool_calls:type_name -> contextd.v1.ToolCall
+	8,  // 12: contextd.v1.Session.usage:type_name -> contextd.v1.Usage
+	15, // 13: contextd.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	11, // 14: contextd.v1.Session.window:type_name -> contextd.v1.WindowSettings
+	12, // 15: contextd.v1.Session.summary:type_name -> contextd.v1.ContextSummary
+	5,  // 16: contextd.v1.Session.server_tools:type_name -> contextd.v1.ServerToolSelection
+	3,  // 17: contextd.v1.WindowSettings.strategy:type_name -> contextd.v1.WindowStrategy
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_contextd_v1_common_proto_init() }
@@ -1174,7 +1241,7 @@ func file_contextd_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_contextd_v1_common_proto_rawDesc), len(file_contextd_v1_common_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -640,7 +640,10 @@ type ConverseOpen struct {
 	// if it has one, else never.
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	// Window settings for a new session. Absent: sliding window.
-	Window        *WindowSettings `protobuf:"bytes,20,opt,name=window,proto3" json:"window,omitempty"`
+	Window *WindowSettings `protobuf:"bytes,20,opt,name=window,proto3" json:"window,omitempty"`
+	// Server-side tools offered to a new session's model. Absent: the server's
+	// `engine.default_server_tools`; present with no patterns: none.
+	ServerTools   *ServerToolSelection `protobuf:"bytes,21,opt,name=server_tools,json=serverTools,proto3" json:"server_tools,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -734,6 +737,13 @@ func (x *ConverseOpen) GetExpireTime() *timestamppb.Timestamp {
 func (x *ConverseOpen) GetWindow() *WindowSettings {
 	if x != nil {
 		return x.Window
+	}
+	return nil
+}
+
+func (x *ConverseOpen) GetServerTools() *ServerToolSelection {
+	if x != nil {
+		return x.ServerTools
 	}
 	return nil
 }
@@ -1355,7 +1365,7 @@ const file_contextd_v1_interact_proto_rawDesc = "" +
 	"\vtool_result\x18\x04 \x01(\v2\x1c.contextd.v1.ToolResultEventH\x00R\n" +
 	"toolResult\x12=\n" +
 	"\tcompleted\x18\x05 \x01(\v2\x1d.contextd.v1.InteractResponseH\x00R\tcompletedB\a\n" +
-	"\x05event\"\xe8\x03\n" +
+	"\x05event\"\xad\x04\n" +
 	"\fConverseOpen\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12#\n" +
@@ -1367,7 +1377,8 @@ const file_contextd_v1_interact_proto_rawDesc = "" +
 	"\x12max_context_tokens\x18\a \x01(\rR\x10maxContextTokens\x12;\n" +
 	"\vexpire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x123\n" +
-	"\x06window\x18\x14 \x01(\v2\x1b.contextd.v1.WindowSettingsR\x06window\x1a9\n" +
+	"\x06window\x18\x14 \x01(\v2\x1b.contextd.v1.WindowSettingsR\x06window\x12C\n" +
+	"\fserver_tools\x18\x15 \x01(\v2 .contextd.v1.ServerToolSelectionR\vserverTools\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8b\x01\n" +
@@ -1445,7 +1456,8 @@ var file_contextd_v1_interact_proto_goTypes = []any{
 	(*ToolDefinition)(nil),         // 21: contextd.v1.ToolDefinition
 	(*timestamppb.Timestamp)(nil),  // 22: google.protobuf.Timestamp
 	(*WindowSettings)(nil),         // 23: contextd.v1.WindowSettings
-	(*Session)(nil),                // 24: contextd.v1.Session
+	(*ServerToolSelection)(nil),    // 24: contextd.v1.ServerToolSelection
+	(*Session)(nil),                // 25: contextd.v1.Session
 }
 var file_contextd_v1_interact_proto_depIdxs = []int32{
 	16, // 0: contextd.v1.InteractRequest.context:type_name -> google.protobuf.Struct
@@ -1468,31 +1480,32 @@ var file_contextd_v1_interact_proto_depIdxs = []int32{
 	15, // 17: contextd.v1.ConverseOpen.labels:type_name -> contextd.v1.ConverseOpen.LabelsEntry
 	22, // 18: contextd.v1.ConverseOpen.expire_time:type_name -> google.protobuf.Timestamp
 	23, // 19: contextd.v1.ConverseOpen.window:type_name -> contextd.v1.WindowSettings
-	16, // 20: contextd.v1.ConverseUserMessage.context:type_name -> google.protobuf.Struct
-	17, // 21: contextd.v1.ConverseToolResults.results:type_name -> contextd.v1.ToolResult
-	7,  // 22: contextd.v1.ConverseRequest.open:type_name -> contextd.v1.ConverseOpen
-	8,  // 23: contextd.v1.ConverseRequest.user_message:type_name -> contextd.v1.ConverseUserMessage
-	9,  // 24: contextd.v1.ConverseRequest.tool_results:type_name -> contextd.v1.ConverseToolResults
-	10, // 25: contextd.v1.ConverseRequest.cancel:type_name -> contextd.v1.ConverseCancel
-	24, // 26: contextd.v1.ConverseOpened.session:type_name -> contextd.v1.Session
-	12, // 27: contextd.v1.ConverseResponse.opened:type_name -> contextd.v1.ConverseOpened
-	3,  // 28: contextd.v1.ConverseResponse.started:type_name -> contextd.v1.TurnStarted
-	4,  // 29: contextd.v1.ConverseResponse.delta:type_name -> contextd.v1.TextDelta
-	19, // 30: contextd.v1.ConverseResponse.tool_call:type_name -> contextd.v1.ToolCall
-	5,  // 31: contextd.v1.ConverseResponse.tool_result:type_name -> contextd.v1.ToolResultEvent
-	1,  // 32: contextd.v1.ConverseResponse.completed:type_name -> contextd.v1.InteractResponse
-	13, // 33: contextd.v1.ConverseResponse.error:type_name -> contextd.v1.TurnError
-	0,  // 34: contextd.v1.InteractService.Interact:input_type -> contextd.v1.InteractRequest
-	2,  // 35: contextd.v1.InteractService.StreamResponse:input_type -> contextd.v1.StreamResponseRequest
-	11, // 36: contextd.v1.InteractService.Converse:input_type -> contextd.v1.ConverseRequest
-	1,  // 37: contextd.v1.InteractService.Interact:output_type -> contextd.v1.InteractResponse
-	6,  // 38: contextd.v1.InteractService.StreamResponse:output_type -> contextd.v1.StreamResponseResponse
-	14, // 39: contextd.v1.InteractService.Converse:output_type -> contextd.v1.ConverseResponse
-	37, // [37:40] is the sub-list for method output_type
-	34, // [34:37] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	24, // 20: contextd.v1.ConverseOpen.server_tools:type_name -> contextd.v1.ServerToolSelection
+	16, // 21: contextd.v1.ConverseUserMessage.context:type_name -> google.protobuf.Struct
+	17, // 22: contextd.v1.ConverseToolResults.results:type_name -> contextd.v1.ToolResult
+	7,  // 23: contextd.v1.ConverseRequest.open:type_name -> contextd.v1.ConverseOpen
+	8,  // 24: contextd.v1.ConverseRequest.user_message:type_name -> contextd.v1.ConverseUserMessage
+	9,  // 25: contextd.v1.ConverseRequest.tool_results:type_name -> contextd.v1.ConverseToolResults
+	10, // 26: contextd.v1.ConverseRequest.cancel:type_name -> contextd.v1.ConverseCancel
+	25, // 27: contextd.v1.ConverseOpened.session:type_name -> contextd.v1.Session
+	12, // 28: contextd.v1.ConverseResponse.opened:type_name -> contextd.v1.ConverseOpened
+	3,  // 29: contextd.v1.ConverseResponse.started:type_name -> contextd.v1.TurnStarted
+	4,  // 30: contextd.v1.ConverseResponse.delta:type_name -> contextd.v1.TextDelta
+	19, // 31: contextd.v1.ConverseResponse.tool_call:type_name -> contextd.v1.ToolCall
+	5,  // 32: contextd.v1.ConverseResponse.tool_result:type_name -> contextd.v1.ToolResultEvent
+	1,  // 33: contextd.v1.ConverseResponse.completed:type_name -> contextd.v1.InteractResponse
+	13, // 34: contextd.v1.ConverseResponse.error:type_name -> contextd.v1.TurnError
+	0,  // 35: contextd.v1.InteractService.Interact:input_type -> contextd.v1.InteractRequest
+	2,  // 36: contextd.v1.InteractService.StreamResponse:input_type -> contextd.v1.StreamResponseRequest
+	11, // 37: contextd.v1.InteractService.Converse:input_type -> contextd.v1.ConverseRequest
+	1,  // 38: contextd.v1.InteractService.Interact:output_type -> contextd.v1.InteractResponse
+	6,  // 39: contextd.v1.InteractService.StreamResponse:output_type -> contextd.v1.StreamResponseResponse
+	14, // 40: contextd.v1.InteractService.Converse:output_type -> contextd.v1.ConverseResponse
+	38, // [38:41] is the sub-list for method output_type
+	35, // [35:38] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_contextd_v1_interact_proto_init() }

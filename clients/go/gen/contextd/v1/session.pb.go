@@ -117,7 +117,10 @@ type CreateSessionRequest struct {
 	// if it has one, else never.
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	// How the context window is managed. Absent: sliding window.
-	Window        *WindowSettings `protobuf:"bytes,20,opt,name=window,proto3" json:"window,omitempty"`
+	Window *WindowSettings `protobuf:"bytes,20,opt,name=window,proto3" json:"window,omitempty"`
+	// Which server-side tools the model is offered. Absent: the server's
+	// `engine.default_server_tools`; present with no patterns: none.
+	ServerTools   *ServerToolSelection `protobuf:"bytes,21,opt,name=server_tools,json=serverTools,proto3" json:"server_tools,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -211,6 +214,13 @@ func (x *CreateSessionRequest) GetExpireTime() *timestamppb.Timestamp {
 func (x *CreateSessionRequest) GetWindow() *WindowSettings {
 	if x != nil {
 		return x.Window
+	}
+	return nil
+}
+
+func (x *CreateSessionRequest) GetServerTools() *ServerToolSelection {
+	if x != nil {
+		return x.ServerTools
 	}
 	return nil
 }
@@ -542,7 +552,10 @@ type UpdateSessionRequest struct {
 	// otherwise it is refused with ABORTED and nothing changes: read the session again
 	// (GetSession), reapply the change to what you read, and retry with its etag. Empty: the
 	// update applies whatever the session's state.
-	Etag          string `protobuf:"bytes,10,opt,name=etag,proto3" json:"etag,omitempty"`
+	Etag string `protobuf:"bytes,10,opt,name=etag,proto3" json:"etag,omitempty"`
+	// When set, replaces the selection of server-side tools the model is offered (no
+	// patterns: none). Unset: the selection stays as it is.
+	ServerTools   *ServerToolSelection `protobuf:"bytes,21,opt,name=server_tools,json=serverTools,proto3" json:"server_tools,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -652,6 +665,13 @@ func (x *UpdateSessionRequest) GetEtag() string {
 		return x.Etag
 	}
 	return ""
+}
+
+func (x *UpdateSessionRequest) GetServerTools() *ServerToolSelection {
+	if x != nil {
+		return x.ServerTools
+	}
+	return nil
 }
 
 // Response of `UpdateSession`.
@@ -1210,7 +1230,7 @@ var File_contextd_v1_session_proto protoreflect.FileDescriptor
 
 const file_contextd_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\x19contextd/v1/session.proto\x12\vcontextd.v1\x1a\x18contextd/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf8\x03\n" +
+	"\x19contextd/v1/session.proto\x12\vcontextd.v1\x1a\x18contextd/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x04\n" +
 	"\x14CreateSessionRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12#\n" +
@@ -1222,7 +1242,8 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"\x12max_context_tokens\x18\a \x01(\rR\x10maxContextTokens\x12;\n" +
 	"\vexpire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x123\n" +
-	"\x06window\x18\x14 \x01(\v2\x1b.contextd.v1.WindowSettingsR\x06window\x1a9\n" +
+	"\x06window\x18\x14 \x01(\v2\x1b.contextd.v1.WindowSettingsR\x06window\x12C\n" +
+	"\fserver_tools\x18\x15 \x01(\v2 .contextd.v1.ServerToolSelectionR\vserverTools\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"G\n" +
@@ -1241,7 +1262,7 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"\bsessions\x18\x01 \x03(\v2\x14.contextd.v1.SessionR\bsessions\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"G\n" +
 	"\x12ToolDefinitionList\x121\n" +
-	"\x05tools\x18\x01 \x03(\v2\x1b.contextd.v1.ToolDefinitionR\x05tools\"\xf7\x04\n" +
+	"\x05tools\x18\x01 \x03(\v2\x1b.contextd.v1.ToolDefinitionR\x05tools\"\xbc\x05\n" +
 	"\x14UpdateSessionRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x121\n" +
@@ -1256,7 +1277,8 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"expireTime\x123\n" +
 	"\x06window\x18\x14 \x01(\v2\x1b.contextd.v1.WindowSettingsR\x06window\x12\x12\n" +
 	"\x04etag\x18\n" +
-	" \x01(\tR\x04etag\x1a9\n" +
+	" \x01(\tR\x04etag\x12C\n" +
+	"\fserver_tools\x18\x15 \x01(\v2 .contextd.v1.ServerToolSelectionR\vserverTools\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x10\n" +
@@ -1365,10 +1387,11 @@ var file_contextd_v1_session_proto_goTypes = []any{
 	(*ToolDefinition)(nil),         // 20: contextd.v1.ToolDefinition
 	(*timestamppb.Timestamp)(nil),  // 21: google.protobuf.Timestamp
 	(*WindowSettings)(nil),         // 22: contextd.v1.WindowSettings
-	(*Session)(nil),                // 23: contextd.v1.Session
-	(*Message)(nil),                // 24: contextd.v1.Message
-	(MessageRole)(0),               // 25: contextd.v1.MessageRole
-	(*ToolCall)(nil),               // 26: contextd.v1.ToolCall
+	(*ServerToolSelection)(nil),    // 23: contextd.v1.ServerToolSelection
+	(*Session)(nil),                // 24: contextd.v1.Session
+	(*Message)(nil),                // 25: contextd.v1.Message
+	(MessageRole)(0),               // 26: contextd.v1.MessageRole
+	(*ToolCall)(nil),               // 27: contextd.v1.ToolCall
 }
 var file_contextd_v1_session_proto_depIdxs = []int32{
 	19, // 0: contextd.v1.CreateSessionRequest.context:type_name -> google.protobuf.Struct
@@ -1376,42 +1399,44 @@ var file_contextd_v1_session_proto_depIdxs = []int32{
 	17, // 2: contextd.v1.CreateSessionRequest.labels:type_name -> contextd.v1.CreateSessionRequest.LabelsEntry
 	21, // 3: contextd.v1.CreateSessionRequest.expire_time:type_name -> google.protobuf.Timestamp
 	22, // 4: contextd.v1.CreateSessionRequest.window:type_name -> contextd.v1.WindowSettings
-	23, // 5: contextd.v1.CreateSessionResponse.session:type_name -> contextd.v1.Session
-	23, // 6: contextd.v1.GetSessionResponse.session:type_name -> contextd.v1.Session
-	23, // 7: contextd.v1.ListSessionsResponse.sessions:type_name -> contextd.v1.Session
-	20, // 8: contextd.v1.ToolDefinitionList.tools:type_name -> contextd.v1.ToolDefinition
-	19, // 9: contextd.v1.UpdateSessionRequest.context:type_name -> google.protobuf.Struct
-	7,  // 10: contextd.v1.UpdateSessionRequest.tools:type_name -> contextd.v1.ToolDefinitionList
-	18, // 11: contextd.v1.UpdateSessionRequest.labels:type_name -> contextd.v1.UpdateSessionRequest.LabelsEntry
-	21, // 12: contextd.v1.UpdateSessionRequest.expire_time:type_name -> google.protobuf.Timestamp
-	22, // 13: contextd.v1.UpdateSessionRequest.window:type_name -> contextd.v1.WindowSettings
-	23, // 14: contextd.v1.UpdateSessionResponse.session:type_name -> contextd.v1.Session
-	24, // 15: contextd.v1.ListMessagesResponse.messages:type_name -> contextd.v1.Message
-	19, // 16: contextd.v1.PreviewContextRequest.context:type_name -> google.protobuf.Struct
-	0,  // 17: contextd.v1.ContextEntry.kind:type_name -> contextd.v1.ContextEntryKind
-	25, // 18: contextd.v1.ContextEntry.role:type_name -> contextd.v1.MessageRole
-	26, // 19: contextd.v1.ContextEntry.tool_calls:type_name -> contextd.v1.ToolCall
-	15, // 20: contextd.v1.PreviewContextResponse.entries:type_name -> contextd.v1.ContextEntry
-	20, // 21: contextd.v1.PreviewContextResponse.tools:type_name -> contextd.v1.ToolDefinition
-	1,  // 22: contextd.v1.SessionService.CreateSession:input_type -> contextd.v1.CreateSessionRequest
-	3,  // 23: contextd.v1.SessionService.GetSession:input_type -> contextd.v1.GetSessionRequest
-	5,  // 24: contextd.v1.SessionService.ListSessions:input_type -> contextd.v1.ListSessionsRequest
-	8,  // 25: contextd.v1.SessionService.UpdateSession:input_type -> contextd.v1.UpdateSessionRequest
-	10, // 26: contextd.v1.SessionService.DeleteSession:input_type -> contextd.v1.DeleteSessionRequest
-	12, // 27: contextd.v1.SessionService.ListMessages:input_type -> contextd.v1.ListMessagesRequest
-	14, // 28: contextd.v1.SessionService.PreviewContext:input_type -> contextd.v1.PreviewContextRequest
-	2,  // 29: contextd.v1.SessionService.CreateSession:output_type -> contextd.v1.CreateSessionResponse
-	4,  // 30: contextd.v1.SessionService.GetSession:output_type -> contextd.v1.GetSessionResponse
-	6,  // 31: contextd.v1.SessionService.ListSessions:output_type -> contextd.v1.ListSessionsResponse
-	9,  // 32: contextd.v1.SessionService.UpdateSession:output_type -> contextd.v1.UpdateSessionResponse
-	11, // 33: contextd.v1.SessionService.DeleteSession:output_type -> contextd.v1.DeleteSessionResponse
-	13, // 34: contextd.v1.SessionService.ListMessages:output_type -> contextd.v1.ListMessagesResponse
-	16, // 35: contextd.v1.SessionService.PreviewContext:output_type -> contextd.v1.PreviewContextResponse
-	29, // [29:36] is the sub-list for method output_type
-	22, // [22:29] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	23, // 5: contextd.v1.CreateSessionRequest.server_tools:type_name -> contextd.v1.ServerToolSelection
+	24, // 6: contextd.v1.CreateSessionResponse.session:type_name -> contextd.v1.Session
+	24, // 7: contextd.v1.GetSessionResponse.session:type_name -> contextd.v1.Session
+	24, // 8: contextd.v1.ListSessionsResponse.sessions:type_name -> contextd.v1.Session
+	20, // 9: contextd.v1.ToolDefinitionList.tools:type_name -> contextd.v1.ToolDefinition
+	19, // 10: contextd.v1.UpdateSessionRequest.context:type_name -> google.protobuf.Struct
+	7,  // 11: contextd.v1.UpdateSessionRequest.tools:type_name -> contextd.v1.ToolDefinitionList
+	18, // 12: contextd.v1.UpdateSessionRequest.labels:type_name -> contextd.v1.UpdateSessionRequest.LabelsEntry
+	21, // 13: contextd.v1.UpdateSessionRequest.expire_time:type_name -> google.protobuf.Timestamp
+	22, // 14: contextd.v1.UpdateSessionRequest.window:type_name -> contextd.v1.WindowSettings
+	23, // 15: contextd.v1.UpdateSessionRequest.server_tools:type_name -> contextd.v1.ServerToolSelection
+	24, // 16: contextd.v1.UpdateSessionResponse.session:type_name -> contextd.v1.Session
+	25, // 17: contextd.v1.ListMessagesResponse.messages:type_name -> contextd.v1.Message
+	19, // 18: contextd.v1.PreviewContextRequest.context:type_name -> google.protobuf.Struct
+	0,  // 19: contextd.v1.ContextEntry.kind:type_name -> contextd.v1.ContextEntryKind
+	26, // 20: contextd.v1.ContextEntry.role:type_name -> contextd.v1.MessageRole
+	27, // 21: contextd.v1.ContextEntry.tool_calls:type_name -> contextd.v1.ToolCall
+	15, // 22: contextd.v1.PreviewContextResponse.entries:type_name -> contextd.v1.ContextEntry
+	20, // 23: contextd.v1.PreviewContextResponse.tools:type_name -> contextd.v1.ToolDefinition
+	1,  // 24: contextd.v1.SessionService.CreateSession:input_type -> contextd.v1.CreateSessionRequest
+	3,  // 25: contextd.v1.SessionService.GetSession:input_type -> contextd.v1.GetSessionRequest
+	5,  // 26: contextd.v1.SessionService.ListSessions:input_type -> contextd.v1.ListSessionsRequest
+	8,  // 27: contextd.v1.SessionService.UpdateSession:input_type -> contextd.v1.UpdateSessionRequest
+	10, // 28: contextd.v1.SessionService.DeleteSession:input_type -> contextd.v1.DeleteSessionRequest
+	12, // 29: contextd.v1.SessionService.ListMessages:input_type -> contextd.v1.ListMessagesRequest
+	14, // 30: contextd.v1.SessionService.PreviewContext:input_type -> contextd.v1.PreviewContextRequest
+	2,  // 31: contextd.v1.SessionService.CreateSession:output_type -> contextd.v1.CreateSessionResponse
+	4,  // 32: contextd.v1.SessionService.GetSession:output_type -> contextd.v1.GetSessionResponse
+	6,  // 33: contextd.v1.SessionService.ListSessions:output_type -> contextd.v1.ListSessionsResponse
+	9,  // 34: contextd.v1.SessionService.UpdateSession:output_type -> contextd.v1.UpdateSessionResponse
+	11, // 35: contextd.v1.SessionService.DeleteSession:output_type -> contextd.v1.DeleteSessionResponse
+	13, // 36: contextd.v1.SessionService.ListMessages:output_type -> contextd.v1.ListMessagesResponse
+	16, // 37: contextd.v1.SessionService.PreviewContext:output_type -> contextd.v1.PreviewContextResponse
+	31, // [31:38] is the sub-list for method output_type
+	24, // [24:31] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_contextd_v1_session_proto_init() }

@@ -28,7 +28,8 @@ const (
 // Request of `ListTools`.
 type ListToolsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Optional session: its client-declared tools are listed in `session_tools`.
+	// Optional session: its client-declared tools are listed in `session_tools`, and the names
+	// of the tools its model is offered in `offered_tools`.
 	SessionId     string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -77,7 +78,10 @@ type ListToolsResponse struct {
 	// The tools the server runs itself.
 	Tools []*ToolDefinition `protobuf:"bytes,1,rep,name=tools,proto3" json:"tools,omitempty"`
 	// The client-declared tools of `session_id`, when one was given.
-	SessionTools  []*ToolDefinition `protobuf:"bytes,2,rep,name=session_tools,json=sessionTools,proto3" json:"session_tools,omitempty"`
+	SessionTools []*ToolDefinition `protobuf:"bytes,2,rep,name=session_tools,json=sessionTools,proto3" json:"session_tools,omitempty"`
+	// With `session_id`: the names of every tool the session's model is offered, server-side
+	// (per `Session.server_tools`) then client-declared, in the order the model sees them.
+	OfferedTools  []string `protobuf:"bytes,3,rep,name=offered_tools,json=offeredTools,proto3" json:"offered_tools,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -122,6 +126,13 @@ func (x *ListToolsResponse) GetTools() []*ToolDefinition {
 func (x *ListToolsResponse) GetSessionTools() []*ToolDefinition {
 	if x != nil {
 		return x.SessionTools
+	}
+	return nil
+}
+
+func (x *ListToolsResponse) GetOfferedTools() []string {
+	if x != nil {
+		return x.OfferedTools
 	}
 	return nil
 }
@@ -262,10 +273,11 @@ const file_contextd_v1_tool_proto_rawDesc = "" +
 	"\x16contextd/v1/tool.proto\x12\vcontextd.v1\x1a\x18contextd/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"1\n" +
 	"\x10ListToolsRequest\x12\x1d\n" +
 	"\n" +
-	"session_id\x18\x01 \x01(\tR\tsessionId\"\x88\x01\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"\xad\x01\n" +
 	"\x11ListToolsResponse\x121\n" +
 	"\x05tools\x18\x01 \x03(\v2\x1b.contextd.v1.ToolDefinitionR\x05tools\x12@\n" +
-	"\rsession_tools\x18\x02 \x03(\v2\x1b.contextd.v1.ToolDefinitionR\fsessionTools\"{\n" +
+	"\rsession_tools\x18\x02 \x03(\v2\x1b.contextd.v1.ToolDefinitionR\fsessionTools\x12#\n" +
+	"\roffered_tools\x18\x03 \x03(\tR\fofferedTools\"{\n" +
 	"\x0fCallToolRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
 	"\targuments\x18\x02 \x01(\v2\x17.google.protobuf.StructR\targuments\x12\x1d\n" +

@@ -33,7 +33,7 @@ const (
 // turn.
 type ToolServiceClient interface {
 	// Lists the server-side tools, and with a `session_id` also that session's client-declared
-	// tools.
+	// tools and which tools its model is offered.
 	ListTools(ctx context.Context, in *ListToolsRequest, opts ...grpc.CallOption) (*ListToolsResponse, error)
 	// Runs one server-side tool. A tool that runs and fails answers `is_error = true` with a
 	// message; only malformed requests (unknown tool, unknown session, arguments that are not
@@ -77,7 +77,7 @@ func (c *toolServiceClient) CallTool(ctx context.Context, in *CallToolRequest, o
 // turn.
 type ToolServiceServer interface {
 	// Lists the server-side tools, and with a `session_id` also that session's client-declared
-	// tools.
+	// tools and which tools its model is offered.
 	ListTools(context.Context, *ListToolsRequest) (*ListToolsResponse, error)
 	// Runs one server-side tool. A tool that runs and fails answers `is_error = true` with a
 	// message; only malformed requests (unknown tool, unknown session, arguments that are not

@@ -67,6 +67,12 @@ class ToolDefinition(_message.Message):
     input_schema: _struct_pb2.Struct
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., input_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
+class ServerToolSelection(_message.Message):
+    __slots__ = ("patterns",)
+    PATTERNS_FIELD_NUMBER: _ClassVar[int]
+    patterns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, patterns: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class ToolCall(_message.Message):
     __slots__ = ("tool_call_id", "name", "arguments")
     TOOL_CALL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -122,7 +128,7 @@ class Message(_message.Message):
     def __init__(self, index: _Optional[int] = ..., role: _Optional[_Union[MessageRole, str]] = ..., content: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., tool_call_id: _Optional[str] = ..., tool_name: _Optional[str] = ..., is_error: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., token_count: _Optional[int] = ..., turn_id: _Optional[str] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "system_prompt", "context", "model", "tools", "labels", "create_time", "update_time", "message_count", "state", "pending_tool_calls", "usage", "max_context_tokens", "expire_time", "window", "summary", "token_estimate_scale", "etag")
+    __slots__ = ("session_id", "system_prompt", "context", "model", "tools", "labels", "create_time", "update_time", "message_count", "state", "pending_tool_calls", "usage", "max_context_tokens", "expire_time", "window", "summary", "token_estimate_scale", "etag", "server_tools")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +154,7 @@ class Session(_message.Message):
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     TOKEN_ESTIMATE_SCALE_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    SERVER_TOOLS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     system_prompt: str
     context: _struct_pb2.Struct
@@ -166,7 +173,8 @@ class Session(_message.Message):
     summary: ContextSummary
     token_estimate_scale: float
     etag: str
-    def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., model: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[ToolDefinition, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message_count: _Optional[int] = ..., state: _Optional[_Union[SessionState, str]] = ..., pending_tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., max_context_tokens: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[WindowSettings, _Mapping]] = ..., summary: _Optional[_Union[ContextSummary, _Mapping]] = ..., token_estimate_scale: _Optional[float] = ..., etag: _Optional[str] = ...) -> None: ...
+    server_tools: ServerToolSelection
+    def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., model: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[ToolDefinition, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message_count: _Optional[int] = ..., state: _Optional[_Union[SessionState, str]] = ..., pending_tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., max_context_tokens: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[WindowSettings, _Mapping]] = ..., summary: _Optional[_Union[ContextSummary, _Mapping]] = ..., token_estimate_scale: _Optional[float] = ..., etag: _Optional[str] = ..., server_tools: _Optional[_Union[ServerToolSelection, _Mapping]] = ...) -> None: ...
 
 class WindowSettings(_message.Message):
     __slots__ = ("strategy", "summarize_threshold_percent", "summarizer_model")

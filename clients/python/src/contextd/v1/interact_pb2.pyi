@@ -99,7 +99,7 @@ class StreamResponseResponse(_message.Message):
     def __init__(self, started: _Optional[_Union[TurnStarted, _Mapping]] = ..., delta: _Optional[_Union[TextDelta, _Mapping]] = ..., tool_call: _Optional[_Union[_common_pb2.ToolCall, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResultEvent, _Mapping]] = ..., completed: _Optional[_Union[InteractResponse, _Mapping]] = ...) -> None: ...
 
 class ConverseOpen(_message.Message):
-    __slots__ = ("session_id", "system_prompt", "context", "model", "tools", "labels", "max_context_tokens", "expire_time", "window")
+    __slots__ = ("session_id", "system_prompt", "context", "model", "tools", "labels", "max_context_tokens", "expire_time", "window", "server_tools")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +116,7 @@ class ConverseOpen(_message.Message):
     MAX_CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
+    SERVER_TOOLS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     system_prompt: str
     context: _struct_pb2.Struct
@@ -125,7 +126,8 @@ class ConverseOpen(_message.Message):
     max_context_tokens: int
     expire_time: _timestamp_pb2.Timestamp
     window: _common_pb2.WindowSettings
-    def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., model: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_common_pb2.ToolDefinition, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., max_context_tokens: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[_common_pb2.WindowSettings, _Mapping]] = ...) -> None: ...
+    server_tools: _common_pb2.ServerToolSelection
+    def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., model: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_common_pb2.ToolDefinition, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., max_context_tokens: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[_common_pb2.WindowSettings, _Mapping]] = ..., server_tools: _Optional[_Union[_common_pb2.ServerToolSelection, _Mapping]] = ...) -> None: ...
 
 class ConverseUserMessage(_message.Message):
     __slots__ = ("message", "context", "idempotency_key")

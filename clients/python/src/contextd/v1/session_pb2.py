@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ontextd/v1/session.proto\x12\x0b\x63ontextd.v1\x1a\x18\x63ontextd/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x03\n\x14\x43reateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsystem_prompt\x18\x02 \x01(\t\x12(\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05model\x18\x04 \x01(\t\x12*\n\x05tools\x18\x05 \x03(\x0b\x32\x1b.contextd.v1.ToolDefinition\x12=\n\x06labels\x18\x06 \x03(\x0b\x32-.contextd.v1.CreateSessionRequest.LabelsEntry\x12\x1a\n\x12max_context_tokens\x18\x07 \x01(\r\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06window\x18\x14 \x01(\x0b\x32\x1b.contextd.v1.WindowSettings\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\x15\x43reateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.contextd.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.contextd.v1.Session\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.contextd.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x12ToolDefinitionList\x12*\n\x05tools\x18\x01 \x03(\x0b\x32\x1b.contextd.v1.ToolDefinition\"\xf9\x03\n\x14UpdateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12(\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1a\n\rsystem_prompt\x18\x03 \x01(\tH\x00\x88\x01\x01\x12.\n\x05tools\x18\x04 \x01(\x0b\x32\x1f.contextd.v1.ToolDefinitionList\x12\x12\n\x05model\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x1f\n\x12max_context_tokens\x18\x06 \x01(\rH\x02\x88\x01\x01\x12=\n\x06labels\x18\x07 \x03(\x0b\x32-.contextd.v1.UpdateSessionRequest.LabelsEntry\x12\x15\n\rremove_labels\x18\x08 \x03(\t\x12/\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06window\x18\x14 \x01(\x0b\x32\x1b.contextd.v1.WindowSettings\x12\x0c\n\x04\x65tag\x18\n \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x10\n\x0e_system_promptB\x08\n\x06_modelB\x15\n\x13_max_context_tokens\">\n\x15UpdateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.contextd.v1.Session\"8\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"1\n\x15\x44\x65leteSessionResponse\x12\x18\n\x10\x64\x65leted_messages\x18\x01 \x01(\x04\"P\n\x13ListMessagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"W\n\x14ListMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.contextd.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"f\n\x15PreviewContextRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x88\x03\n\x0c\x43ontextEntry\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.contextd.v1.ContextEntryKind\x12&\n\x04role\x18\x02 \x01(\x0e\x32\x18.contextd.v1.MessageRole\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x13\n\x0btoken_count\x18\x04 \x01(\r\x12\x1a\n\rmessage_index\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12)\n\ntool_calls\x18\x06 \x03(\x0b\x32\x15.contextd.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x07 \x01(\t\x12(\n\x1bsummary_first_message_index\x18\x08 \x01(\x04H\x01\x88\x01\x01\x12&\n\x19summary_end_message_index\x18\t \x01(\x04H\x02\x88\x01\x01\x42\x10\n\x0e_message_indexB\x1e\n\x1c_summary_first_message_indexB\x1c\n\x1a_summary_end_message_index\"\xeb\x01\n\x16PreviewContextResponse\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.contextd.v1.ContextEntry\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\r\x12\x18\n\x10omitted_messages\x18\x03 \x01(\x04\x12\x1a\n\x12max_context_tokens\x18\x04 \x01(\r\x12\x1e\n\x16reserved_output_tokens\x18\x05 \x01(\r\x12\r\n\x05model\x18\x06 \x01(\t\x12*\n\x05tools\x18\x07 \x03(\x0b\x32\x1b.contextd.v1.ToolDefinition*\xe1\x01\n\x10\x43ontextEntryKind\x12\"\n\x1e\x43ONTEXT_ENTRY_KIND_UNSPECIFIED\x10\x00\x12$\n CONTEXT_ENTRY_KIND_SYSTEM_PROMPT\x10\x01\x12\x1e\n\x1a\x43ONTEXT_ENTRY_KIND_CONTEXT\x10\x02\x12\x1e\n\x1a\x43ONTEXT_ENTRY_KIND_HISTORY\x10\x03\x12#\n\x1f\x43ONTEXT_ENTRY_KIND_USER_MESSAGE\x10\x04\x12\x1e\n\x1a\x43ONTEXT_ENTRY_KIND_SUMMARY\x10\x05\x32\xe2\x06\n\x0eSessionService\x12o\n\rCreateSession\x12!.contextd.v1.CreateSessionRequest\x1a\".contextd.v1.CreateSessionResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/sessions:\x01*\x12p\n\nGetSession\x12\x1e.contextd.v1.GetSessionRequest\x1a\x1f.contextd.v1.GetSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/sessions/{session_id}\x12i\n\x0cListSessions\x12 .contextd.v1.ListSessionsRequest\x1a!.contextd.v1.ListSessionsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/sessions\x12|\n\rUpdateSession\x12!.contextd.v1.UpdateSessionRequest\x1a\".contextd.v1.UpdateSessionResponse\"$\x82\xd3\xe4\x93\x02\x1e\x32\x19/v1/sessions/{session_id}:\x01*\x12y\n\rDeleteSession\x12!.contextd.v1.DeleteSessionRequest\x1a\".contextd.v1.DeleteSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/sessions/{session_id}\x12\x7f\n\x0cListMessages\x12 .contextd.v1.ListMessagesRequest\x1a!.contextd.v1.ListMessagesResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/sessions/{session_id}/messages\x12\x87\x01\n\x0ePreviewContext\x12\".contextd.v1.PreviewContextRequest\x1a#.contextd.v1.PreviewContextResponse\",\x82\xd3\xe4\x93\x02&\"!/v1/sessions/{session_id}:preview:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ontextd/v1/session.proto\x12\x0b\x63ontextd.v1\x1a\x18\x63ontextd/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x03\n\x14\x43reateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsystem_prompt\x18\x02 \x01(\t\x12(\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05model\x18\x04 \x01(\t\x12*\n\x05tools\x18\x05 \x03(\x0b\x32\x1b.contextd.v1.ToolDefinition\x12=\n\x06labels\x18\x06 \x03(\x0b\x32-.contextd.v1.CreateSessionRequest.LabelsEntry\x12\x1a\n\x12max_context_tokens\x18\x07 \x01(\r\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06window\x18\x14 \x01(\x0b\x32\x1b.contextd.v1.WindowSettings\x12\x36\n\x0cserver_tools\x18\x15 \x01(\x0b\x32 .contextd.v1.ServerToolSelection\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\x15\x43reateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.contextd.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.contextd.v1.Session\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.contextd.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x12ToolDefinitionList\x12*\n\x05tools\x18\x01 \x03(\x0b\x32\x1b.contextd.v1.ToolDefinition\"\xb1\x04\n\x14UpdateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12(\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1a\n\rsystem_prompt\x18\x03 \x01(\tH\x00\x88\x01\x01\x12.\n\x05tools\x18\x04 \x01(\x0b\x32\x1f.contextd.v1.ToolDefinitionList\x12\x12\n\x05model\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x1f\n\x12max_context_tokens\x18\x06 \x01(\rH\x02\x88\x01\x01\x12=\n\x06labels\x18\x07 \x03(\x0b\x32-.contextd.v1.UpdateSessionRequest.LabelsEntry\x12\x15\n\rremove_labels\x18\x08 \x03(\t\x12/\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06window\x18\x14 \x01(\x0b\x32\x1b.contextd.v1.WindowSettings\x12\x0c\n\x04\x65tag\x18\n \x01(\t\x12\x36\n\x0cserver_tools\x18\x15 \x01(\x0b\x32 .contextd.v1.ServerToolSelection\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x10\n\x0e_system_promptB\x08\n\x06_modelB\x15\n\x13_max_context_tokens\">\n\x15UpdateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.contextd.v1.Session\"8\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"1\n\x15\x44\x65leteSessionResponse\x12\x18\n\x10\x64\x65leted_messages\x18\x01 \x01(\x04\"P\n\x13ListMessagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"W\n\x14ListMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.contextd.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"f\n\x15PreviewContextRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x88\x03\n\x0c\x43ontextEntry\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.contextd.v1.ContextEntryKind\x12&\n\x04role\x18\x02 \x01(\x0e\x32\x18.contextd.v1.MessageRole\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x13\n\x0btoken_count\x18\x04 \x01(\r\x12\x1a\n\rmessage_index\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12)\n\ntool_calls\x18\x06 \x03(\x0b\x32\x15.contextd.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x07 \x01(\t\x12(\n\x1bsummary_first_message_index\x18\x08 \x01(\x04H\x01\x88\x01\x01\x12&\n\x19summary_end_message_index\x18\t \x01(\x04H\x02\x88\x01\x01\x42\x10\n\x0e_message_indexB\x1e\n\x1c_summary_first_message_indexB\x1c\n\x1a_summary_end_message_index\"\xeb\x01\n\x16PreviewContextResponse\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.contextd.v1.ContextEntry\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\r\x12\x18\n\x10omitted_messages\x18\x03 \x01(\x04\x12\x1a\n\x12max_context_tokens\x18\x04 \x01(\r\x12\x1e\n\x16reserved_output_tokens\x18\x05 \x01(\r\x12\r\n\x05model\x18\x06 \x01(\t\x12*\n\x05tools\x18\x07 \x03(\x0b\x32\x1b.contextd.v1.ToolDefinition*\xe1\x01\n\x10\x43ontextEntryKind\x12\"\n\x1e\x43ONTEXT_ENTRY_KIND_UNSPECIFIED\x10\x00\x12$\n CONTEXT_ENTRY_KIND_SYSTEM_PROMPT\x10\x01\x12\x1e\n\x1a\x43ONTEXT_ENTRY_KIND_CONTEXT\x10\x02\x12\x1e\n\x1a\x43ONTEXT_ENTRY_KIND_HISTORY\x10\x03\x12#\n\x1f\x43ONTEXT_ENTRY_KIND_USER_MESSAGE\x10\x04\x12\x1e\n\x1a\x43ONTEXT_ENTRY_KIND_SUMMARY\x10\x05\x32\xe2\x06\n\x0eSessionService\x12o\n\rCreateSession\x12!.contextd.v1.CreateSessionRequest\x1a\".contextd.v1.CreateSessionResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/sessions:\x01*\x12p\n\nGetSession\x12\x1e.contextd.v1.GetSessionRequest\x1a\x1f.contextd.v1.GetSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/sessions/{session_id}\x12i\n\x0cListSessions\x12 .contextd.v1.ListSessionsRequest\x1a!.contextd.v1.ListSessionsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/sessions\x12|\n\rUpdateSession\x12!.contextd.v1.UpdateSessionRequest\x1a\".contextd.v1.UpdateSessionResponse\"$\x82\xd3\xe4\x93\x02\x1e\x32\x19/v1/sessions/{session_id}:\x01*\x12y\n\rDeleteSession\x12!.contextd.v1.DeleteSessionRequest\x1a\".contextd.v1.DeleteSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/sessions/{session_id}\x12\x7f\n\x0cListMessages\x12 .contextd.v1.ListMessagesRequest\x1a!.contextd.v1.ListMessagesResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/sessions/{session_id}/messages\x12\x87\x01\n\x0ePreviewContext\x12\".contextd.v1.PreviewContextRequest\x1a#.contextd.v1.PreviewContextResponse\",\x82\xd3\xe4\x93\x02&\"!/v1/sessions/{session_id}:preview:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,44 +53,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSIONSERVICE'].methods_by_name['ListMessages']._serialized_options = b'\202\323\344\223\002$\022\"/v1/sessions/{session_id}/messages'
   _globals['_SESSIONSERVICE'].methods_by_name['PreviewContext']._loaded_options = None
   _globals['_SESSIONSERVICE'].methods_by_name['PreviewContext']._serialized_options = b'\202\323\344\223\002&\"!/v1/sessions/{session_id}:preview:\001*'
-  _globals['_CONTEXTENTRYKIND']._serialized_start=2535
-  _globals['_CONTEXTENTRYKIND']._serialized_end=2760
+  _globals['_CONTEXTENTRYKIND']._serialized_start=2647
+  _globals['_CONTEXTENTRYKIND']._serialized_end=2872
   _globals['_CREATESESSIONREQUEST']._serialized_start=162
-  _globals['_CREATESESSIONREQUEST']._serialized_end=560
-  _globals['_CREATESESSIONREQUEST_LABELSENTRY']._serialized_start=515
-  _globals['_CREATESESSIONREQUEST_LABELSENTRY']._serialized_end=560
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=562
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=624
-  _globals['_GETSESSIONREQUEST']._serialized_start=626
-  _globals['_GETSESSIONREQUEST']._serialized_end=665
-  _globals['_GETSESSIONRESPONSE']._serialized_start=667
-  _globals['_GETSESSIONRESPONSE']._serialized_end=726
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=728
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=788
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=790
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=877
-  _globals['_TOOLDEFINITIONLIST']._serialized_start=879
-  _globals['_TOOLDEFINITIONLIST']._serialized_end=943
-  _globals['_UPDATESESSIONREQUEST']._serialized_start=946
-  _globals['_UPDATESESSIONREQUEST']._serialized_end=1451
-  _globals['_UPDATESESSIONREQUEST_LABELSENTRY']._serialized_start=515
-  _globals['_UPDATESESSIONREQUEST_LABELSENTRY']._serialized_end=560
-  _globals['_UPDATESESSIONRESPONSE']._serialized_start=1453
-  _globals['_UPDATESESSIONRESPONSE']._serialized_end=1515
-  _globals['_DELETESESSIONREQUEST']._serialized_start=1517
-  _globals['_DELETESESSIONREQUEST']._serialized_end=1573
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=1575
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=1624
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=1626
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=1706
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1708
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1795
-  _globals['_PREVIEWCONTEXTREQUEST']._serialized_start=1797
-  _globals['_PREVIEWCONTEXTREQUEST']._serialized_end=1899
-  _globals['_CONTEXTENTRY']._serialized_start=1902
-  _globals['_CONTEXTENTRY']._serialized_end=2294
-  _globals['_PREVIEWCONTEXTRESPONSE']._serialized_start=2297
-  _globals['_PREVIEWCONTEXTRESPONSE']._serialized_end=2532
-  _globals['_SESSIONSERVICE']._serialized_start=2763
-  _globals['_SESSIONSERVICE']._serialized_end=3629
+  _globals['_CREATESESSIONREQUEST']._serialized_end=616
+  _globals['_CREATESESSIONREQUEST_LABELSENTRY']._serialized_start=571
+  _globals['_CREATESESSIONREQUEST_LABELSENTRY']._serialized_end=616
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=618
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=680
+  _globals['_GETSESSIONREQUEST']._serialized_start=682
+  _globals['_GETSESSIONREQUEST']._serialized_end=721
+  _globals['_GETSESSIONRESPONSE']._serialized_start=723
+  _globals['_GETSESSIONRESPONSE']._serialized_end=782
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=784
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=844
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=846
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=933
+  _globals['_TOOLDEFINITIONLIST']._serialized_start=935
+  _globals['_TOOLDEFINITIONLIST']._serialized_end=999
+  _globals['_UPDATESESSIONREQUEST']._serialized_start=1002
+  _globals['_UPDATESESSIONREQUEST']._serialized_end=1563
+  _globals['_UPDATESESSIONREQUEST_LABELSENTRY']._serialized_start=571
+  _globals['_UPDATESESSIONREQUEST_LABELSENTRY']._serialized_end=616
+  _globals['_UPDATESESSIONRESPONSE']._serialized_start=1565
+  _globals['_UPDATESESSIONRESPONSE']._serialized_end=1627
+  _globals['_DELETESESSIONREQUEST']._serialized_start=1629
+  _globals['_DELETESESSIONREQUEST']._serialized_end=1685
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=1687
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=1736
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=1738
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=1818
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1820
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1907
+  _globals['_PREVIEWCONTEXTREQUEST']._serialized_start=1909
+  _globals['_PREVIEWCONTEXTREQUEST']._serialized_end=2011
+  _globals['_CONTEXTENTRY']._serialized_start=2014
+  _globals['_CONTEXTENTRY']._serialized_end=2406
+  _globals['_PREVIEWCONTEXTRESPONSE']._serialized_start=2409
+  _globals['_PREVIEWCONTEXTRESPONSE']._serialized_end=2644
+  _globals['_SESSIONSERVICE']._serialized_start=2875
+  _globals['_SESSIONSERVICE']._serialized_end=3741
 # @@protoc_insertion_point(module_scope)

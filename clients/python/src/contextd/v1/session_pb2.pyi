@@ -29,7 +29,7 @@ CONTEXT_ENTRY_KIND_USER_MESSAGE: ContextEntryKind
 CONTEXT_ENTRY_KIND_SUMMARY: ContextEntryKind
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("session_id", "system_prompt", "context", "model", "tools", "labels", "max_context_tokens", "expire_time", "window")
+    __slots__ = ("session_id", "system_prompt", "context", "model", "tools", "labels", "max_context_tokens", "expire_time", "window", "server_tools")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,7 @@ class CreateSessionRequest(_message.Message):
     MAX_CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
+    SERVER_TOOLS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     system_prompt: str
     context: _struct_pb2.Struct
@@ -55,7 +56,8 @@ class CreateSessionRequest(_message.Message):
     max_context_tokens: int
     expire_time: _timestamp_pb2.Timestamp
     window: _common_pb2.WindowSettings
-    def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., model: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_common_pb2.ToolDefinition, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., max_context_tokens: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[_common_pb2.WindowSettings, _Mapping]] = ...) -> None: ...
+    server_tools: _common_pb2.ServerToolSelection
+    def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., model: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_common_pb2.ToolDefinition, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., max_context_tokens: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[_common_pb2.WindowSettings, _Mapping]] = ..., server_tools: _Optional[_Union[_common_pb2.ServerToolSelection, _Mapping]] = ...) -> None: ...
 
 class CreateSessionResponse(_message.Message):
     __slots__ = ("session",)
@@ -98,7 +100,7 @@ class ToolDefinitionList(_message.Message):
     def __init__(self, tools: _Optional[_Iterable[_Union[_common_pb2.ToolDefinition, _Mapping]]] = ...) -> None: ...
 
 class UpdateSessionRequest(_message.Message):
-    __slots__ = ("session_id", "context", "system_prompt", "tools", "model", "max_context_tokens", "labels", "remove_labels", "expire_time", "window", "etag")
+    __slots__ = ("session_id", "context", "system_prompt", "tools", "model", "max_context_tokens", "labels", "remove_labels", "expire_time", "window", "etag", "server_tools")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +119,7 @@ class UpdateSessionRequest(_message.Message):
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    SERVER_TOOLS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     context: _struct_pb2.Struct
     system_prompt: str
@@ -128,7 +131,8 @@ class UpdateSessionRequest(_message.Message):
     expire_time: _timestamp_pb2.Timestamp
     window: _common_pb2.WindowSettings
     etag: str
-    def __init__(self, session_id: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., system_prompt: _Optional[str] = ..., tools: _Optional[_Union[ToolDefinitionList, _Mapping]] = ..., model: _Optional[str] = ..., max_context_tokens: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., remove_labels: _Optional[_Iterable[str]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[_common_pb2.WindowSettings, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+    server_tools: _common_pb2.ServerToolSelection
+    def __init__(self, session_id: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., system_prompt: _Optional[str] = ..., tools: _Optional[_Union[ToolDefinitionList, _Mapping]] = ..., model: _Optional[str] = ..., max_context_tokens: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., remove_labels: _Optional[_Iterable[str]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[_common_pb2.WindowSettings, _Mapping]] = ..., etag: _Optional[str] = ..., server_tools: _Optional[_Union[_common_pb2.ServerToolSelection, _Mapping]] = ...) -> None: ...
 
 class UpdateSessionResponse(_message.Message):
     __slots__ = ("session",)

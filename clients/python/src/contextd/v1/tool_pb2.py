@@ -27,7 +27,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63ontextd/v1/tool.proto\x12\x0b\x63ontextd.v1\x1a\x18\x63ontextd/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"&\n\x10ListToolsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"s\n\x11ListToolsResponse\x12*\n\x05tools\x18\x01 \x03(\x0b\x32\x1b.contextd.v1.ToolDefinition\x12\x32\n\rsession_tools\x18\x02 \x03(\x0b\x32\x1b.contextd.v1.ToolDefinition\"_\n\x0f\x43\x61llToolRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nsession_id\x18\x03 \x01(\t\"i\n\x10\x43\x61llToolResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x32\n\x12structured_content\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x10\n\x08is_error\x18\x03 \x01(\x08\x32\xd7\x01\n\x0bToolService\x12]\n\tListTools\x12\x1d.contextd.v1.ListToolsRequest\x1a\x1e.contextd.v1.ListToolsResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/tools\x12i\n\x08\x43\x61llTool\x12\x1c.contextd.v1.CallToolRequest\x1a\x1d.contextd.v1.CallToolResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/tools/{name}:call:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63ontextd/v1/tool.proto\x12\x0b\x63ontextd.v1\x1a\x18\x63ontextd/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"&\n\x10ListToolsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x8a\x01\n\x11ListToolsResponse\x12*\n\x05tools\x18\x01 \x03(\x0b\x32\x1b.contextd.v1.ToolDefinition\x12\x32\n\rsession_tools\x18\x02 \x03(\x0b\x32\x1b.contextd.v1.ToolDefinition\x12\x15\n\roffered_tools\x18\x03 \x03(\t\"_\n\x0f\x43\x61llToolRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nsession_id\x18\x03 \x01(\t\"i\n\x10\x43\x61llToolResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x32\n\x12structured_content\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x10\n\x08is_error\x18\x03 \x01(\x08\x32\xd7\x01\n\x0bToolService\x12]\n\tListTools\x12\x1d.contextd.v1.ListToolsRequest\x1a\x1e.contextd.v1.ListToolsResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/tools\x12i\n\x08\x43\x61llTool\x12\x1c.contextd.v1.CallToolRequest\x1a\x1d.contextd.v1.CallToolResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/tools/{name}:call:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,12 +40,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOOLSERVICE'].methods_by_name['CallTool']._serialized_options = b'\202\323\344\223\002\032\"\025/v1/tools/{name}:call:\001*'
   _globals['_LISTTOOLSREQUEST']._serialized_start=125
   _globals['_LISTTOOLSREQUEST']._serialized_end=163
-  _globals['_LISTTOOLSRESPONSE']._serialized_start=165
-  _globals['_LISTTOOLSRESPONSE']._serialized_end=280
-  _globals['_CALLTOOLREQUEST']._serialized_start=282
-  _globals['_CALLTOOLREQUEST']._serialized_end=377
-  _globals['_CALLTOOLRESPONSE']._serialized_start=379
-  _globals['_CALLTOOLRESPONSE']._serialized_end=484
-  _globals['_TOOLSERVICE']._serialized_start=487
-  _globals['_TOOLSERVICE']._serialized_end=702
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=166
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=304
+  _globals['_CALLTOOLREQUEST']._serialized_start=306
+  _globals['_CALLTOOLREQUEST']._serialized_end=401
+  _globals['_CALLTOOLRESPONSE']._serialized_start=403
+  _globals['_CALLTOOLRESPONSE']._serialized_end=508
+  _globals['_TOOLSERVICE']._serialized_start=511
+  _globals['_TOOLSERVICE']._serialized_end=726
 # @@protoc_insertion_point(module_scope)

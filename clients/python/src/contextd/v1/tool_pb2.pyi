@@ -16,12 +16,14 @@ class ListToolsRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ...) -> None: ...
 
 class ListToolsResponse(_message.Message):
-    __slots__ = ("tools", "session_tools")
+    __slots__ = ("tools", "session_tools", "offered_tools")
     TOOLS_FIELD_NUMBER: _ClassVar[int]
     SESSION_TOOLS_FIELD_NUMBER: _ClassVar[int]
+    OFFERED_TOOLS_FIELD_NUMBER: _ClassVar[int]
     tools: _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolDefinition]
     session_tools: _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolDefinition]
-    def __init__(self, tools: _Optional[_Iterable[_Union[_common_pb2.ToolDefinition, _Mapping]]] = ..., session_tools: _Optional[_Iterable[_Union[_common_pb2.ToolDefinition, _Mapping]]] = ...) -> None: ...
+    offered_tools: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tools: _Optional[_Iterable[_Union[_common_pb2.ToolDefinition, _Mapping]]] = ..., session_tools: _Optional[_Iterable[_Union[_common_pb2.ToolDefinition, _Mapping]]] = ..., offered_tools: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CallToolRequest(_message.Message):
     __slots__ = ("name", "arguments", "session_id")

@@ -55,7 +55,7 @@ class ToolServiceServicer:
 
     def ListTools(self, request, context):
         """Lists the server-side tools, and with a `session_id` also that session's client-declared
-        tools.
+        tools and which tools its model is offered.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -14,7 +14,7 @@ import type { JsonObject, Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file contextd/v1/common.proto.
  */
 export const file_contextd_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("Chhjb250ZXh0ZC92MS9jb21tb24ucHJvdG8SC2NvbnRleHRkLnYxImIKDlRvb2xEZWZpbml0aW9uEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSLQoMaW5wdXRfc2NoZW1hGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJaCghUb29sQ2FsbBIUCgx0b29sX2NhbGxfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIqCglhcmd1bWVudHMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IkUKClRvb2xSZXN1bHQSFAoMdG9vbF9jYWxsX2lkGAEgASgJEg8KB2NvbnRlbnQYAiABKAkSEAoIaXNfZXJyb3IYAyABKAgiTAoFVXNhZ2USFAoMaW5wdXRfdG9rZW5zGAEgASgEEhUKDW91dHB1dF90b2tlbnMYAiABKAQSFgoOY29udGV4dF90b2tlbnMYAyABKAQijgIKB01lc3NhZ2USDQoFaW5kZXgYASABKAQSJgoEcm9sZRgCIAEoDjIYLmNvbnRleHRkLnYxLk1lc3NhZ2VSb2xlEg8KB2NvbnRlbnQYAyABKAkSKQoKdG9vbF9jYWxscxgEIAMoCzIVLmNvbnRleHRkLnYxLlRvb2xDYWxsEhQKDHRvb2xfY2FsbF9pZBgFIAEoCRIRCgl0b29sX25hbWUYBiABKAkSEAoIaXNfZXJyb3IYByABKAgSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3Rva2VuX2NvdW50GAkgASgNEg8KB3R1cm5faWQYCiABKAkixwUKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIVCg1zeXN0ZW1fcHJvbXB0GAIgASgJEigKB2NvbnRleHQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg0KBW1vZGVsGAQgASgJEioKBXRvb2xzGAUgAygLMhsuY29udGV4dGQudjEuVG9vbERlZmluaXRpb24SMAoGbGFiZWxzGAYgAygLMiAuY29udGV4dGQudjEuU2Vzc2lvbi5MYWJlbHNFbnRyeRIvCgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDW1lc3NhZ2VfY291bnQYCSABKAQSKAoFc3RhdGUYCiABKA4yGS5jb250ZXh0ZC52MS5TZXNzaW9uU3RhdGUSMQoScGVuZGluZ190b29sX2NhbGxzGAsgAygLMhUuY29udGV4dGQudjEuVG9vbENhbGwSIQoFdXNhZ2UYDCABKAsyEi5jb250ZXh0ZC52MS5Vc2FnZRIaChJtYXhfY29udGV4dF90b2tlbnMYDSABKA0SLwoLZXhwaXJlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKBndpbmRvdxgUIAEoCzIbLmNvbnRleHRkLnYxLldpbmRvd1NldHRpbmdzEiwKB3N1bW1hcnkYFSABKAsyGy5jb250ZXh0ZC52MS5Db250ZXh0U3VtbWFyeRIcChR0b2tlbl9lc3RpbWF0ZV9zY2FsZRgWIAEoARIMCgRldGFnGBcgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEifgoOV2luZG93U2V0dGluZ3MSLQoIc3RyYXRlZ3kYASABKA4yGy5jb250ZXh0ZC52MS5XaW5kb3dTdHJhdGVneRIjChtzdW1tYXJpemVfdGhyZXNob2xkX3BlcmNlbnQYAiABKA0SGAoQc3VtbWFyaXplcl9tb2RlbBgDIAEoCSJrCg5Db250ZXh0U3VtbWFyeRIMCgR0ZXh0GAEgASgJEhsKE2ZpcnN0X21lc3NhZ2VfaW5kZXgYAiABKAQSGQoRZW5kX21lc3NhZ2VfaW5kZXgYAyABKAQSEwoLdG9rZW5fY291bnQYBCABKA0quAEKDEZpbmlzaFJlYXNvbhIdChlGSU5JU0hfUkVBU09OX1VOU1BFQ0lGSUVEEAASFgoSRklOSVNIX1JFQVNPTl9TVE9QEAESHAoYRklOSVNIX1JFQVNPTl9UT09MX0NBTExTEAISGAoURklOSVNIX1JFQVNPTl9MRU5HVEgQAxIbChdGSU5JU0hfUkVBU09OX0NBTkNFTExFRBAEEhwKGEZJTklTSF9SRUFTT05fU1RFUF9MSU1JVBAFKnUKC01lc3NhZ2VSb2xlEhwKGE1FU1NBR0VfUk9MRV9VTlNQRUNJRklFRBAAEhUKEU1FU1NBR0VfUk9MRV9VU0VSEAESGgoWTUVTU0FHRV9ST0xFX0FTU0lTVEFOVBACEhUKEU1FU1NBR0VfUk9MRV9UT09MEAMqbgoMU2Vzc2lvblN0YXRlEh0KGVNFU1NJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIWChJTRVNTSU9OX1NUQVRFX0lETEUQARInCiNTRVNTSU9OX1NUQVRFX0FXQUlUSU5HX1RPT0xfUkVTVUxUUxACKpIBCg5XaW5kb3dTdHJhdGVneRIfChtXSU5ET1dfU1RSQVRFR1lfVU5TUEVDSUZJRUQQABIiCh5XSU5ET1dfU1RSQVRFR1lfU0xJRElOR19XSU5ET1cQARIdChlXSU5ET1dfU1RSQVRFR1lfU1VNTUFSSVpFEAISHAoYV0lORE9XX1NUUkFURUdZX0RJU0FCTEVEEANiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chhjb250ZXh0ZC92MS9jb21tb24ucHJvdG8SC2NvbnRleHRkLnYxImIKDlRvb2xEZWZpbml0aW9uEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSLQoMaW5wdXRfc2NoZW1hGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCInChNTZXJ2ZXJUb29sU2VsZWN0aW9uEhAKCHBhdHRlcm5zGAEgAygJIloKCFRvb2xDYWxsEhQKDHRvb2xfY2FsbF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEioKCWFyZ3VtZW50cxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiRQoKVG9vbFJlc3VsdBIUCgx0b29sX2NhbGxfaWQYASABKAkSDwoHY29udGVudBgCIAEoCRIQCghpc19lcnJvchgDIAEoCCJMCgVVc2FnZRIUCgxpbnB1dF90b2tlbnMYASABKAQSFQoNb3V0cHV0X3Rva2VucxgCIAEoBBIWCg5jb250ZXh0X3Rva2VucxgDIAEoBCKOAgoHTWVzc2FnZRINCgVpbmRleBgBIAEoBBImCgRyb2xlGAIgASgOMhguY29udGV4dGQudjEuTWVzc2FnZVJvbGUSDwoHY29udGVudBgDIAEoCRIpCgp0b29sX2NhbGxzGAQgAygLMhUuY29udGV4dGQudjEuVG9vbENhbGwSFAoMdG9vbF9jYWxsX2lkGAUgASgJEhEKCXRvb2xfbmFtZRgGIAEoCRIQCghpc19lcnJvchgHIAEoCBIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLdG9rZW5fY291bnQYCSABKA0SDwoHdHVybl9pZBgKIAEoCSL/BQoHU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEhUKDXN5c3RlbV9wcm9tcHQYAiABKAkSKAoHY29udGV4dBgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDQoFbW9kZWwYBCABKAkSKgoFdG9vbHMYBSADKAsyGy5jb250ZXh0ZC52MS5Ub29sRGVmaW5pdGlvbhIwCgZsYWJlbHMYBiADKAsyIC5jb250ZXh0ZC52MS5TZXNzaW9uLkxhYmVsc0VudHJ5Ei8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNbWVzc2FnZV9jb3VudBgJIAEoBBIoCgVzdGF0ZRgKIAEoDjIZLmNvbnRleHRkLnYxLlNlc3Npb25TdGF0ZRIxChJwZW5kaW5nX3Rvb2xfY2FsbHMYCyADKAsyFS5jb250ZXh0ZC52MS5Ub29sQ2FsbBIhCgV1c2FnZRgMIAEoCzISLmNvbnRleHRkLnYxLlVzYWdlEhoKEm1heF9jb250ZXh0X3Rva2VucxgNIAEoDRIvCgtleHBpcmVfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoGd2luZG93GBQgASgLMhsuY29udGV4dGQudjEuV2luZG93U2V0dGluZ3MSLAoHc3VtbWFyeRgVIAEoCzIbLmNvbnRleHRkLnYxLkNvbnRleHRTdW1tYXJ5EhwKFHRva2VuX2VzdGltYXRlX3NjYWxlGBYgASgBEgwKBGV0YWcYFyABKAkSNgoMc2VydmVyX3Rvb2xzGBggASgLMiAuY29udGV4dGQudjEuU2VydmVyVG9vbFNlbGVjdGlvbhotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIn4KDldpbmRvd1NldHRpbmdzEi0KCHN0cmF0ZWd5GAEgASgOMhsuY29udGV4dGQudjEuV2luZG93U3RyYXRlZ3kSIwobc3VtbWFyaXplX3RocmVzaG9sZF9wZXJjZW50GAIgASgNEhgKEHN1bW1hcml6ZXJfbW9kZWwYAyABKAkiawoOQ29udGV4dFN1bW1hcnkSDAoEdGV4dBgBIAEoCRIbChNmaXJzdF9tZXNzYWdlX2luZGV4GAIgASgEEhkKEWVuZF9tZXNzYWdlX2luZGV4GAMgASgEEhMKC3Rva2VuX2NvdW50GAQgASgNKrgBCgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKEkZJTklTSF9SRUFTT05fU1RPUBABEhwKGEZJTklTSF9SRUFTT05fVE9PTF9DQUxMUxACEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAMSGwoXRklOSVNIX1JFQVNPTl9DQU5DRUxMRUQQBBIcChhGSU5JU0hfUkVBU09OX1NURVBfTElNSVQQBSp1CgtNZXNzYWdlUm9sZRIcChhNRVNTQUdFX1JPTEVfVU5TUEVDSUZJRUQQABIVChFNRVNTQUdFX1JPTEVfVVNFUhABEhoKFk1FU1NBR0VfUk9MRV9BU1NJU1RBTlQQAhIVChFNRVNTQUdFX1JPTEVfVE9PTBADKm4KDFNlc3Npb25TdGF0ZRIdChlTRVNTSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSU0VTU0lPTl9TVEFURV9JRExFEAESJwojU0VTU0lPTl9TVEFURV9BV0FJVElOR19UT09MX1JFU1VMVFMQAiqSAQoOV2luZG93U3RyYXRlZ3kSHwobV0lORE9XX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASIgoeV0lORE9XX1NUUkFURUdZX1NMSURJTkdfV0lORE9XEAESHQoZV0lORE9XX1NUUkFURUdZX1NVTU1BUklaRRACEhwKGFdJTkRPV19TVFJBVEVHWV9ESVNBQkxFRBADYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A tool that a model may ask for during a turn, described the way MCP's `tools/list` does.
@@ -53,6 +53,32 @@ export const ToolDefinitionSchema: GenMessage<ToolDefinition> = /*@__PURE__*/
   messageDesc(file_contextd_v1_common, 0);
 
 /**
+ * Which server-side tools a session's model is offered (the tools contextd runs itself: the
+ * built-in session tools and the tools of the configured MCP servers, named
+ * `<server>__<tool>`). Client-declared tools are always offered.
+ *
+ * @generated from message contextd.v1.ServerToolSelection
+ */
+export type ServerToolSelection = Message$1<"contextd.v1.ServerToolSelection"> & {
+  /**
+   * Tool names, or patterns where `*` stands for any run of characters (`time__*`, `*`).
+   * A tool is offered when any pattern matches its whole name. Empty: no server-side tool is
+   * offered. Every pattern must match at least one known tool, or the request is refused
+   * with INVALID_ARGUMENT naming the known tools.
+   *
+   * @generated from field: repeated string patterns = 1;
+   */
+  patterns: string[];
+};
+
+/**
+ * Describes the message contextd.v1.ServerToolSelection.
+ * Use `create(ServerToolSelectionSchema)` to create a new message.
+ */
+export const ServerToolSelectionSchema: GenMessage<ServerToolSelection> = /*@__PURE__*/
+  messageDesc(file_contextd_v1_common, 1);
+
+/**
  * A request from the model to run one tool.
  *
  * @generated from message contextd.v1.ToolCall
@@ -86,7 +112,7 @@ export type ToolCall = Message$1<"contextd.v1.ToolCall"> & {
  * Use `create(ToolCallSchema)` to create a new message.
  */
 export const ToolCallSchema: GenMessage<ToolCall> = /*@__PURE__*/
-  messageDesc(file_contextd_v1_common, 1);
+  messageDesc(file_contextd_v1_common, 2);
 
 /**
  * The outcome of one tool call, sent back to the model.
@@ -122,7 +148,7 @@ export type ToolResult = Message$1<"contextd.v1.ToolResult"> & {
  * Use `create(ToolResultSchema)` to create a new message.
  */
 export const ToolResultSchema: GenMessage<ToolResult> = /*@__PURE__*/
-  messageDesc(file_contextd_v1_common, 2);
+  messageDesc(file_contextd_v1_common, 3);
 
 /**
  * Token usage, counted with the server's tokenizer unless a model backend reports its own.
@@ -157,7 +183,7 @@ export type Usage = Message$1<"contextd.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_contextd_v1_common, 3);
+  messageDesc(file_contextd_v1_common, 4);
 
 /**
  * One message of a session's history. History is append-only.
@@ -241,7 +267,7 @@ export type Message = Message$1<"contextd.v1.Message"> & {
  * Use `create(MessageSchema)` to create a new message.
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
-  messageDesc(file_contextd_v1_common, 4);
+  messageDesc(file_contextd_v1_common, 5);
 
 /**
  * A conversation kept by contextd: its settings, merged context and state. The history itself
@@ -391,6 +417,15 @@ export type Session = Message$1<"contextd.v1.Session"> & {
    * @generated from field: string etag = 23;
    */
   etag: string;
+
+  /**
+   * Which server-side tools the session's model is offered. Absent: the server's
+   * `engine.default_server_tools` (by default the built-in session tools; tools of MCP
+   * servers are offered only where selected).
+   *
+   * @generated from field: contextd.v1.ServerToolSelection server_tools = 24;
+   */
+  serverTools?: ServerToolSelection | undefined;
 };
 
 /**
@@ -398,7 +433,7 @@ export type Session = Message$1<"contextd.v1.Session"> & {
  * Use `create(SessionSchema)` to create a new message.
  */
 export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
-  messageDesc(file_contextd_v1_common, 5);
+  messageDesc(file_contextd_v1_common, 6);
 
 /**
  * Window management settings of a session.
@@ -437,7 +472,7 @@ export type WindowSettings = Message$1<"contextd.v1.WindowSettings"> & {
  * Use `create(WindowSettingsSchema)` to create a new message.
  */
 export const WindowSettingsSchema: GenMessage<WindowSettings> = /*@__PURE__*/
-  messageDesc(file_contextd_v1_common, 6);
+  messageDesc(file_contextd_v1_common, 7);
 
 /**
  * A summary that stands in for a range of stored messages in the context window.
@@ -479,7 +514,7 @@ export type ContextSummary = Message$1<"contextd.v1.ContextSummary"> & {
  * Use `create(ContextSummarySchema)` to create a new message.
  */
 export const ContextSummarySchema: GenMessage<ContextSummary> = /*@__PURE__*/
-  messageDesc(file_contextd_v1_common, 7);
+  messageDesc(file_contextd_v1_common, 8);
 
 /**
  * Why a turn ended.

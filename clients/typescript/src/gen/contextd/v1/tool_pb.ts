@@ -17,7 +17,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file contextd/v1/tool.proto.
  */
 export const file_contextd_v1_tool: GenFile = /*@__PURE__*/
-  fileDesc("ChZjb250ZXh0ZC92MS90b29sLnByb3RvEgtjb250ZXh0ZC52MSImChBMaXN0VG9vbHNSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkicwoRTGlzdFRvb2xzUmVzcG9uc2USKgoFdG9vbHMYASADKAsyGy5jb250ZXh0ZC52MS5Ub29sRGVmaW5pdGlvbhIyCg1zZXNzaW9uX3Rvb2xzGAIgAygLMhsuY29udGV4dGQudjEuVG9vbERlZmluaXRpb24iXwoPQ2FsbFRvb2xSZXF1ZXN0EgwKBG5hbWUYASABKAkSKgoJYXJndW1lbnRzGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBISCgpzZXNzaW9uX2lkGAMgASgJImkKEENhbGxUb29sUmVzcG9uc2USDwoHY29udGVudBgBIAEoCRIyChJzdHJ1Y3R1cmVkX2NvbnRlbnQYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEAoIaXNfZXJyb3IYAyABKAgy1wEKC1Rvb2xTZXJ2aWNlEl0KCUxpc3RUb29scxIdLmNvbnRleHRkLnYxLkxpc3RUb29sc1JlcXVlc3QaHi5jb250ZXh0ZC52MS5MaXN0VG9vbHNSZXNwb25zZSIRgtPkkwILEgkvdjEvdG9vbHMSaQoIQ2FsbFRvb2wSHC5jb250ZXh0ZC52MS5DYWxsVG9vbFJlcXVlc3QaHS5jb250ZXh0ZC52MS5DYWxsVG9vbFJlc3BvbnNlIiCC0+STAho6ASoiFS92MS90b29scy97bmFtZX06Y2FsbGIGcHJvdG8z", [file_contextd_v1_common, file_google_api_annotations, file_google_protobuf_struct]);
+  fileDesc("ChZjb250ZXh0ZC92MS90b29sLnByb3RvEgtjb250ZXh0ZC52MSImChBMaXN0VG9vbHNSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiigEKEUxpc3RUb29sc1Jlc3BvbnNlEioKBXRvb2xzGAEgAygLMhsuY29udGV4dGQudjEuVG9vbERlZmluaXRpb24SMgoNc2Vzc2lvbl90b29scxgCIAMoCzIbLmNvbnRleHRkLnYxLlRvb2xEZWZpbml0aW9uEhUKDW9mZmVyZWRfdG9vbHMYAyADKAkiXwoPQ2FsbFRvb2xSZXF1ZXN0EgwKBG5hbWUYASABKAkSKgoJYXJndW1lbnRzGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBISCgpzZXNzaW9uX2lkGAMgASgJImkKEENhbGxUb29sUmVzcG9uc2USDwoHY29udGVudBgBIAEoCRIyChJzdHJ1Y3R1cmVkX2NvbnRlbnQYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEAoIaXNfZXJyb3IYAyABKAgy1wEKC1Rvb2xTZXJ2aWNlEl0KCUxpc3RUb29scxIdLmNvbnRleHRkLnYxLkxpc3RUb29sc1JlcXVlc3QaHi5jb250ZXh0ZC52MS5MaXN0VG9vbHNSZXNwb25zZSIRgtPkkwILEgkvdjEvdG9vbHMSaQoIQ2FsbFRvb2wSHC5jb250ZXh0ZC52MS5DYWxsVG9vbFJlcXVlc3QaHS5jb250ZXh0ZC52MS5DYWxsVG9vbFJlc3BvbnNlIiCC0+STAho6ASoiFS92MS90b29scy97bmFtZX06Y2FsbGIGcHJvdG8z", [file_contextd_v1_common, file_google_api_annotations, file_google_protobuf_struct]);
 
 /**
  * Request of `ListTools`.
@@ -26,7 +26,8 @@ export const file_contextd_v1_tool: GenFile = /*@__PURE__*/
  */
 export type ListToolsRequest = Message<"contextd.v1.ListToolsRequest"> & {
   /**
-   * Optional session: its client-declared tools are listed in `session_tools`.
+   * Optional session: its client-declared tools are listed in `session_tools`, and the names
+   * of the tools its model is offered in `offered_tools`.
    *
    * @generated from field: string session_id = 1;
    */
@@ -59,6 +60,14 @@ export type ListToolsResponse = Message<"contextd.v1.ListToolsResponse"> & {
    * @generated from field: repeated contextd.v1.ToolDefinition session_tools = 2;
    */
   sessionTools: ToolDefinition[];
+
+  /**
+   * With `session_id`: the names of every tool the session's model is offered, server-side
+   * (per `Session.server_tools`) then client-declared, in the order the model sees them.
+   *
+   * @generated from field: repeated string offered_tools = 3;
+   */
+  offeredTools: string[];
 };
 
 /**
@@ -148,7 +157,7 @@ export const CallToolResponseSchema: GenMessage<CallToolResponse> = /*@__PURE__*
 export const ToolService: GenService<{
   /**
    * Lists the server-side tools, and with a `session_id` also that session's client-declared
-   * tools.
+   * tools and which tools its model is offered.
    *
    * @generated from rpc contextd.v1.ToolService.ListTools
    */

@@ -1,5 +1,6 @@
 package dev.contextd.client;
 
+import contextd.v1.Common.ServerToolSelection;
 import contextd.v1.Interact.ConverseOpen;
 import contextd.v1.Interact.InteractRequest;
 import contextd.v1.Interact.StreamResponseRequest;
@@ -230,6 +231,9 @@ public final class ContextdClient implements AutoCloseable {
     if (o.window != null) {
       b.setWindow(o.window);
     }
+    if (o.serverTools != null) {
+      b.setServerTools(ServerToolSelection.newBuilder().addAllPatterns(o.serverTools));
+    }
     o.tools.forEach(t -> b.addTools(t.toWire()));
     return Session.fromWire(sessions.createSession(b.build()).getSession());
   }
@@ -306,6 +310,9 @@ public final class ContextdClient implements AutoCloseable {
     }
     if (u.window != null) {
       b.setWindow(u.window);
+    }
+    if (u.serverTools != null) {
+      b.setServerTools(ServerToolSelection.newBuilder().addAllPatterns(u.serverTools));
     }
     return Session.fromWire(sessions.updateSession(b.build()).getSession());
   }
@@ -430,6 +437,9 @@ public final class ContextdClient implements AutoCloseable {
     if (open.window != null) {
       b.setWindow(open.window);
     }
+    if (open.serverTools != null) {
+      b.setServerTools(ServerToolSelection.newBuilder().addAllPatterns(open.serverTools));
+    }
     open.tools.forEach(t -> b.addTools(t.toWire()));
     Conversation conversation = new Conversation(handler);
     turnsAsync.converse(conversation.observer());
@@ -451,7 +461,8 @@ public final class ContextdClient implements AutoCloseable {
     ListToolsResponse r = tools.listTools(ListToolsRequest.newBuilder().setSessionId(orEmpty(sessionId)).build());
     return new ToolList(
         r.getToolsList().stream().map(Tool::fromWire).toList(),
-        r.getSessionToolsList().stream().map(Tool::fromWire).toList());
+        r.getSessionToolsList().stream().map(Tool::fromWire).toList(),
+        List.copyOf(r.getOfferedToolsList()));
   }
 
   /** Runs a server-side tool that needs no session; see {@link #callTool(String, Map, String)}. */

@@ -26,6 +26,8 @@ import java.util.Map;
  * @param etag changes with every write; pass it to {@link SessionUpdate#etag} or {@link
  *     ContextdClient#deleteSession(String, String)} to make the change conditional (ABORTED when
  *     the session changed meanwhile)
+ * @param serverTools names or {@code *} patterns of the server-side tools offered to its model;
+ *     null: the server's {@code engine.default_server_tools}
  */
 public record Session(
     String id,
@@ -45,7 +47,8 @@ public record Session(
     WindowSettings window,
     ContextSummary summary,
     double tokenEstimateScale,
-    String etag) {
+    String etag,
+    List<String> serverTools) {
 
   /** True when the session waits for results of {@link #pendingToolCalls()}. */
   public boolean awaitingToolResults() {
@@ -71,6 +74,7 @@ public record Session(
         s.getWindow(),
         s.hasSummary() ? s.getSummary() : null,
         s.getTokenEstimateScale(),
-        s.getEtag());
+        s.getEtag(),
+        s.hasServerTools() ? List.copyOf(s.getServerTools().getPatternsList()) : null);
   }
 }

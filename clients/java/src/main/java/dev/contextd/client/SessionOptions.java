@@ -18,6 +18,7 @@ public final class SessionOptions {
   int maxContextTokens;
   Instant expireTime;
   WindowSettings window;
+  List<String> serverTools;
 
   private SessionOptions() {}
 
@@ -73,6 +74,15 @@ public final class SessionOptions {
   /** Sets how the context window is managed; unset: sliding window. */
   public SessionOptions window(WindowSettings window) {
     this.window = window;
+    return this;
+  }
+
+  /**
+   * Sets the server-side tools offered to the model: names or {@code *} patterns such as {@code
+   * time__*} (an empty list: none); unset: the server's {@code engine.default_server_tools}.
+   */
+  public SessionOptions serverTools(List<String> patterns) {
+    this.serverTools = List.copyOf(patterns);
     return this;
   }
 }

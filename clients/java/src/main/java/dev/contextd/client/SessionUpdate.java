@@ -17,6 +17,7 @@ public final class SessionUpdate {
   String etag;
   Instant expireTime;
   WindowSettings window;
+  List<String> serverTools;
   final Map<String, String> labels = new LinkedHashMap<>();
   final List<String> removeLabels = new ArrayList<>();
 
@@ -87,6 +88,12 @@ public final class SessionUpdate {
   /** Replaces the window settings (the running summary is kept). */
   public SessionUpdate window(WindowSettings window) {
     this.window = window;
+    return this;
+  }
+
+  /** Replaces the server-side tools offered to the model (names or {@code *} patterns; empty: none). */
+  public SessionUpdate serverTools(List<String> patterns) {
+    this.serverTools = List.copyOf(patterns);
     return this;
   }
 }

@@ -7,5 +7,7 @@ import java.util.List;
  *
  * @param server the tools contextd runs itself
  * @param session the client-declared tools of the session asked about
+ * @param offered names of every tool the session asked about offers its model (selected
+ *     server-side tools, then its own), in the order the model sees them
  */
-public record ToolList(List<Tool> server, List<Tool> session) {}
+public record ToolList(List<Tool> server, List<Tool> session, List<String> offered) {}

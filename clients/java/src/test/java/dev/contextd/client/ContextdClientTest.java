@@ -383,6 +383,24 @@ class ContextdClientTest {
   }
 
   @Test
+  void serverToolSelection() throws Exception {
+    String sid = id("select");
+    Session created = client.createSession(SessionOptions.id(sid).tools(WEATHER).serverTools(List.of("context_*")));
+    assertEquals(List.of("context_*"), created.serverTools());
+    assertEquals(List.of("context_get", "context_set", "get_weather"), client.listTools(sid).offered());
+    Session updated = client.updateSession(sid, SessionUpdate.create().serverTools(List.of()));
+    assertEquals(List.of(), updated.serverTools());
+    assertEquals(List.of("get_weather"), client.listTools(sid).offered());
+    assertCode(Status.Code.INVALID_ARGUMENT, () -> client.updateSession(sid, SessionUpdate.create().serverTools(List.of("time__*"))));
+    try (Conversation conversation = client.converse(SessionOptions.id(id("select-open")).serverTools(List.of("history_search")), null)) {
+      assertEquals(List.of("history_search"), conversation.session().serverTools());
+    }
+    ToolOutput violation = client.callTool("context_get", Map.of("city", "Paris"), sid);
+    assertTrue(violation.isError());
+    assertTrue(violation.content().contains("city"), violation.content());
+  }
+
+  @Test
   void errorsCarryTheirStatusCode() {
     assertCode(Status.Code.NOT_FOUND, () -> client.getSession(id("missing")));
     assertCode(Status.Code.INVALID_ARGUMENT, () -> client.interact(Turn.of("bad id with spaces", "hi")));

@@ -1,0 +1,503 @@
+//! Tools from MCP servers: contextd as an MCP client (the official SDK, `rmcp`), one client
+//! per `[[mcp_servers]]` entry, behind the same [`ToolProvider`] port as the built-ins.
+//!
+//! Each server has a supervisor task that owns its connection: it starts the server (a child
+//! process over stdio, or a Streamable HTTP endpoint), lists its tools (every page), refreshes
+//! the list on `notifications/tools/list_changed`, and when the connection ends (a crash, a
+//! closed stream) marks the server down and starts it again with a doubling backoff. What
+//! turns and `CallTool` read is a snapshot behind a lock that is never held across an
+//! `.await`, so a look-up never waits on a server. While a server is down its last known tools
+//! stay listed and answer `is_error` with the reason. A call that outlives `call_timeout_ms`,
+//! or whose turn is cancelled, is dropped; rmcp then sends `notifications/cancelled`.
+//!
+//! Tool names are `<server>__<tool>`, with characters outside `[A-Za-z0-9_-]` replaced by `_`
+//! and names over 64 characters cut and given a 6-hex-digit hash of the full name.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rmcp::model::{
+    CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion,
+};
+use rmcp::service::{NotificationContext, Peer, RoleClient, RunningService};
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientHandler, ServiceExt};
+use serde_json::Value;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{Notify, watch};
+
+use super::{ServerTool, ToolOutput, ToolProvider, ToolScope};
+use crate::config::{McpServerConfig, McpTransport};
+use crate::domain::session::{Context, MAX_TOOL_NAME_LEN, ToolSpec};
+
+/// First restart delay; doubled after every failed start, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest restart delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The protocol offered: the newest with an `initialize` handshake, which the servers in
+/// the wild speak; rmcp accepts what the server answers among the versions it knows.
+const PROTOCOL: ProtocolVersion = ProtocolVersion::LATEST_WITH_INITIALIZE;
+
+/// One configured MCP server: its settings and the snapshot its supervisor keeps.
+struct McpServer {
+    config: McpServerConfig,
+    state: RwLock<ServerState>,
+    /// Set once the first start finished (up or not), for [`ToolProvider::ready`].
+    started: watch::Sender<bool>,
+}
+
+/// What the supervisor last learnt. One owner writes it (the supervisor); readers copy out.
+#[derive(Default)]
+struct ServerState {
+    /// Listed tools, by contextd name, with the server's own name for each.
+    tools: Vec<(ServerTool, String)>,
+    /// The connection, while the server is up.
+    peer: Option<Peer<RoleClient>>,
+    /// Why the server is down, while it is.
+    down: Option<String>,
+}
+
+/// The tools of every configured MCP server.
+pub struct McpTools {
+    servers: Vec<Arc<McpServer>>,
+}
+
+impl McpTools {
+    /// Starts a supervisor per server (needs a Tokio runtime). Tools appear as each server
+    /// answers; [`ToolProvider::ready`] waits for every first start.
+    pub fn start(configs: &[McpServerConfig]) -> Self {
+        let servers = configs
+            .iter()
+            .map(|config| {
+                let (started, _) = watch::channel(false);
+                let server = Arc::new(McpServer {
+                    config: config.clone(),
+                    state: RwLock::new(ServerState::default()),
+                    started,
+                });
+                tokio::spawn(supervise(server.clone()));
+                server
+            })
+            .collect();
+        Self { servers }
+    }
+}
+
+#[async_trait]
+impl ToolProvider for McpTools {
+    fn tools(&self) -> Vec<ServerTool> {
+        self.servers
+            .iter()
+            .flat_map(|s| {
+                let state = s.state.read().unwrap_or_else(|e| e.into_inner());
+                state
+                    .tools
+                    .iter()
+                    .map(|(t, _)| t.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        for server in &self.servers {
+            let mut started = server.started.subscribe();
+            let _ = started.wait_for(|s| *s).await;
+        }
+        // Names are unique within a server (see `name_tools`); across servers they must be too.
+        let mut seen: HashMap<String, &str> = HashMap::new();
+        for server in &self.servers {
+            for tool in McpTools::server_tools(server) {
+                if let Some(other) = seen.insert(tool.spec.name.clone(), &server.config.name) {
+                    return Err(format!(
+                        "MCP servers {other:?} and {:?} both offer a tool named {:?}; rename one of the servers",
+                        server.config.name, tool.spec.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn call(&self, name: &str, arguments: &Context, _scope: ToolScope<'_>) -> ToolOutput {
+        let Some((server, original, peer, down)) = self.servers.iter().find_map(|s| {
+            let state = s.state.read().unwrap_or_else(|e| e.into_inner());
+            state
+                .tools
+                .iter()
+                .find(|(t, _)| t.spec.name == name)
+                .map(|(_, original)| {
+                    (
+                        s.clone(),
+                        original.clone(),
+                        state.peer.clone(),
+                        state.down.clone(),
+                    )
+                })
+        }) else {
+            return ToolOutput::error(format!("no MCP server offers a tool '{name}'"));
+        };
+        let server_name = &server.config.name;
+        let Some(peer) = peer else {
+            return ToolOutput::error(format!(
+                "MCP server '{server_name}' is down ({}); it is being restarted, try again later",
+                down.unwrap_or_else(|| "not started yet".into())
+            ));
+        };
+        let params = CallToolRequestParams::new(original).with_arguments(arguments.clone());
+        let timeout = Duration::from_millis(server.config.call_timeout_ms);
+        // Dropping the request (this timeout, or the turn's cancel dropping this future)
+        // makes rmcp send `notifications/cancelled` for it.
+        match tokio::time::timeout(timeout, peer.call_tool(params)).await {
+            Ok(Ok(result)) => match serde_json::to_value(&result) {
+                Ok(value) => output_of(&value),
+                Err(e) => ToolOutput::error(format!(
+                    "MCP server '{server_name}' answered a result that cannot be read: {e}"
+                )),
+            },
+            Ok(Err(e)) => ToolOutput::error(format!(
+                "MCP server '{server_name}' failed the call to '{name}': {e}"
+            )),
+            Err(_) => ToolOutput::error(format!(
+                "MCP server '{server_name}' did not answer '{name}' within {} ms (call_timeout_ms); the call was cancelled",
+                server.config.call_timeout_ms
+            )),
+        }
+    }
+}
+
+impl McpTools {
+    fn server_tools(server: &McpServer) -> Vec<ServerTool> {
+        let state = server.state.read().unwrap_or_else(|e| e.into_inner());
+        state.tools.iter().map(|(t, _)| t.clone()).collect()
+    }
+}
+
+/// Receives the server's notifications: a changed tool list wakes the supervisor.
+struct Listener {
+    changed: Arc<Notify>,
+}
+
+impl ClientHandler for Listener {
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.changed.notify_one();
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("contextd", env!("CARGO_PKG_VERSION")),
+        )
+        .with_protocol_version(PROTOCOL)
+    }
+}
+
+/// Keeps one server connected for as long as contextd runs.
+async fn supervise(server: Arc<McpServer>) {
+    let name = server.config.name.clone();
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let changed = Arc::new(Notify::new());
+        let startup = Duration::from_millis(server.config.startup_timeout_ms);
+        let connected = tokio::time::timeout(startup, connect(&server, changed.clone()))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "it did not start within {} ms (startup_timeout_ms)",
+                    server.config.startup_timeout_ms
+                ))
+            });
+        let reason = match connected {
+            Ok(running) => {
+                tracing::info!(
+                    mcp_server = %name,
+                    protocol = %running.peer_info().map(|i| i.protocol_version.to_string()).unwrap_or_default(),
+                    tools = McpTools::server_tools(&server).len(),
+                    "MCP server up"
+                );
+                server.started.send_replace(true);
+                backoff = FIRST_BACKOFF;
+                serve_until_closed(&server, running, changed).await
+            }
+            Err(reason) => reason,
+        };
+        tracing::warn!(mcp_server = %name, reason = %reason, retry_in_ms = backoff.as_millis() as u64, "MCP server down");
+        {
+            let mut state = server.state.write().unwrap_or_else(|e| e.into_inner());
+            state.peer = None;
+            state.down = Some(reason);
+        }
+        server.started.send_replace(true);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Starts the server, says hello and lists its tools into the snapshot.
+async fn connect(
+    server: &McpServer,
+    changed: Arc<Notify>,
+) -> Result<RunningService<RoleClient, Listener>, String> {
+    let config = &server.config;
+    let listener = Listener { changed };
+    let running = match config.transport {
+        McpTransport::Stdio => {
+            let mut command = tokio::process::Command::new(&config.command);
+            command.args(&config.args).envs(&config.env);
+            if let Some(cwd) = &config.cwd {
+                command.current_dir(cwd);
+            }
+            let (transport, stderr) = TokioChildProcess::builder(command)
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("cannot start {:?}: {e}", config.command))?;
+            if let Some(stderr) = stderr {
+                let name = config.name.clone();
+                tokio::spawn(async move {
+                    let mut lines = tokio::io::BufReader::new(stderr).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        tracing::info!(mcp_server = %name, "{line}");
+                    }
+                });
+            }
+            listener
+                .serve(transport)
+                .await
+                .map_err(|e| format!("the MCP handshake failed: {e}"))?
+        }
+        McpTransport::Http => {
+            let mut headers = HashMap::new();
+            for (key, value) in config.resolved_headers().map_err(|e| e.to_string())? {
+                let key = http::HeaderName::try_from(key.as_str())
+                    .map_err(|e| format!("header {key:?}: {e}"))?;
+                let value = http::HeaderValue::try_from(value.as_str())
+                    .map_err(|e| format!("header {key}: {e}"))?;
+                headers.insert(key, value);
+            }
+            let transport = StreamableHttpClientTransport::from_config(
+                rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+                    config.url.clone(),
+                )
+                .custom_headers(headers),
+            );
+            listener
+                .serve(transport)
+                .await
+                .map_err(|e| format!("cannot connect to {}: {e}", config.url))?
+        }
+    };
+    refresh_tools(server, running.peer()).await?;
+    Ok(running)
+}
+
+/// Serves the snapshot while the connection lasts; returns why it ended.
+async fn serve_until_closed(
+    server: &McpServer,
+    running: RunningService<RoleClient, Listener>,
+    changed: Arc<Notify>,
+) -> String {
+    let peer = running.peer().clone();
+    {
+        let mut state = server.state.write().unwrap_or_else(|e| e.into_inner());
+        state.peer = Some(peer.clone());
+        state.down = None;
+    }
+    let closed = running.waiting();
+    tokio::pin!(closed);
+    loop {
+        tokio::select! {
+            ended = &mut closed => {
+                return match ended {
+                    Ok(reason) => format!("the connection ended ({reason:?})"),
+                    Err(e) => format!("the connection failed ({e})"),
+                };
+            }
+            _ = changed.notified() => {
+                if let Err(reason) = refresh_tools(server, &peer).await {
+                    tracing::warn!(mcp_server = %server.config.name, reason = %reason, "MCP tool list not refreshed");
+                }
+            }
+        }
+    }
+}
+
+/// Lists every page of the server's tools and stores them under contextd names in its
+/// snapshot.
+async fn refresh_tools(server: &McpServer, peer: &Peer<RoleClient>) -> Result<(), String> {
+    let config = &server.config;
+    let listed = peer
+        .list_all_tools()
+        .await
+        .map_err(|e| format!("tools/list failed: {e}"))?;
+    let tools = name_tools(config, listed)?;
+    tracing::info!(mcp_server = %config.name, tools = tools.len(), "MCP tools listed");
+    server
+        .state
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .tools = tools;
+    Ok(())
+}
+
+/// contextd's names for a server's tools, filtered by `allow_tools` / `deny_tools`.
+fn name_tools(
+    config: &McpServerConfig,
+    listed: Vec<rmcp::model::Tool>,
+) -> Result<Vec<(ServerTool, String)>, String> {
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut tools = Vec::new();
+    for tool in listed {
+        let original = tool.name.to_string();
+        if !config.allows(&original) {
+            continue;
+        }
+        let name = tool_name(&config.name, &original);
+        if let Some(other) = seen.insert(name.clone(), original.clone()) {
+            return Err(format!(
+                "its tools {other:?} and {original:?} both become {name:?}; deny one with deny_tools"
+            ));
+        }
+        let mut description = tool.description.map(|d| d.to_string()).unwrap_or_default();
+        if let Some(annotations) = &tool.annotations
+            && let Ok(Value::Object(hints)) = serde_json::to_value(annotations)
+            && !hints.is_empty()
+        {
+            // Hints from the server, shown as they are and never acted on.
+            description.push_str(&format!("\n(server hints: {})", Value::Object(hints)));
+        }
+        tools.push((
+            ServerTool {
+                spec: ToolSpec {
+                    name,
+                    description,
+                    input_schema: (*tool.input_schema).clone(),
+                },
+                needs_session: false,
+            },
+            original,
+        ));
+    }
+    Ok(tools)
+}
+
+/// `<server>__<tool>`: characters outside `[A-Za-z0-9_-]` become `_`; a name over 64
+/// characters is cut and ends in a 6-hex-digit hash of the full name, so cut names differ.
+pub fn tool_name(server: &str, tool: &str) -> String {
+    let full: String = format!("{server}__{tool}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if full.len() <= MAX_TOOL_NAME_LEN {
+        return full;
+    }
+    // FNV-1a: stable across builds and platforms, unlike the std hasher.
+    let hash = format!("{server}__{tool}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!(
+        "{}_{:06x}",
+        &full[..MAX_TOOL_NAME_LEN - 7],
+        hash & 0xff_ffff
+    )
+}
+
+/// The result the model and `CallTool` see: text parts joined, other parts described, the
+/// whole MCP result kept as the structured value.
+fn output_of(result: &Value) -> ToolOutput {
+    let mut texts = Vec::new();
+    for part in result["content"].as_array().into_iter().flatten() {
+        match part["type"].as_str() {
+            Some("text") => texts.push(part["text"].as_str().unwrap_or_default().to_string()),
+            Some(kind @ ("image" | "audio")) => texts.push(format!(
+                "[{kind} {} {}]",
+                part["mimeType"].as_str().unwrap_or("unknown type"),
+                size_of_base64(part["data"].as_str().unwrap_or_default())
+            )),
+            Some("resource") => {
+                let resource = &part["resource"];
+                let uri = resource["uri"].as_str().unwrap_or_default();
+                match resource["text"].as_str() {
+                    Some(text) => texts.push(format!("[resource {uri}]\n{text}")),
+                    None => texts.push(format!(
+                        "[resource {uri} {} {}]",
+                        resource["mimeType"].as_str().unwrap_or("unknown type"),
+                        size_of_base64(resource["blob"].as_str().unwrap_or_default())
+                    )),
+                }
+            }
+            Some("resource_link") => texts.push(format!(
+                "[link {} {}]",
+                part["name"].as_str().unwrap_or_default(),
+                part["uri"].as_str().unwrap_or_default()
+            )),
+            other => texts.push(format!("[{} part]", other.unwrap_or("unknown"))),
+        }
+    }
+    ToolOutput {
+        content: texts.join("\n"),
+        structured: Some(result.clone()),
+        is_error: result["isError"].as_bool().unwrap_or(false),
+    }
+}
+
+/// The decoded size of base64 data, for people (`12 KB`).
+fn size_of_base64(data: &str) -> String {
+    let bytes = data.len() / 4 * 3;
+    if bytes < 1024 {
+        format!("{bytes} B")
+    } else {
+        format!("{} KB", bytes / 1024)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn names_are_prefixed_sanitised_and_cut_with_a_hash() {
+        assert_eq!(
+            tool_name("time", "get_current_time"),
+            "time__get_current_time"
+        );
+        assert_eq!(tool_name("fs", "read.file/v2"), "fs__read_file_v2");
+        let long = "x".repeat(80);
+        let a = tool_name("srv", &format!("{long}a"));
+        let b = tool_name("srv", &format!("{long}b"));
+        assert_eq!(a.len(), MAX_TOOL_NAME_LEN);
+        assert_ne!(a, b);
+        assert!(a.starts_with("srv__xxx"));
+        assert!(crate::domain::session::validate_tool_name(&a).is_ok());
+    }
+
+    #[test]
+    fn results_keep_every_part_and_describe_what_is_not_text() {
+        let result = json!({
+            "content": [
+                {"type": "text", "text": "first"},
+                {"type": "image", "data": "A".repeat(16384), "mimeType": "image/png"},
+                {"type": "text", "text": "second"}
+            ],
+            "structuredContent": {"n": 1},
+            "isError": false
+        });
+        let out = output_of(&result);
+        assert_eq!(out.content, "first\n[image image/png 12 KB]\nsecond");
+        assert_eq!(out.structured, Some(result));
+        assert!(!out.is_error);
+        assert!(output_of(&json!({"content": [], "isError": true})).is_error);
+    }
+}

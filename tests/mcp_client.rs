@@ -1,0 +1,513 @@
+//! contextd as an MCP client, against real MCP servers nobody here wrote: PyPI's
+//! `mcp-server-time` and npm's `@modelcontextprotocol/server-everything` (both over stdio),
+//! installed by this test's setup under `target/mcp-servers/` with pinned versions. Listing,
+//! calling through `CallTool` and through the echo model's `/call`, structured and image
+//! results, an error result, schema violations, a server killed and restarted, a server that
+//! stays down or cannot start, and a call cancelled by a turn's deadline.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::*;
+use contextd::api::v1::{
+    CallToolRequest, CreateSessionRequest, ListToolsRequest, ServerToolSelection,
+};
+use contextd::config::McpServerConfig;
+use serde_json::json;
+use tonic::Code;
+
+const TIME_SERVER: &str = "mcp-server-time==2026.10.19";
+
+/// The `mcp-server-time` program, installed once per test run.
+fn time_server() -> &'static PathBuf {
+    static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/mcp-servers/time-venv");
+        let program = venv.join("bin/mcp-server-time");
+        let stamp = venv.join(".installed");
+        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(TIME_SERVER) {
+            let made = Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .expect("python3 -m venv");
+            assert!(made.success(), "python3 -m venv failed");
+            let installed = Command::new(venv.join("bin/pip"))
+                .args([
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    TIME_SERVER,
+                ])
+                .status()
+                .expect("pip install");
+            assert!(installed.success(), "pip install {TIME_SERVER} failed");
+            std::fs::write(&stamp, TIME_SERVER).expect("stamp");
+        }
+        program
+    })
+}
+
+async fn start_with_time() -> TestServer {
+    let program = time_server().to_string_lossy().into_owned();
+    let mut config = test_config();
+    let mut time = McpServerConfig::stdio("time", &program, &["--local-timezone", "UTC"]);
+    time.startup_timeout_ms = 60_000;
+    config.mcp_servers = vec![time];
+    TestServer::start_with(config).await
+}
+
+fn call(name: &str, arguments: serde_json::Value) -> CallToolRequest {
+    CallToolRequest {
+        name: name.into(),
+        arguments: Some(to_struct(&arguments)),
+        session_id: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_of_a_stdio_server_are_listed_and_called() {
+    let server = start_with_time().await;
+    let mut tools = server.tools().await;
+    let listed = tools
+        .list_tools(ListToolsRequest::default())
+        .await
+        .expect("ListTools")
+        .into_inner();
+    let tool = listed
+        .tools
+        .iter()
+        .find(|t| t.name == "time__get_current_time")
+        .unwrap_or_else(|| {
+            panic!(
+                "listed: {:?}",
+                listed.tools.iter().map(|t| &t.name).collect::<Vec<_>>()
+            )
+        });
+    let schema = json_of(&tool.input_schema);
+    assert!(schema["properties"]["timezone"].is_object(), "{schema}");
+
+    let out = within(
+        "CallTool",
+        tools.call_tool(call(
+            "time__get_current_time",
+            json!({"timezone": "Europe/Paris"}),
+        )),
+    )
+    .await
+    .expect("CallTool")
+    .into_inner();
+    assert!(!out.is_error, "{}", out.content);
+    assert!(out.content.contains("Europe/Paris"), "{}", out.content);
+    // The whole MCP result is kept.
+    let structured = from_value(out.structured_content.as_ref().expect("structured"));
+    assert_eq!(
+        structured["content"][0]["type"],
+        json!("text"),
+        "{structured}"
+    );
+
+    // A schema violation never reaches the server.
+    let out = within(
+        "CallTool",
+        tools.call_tool(call("time__get_current_time", json!({}))),
+    )
+    .await
+    .expect("CallTool")
+    .into_inner();
+    assert!(out.is_error);
+    assert!(
+        out.content.contains("did not run") && out.content.contains("timezone"),
+        "{}",
+        out.content
+    );
+
+    // A result the server marks as an error.
+    let out = within(
+        "CallTool",
+        tools.call_tool(call(
+            "time__get_current_time",
+            json!({"timezone": "Nowhere/Atlantis"}),
+        )),
+    )
+    .await
+    .expect("CallTool")
+    .into_inner();
+    assert!(out.is_error, "{}", out.content);
+    assert!(out.content.contains("Nowhere/Atlantis"), "{}", out.content);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_echo_model_calls_a_selected_mcp_tool_in_a_turn() {
+    let server = start_with_time().await;
+    let mut sessions = server.sessions().await;
+    let mut interact = server.interact().await;
+    // Not offered by default.
+    create_session(
+        &mut sessions,
+        CreateSessionRequest {
+            session_id: "default".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let reply = say(
+        &mut interact,
+        "default",
+        r#"/call time__get_current_time {"timezone": "UTC"}"#,
+        None,
+    )
+    .await;
+    assert!(!reply.response.contains("returned"), "{}", reply.response);
+
+    create_session(
+        &mut sessions,
+        CreateSessionRequest {
+            session_id: "timely".into(),
+            server_tools: Some(ServerToolSelection {
+                patterns: vec!["time__*".into()],
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let reply = say(
+        &mut interact,
+        "timely",
+        r#"/call time__get_current_time {"timezone": "Asia/Tokyo"}"#,
+        None,
+    )
+    .await;
+    assert!(
+        reply
+            .response
+            .contains("Tool time__get_current_time returned")
+            && reply.response.contains("Asia/Tokyo"),
+        "{}",
+        reply.response
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_cannot_start_leaves_contextd_serving() {
+    let mut config = test_config();
+    let mut broken = McpServerConfig::stdio("broken", "/nonexistent/mcp-server", &[]);
+    broken.startup_timeout_ms = 5_000;
+    config.mcp_servers = vec![broken];
+    let server = TestServer::start_with(config).await;
+    let mut tools = server.tools().await;
+    let listed = tools
+        .list_tools(ListToolsRequest::default())
+        .await
+        .expect("ListTools")
+        .into_inner();
+    assert!(listed.tools.iter().all(|t| !t.name.starts_with("broken__")));
+    let mut sessions = server.sessions().await;
+    let status = expect_code(
+        sessions
+            .create_session(CreateSessionRequest {
+                session_id: "s".into(),
+                server_tools: Some(ServerToolSelection {
+                    patterns: vec!["broken__*".into()],
+                }),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        status.message().contains("context_get"),
+        "{}",
+        status.message()
+    );
+}
+
+/// The pids of this test process's children whose command line mentions `needle` (the MCP
+/// servers contextd started for this test binary).
+fn children_running(needle: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // Field 4, after the parenthesised command name.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if ppid == Some(me) && String::from_utf8_lossy(&cmdline).contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_answers_errors_then_comes_back() {
+    let program = time_server().to_string_lossy().into_owned();
+    let mut config = test_config();
+    // A marker argument tells this test's server apart from the other tests' (same binary).
+    let mut time = McpServerConfig::stdio("time", &program, &["--local-timezone", "Africa/Accra"]);
+    time.startup_timeout_ms = 60_000;
+    config.mcp_servers = vec![time];
+    let server = TestServer::start_with(config).await;
+    let mut tools = server.tools().await;
+    let ok = within(
+        "CallTool",
+        tools.call_tool(call("time__get_current_time", json!({"timezone": "UTC"}))),
+    )
+    .await
+    .expect("CallTool")
+    .into_inner();
+    assert!(!ok.is_error, "{}", ok.content);
+
+    let pids = children_running("Africa/Accra");
+    assert_eq!(pids.len(), 1, "one server process: {pids:?}");
+    let killed = Command::new("kill")
+        .args(["-KILL", &pids[0].to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+
+    // Calls made meanwhile may answer is_error, never a status; the restarted server (a new
+    // process) answers again.
+    let mut back = false;
+    for _ in 0..400 {
+        let out = within(
+            "CallTool",
+            tools.call_tool(call("time__get_current_time", json!({"timezone": "UTC"}))),
+        )
+        .await
+        .expect("CallTool while the server restarts")
+        .into_inner();
+        let restarted = children_running("Africa/Accra")
+            .iter()
+            .any(|p| !pids.contains(p));
+        if !out.is_error && restarted {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(back, "the server must be restarted and answer again");
+    let pids_after = children_running("Africa/Accra");
+    assert_eq!(pids_after.len(), 1, "{pids_after:?}");
+    assert_ne!(pids_after, pids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stays_down_keeps_its_tools_listed_and_answers_why() {
+    // Starts the real server once; every restart after that fails.
+    let marker = tempfile_path("mcp-once");
+    let script = format!(
+        "if [ -e {m} ]; then echo 'refusing to start again' >&2; exit 1; fi; touch {m}; exec {p} --local-timezone America/Lima",
+        m = marker.display(),
+        p = time_server().display()
+    );
+    let mut config = test_config();
+    let mut time = McpServerConfig::stdio("time", "sh", &["-c", &script]);
+    time.startup_timeout_ms = 60_000;
+    config.mcp_servers = vec![time];
+    let server = TestServer::start_with(config).await;
+    let mut tools = server.tools().await;
+    let before = within(
+        "CallTool",
+        tools.call_tool(call("time__get_current_time", json!({"timezone": "UTC"}))),
+    )
+    .await
+    .expect("CallTool before the kill")
+    .into_inner();
+    assert!(!before.is_error, "{}", before.content);
+    let pids = children_running("America/Lima");
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let killed = Command::new("kill")
+        .args(["-KILL", &pids[0].to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+
+    let mut answer = String::new();
+    for _ in 0..400 {
+        let out = within(
+            "CallTool",
+            tools.call_tool(call("time__get_current_time", json!({"timezone": "UTC"}))),
+        )
+        .await
+        .expect("CallTool on a server that is down")
+        .into_inner();
+        assert!(
+            out.is_error,
+            "the killed server cannot answer: {}",
+            out.content
+        );
+        if out.content.contains("is down") {
+            answer = out.content;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(answer.contains("MCP server 'time' is down"), "{answer}");
+    let listed = tools
+        .list_tools(ListToolsRequest::default())
+        .await
+        .expect("ListTools")
+        .into_inner();
+    assert!(
+        listed
+            .tools
+            .iter()
+            .any(|t| t.name == "time__get_current_time")
+    );
+    let _ = std::fs::remove_file(&marker);
+}
+
+/// A path under `target/` unique to this run, for files a test creates.
+fn tempfile_path(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/mcp-servers");
+    std::fs::create_dir_all(&dir).expect("target/mcp-servers");
+    let path = dir.join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+const EVERYTHING: &str = "@modelcontextprotocol/server-everything@2026.8.31";
+
+/// The `server-everything` entry script, installed once per test run with npm.
+fn everything_server() -> &'static PathBuf {
+    static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let prefix =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/mcp-servers/everything");
+        std::fs::create_dir_all(&prefix).expect("target/mcp-servers/everything");
+        let stamp = prefix.join(".installed");
+        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(EVERYTHING) {
+            let installed = Command::new("npm")
+                .args([
+                    "install",
+                    "--no-audit",
+                    "--no-fund",
+                    "--loglevel=error",
+                    "--prefix",
+                ])
+                .arg(&prefix)
+                .arg(EVERYTHING)
+                .status()
+                .expect("npm install");
+            assert!(installed.success(), "npm install {EVERYTHING} failed");
+            std::fs::write(&stamp, EVERYTHING).expect("stamp");
+        }
+        prefix.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+    })
+}
+
+fn everything_stdio() -> McpServerConfig {
+    let script = everything_server().to_string_lossy().into_owned();
+    let mut config = McpServerConfig::stdio("everything", "node", &[&script, "stdio"]);
+    config.startup_timeout_ms = 60_000;
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structured_and_image_results_of_server_everything() {
+    let mut config = test_config();
+    config.mcp_servers = vec![everything_stdio()];
+    let server = TestServer::start_with(config).await;
+    let mut tools = server.tools().await;
+
+    let out = within(
+        "CallTool",
+        tools.call_tool(call(
+            "everything__get-structured-content",
+            json!({"location": "Chicago"}),
+        )),
+    )
+    .await
+    .expect("CallTool")
+    .into_inner();
+    assert!(!out.is_error, "{}", out.content);
+    let structured = from_value(out.structured_content.as_ref().expect("structured"));
+    assert!(
+        structured["structuredContent"]["temperature"].is_number(),
+        "{structured}"
+    );
+
+    let out = within(
+        "CallTool",
+        tools.call_tool(call("everything__get-tiny-image", json!({}))),
+    )
+    .await
+    .expect("CallTool")
+    .into_inner();
+    assert!(!out.is_error, "{}", out.content);
+    assert!(out.content.contains("[image image/png"), "{}", out.content);
+    let structured = from_value(out.structured_content.as_ref().expect("structured"));
+    let parts = structured["content"].as_array().expect("content parts");
+    assert!(
+        parts
+            .iter()
+            .any(|p| p["type"] == json!("image") && p["data"].is_string())
+    );
+
+    // The enum in its schema is enforced before the call.
+    let out = within(
+        "CallTool",
+        tools.call_tool(call(
+            "everything__get-structured-content",
+            json!({"location": "Paris"}),
+        )),
+    )
+    .await
+    .expect("CallTool")
+    .into_inner();
+    assert!(
+        out.is_error && out.content.contains("did not run"),
+        "{}",
+        out.content
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_deadline_cancels_a_running_mcp_call() {
+    let mut config = test_config();
+    config.mcp_servers = vec![everything_stdio()];
+    let server = TestServer::start_with(config).await;
+    let mut sessions = server.sessions().await;
+    create_session(
+        &mut sessions,
+        CreateSessionRequest {
+            session_id: "slow".into(),
+            server_tools: Some(ServerToolSelection {
+                patterns: vec!["everything__*".into()],
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut interact = server.interact().await;
+    let mut request = tonic::Request::new(interact_request(
+        "slow",
+        r#"/call everything__trigger-long-running-operation {"duration": 600, "steps": 600}"#,
+        None,
+    ));
+    request.set_timeout(std::time::Duration::from_millis(1500));
+    let status = within("Interact with a deadline", interact.interact(request))
+        .await
+        .expect_err("the deadline ends the turn");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    // Nothing of the turn is stored, and the server still answers at once.
+    assert_eq!(get_session(&mut sessions, "slow").await.message_count, 0);
+    let reply = say(
+        &mut interact,
+        "slow",
+        r#"/call everything__echo {"message": "still here"}"#,
+        None,
+    )
+    .await;
+    assert!(reply.response.contains("still here"), "{}", reply.response);
+}
