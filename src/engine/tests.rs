@@ -241,3 +241,54 @@ async fn etags_guard_changes_in_sqlite() {
     etags_guard_changes(&engine_over(store.store.clone())).await;
     store.close().await;
 }
+
+/// A commit whose messages do not continue the history (a gap) is a lost race, ABORTED,
+/// in every store alike.
+async fn history_gaps_are_aborted(store: Arc<dyn SessionStore>) {
+    let engine = engine_over(store.clone());
+    let scope = Scope::tenant("gaps");
+    let turn = TurnRequest {
+        session_id: "g".into(),
+        message: "hi".into(),
+        ..TurnRequest::default()
+    };
+    engine
+        .run_turn(&scope, turn, &mut NoSink, &CancellationToken::new())
+        .await
+        .unwrap();
+    let mut session = engine.get_session(&scope, "g").await.unwrap();
+    let gap = Arc::new(crate::domain::session::Message {
+        index: session.message_count + 1,
+        role: crate::domain::session::Role::User,
+        content: "after a gap".into(),
+        tool_calls: Vec::new(),
+        tool_call_id: String::new(),
+        tool_name: String::new(),
+        is_error: false,
+        create_time: crate::domain::session::now(),
+        token_count: 3,
+        turn_id: "t-gap".into(),
+    });
+    let expected = session.version;
+    session.version += 1;
+    session.message_count += 2;
+    let err = EngineError::from(
+        store
+            .commit(&scope.tenant, &session, Some(expected), &[gap], None)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.kind(), ErrorKind::Aborted, "{err}");
+}
+
+#[tokio::test]
+async fn history_gaps_are_aborted_in_memory() {
+    history_gaps_are_aborted(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn history_gaps_are_aborted_in_sqlite() {
+    let (store, _dir) = sqlite().await;
+    history_gaps_are_aborted(store.store.clone()).await;
+    store.close().await;
+}

@@ -222,6 +222,10 @@ impl SessionStore for SqlStore {
             // not the stored one.
             return Err(StoreError::Conflict(session.id.clone()));
         }
+        if expected_version.is_none() && first_index != 0 {
+            // A new session's history starts at 0.
+            return Err(StoreError::Conflict(session.id.clone()));
+        }
         let encoded: Vec<EncodedMessage<'_>> = messages
             .iter()
             .map(|m| EncodedMessage::of(m))
@@ -276,7 +280,8 @@ impl SessionStore for SqlStore {
                             "UPDATE sessions SET version = $3, update_time = $4, expire_time = $5,
                              message_count = $6, pending_turn = $7, pending_steps = $8,
                              body = $9
-                         WHERE tenant_id = $1 AND session_id = $2 AND version = $10",
+                         WHERE tenant_id = $1 AND session_id = $2 AND version = $10
+                             AND message_count = $11",
                         )
                         .bind(tenant)
                         .bind(id)
@@ -288,6 +293,9 @@ impl SessionStore for SqlStore {
                         .bind(pending_steps)
                         .bind(&body)
                         .bind(to_i64(version))
+                        // The new messages continue the stored history exactly, or nothing
+                        // is written.
+                        .bind(to_i64(first_index))
                         .execute(&mut *tx)
                         .await
                         .map_err(unavailable)?;
