@@ -366,3 +366,31 @@ async fn tool_output_is_bounded_with_a_marker() {
     assert!(tool.content.len() <= 256 * 1024, "{}", tool.content.len());
     assert!(tool.content.ends_with("more bytes]"), "marker at the end");
 }
+
+/// `history_search` works on a session's first turn (nothing stored yet) and sees the running
+/// turn's own messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_search_sees_the_running_turn() {
+    let server = TestServer::start().await;
+    let mut interact = server.interact().await;
+    let mut sessions = server.sessions().await;
+    let reply = say(
+        &mut interact,
+        "first-turn",
+        r#"/call history_search {"query": "needle"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(reply.finish_reason(), FinishReason::Stop, "{reply:?}");
+    let stored = all_messages(&mut sessions, "first-turn", 100).await;
+    let tool = stored
+        .iter()
+        .find(|m| m.role == MessageRole::Tool as i32)
+        .expect("the tool's message");
+    assert!(!tool.is_error, "{}", tool.content);
+    assert!(
+        tool.content.contains("#0 user:") && tool.content.contains("needle"),
+        "the turn's own user message is found: {}",
+        tool.content
+    );
+}

@@ -17,7 +17,7 @@ use super::Engine;
 use super::error::EngineError;
 use super::validate::check_context;
 use crate::domain::session::{
-    Context, ServerToolSelection, Session, ToolCall, ToolSpec, validate_session_id,
+    Context, ServerToolSelection, Session, SharedMessage, ToolCall, ToolSpec, validate_session_id,
 };
 use crate::domain::{Scope, TenantId};
 use crate::tools::{ServerTool, ToolOutput, ToolScope};
@@ -139,6 +139,7 @@ impl Engine {
                 session_id: "",
                 context: &mut scratch,
                 store: self.store.as_ref(),
+                turn_messages: &[],
             };
             return Ok(provider.call(name, arguments, tool_scope).await);
         };
@@ -159,6 +160,7 @@ impl Engine {
                     session_id,
                     context: &mut context,
                     store: self.store.as_ref(),
+                    turn_messages: &[],
                 },
             )
             .await;
@@ -179,6 +181,7 @@ impl Engine {
         session_id: &str,
         call: &ToolCall,
         context: &mut Context,
+        turn_messages: &[SharedMessage],
     ) -> ToolOutput {
         let Some((tool, provider)) = self.tools.find(&call.name) else {
             return ToolOutput::error(format!(
@@ -195,6 +198,7 @@ impl Engine {
             session_id,
             context,
             store: self.store.as_ref(),
+            turn_messages,
         };
         provider.call(&call.name, &call.arguments, scope).await
     }

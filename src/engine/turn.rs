@@ -449,7 +449,7 @@ impl Engine {
                 }
                 let output = if offered.iter().any(|t| t.name == call.name) {
                     tokio::select! {
-                        output = self.run_server_tool(&scope.tenant, &session.id, &call, &mut session.context) => output,
+                        output = self.run_server_tool(&scope.tenant, &session.id, &call, &mut session.context, &turn.state.new_messages) => output,
                         _ = cancel.cancelled() => return Err(EngineError::Cancelled),
                     }
                 } else {

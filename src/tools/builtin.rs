@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 use super::{ServerTool, ToolOutput, ToolProvider, ToolScope};
 use crate::domain::measure::measure_context;
 use crate::domain::patch::merge_context;
-use crate::domain::session::{Context, ToolSpec};
+use crate::domain::session::{Context, Message, ToolSpec};
+use crate::store::StoreError;
 
 /// Name of the tool that reads the session context.
 pub const CONTEXT_GET: &str = "context_get";
@@ -165,12 +166,30 @@ async fn history_search(arguments: &Context, scope: &ToolScope<'_>) -> ToolOutpu
             }
         },
     };
-    match scope
+    let stored = match scope
         .store
         .search_messages(scope.tenant, scope.session_id, query, limit as usize)
         .await
     {
-        Ok(found) => {
+        Ok(found) => Ok(found),
+        // A session's first turn: nothing of it is stored yet.
+        Err(StoreError::NotFound(_)) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    };
+    match stored {
+        Ok(stored) => {
+            // The running turn's own messages come first (they are the newest), matched as
+            // the store matches (case-insensitive substring).
+            let needle = query.to_lowercase();
+            let found: Vec<&Message> = scope
+                .turn_messages
+                .iter()
+                .rev()
+                .filter(|m| m.content.to_lowercase().contains(&needle))
+                .map(|m| m.as_ref())
+                .chain(stored.iter().map(|m| m.as_ref()))
+                .take(limit as usize)
+                .collect();
             let hits: Vec<Value> = found
                 .iter()
                 .map(|m| json!({"index": m.index, "role": m.role.as_str(), "content": m.content}))

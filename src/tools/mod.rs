@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::domain::TenantId;
-use crate::domain::session::{Context, ToolSpec};
+use crate::domain::session::{Context, SharedMessage, ToolSpec};
 use crate::store::SessionStore;
 
 /// What a tool returned.
@@ -58,6 +58,9 @@ pub struct ToolScope<'a> {
     pub context: &'a mut Context,
     /// The store, for reading the session's stored history.
     pub store: &'a dyn SessionStore,
+    /// In a turn: the turn's messages so far, not stored yet (the session itself may not
+    /// be stored yet, on its first turn). Empty outside turns.
+    pub turn_messages: &'a [SharedMessage],
 }
 
 /// A server-side tool and whether it needs a session.
