@@ -499,7 +499,12 @@ async fn a_turn_deadline_cancels_a_running_mcp_call() {
     let status = within("Interact with a deadline", interact.interact(request))
         .await
         .expect_err("the deadline ends the turn");
-    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    // The server's DEADLINE_EXCEEDED, or the client's own timer firing first (tonic reports
+    // that as CANCELLED "Timeout expired"): either way the deadline ended the call.
+    assert!(
+        matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{status:?}"
+    );
     // Nothing of the turn is stored, and the server still answers at once.
     assert_eq!(get_session(&mut sessions, "slow").await.message_count, 0);
     let reply = say(
