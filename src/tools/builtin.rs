@@ -195,7 +195,7 @@ async fn history_search(arguments: &Context, scope: &ToolScope<'_>) -> ToolOutpu
                 .map(|m| json!({"index": m.index, "role": m.role.as_str(), "content": m.content}))
                 .collect();
             let text = if found.is_empty() {
-                format!("no earlier message contains '{query}'")
+                format!("no message of this session contains '{query}'")
             } else {
                 found
                     .iter()
