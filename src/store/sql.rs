@@ -473,11 +473,7 @@ impl SessionStore for SqlStore {
                 let Some(count) = count else {
                     return Ok(None);
                 };
-                for statement in [
-                    "DELETE FROM messages WHERE tenant_id = $1 AND session_id = $2",
-                    "DELETE FROM pending_tool_calls WHERE tenant_id = $1 AND session_id = $2",
-                    "DELETE FROM turn_receipts WHERE tenant_id = $1 AND session_id = $2",
-                ] {
+                for statement in DELETE_SESSION_ROWS {
                     sqlx::query(statement)
                         .bind(tenant)
                         .bind(session_id)
@@ -634,12 +630,7 @@ impl SessionStore for SqlStore {
                 .await
                 .map_err(unavailable)?;
                 for (tenant, id) in &keys {
-                    for statement in [
-                        "DELETE FROM messages WHERE tenant_id = $1 AND session_id = $2",
-                        "DELETE FROM pending_tool_calls WHERE tenant_id = $1 AND session_id = $2",
-                        "DELETE FROM turn_receipts WHERE tenant_id = $1 AND session_id = $2",
-                        "DELETE FROM sessions WHERE tenant_id = $1 AND session_id = $2",
-                    ] {
+                    for statement in DELETE_SESSION_ROWS.into_iter().chain([DELETE_SESSION]) {
                         sqlx::query(statement)
                             .bind(tenant)
                             .bind(id)
@@ -689,6 +680,17 @@ impl SqlStore {
         Ok(found.is_some())
     }
 }
+
+/// Deletes a session's rows in every table that hangs off it (`$1` tenant, `$2` session):
+/// one list, so deleting a session and expiring one cannot drift apart when a table is added.
+const DELETE_SESSION_ROWS: [&str; 3] = [
+    "DELETE FROM messages WHERE tenant_id = $1 AND session_id = $2",
+    "DELETE FROM pending_tool_calls WHERE tenant_id = $1 AND session_id = $2",
+    "DELETE FROM turn_receipts WHERE tenant_id = $1 AND session_id = $2",
+];
+
+/// Deletes the session row itself (after [`DELETE_SESSION_ROWS`]).
+const DELETE_SESSION: &str = "DELETE FROM sessions WHERE tenant_id = $1 AND session_id = $2";
 
 const SELECT_SESSION: &str = "SELECT session_id, version, create_time, update_time, expire_time,
         message_count, pending_turn, pending_steps, body
