@@ -14,4 +14,4 @@ pub mod scope;
 pub mod session;
 pub mod tokens;
 
-pub use scope::{Scope, TenantId};
+pub use scope::{Role, Scope, TenantId};

@@ -38,19 +38,59 @@ impl fmt::Display for TenantId {
     }
 }
 
+/// What a caller may do beyond its own tenant's sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Works on its own tenant's sessions only.
+    #[default]
+    User,
+    /// May also manage keys and tenants (list them with their usage, export, delete).
+    Admin,
+}
+
+impl Role {
+    /// The role's name, as keys and the CLI spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+}
+
 /// The caller of an engine operation: whose sessions it may see and change.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+///
+/// With authentication off every caller is the `default` tenant as an admin (whoever reaches
+/// a loopback port owns the service); with keys or mTLS the credential names both.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Scope {
     /// The tenant whose sessions the operation works on.
     pub tenant: TenantId,
+    /// What the caller may do beyond them.
+    pub role: Role,
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Self {
+            tenant: TenantId::default(),
+            role: Role::Admin,
+        }
+    }
 }
 
 impl Scope {
-    /// The scope of tenant `tenant`.
+    /// The scope of tenant `tenant` as a user.
     pub fn tenant(tenant: impl Into<String>) -> Self {
         Self {
             tenant: TenantId::new(tenant),
+            role: Role::User,
         }
+    }
+
+    /// Whether the caller may manage keys and tenants.
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
     }
 }
 

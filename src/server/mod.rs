@@ -13,6 +13,7 @@ pub mod log_output;
 pub mod logging;
 pub mod model;
 pub mod outbox;
+pub mod peer;
 pub mod scope;
 pub mod session;
 pub mod status;
