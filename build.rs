@@ -20,6 +20,7 @@ const PROTO_FILES: &[&str] = &[
     "contextd/v1/interact.proto",
     "contextd/v1/tool.proto",
     "contextd/v1/model.proto",
+    "contextd/v1/admin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

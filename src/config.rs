@@ -52,6 +52,11 @@ pub struct Config {
     /// MCP servers whose tools contextd offers as server-side tools (`[[mcp_servers]]`),
     /// named `<server>__<tool>`.
     pub mcp_servers: Vec<McpServerConfig>,
+    /// Who may call: API keys, client certificates or nobody checked (`[auth]`).
+    pub auth: AuthConfig,
+    /// Serve on a non-loopback address without authentication anyway (`--insecure-listen`).
+    /// Default false: such a listen address with `auth.mode = "none"` refuses to start.
+    pub insecure_listen: bool,
 }
 
 impl Default for Config {
@@ -71,7 +76,143 @@ impl Default for Config {
             http: HttpConfig::default(),
             mcp: McpConfig::default(),
             mcp_servers: Vec::new(),
+            auth: AuthConfig::default(),
+            insecure_listen: false,
         }
+    }
+}
+
+/// How callers prove who they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Nobody is checked: every call is the tenant `default`, as an admin. Only for loopback
+    /// addresses (or with `insecure_listen`).
+    #[default]
+    None,
+    /// Every call carries `authorization: Bearer <key>`; the key names tenant and role.
+    Keys,
+    /// Every connection presents a client certificate (TLS with `--tls-client-ca`); its name
+    /// maps to a tenant through `auth.mtls_tenants`.
+    Mtls,
+}
+
+impl AuthMode {
+    /// The mode as `--auth` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::None => "none",
+            AuthMode::Keys => "keys",
+            AuthMode::Mtls => "mtls",
+        }
+    }
+}
+
+/// Endpoints besides health that may be called without credentials when
+/// `auth.open_endpoints` names them.
+pub const OPEN_ENDPOINTS: [&str; 4] = ["reflection", "status", "openapi", "metrics"];
+
+/// Authentication and tenants (`[auth]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `none` (default), `keys` or `mtls` (`--auth`, `CONTEXTD_AUTH`).
+    pub mode: AuthMode,
+    /// A file of hashed keys to use instead of the store's (`contextd keys add` writes to
+    /// it when set; reloaded on SIGHUP). Default: keys live in the store.
+    pub keys_file: Option<PathBuf>,
+    /// Endpoints open without credentials besides health (always open): any of
+    /// `reflection`, `status` (`/api/mcp/status`), `openapi` (`/openapi.json`) and
+    /// `metrics` (`/metrics`). Default none.
+    pub open_endpoints: Vec<String>,
+    /// With `mode = "mtls"`: which certificate names which tenant (`[[auth.mtls_tenants]]`).
+    pub mtls_tenants: Vec<MtlsTenant>,
+    /// How long a checked key is trusted before it is looked up again, in milliseconds: a
+    /// revocation reaches every replica within this. Default 2000; at most 5000.
+    pub key_cache_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::None,
+            keys_file: None,
+            open_endpoints: Vec::new(),
+            mtls_tenants: Vec::new(),
+            key_cache_ms: 2_000,
+        }
+    }
+}
+
+/// One client certificate identity and the tenant it names.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsTenant {
+    /// The certificate's subject CN, or one of its URI SANs (`spiffe://…`): URI SANs are
+    /// matched first, then the CN.
+    pub identity: String,
+    /// The tenant it names.
+    pub tenant: String,
+    /// `user` (default) or `admin`.
+    #[serde(default)]
+    pub role: RoleName,
+}
+
+/// A role as configuration spells it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleName {
+    /// Its own tenant's sessions only.
+    #[default]
+    User,
+    /// Also keys and tenants.
+    Admin,
+}
+
+impl From<RoleName> for crate::domain::Role {
+    fn from(role: RoleName) -> Self {
+        match role {
+            RoleName::User => crate::domain::Role::User,
+            RoleName::Admin => crate::domain::Role::Admin,
+        }
+    }
+}
+
+impl AuthConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for name in &self.open_endpoints {
+            if !OPEN_ENDPOINTS.contains(&name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.open_endpoints: unknown endpoint {name:?}; choose from {} (health is always open)",
+                    OPEN_ENDPOINTS.join(", ")
+                )));
+            }
+        }
+        for entry in &self.mtls_tenants {
+            crate::domain::key::check_tenant_id(&entry.tenant).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "auth.mtls_tenants entry {:?}: {e}",
+                    entry.identity
+                ))
+            })?;
+        }
+        if self.mode == AuthMode::Mtls && self.mtls_tenants.is_empty() {
+            return Err(ConfigError::Invalid(
+                "auth.mode = \"mtls\" needs [[auth.mtls_tenants]] entries mapping certificate names to tenants".into(),
+            ));
+        }
+        if self.key_cache_ms > 5_000 {
+            return Err(ConfigError::Invalid(
+                "auth.key_cache_ms is at most 5000 (a revocation must take effect within 5 s)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `endpoint` (one of [`OPEN_ENDPOINTS`]) is served without credentials.
+    pub fn is_open(&self, endpoint: &str) -> bool {
+        self.mode == AuthMode::None || self.open_endpoints.iter().any(|e| e == endpoint)
     }
 }
 
@@ -739,6 +880,9 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("{0}")]
     Invalid(String),
+    /// The settings would expose the service unauthenticated.
+    #[error("{0}")]
+    Insecure(String),
 }
 
 impl Config {
@@ -820,7 +964,17 @@ impl Config {
                 "mcp.max_resource_bytes must be at least 1024".into(),
             ));
         }
-        parse_listen(&self.listen)
+        self.auth.validate()?;
+        let addr = parse_listen(&self.listen)?;
+        if self.auth.mode == AuthMode::None && !addr.ip().is_loopback() && !self.insecure_listen {
+            return Err(ConfigError::Insecure(format!(
+                "refusing to listen on {addr} without authentication: every process that reaches \
+                 it could read, change and delete every conversation. Turn authentication on \
+                 (--auth keys, with keys from `contextd keys add`, or --auth mtls), listen on \
+                 127.0.0.1, or pass --insecure-listen to serve it unauthenticated anyway"
+            )));
+        }
+        Ok(addr)
     }
 
     /// The store `store` names.

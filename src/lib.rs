@@ -24,6 +24,8 @@
 //!   `google.api.http` rules, Server-Sent Events, the classic `/api/mcp/interact` and
 //!   `/health`, and newline-delimited JSON over plain TCP, each transcoded in-process into the
 //!   gRPC services.
+//! - [`auth`]: who is calling: API keys (hashed, in the store or a keys file), client
+//!   certificates, and the middleware that turns them into the caller's scope on every door.
 //! - [`mcp`]: the MCP doors: Google's MCP gRPC binding and `/mcp` (Streamable HTTP), over
 //!   one catalogue of tools and session resources.
 //! - `engine`: sessions, preview, window assembly, tool dispatch, the turn (begin → step
@@ -39,6 +41,7 @@
 //! - [`chat`]: the interactive terminal chat of `contextd chat`, built on [`client`].
 
 pub mod api;
+pub mod auth;
 pub mod chat;
 pub mod client;
 pub mod config;

@@ -50,6 +50,12 @@ pub enum EngineError {
     /// The operation is not possible in the session's current state.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller's role does not allow the operation.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// An API key id names no key.
+    #[error("no API key has id '{0}'; `contextd keys list` shows the ids")]
+    KeyNotFound(String),
     /// The new message (with its turn) does not fit the context window.
     #[error(
         "the message does not fit the context window: it needs {needed} tokens but {available} are left (max_context_tokens {max_context_tokens} - reserved output {reserved_output_tokens} - system prompt, context and summary {pinned}); shorten it by {over} tokens or raise max_context_tokens"
@@ -156,6 +162,8 @@ impl EngineError {
                 ErrorKind::NotFound
             }
             EngineError::SessionExists(_) => ErrorKind::AlreadyExists,
+            EngineError::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            EngineError::KeyNotFound(_) => ErrorKind::NotFound,
             EngineError::MissingToolResults { .. } | EngineError::FailedPrecondition(_) => {
                 ErrorKind::FailedPrecondition
             }

@@ -18,6 +18,7 @@
 //! - [`conversation`]: a Converse stream's state machine (open, queued frames, cancel).
 //! - [`lifecycle`]: graceful shutdown as turns see it (draining, closing, running turns).
 //! - [`summary`]: the `summarize` window strategy.
+//! - [`tenants`]: tenant usage, export and deletion (admin).
 //! - [`locks`]: per-(tenant, session) turn locks; [`validate`]: input limits;
 //!   [`error`]: the errors and their kinds.
 
@@ -31,6 +32,7 @@ pub mod receipts;
 pub mod resources;
 pub mod sessions;
 pub mod summary;
+pub mod tenants;
 mod tool_output;
 pub mod turn;
 pub mod validate;

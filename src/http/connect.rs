@@ -140,6 +140,16 @@ pub(crate) fn is_connect(method: &Method, content_type: &str) -> bool {
     framing(method, content_type).is_some()
 }
 
+/// The answer to a Connect request refused before it is served (authentication, limits), in
+/// its framing: an HTTP status with the error object for unary calls, an end-of-stream
+/// envelope under HTTP 200 for streams.
+pub(crate) fn refusal(method: &Method, content_type: &str, error: &ApiError) -> Response {
+    match framing(method, content_type) {
+        Some(Framing::Stream(codec)) => stream_response(codec, end_stream(Some(error))),
+        _ => unary_error(error),
+    }
+}
+
 /// The RPCs Connect serves, by gRPC path.
 pub(crate) struct ConnectMethods {
     methods: HashMap<String, ConnectMethod>,
@@ -220,8 +230,10 @@ fn method<'a>(doors: &'a JsonDoors, path: &str) -> Result<&'a ConnectMethod, Api
     })
 }
 
-/// The call options of a Connect request: its deadline and forwarded headers.
-fn call_options(doors: &JsonDoors, headers: &HeaderMap) -> Result<CallOptions, ApiError> {
+/// The call options of a Connect request: its deadline, forwarded headers and the caller's
+/// scope.
+fn call_options(doors: &JsonDoors, parts: &http::request::Parts) -> Result<CallOptions, ApiError> {
+    let headers = &parts.headers;
     if let Some(version) = headers.get(VERSION_HEADER)
         && version.as_bytes() != b"1"
     {
@@ -241,6 +253,7 @@ fn call_options(doors: &JsonDoors, headers: &HeaderMap) -> Result<CallOptions, A
         door: "connect",
         timeout,
         headers: headers.clone(),
+        scope: crate::server::scope::scope_of_extensions(&parts.extensions),
     })
 }
 
@@ -330,7 +343,7 @@ async fn unary(doors: &JsonDoors, codec: Codec, request: Request) -> Result<Resp
     if method.rpc.is_server_streaming() {
         return Err(wrong_framing(&method.rpc, codec.stream_type()));
     }
-    let options = call_options(doors, &parts.headers)?;
+    let options = call_options(doors, &parts)?;
     let compression = compression(header_text(&parts.headers, "content-encoding"))?;
     let body = read_body(body, doors.max_request_bytes).await?;
     let body = decompress(compression, &body, doors.max_request_bytes)?;
@@ -345,7 +358,7 @@ async fn unary_other(
     parts: http::request::Parts,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let options = call_options(doors, &parts.headers)?;
+    let options = call_options(doors, &parts)?;
     let compression = compression(header_text(&parts.headers, "content-encoding"))?;
     let body = read_body(body, doors.max_request_bytes).await?;
     let body = decompress(compression, &body, doors.max_request_bytes)?;
@@ -500,7 +513,7 @@ async fn get(doors: &JsonDoors, request: Request) -> Result<Response, ApiError> 
         return Err(super::too_large(doors.max_request_bytes));
     }
     let bytes = decompress(compression, &bytes, doors.max_request_bytes)?;
-    let options = call_options(doors, &parts.headers)?;
+    let options = call_options(doors, &parts)?;
     let decoded = if bytes.is_empty() && codec == Codec::Json {
         codec.decode(method.rpc.input(), b"{}")?
     } else {
@@ -517,7 +530,7 @@ async fn stream(doors: &JsonDoors, codec: Codec, request: Request) -> Result<Res
     if !method.rpc.is_server_streaming() {
         return Err(wrong_framing(&method.rpc, codec.unary_type()));
     }
-    let options = call_options(doors, &parts.headers)?;
+    let options = call_options(doors, &parts)?;
     let compression = compression(header_text(&parts.headers, "connect-content-encoding"))?;
     // The envelope's five bytes come on top of the message limit.
     let body = read_body(body, doors.max_request_bytes + 5).await?;
@@ -550,7 +563,7 @@ async fn stream(doors: &JsonDoors, codec: Codec, request: Request) -> Result<Res
 /// unchanged; gRPC's final status becomes the end-of-stream envelope.
 async fn passthrough(doors: &JsonDoors, request: Request) -> Result<Response, ApiError> {
     let (mut parts, body) = request.into_parts();
-    let options = call_options(doors, &parts.headers)?;
+    let options = call_options(doors, &parts)?;
     let compression = compression(header_text(&parts.headers, "connect-content-encoding"))?;
     let headers = &mut parts.headers;
     let connect_headers: Vec<_> = headers

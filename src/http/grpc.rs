@@ -38,6 +38,9 @@ pub(crate) struct CallOptions {
     pub(crate) timeout: Option<Duration>,
     /// The caller's request headers; those in [`FORWARDED`] are passed on.
     pub(crate) headers: HeaderMap,
+    /// The caller's scope, as the door authenticated it (`None`: not authenticated, and the
+    /// handler refuses the call).
+    pub(crate) scope: Option<crate::domain::Scope>,
 }
 
 impl GrpcCaller {
@@ -76,9 +79,12 @@ impl GrpcCaller {
         if let Some(timeout) = options.timeout {
             builder = builder.header("grpc-timeout", grpc_timeout(timeout));
         }
-        let request = builder
+        let mut request = builder
             .body(Body::from(frame.freeze()))
             .map_err(|e| ApiError::new(Code::Internal, format!("cannot build the call: {e}")))?;
+        if let Some(scope) = options.scope {
+            request.extensions_mut().insert(scope);
+        }
         let response = match self.services.clone().oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},

@@ -5,7 +5,9 @@
 //! by one line, the `InteractResponse` in the same proto3 JSON as HTTP. Many lines per
 //! connection are answered in order. A line that is not a JSON object (the guide's Node client
 //! first sends `MCP_INIT: SESSION_ID=101`) is answered with an AIP-193 error line and the
-//! connection stays usable. A line is bounded by `limits.max_request_bytes`: a longer one is
+//! connection stays usable. With authentication on, each line carries its credentials in an
+//! `authorization` member (`"Bearer ctxd_…"`), which the door takes out before decoding. A
+//! line is bounded by `limits.max_request_bytes`: a longer one is
 //! skipped to its end and answered with an error line.
 
 use std::sync::Arc;
@@ -71,15 +73,28 @@ async fn answer(doors: &JsonDoors, line: &[u8]) -> String {
         )
         .body();
     }
+    // Credentials travel in the line itself: a socket has no headers.
+    let (credentials, line) = match crate::auth::take_authorization(line, None) {
+        Some((credentials, rest)) => (Some(credentials), std::borrow::Cow::Owned(rest)),
+        None => (None, std::borrow::Cow::Borrowed(line)),
+    };
+    let scope = match doors.auth().authenticate(credentials.as_deref(), None).await {
+        Ok(scope) => scope,
+        Err(error) => {
+            metrics::counter!("contextd_rejected_total", "reason" => error.reason()).increment(1);
+            return ApiError::from(error.status()).body();
+        }
+    };
     match doors
         .interact_json(
-            line,
+            &line,
             "the line",
             None,
             CallOptions {
                 door: "lines",
                 timeout: None,
                 headers: Default::default(),
+                scope: Some(scope),
             },
         )
         .await

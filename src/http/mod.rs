@@ -14,7 +14,7 @@
 //! anything else 404. Pages of other origins may call every door once `http.cors_origins`
 //! allows them ([`cors`]).
 
-mod connect;
+pub(crate) mod connect;
 mod cors;
 pub(crate) mod error;
 pub(crate) mod grpc;
@@ -47,7 +47,8 @@ use crate::config::{Config, StoreKind};
 use crate::engine::Engine;
 use crate::engine::Lifecycle;
 use crate::server::logging::DOOR_HEADER;
-use crate::server::scope::scope_of_headers;
+use crate::auth::Authenticator;
+use crate::server::scope::scope_of_extensions;
 use error::ApiError;
 use grpc::{CallOptions, GrpcCaller};
 use rules::{Lookup, RouteTable};
@@ -81,6 +82,7 @@ pub struct JsonDoors {
     engine: Arc<Engine>,
     store: &'static str,
     mcp: crate::config::McpConfig,
+    auth: Arc<Authenticator>,
 }
 
 impl JsonDoors {
@@ -91,6 +93,7 @@ impl JsonDoors {
         grpc: Router,
         lifecycle: Lifecycle,
         engine: Arc<Engine>,
+        auth: Arc<Authenticator>,
     ) -> Result<Self, String> {
         let pool = DescriptorPool::decode(crate::api::FILE_DESCRIPTOR_SET)
             .map_err(|e| format!("cannot read the descriptors: {e}"))?;
@@ -126,12 +129,14 @@ impl JsonDoors {
                 StoreKind::Postgres(_) => "postgres",
             },
             mcp: config.mcp.clone(),
+            auth,
         })
     }
 
     /// The router of every HTTP request: the JSON routes, and gRPC for everything else.
     pub fn router(self: Arc<Self>) -> Router {
         let cors = self.cors.clone();
+        let auth = self.auth.clone();
         let router = Router::new()
             .route("/health", get(health))
             .route("/healthz", get(health))
@@ -163,8 +168,13 @@ impl JsonDoors {
             )
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(grpc_or_not_found)
-            .with_state(self);
-        // Outside every route and the fallback: preflights are answered before routing.
+            .with_state(self)
+            // Every route and the fallback: one decision on who is calling.
+            .layer(axum::middleware::from_fn_with_state(
+                auth,
+                crate::auth::layer::authenticate,
+            ));
+        // Outside authentication too: preflights are answered before anything else.
         match cors {
             Some(cors) => router.layer(cors),
             None => router,
@@ -201,8 +211,15 @@ impl JsonDoors {
         self.max_request_bytes
     }
 
-    /// The call options of an HTTP request: its deadline and forwarded headers.
-    fn call_options(&self, headers: &HeaderMap) -> Result<CallOptions, ApiError> {
+    /// The authenticator of every door.
+    pub(crate) fn auth(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    /// The call options of an HTTP request: its deadline, forwarded headers and the caller's
+    /// scope.
+    fn call_options(&self, parts: &http::request::Parts) -> Result<CallOptions, ApiError> {
+        let headers = &parts.headers;
         let timeout = match headers.get(TIMEOUT_HEADER) {
             Some(value) => Some(parse_timeout(value)?),
             None => self.default_timeout,
@@ -211,6 +228,7 @@ impl JsonDoors {
             door: "http",
             timeout,
             headers: headers.clone(),
+            scope: scope_of_extensions(&parts.extensions),
         })
     }
 }
@@ -305,10 +323,14 @@ async fn health(State(doors): State<Arc<JsonDoors>>) -> Response {
 }
 
 /// `GET /api/mcp/status`: `{"version", "uptimeSeconds", "store", "models", "sessions"}`;
-/// `sessions` counts the caller's live sessions.
-async fn status(State(doors): State<Arc<JsonDoors>>, headers: HeaderMap) -> Response {
-    let scope = scope_of_headers(&headers);
-    match doors.engine.count_sessions(&scope).await {
+/// `sessions` counts the caller's live sessions (absent for a caller without credentials when
+/// the endpoint is open).
+async fn status(State(doors): State<Arc<JsonDoors>>, request: Request) -> Response {
+    let counted = match scope_of_extensions(request.extensions()) {
+        Some(scope) => doors.engine.count_sessions(&scope).await.map(Some),
+        None => Ok(None),
+    };
+    match counted {
         Ok(sessions) => {
             let models: Vec<String> = doors.engine.models().into_iter().map(|m| m.name).collect();
             let body = serde_json::json!({
@@ -335,7 +357,7 @@ async fn classic_interact(State(doors): State<Arc<JsonDoors>>, request: Request)
     let run = async {
         let (parts, body) = request.into_parts();
         require_json(&parts.headers)?;
-        let options = doors.call_options(&parts.headers)?;
+        let options = doors.call_options(&parts)?;
         let body = read_body(body, doors.max_request_bytes).await?;
         doors
             .interact_json(&body, "the request body", Some(&parts.headers), options)
@@ -386,7 +408,7 @@ async fn transcode_inner(doors: &JsonDoors, request: Request) -> Result<Response
         }
         Lookup::NotFound => return Err(not_found(parts.uri.path())),
     };
-    let options = doors.call_options(&parts.headers)?;
+    let options = doors.call_options(&parts)?;
     let body = read_body(body, doors.max_request_bytes).await?;
     if !body.is_empty() {
         require_json(&parts.headers)?;
@@ -483,8 +505,13 @@ async fn grpc_or_not_found(State(doors): State<Arc<JsonDoors>>, request: Request
     not_found(request.uri().path()).into_response()
 }
 
+/// The session a Converse WebSocket path (`/v1/sessions/{id}:converse`) names.
+pub(crate) fn websocket_session(path: &str) -> Option<String> {
+    websocket::converse_session(path)
+}
+
 /// Whether `path` has the shape of a gRPC method path, `/package.Service/Method`.
-fn is_grpc_path(path: &str) -> bool {
+pub(crate) fn is_grpc_path(path: &str) -> bool {
     let mut parts = path.trim_start_matches('/').split('/');
     matches!(
         (parts.next(), parts.next(), parts.next()),
@@ -525,9 +552,11 @@ mod tests {
         let lifecycle = Lifecycle::default();
         let config = Config::default();
         let store = Arc::new(crate::store::memory::MemoryStore::new());
-        let engine = Arc::new(crate::server::build_engine(&config, store).unwrap());
-        let doors =
-            Arc::new(JsonDoors::new(&config, Router::new(), lifecycle.clone(), engine).unwrap());
+        let engine = Arc::new(crate::server::build_engine(&config, store.clone()).unwrap());
+        let auth = Arc::new(crate::auth::Authenticator::new(&config.auth, store).unwrap());
+        let doors = Arc::new(
+            JsonDoors::new(&config, Router::new(), lifecycle.clone(), engine, auth).unwrap(),
+        );
         let health = |doors: Arc<JsonDoors>| async move {
             let request = http::Request::get("/health").body(Body::empty()).unwrap();
             let response = doors.router().oneshot(request).await.unwrap();

@@ -34,7 +34,7 @@ use crate::domain::Scope;
 use crate::engine::{Conversation, ConverseEnd, ConverseEvent, ConverseSink, SinkClosed};
 use crate::server::interact::{converse_frame, converse_response};
 use crate::server::outbox::{Outbox, outbox};
-use crate::server::scope::scope_of_headers;
+use crate::server::scope::scope_of_extensions;
 
 /// The path's fixed parts: `/v1/sessions/{session_id}:converse`.
 const PREFIX: &str = "/v1/sessions/";
@@ -86,7 +86,8 @@ pub(crate) async fn upgrade(
         ))
         .into_response();
     }
-    let scope = scope_of_headers(&parts.headers);
+    // `None`: the upgrade carried no credentials; the open frame must.
+    let scope = scope_of_extensions(&parts.extensions);
     upgrade
         .max_message_size(doors.max_request_bytes)
         .on_upgrade(move |socket| converse(doors, session_id, scope, socket))
@@ -203,8 +204,26 @@ fn error_close(code: Code, message: &str) -> Outgoing {
     Outgoing::Close(ERROR_BASE + code as u16, message[..end].to_owned())
 }
 
+/// Takes `open.authorization` out of a text frame: the credentials of a browser, which cannot
+/// set headers on a WebSocket.
+fn take_credentials(message: Message) -> (Message, Option<String>) {
+    if let Message::Text(text) = &message
+        && let Some((credentials, rest)) =
+            crate::auth::take_authorization(text.as_str().as_bytes(), Some("open"))
+        && let Ok(rest) = String::from_utf8(rest)
+    {
+        return (Message::Text(rest.into()), Some(credentials));
+    }
+    (message, None)
+}
+
 /// Runs one Converse stream on an upgraded socket.
-async fn converse(doors: Arc<JsonDoors>, session_id: String, scope: Scope, socket: WebSocket) {
+async fn converse(
+    doors: Arc<JsonDoors>,
+    session_id: String,
+    scope: Option<Scope>,
+    socket: WebSocket,
+) {
     let Some(codec) = Codec::new(&doors) else {
         return;
     };
@@ -220,12 +239,30 @@ async fn converse(doors: Arc<JsonDoors>, session_id: String, scope: Scope, socke
         };
         match next {
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-            Some(Ok(message)) => match codec.decode(&message) {
-                Ok(Some(decoded)) => break Ok(decoded),
-                Ok(None) => continue,
-                Err(error) => break Err(error),
-            },
+            Some(Ok(message)) => {
+                let (message, credentials) = take_credentials(message);
+                match codec.decode(&message) {
+                    Ok(Some(decoded)) => break Ok((decoded, credentials)),
+                    Ok(None) => continue,
+                    Err(error) => break Err(error),
+                }
+            }
         }
+    };
+    // Credentials from the upgrade's header, or else from the open frame.
+    let first = match (first, scope) {
+        (Err(error), _) => Err(error),
+        (Ok((decoded, _)), Some(scope)) => Ok((decoded, scope)),
+        (Ok((decoded, credentials)), None) => doors
+            .auth()
+            .authenticate(credentials.as_deref(), None)
+            .await
+            .map(|scope| (decoded, scope))
+            .map_err(|e| ApiError::from(e.status())),
+    };
+    let (first, scope) = match first {
+        Ok(((framing, request), scope)) => (Ok((framing, request)), Some(scope)),
+        Err(error) => (Err(error), None),
     };
     let checked = first.and_then(|(framing, mut request)| match &mut request.frame {
         Some(Frame::Open(open)) if open.session_id.is_empty() || open.session_id == session_id => {
@@ -262,6 +299,11 @@ async fn converse(doors: Arc<JsonDoors>, session_id: String, scope: Scope, socke
                 .await;
             return;
         }
+    };
+
+    // Set whenever the first frame was accepted.
+    let Some(scope) = scope else {
+        return;
     };
 
     // The writer: events in order, pings while idle, and the close frame last.

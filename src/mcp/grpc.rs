@@ -80,7 +80,7 @@ impl Mcp for McpGrpc {
         &self,
         request: Request<mcp::ListResourcesRequest>,
     ) -> Result<Response<mcp::ListResourcesResponse>, Status> {
-        let scope = caller_scope(&request);
+        let scope = caller_scope(&request)?;
         let resources = self.catalog.resources(&scope).await?;
         Ok(Response::new(mcp::ListResourcesResponse {
             common: complete(),
@@ -103,7 +103,7 @@ impl Mcp for McpGrpc {
         &self,
         request: Request<mcp::ReadResourceRequest>,
     ) -> Result<Response<mcp::ReadResourceResponse>, Status> {
-        let scope = caller_scope(&request);
+        let scope = caller_scope(&request)?;
         let uri = request.into_inner().uri;
         if uri.is_empty() {
             return Err(Status::invalid_argument(
@@ -166,7 +166,7 @@ impl Mcp for McpGrpc {
         &self,
         request: Request<mcp::CallToolRequest>,
     ) -> Result<Response<mcp::CallToolResponse>, Status> {
-        let scope = caller_scope(&request);
+        let scope = caller_scope(&request)?;
         let call = request.into_inner().request.unwrap_or_default();
         if call.name.is_empty() {
             return Err(McpError::MissingToolName.into());

@@ -33,7 +33,7 @@ use crate::api::code_name;
 use crate::config::McpConfig;
 use crate::domain::Scope;
 use crate::engine::{ErrorKind, SinkClosed, TurnEvent, TurnSink};
-use crate::server::scope::scope_of_headers;
+use crate::server::scope::scope_of_extensions;
 use crate::server::status::code_of;
 
 /// The path `/mcp` is served on.
@@ -127,11 +127,19 @@ fn error_data(error: McpError) -> ErrorData {
 }
 
 /// The caller's scope, from the HTTP request the SDK hands along.
-fn scope_of(context: &RequestContext<RoleServer>) -> Scope {
-    match context.extensions.get::<http::request::Parts>() {
-        Some(parts) => scope_of_headers(&parts.headers),
-        None => scope_of_headers(&http::HeaderMap::new()),
-    }
+fn scope_of(context: &RequestContext<RoleServer>) -> Result<Scope, ErrorData> {
+    context
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| scope_of_extensions(&parts.extensions))
+        // The authentication layer refuses such requests before they get here.
+        .ok_or_else(|| {
+            ErrorData::new(
+                ErrorCode::INVALID_REQUEST,
+                crate::auth::AuthError::Missing.to_string(),
+                Some(json!({"status": "UNAUTHENTICATED"})),
+            )
+        })
 }
 
 /// Sends a turn's reply text to the host as progress notifications, one per delta.
@@ -199,7 +207,7 @@ impl ServerHandler for McpHandler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let scope = scope_of(&context);
+        let scope = scope_of(&context)?;
         let arguments = request.arguments.unwrap_or_default();
         let result = match context.meta.get_progress_token() {
             Some(token) => {
@@ -245,7 +253,7 @@ impl ServerHandler for McpHandler {
     ) -> Result<ListResourcesResult, ErrorData> {
         let resources = self
             .catalog
-            .resources(&scope_of(&context))
+            .resources(&scope_of(&context)?)
             .await
             .map_err(error_data)?;
         Ok(ListResourcesResult::with_all_items(
@@ -267,7 +275,7 @@ impl ServerHandler for McpHandler {
     ) -> Result<ReadResourceResponse, ErrorData> {
         let read = self
             .catalog
-            .read_resource(&scope_of(&context), &request.uri)
+            .read_resource(&scope_of(&context)?, &request.uri)
             .await
             .map_err(error_data)?;
         Ok(ReadResourceResult::new(vec![

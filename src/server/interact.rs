@@ -224,7 +224,7 @@ impl InteractService for InteractApi {
         &self,
         request: Request<v1::InteractRequest>,
     ) -> Result<Response<v1::InteractResponse>, Status> {
-        let scope = caller_scope(&request);
+        let scope = caller_scope(&request)?;
         let r = request.into_inner();
         record_session(&r.session_id);
         let turn = turn_request(
@@ -252,7 +252,7 @@ impl InteractService for InteractApi {
         &self,
         request: Request<v1::StreamResponseRequest>,
     ) -> Result<Response<Self::StreamResponseStream>, Status> {
-        let scope = caller_scope(&request);
+        let scope = caller_scope(&request)?;
         let r = request.into_inner();
         record_session(&r.session_id);
         let turn = turn_request(
@@ -301,7 +301,7 @@ impl InteractService for InteractApi {
         &self,
         request: Request<Streaming<v1::ConverseRequest>>,
     ) -> Result<Response<Self::ConverseStream>, Status> {
-        let scope = caller_scope(&request);
+        let scope = caller_scope(&request)?;
         let inbound = request.into_inner().map(|frame| frame.map(converse_frame));
         let (tx, rx) = outbox(self.engine.limits());
         let tx = ConverseTx(tx);

@@ -7,6 +7,7 @@
 //! request logging ([`logging`]) and client deadlines ([`deadline`]).
 
 mod accept;
+pub mod admin;
 pub mod deadline;
 pub mod interact;
 pub mod log_output;
@@ -30,7 +31,7 @@ use tonic_health::ServingStatus;
 
 use crate::api::mcp::mcp_server::McpServer;
 use crate::api::v1::{
-    interact_service_server::InteractServiceServer, model_service_server::ModelServiceServer,
+    admin_service_server::AdminServiceServer, interact_service_server::InteractServiceServer, model_service_server::ModelServiceServer,
     session_service_server::SessionServiceServer, tool_service_server::ToolServiceServer,
 };
 use crate::config::{BackendKind, Config};
@@ -73,7 +74,8 @@ pub enum ServeError {
 }
 
 /// The names of the served contextd services, for health.
-pub const SERVICE_NAMES: [&str; 4] = [
+pub const SERVICE_NAMES: [&str; 5] = [
+    "contextd.v1.AdminService",
     "contextd.v1.SessionService",
     "contextd.v1.InteractService",
     "contextd.v1.ToolService",
@@ -187,6 +189,19 @@ pub async fn serve_store(
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
+    let auth = Arc::new(
+        crate::auth::Authenticator::new(&config.auth, store.keys.clone())
+            .map_err(crate::config::ConfigError::Invalid)?,
+    );
+    crate::auth::reload_on_hangup(auth.clone());
+    let exposed = listener.local_addr().is_ok_and(|a| !a.ip().is_loopback());
+    if config.auth.mode == crate::config::AuthMode::None && exposed {
+        tracing::warn!(
+            "serving WITHOUT authentication on a non-loopback address (--insecure-listen): \
+             whoever reaches the port reads, changes and deletes every conversation"
+        );
+    }
+    tracing::info!(mode = config.auth.mode.as_str(), "authentication");
     let routes = Routes::new(
         SessionServiceServer::new(session::SessionApi::new(engine.clone()))
             .max_decoding_message_size(max_request)
@@ -227,6 +242,16 @@ pub async fn serve_store(
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip),
     )
+    .add_service(
+        AdminServiceServer::new(admin::AdminApi::new(
+            engine.clone(),
+            crate::auth::admin::KeyAdmin::new(&config.auth, store.keys.clone()),
+            auth.clone(),
+        ))
+        .max_decoding_message_size(max_request)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip),
+    )
     .add_service(health_service)
     .add_service(reflection_v1)
     .add_service(reflection_v1alpha);
@@ -236,7 +261,7 @@ pub async fn serve_store(
         .layer(deadline::DeadlineLayer)
         .layer(logging::RequestLogLayer);
     let doors = Arc::new(
-        JsonDoors::new(&config, grpc, lifecycle.clone(), engine.clone())
+        JsonDoors::new(&config, grpc, lifecycle.clone(), engine.clone(), auth)
             .map_err(ServeError::Http)?,
     );
     let app = doors.clone().router();

@@ -34,7 +34,7 @@ impl SessionService for SessionApi {
         &self,
         request: Request<v1::CreateSessionRequest>,
     ) -> Result<Response<v1::CreateSessionResponse>, Status> {
-        let scope = caller_scope(&request);
+        let scope = caller_scope(&request)?;
         let r = request.into_inner();
         record_session(&r.session_id);
         let new = new_session_from_wire("", r)?;
@@ -49,7 +49,7 @@ impl SessionService for SessionApi {
         &self,
         request: Request<v1::GetSessionRequest>,
     ) -> Result<Response<v1::GetSessionResponse>, Status> {
-        let scope = caller_scope(&request);
+        let scope = caller_scope(&request)?;
         let r = request.into_inner();
         record_session(&r.session_id);
         let session = self.engine.get_session(&scope, &r.session_id).await?;
@@ -62,7 +62,7 @@ impl SessionService for SessionApi {
         &self,
         request: Request<v1::ListSessionsRequest>,
     ) -> Result<Response<v1::ListSessionsResponse>, Status> {
-        let scope = caller_scope(&request);
+        let scope = caller_scope(&request)?;
         let r = request.into_inner();
         let after = sessions_page_from_token(&r.page_token)?;
         let page = self
@@ -79,7 +79,7 @@ impl SessionService for SessionApi {
         &self,
         request: Request<v1::UpdateSessionRequest>,
     ) -> Result<Response<v1::UpdateSessionResponse>, Status> {
-        let scope = caller_scope(&request);
+        let scope = caller_scope(&request)?;
         let r = request.into_inner();
         record_session(&r.session_id);
         let session_id = r.session_id.clone();
@@ -97,7 +97,7 @@ impl SessionService for SessionApi {
         &self,
         request: Request<v1::DeleteSessionRequest>,
     ) -> Result<Response<v1::DeleteSessionResponse>, Status> {
-        let scope = caller_scope(&request);
+        let scope = caller_scope(&request)?;
         let r = request.into_inner();
         record_session(&r.session_id);
         let etag = etag_from_wire(r.etag);
@@ -114,7 +114,7 @@ impl SessionService for SessionApi {
         &self,
         request: Request<v1::ListMessagesRequest>,
     ) -> Result<Response<v1::ListMessagesResponse>, Status> {
-        let scope = caller_scope(&request);
+        let scope = caller_scope(&request)?;
         let r = request.into_inner();
         record_session(&r.session_id);
         let from = messages_page_from_token(&r.session_id, &r.page_token)?;
@@ -132,7 +132,7 @@ impl SessionService for SessionApi {
         &self,
         request: Request<v1::PreviewContextRequest>,
     ) -> Result<Response<v1::PreviewContextResponse>, Status> {
-        let scope = caller_scope(&request);
+        let scope = caller_scope(&request)?;
         let r = request.into_inner();
         record_session(&r.session_id);
         let patch = patch_from_wire("context", r.context)?;

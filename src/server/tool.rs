@@ -28,7 +28,7 @@ impl ToolService for ToolApi {
         &self,
         request: Request<v1::ListToolsRequest>,
     ) -> Result<Response<v1::ListToolsResponse>, Status> {
-        let scope = caller_scope(&request);
+        let scope = caller_scope(&request)?;
         let r = request.into_inner();
         let (session_tools, offered_tools) = if r.session_id.is_empty() {
             (Vec::new(), Vec::new())
@@ -60,7 +60,7 @@ impl ToolService for ToolApi {
         &self,
         request: Request<v1::CallToolRequest>,
     ) -> Result<Response<v1::CallToolResponse>, Status> {
-        let scope = caller_scope(&request);
+        let scope = caller_scope(&request)?;
         let r = request.into_inner();
         if r.name.is_empty() {
             return Err(Status::invalid_argument(

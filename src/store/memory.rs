@@ -7,8 +7,11 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
+use super::keys::KeyStore;
 use super::{SessionStore, StoreError};
 use crate::domain::TenantId;
+use crate::domain::key::{ApiKey, TenantUsage};
+use crate::domain::measure::measure_context;
 use crate::domain::receipt::TurnReceipt;
 use crate::domain::session::{Session, SharedMessage};
 
@@ -36,6 +39,8 @@ fn key(tenant: &TenantId, session_id: &str) -> Key {
 #[derive(Default)]
 pub struct MemoryStore {
     records: Mutex<BTreeMap<Key, Record>>,
+    /// API keys by id.
+    keys: Mutex<HashMap<String, ApiKey>>,
 }
 
 impl MemoryStore {
@@ -255,6 +260,115 @@ impl SessionStore for MemoryStore {
         }
         Ok(expired.len() as u64)
     }
+
+    async fn tenant_usage(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<TenantUsage>, StoreError> {
+        let records = self.records();
+        let mut usage: Vec<TenantUsage> = Vec::new();
+        for ((owner, _), record) in records.iter() {
+            if tenant.is_some_and(|wanted| wanted != owner) {
+                continue;
+            }
+            if usage.last().is_none_or(|last| &last.tenant != owner) {
+                usage.push(TenantUsage {
+                    tenant: owner.clone(),
+                    ..TenantUsage::default()
+                });
+            }
+            let entry = usage.last_mut().expect("pushed above");
+            entry.sessions += 1;
+            entry.messages += record.messages.len() as u64;
+            entry.bytes += session_bytes(&record.session);
+            for message in &record.messages {
+                entry.tokens += u64::from(message.token_count);
+                entry.bytes += message_bytes(message);
+            }
+        }
+        Ok(usage)
+    }
+
+    async fn delete_tenant(&self, tenant: &TenantId) -> Result<(u64, u64), StoreError> {
+        let mut records = self.records();
+        let ids: Vec<Key> = records
+            .range((Bound::Included(key(tenant, "")), Bound::Unbounded))
+            .take_while(|((owner, _), _)| owner == tenant)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut messages = 0;
+        for id in &ids {
+            if let Some(record) = records.remove(id) {
+                messages += record.messages.len() as u64;
+            }
+        }
+        Ok((ids.len() as u64, messages))
+    }
+}
+
+#[async_trait]
+impl KeyStore for MemoryStore {
+    async fn insert_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if keys.contains_key(&key.id) {
+            return Err(StoreError::AlreadyExists(key.id.clone()));
+        }
+        keys.insert(key.id.clone(), key.clone());
+        Ok(())
+    }
+
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(keys.get(id).cloned())
+    }
+
+    async fn list_keys(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiKey>, StoreError> {
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let mut listed: Vec<ApiKey> = keys
+            .values()
+            .filter(|k| tenant.is_none_or(|t| &k.tenant == t))
+            .cloned()
+            .collect();
+        listed.sort_by(|a, b| (&a.tenant, a.create_time).cmp(&(&b.tenant, b.create_time)));
+        Ok(listed)
+    }
+
+    async fn revoke_key(&self, id: &str, at: SystemTime) -> Result<Option<ApiKey>, StoreError> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(keys.get_mut(id).map(|key| {
+            key.revoke_time.get_or_insert(at);
+            key.clone()
+        }))
+    }
+
+    async fn delete_tenant_keys(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let before = keys.len();
+        keys.retain(|_, key| &key.tenant != tenant);
+        Ok((before - keys.len()) as u64)
+    }
+}
+
+/// What a session's own document weighs, as the SQL stores count it (roughly: its texts).
+fn session_bytes(session: &Session) -> u64 {
+    let (_, context) = measure_context(&session.context);
+    let tools: usize = session
+        .tools
+        .iter()
+        .map(|t| t.name.len() + t.description.len() + measure_context(&t.input_schema).1)
+        .sum();
+    let labels: usize = session.labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+    (session.system_prompt.len() + context + tools + labels) as u64
+}
+
+/// What a stored message weighs: its text and its tool calls' arguments.
+fn message_bytes(message: &SharedMessage) -> u64 {
+    let calls: usize = message
+        .tool_calls
+        .iter()
+        .map(|c| c.name.len() + measure_context(&c.arguments).1)
+        .sum();
+    (message.content.len() + calls) as u64
 }
 
 fn find<'a>(

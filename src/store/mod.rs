@@ -9,6 +9,7 @@
 //! session of another tenant is simply absent (`None`, `NotFound`).
 
 mod db_file;
+pub mod keys;
 pub mod memory;
 pub mod open;
 pub mod sql;
@@ -18,6 +19,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use crate::domain::TenantId;
+use crate::domain::key::TenantUsage;
 use crate::domain::receipt::TurnReceipt;
 use crate::domain::session::{Session, SharedMessage};
 
@@ -146,6 +148,15 @@ pub trait SessionStore: Send + Sync {
 
     /// Counts the tenant's sessions that have not expired at `now`.
     async fn count_sessions(&self, tenant: &TenantId, now: SystemTime) -> Result<u64, StoreError>;
+
+    /// What each tenant stores (only `tenant`, when given), ordered by tenant id; a tenant
+    /// with no sessions is absent. `keys` is left 0 (keys live in the [`keys::KeyStore`]).
+    async fn tenant_usage(&self, tenant: Option<&TenantId>)
+    -> Result<Vec<TenantUsage>, StoreError>;
+
+    /// Deletes every session of the tenant with everything that hangs off it, all or nothing;
+    /// returns how many sessions and messages went.
+    async fn delete_tenant(&self, tenant: &TenantId) -> Result<(u64, u64), StoreError>;
 }
 
 /// A held turn lease (see [`SessionStore::lease_session`]); released on drop.

@@ -13,6 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::SessionStore;
+use super::keys::KeyStore;
 use super::db_file::DatabaseFile;
 use super::memory::MemoryStore;
 use super::sql::{Pools, SqlStore};
@@ -88,6 +89,8 @@ pub enum OpenError {
 pub struct OpenStore {
     /// The store.
     pub store: Arc<dyn SessionStore>,
+    /// Its API keys (beside the sessions, so replicas share them).
+    pub keys: Arc<dyn KeyStore>,
     /// The SQL store, when there is one, for closing its pools at shutdown.
     pub sql: Option<Arc<SqlStore>>,
     /// Held while the process uses the data directory.
@@ -95,10 +98,11 @@ pub struct OpenStore {
 }
 
 impl OpenStore {
-    /// Wraps a store that needs no closing.
-    pub fn of(store: Arc<dyn SessionStore>) -> Self {
+    /// A store that needs no closing, keeping sessions and keys.
+    pub fn of<S: SessionStore + KeyStore + 'static>(store: Arc<S>) -> Self {
         Self {
-            store,
+            store: store.clone(),
+            keys: store,
             sql: None,
             _lock: None,
         }
@@ -181,6 +185,7 @@ async fn open_sqlite(data_dir: &Path, settings: &StorageConfig) -> Result<OpenSt
     tracing::info!(path = %path.display(), "store: sqlite");
     Ok(OpenStore {
         store: sql.clone(),
+        keys: sql.clone(),
         sql: Some(sql),
         _lock: Some(lock),
     })
@@ -210,6 +215,7 @@ async fn open_postgres(url: &str, settings: &StorageConfig) -> Result<OpenStore,
     tracing::info!(database = %target, "store: postgres");
     Ok(OpenStore {
         store: sql.clone(),
+        keys: sql.clone(),
         sql: Some(sql),
         _lock: None,
     })

@@ -34,6 +34,7 @@ use sqlx::{PgPool, Postgres, SqlitePool};
 use super::db_file::DatabaseFile;
 use super::{SessionLease, SessionStore, StoreError};
 use crate::domain::TenantId;
+use crate::domain::key::TenantUsage;
 use crate::domain::receipt::TurnReceipt;
 use crate::domain::session::{
     Context, Message, PendingTurn, Role, ServerToolSelection, Session, SharedMessage, ToolCall,
@@ -647,6 +648,92 @@ impl SessionStore for SqlStore {
             result
         })
     }
+
+    async fn tenant_usage(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<TenantUsage>, StoreError> {
+        self.ensure_present()?;
+        let tenant = tenant.map(TenantId::as_str);
+        let (sessions, messages): (Vec<(String, i64, i64, i64)>, Vec<(String, i64, i64)>) =
+            on_pool!(&self.pools, read, |pool| {
+                let sessions = sqlx::query_as(
+                    "SELECT tenant_id, COUNT(*), CAST(COALESCE(SUM(message_count), 0) AS BIGINT),
+                        CAST(COALESCE(SUM(octet_length(body)), 0) AS BIGINT)
+                     FROM sessions WHERE ($1 IS NULL OR tenant_id = $1)
+                     GROUP BY tenant_id ORDER BY tenant_id",
+                )
+                .bind(tenant)
+                .fetch_all(pool)
+                .await
+                .map_err(unavailable)?;
+                let messages = sqlx::query_as(
+                    "SELECT tenant_id, CAST(COALESCE(SUM(token_count), 0) AS BIGINT),
+                        CAST(COALESCE(SUM(octet_length(content)
+                            + COALESCE(octet_length(tool_calls), 0)), 0) AS BIGINT)
+                     FROM messages WHERE ($1 IS NULL OR tenant_id = $1)
+                     GROUP BY tenant_id",
+                )
+                .bind(tenant)
+                .fetch_all(pool)
+                .await
+                .map_err(unavailable)?;
+                (sessions, messages)
+            });
+        let messages: BTreeMap<String, (i64, i64)> = messages
+            .into_iter()
+            .map(|(tenant, tokens, bytes)| (tenant, (tokens, bytes)))
+            .collect();
+        Ok(sessions
+            .into_iter()
+            .map(|(tenant, count, message_count, body_bytes)| {
+                let (tokens, message_bytes) = messages.get(&tenant).copied().unwrap_or_default();
+                TenantUsage {
+                    tenant: TenantId::new(tenant),
+                    sessions: count.max(0) as u64,
+                    messages: message_count.max(0) as u64,
+                    tokens: tokens.max(0) as u64,
+                    bytes: (body_bytes.max(0) + message_bytes.max(0)) as u64,
+                    keys: 0,
+                }
+            })
+            .collect())
+    }
+
+    async fn delete_tenant(&self, tenant: &TenantId) -> Result<(u64, u64), StoreError> {
+        self.ensure_present()?;
+        on_pool!(&self.pools, write, |pool| {
+            let mut conn = self.writer(pool).await?;
+            let result = async {
+                let mut tx = sqlx::Connection::begin(&mut *conn)
+                    .await
+                    .map_err(unavailable)?;
+                // The first statement deletes the messages, whose count is reported.
+                let mut messages = None;
+                for statement in DELETE_TENANT_ROWS {
+                    let deleted = sqlx::query(statement)
+                        .bind(tenant.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable)?
+                        .rows_affected();
+                    messages.get_or_insert(deleted);
+                }
+                let messages = messages.unwrap_or_default();
+                let sessions = sqlx::query("DELETE FROM sessions WHERE tenant_id = $1")
+                    .bind(tenant.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected();
+                tx.commit().await.map_err(unavailable)?;
+                Ok((sessions, messages))
+            }
+            .await;
+            settle(&mut conn, &result);
+            result
+        })
+    }
 }
 
 impl SqlStore {
@@ -687,6 +774,14 @@ const DELETE_SESSION_ROWS: [&str; 3] = [
     "DELETE FROM messages WHERE tenant_id = $1 AND session_id = $2",
     "DELETE FROM pending_tool_calls WHERE tenant_id = $1 AND session_id = $2",
     "DELETE FROM turn_receipts WHERE tenant_id = $1 AND session_id = $2",
+];
+
+/// Deletes a tenant's rows in every table that hangs off its sessions (`$1` tenant), the
+/// messages first; the same tables as [`DELETE_SESSION_ROWS`] (a test keeps them in step).
+const DELETE_TENANT_ROWS: [&str; 3] = [
+    "DELETE FROM messages WHERE tenant_id = $1",
+    "DELETE FROM pending_tool_calls WHERE tenant_id = $1",
+    "DELETE FROM turn_receipts WHERE tenant_id = $1",
 ];
 
 /// Deletes the session row itself (after [`DELETE_SESSION_ROWS`]).
@@ -1028,8 +1123,17 @@ fn escape_like(text: &str) -> String {
     escaped
 }
 
+mod keys;
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tenant_and_session_deletes_name_the_same_tables() {
+        for (tenant, session) in super::DELETE_TENANT_ROWS.iter().zip(super::DELETE_SESSION_ROWS) {
+            assert_eq!(format!("{tenant} AND session_id = $2"), session);
+        }
+    }
+
     use super::*;
 
     #[test]
