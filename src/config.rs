@@ -400,6 +400,10 @@ pub struct Limits {
     /// gets the stored outcome instead of a second turn. `30m`, `24h`, `7d`, …; default 24 h.
     #[serde(deserialize_with = "duration_text")]
     pub idempotency_window: Duration,
+    /// Most bytes one tenant may store (session documents and message texts, as
+    /// `contextd tenants list` counts them); a write that finds the tenant at or over it is
+    /// RESOURCE_EXHAUSTED naming this limit. 0 (the default): no quota.
+    pub tenant_storage_bytes: u64,
 }
 
 /// A duration written as [`parse_duration`] reads it (`30m`, `24h`, …).
@@ -422,6 +426,7 @@ impl Default for Limits {
             stream_stall_timeout_ms: 30_000,
             stream_buffer_bytes: 1 << 20,
             idempotency_window: Duration::from_secs(24 * 3600),
+            tenant_storage_bytes: 0,
             max_tool_result_bytes: 256 << 10,
             max_tool_result_tokens: 0,
         }

@@ -627,3 +627,51 @@ fn keys_are_managed_online_and_never_logged() {
         assert!(!log.contains(&key[5..20]), "part of a key is in the log");
     }
 }
+
+#[tokio::test]
+async fn a_tenant_over_its_storage_quota_is_refused_and_others_are_not() {
+    let dir = TempDir::new();
+    let config = keys_config(&dir.0);
+    let k = make_keys(&config);
+    let mut server_config = server_config(&dir.0);
+    server_config.limits.tenant_storage_bytes = 4_000;
+    let server = TestServer::start_with(server_config).await;
+    let alice = client(&server, Some(&k.alice)).await;
+    let bob = client(&server, Some(&k.bob)).await;
+    let long = "x".repeat(1_000);
+    let mut refused = None;
+    for turn in 0..10 {
+        match alice.interact("big", &long, None).await {
+            Ok(_) => {}
+            Err(error) => {
+                refused = Some((turn, error));
+                break;
+            }
+        }
+    }
+    let (turn, error) = refused.expect("the quota stops the tenant");
+    // Each turn stores the message and the echo of it: about 2 KB.
+    assert!((2..=4).contains(&turn), "refused at turn {turn}");
+    assert_eq!(error.code(), Code::ResourceExhausted);
+    assert!(
+        error.to_string().contains("limits.tenant_storage_bytes"),
+        "{error}"
+    );
+    let status = match &error {
+        contextd::client::Error::Status(status) => status.clone(),
+        other => panic!("{other}"),
+    };
+    assert!(
+        status.details().is_empty(),
+        "no retry information: waiting does not help"
+    );
+    assert_eq!(
+        code(alice.create_session(NewSession::new("more")).await),
+        Code::ResourceExhausted
+    );
+    // Another tenant is not affected; deleting frees the space at once.
+    bob.interact("b", "hello", None).await.unwrap();
+    alice.delete_session("big").await.unwrap();
+    alice.interact("small", "hello", None).await.unwrap();
+    server.stop().await;
+}

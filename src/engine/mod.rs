@@ -19,6 +19,7 @@
 //! - [`lifecycle`]: graceful shutdown as turns see it (draining, closing, running turns).
 //! - [`summary`]: the `summarize` window strategy.
 //! - [`tenants`]: tenant usage, export and deletion (admin).
+//! - `quota`: the per-tenant storage quota.
 //! - [`locks`]: per-(tenant, session) turn locks; [`validate`]: input limits;
 //!   [`error`]: the errors and their kinds.
 
@@ -28,6 +29,7 @@ pub mod error;
 pub mod lifecycle;
 pub mod locks;
 pub mod preview;
+mod quota;
 pub mod receipts;
 pub mod resources;
 pub mod sessions;
@@ -66,6 +68,8 @@ pub struct Engine {
     config: EngineConfig,
     limits: Limits,
     session_ttl: Option<Duration>,
+    /// Each tenant's stored bytes, for `limits.tenant_storage_bytes`.
+    storage: quota::StorageUsage,
 }
 
 /// Held while a turn or change runs on a session: the in-process lock (arrival order within
@@ -92,6 +96,7 @@ impl Engine {
             config,
             limits,
             session_ttl: None,
+            storage: quota::StorageUsage::default(),
         }
     }
 

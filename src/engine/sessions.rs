@@ -101,9 +101,11 @@ impl Engine {
         new: NewSession,
     ) -> Result<Session, EngineError> {
         let session = self.build_session(new)?;
+        self.check_storage_quota(&scope.tenant).await?;
         self.store
             .commit(&scope.tenant, &session, None, &[], None)
             .await?;
+        self.note_stored(&scope.tenant, session.system_prompt.len() as u64);
         Ok(session)
     }
 
@@ -408,6 +410,7 @@ impl Engine {
             check_etag(session, etag)?;
         }
         let deleted = self.store.delete_session(tenant, session_id).await?;
+        self.forget_stored(tenant);
         match deleted {
             Some(count) if !expired => Ok(count),
             _ => Err(EngineError::SessionNotFound(session_id.to_string())),

@@ -191,6 +191,7 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<TurnOutcome, EngineError> {
         check_turn_request(&request, &self.limits)?;
+        self.check_storage_quota(&scope.tenant).await?;
         let _turn = tokio::select! {
             guard = self.lock_session(&scope.tenant, &request.session_id) => guard?,
             _ = cancel.cancelled() => return Err(EngineError::Cancelled),
@@ -537,6 +538,8 @@ impl Engine {
                 receipt.as_ref(),
             )
             .await?;
+        let written: usize = state.new_messages.iter().map(|m| m.content.len()).sum();
+        self.note_stored(&scope.tenant, written as u64);
         Ok(outcome)
     }
 

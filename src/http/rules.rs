@@ -301,6 +301,12 @@ mod tests {
             (Method::GET, "/v1/tools", "ListTools"),
             (Method::POST, "/v1/tools/context_get:call", "CallTool"),
             (Method::GET, "/v1/models", "ListModels"),
+            (Method::POST, "/v1/keys", "CreateKey"),
+            (Method::GET, "/v1/keys", "ListKeys"),
+            (Method::POST, "/v1/keys/3f2a9c01b7de:revoke", "RevokeKey"),
+            (Method::GET, "/v1/tenants", "ListTenants"),
+            (Method::GET, "/v1/tenants/acme:export", "ExportTenant"),
+            (Method::DELETE, "/v1/tenants/acme", "DeleteTenant"),
         ];
         let count = cases.len();
         for (method, path, rpc) in cases {
