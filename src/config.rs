@@ -1115,4 +1115,45 @@ idle_timeout_ms = 5000
         echo.backends[0].name = "echo".into();
         assert!(echo.validate().is_err());
     }
+
+    #[test]
+    fn stored_field_and_rate_limits_are_checked_at_start() {
+        let config: Config = toml::from_str(
+            "[limits]\nmax_system_prompt_bytes = 1000\ntenant_requests_per_second = 20\ntenant_request_burst = 40\nturns_in_flight = 8\n",
+        )
+        .unwrap();
+        assert_eq!(config.limits.max_system_prompt_bytes, 1000);
+        assert_eq!(config.limits.tenant_request_burst, 40);
+        assert!(config.validate().is_ok());
+        for (key, limits) in [
+            (
+                "limits.max_page_bytes",
+                Limits {
+                    max_page_bytes: 0,
+                    ..Limits::default()
+                },
+            ),
+            (
+                "limits.max_tool_name_bytes",
+                Limits {
+                    max_tool_name_bytes: 65,
+                    ..Limits::default()
+                },
+            ),
+            (
+                "limits.tenant_request_burst",
+                Limits {
+                    tenant_request_burst: 10,
+                    ..Limits::default()
+                },
+            ),
+        ] {
+            let config = Config {
+                limits,
+                ..Config::default()
+            };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
 }

@@ -270,3 +270,32 @@ async fn running_turns_are_bounded_on_the_whole_server() {
     drop(slow);
     served_after_retries(interact.clone(), "other").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mcp_door_shares_the_tenant_rate() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    const LIMIT: u32 = 2;
+    let server = rate_limited(LIMIT).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/mcp", server.url());
+    let burst = (0..LIMIT * 10).map(|i| {
+        http.post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"ping"}}"#))
+            .send()
+    });
+    let responses = within("the /mcp burst", join_all(burst)).await;
+    let mut refused = 0;
+    for response in responses {
+        let response = response.expect("HTTP request");
+        if response.status() != 429 {
+            continue;
+        }
+        assert!(response.headers().contains_key("retry-after"));
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["status"], "RESOURCE_EXHAUSTED");
+        refused += 1;
+    }
+    assert!(refused > 0, "none of {} refused", LIMIT * 10);
+}

@@ -236,14 +236,16 @@ pub async fn serve_store(
     .add_service(reflection_v1)
     .add_service(reflection_v1alpha);
 
+    let quota = quota::QuotaLayer::new(&config.limits);
     let grpc = routes
         .into_axum_router()
         .layer(deadline::DeadlineLayer)
-        .layer(quota::QuotaLayer::new(&config.limits))
+        .layer(quota.clone())
         .layer(logging::RequestLogLayer);
     let doors = Arc::new(
         JsonDoors::new(&config, grpc, lifecycle.clone(), engine.clone())
-            .map_err(ServeError::Http)?,
+            .map_err(ServeError::Http)?
+            .with_quota(quota),
     );
     let app = doors.clone().router();
 

@@ -1,8 +1,9 @@
 //! Per-tenant request rates as one tower layer on the gRPC services.
 //!
 //! Every door reaches the services through this layer: gRPC, gRPC-Web and Connect directly,
-//! the JSON doors by their in-process calls (`crate::http::grpc`), so a tenant's rate counts
-//! every request it makes, whichever door it comes through. The tenant is the caller's
+//! the JSON doors by their in-process calls (`crate::http::grpc`); `/mcp`, which calls the
+//! engine itself, sits behind the same buckets ([`QuotaLayer::for_http`]). So a tenant's rate
+//! counts every request it makes, whichever door it comes through. The tenant is the caller's
 //! [`Scope`](crate::domain::Scope) in the request's extensions, which the authentication layer
 //! outside this one fills (the `default` tenant when nothing does).
 //!
@@ -22,6 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::response::IntoResponse;
 use futures_util::future::{Either, Ready, ready};
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -33,6 +35,7 @@ use super::scope::scope_of_extensions;
 use super::status::retry_status;
 use crate::config::Limits;
 use crate::domain::TenantId;
+use crate::http::error::ApiError;
 
 /// How often the buckets of tenants that went quiet are dropped, so a stream of tenants that
 /// each call once cannot grow the limiter's memory without bound.
@@ -113,6 +116,17 @@ impl TenantRates {
 #[derive(Clone, Default)]
 pub struct QuotaLayer {
     rates: Option<Arc<TenantRates>>,
+    answer: Answer,
+}
+
+/// How a refusal is answered: in the protocol of the service behind the layer.
+#[derive(Debug, Clone, Copy, Default)]
+enum Answer {
+    /// A gRPC status (trailers-only response).
+    #[default]
+    Grpc,
+    /// HTTP 429 with the JSON doors' error body and `Retry-After`.
+    Http,
 }
 
 impl QuotaLayer {
@@ -124,7 +138,19 @@ impl QuotaLayer {
         if let Some(rates) = &rates {
             tokio::spawn(forget_idle(Arc::downgrade(rates)));
         }
-        Self { rates }
+        Self {
+            rates,
+            answer: Answer::Grpc,
+        }
+    }
+
+    /// The same buckets in front of a plain HTTP service (`/mcp`): refusals are HTTP 429
+    /// with `Retry-After` instead of a gRPC status.
+    pub fn for_http(&self) -> Self {
+        Self {
+            rates: self.rates.clone(),
+            answer: Answer::Http,
+        }
     }
 }
 
@@ -148,6 +174,7 @@ impl<S> Layer<S> for QuotaLayer {
         QuotaService {
             inner,
             rates: self.rates.clone(),
+            answer: self.answer,
         }
     }
 }
@@ -157,6 +184,7 @@ impl<S> Layer<S> for QuotaLayer {
 pub struct QuotaService<S> {
     inner: S,
     rates: Option<Arc<TenantRates>>,
+    answer: Answer,
 }
 
 impl<S, B> Service<Request<B>> for QuotaService<S>
@@ -180,7 +208,11 @@ where
                 metrics::counter!("contextd_rejected_total", "reason" => "rate_limited")
                     .increment(1);
                 let status = rates.refusal(&tenant, wait);
-                return Either::Left(ready(Ok(status.into_http::<Body>())));
+                let response = match self.answer {
+                    Answer::Grpc => status.into_http::<Body>(),
+                    Answer::Http => ApiError::from(status).into_response(),
+                };
+                return Either::Left(ready(Ok(response)));
             }
         }
         Either::Right(self.inner.call(request))
