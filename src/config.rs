@@ -404,6 +404,39 @@ pub struct Limits {
     /// `contextd tenants list` counts them); a write that finds the tenant at or over it is
     /// RESOURCE_EXHAUSTED naming this limit. 0 (the default): no quota.
     pub tenant_storage_bytes: u64,
+    /// Largest system prompt, in bytes of UTF-8. Default 256 KiB.
+    pub max_system_prompt_bytes: usize,
+    /// Longest client-declared tool name, in bytes; at most 64, the longest name model
+    /// providers accept. Default 64.
+    pub max_tool_name_bytes: usize,
+    /// Largest client-declared tool description, in bytes of UTF-8. Default 4 KiB.
+    pub max_tool_description_bytes: usize,
+    /// Largest client-declared tool `input_schema`, in bytes of compact JSON. Default 64 KiB.
+    pub max_tool_schema_bytes: usize,
+    /// Most labels on one session. Default 64.
+    pub max_labels: usize,
+    /// Longest label key, in bytes. Default 63.
+    pub max_label_key_bytes: usize,
+    /// Longest label value, in bytes. Default 256.
+    pub max_label_value_bytes: usize,
+    /// Most bytes of encoded items in one `ListSessions` or `ListMessages` page; a page that
+    /// would grow past it ends early with a `next_page_token`, so a reply stays well under
+    /// the 4 MiB most gRPC clients accept. A single item larger than this still goes out, alone
+    /// on its page. Default 1 MiB.
+    pub max_page_bytes: usize,
+    /// Requests per second one tenant may make, over every door (a token bucket refilled at
+    /// this rate); beyond it calls are refused with RESOURCE_EXHAUSTED (HTTP 429) and a retry
+    /// delay. 0 (the default): no rate limit.
+    pub tenant_requests_per_second: u32,
+    /// How many requests a tenant may make at once beyond its rate (the bucket's size); 0
+    /// for as many as `tenant_requests_per_second`. Default 0.
+    pub tenant_request_burst: u32,
+    /// Turns one tenant may run at once, over every door (Interact, streams, Converse, MCP);
+    /// beyond it a turn is refused with RESOURCE_EXHAUSTED and a retry delay. 0 (the default):
+    /// no limit.
+    pub tenant_turns_in_flight: usize,
+    /// Turns the whole server may run at once; 0 (the default): no limit.
+    pub turns_in_flight: usize,
 }
 
 /// A duration written as [`parse_duration`] reads it (`30m`, `24h`, …).
@@ -429,7 +462,59 @@ impl Default for Limits {
             tenant_storage_bytes: 0,
             max_tool_result_bytes: 256 << 10,
             max_tool_result_tokens: 0,
+            max_system_prompt_bytes: 256 << 10,
+            max_tool_name_bytes: 64,
+            max_tool_description_bytes: 4 << 10,
+            max_tool_schema_bytes: 64 << 10,
+            max_labels: 64,
+            max_label_key_bytes: 63,
+            max_label_value_bytes: 256,
+            max_page_bytes: 1 << 20,
+            tenant_requests_per_second: 0,
+            tenant_request_burst: 0,
+            tenant_turns_in_flight: 0,
+            turns_in_flight: 0,
         }
+    }
+}
+
+impl Limits {
+    /// Checks the limits of stored fields and pages: each must allow something, and tool
+    /// names cannot be longer than model providers accept.
+    fn validate_stored_fields(&self) -> Result<(), ConfigError> {
+        let at_least_one = [
+            ("max_system_prompt_bytes", self.max_system_prompt_bytes),
+            ("max_tool_name_bytes", self.max_tool_name_bytes),
+            (
+                "max_tool_description_bytes",
+                self.max_tool_description_bytes,
+            ),
+            ("max_tool_schema_bytes", self.max_tool_schema_bytes),
+            ("max_label_key_bytes", self.max_label_key_bytes),
+            ("max_label_value_bytes", self.max_label_value_bytes),
+            ("max_page_bytes", self.max_page_bytes),
+        ];
+        for (key, value) in at_least_one {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{key} must be at least 1"
+                )));
+            }
+        }
+        let longest = crate::domain::session::MAX_TOOL_NAME_LEN;
+        if self.max_tool_name_bytes > longest {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_tool_name_bytes is {}; at most {longest} (model providers refuse longer tool names)",
+                self.max_tool_name_bytes
+            )));
+        }
+        if self.tenant_request_burst > 0 && self.tenant_requests_per_second == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.tenant_request_burst needs limits.tenant_requests_per_second (0 turns the rate limit off)"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -943,6 +1028,7 @@ impl Config {
                     .into(),
             ));
         }
+        self.limits.validate_stored_fields()?;
         self.store_kind()?;
         self.session_ttl()?;
         if self.storage.sweep_interval_ms == 0 {
@@ -1184,5 +1270,46 @@ idle_timeout_ms = 5000
         let mut echo = config;
         echo.backends[0].name = "echo".into();
         assert!(echo.validate().is_err());
+    }
+
+    #[test]
+    fn stored_field_and_rate_limits_are_checked_at_start() {
+        let config: Config = toml::from_str(
+            "[limits]\nmax_system_prompt_bytes = 1000\ntenant_requests_per_second = 20\ntenant_request_burst = 40\nturns_in_flight = 8\n",
+        )
+        .unwrap();
+        assert_eq!(config.limits.max_system_prompt_bytes, 1000);
+        assert_eq!(config.limits.tenant_request_burst, 40);
+        assert!(config.validate().is_ok());
+        for (key, limits) in [
+            (
+                "limits.max_page_bytes",
+                Limits {
+                    max_page_bytes: 0,
+                    ..Limits::default()
+                },
+            ),
+            (
+                "limits.max_tool_name_bytes",
+                Limits {
+                    max_tool_name_bytes: 65,
+                    ..Limits::default()
+                },
+            ),
+            (
+                "limits.tenant_request_burst",
+                Limits {
+                    tenant_request_burst: 10,
+                    ..Limits::default()
+                },
+            ),
+        ] {
+            let config = Config {
+                limits,
+                ..Config::default()
+            };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
     }
 }

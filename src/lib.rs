@@ -18,8 +18,8 @@
 //! - [`config`]: the typed configuration: defaults < file < environment < flags.
 //! - [`server`]: the gRPC door: one file per tonic service (decode → one engine call →
 //!   encode), the accept loop that gives each connection to its protocol, the caller's
-//!   scope, request logging, deadlines, the shutdown sequence, and the single table from
-//!   engine error kinds to gRPC codes.
+//!   scope, request logging, per-tenant request rates, deadlines, the shutdown sequence,
+//!   and the single table from engine error kinds to gRPC codes.
 //! - [`http`]: the JSON doors on the same port: HTTP/JSON routes from the contract's
 //!   `google.api.http` rules, Server-Sent Events, the classic `/api/mcp/interact` and
 //!   `/health`, and newline-delimited JSON over plain TCP, each transcoded in-process into the

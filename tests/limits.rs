@@ -1,16 +1,22 @@
 //! Input limits: message size, context nesting depth and encoded size (on every path that
 //! takes a context), tool argument limits, the request size limit, and that a refused request
-//! changes nothing.
+//! changes nothing; the limits of stored fields (system prompt, tools, labels) on create,
+//! update and Converse open; listing pages capped in bytes.
 
 mod common;
 
 use common::*;
+use std::collections::{HashMap, HashSet};
+
+use contextd::api::v1::converse_request::Frame;
 use contextd::api::v1::{
-    CallToolRequest, CreateSessionRequest, InteractRequest, UpdateSessionRequest,
+    CallToolRequest, ConverseOpen, CreateSessionRequest, InteractRequest, ListSessionsRequest,
+    ToolDefinitionList, UpdateSessionRequest,
 };
 use contextd::config::{Config, Limits};
+use prost::Message as _;
 use serde_json::json;
-use tonic::Code;
+use tonic::{Code, Status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_over_the_default_limit_is_invalid_argument() {
@@ -312,4 +318,197 @@ async fn context_past_the_decoder_limit_is_invalid_argument_with_an_explanation(
         .expect_err("an undecodable frame ends the stream");
     assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
     assert_eq!(get_session(&mut sessions, "deeper").await.message_count, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_fields_are_limited_on_create_update_and_open() {
+    let server = TestServer::start().await;
+    let mut sessions = server.sessions().await;
+    let limits = Limits::default();
+    let refused = |status: Status, key: &str| {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains(key),
+            "{key}: {}",
+            status.message()
+        );
+    };
+
+    let prompt = "p".repeat(limits.max_system_prompt_bytes + 1);
+    let status = sessions
+        .create_session(CreateSessionRequest {
+            session_id: "big-prompt".into(),
+            system_prompt: prompt.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    refused(status, "limits.max_system_prompt_bytes");
+    assert!(
+        sessions
+            .get_session(contextd::api::v1::GetSessionRequest {
+                session_id: "big-prompt".into()
+            })
+            .await
+            .is_err(),
+        "nothing was stored"
+    );
+
+    let mut tool = tool_def("lookup", "");
+    tool.description = "d".repeat(limits.max_tool_description_bytes + 1);
+    let status = sessions
+        .create_session(CreateSessionRequest {
+            session_id: "big-tool".into(),
+            tools: vec![tool],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    refused(status, "limits.max_tool_description_bytes");
+
+    let labels: HashMap<String, String> = (0..=limits.max_labels)
+        .map(|i| (format!("k{i}"), "v".into()))
+        .collect();
+    let status = sessions
+        .create_session(CreateSessionRequest {
+            session_id: "many-labels".into(),
+            labels: labels.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    refused(status, "limits.max_labels");
+
+    // Update: the prompt, a schema, and labels added to those already there.
+    create_session(
+        &mut sessions,
+        CreateSessionRequest {
+            session_id: "fits".into(),
+            system_prompt: "p".repeat(limits.max_system_prompt_bytes),
+            labels: (0..limits.max_labels)
+                .map(|i| (format!("k{i}"), "v".repeat(limits.max_label_value_bytes)))
+                .collect(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let status = sessions
+        .update_session(UpdateSessionRequest {
+            session_id: "fits".into(),
+            system_prompt: Some(prompt.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    refused(status, "limits.max_system_prompt_bytes");
+    let mut tool = tool_def("lookup", "");
+    tool.input_schema = Some(to_struct(
+        &json!({"description": "s".repeat(limits.max_tool_schema_bytes)}),
+    ));
+    let status = sessions
+        .update_session(UpdateSessionRequest {
+            session_id: "fits".into(),
+            tools: Some(ToolDefinitionList { tools: vec![tool] }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    refused(status, "limits.max_tool_schema_bytes");
+    let status = sessions
+        .update_session(UpdateSessionRequest {
+            session_id: "fits".into(),
+            labels: HashMap::from([("one-more".into(), "v".into())]),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    refused(status, "limits.max_labels");
+    // Replacing a label keeps the count; removing always works.
+    sessions
+        .update_session(UpdateSessionRequest {
+            session_id: "fits".into(),
+            labels: HashMap::from([("k0".into(), "new".into())]),
+            remove_labels: vec!["k1".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("same number of labels");
+    let status = sessions
+        .update_session(UpdateSessionRequest {
+            session_id: "fits".into(),
+            labels: HashMap::from([("k".repeat(limits.max_label_key_bytes + 1), "v".into())]),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    refused(status, "limits.max_label_key_bytes");
+
+    // Converse open creates through the same checks.
+    let mut interact = server.interact().await;
+    let mut converse = Conversation::start(&mut interact).await;
+    converse
+        .send(Frame::Open(ConverseOpen {
+            session_id: "opened".into(),
+            labels: HashMap::from([("k".into(), "v".repeat(limits.max_label_value_bytes + 1))]),
+            ..Default::default()
+        }))
+        .await;
+    let event = converse.next().await;
+    let Some(contextd::api::v1::converse_response::Event::Error(error)) = event.event else {
+        panic!("expected an error event, got {event:?}");
+    };
+    assert_eq!(error.code, Code::InvalidArgument as i32, "{error:?}");
+    assert!(
+        error.message.contains("limits.max_label_value_bytes"),
+        "{error:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_pages_are_capped_in_bytes() {
+    let server = TestServer::start().await;
+    let mut sessions = server.sessions().await;
+    let max_page_bytes = Limits::default().max_page_bytes;
+    let mut created = HashSet::new();
+    for i in 0..20 {
+        let id = format!("prompted-{i:02}");
+        create_session(
+            &mut sessions,
+            CreateSessionRequest {
+                session_id: id.clone(),
+                system_prompt: format!("{i}").repeat(200_000 / format!("{i}").len()),
+                ..Default::default()
+            },
+        )
+        .await;
+        created.insert(id);
+    }
+    let mut listed = Vec::new();
+    let mut pages = 0;
+    let mut page_token = String::new();
+    loop {
+        let page = sessions
+            .list_sessions(ListSessionsRequest {
+                page_size: 0,
+                page_token: page_token.clone(),
+            })
+            .await
+            .expect("ListSessions")
+            .into_inner();
+        pages += 1;
+        let bytes = page.encoded_len();
+        assert!(
+            bytes <= max_page_bytes + 1024,
+            "page {pages} is {bytes} bytes, over the {max_page_bytes}-byte cap"
+        );
+        assert!(!page.sessions.is_empty());
+        listed.extend(page.sessions.into_iter().map(|s| s.session_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert!(pages >= 4, "20 × 200 KB in {pages} pages");
+    assert_eq!(listed.len(), created.len(), "every session exactly once");
+    assert_eq!(listed.iter().cloned().collect::<HashSet<_>>(), created);
 }

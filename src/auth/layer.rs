@@ -96,7 +96,9 @@ pub async fn authenticate(
             if open {
                 next.run(request).await
             } else {
-                refuse(&request, &error)
+                let response = refuse(&request, &error);
+                crate::server::drain::drain(request.into_body()).await;
+                response
             }
         }
     }

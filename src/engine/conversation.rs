@@ -236,7 +236,7 @@ impl<S: ConverseSink> Conversation<S> {
             .await?;
             return Ok(None);
         };
-        let ticket = match self.lifecycle.begin_turn() {
+        let ticket = match self.lifecycle.begin_turn(&self.scope.tenant) {
             Ok(ticket) => ticket,
             Err(error) => {
                 self.fail("", error).await?;

@@ -6,6 +6,8 @@
 //! [`EngineError::SessionNotFound`], a taken id [`EngineError::SessionExists`], a stale write
 //! [`EngineError::Conflict`], and only a store that cannot work stays a store error.
 
+use std::time::Duration;
+
 use crate::model::ModelError;
 use crate::store::StoreError;
 
@@ -105,6 +107,15 @@ pub enum EngineError {
     /// A bound was reached (a queue, a quota); the text names the limit and what to do.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// Too much at once (a rate or concurrency limit): the same request may succeed after
+    /// `retry_after`. The text names the limit.
+    #[error("{message}")]
+    Overloaded {
+        /// What was refused and which limit refused it.
+        message: String,
+        /// How long the caller should wait before retrying.
+        retry_after: Duration,
+    },
     /// The server is shutting down and takes no new turns.
     #[error(
         "contextd is shutting down and takes no new turns; retry against another replica or after the restart"
@@ -169,7 +180,9 @@ impl EngineError {
             }
             EngineError::Conflict(_) | EngineError::EtagMismatch { .. } => ErrorKind::Aborted,
             EngineError::Cancelled => ErrorKind::Cancelled,
-            EngineError::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
+            EngineError::ResourceExhausted(_) | EngineError::Overloaded { .. } => {
+                ErrorKind::ResourceExhausted
+            }
             EngineError::ShuttingDown | EngineError::StoreUnavailable(_) => ErrorKind::Unavailable,
             EngineError::Model(model) => match model {
                 ModelError::Unavailable { .. } => ErrorKind::Unavailable,
@@ -180,6 +193,17 @@ impl EngineError {
                 ModelError::PermissionDenied { .. } => ErrorKind::PermissionDenied,
                 ModelError::RateLimited { .. } => ErrorKind::ResourceExhausted,
             },
+        }
+    }
+}
+
+impl EngineError {
+    /// How long the caller should wait before retrying, when the error says so (rate and
+    /// concurrency limits).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            EngineError::Overloaded { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use super::Engine;
 use super::error::EngineError;
-use super::validate::check_context;
+use super::validate::{check_context, check_labels, check_system_prompt, check_tool_limits};
 use crate::domain::patch::merge_context;
 use crate::domain::session::{
     self, Context, ServerToolSelection, Session, SharedMessage, ToolSpec, WindowState,
@@ -148,8 +148,10 @@ impl Engine {
         let (_, info) = self.resolve_model(&model)?;
         // `backend` alone names its default model: store the full name.
         let model = info.name.clone();
+        check_system_prompt(&new.system_prompt, &self.limits)?;
         check_context("context", &new.context, &self.limits)?;
         self.check_tools(&new.tools)?;
+        check_labels(&new.labels, &self.limits)?;
         if let Some(selection) = &new.server_tools {
             self.check_server_tools(selection)?;
         }
@@ -229,13 +231,7 @@ impl Engine {
     }
 
     pub(super) fn check_tools(&self, tools: &[ToolSpec]) -> Result<(), EngineError> {
-        if tools.len() > self.limits.max_tools {
-            return Err(EngineError::InvalidArgument(format!(
-                "{} tools declared; at most {} are allowed (limits.max_tools)",
-                tools.len(),
-                self.limits.max_tools
-            )));
-        }
+        check_tool_limits(tools, &self.limits)?;
         validate_tools(tools).map_err(EngineError::InvalidArgument)?;
         for tool in tools {
             if self.tools.find(&tool.name).is_some() {
@@ -244,11 +240,6 @@ impl Engine {
                     tool.name
                 )));
             }
-            check_context(
-                &format!("input_schema of tool {:?}", tool.name),
-                &tool.input_schema,
-                &self.limits,
-            )?;
         }
         Ok(())
     }
@@ -265,14 +256,19 @@ impl Engine {
             .ok_or_else(|| EngineError::SessionNotFound(session_id.to_string()))
     }
 
-    /// Lists sessions with ids after `after`, at most `limit`; also returns the id to continue
-    /// after when there may be more.
-    pub async fn list_sessions(
+    /// Lists sessions with ids after `after`, at most `page_size` (see [`Self::page_size`])
+    /// and at most `limits.max_page_bytes` of encoded items; also returns the id to continue
+    /// after when there may be more. `encode` turns each session into the door's item and
+    /// `size` measures that item as the reply will carry it, so the byte bound is the door's
+    /// own encoding.
+    pub async fn list_sessions<W>(
         &self,
         scope: &Scope,
         after: Option<&str>,
         page_size: u32,
-    ) -> Result<Page<Session, String>, EngineError> {
+        encode: impl Fn(&Session) -> W,
+        size: impl Fn(&W) -> usize,
+    ) -> Result<Page<W, String>, EngineError> {
         let limit = self.page_size(page_size);
         // One extra row tells whether another page exists, so the last page has no token.
         let mut sessions = self
@@ -282,16 +278,15 @@ impl Engine {
         // Expired sessions the sweep has not removed yet are already gone to clients.
         let now = session::now();
         sessions.retain(|s| !s.is_expired(now));
-        let next = if sessions.len() > limit {
-            sessions.truncate(limit);
-            sessions.last().map(|s| s.id.clone())
+        let more = sessions.len() > limit;
+        sessions.truncate(limit);
+        let (items, taken) = fill_page(&sessions, self.limits.max_page_bytes, encode, size);
+        let next = if more || taken < sessions.len() {
+            sessions[..taken].last().map(|s| s.id.clone())
         } else {
             None
         };
-        Ok(Page {
-            items: sessions,
-            next,
-        })
+        Ok(Page { items, next })
     }
 
     /// How many items a page holds when the caller asks for `requested` (0: the default),
@@ -317,6 +312,9 @@ impl Engine {
         validate_session_id(session_id).map_err(EngineError::InvalidArgument)?;
         if let Some(patch) = &update.context_patch {
             check_context("context", patch, &self.limits)?;
+        }
+        if let Some(prompt) = &update.system_prompt {
+            check_system_prompt(prompt, &self.limits)?;
         }
         let expiry = update
             .expire_time
@@ -365,9 +363,15 @@ impl Engine {
             let (_, info) = self.resolve_model(&session.model)?;
             session.max_context_tokens = self.window_size(size, &info)?;
         }
+        // Only a change that adds labels is checked, so labels can always be removed (even
+        // below a limit lowered since they were set).
+        let adds_labels = !update.set_labels.is_empty();
         session.labels.extend(update.set_labels);
         for key in &update.remove_labels {
             session.labels.remove(key);
+        }
+        if adds_labels {
+            check_labels(&session.labels, &self.limits)?;
         }
         self.save_change(&scope.tenant, &mut session, version)
             .await?;
@@ -417,30 +421,55 @@ impl Engine {
         }
     }
 
-    /// Lists stored messages from index `from`, at most `limit`; also returns the index to
-    /// continue from when there are more.
-    pub async fn list_messages(
+    /// Lists stored messages from index `from`, at most `page_size` and at most
+    /// `limits.max_page_bytes` of encoded items (`encode` and `size` as for
+    /// [`Self::list_sessions`]); also returns the index to continue from when there are more.
+    pub async fn list_messages<W>(
         &self,
         scope: &Scope,
         session_id: &str,
         from: u64,
         page_size: u32,
-    ) -> Result<Page<SharedMessage, u64>, EngineError> {
+        encode: impl Fn(&SharedMessage) -> W,
+        size: impl Fn(&W) -> usize,
+    ) -> Result<Page<W, u64>, EngineError> {
         let limit = self.page_size(page_size);
         let session = self.get_session(scope, session_id).await?;
         let messages = self
             .store
             .list_messages(&scope.tenant, session_id, from, limit)
             .await?;
-        let next = messages
+        let (items, taken) = fill_page(&messages, self.limits.max_page_bytes, encode, size);
+        let next = messages[..taken]
             .last()
             .map(|m| m.index + 1)
             .filter(|next| *next < session.message_count);
-        Ok(Page {
-            items: messages,
-            next,
-        })
+        Ok(Page { items, next })
     }
+}
+
+/// Encodes `items` in order while their encoded sizes add up to at most `max_bytes`; returns
+/// the encoded items and how many of `items` they are. The first item always goes out, even
+/// alone over the bound, so a listing never stalls on one large item.
+fn fill_page<T, W>(
+    items: &[T],
+    max_bytes: usize,
+    encode: impl Fn(&T) -> W,
+    size: impl Fn(&W) -> usize,
+) -> (Vec<W>, usize) {
+    let mut page = Vec::with_capacity(items.len());
+    let mut bytes = 0usize;
+    for item in items {
+        let encoded = encode(item);
+        let item_bytes = size(&encoded);
+        if !page.is_empty() && bytes.saturating_add(item_bytes) > max_bytes {
+            break;
+        }
+        bytes = bytes.saturating_add(item_bytes);
+        page.push(encoded);
+    }
+    let taken = page.len();
+    (page, taken)
 }
 
 /// Refuses a conditional change whose etag the session no longer has (AIP-154).

@@ -10,12 +10,16 @@ use super::sessions::Page;
 use super::*;
 use crate::config::{Config, StoreKind};
 use crate::domain::Scope;
-use crate::domain::session::{Context, Session};
+use crate::domain::session::{Context, Session, SharedMessage};
 use crate::model::echo::EchoModel;
 use crate::store::memory::MemoryStore;
 use crate::store::open::{OpenStore, open_store};
 
 fn engine_over(store: Arc<dyn SessionStore>) -> Engine {
+    engine_with_limits(store, Config::default().limits)
+}
+
+fn engine_with_limits(store: Arc<dyn SessionStore>, limits: crate::config::Limits) -> Engine {
     let config = Config::default();
     let mut models = ModelRegistry::new();
     models.register(Arc::new(EchoModel::new(
@@ -26,7 +30,7 @@ fn engine_over(store: Arc<dyn SessionStore>) -> Engine {
         models,
         ToolRegistry::new(),
         config.engine.clone(),
-        config.limits.clone(),
+        limits,
     )
 }
 
@@ -110,9 +114,15 @@ async fn tenants_stay_apart(engine: &Engine) {
     let ids = |page: Page<Session, String>| -> Vec<String> {
         page.items.into_iter().map(|s| s.id).collect()
     };
-    let listed = ids(engine.list_sessions(&alpha, None, 0).await.unwrap());
+    let listed = ids(engine
+        .list_sessions(&alpha, None, 0, Session::clone, |_| 0)
+        .await
+        .unwrap());
     assert_eq!(listed, ["alpha-only", "shared"]);
-    let listed = ids(engine.list_sessions(&beta, None, 0).await.unwrap());
+    let listed = ids(engine
+        .list_sessions(&beta, None, 0, Session::clone, |_| 0)
+        .await
+        .unwrap());
     assert_eq!(listed, ["shared"]);
 
     // A turn in one tenant leaves the other's session of the same id alone.
@@ -125,9 +135,15 @@ async fn tenants_stay_apart(engine: &Engine) {
         .run_turn(&alpha, turn, &mut NoSink, &CancellationToken::new())
         .await
         .unwrap();
-    let alpha_messages = engine.list_messages(&alpha, "shared", 0, 0).await.unwrap();
+    let alpha_messages = engine
+        .list_messages(&alpha, "shared", 0, 0, SharedMessage::clone, |_| 0)
+        .await
+        .unwrap();
     assert_eq!(alpha_messages.items.len(), 2);
-    let beta_messages = engine.list_messages(&beta, "shared", 0, 0).await.unwrap();
+    let beta_messages = engine
+        .list_messages(&beta, "shared", 0, 0, SharedMessage::clone, |_| 0)
+        .await
+        .unwrap();
     assert!(beta_messages.items.is_empty());
 
     // Deleting in one tenant keeps the other's.
@@ -291,4 +307,54 @@ async fn history_gaps_are_aborted_in_sqlite() {
     let (store, _dir) = sqlite().await;
     history_gaps_are_aborted(store.store.clone()).await;
     store.close().await;
+}
+
+/// Pages end early once their items' encoded bytes reach `limits.max_page_bytes`; an item
+/// over the bound goes out alone; every session is listed exactly once.
+#[tokio::test]
+async fn pages_are_capped_in_bytes() {
+    let limits = crate::config::Limits {
+        max_page_bytes: 1000,
+        ..crate::config::Limits::default()
+    };
+    let engine = engine_with_limits(Arc::new(MemoryStore::new()), limits);
+    let scope = Scope::default();
+    for i in 0..7 {
+        let new = NewSession {
+            session_id: format!("s{i}"),
+            system_prompt: if i == 3 {
+                "p".repeat(5000)
+            } else {
+                "p".repeat(400)
+            },
+            ..NewSession::default()
+        };
+        engine.create_session(&scope, new).await.unwrap();
+    }
+    let size = |s: &Session| s.system_prompt.len();
+    let mut after: Option<String> = None;
+    let mut pages = Vec::new();
+    loop {
+        let page = engine
+            .list_sessions(&scope, after.as_deref(), 100, Session::clone, size)
+            .await
+            .unwrap();
+        let total: usize = page.items.iter().map(size).sum();
+        assert!(total <= 1000 || page.items.len() == 1, "{total}");
+        pages.push(page.items.iter().map(|s| s.id.clone()).collect::<Vec<_>>());
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        pages,
+        [
+            vec!["s0", "s1"],
+            vec!["s2"],
+            vec!["s3"],
+            vec!["s4", "s5"],
+            vec!["s6"]
+        ]
+    );
 }

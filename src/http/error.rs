@@ -5,10 +5,13 @@
 //! body. The HTTP status comes from the gRPC code through [`http_status`], the one table of the
 //! `google.rpc.Code` mapping, so a failure reads the same on every door.
 
+use std::time::Duration;
+
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use tonic::Code;
+use tonic_types::StatusExt;
 
 use crate::api::code_name;
 
@@ -68,6 +71,8 @@ pub(crate) struct ApiError {
     pub(crate) details: Vec<Value>,
     /// The HTTP status when it is more precise than the code's (413, 415, …).
     pub(crate) http_status: Option<StatusCode>,
+    /// How long to wait before retrying, when the refusal says (`Retry-After`).
+    pub(crate) retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -78,6 +83,7 @@ impl ApiError {
             message: message.into(),
             details: Vec::new(),
             http_status: None,
+            retry_after: None,
         }
     }
 
@@ -138,8 +144,22 @@ struct ErrorBody<'a> {
 
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
-        Self::new(status.code(), status.message())
+        let mut error = Self::new(status.code(), status.message());
+        if let Some(delay) = status.get_details_retry_info().and_then(|r| r.retry_delay) {
+            error.details.push(json!({
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": format!("{}.{:03}s", delay.as_secs(), delay.subsec_millis()),
+            }));
+            error.retry_after = Some(delay);
+        }
+        error
     }
+}
+
+/// `Retry-After` for `delay`: whole seconds, rounded up, at least 1.
+pub(crate) fn retry_after_header(delay: Duration) -> HeaderValue {
+    let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    HeaderValue::from(seconds.max(1))
 }
 
 impl IntoResponse for ApiError {
@@ -149,6 +169,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(delay) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after_header(delay));
+        }
         response
     }
 }
@@ -215,6 +240,25 @@ mod tests {
             body,
             json!({"code": "not_found", "message": "no session s"})
         );
+    }
+
+    #[test]
+    fn retry_info_becomes_a_detail_and_retry_after() {
+        let status = crate::server::status::retry_status(
+            Code::ResourceExhausted,
+            "slow down",
+            Duration::from_millis(1200),
+        );
+        let response = ApiError::from(status).into_response();
+        assert_eq!(response.status().as_u16(), 429);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let error = ApiError::from(crate::server::status::retry_status(
+            Code::ResourceExhausted,
+            "slow down",
+            Duration::from_millis(1200),
+        ));
+        let body: Value = serde_json::from_str(&error.body()).unwrap();
+        assert_eq!(body["error"]["details"][0]["retryDelay"], "1.200s");
     }
 
     #[test]

@@ -82,7 +82,11 @@ pub struct JsonDoors {
     engine: Arc<Engine>,
     store: &'static str,
     mcp: crate::config::McpConfig,
+    /// Who is calling, for every door.
     auth: Arc<Authenticator>,
+    /// The tenant-rate layer of the gRPC services, shared with `/mcp`, which calls the engine
+    /// directly: one budget per tenant over every door.
+    quota: crate::server::quota::QuotaLayer,
 }
 
 impl JsonDoors {
@@ -130,7 +134,14 @@ impl JsonDoors {
             },
             mcp: config.mcp.clone(),
             auth,
+            quota: Default::default(),
         })
+    }
+
+    /// The same doors with `/mcp` behind `quota`, the layer the gRPC services have.
+    pub(crate) fn with_quota(mut self, quota: crate::server::quota::QuotaLayer) -> Self {
+        self.quota = quota;
+        self
     }
 
     /// The router of every HTTP request: the JSON routes, and gRPC for everything else.
@@ -156,15 +167,18 @@ impl JsonDoors {
             // compression layers, which therefore leave its event streams alone.
             .route_service(
                 crate::mcp::server::MCP_PATH,
-                crate::mcp::server::mcp_service(
-                    crate::mcp::catalog::McpCatalog::new(
-                        self.engine.clone(),
-                        self.lifecycle.clone(),
-                        self.mcp.clone(),
-                    ),
-                    &self.mcp,
-                    self.max_request_bytes,
-                ),
+                tower::ServiceBuilder::new()
+                    .layer(self.quota.for_http())
+                    .map_response(IntoResponse::into_response)
+                    .service(crate::mcp::server::mcp_service(
+                        crate::mcp::catalog::McpCatalog::new(
+                            self.engine.clone(),
+                            self.lifecycle.clone(),
+                            self.mcp.clone(),
+                        ),
+                        &self.mcp,
+                        self.max_request_bytes,
+                    )),
             )
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(grpc_or_not_found)

@@ -178,7 +178,7 @@ impl McpCatalog {
             return Err(McpError::MissingToolName);
         }
         if name == INTERACT_TOOL {
-            let _ticket = self.lifecycle.begin_turn()?;
+            let _ticket = self.lifecycle.begin_turn(&scope.tenant)?;
             return Ok(self.interact(scope, arguments, sink, cancel).await);
         }
         let Some(tool) = self

@@ -234,7 +234,7 @@ impl InteractService for InteractApi {
             r.tool_results,
             r.idempotency_key,
         )?;
-        let _ticket = self.lifecycle.begin_turn()?;
+        let _ticket = self.lifecycle.begin_turn(&scope.tenant)?;
         let cancel = self.lifecycle.turn_token();
         // If the client goes away or its deadline passes, this future is dropped, and the
         // turn with it: nothing is stored.
@@ -262,7 +262,7 @@ impl InteractService for InteractApi {
             r.tool_results,
             r.idempotency_key,
         )?;
-        let ticket = self.lifecycle.begin_turn()?;
+        let ticket = self.lifecycle.begin_turn(&scope.tenant)?;
         let cancel = self.lifecycle.turn_token();
         let (tx, rx) = outbox(self.engine.limits());
         let engine = self.engine.clone();

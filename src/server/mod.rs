@@ -4,17 +4,20 @@
 //! tests start it the same way. Services: `contextd.v1.SessionService`, `InteractService`,
 //! `ToolService`, `ModelService`, the MCP gRPC binding's `model_context_protocol.Mcp`,
 //! `grpc.health.v1.Health`, and server reflection (v1 and v1alpha). Layers:
-//! request logging ([`logging`]) and client deadlines ([`deadline`]).
+//! request logging ([`logging`]), per-tenant request rates ([`quota`]) and client deadlines
+//! ([`deadline`]).
 
 mod accept;
 pub mod admin;
 pub mod deadline;
+pub(crate) mod drain;
 pub mod interact;
 pub mod log_output;
 pub mod logging;
 pub mod model;
 pub mod outbox;
 pub mod peer;
+pub mod quota;
 pub mod scope;
 pub mod session;
 pub mod status;
@@ -166,7 +169,10 @@ pub async fn serve_store(
         engine.clone(),
         Duration::from_millis(config.storage.sweep_interval_ms),
     ));
-    let lifecycle = Lifecycle::default();
+    let lifecycle = Lifecycle::with_turn_limits(crate::engine::lifecycle::TurnLimits {
+        total: config.limits.turns_in_flight,
+        per_tenant: config.limits.tenant_turns_in_flight,
+    });
     let max_request = config.limits.max_request_bytes;
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -257,13 +263,16 @@ pub async fn serve_store(
     .add_service(reflection_v1)
     .add_service(reflection_v1alpha);
 
+    let quota = quota::QuotaLayer::new(&config.limits);
     let grpc = routes
         .into_axum_router()
         .layer(deadline::DeadlineLayer)
+        .layer(quota.clone())
         .layer(logging::RequestLogLayer);
     let doors = Arc::new(
         JsonDoors::new(&config, grpc, lifecycle.clone(), engine.clone(), auth)
-            .map_err(ServeError::Http)?,
+            .map_err(ServeError::Http)?
+            .with_quota(quota),
     );
     let app = doors.clone().router();
 

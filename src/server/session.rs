@@ -67,10 +67,16 @@ impl SessionService for SessionApi {
         let after = sessions_page_from_token(&r.page_token)?;
         let page = self
             .engine
-            .list_sessions(&scope, after.as_deref(), r.page_size)
+            .list_sessions(
+                &scope,
+                after.as_deref(),
+                r.page_size,
+                session_to_wire,
+                repeated_field_len,
+            )
             .await?;
         Ok(Response::new(v1::ListSessionsResponse {
-            sessions: page.items.iter().map(session_to_wire).collect(),
+            sessions: page.items,
             next_page_token: sessions_page_token(page.next.as_deref()),
         }))
     }
@@ -120,10 +126,17 @@ impl SessionService for SessionApi {
         let from = messages_page_from_token(&r.session_id, &r.page_token)?;
         let page = self
             .engine
-            .list_messages(&scope, &r.session_id, from, r.page_size)
+            .list_messages(
+                &scope,
+                &r.session_id,
+                from,
+                r.page_size,
+                |m| message_to_wire(m),
+                repeated_field_len,
+            )
             .await?;
         Ok(Response::new(v1::ListMessagesResponse {
-            messages: page.items.iter().map(|m| message_to_wire(m)).collect(),
+            messages: page.items,
             next_page_token: messages_page_token(&r.session_id, page.next),
         }))
     }
@@ -142,4 +155,10 @@ impl SessionService for SessionApi {
             .await?;
         Ok(Response::new(preview_to_wire(&preview)))
     }
+}
+
+/// The bytes `item` takes in a reply as one element of a repeated message field: its tag,
+/// its length and its encoding (the page's byte bound counts what goes on the wire).
+fn repeated_field_len<M: prost::Message>(item: &M) -> usize {
+    prost::encoding::message::encoded_len(1, item)
 }

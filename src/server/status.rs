@@ -1,7 +1,11 @@
 //! The one mapping from engine errors to gRPC statuses: [`ErrorKind`] → [`Code`] in one
-//! table ([`code_of`]), the error's own text as the message (it says what to fix).
+//! table ([`code_of`]), the error's own text as the message (it says what to fix). A refusal
+//! that may succeed later carries `google.rpc.RetryInfo` in `grpc-status-details-bin`.
+
+use std::time::Duration;
 
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::api::convert::WireError;
 use crate::engine::{EngineError, ErrorKind};
@@ -27,8 +31,17 @@ pub fn code_of(kind: ErrorKind) -> Code {
 
 impl From<EngineError> for Status {
     fn from(error: EngineError) -> Self {
-        Status::new(code_of(error.kind()), error.to_string())
+        let code = code_of(error.kind());
+        match error.retry_after() {
+            Some(delay) => retry_status(code, error.to_string(), delay),
+            None => Status::new(code, error.to_string()),
+        }
     }
+}
+
+/// A status with `message` that asks the caller to retry after `delay` (`google.rpc.RetryInfo`).
+pub fn retry_status(code: Code, message: impl Into<String>, delay: Duration) -> Status {
+    Status::with_error_details(code, message, ErrorDetails::with_retry_info(Some(delay)))
 }
 
 impl From<WireError> for Status {
@@ -64,5 +77,12 @@ mod tests {
         });
         assert_eq!(status.code(), Code::Aborted);
         assert!(status.message().contains("read it again"), "{status:?}");
+        let status = Status::from(EngineError::Overloaded {
+            message: "too many".into(),
+            retry_after: Duration::from_millis(1500),
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let retry = status.get_details_retry_info().expect("retry info");
+        assert_eq!(retry.retry_delay, Some(Duration::from_millis(1500)));
     }
 }

@@ -1032,7 +1032,7 @@ fn describe(error: &sqlx::Error) -> String {
     match error {
         sqlx::Error::PoolTimedOut => "timed out waiting for a database connection".to_string(),
         sqlx::Error::PoolClosed => "the database connection pool is closed".to_string(),
-        sqlx::Error::Io(e) => format!("cannot reach the database ({})", e.kind()),
+        sqlx::Error::Io(_) => "cannot reach the database server; retry later".to_string(),
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
             match db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {

@@ -142,9 +142,15 @@ impl ToolProvider for McpTools {
         };
         let server_name = &server.config.name;
         let Some(peer) = peer else {
+            // Why it is down (a command path, a URL, an OS error) is the operator's to read in
+            // the log, where the supervisor wrote it; the model and the caller learn only that.
+            let state = if down.is_some() {
+                "is down"
+            } else {
+                "has not started yet"
+            };
             return ToolOutput::error(format!(
-                "MCP server '{server_name}' is down ({}); it is being restarted, try again later",
-                down.unwrap_or_else(|| "not started yet".into())
+                "MCP server '{server_name}' {state}; it is being restarted, try again later"
             ));
         };
         let params = CallToolRequestParams::new(original).with_arguments(arguments.clone());
@@ -158,9 +164,18 @@ impl ToolProvider for McpTools {
                     "MCP server '{server_name}' answered a result that cannot be read: {e}"
                 )),
             },
-            Ok(Err(e)) => ToolOutput::error(format!(
-                "MCP server '{server_name}' failed the call to '{name}': {e}"
+            // The server's own JSON-RPC error is its answer to the call; anything else is a
+            // transport failure whose text may name addresses, so it goes to the log only.
+            Ok(Err(rmcp::ServiceError::McpError(e))) => ToolOutput::error(format!(
+                "MCP server '{server_name}' refused the call to '{name}': {}",
+                e.message
             )),
+            Ok(Err(e)) => {
+                tracing::error!(mcp_server = %server_name, tool = %name, error = %e, "MCP tool call failed");
+                ToolOutput::error(format!(
+                    "MCP server '{server_name}' failed the call to '{name}' (the connection to it broke); try again later"
+                ))
+            }
             Err(_) => ToolOutput::error(format!(
                 "MCP server '{server_name}' did not answer '{name}' within {} ms (call_timeout_ms); the call was cancelled",
                 server.config.call_timeout_ms
@@ -224,7 +239,7 @@ async fn supervise(server: Arc<McpServer>) {
             }
             Err(reason) => reason,
         };
-        tracing::warn!(mcp_server = %name, reason = %reason, retry_in_ms = backoff.as_millis() as u64, "MCP server down");
+        tracing::error!(mcp_server = %name, reason = %reason, retry_in_ms = backoff.as_millis() as u64, "MCP server down");
         {
             let mut state = server.state.write().unwrap_or_else(|e| e.into_inner());
             state.peer = None;

@@ -367,7 +367,10 @@ func (x *GetSessionResponse) GetSession() *Session {
 type ListSessionsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Most sessions to return in one page. 0: the server default (50); larger than the server
-	// maximum (1000): the maximum.
+	// maximum (1000): the maximum. A page also ends early, with a `next_page_token`, once its
+	// sessions take the server's byte cap (`limits.max_page_bytes`, default 1 MiB encoded), so
+	// a reply stays under common 4 MiB client limits; one session larger than the cap comes
+	// alone on its page.
 	PageSize uint32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// `next_page_token` of the previous page; empty for the first page.
 	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
@@ -829,7 +832,9 @@ type ListMessagesRequest struct {
 	// The session whose history to list.
 	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// Most messages to return in one page. 0: the server default (50); larger than the server
-	// maximum (1000): the maximum.
+	// maximum (1000): the maximum. A page also ends early, with a `next_page_token`, once its
+	// messages take the server's byte cap (`limits.max_page_bytes`, default 1 MiB encoded); one
+	// message larger than the cap comes alone on its page.
 	PageSize uint32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// `next_page_token` of the previous page; empty for the first page.
 	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`

@@ -180,7 +180,10 @@ export const GetSessionResponseSchema: GenMessage<GetSessionResponse> = /*@__PUR
 export type ListSessionsRequest = Message<"contextd.v1.ListSessionsRequest"> & {
   /**
    * Most sessions to return in one page. 0: the server default (50); larger than the server
-   * maximum (1000): the maximum.
+   * maximum (1000): the maximum. A page also ends early, with a `next_page_token`, once its
+   * sessions take the server's byte cap (`limits.max_page_bytes`, default 1 MiB encoded), so
+   * a reply stays under common 4 MiB client limits; one session larger than the cap comes
+   * alone on its page.
    *
    * @generated from field: uint32 page_size = 1;
    */
@@ -444,7 +447,9 @@ export type ListMessagesRequest = Message<"contextd.v1.ListMessagesRequest"> & {
 
   /**
    * Most messages to return in one page. 0: the server default (50); larger than the server
-   * maximum (1000): the maximum.
+   * maximum (1000): the maximum. A page also ends early, with a `next_page_token`, once its
+   * messages take the server's byte cap (`limits.max_page_bytes`, default 1 MiB encoded); one
+   * message larger than the cap comes alone on its page.
    *
    * @generated from field: uint32 page_size = 2;
    */
