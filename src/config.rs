@@ -52,6 +52,8 @@ pub struct Config {
     /// MCP servers whose tools contextd offers as server-side tools (`[[mcp_servers]]`),
     /// named `<server>__<tool>`.
     pub mcp_servers: Vec<McpServerConfig>,
+    /// TLS on the listener, and client certificates for mTLS (`[tls]`).
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -71,6 +73,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             mcp: McpConfig::default(),
             mcp_servers: Vec::new(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -262,6 +265,30 @@ pub struct Limits {
     /// gets the stored outcome instead of a second turn. `30m`, `24h`, `7d`, …; default 24 h.
     #[serde(deserialize_with = "duration_text")]
     pub idempotency_window: Duration,
+    /// Longest a new connection may take from accept until its protocol is known (and, on a
+    /// TLS listener, the handshake is done), in milliseconds; a silent or slow peer is closed
+    /// then. Default 10000.
+    pub handshake_timeout_ms: u64,
+    /// How long a connection with no open request or stream stays open, in milliseconds
+    /// (an open Converse stream keeps it, however quiet). Default 300000 (5 minutes).
+    pub idle_connection_timeout_ms: u64,
+    /// How often HTTP/2 pings a connection, to find dead peers under open streams, in
+    /// milliseconds. Default 60000.
+    pub keepalive_interval_ms: u64,
+    /// How long a ping may go unanswered before the connection is closed, in milliseconds.
+    /// Default 20000.
+    pub keepalive_timeout_ms: u64,
+    /// Longest an HTTP/1 request's headers may take to arrive (from the first byte of a
+    /// request, or from the end of the previous one), in milliseconds. Default 30000.
+    pub header_read_timeout_ms: u64,
+    /// Longest the body of a unary request (every call but a Converse stream) may take to
+    /// arrive, from its headers, in milliseconds. Default 60000.
+    pub request_body_timeout_ms: u64,
+    /// Most connections open at once (every door, TLS handshakes included); one beyond it is
+    /// closed at once. Default 10000.
+    pub max_connections: usize,
+    /// Most concurrent HTTP/2 streams (calls) per connection. Default 1024.
+    pub max_concurrent_streams: u32,
 }
 
 /// A duration written as [`parse_duration`] reads it (`30m`, `24h`, …).
@@ -286,6 +313,14 @@ impl Default for Limits {
             idempotency_window: Duration::from_secs(24 * 3600),
             max_tool_result_bytes: 256 << 10,
             max_tool_result_tokens: 0,
+            handshake_timeout_ms: 10_000,
+            idle_connection_timeout_ms: 300_000,
+            keepalive_interval_ms: 60_000,
+            keepalive_timeout_ms: 20_000,
+            header_read_timeout_ms: 30_000,
+            request_body_timeout_ms: 60_000,
+            max_connections: 10_000,
+            max_concurrent_streams: 1024,
         }
     }
 }
@@ -820,7 +855,42 @@ impl Config {
                 "mcp.max_resource_bytes must be at least 1024".into(),
             ));
         }
+        self.validate_connection_limits()?;
         parse_listen(&self.listen)
+    }
+
+    /// Connection limits of 0 would close every connection at once.
+    fn validate_connection_limits(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        let durations = [
+            ("limits.handshake_timeout_ms", limits.handshake_timeout_ms),
+            (
+                "limits.idle_connection_timeout_ms",
+                limits.idle_connection_timeout_ms,
+            ),
+            ("limits.keepalive_interval_ms", limits.keepalive_interval_ms),
+            ("limits.keepalive_timeout_ms", limits.keepalive_timeout_ms),
+            (
+                "limits.header_read_timeout_ms",
+                limits.header_read_timeout_ms,
+            ),
+            (
+                "limits.request_body_timeout_ms",
+                limits.request_body_timeout_ms,
+            ),
+        ];
+        for (name, value) in durations {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+            }
+        }
+        if limits.max_connections == 0 || limits.max_concurrent_streams == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_connections and limits.max_concurrent_streams must be at least 1"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The store `store` names.
@@ -944,6 +1014,22 @@ pub fn parse_listen(listen: &str) -> Result<SocketAddr, ConfigError> {
         })?,
     };
     Ok(SocketAddr::new(ip, port_number as u16))
+}
+
+/// TLS on the listener (`[tls]`). With `cert_file` and `key_file` the port speaks TLS only
+/// (plaintext connections are refused); the files are read again on SIGHUP.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain, PEM (`--tls-cert`, `CONTEXTD_TLS_CERT`), leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// The certificate's private key, PEM: PKCS#8, PKCS#1 or SEC1 (`--tls-key`,
+    /// `CONTEXTD_TLS_KEY`).
+    pub key_file: Option<PathBuf>,
+    /// CA certificates, PEM, that issue client certificates (`--tls-client-ca`,
+    /// `CONTEXTD_TLS_CLIENT_CA`): set, every client must present a certificate one of them
+    /// issued (mTLS), and its subject CN and URI SANs name the caller.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -241,6 +241,7 @@ fn call_options(doors: &JsonDoors, headers: &HeaderMap) -> Result<CallOptions, A
         door: "connect",
         timeout,
         headers: headers.clone(),
+        peer: None,
     })
 }
 

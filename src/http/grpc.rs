@@ -20,6 +20,7 @@ use tower::ServiceExt;
 use super::error::ApiError;
 use super::json;
 use crate::server::logging::DOOR_HEADER;
+use crate::server::peer::PeerIdentity;
 
 /// Headers a JSON request carries through to the gRPC services.
 const FORWARDED: [&str; 3] = ["authorization", "x-request-id", "traceparent"];
@@ -38,6 +39,9 @@ pub(crate) struct CallOptions {
     pub(crate) timeout: Option<Duration>,
     /// The caller's request headers; those in [`FORWARDED`] are passed on.
     pub(crate) headers: HeaderMap,
+    /// The verified TLS client certificate's identity, passed on as a request extension: the
+    /// JSON-lines door's (an HTTP request has it in its own extensions, where the edge reads it).
+    pub(crate) peer: Option<PeerIdentity>,
 }
 
 impl GrpcCaller {
@@ -75,6 +79,9 @@ impl GrpcCaller {
         }
         if let Some(timeout) = options.timeout {
             builder = builder.header("grpc-timeout", grpc_timeout(timeout));
+        }
+        if let Some(peer) = options.peer {
+            builder = builder.extension(peer);
         }
         let request = builder
             .body(Body::from(frame.freeze()))

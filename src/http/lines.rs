@@ -16,6 +16,7 @@ use tonic::Code;
 use super::JsonDoors;
 use super::error::ApiError;
 use super::grpc::CallOptions;
+use crate::server::peer::PeerIdentity;
 
 /// What reading one line found.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,9 +30,14 @@ enum Line {
 }
 
 /// Serves one JSON-lines connection until the peer closes it or `stop` resolves (then the
-/// line being answered is finished first).
-pub async fn serve<S>(doors: Arc<JsonDoors>, io: S, stop: impl Future<Output = ()>)
-where
+/// line being answered is finished first). `peer` is the verified TLS client certificate's
+/// identity, which every line's call carries.
+pub async fn serve<S>(
+    doors: Arc<JsonDoors>,
+    io: S,
+    stop: impl Future<Output = ()>,
+    peer: Option<PeerIdentity>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (read, mut write) = tokio::io::split(io);
@@ -45,7 +51,7 @@ where
         };
         let answer = match line {
             Ok(Line::Text(text)) if text.iter().all(u8::is_ascii_whitespace) => continue,
-            Ok(Line::Text(text)) => answer(&doors, &text).await,
+            Ok(Line::Text(text)) => answer(&doors, &text, peer.as_ref()).await,
             Ok(Line::TooLong) => super::too_large(limit).body(),
             Ok(Line::End) | Err(_) => return,
         };
@@ -58,7 +64,7 @@ where
 }
 
 /// The answer line (without its newline) to one request line.
-async fn answer(doors: &JsonDoors, line: &[u8]) -> String {
+async fn answer(doors: &JsonDoors, line: &[u8], peer: Option<&PeerIdentity>) -> String {
     let starts_as_object = line
         .iter()
         .find(|b| !b.is_ascii_whitespace())
@@ -80,6 +86,7 @@ async fn answer(doors: &JsonDoors, line: &[u8]) -> String {
                 door: "lines",
                 timeout: None,
                 headers: Default::default(),
+                peer: peer.cloned(),
             },
         )
         .await

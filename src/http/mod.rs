@@ -211,6 +211,7 @@ impl JsonDoors {
             door: "http",
             timeout,
             headers: headers.clone(),
+            peer: None,
         })
     }
 }

@@ -7,6 +7,8 @@
 //! request logging ([`logging`]) and client deadlines ([`deadline`]).
 
 mod accept;
+mod activity;
+pub mod connections;
 pub mod deadline;
 pub mod interact;
 pub mod log_output;
@@ -17,6 +19,7 @@ pub mod peer;
 pub mod scope;
 pub mod session;
 pub mod status;
+pub mod tls;
 pub mod tool;
 
 use std::future::Future;
@@ -70,6 +73,9 @@ pub enum ServeError {
     /// The HTTP routes could not be read from the descriptors.
     #[error("cannot set up the HTTP/JSON routes: {0}")]
     Http(String),
+    /// A TLS file could not be used.
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// The names of the served contextd services, for health.
@@ -271,9 +277,18 @@ pub async fn serve_store(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "contextd serving");
     }
+    let tls = tls::TlsState::load(&config.tls)?;
+    let reloads = tls.clone().map(tls::TlsState::reload_on_sighup);
+    let listening = accept::Listening {
+        app,
+        doors,
+        lifecycle: lifecycle.clone(),
+        tls,
+        limits: connections::ConnectionLimits::from_config(&config.limits),
+    };
     let closing = lifecycle.clone();
     tokio::select! {
-        () = accept::serve(listener, app, doors, lifecycle.clone()) => {}
+        () = accept::serve(listener, listening, config.limits.max_connections) => {}
         () = async move {
             closing.closed().await;
             tokio::time::sleep(CONNECTION_CLOSE_BOUND).await;
@@ -282,6 +297,9 @@ pub async fn serve_store(
         }
     }
     sweeper.abort();
+    if let Some(reloads) = reloads {
+        reloads.abort();
+    }
     drop(engine);
     store.close().await;
     tracing::info!("contextd stopped");
