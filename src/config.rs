@@ -1115,4 +1115,29 @@ idle_timeout_ms = 5000
         echo.backends[0].name = "echo".into();
         assert!(echo.validate().is_err());
     }
+
+    #[test]
+    fn tls_and_connection_limits_read_from_the_file() {
+        let config: Config = toml::from_str(
+            "[tls]\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\nclient_ca_file = \"ca.pem\"\n\
+             [limits]\nhandshake_timeout_ms = 300\nmax_connections = 5\n",
+        )
+        .unwrap();
+        assert_eq!(config.tls.cert_file.as_deref(), Some(Path::new("s.pem")));
+        assert_eq!(
+            config.tls.client_ca_file.as_deref(),
+            Some(Path::new("ca.pem"))
+        );
+        assert_eq!(config.limits.handshake_timeout_ms, 300);
+        assert_eq!(config.limits.max_connections, 5);
+        assert_eq!(config.limits.max_concurrent_streams, 1024);
+        assert!(config.validate().is_ok());
+        let mut zero = config;
+        zero.limits.idle_connection_timeout_ms = 0;
+        let error = zero.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("limits.idle_connection_timeout_ms"),
+            "{error}"
+        );
+    }
 }

@@ -135,7 +135,7 @@ where
         if let Some(peer) = &self.peer {
             request.extensions_mut().insert(peer.clone());
         }
-        let deadline = (!streams_its_body(&request)).then(|| self.body_timeout);
+        let deadline = (!streams_its_body(&request)).then_some(self.body_timeout);
         let request = request.map(|body| Body::new(TimedBody::new(body, deadline)));
         let router = self.router.clone();
         Box::pin(async move {

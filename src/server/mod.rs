@@ -157,6 +157,8 @@ pub async fn serve_store(
     store: OpenStore,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // TLS files first: nothing has started yet when one cannot be used.
+    let tls_state = tls::TlsState::load(&config.tls)?;
     // Loading the tokenizer tables takes a moment: do it beside startup, not in a turn.
     tokio::task::spawn_blocking(TokenCounter::warm_up);
 
@@ -277,13 +279,12 @@ pub async fn serve_store(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "contextd serving");
     }
-    let tls = tls::TlsState::load(&config.tls)?;
-    let reloads = tls.clone().map(tls::TlsState::reload_on_sighup);
+    let reloads = tls_state.clone().map(tls::TlsState::reload_on_sighup);
     let listening = accept::Listening {
         app,
         doors,
         lifecycle: lifecycle.clone(),
-        tls,
+        tls: tls_state,
         limits: connections::ConnectionLimits::from_config(&config.limits),
     };
     let closing = lifecycle.clone();
