@@ -13,9 +13,9 @@
 //! [`Conversation`] is one bidirectional `Converse` stream: send user messages, read typed
 //! events, and let a [`ToolHandler`] answer client-side tool calls as they come.
 //!
-//! The connection is plaintext HTTP/2 (`h2c`), which is what `contextd serve` speaks. For TLS
-//! (through a terminating proxy), enable one of tonic's `tls-*` features in your own crate,
-//! build a [`Channel`] with its `tls_config`, and hand it to [`Client::from_channel`].
+//! The connection is plaintext HTTP/2 (`h2c`) unless [`ConnectOptions::tls`] is given: then
+//! it is TLS (rustls), verified against the CA in [`TlsOptions`], with an optional client
+//! certificate for servers that require one (`contextd serve --tls-client-ca`).
 //!
 //! The generated clients are re-exported ([`SessionServiceClient`], [`InteractServiceClient`],
 //! [`ToolServiceClient`]) for anything the wrapper does not cover; the messages live in
@@ -162,6 +162,9 @@ pub struct ConnectOptions {
     /// A deadline for every unary call (sent as `grpc-timeout`); streams are not bounded.
     /// Default: none.
     pub timeout: Option<Duration>,
+    /// TLS: set, the connection is TLS (the target may be `https://host:port` or
+    /// `host:port`). Default: none (plaintext).
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for ConnectOptions {
@@ -170,8 +173,81 @@ impl Default for ConnectOptions {
             bearer_token: None,
             connect_timeout: Duration::from_secs(5),
             timeout: None,
+            tls: None,
         }
     }
+}
+
+/// How a TLS connection is verified and which certificate the client shows.
+#[derive(Debug, Clone)]
+pub struct TlsOptions {
+    /// CA certificates (PEM) that issued the server's certificate; only they are trusted.
+    pub ca_pem: Vec<u8>,
+    /// The client's certificate chain and private key (PEM), for servers that require one.
+    pub client_identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name the server's certificate must carry; default: the target's host.
+    pub domain_name: Option<String>,
+}
+
+impl TlsOptions {
+    /// Trusts the CA certificates in `pem`.
+    pub fn from_ca_pem(pem: impl Into<Vec<u8>>) -> Self {
+        Self {
+            ca_pem: pem.into(),
+            client_identity_pem: None,
+            domain_name: None,
+        }
+    }
+
+    /// Trusts the CA certificates in the PEM file `path`.
+    pub fn from_ca_file(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
+        Ok(Self::from_ca_pem(read_pem("the CA file", path.as_ref())?))
+    }
+
+    /// Shows this client certificate (PEM chain and key) to the server: mTLS.
+    pub fn client_identity_pem(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.client_identity_pem = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// Shows the client certificate in the PEM files `cert` and `key` to the server: mTLS.
+    pub fn client_identity_files(
+        self,
+        cert: impl AsRef<std::path::Path>,
+        key: impl AsRef<std::path::Path>,
+    ) -> Result<Self, Error> {
+        let cert = read_pem("the client certificate file", cert.as_ref())?;
+        let key = read_pem("the client key file", key.as_ref())?;
+        Ok(self.client_identity_pem(cert, key))
+    }
+
+    /// Expects the server's certificate to name `name` instead of the target's host.
+    pub fn domain_name(mut self, name: impl Into<String>) -> Self {
+        self.domain_name = Some(name.into());
+        self
+    }
+
+    fn tonic_config(&self) -> tonic::transport::ClientTlsConfig {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        if let Some((cert, key)) = &self.client_identity_pem {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(name) = &self.domain_name {
+            config = config.domain_name(name.clone());
+        }
+        config
+    }
+}
+
+/// The bytes of a PEM file, or an [`Error::Config`] naming it.
+fn read_pem(what: &str, path: &std::path::Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path)
+        .map_err(|e| Error::Config(format!("cannot read {what} {}: {e}", path.display())))
 }
 
 impl ConnectOptions {
@@ -190,6 +266,12 @@ impl ConnectOptions {
     /// Sets a deadline for every unary call.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Connects with TLS, verified as `tls` says.
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = Some(tls);
         self
     }
 }
@@ -312,10 +394,17 @@ impl Client {
         Self::connect_with(target, ConnectOptions::default()).await
     }
 
-    /// Connects to `target` (`host:port`, or `http://host:port`). The connection is made
-    /// now, so an unreachable server fails here with [`Error::Connect`].
+    /// Connects to `target` (`host:port`, `http://host:port`, or with [`ConnectOptions::tls`]
+    /// `https://host:port`). The connection is made now, so an unreachable server fails here
+    /// with [`Error::Connect`], and so does a TLS handshake that fails.
     pub async fn connect_with(target: &str, options: ConnectOptions) -> Result<Self, Error> {
-        let endpoint = endpoint(target)?.connect_timeout(options.connect_timeout);
+        let mut endpoint =
+            endpoint(target, options.tls.is_some())?.connect_timeout(options.connect_timeout);
+        if let Some(tls) = &options.tls {
+            endpoint = endpoint
+                .tls_config(tls.tonic_config())
+                .map_err(|e| Error::Config(format!("the TLS options cannot be used: {e}")))?;
+        }
         let channel = endpoint.connect().await.map_err(|source| Error::Connect {
             target: target.to_string(),
             source,
@@ -784,15 +873,21 @@ impl Client {
 }
 
 /// `host:port` or `http://host:port` as an endpoint; anything else is refused with a reason.
-fn endpoint(target: &str) -> Result<Endpoint, Error> {
+fn endpoint(target: &str, tls: bool) -> Result<Endpoint, Error> {
+    let scheme = if tls { "https" } else { "http" };
     let url = if target.contains("://") {
         target.to_string()
     } else {
-        format!("http://{target}")
+        format!("{scheme}://{target}")
     };
-    if !url.starts_with("http://") {
+    if url.starts_with("https://") && !tls {
         return Err(Error::Config(format!(
-            "target {target:?}: only plaintext `host:port` or `http://host:port` targets are supported; for TLS build a Channel yourself and use Client::from_channel"
+            "target {target:?}: an https:// target needs ConnectOptions::tls (the CA to trust)"
+        )));
+    }
+    if !url.starts_with(&format!("{scheme}://")) {
+        return Err(Error::Config(format!(
+            "target {target:?}: use `host:port` or `{scheme}://host:port`"
         )));
     }
     Endpoint::from_shared(url)
@@ -888,14 +983,23 @@ mod tests {
     #[test]
     fn targets() {
         assert_eq!(
-            endpoint("127.0.0.1:61900").unwrap().uri().to_string(),
+            endpoint("127.0.0.1:61900", false)
+                .unwrap()
+                .uri()
+                .to_string(),
             "http://127.0.0.1:61900/"
         );
-        assert!(endpoint("http://localhost:1").is_ok());
-        let err = endpoint("https://example.com").unwrap_err();
-        assert!(err.to_string().contains("from_channel"), "{err}");
+        assert_eq!(
+            endpoint("127.0.0.1:61900", true).unwrap().uri().to_string(),
+            "https://127.0.0.1:61900/"
+        );
+        assert!(endpoint("http://localhost:1", false).is_ok());
+        assert!(endpoint("https://localhost:1", true).is_ok());
+        let err = endpoint("https://example.com", false).unwrap_err();
+        assert!(err.to_string().contains("ConnectOptions::tls"), "{err}");
         assert_eq!(err.code(), Code::InvalidArgument);
-        assert!(endpoint("not a target").is_err());
+        assert!(endpoint("http://localhost:1", true).is_err());
+        assert!(endpoint("not a target", false).is_err());
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Config {
     /// Serve on a non-loopback address without authentication anyway (`--insecure-listen`).
     /// Default false: such a listen address with `auth.mode = "none"` refuses to start.
     pub insecure_listen: bool,
+    /// TLS on the listener, and client certificates for mTLS (`[tls]`).
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -78,6 +80,7 @@ impl Default for Config {
             mcp_servers: Vec::new(),
             auth: AuthConfig::default(),
             insecure_listen: false,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -437,6 +440,30 @@ pub struct Limits {
     pub tenant_turns_in_flight: usize,
     /// Turns the whole server may run at once; 0 (the default): no limit.
     pub turns_in_flight: usize,
+    /// Longest a new connection may take from accept until its protocol is known (and, on a
+    /// TLS listener, the handshake is done), in milliseconds; a silent or slow peer is closed
+    /// then. Default 10000.
+    pub handshake_timeout_ms: u64,
+    /// How long a connection with no open request or stream stays open, in milliseconds
+    /// (an open Converse stream keeps it, however quiet). Default 300000 (5 minutes).
+    pub idle_connection_timeout_ms: u64,
+    /// How often HTTP/2 pings a connection, to find dead peers under open streams, in
+    /// milliseconds. Default 60000.
+    pub keepalive_interval_ms: u64,
+    /// How long a ping may go unanswered before the connection is closed, in milliseconds.
+    /// Default 20000.
+    pub keepalive_timeout_ms: u64,
+    /// Longest an HTTP/1 request's headers may take to arrive (from the first byte of a
+    /// request, or from the end of the previous one), in milliseconds. Default 30000.
+    pub header_read_timeout_ms: u64,
+    /// Longest the body of a unary request (every call but a Converse stream) may take to
+    /// arrive, from its headers, in milliseconds. Default 60000.
+    pub request_body_timeout_ms: u64,
+    /// Most connections open at once (every door, TLS handshakes included); one beyond it is
+    /// closed at once. Default 10000.
+    pub max_connections: usize,
+    /// Most concurrent HTTP/2 streams (calls) per connection. Default 1024.
+    pub max_concurrent_streams: u32,
 }
 
 /// A duration written as [`parse_duration`] reads it (`30m`, `24h`, …).
@@ -474,6 +501,14 @@ impl Default for Limits {
             tenant_request_burst: 0,
             tenant_turns_in_flight: 0,
             turns_in_flight: 0,
+            handshake_timeout_ms: 10_000,
+            idle_connection_timeout_ms: 300_000,
+            keepalive_interval_ms: 60_000,
+            keepalive_timeout_ms: 20_000,
+            header_read_timeout_ms: 30_000,
+            request_body_timeout_ms: 60_000,
+            max_connections: 10_000,
+            max_concurrent_streams: 1024,
         }
     }
 }
@@ -1052,7 +1087,15 @@ impl Config {
                 "mcp.max_resource_bytes must be at least 1024".into(),
             ));
         }
+        self.validate_connection_limits()?;
         self.auth.validate()?;
+        if self.auth.mode == AuthMode::Mtls && self.tls.client_ca_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "auth.mode = \"mtls\" identifies callers by client certificate: serve TLS with \
+                 --tls-cert, --tls-key and --tls-client-ca"
+                    .into(),
+            ));
+        }
         let addr = parse_listen(&self.listen)?;
         if self.auth.mode == AuthMode::None && !addr.ip().is_loopback() && !self.insecure_listen {
             return Err(ConfigError::Insecure(format!(
@@ -1063,6 +1106,40 @@ impl Config {
             )));
         }
         Ok(addr)
+    }
+
+    /// Connection limits of 0 would close every connection at once.
+    fn validate_connection_limits(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        let durations = [
+            ("limits.handshake_timeout_ms", limits.handshake_timeout_ms),
+            (
+                "limits.idle_connection_timeout_ms",
+                limits.idle_connection_timeout_ms,
+            ),
+            ("limits.keepalive_interval_ms", limits.keepalive_interval_ms),
+            ("limits.keepalive_timeout_ms", limits.keepalive_timeout_ms),
+            (
+                "limits.header_read_timeout_ms",
+                limits.header_read_timeout_ms,
+            ),
+            (
+                "limits.request_body_timeout_ms",
+                limits.request_body_timeout_ms,
+            ),
+        ];
+        for (name, value) in durations {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+            }
+        }
+        if limits.max_connections == 0 || limits.max_concurrent_streams == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_connections and limits.max_concurrent_streams must be at least 1"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The store `store` names.
@@ -1188,6 +1265,22 @@ pub fn parse_listen(listen: &str) -> Result<SocketAddr, ConfigError> {
     Ok(SocketAddr::new(ip, port_number as u16))
 }
 
+/// TLS on the listener (`[tls]`). With `cert_file` and `key_file` the port speaks TLS only
+/// (plaintext connections are refused); the files are read again on SIGHUP.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain, PEM (`--tls-cert`, `CONTEXTD_TLS_CERT`), leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// The certificate's private key, PEM: PKCS#8, PKCS#1 or SEC1 (`--tls-key`,
+    /// `CONTEXTD_TLS_KEY`).
+    pub key_file: Option<PathBuf>,
+    /// CA certificates, PEM, that issue client certificates (`--tls-client-ca`,
+    /// `CONTEXTD_TLS_CLIENT_CA`): set, every client must present a certificate one of them
+    /// issued (mTLS), and its subject CN and URI SANs name the caller.
+    pub client_ca_file: Option<PathBuf>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1311,5 +1404,30 @@ idle_timeout_ms = 5000
             let err = config.validate().unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn tls_and_connection_limits_read_from_the_file() {
+        let config: Config = toml::from_str(
+            "[tls]\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\nclient_ca_file = \"ca.pem\"\n\
+             [limits]\nhandshake_timeout_ms = 300\nmax_connections = 5\n",
+        )
+        .unwrap();
+        assert_eq!(config.tls.cert_file.as_deref(), Some(Path::new("s.pem")));
+        assert_eq!(
+            config.tls.client_ca_file.as_deref(),
+            Some(Path::new("ca.pem"))
+        );
+        assert_eq!(config.limits.handshake_timeout_ms, 300);
+        assert_eq!(config.limits.max_connections, 5);
+        assert_eq!(config.limits.max_concurrent_streams, 1024);
+        assert!(config.validate().is_ok());
+        let mut zero = config;
+        zero.limits.idle_connection_timeout_ms = 0;
+        let error = zero.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("limits.idle_connection_timeout_ms"),
+            "{error}"
+        );
     }
 }

@@ -122,6 +122,15 @@ struct ServeArgs {
     /// reads and changes every conversation)
     #[arg(long, env = "CONTEXTD_INSECURE_LISTEN")]
     insecure_listen: bool,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key. Reloaded on SIGHUP.
+    #[arg(long, env = "CONTEXTD_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "CONTEXTD_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates issued by these CAs (PEM): mTLS.
+    #[arg(long, env = "CONTEXTD_TLS_CLIENT_CA", value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -169,6 +178,15 @@ impl ServeArgs {
         }
         if self.insecure_listen {
             config.insecure_listen = true;
+        }
+        if let Some(v) = self.tls_cert {
+            config.tls.cert_file = Some(v);
+        }
+        if let Some(v) = self.tls_key {
+            config.tls.key_file = Some(v);
+        }
+        if let Some(v) = self.tls_client_ca {
+            config.tls.client_ca_file = Some(v);
         }
         Ok(config)
     }
@@ -303,7 +321,13 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // TLS files are checked before anything starts: a bad one is a usage error.
+    if let Err(e) = contextd::server::tls::TlsState::load(&config.tls) {
+        eprintln!("contextd: {e}");
+        return ExitCode::from(2);
+    }
     let _log = init_logging(&config);
+    contextd::server::connections::raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

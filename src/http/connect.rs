@@ -254,6 +254,7 @@ fn call_options(doors: &JsonDoors, parts: &http::request::Parts) -> Result<CallO
         timeout,
         headers: headers.clone(),
         scope: crate::server::scope::scope_of_extensions(&parts.extensions),
+        peer: None,
     })
 }
 

@@ -20,6 +20,7 @@ use tower::ServiceExt;
 use super::error::ApiError;
 use super::json;
 use crate::server::logging::DOOR_HEADER;
+use crate::server::peer::PeerIdentity;
 
 /// Headers a JSON request carries through to the gRPC services.
 const FORWARDED: [&str; 3] = ["authorization", "x-request-id", "traceparent"];
@@ -41,6 +42,9 @@ pub(crate) struct CallOptions {
     /// The caller's scope, as the door authenticated it (`None`: not authenticated, and the
     /// handler refuses the call).
     pub(crate) scope: Option<crate::domain::Scope>,
+    /// The verified TLS client certificate's identity, passed on as a request extension: the
+    /// JSON-lines door's (an HTTP request has it in its own extensions, where the edge reads it).
+    pub(crate) peer: Option<PeerIdentity>,
 }
 
 impl GrpcCaller {
@@ -78,6 +82,9 @@ impl GrpcCaller {
         }
         if let Some(timeout) = options.timeout {
             builder = builder.header("grpc-timeout", grpc_timeout(timeout));
+        }
+        if let Some(peer) = options.peer {
+            builder = builder.extension(peer);
         }
         let mut request = builder
             .body(Body::from(frame.freeze()))

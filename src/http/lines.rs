@@ -18,6 +18,7 @@ use tonic::Code;
 use super::JsonDoors;
 use super::error::ApiError;
 use super::grpc::CallOptions;
+use crate::server::peer::PeerIdentity;
 
 /// What reading one line found.
 #[derive(Debug, PartialEq, Eq)]
@@ -31,9 +32,14 @@ enum Line {
 }
 
 /// Serves one JSON-lines connection until the peer closes it or `stop` resolves (then the
-/// line being answered is finished first).
-pub async fn serve<S>(doors: Arc<JsonDoors>, io: S, stop: impl Future<Output = ()>)
-where
+/// line being answered is finished first). `peer` is the verified TLS client certificate's
+/// identity, which every line's call carries.
+pub async fn serve<S>(
+    doors: Arc<JsonDoors>,
+    io: S,
+    stop: impl Future<Output = ()>,
+    peer: Option<PeerIdentity>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (read, mut write) = tokio::io::split(io);
@@ -47,7 +53,7 @@ where
         };
         let answer = match line {
             Ok(Line::Text(text)) if text.iter().all(u8::is_ascii_whitespace) => continue,
-            Ok(Line::Text(text)) => answer(&doors, &text).await,
+            Ok(Line::Text(text)) => answer(&doors, &text, peer.as_ref()).await,
             Ok(Line::TooLong) => super::too_large(limit).body(),
             Ok(Line::End) | Err(_) => return,
         };
@@ -60,7 +66,7 @@ where
 }
 
 /// The answer line (without its newline) to one request line.
-async fn answer(doors: &JsonDoors, line: &[u8]) -> String {
+async fn answer(doors: &JsonDoors, line: &[u8], peer: Option<&PeerIdentity>) -> String {
     let starts_as_object = line
         .iter()
         .find(|b| !b.is_ascii_whitespace())
@@ -80,7 +86,7 @@ async fn answer(doors: &JsonDoors, line: &[u8]) -> String {
     };
     let scope = match doors
         .auth()
-        .authenticate(credentials.as_deref(), None)
+        .authenticate(credentials.as_deref(), peer)
         .await
     {
         Ok(scope) => scope,
@@ -99,6 +105,7 @@ async fn answer(doors: &JsonDoors, line: &[u8]) -> String {
                 timeout: None,
                 headers: Default::default(),
                 scope: Some(scope),
+                peer: peer.cloned(),
             },
         )
         .await

@@ -243,6 +243,7 @@ impl JsonDoors {
             timeout,
             headers: headers.clone(),
             scope: scope_of_extensions(&parts.extensions),
+            peer: None,
         })
     }
 }

@@ -3,8 +3,16 @@
 //! `axum::serve` hands every connection to hyper, so contextd accepts connections itself and,
 //! in each connection's own task (never in the accept path, so a slow peer cannot hold up
 //! others), looks at the first bytes: the HTTP/2 preface or an HTTP/1 method go to hyper
-//! (gRPC, HTTP/JSON, Server-Sent Events); a TLS record is refused, since no TLS is configured;
-//! anything else is a JSON-lines connection ([`crate::http::lines`]).
+//! (gRPC, HTTP/JSON, Server-Sent Events); anything else is a JSON-lines connection
+//! ([`crate::http::lines`]). A TLS record is refused on a plaintext listener; on a TLS
+//! listener ([`super::tls`]) everything but a TLS record is refused, and after the handshake
+//! the negotiated ALPN protocol (`h2`, `http/1.1`) names HTTP, or, when none was negotiated,
+//! the decrypted first bytes are looked at as above.
+//!
+//! Every connection takes a place in the connection budget ([`super::connections`]) and has
+//! `limits.handshake_timeout_ms` to make its protocol known (TLS handshake included); after
+//! that, one with no open request or stream is closed after `limits.idle_connection_timeout_ms`
+//! ([`super::activity`]).
 //!
 //! Shutdown covers every door alike: once draining begins, no connection is accepted, HTTP
 //! connections get a graceful shutdown (GOAWAY on HTTP/2, close after the response on
@@ -18,17 +26,18 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use pin_project_lite::pin_project;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 
+use super::activity::{Activity, ConnectionService, IdleIo};
+use super::connections::{ConnectionBudget, ConnectionLimits, DoorGauge};
+use super::peer::PeerIdentity;
+use super::tls::{TlsState, peer_identity};
 use crate::engine::Lifecycle;
 use crate::http::{JsonDoors, lines};
 
@@ -49,6 +58,8 @@ const HTTP_STARTS: [&[u8]; 10] = [
 const TLS_HANDSHAKE: u8 = 0x16;
 /// How long the loop waits after an accept error (out of file descriptors, …).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// What an HTTP/1 request on a TLS listener is told before the connection closes.
+const SPEAKS_TLS: &str = "this port speaks TLS: use https:// (or a TLS client)\n";
 
 /// What a connection speaks, from its first bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -72,15 +83,27 @@ fn sniff(start: &[u8]) -> Option<Protocol> {
     Some(Protocol::JsonLines)
 }
 
+/// What every connection of the listener shares.
+#[derive(Clone)]
+pub(crate) struct Listening {
+    /// The router of every HTTP door.
+    pub(crate) app: Router,
+    /// The JSON doors, for the JSON-lines door.
+    pub(crate) doors: Arc<JsonDoors>,
+    /// Draining and shutdown.
+    pub(crate) lifecycle: Lifecycle,
+    /// TLS, when the listener speaks it.
+    pub(crate) tls: Option<Arc<TlsState>>,
+    /// Timeouts and per-connection limits.
+    pub(crate) limits: ConnectionLimits,
+}
+
 /// Accepts connections on `listener` until draining begins, then waits for the open ones to
-/// close.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    app: Router,
-    doors: Arc<JsonDoors>,
-    lifecycle: Lifecycle,
-) {
+/// close. At most `max_connections` are open at once.
+pub(crate) async fn serve(listener: TcpListener, listening: Listening, max_connections: usize) {
     let connections = TaskTracker::new();
+    let budget = ConnectionBudget::new(max_connections);
+    let lifecycle = listening.lifecycle.clone();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -94,64 +117,199 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        // Beyond the budget: closed at once (dropping the stream), counted and logged.
+        let Some(slot) = budget.admit() else {
+            continue;
+        };
         // Small frames (deltas) must leave at once.
         let _ = stream.set_nodelay(true);
-        connections.spawn(connection(
-            stream,
-            app.clone(),
-            doors.clone(),
-            lifecycle.clone(),
-        ));
+        let listening = listening.clone();
+        connections.spawn(async move {
+            connection(stream, listening).await;
+            drop(slot);
+        });
     }
     drop(listener);
     connections.close();
     connections.wait().await;
 }
 
+/// A connection whose protocol is known, ready to be served.
+enum Ready {
+    Plain(Prefixed<TcpStream>, Protocol),
+    /// Boxed: a TLS session's state is large beside a plain stream.
+    Tls(
+        Box<Prefixed<tokio_rustls::server::TlsStream<Prefixed<TcpStream>>>>,
+        Protocol,
+        Option<PeerIdentity>,
+    ),
+}
+
 /// Serves one connection in the protocol its first bytes name.
-async fn connection(
-    mut stream: TcpStream,
-    app: Router,
-    doors: Arc<JsonDoors>,
-    lifecycle: Lifecycle,
-) {
-    let mut start = Vec::with_capacity(16);
-    let protocol = loop {
-        if let Some(protocol) = sniff(&start) {
-            break protocol;
-        }
-        let mut byte = [0u8; 16];
-        let read = tokio::select! {
-            read = stream.read(&mut byte) => read,
-            () = lifecycle.draining() => return,
-        };
-        match read {
-            Ok(0) | Err(_) => return,
-            Ok(n) => start.extend_from_slice(&byte[..n]),
+async fn connection(stream: TcpStream, listening: Listening) {
+    let lifecycle = listening.lifecycle.clone();
+    let opening = tokio::time::timeout(listening.limits.handshake, open(stream, &listening));
+    let ready = tokio::select! {
+        ready = opening => ready,
+        () = lifecycle.draining() => return,
+    };
+    let ready = match ready {
+        Ok(Some(ready)) => ready,
+        Ok(None) => return,
+        Err(_) => {
+            metrics::counter!("contextd_rejected_total", "reason" => "handshake_timeout")
+                .increment(1);
+            tracing::debug!(
+                "closing a connection that did not finish its handshake within limits.handshake_timeout_ms"
+            );
+            return;
         }
     };
-    let io = Prefixed::new(start, stream);
-    match protocol {
-        Protocol::Http => serve_http(io, app, lifecycle).await,
-        Protocol::JsonLines => lines::serve(doors, io, lifecycle.draining()).await,
-        Protocol::Tls => {
+    match ready {
+        Ready::Plain(io, protocol) => serve_protocol(io, protocol, None, &listening).await,
+        Ready::Tls(io, protocol, peer) => serve_protocol(io, protocol, peer, &listening).await,
+    }
+}
+
+/// Reads until the protocol is known and, on a TLS listener, completes the handshake; `None`
+/// for a connection that is refused or went away.
+async fn open(mut stream: TcpStream, listening: &Listening) -> Option<Ready> {
+    let (start, protocol) = read_protocol(&mut stream).await?;
+    let Some(tls) = &listening.tls else {
+        if protocol == Protocol::Tls {
             tracing::debug!("closing a TLS connection: this server has no TLS configured");
+            return None;
+        }
+        return Some(Ready::Plain(Prefixed::new(start, stream), protocol));
+    };
+    if protocol != Protocol::Tls {
+        tracing::debug!("closing a plaintext connection: this listener speaks TLS only");
+        if protocol == Protocol::Http && !start.starts_with(b"PRI ") {
+            let response = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\n\
+                 content-length: {}\r\n\r\n{SPEAKS_TLS}",
+                SPEAKS_TLS.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+        return None;
+    }
+    let mut tls_stream = match tls.acceptor().accept(Prefixed::new(start, stream)).await {
+        Ok(tls_stream) => tls_stream,
+        Err(e) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return None;
+        }
+    };
+    let (_, session) = tls_stream.get_ref();
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    let peer = session
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(peer_identity);
+    if let Some(peer) = &peer {
+        tracing::debug!(
+            common_name = peer.common_name.as_deref().unwrap_or(""),
+            uri_sans = ?peer.uri_sans,
+            "client certificate verified"
+        );
+    }
+    if alpn.is_some() {
+        return Some(Ready::Tls(
+            Box::new(Prefixed::new(Vec::new(), tls_stream)),
+            Protocol::Http,
+            peer,
+        ));
+    }
+    let (start, protocol) = read_protocol(&mut tls_stream).await?;
+    if protocol == Protocol::Tls {
+        tracing::debug!("closing a TLS connection that sent TLS inside TLS");
+        return None;
+    }
+    Some(Ready::Tls(
+        Box::new(Prefixed::new(start, tls_stream)),
+        protocol,
+        peer,
+    ))
+}
+
+/// Reads the first bytes until they name a protocol; `None` when the peer went away first.
+async fn read_protocol<S: AsyncRead + Unpin>(stream: &mut S) -> Option<(Vec<u8>, Protocol)> {
+    let mut start = Vec::with_capacity(16);
+    loop {
+        if let Some(protocol) = sniff(&start) {
+            return Some((start, protocol));
+        }
+        let mut bytes = [0u8; 16];
+        match stream.read(&mut bytes).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => start.extend_from_slice(&bytes[..n]),
         }
     }
 }
 
+/// Serves a connection whose protocol is known.
+async fn serve_protocol<I>(
+    io: I,
+    protocol: Protocol,
+    peer: Option<PeerIdentity>,
+    listening: &Listening,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match protocol {
+        Protocol::Http => {
+            let _gauge = DoorGauge::open("http");
+            serve_http(io, peer, listening).await;
+        }
+        Protocol::JsonLines => {
+            let _gauge = DoorGauge::open("lines");
+            let io = IdleIo::new(io, listening.limits.idle);
+            lines::serve(
+                listening.doors.clone(),
+                io,
+                listening.lifecycle.draining(),
+                peer,
+            )
+            .await;
+        }
+        Protocol::Tls => {}
+    }
+}
+
 /// Serves HTTP/1.1 and HTTP/2 (with upgrades) on one connection.
-async fn serve_http(io: Prefixed<TcpStream>, app: Router, lifecycle: Lifecycle) {
-    let service = TowerToHyperService::new(
-        app.map_request(|request: http::Request<Incoming>| request.map(Body::new)),
-    );
+async fn serve_http<I>(io: I, peer: Option<PeerIdentity>, listening: &Listening)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = &listening.limits;
+    let activity = Activity::new();
+    let service = TowerToHyperService::new(ConnectionService::new(
+        listening.app.clone(),
+        activity.clone(),
+        peer,
+        limits.request_body,
+    ));
     let mut builder = Builder::new(TokioExecutor::new());
-    // CONNECT protocol, for WebSockets over HTTP/2.
-    builder.http2().enable_connect_protocol();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // CONNECT protocol, for WebSockets over HTTP/2.
+        .enable_connect_protocol()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .keep_alive_interval(limits.keepalive_interval)
+        .keep_alive_timeout(limits.keepalive_timeout);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
-    let draining = lifecycle.draining();
+    let draining = listening.lifecycle.draining();
     tokio::pin!(draining);
+    let idle = activity.idle(limits.idle);
+    tokio::pin!(idle);
     let mut shutting_down = false;
     loop {
         tokio::select! {
@@ -162,6 +320,11 @@ async fn serve_http(io: Prefixed<TcpStream>, app: Router, lifecycle: Lifecycle) 
                 return;
             }
             () = &mut draining, if !shutting_down => {
+                shutting_down = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = &mut idle, if !shutting_down => {
+                tracing::debug!("closing an idle connection (limits.idle_connection_timeout_ms)");
                 shutting_down = true;
                 connection.as_mut().graceful_shutdown();
             }

@@ -8,7 +8,9 @@
 //! ([`deadline`]).
 
 mod accept;
+mod activity;
 pub mod admin;
+pub mod connections;
 pub mod deadline;
 pub(crate) mod drain;
 pub mod interact;
@@ -21,6 +23,7 @@ pub mod quota;
 pub mod scope;
 pub mod session;
 pub mod status;
+pub mod tls;
 pub mod tool;
 
 use std::future::Future;
@@ -75,6 +78,9 @@ pub enum ServeError {
     /// The HTTP routes could not be read from the descriptors.
     #[error("cannot set up the HTTP/JSON routes: {0}")]
     Http(String),
+    /// A TLS file could not be used.
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// The names of the served contextd services, for health.
@@ -157,6 +163,8 @@ pub async fn serve_store(
     store: OpenStore,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // TLS files first: nothing has started yet when one cannot be used.
+    let tls_state = tls::TlsState::load(&config.tls)?;
     // Loading the tokenizer tables takes a moment: do it beside startup, not in a turn.
     tokio::task::spawn_blocking(TokenCounter::warm_up);
 
@@ -306,9 +314,17 @@ pub async fn serve_store(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "contextd serving");
     }
+    let reloads = tls_state.clone().map(tls::TlsState::reload_on_sighup);
+    let listening = accept::Listening {
+        app,
+        doors,
+        lifecycle: lifecycle.clone(),
+        tls: tls_state,
+        limits: connections::ConnectionLimits::from_config(&config.limits),
+    };
     let closing = lifecycle.clone();
     tokio::select! {
-        () = accept::serve(listener, app, doors, lifecycle.clone()) => {}
+        () = accept::serve(listener, listening, config.limits.max_connections) => {}
         () = async move {
             closing.closed().await;
             tokio::time::sleep(CONNECTION_CLOSE_BOUND).await;
@@ -317,6 +333,9 @@ pub async fn serve_store(
         }
     }
     sweeper.abort();
+    if let Some(reloads) = reloads {
+        reloads.abort();
+    }
     drop(engine);
     store.close().await;
     tracing::info!("contextd stopped");

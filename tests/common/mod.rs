@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod certs;
 pub mod daemon;
 pub mod postgres;
 

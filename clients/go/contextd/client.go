@@ -23,6 +23,10 @@ package contextd
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
 
 	contextdv1 "github.com/contextd/contextd/clients/go/gen/contextd/v1"
 	"google.golang.org/grpc"
@@ -47,6 +51,10 @@ type dialConfig struct {
 	tls         *tls.Config
 	token       string
 	dialOptions []grpc.DialOption
+	// PEM material for TLS, read and checked by Dial: the CA (bytes or a file) and the
+	// client certificate and key (bytes or files).
+	caPEM, certPEM, keyPEM    []byte
+	caFile, certFile, keyFile string
 }
 
 // WithTLS connects over TLS with the given configuration (nil: the system's roots). Without
@@ -58,6 +66,74 @@ func WithTLS(config *tls.Config) Option {
 		}
 		d.tls = config
 	}
+}
+
+// WithTLSCA connects over TLS, trusting only the CA certificates in caPEM (PEM) for the
+// server's certificate.
+func WithTLSCA(caPEM []byte) Option {
+	return func(d *dialConfig) { d.caPEM = caPEM }
+}
+
+// WithTLSCAFile is WithTLSCA with the CA certificates read from a PEM file (by Dial).
+func WithTLSCAFile(path string) Option {
+	return func(d *dialConfig) { d.caFile = path }
+}
+
+// WithClientCertificate shows this certificate chain and key (PEM) to servers that require
+// client certificates (mTLS, `contextd serve --tls-client-ca`). It implies TLS.
+func WithClientCertificate(certPEM, keyPEM []byte) Option {
+	return func(d *dialConfig) { d.certPEM, d.keyPEM = certPEM, keyPEM }
+}
+
+// WithClientCertificateFiles is WithClientCertificate with both read from PEM files (by Dial).
+func WithClientCertificateFiles(certFile, keyFile string) Option {
+	return func(d *dialConfig) { d.certFile, d.keyFile = certFile, keyFile }
+}
+
+// tlsConfig is the TLS configuration the options make; nil for plaintext.
+func (d *dialConfig) tlsConfig() (*tls.Config, error) {
+	read := func(what, path string, into *[]byte) error {
+		if path == "" {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("contextd: cannot read the %s %s: %w", what, path, err)
+		}
+		*into = data
+		return nil
+	}
+	if err := read("CA file", d.caFile, &d.caPEM); err != nil {
+		return nil, err
+	}
+	if err := read("client certificate file", d.certFile, &d.certPEM); err != nil {
+		return nil, err
+	}
+	if err := read("client key file", d.keyFile, &d.keyPEM); err != nil {
+		return nil, err
+	}
+	if d.caPEM == nil && d.certPEM == nil && d.keyPEM == nil {
+		return d.tls, nil
+	}
+	config := &tls.Config{MinVersion: tls.VersionTLS12}
+	if d.tls != nil {
+		config = d.tls.Clone()
+	}
+	if d.caPEM != nil {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(d.caPEM) {
+			return nil, errors.New("contextd: the TLS CA holds no PEM certificate")
+		}
+		config.RootCAs = pool
+	}
+	if d.certPEM != nil || d.keyPEM != nil {
+		pair, err := tls.X509KeyPair(d.certPEM, d.keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("contextd: the client certificate and key cannot be used: %w", err)
+		}
+		config.Certificates = []tls.Certificate{pair}
+	}
+	return config, nil
 }
 
 // WithBearerToken sends `authorization: Bearer <token>` metadata with every call.
@@ -78,9 +154,13 @@ func Dial(target string, opts ...Option) (*Client, error) {
 	for _, opt := range opts {
 		opt(&cfg)
 	}
+	tlsConfig, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
 	transport := insecure.NewCredentials()
-	if cfg.tls != nil {
-		transport = credentials.NewTLS(cfg.tls)
+	if tlsConfig != nil {
+		transport = credentials.NewTLS(tlsConfig)
 	}
 	dialOptions := []grpc.DialOption{grpc.WithTransportCredentials(transport)}
 	if cfg.token != "" {

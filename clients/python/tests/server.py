@@ -26,9 +26,9 @@ def binary() -> str:
 class Server:
     """A contextd child process; `address` is where it listens."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_args: tuple[str, ...] = ()) -> None:
         self.process = subprocess.Popen(
-            [binary(), *SERVE_ARGS],
+            [binary(), *SERVE_ARGS, *extra_args],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

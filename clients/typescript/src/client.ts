@@ -7,6 +7,7 @@ import { toJson, type JsonObject, type JsonValue, type MessageInitShape } from "
 import { timestampFromDate, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { readFileSync } from "node:fs";
 import type * as http2 from "node:http2";
 
 import {
@@ -40,8 +41,22 @@ export const DEFAULT_TARGET = "127.0.0.1:61900";
 
 /** How to reach contextd. */
 export interface ConnectOptions {
-  /** Use TLS (https). Default false: plaintext HTTP/2. */
+  /** Use TLS (https). Default false: plaintext HTTP/2; `ca`, `caFile`, `cert` and `certFile` imply it. */
   tls?: boolean;
+  /** PEM of the CA that issued the server's certificate (default: Node's roots). */
+  ca?: string | Buffer;
+  /** `ca`, read from this PEM file. */
+  caFile?: string;
+  /** PEM client certificate chain, shown to servers that require one (mTLS); needs `key`. */
+  cert?: string | Buffer;
+  /** PEM private key of `cert`. */
+  key?: string | Buffer;
+  /** `cert`, read from this PEM file; needs `keyFile`. */
+  certFile?: string;
+  /** `key`, read from this PEM file. */
+  keyFile?: string;
+  /** The name the server's certificate must carry, when it is not the target's host. */
+  serverName?: string;
   /** Node http2 options, e.g. `{ ca }` for a private certificate authority. */
   nodeOptions?: http2.ClientSessionOptions | http2.SecureClientSessionOptions;
   /** Sent as `authorization: Bearer <token>` on every call. */
@@ -196,6 +211,31 @@ export function needsToolResults(result: InteractResponse): boolean {
   return result.finishReason === FinishReason.TOOL_CALLS;
 }
 
+/** The Node TLS options that `options` ask for; undefined when they name no TLS material. */
+function tlsOptions(options: ConnectOptions): http2.SecureClientSessionOptions | undefined {
+  const read = (what: string, path: string | undefined): Buffer | undefined => {
+    if (path === undefined) return undefined;
+    try {
+      return readFileSync(path);
+    } catch (error) {
+      throw new Error(`cannot read the ${what} ${path}: ${(error as Error).message}`);
+    }
+  };
+  const ca = options.ca ?? read("CA file", options.caFile);
+  const cert = options.cert ?? read("client certificate file", options.certFile);
+  const key = options.key ?? read("client key file", options.keyFile);
+  if ((cert === undefined) !== (key === undefined)) {
+    throw new Error("a client certificate and its key go together (mTLS needs both)");
+  }
+  if (ca === undefined && cert === undefined && options.serverName === undefined) return undefined;
+  const tls: http2.SecureClientSessionOptions = {};
+  if (ca !== undefined) tls.ca = ca;
+  if (cert !== undefined) tls.cert = cert;
+  if (key !== undefined) tls.key = key;
+  if (options.serverName !== undefined) tls.servername = options.serverName;
+  return tls;
+}
+
 /** A contextd client. Call `close()` when done, so the process can exit. */
 export class ContextdClient {
   private readonly sessionManager: Http2SessionManager;
@@ -206,8 +246,9 @@ export class ContextdClient {
   private readonly timeoutMs: number | undefined;
 
   constructor(target: string = DEFAULT_TARGET, options: ConnectOptions = {}) {
-    const baseUrl = `${options.tls ? "https" : "http"}://${target}`;
-    this.sessionManager = new Http2SessionManager(baseUrl, undefined, options.nodeOptions);
+    const tls = tlsOptions(options);
+    const baseUrl = `${options.tls || tls ? "https" : "http"}://${target}`;
+    this.sessionManager = new Http2SessionManager(baseUrl, undefined, { ...options.nodeOptions, ...tls });
     const headers: Record<string, string> = { ...(options.headers ?? {}) };
     if (options.token) headers["authorization"] = `Bearer ${options.token}`;
     const addHeaders: Interceptor = (next) => (request) => {

@@ -27,8 +27,8 @@ export class Server {
     readonly address: string,
   ) {}
 
-  static async start(): Promise<Server> {
-    const child = spawn(contextdBinary(), SERVE_ARGS, { stdio: ["ignore", "pipe", "ignore"] });
+  static async start(extraArgs: string[] = []): Promise<Server> {
+    const child = spawn(contextdBinary(), [...SERVE_ARGS, ...extraArgs], { stdio: ["ignore", "pipe", "ignore"] });
     const lines = createInterface({ input: child.stdout! });
     const address = await new Promise<string>((resolveAddress, reject) => {
       child.once("error", reject);

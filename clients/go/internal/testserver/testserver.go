@@ -81,12 +81,15 @@ func serveArgs(bin string) []string {
 }
 
 // Start runs contextd and waits until it prints `contextd listening on <addr>`.
-func Start() (*Server, error) {
+func Start() (*Server, error) { return StartWith() }
+
+// StartWith is Start with extra `contextd serve` arguments (for example --tls-cert).
+func StartWith(extra ...string) (*Server, error) {
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, serveArgs(bin)...)
+	cmd := exec.Command(bin, append(serveArgs(bin), extra...)...)
 	cmd.SysProcAttr = sysProcAttr()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -69,12 +69,25 @@ def connect(
     *,
     tls: bool = False,
     credentials: grpc.ChannelCredentials | None = None,
+    ca_cert: bytes | str | None = None,
+    client_cert: bytes | str | None = None,
+    client_key: bytes | str | None = None,
     token: str | None = None,
     metadata: Iterable[tuple[str, str]] = (),
     timeout: float | None = None,
 ) -> Client:
     """A blocking Client for ``target`` (host:port); the options are Client's."""
-    return Client(target, tls=tls, credentials=credentials, token=token, metadata=metadata, timeout=timeout)
+    return Client(
+        target,
+        tls=tls,
+        credentials=credentials,
+        ca_cert=ca_cert,
+        client_cert=client_cert,
+        client_key=client_key,
+        token=token,
+        metadata=metadata,
+        timeout=timeout,
+    )
 
 
 __all__ = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import grpc
@@ -31,12 +33,39 @@ def retry_delay(backoff: float, attempt: int) -> float:
     return ceiling / 2 + random.random() * ceiling / 2
 
 
-def channel_credentials(tls: bool, credentials: grpc.ChannelCredentials | None) -> grpc.ChannelCredentials | None:
-    """The credentials of a secure channel; None for plaintext."""
+Pem = bytes | str | os.PathLike[str]
+
+
+def pem_bytes(what: str, pem: Pem | None) -> bytes | None:
+    """PEM given as bytes (the PEM text itself) or as a path to a file (str or Path)."""
+    if pem is None or isinstance(pem, bytes):
+        return pem
+    try:
+        return Path(pem).read_bytes()
+    except OSError as error:
+        raise ValueError(f"cannot read {what} {pem}: {error.strerror}") from None
+
+
+def channel_credentials(
+    tls: bool,
+    credentials: grpc.ChannelCredentials | None,
+    ca_cert: Pem | None = None,
+    client_cert: Pem | None = None,
+    client_key: Pem | None = None,
+) -> grpc.ChannelCredentials | None:
+    """The credentials of a secure channel; None for plaintext. ``ca_cert`` (the CA that
+    issued the server's certificate; default: the system's roots) and ``client_cert`` with
+    ``client_key`` (for mTLS) imply TLS."""
     if credentials is not None:
         return credentials
-    if tls:
-        return grpc.ssl_channel_credentials()
+    if (client_cert is None) != (client_key is None):
+        raise ValueError("client_cert and client_key go together (mTLS needs both)")
+    if tls or ca_cert is not None or client_cert is not None:
+        return grpc.ssl_channel_credentials(
+            root_certificates=pem_bytes("ca_cert", ca_cert),
+            private_key=pem_bytes("client_key", client_key),
+            certificate_chain=pem_bytes("client_cert", client_cert),
+        )
     return None
 
 

@@ -65,6 +65,10 @@ class AsyncClient:
         *,
         tls: bool = False,
         credentials: grpc.ChannelCredentials | None = None,
+        ca_cert: _requests.Pem | None = None,
+        client_cert: _requests.Pem | None = None,
+        client_key: _requests.Pem | None = None,
+        server_name: str | None = None,
         token: str | None = None,
         metadata: Iterable[tuple[str, str]] = (),
         timeout: float | None = None,
@@ -73,7 +77,9 @@ class AsyncClient:
         retry_backoff: float = 0.1,
     ) -> None:
         """Same arguments as Client. Create it inside a running event loop."""
-        secure = _requests.channel_credentials(tls, credentials)
+        secure = _requests.channel_credentials(tls, credentials, ca_cert, client_cert, client_key)
+        if server_name is not None:
+            options = [*options, ("grpc.ssl_target_name_override", server_name)]
         if secure is None:
             self._channel = grpc.aio.insecure_channel(target, options=list(options))
         else:

@@ -62,6 +62,10 @@ class Client:
         *,
         tls: bool = False,
         credentials: grpc.ChannelCredentials | None = None,
+        ca_cert: _requests.Pem | None = None,
+        client_cert: _requests.Pem | None = None,
+        client_key: _requests.Pem | None = None,
+        server_name: str | None = None,
         token: str | None = None,
         metadata: Iterable[tuple[str, str]] = (),
         timeout: float | None = None,
@@ -69,13 +73,20 @@ class Client:
         retries: int = 0,
         retry_backoff: float = 0.1,
     ) -> None:
-        """Connects to ``target`` (host:port): plaintext unless ``tls`` or ``credentials``;
+        """Connects to ``target`` (host:port): plaintext unless ``tls``, ``credentials``,
+        ``ca_cert`` or ``client_cert`` is given. ``ca_cert`` is the CA that issued the server's
+        certificate (PEM bytes, or a file path as str or Path; default: the system's roots);
+        ``client_cert`` and ``client_key`` (the same forms) are shown to a server that
+        requires client certificates (mTLS); ``server_name`` is the name the server's
+        certificate must carry when it is not the target's host;
         ``token`` is sent as ``authorization: Bearer <token>`` on every call; ``timeout`` is
         the default deadline in seconds of unary calls. ``retries`` > 0 repeats the calls
         that are safe to repeat (get, list, preview, list_models, list_tools) that many times
         more when they fail with UNAVAILABLE, waiting ``retry_backoff`` seconds, doubled after
         each attempt (with jitter, at most 5 s); turns and changes are never repeated."""
-        secure = _requests.channel_credentials(tls, credentials)
+        secure = _requests.channel_credentials(tls, credentials, ca_cert, client_cert, client_key)
+        if server_name is not None:
+            options = [*options, ("grpc.ssl_target_name_override", server_name)]
         if secure is None:
             self._channel = grpc.insecure_channel(target, options=list(options))
         else:

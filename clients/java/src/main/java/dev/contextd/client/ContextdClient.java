@@ -38,9 +38,15 @@ import io.grpc.ForwardingClientCall;
 import io.grpc.Grpc;
 import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
+import io.grpc.ManagedChannelBuilder;
 import io.grpc.Metadata;
 import io.grpc.MethodDescriptor;
 import io.grpc.TlsChannelCredentials;
+import java.io.ByteArrayInputStream;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
@@ -101,6 +107,10 @@ public final class ContextdClient implements AutoCloseable {
     private String bearerToken;
     private Duration callTimeout;
     private Channel channel;
+    private byte[] caPem;
+    private byte[] clientCertPem;
+    private byte[] clientKeyPem;
+    private String serverName;
 
     private Builder(String target) {
       this.target = target;
@@ -110,6 +120,65 @@ public final class ContextdClient implements AutoCloseable {
     public Builder tls() {
       this.credentials = TlsChannelCredentials.create();
       return this;
+    }
+
+    /** Connects over TLS, trusting only the CA certificates in this PEM (for the server's certificate). */
+    public Builder tlsCa(byte[] caPem) {
+      this.caPem = caPem.clone();
+      return this;
+    }
+
+    /** Connects over TLS, trusting only the CA certificates in this PEM file. */
+    public Builder tlsCa(Path caPemFile) {
+      return tlsCa(read("CA file", caPemFile));
+    }
+
+    /**
+     * Shows this client certificate chain and PKCS#8 private key (PEM) to servers that require
+     * client certificates (mTLS, {@code contextd serve --tls-client-ca}). Implies TLS.
+     */
+    public Builder clientCertificate(byte[] certPem, byte[] keyPem) {
+      this.clientCertPem = certPem.clone();
+      this.clientKeyPem = keyPem.clone();
+      return this;
+    }
+
+    /** {@link #clientCertificate(byte[], byte[])} with both read from PEM files. */
+    public Builder clientCertificate(Path certPemFile, Path keyPemFile) {
+      return clientCertificate(read("client certificate file", certPemFile), read("client key file", keyPemFile));
+    }
+
+    /** The name the server's certificate must carry, when it is not the target's host. */
+    public Builder serverName(String name) {
+      this.serverName = name;
+      return this;
+    }
+
+    private static byte[] read(String what, Path path) {
+      try {
+        return Files.readAllBytes(path);
+      } catch (IOException e) {
+        throw new UncheckedIOException("cannot read the " + what + " " + path + ": " + e.getMessage(), e);
+      }
+    }
+
+    /** The TLS credentials the PEM options make; null when none was given. */
+    private ChannelCredentials tlsCredentials() {
+      if (caPem == null && clientCertPem == null) {
+        return null;
+      }
+      try {
+        TlsChannelCredentials.Builder tls = TlsChannelCredentials.newBuilder();
+        if (caPem != null) {
+          tls.trustManager(new ByteArrayInputStream(caPem));
+        }
+        if (clientCertPem != null) {
+          tls.keyManager(new ByteArrayInputStream(clientCertPem), new ByteArrayInputStream(clientKeyPem));
+        }
+        return tls.build();
+      } catch (IOException e) {
+        throw new IllegalArgumentException("the TLS certificates cannot be used: " + e.getMessage(), e);
+      }
     }
 
     /**
@@ -147,7 +216,12 @@ public final class ContextdClient implements AutoCloseable {
       ManagedChannel owned = null;
       Channel ch = channel;
       if (ch == null) {
-        owned = Grpc.newChannelBuilder(target, credentials).build();
+        ChannelCredentials tls = tlsCredentials();
+        ManagedChannelBuilder<?> builder = Grpc.newChannelBuilder(target, tls != null ? tls : credentials);
+        if (serverName != null) {
+          builder.overrideAuthority(serverName);
+        }
+        owned = builder.build();
         ch = owned;
       }
       if (bearerToken != null) {

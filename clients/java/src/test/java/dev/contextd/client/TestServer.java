@@ -76,9 +76,15 @@ public final class TestServer implements AutoCloseable {
 
   /** Starts contextd and waits for its listening line. */
   public static TestServer start() throws IOException, InterruptedException {
+    return start(List.of());
+  }
+
+  /** Starts contextd with extra {@code serve} arguments (for example {@code --tls-cert}). */
+  public static TestServer start(List<String> extraArgs) throws IOException, InterruptedException {
     Path bin = binary();
     List<String> cmd = new ArrayList<>(List.of(bin.toString(), "serve", "--listen", "127.0.0.1:0"));
     cmd.addAll(storeFlag(bin));
+    cmd.addAll(extraArgs);
     Process process = new ProcessBuilder(cmd).redirectError(ProcessBuilder.Redirect.DISCARD).start();
     // Should the test JVM exit without closing this, the server goes with it.
     Thread killer = new Thread(process::destroyForcibly);
