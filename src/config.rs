@@ -52,6 +52,10 @@ pub struct Config {
     /// MCP servers whose tools contextd offers as server-side tools (`[[mcp_servers]]`),
     /// named `<server>__<tool>`.
     pub mcp_servers: Vec<McpServerConfig>,
+    /// Prometheus metrics (`[metrics]`).
+    pub metrics: MetricsConfig,
+    /// OpenTelemetry traces (`[telemetry]`).
+    pub telemetry: TelemetryConfig,
 }
 
 impl Default for Config {
@@ -71,6 +75,8 @@ impl Default for Config {
             http: HttpConfig::default(),
             mcp: McpConfig::default(),
             mcp_servers: Vec::new(),
+            metrics: MetricsConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -944,6 +950,30 @@ pub fn parse_listen(listen: &str) -> Result<SocketAddr, ConfigError> {
         })?,
     };
     Ok(SocketAddr::new(ip, port_number as u16))
+}
+
+/// Prometheus metrics (`[metrics]`): `GET /metrics` on the serving port, and optionally on a
+/// listener of its own.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A second address (`host:port`) where a plain HTTP listener serves only `GET /metrics`,
+    /// for scrapers kept off the API port (`--metrics-listen`, `CONTEXTD_METRICS_LISTEN`).
+    /// Default: none (`/metrics` is served on the API port only).
+    pub listen: Option<String>,
+    /// Whether the RPC metrics carry a `tenant` label. Off by default: every tenant adds a
+    /// series per method and code, which a deployment with many tenants cannot afford.
+    pub tenant_labels: bool,
+}
+
+/// OpenTelemetry traces (`[telemetry]`).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Where spans are exported over OTLP/gRPC, such as `http://127.0.0.1:4317`
+    /// (`--otlp-endpoint`, `CONTEXTD_OTLP_ENDPOINT`). Needs a build with the `otlp` feature.
+    /// Default: none (no traces are exported).
+    pub otlp_endpoint: Option<String>,
 }
 
 #[cfg(test)]
