@@ -4,16 +4,18 @@
 //! tests start it the same way. Services: `contextd.v1.SessionService`, `InteractService`,
 //! `ToolService`, `ModelService`, the MCP gRPC binding's `model_context_protocol.Mcp`,
 //! `grpc.health.v1.Health`, and server reflection (v1 and v1alpha). Layers:
-//! request logging ([`logging`]) and client deadlines ([`deadline`]).
+//! request logging ([`logging`]), RPC metrics ([`rpc_metrics`]) and client deadlines
+//! ([`deadline`]).
 
 mod accept;
+mod call_end;
 pub mod deadline;
 pub mod interact;
-pub mod log_output;
 pub mod logging;
 pub mod model;
 pub mod outbox;
 pub mod peer;
+pub mod rpc_metrics;
 pub mod scope;
 pub mod session;
 pub mod status;
@@ -90,6 +92,15 @@ pub async fn open(config: &Config) -> Result<OpenStore, ServeError> {
 /// Builds the engine the configuration describes over `store`: the echo model, every
 /// `[[backends]]` entry (reading their keys) and the built-in tools.
 pub fn build_engine(config: &Config, store: Arc<dyn SessionStore>) -> Result<Engine, ServeError> {
+    // Every store operation timed, whichever store it is.
+    let store: Arc<dyn SessionStore> = Arc::new(crate::store::metered::MeteredStore::new(
+        store,
+        match config.store_kind()? {
+            crate::config::StoreKind::Memory => "memory",
+            crate::config::StoreKind::Sqlite => "sqlite",
+            crate::config::StoreKind::Postgres(_) => "postgres",
+        },
+    ));
     let mut models = ModelRegistry::new();
     models.register(Arc::new(EchoModel::new(
         config.engine.default_max_context_tokens,
@@ -151,6 +162,11 @@ pub async fn serve_store(
     store: OpenStore,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    crate::telemetry::metrics::install();
+    let metrics_listener = match &config.metrics.listen {
+        Some(addr) => Some(crate::http::scrape::bind(addr).await?),
+        None => None,
+    };
     // Loading the tokenizer tables takes a moment: do it beside startup, not in a turn.
     tokio::task::spawn_blocking(TokenCounter::warm_up);
 
@@ -234,6 +250,7 @@ pub async fn serve_store(
     let grpc = routes
         .into_axum_router()
         .layer(deadline::DeadlineLayer)
+        .layer(rpc_metrics::RpcMetricsLayer::new(&config.metrics))
         .layer(logging::RequestLogLayer);
     let doors = Arc::new(
         JsonDoors::new(&config, grpc, lifecycle.clone(), engine.clone())
@@ -271,6 +288,8 @@ pub async fn serve_store(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "contextd serving");
     }
+    let metrics_task = metrics_listener
+        .map(|listener| tokio::spawn(crate::http::scrape::serve(listener, lifecycle.clone())));
     let closing = lifecycle.clone();
     tokio::select! {
         () = accept::serve(listener, app, doors, lifecycle.clone()) => {}
@@ -282,6 +301,9 @@ pub async fn serve_store(
         }
     }
     sweeper.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     drop(engine);
     store.close().await;
     tracing::info!("contextd stopped");

@@ -10,6 +10,7 @@
 
 mod db_file;
 pub mod memory;
+pub mod metered;
 pub mod open;
 pub mod sql;
 
