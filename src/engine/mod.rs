@@ -33,6 +33,7 @@ pub mod sessions;
 pub mod summary;
 mod tool_output;
 pub mod turn;
+mod turn_metrics;
 pub mod validate;
 pub mod window;
 
