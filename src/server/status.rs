@@ -27,7 +27,16 @@ pub fn code_of(kind: ErrorKind) -> Code {
 
 impl From<EngineError> for Status {
     fn from(error: EngineError) -> Self {
-        Status::new(code_of(error.kind()), error.to_string())
+        let code = code_of(error.kind());
+        let mut message = error.to_string();
+        // What went wrong inside is in the log under the call's request id; the caller gets
+        // the id to quote.
+        if matches!(code, Code::Unavailable | Code::Internal)
+            && let Some(id) = crate::telemetry::request_id::current()
+        {
+            message.push_str(&format!(" (request id {id})"));
+        }
+        Status::new(code, message)
     }
 }
 
