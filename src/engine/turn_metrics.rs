@@ -27,7 +27,7 @@ pub(super) fn backend_of(model: &str) -> &str {
 /// is `failed`, one that was cancelled `cancelled`.
 pub(super) fn turn_done(model: &str, result: &Result<TurnOutcome, EngineError>) {
     let finish = match result {
-        Ok(outcome) => finish_label(outcome.finish),
+        Ok(outcome) => finish_label(&outcome.finish),
         Err(EngineError::Cancelled) => "cancelled",
         Err(_) => "failed",
     };
@@ -36,7 +36,7 @@ pub(super) fn turn_done(model: &str, result: &Result<TurnOutcome, EngineError>) 
         .increment(1);
 }
 
-fn finish_label(finish: FinishReason) -> &'static str {
+fn finish_label(finish: &FinishReason) -> &'static str {
     match finish {
         FinishReason::Stop => "stop",
         FinishReason::ToolCalls => "tool_calls",

@@ -21,7 +21,7 @@ pub(crate) mod grpc;
 pub(crate) mod json;
 pub mod lines;
 pub(crate) mod rules;
-pub mod scrape;
+pub(crate) mod scrape;
 mod sse;
 mod websocket;
 

@@ -24,7 +24,7 @@ pub(crate) async fn metrics() -> Response {
 }
 
 /// Binds the metrics listener at `addr` (`host:port`).
-pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, ServeError> {
+pub(crate) async fn bind(addr: &str) -> Result<tokio::net::TcpListener, ServeError> {
     let parsed: std::net::SocketAddr = addr.parse().map_err(|_| {
         crate::config::ConfigError::Invalid(format!(
             "metrics.listen (--metrics-listen) {addr:?} is not an address of the form \
@@ -37,7 +37,7 @@ pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, ServeError> {
 }
 
 /// Serves only `GET /metrics` on `listener` until the server closes.
-pub async fn serve(listener: tokio::net::TcpListener, lifecycle: Lifecycle) {
+pub(crate) async fn serve(listener: tokio::net::TcpListener, lifecycle: Lifecycle) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "metrics listener serving /metrics");
     }

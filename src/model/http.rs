@@ -242,12 +242,12 @@ impl HttpBackend {
     async fn open(&self, request: &Prepared, deadline: Instant) -> Result<EventStream, ModelError> {
         use backon::Retryable;
         let attempts = std::sync::atomic::AtomicU32::new(0);
-        let attempt = || async {
+        let send_once = || async {
             let attempt = attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             self.attempt(request, deadline, attempt).await
         };
         let retry_max = self.timing.retry_max;
-        let result = attempt
+        let result = send_once
             .retry(retry_delays(self.timing))
             .when(|failure: &Failure| failure.retry)
             .adjust(|failure: &Failure, delay| {
@@ -317,7 +317,8 @@ impl HttpBackend {
                 format!("request to {} failed: {}", self.endpoint, error_chain(&e)),
             )),
             Ok(Ok(response)) if response.status().is_success() => {
-                Ok(Box::pin(response.bytes_stream().eventsource()))
+                let events: EventStream = Box::pin(response.bytes_stream().eventsource());
+                Ok(events)
             }
             Ok(Ok(response)) => {
                 let status = response.status();
@@ -634,6 +635,7 @@ impl Failure {
 /// The delays between attempts: `max_retries` of them, exponential from `retry_base`
 /// (doubling, at most `retry_max`), each a random delay between half and all of that.
 fn retry_delays(timing: Timing) -> impl backon::Backoff {
+    use backon::BackoffBuilder as _;
     backon::ExponentialBuilder::default()
         .with_min_delay(timing.retry_base)
         .with_max_delay(timing.retry_max)

@@ -44,29 +44,32 @@ where
 {
     Body::new(EndBody {
         inner: body,
-        end: Some(End { early, on_end }),
+        end: Some(End {
+            early,
+            on_end: Box::new(on_end),
+        }),
     })
 }
 
-struct End<F> {
+struct End {
     early: EndStatus,
-    on_end: F,
+    on_end: Box<dyn FnOnce(EndStatus) + Send>,
 }
 
-impl<F: FnOnce(EndStatus)> End<F> {
+impl End {
     fn finish(self, status: EndStatus) {
         (self.on_end)(status.or(self.early));
     }
 }
 
 pin_project! {
-    struct EndBody<F: FnOnce(EndStatus)> {
+    struct EndBody {
         #[pin]
         inner: Body,
-        end: Option<End<F>>,
+        end: Option<End>,
     }
 
-    impl<F: FnOnce(EndStatus)> PinnedDrop for EndBody<F> {
+    impl PinnedDrop for EndBody {
         fn drop(this: Pin<&mut Self>) {
             if let Some(end) = this.project().end.take() {
                 end.finish(None);
@@ -75,7 +78,7 @@ pin_project! {
     }
 }
 
-impl<F: FnOnce(EndStatus)> http_body::Body for EndBody<F> {
+impl http_body::Body for EndBody {
     type Data = Bytes;
     type Error = axum::Error;
 

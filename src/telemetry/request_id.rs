@@ -115,6 +115,7 @@ impl<S, B, R> Service<Request<B>> for RequestIdService<S>
 where
     S: Service<Request<B>, Response = Response<R>> + Send,
     S::Future: Send + 'static,
+    R: 'static,
 {
     type Response = Response<R>;
     type Error = S::Error;
