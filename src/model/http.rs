@@ -251,7 +251,8 @@ impl HttpBackend {
             .retry(retry_delays(self.timing))
             .when(|failure: &Failure| failure.retry)
             .adjust(|failure: &Failure, delay| {
-                let delay = failure.retry_after.or(delay)?.min(retry_max);
+                // `None`: every retry was made; the provider's Retry-After adds none.
+                let delay = failure.retry_after.unwrap_or(delay?).min(retry_max);
                 (Instant::now() + delay < deadline).then_some(delay)
             })
             .notify(|failure: &Failure, delay| {
