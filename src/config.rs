@@ -59,6 +59,10 @@ pub struct Config {
     pub insecure_listen: bool,
     /// TLS on the listener, and client certificates for mTLS (`[tls]`).
     pub tls: TlsConfig,
+    /// Prometheus metrics (`[metrics]`).
+    pub metrics: MetricsConfig,
+    /// OpenTelemetry traces (`[telemetry]`).
+    pub telemetry: TelemetryConfig,
 }
 
 impl Default for Config {
@@ -81,6 +85,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             insecure_listen: false,
             tls: TlsConfig::default(),
+            metrics: MetricsConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -1279,6 +1285,30 @@ pub struct TlsConfig {
     /// `CONTEXTD_TLS_CLIENT_CA`): set, every client must present a certificate one of them
     /// issued (mTLS), and its subject CN and URI SANs name the caller.
     pub client_ca_file: Option<PathBuf>,
+}
+
+/// Prometheus metrics (`[metrics]`): `GET /metrics` on the serving port, and optionally on a
+/// listener of its own.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A second address (`host:port`) where a plain HTTP listener serves only `GET /metrics`,
+    /// for scrapers kept off the API port (`--metrics-listen`, `CONTEXTD_METRICS_LISTEN`).
+    /// Default: none (`/metrics` is served on the API port only).
+    pub listen: Option<String>,
+    /// Whether the RPC metrics carry a `tenant` label. Off by default: every tenant adds a
+    /// series per method and code, which a deployment with many tenants cannot afford.
+    pub tenant_labels: bool,
+}
+
+/// OpenTelemetry traces (`[telemetry]`).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Where spans are exported over OTLP/gRPC, such as `http://127.0.0.1:4317`
+    /// (`--otlp-endpoint`, `CONTEXTD_OTLP_ENDPOINT`). Needs a build with the `otlp` feature.
+    /// Default: none (no traces are exported).
+    pub otlp_endpoint: Option<String>,
 }
 
 #[cfg(test)]

@@ -37,6 +37,8 @@
 //! - `store`: the `SessionStore` port and its adapters: in memory, SQLite (embedded, the
 //!   default) and PostgreSQL (shared by replicas); every key is (tenant, session id).
 //! - `tools`: the `ToolProvider` port, the tool registry and the built-in session tools.
+//! - [`telemetry`]: what operators see: the Prometheus recorder and the metric names, request
+//!   ids, and (with the `otlp` feature) OpenTelemetry traces over OTLP.
 //! - [`client`]: a Rust client: the generated tonic clients and a thin wrapper over them.
 //! - [`chat`]: the interactive terminal chat of `contextd chat`, built on [`client`].
 
@@ -53,4 +55,5 @@ pub mod mcp;
 pub(crate) mod model;
 pub mod server;
 pub(crate) mod store;
+pub mod telemetry;
 pub(crate) mod tools;

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use contextd::config::{Config, LogFormat};
-use contextd::server::log_output::{BufferedStderr, FlushGuard};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// mimalloc rather than the system allocator: a turn allocates and frees many small buffers,
 /// and glibc's malloc took about a tenth of a unary turn's CPU (see BENCHMARKS.md).
@@ -131,6 +133,13 @@ struct ServeArgs {
     /// Require client certificates issued by these CAs (PEM): mTLS.
     #[arg(long, env = "CONTEXTD_TLS_CLIENT_CA", value_name = "FILE")]
     tls_client_ca: Option<PathBuf>,
+    /// Also serve `GET /metrics` (and nothing else) on this address, HOST:PORT
+    #[arg(long, env = "CONTEXTD_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// Export traces over OTLP/HTTP to this collector, such as http://127.0.0.1:4318 (builds
+    /// with the `otlp` feature only)
+    #[arg(long, env = "CONTEXTD_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 impl ServeArgs {
@@ -188,13 +197,29 @@ impl ServeArgs {
         if let Some(v) = self.tls_client_ca {
             config.tls.client_ca_file = Some(v);
         }
+        if let Some(v) = self.metrics_listen {
+            config.metrics.listen = Some(v);
+        }
+        if let Some(v) = self.otlp_endpoint {
+            config.telemetry.otlp_endpoint = Some(v);
+        }
         Ok(config)
     }
 }
 
-/// Sets up logging to stderr; lines are written by a background thread until the returned
-/// guard is dropped (see `contextd::server::log_output`).
-fn init_logging(config: &Config) -> Option<FlushGuard> {
+/// What must live until the process exits for every log line and span to leave: the log
+/// writer's guard (lines are written by tracing-appender's background thread) and, with
+/// `--otlp-endpoint`, the trace exporter.
+struct LogGuards {
+    _writer: tracing_appender::non_blocking::WorkerGuard,
+    #[cfg(feature = "otlp")]
+    _otlp: Option<contextd::telemetry::otlp::OtlpGuard>,
+}
+
+/// Sets up logging to stderr, written by a background thread so that request handling never
+/// waits on `write(2)`; lines wait rather than being dropped when stderr is blocked. With
+/// `telemetry.otlp_endpoint`, spans are exported too.
+fn init_logging(config: &Config) -> Result<LogGuards, String> {
     let filter = std::env::var("CONTEXTD_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| config.log_filter.clone());
@@ -202,21 +227,54 @@ fn init_logging(config: &Config) -> Option<FlushGuard> {
         eprintln!("contextd: ignoring invalid log filter {filter:?}: {e}");
         EnvFilter::new("info")
     });
-    let (writer, guard) = BufferedStderr::start();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(writer);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("contextd-log")
+        // The worker drains every waiting line into the buffer and flushes once: one
+        // `write(2)` per batch rather than per line.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
+    let ansi = std::io::stderr().is_terminal();
+    let fmt = match config.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_ansi(ansi)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(writer)
+            .boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    #[cfg(feature = "otlp")]
+    {
+        let (otlp, otlp_guard) = match &config.telemetry.otlp_endpoint {
+            Some(endpoint) => {
+                let (layer, guard) = contextd::telemetry::otlp::layer(endpoint)?;
+                (Some(layer), Some(guard))
+            }
+            None => (None, None),
+        };
+        registry.with(otlp).init();
+        Ok(LogGuards {
+            _writer: guard,
+            _otlp: otlp_guard,
+        })
     }
-    match guard {
-        Ok(guard) => Some(guard),
-        Err(e) => {
-            eprintln!("contextd: cannot start the log writer thread ({e}); logging directly");
-            None
+    #[cfg(not(feature = "otlp"))]
+    {
+        if config.telemetry.otlp_endpoint.is_some() {
+            return Err(
+                "--otlp-endpoint (telemetry.otlp_endpoint) needs a contextd built with the \
+                 `otlp` feature (cargo build --features otlp)"
+                    .into(),
+            );
         }
+        registry.init();
+        Ok(LogGuards { _writer: guard })
     }
 }
 
@@ -326,7 +384,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("contextd: {e}");
         return ExitCode::from(2);
     }
-    let _log = init_logging(&config);
+    let _log = match init_logging(&config) {
+        Ok(guards) => guards,
+        Err(e) => {
+            eprintln!("contextd: {e}");
+            return ExitCode::from(2);
+        }
+    };
     contextd::server::connections::raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

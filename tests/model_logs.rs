@@ -171,12 +171,19 @@ retry_base_ms = 10
             interact.interact(interact_request("s", "Hi", None)),
         )
         .await,
-        Code::Unauthenticated,
+        Code::Unavailable,
     );
     assert!(refused.message().contains("local"), "{}", refused.message());
     assert!(
-        refused.message().contains(KEY_VARIABLE),
-        "names where the key comes from: {}",
+        refused
+            .message()
+            .contains("rejected contextd's credentials"),
+        "{}",
+        refused.message()
+    );
+    assert!(
+        !refused.message().contains(KEY_VARIABLE),
+        "where the key comes from is for the log only: {}",
         refused.message()
     );
     let failed = expect_code(
@@ -206,6 +213,10 @@ retry_base_ms = 10
         "debug logs were captured:\n{logs}"
     );
     assert!(logs.contains("retrying"), "the retry was logged:\n{logs}");
+    assert!(
+        logs.contains(KEY_VARIABLE),
+        "the log names where the refused key comes from:\n{logs}"
+    );
     assert!(!logs.contains(KEY), "the key leaked into the logs:\n{logs}");
     assert!(!logs.contains("T3stK3y"), "part of the key leaked:\n{logs}");
 }

@@ -560,18 +560,20 @@ async fn provider_errors_map_to_statuses_naming_the_backend_not_the_key() {
     let mut interact = server.interact().await;
 
     let cases: Vec<(Vec<Reply>, Code, &str)> = vec![
+        // The provider refused contextd's key: the caller's credentials are not in
+        // question, so the caller sees UNAVAILABLE.
         (
             vec![Reply::status(401, &openai_invalid_key(KEY))],
-            Code::Unauthenticated,
-            "API key",
+            Code::Unavailable,
+            "rejected contextd's credentials",
         ),
         (
             vec![Reply::status(
                 403,
                 r#"{"error":{"message":"Project does not have access to model","type":"invalid_request_error"}}"#,
             )],
-            Code::PermissionDenied,
-            "denied",
+            Code::Unavailable,
+            "rejected contextd's credentials",
         ),
         (
             (0..3)
@@ -594,8 +596,9 @@ async fn provider_errors_map_to_statuses_naming_the_backend_not_the_key() {
                 404,
                 r#"{"error":{"message":"The model `gpt-9` does not exist","type":"invalid_request_error"}}"#,
             )],
+            // Summarized: the provider's own words are logged, not passed through.
             Code::InvalidArgument,
-            "does not exist",
+            "does not know this model",
         ),
         (
             vec![Reply::sse(vec![openai_stream_error(&format!(
@@ -619,6 +622,11 @@ async fn provider_errors_map_to_statuses_naming_the_backend_not_the_key() {
         );
         assert!(status.message().contains("'oa'"), "{}", status.message());
         assert!(status.message().contains(says), "{}", status.message());
+        assert!(
+            !status.message().contains("gpt-9") && !status.message().contains("127.0.0.1"),
+            "{}",
+            status.message()
+        );
         assert!(!status.message().contains(KEY), "{}", status.message());
         assert!(
             !status.message().contains("sk-test"),
@@ -650,6 +658,26 @@ async fn provider_errors_map_to_statuses_naming_the_backend_not_the_key() {
     );
     assert!(
         status.message().contains("cannot connect"),
+        "{}",
+        status.message()
+    );
+    // Neither the address nor the OS error reach the caller; the request id does.
+    assert!(
+        !status.message().contains("127.0.0.1"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        !status.message().contains("refused"),
+        "{}",
+        status.message()
+    );
+    assert!(status.message().contains("'dead'"), "{}", status.message());
+    let id = status.metadata().get("x-request-id").expect("a request id");
+    assert!(
+        status
+            .message()
+            .contains(&format!("(request id {})", id.to_str().unwrap())),
         "{}",
         status.message()
     );

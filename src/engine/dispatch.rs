@@ -184,6 +184,7 @@ impl Engine {
         turn_messages: &[SharedMessage],
     ) -> ToolOutput {
         let Some((tool, provider)) = self.tools.find(&call.name) else {
+            super::turn_metrics::tool_call("unknown", true);
             return ToolOutput::error(format!(
                 "unknown tool '{}'; available: {}",
                 call.name,
@@ -191,6 +192,7 @@ impl Engine {
             ));
         };
         if let Err(violation) = check_arguments(&tool, &call.arguments) {
+            super::turn_metrics::tool_call(&call.name, true);
             return ToolOutput::error(violation);
         }
         let scope = ToolScope {
@@ -200,7 +202,14 @@ impl Engine {
             store: self.store.as_ref(),
             turn_messages,
         };
-        provider.call(&call.name, &call.arguments, scope).await
+        let span = tracing::info_span!("tool.call", tool = %call.name, call_id = %call.id);
+        let output = tracing::Instrument::instrument(
+            provider.call(&call.name, &call.arguments, scope),
+            span,
+        )
+        .await;
+        super::turn_metrics::tool_call(&call.name, output.is_error);
+        output
     }
 }
 

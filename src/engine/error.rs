@@ -189,8 +189,11 @@ impl EngineError {
                 ModelError::Rejected { .. } | ModelError::ContextTooLong { .. } => {
                     ErrorKind::InvalidArgument
                 }
-                ModelError::Unauthenticated { .. } => ErrorKind::Unauthenticated,
-                ModelError::PermissionDenied { .. } => ErrorKind::PermissionDenied,
+                // The provider refused contextd's own key: the caller's credentials are not
+                // in question, and the caller cannot fix it.
+                ModelError::Unauthenticated { .. } | ModelError::PermissionDenied { .. } => {
+                    ErrorKind::Unavailable
+                }
                 ModelError::RateLimited { .. } => ErrorKind::ResourceExhausted,
             },
         }

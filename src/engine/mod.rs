@@ -37,6 +37,7 @@ pub mod summary;
 pub mod tenants;
 mod tool_output;
 pub mod turn;
+mod turn_metrics;
 pub mod validate;
 pub mod window;
 

@@ -190,6 +190,31 @@ impl Engine {
         sink: &mut S,
         cancel: &CancellationToken,
     ) -> Result<TurnOutcome, EngineError> {
+        let _in_flight = super::turn_metrics::in_flight();
+        let span = tracing::info_span!(
+            "turn",
+            session = %request.session_id,
+            model = tracing::field::Empty
+        );
+        let mut model = String::new();
+        let result = tracing::Instrument::instrument(
+            self.turn_phases(scope, request, sink, cancel, &mut model),
+            span,
+        )
+        .await;
+        super::turn_metrics::turn_done(&model, &result);
+        result
+    }
+
+    /// [`Self::run_turn`]'s work; `model` is set to the session's model once it is known.
+    async fn turn_phases<S: TurnSink>(
+        &self,
+        scope: &Scope,
+        request: TurnRequest,
+        sink: &mut S,
+        cancel: &CancellationToken,
+        model: &mut String,
+    ) -> Result<TurnOutcome, EngineError> {
         check_turn_request(&request, &self.limits)?;
         self.check_storage_quota(&scope.tenant).await?;
         let _turn = tokio::select! {
@@ -209,6 +234,8 @@ impl Engine {
             Some((request.idempotency_key.clone(), fingerprint))
         };
         let mut turn = self.begin_turn(scope, request, sink, cancel).await?;
+        model.clone_from(&turn.session.model);
+        tracing::Span::current().record("model", model.as_str());
         let finish = self.step_turn(scope, &mut turn, sink, cancel).await?;
         self.commit_turn(scope, turn, finish, cancel, keyed).await
     }
@@ -424,6 +451,11 @@ impl Engine {
             let (input, output) = step
                 .reported
                 .unwrap_or((u64::from(selection.total_tokens), u64::from(output_tokens)));
+            super::turn_metrics::model_tokens(
+                super::turn_metrics::backend_of(&session.model),
+                input,
+                output,
+            );
             turn.usage.add(Usage {
                 input_tokens: input,
                 output_tokens: output,
@@ -571,6 +603,27 @@ impl Engine {
 
     /// Streams one model step, forwarding text as it comes.
     async fn run_model_step<S: TurnSink>(
+        &self,
+        backend: &dyn ModelBackend,
+        request: &ModelRequest,
+        sink: &mut S,
+        cancel: &CancellationToken,
+    ) -> Result<Step, EngineError> {
+        let backend_name = super::turn_metrics::backend_of(&request.model);
+        let span =
+            tracing::info_span!("model.call", backend = backend_name, model = %request.model);
+        let started = std::time::Instant::now();
+        let step = tracing::Instrument::instrument(
+            self.stream_model_step(backend, request, sink, cancel),
+            span,
+        )
+        .await;
+        super::turn_metrics::model_call(backend_name, started.elapsed());
+        step
+    }
+
+    /// [`Self::run_model_step`]'s work, in the model call's span.
+    async fn stream_model_step<S: TurnSink>(
         &self,
         backend: &dyn ModelBackend,
         request: &ModelRequest,

@@ -109,22 +109,56 @@ impl ApiError {
         self.http_status.unwrap_or_else(|| http_status(self.code))
     }
 
-    /// The Connect protocol's error object: `{"code": "not_found", "message": "…"}`.
+    /// The Connect protocol's error object: `{"code": "not_found", "message": "…"}`, with the
+    /// call's request id as a `google.rpc.RequestInfo` detail (`value` is its protobuf
+    /// encoding, `debug` the same in JSON).
     pub(crate) fn connect_body(&self) -> String {
-        serde_json::json!({ "code": connect_code(self.code), "message": self.message }).to_string()
+        let mut body =
+            serde_json::json!({ "code": connect_code(self.code), "message": self.message });
+        if let Some(id) = crate::telemetry::request_id::current() {
+            use base64::Engine;
+            body["details"] = json!([{
+                "type": "google.rpc.RequestInfo",
+                "value": base64::engine::general_purpose::STANDARD_NO_PAD
+                    .encode(request_info_proto(id.as_str())),
+                "debug": { "requestId": id.as_str() },
+            }]);
+        }
+        body.to_string()
     }
 
-    /// The AIP-193 body: `{"error": {"code", "status", "message", "details"}}`, in that order.
+    /// The AIP-193 body: `{"error": {"code", "status", "message", "details"}}`, in that order;
+    /// the details end with the call's request id as a `google.rpc.RequestInfo`.
     pub(crate) fn body(&self) -> String {
+        let mut details = self.details.clone();
+        if let Some(id) = crate::telemetry::request_id::current() {
+            details.push(json!({
+                "@type": "type.googleapis.com/google.rpc.RequestInfo",
+                "requestId": id.as_str(),
+            }));
+        }
         let error = ErrorBody {
             code: self.status().as_u16(),
             status: code_name(self.code),
             message: &self.message,
-            details: &self.details,
+            details: &details,
         };
         // A struct keeps the documented member order (a JSON map would sort it).
         serde_json::to_string(&Envelope { error }).unwrap_or_default()
     }
+}
+
+/// `google.rpc.RequestInfo { request_id }` in protobuf's wire format: field 1, a string.
+fn request_info_proto(id: &str) -> Vec<u8> {
+    let mut bytes = vec![0x0a];
+    let mut length = id.len();
+    while length >= 0x80 {
+        bytes.push((length as u8 & 0x7f) | 0x80);
+        length >>= 7;
+    }
+    bytes.push(length as u8);
+    bytes.extend_from_slice(id.as_bytes());
+    bytes
 }
 
 /// `{"error": …}`.
@@ -239,6 +273,29 @@ mod tests {
         assert_eq!(
             body,
             json!({"code": "not_found", "message": "no session s"})
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_carry_the_request_id() {
+        use crate::telemetry::request_id::{RequestId, scope};
+        let id = RequestId::from_header(Some(&http::HeaderValue::from_static("req-7")));
+        let (body, connect) = scope(id, async {
+            let error = ApiError::new(Code::NotFound, "no session s");
+            (error.body(), error.connect_body())
+        })
+        .await;
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"]["message"], "no session s");
+        assert_eq!(body["error"]["details"][0]["requestId"], "req-7");
+        let connect: Value = serde_json::from_str(&connect).unwrap();
+        assert_eq!(connect["code"], "not_found");
+        assert_eq!(connect["details"][0]["type"], "google.rpc.RequestInfo");
+        assert_eq!(connect["details"][0]["value"], "CgVyZXEtNw");
+        assert_eq!(connect["details"][0]["debug"]["requestId"], "req-7");
+        assert_eq!(
+            request_info_proto(&"x".repeat(128))[..3],
+            [0x0a, 0x80, 0x01]
         );
     }
 

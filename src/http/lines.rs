@@ -53,7 +53,11 @@ pub async fn serve<S>(
         };
         let answer = match line {
             Ok(Line::Text(text)) if text.iter().all(u8::is_ascii_whitespace) => continue,
-            Ok(Line::Text(text)) => answer(&doors, &text, peer.as_ref()).await,
+            Ok(Line::Text(text)) => {
+                // Each line is a call of its own, with its own request id.
+                let id = crate::telemetry::request_id::RequestId::generate();
+                crate::telemetry::request_id::scope(id, answer(&doors, &text, peer.as_ref())).await
+            }
             Ok(Line::TooLong) => super::too_large(limit).body(),
             Ok(Line::End) | Err(_) => return,
         };
@@ -103,7 +107,7 @@ async fn answer(doors: &JsonDoors, line: &[u8], peer: Option<&PeerIdentity>) -> 
             CallOptions {
                 door: "lines",
                 timeout: None,
-                headers: Default::default(),
+                headers: crate::telemetry::request_id::current_headers(),
                 scope: Some(scope),
                 peer: peer.cloned(),
             },

@@ -21,6 +21,7 @@ pub(crate) mod grpc;
 pub(crate) mod json;
 pub mod lines;
 pub(crate) mod rules;
+pub(crate) mod scrape;
 mod sse;
 mod websocket;
 
@@ -154,6 +155,7 @@ impl JsonDoors {
             .route("/api/mcp/interact", post(classic_interact))
             .route("/openapi.json", get(openapi))
             .route("/api/mcp/status", get(status))
+            .route("/metrics", get(scrape::metrics))
             .route("/v1/{*rest}", any(transcode))
             // Only the JSON routes: gRPC has its own `grpc-encoding`, and the predicate leaves
             // event streams uncompressed so that events leave at once.
@@ -189,10 +191,12 @@ impl JsonDoors {
                 crate::auth::layer::authenticate,
             ));
         // Outside authentication too: preflights are answered before anything else.
-        match cors {
+        let router = match cors {
             Some(cors) => router.layer(cors),
             None => router,
-        }
+        };
+        // Outermost: every call on every door gets its request id first.
+        router.layer(crate::telemetry::request_id::RequestIdLayer)
     }
 
     /// Runs one classic Interact: `{"sessionId", "message", "context"}` in, the
@@ -291,6 +295,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 
 /// 413 for a request over `limit` bytes.
 pub(crate) fn too_large(limit: usize) -> ApiError {
+    crate::telemetry::metrics::rejected("request_too_large");
     ApiError::new(
         Code::ResourceExhausted,
         format!(

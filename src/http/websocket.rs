@@ -39,6 +39,8 @@ use crate::server::scope::scope_of_extensions;
 /// The path's fixed parts: `/v1/sessions/{session_id}:converse`.
 const PREFIX: &str = "/v1/sessions/";
 const VERB: &str = ":converse";
+/// The gRPC method this door stands for, in the RPC metrics.
+const CONVERSE_METHOD: &str = "contextd.v1.InteractService/Converse";
 /// Close code of a stream the client ended.
 const NORMAL: u16 = 1000;
 /// Close codes of errors: this plus the gRPC code.
@@ -217,15 +219,34 @@ fn take_credentials(message: Message) -> (Message, Option<String>) {
     (message, None)
 }
 
-/// Runs one Converse stream on an upgraded socket.
+/// Runs one Converse stream on an upgraded socket, counted as a `Converse` RPC and an open
+/// `websocket` stream.
 async fn converse(
     doors: Arc<JsonDoors>,
     session_id: String,
     scope: Option<Scope>,
     socket: WebSocket,
 ) {
+    let _open = crate::telemetry::metrics::GaugeGuard::stream("websocket");
+    let started = std::time::Instant::now();
+    let code = converse_socket(doors, session_id, scope, socket).await;
+    crate::telemetry::metrics::rpc_done(
+        CONVERSE_METHOD,
+        crate::api::code_name(code),
+        None,
+        started.elapsed().as_secs_f64(),
+    );
+}
+
+/// [`converse`]'s work; returns the code the stream ended with.
+async fn converse_socket(
+    doors: Arc<JsonDoors>,
+    session_id: String,
+    scope: Option<Scope>,
+    socket: WebSocket,
+) -> Code {
     let Some(codec) = Codec::new(&doors) else {
-        return;
+        return Code::Internal;
     };
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = outbox::<Outgoing>(doors.engine.limits());
@@ -235,10 +256,10 @@ async fn converse(
         let next = tokio::select! {
             next = stream.next() => next,
             // A socket that never opens does not hold up shutdown.
-            () = doors.lifecycle.closed() => return,
+            () = doors.lifecycle.closed() => return Code::Unavailable,
         };
         match next {
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Code::Cancelled,
             Some(Ok(message)) => {
                 let (message, credentials) = take_credentials(message);
                 match codec.decode(&message) {
@@ -289,7 +310,7 @@ async fn converse(
             let event = codec.encode(Framing::Json, &error_event(error.code, &error.message));
             let _ = sink.send(event).await;
             let Outgoing::Close(code, reason) = error_close(error.code, &error.message) else {
-                return;
+                return error.code;
             };
             let _ = sink
                 .send(Message::Close(Some(CloseFrame {
@@ -297,13 +318,13 @@ async fn converse(
                     reason: reason.into(),
                 })))
                 .await;
-            return;
+            return error.code;
         }
     };
 
     // Set whenever the first frame was accepted.
     let Some(scope) = scope else {
-        return;
+        return Code::Unauthenticated;
     };
 
     // The writer: events in order, pings while idle, and the close frame last.
@@ -396,23 +417,30 @@ async fn converse(
         doors.lifecycle.clone(),
         tx.clone(),
     );
-    let close = match conversation.run(Box::pin(inbound)).await {
-        ConverseEnd::Finished => Some(Outgoing::Close(NORMAL, String::new())),
-        ConverseEnd::ClientLeft => None,
+    let (ended, close) = match conversation.run(Box::pin(inbound)).await {
+        ConverseEnd::Finished => (Code::Ok, Some(Outgoing::Close(NORMAL, String::new()))),
+        ConverseEnd::ClientLeft => (Code::Cancelled, None),
         ConverseEnd::ShuttingDown => {
             let status = tonic::Status::from(crate::engine::EngineError::ShuttingDown);
-            Some(error_close(status.code(), status.message()))
+            (
+                status.code(),
+                Some(error_close(status.code(), status.message())),
+            )
         }
-        ConverseEnd::Broken(reason) => Some(error_close(
+        ConverseEnd::Broken(reason) => (
             Code::Unavailable,
-            &format!("the WebSocket broke: {reason}"),
-        )),
+            Some(error_close(
+                Code::Unavailable,
+                &format!("the WebSocket broke: {reason}"),
+            )),
+        ),
     };
     if let Some(close) = close {
         let _ = tx.0.send(Ok(close), 0).await;
     }
     drop(tx);
     let _ = writer.await;
+    ended
 }
 
 /// How often the server pings an open socket (`http.websocket_ping_ms`).

@@ -126,6 +126,27 @@ fn error_data(error: McpError) -> ErrorData {
     )
 }
 
+/// Counts one `/mcp` request as the MCP gRPC binding's `method` (the RPC metrics' method
+/// label is a gRPC method on every door).
+fn counted<T>(method: &str, started: std::time::Instant, result: &Result<T, ErrorData>) {
+    let code = match result {
+        Ok(_) => "OK".to_owned(),
+        Err(error) => error
+            .data
+            .as_ref()
+            .and_then(|data| data.get("status"))
+            .and_then(|status| status.as_str())
+            .unwrap_or("UNKNOWN")
+            .to_owned(),
+    };
+    crate::telemetry::metrics::rpc_done(
+        &format!("model_context_protocol.Mcp/{method}"),
+        &code,
+        None,
+        started.elapsed().as_secs_f64(),
+    );
+}
+
 /// The caller's scope, from the HTTP request the SDK hands along.
 fn scope_of(context: &RequestContext<RoleServer>) -> Result<Scope, ErrorData> {
     context
@@ -193,13 +214,19 @@ impl ServerHandler for McpHandler {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let tools = self
-            .catalog
-            .tools()
-            .into_iter()
-            .map(|t| Tool::new(t.name, t.description, Arc::new(t.input_schema)))
-            .collect();
-        Ok(ListToolsResult::with_all_items(tools))
+        let started = std::time::Instant::now();
+        let result = async move {
+            let tools = self
+                .catalog
+                .tools()
+                .into_iter()
+                .map(|t| Tool::new(t.name, t.description, Arc::new(t.input_schema)))
+                .collect();
+            Ok::<ListToolsResult, ErrorData>(ListToolsResult::with_all_items(tools))
+        }
+        .await;
+        counted("ListTools", started, &result);
+        result
     }
 
     async fn call_tool(
@@ -207,43 +234,49 @@ impl ServerHandler for McpHandler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let scope = scope_of(&context)?;
-        let arguments = request.arguments.unwrap_or_default();
-        let result = match context.meta.get_progress_token() {
-            Some(token) => {
-                let mut sink = ProgressSink {
-                    peer: context.peer.clone(),
-                    token,
-                    sent: 0,
-                };
-                self.catalog
-                    .call_tool(&scope, &request.name, arguments, &mut sink, &context.ct)
-                    .await
+        let started = std::time::Instant::now();
+        let result = async move {
+            let scope = scope_of(&context)?;
+            let arguments = request.arguments.unwrap_or_default();
+            let result = match context.meta.get_progress_token() {
+                Some(token) => {
+                    let mut sink = ProgressSink {
+                        peer: context.peer.clone(),
+                        token,
+                        sent: 0,
+                    };
+                    self.catalog
+                        .call_tool(&scope, &request.name, arguments, &mut sink, &context.ct)
+                        .await
+                }
+                None => {
+                    self.catalog
+                        .call_tool(
+                            &scope,
+                            &request.name,
+                            arguments,
+                            &mut crate::engine::NoSink,
+                            &context.ct,
+                        )
+                        .await
+                }
             }
-            None => {
-                self.catalog
-                    .call_tool(
-                        &scope,
-                        &request.name,
-                        arguments,
-                        &mut crate::engine::NoSink,
-                        &context.ct,
-                    )
-                    .await
+            .map_err(error_data)?;
+            let content = vec![ContentBlock::text(result.text)];
+            let mut reply = if result.is_error {
+                CallToolResult::error(content)
+            } else {
+                CallToolResult::success(content)
+            };
+            // MCP's structured content is an object; other JSON results are in the text.
+            if let Some(structured @ serde_json::Value::Object(_)) = result.structured {
+                reply.structured_content = Some(structured);
             }
+            Ok::<CallToolResponse, ErrorData>(reply.into())
         }
-        .map_err(error_data)?;
-        let content = vec![ContentBlock::text(result.text)];
-        let mut reply = if result.is_error {
-            CallToolResult::error(content)
-        } else {
-            CallToolResult::success(content)
-        };
-        // MCP's structured content is an object; other JSON results are in the text.
-        if let Some(structured @ serde_json::Value::Object(_)) = result.structured {
-            reply.structured_content = Some(structured);
-        }
-        Ok(reply.into())
+        .await;
+        counted("CallTool", started, &result);
+        result
     }
 
     async fn list_resources(
@@ -251,21 +284,27 @@ impl ServerHandler for McpHandler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let resources = self
-            .catalog
-            .resources(&scope_of(&context)?)
-            .await
-            .map_err(error_data)?;
-        Ok(ListResourcesResult::with_all_items(
-            resources
-                .into_iter()
-                .map(|r| {
-                    Resource::new(r.uri, r.name)
-                        .with_description(r.description)
-                        .with_mime_type(RESOURCE_MIME)
-                })
-                .collect(),
-        ))
+        let started = std::time::Instant::now();
+        let result = async move {
+            let resources = self
+                .catalog
+                .resources(&scope_of(&context)?)
+                .await
+                .map_err(error_data)?;
+            Ok::<ListResourcesResult, ErrorData>(ListResourcesResult::with_all_items(
+                resources
+                    .into_iter()
+                    .map(|r| {
+                        Resource::new(r.uri, r.name)
+                            .with_description(r.description)
+                            .with_mime_type(RESOURCE_MIME)
+                    })
+                    .collect(),
+            ))
+        }
+        .await;
+        counted("ListResources", started, &result);
+        result
     }
 
     async fn read_resource(
@@ -273,15 +312,23 @@ impl ServerHandler for McpHandler {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        let read = self
-            .catalog
-            .read_resource(&scope_of(&context)?, &request.uri)
-            .await
-            .map_err(error_data)?;
-        Ok(ReadResourceResult::new(vec![
-            ResourceContents::text(read.text, read.uri).with_mime_type(RESOURCE_MIME),
-        ])
-        .into())
+        let started = std::time::Instant::now();
+        let result = async move {
+            let read = self
+                .catalog
+                .read_resource(&scope_of(&context)?, &request.uri)
+                .await
+                .map_err(error_data)?;
+            Ok::<ReadResourceResponse, ErrorData>(
+                ReadResourceResult::new(vec![
+                    ResourceContents::text(read.text, read.uri).with_mime_type(RESOURCE_MIME),
+                ])
+                .into(),
+            )
+        }
+        .await;
+        counted("ReadResource", started, &result);
+        result
     }
 
     async fn get_prompt(

@@ -235,87 +235,131 @@ impl HttpBackend {
     }
 
     /// Sends the request until it succeeds or fails for good; returns the event stream.
+    ///
+    /// backon drives the retries: up to `max_retries` more attempts after the first, each
+    /// after a jittered exponential delay (see [`retry_delays`]) or the provider's
+    /// `Retry-After`, at most `retry_max`, and none that would end past the step's deadline.
     async fn open(&self, request: &Prepared, deadline: Instant) -> Result<EventStream, ModelError> {
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let send = self
-                .client
-                .post(&request.url)
-                .headers(request.headers.clone())
-                .body(request.body.clone())
-                .send();
-            let wait = self
-                .timing
-                .first_token
-                .min(deadline.saturating_duration_since(Instant::now()));
-            let (error, retry_after) = match tokio::time::timeout(wait, send).await {
-                Err(_) => {
-                    return Err(self.unavailable(format!(
-                        "no response within {} ms (first_token_timeout_ms / total_timeout_ms)",
-                        wait.as_millis()
-                    )));
-                }
-                Ok(Err(e)) if e.is_connect() => (
-                    self.unavailable(format!(
-                        "cannot connect to {}: {}",
-                        self.endpoint,
-                        error_chain(&e)
-                    )),
-                    None,
-                ),
-                Ok(Err(e)) => {
-                    return Err(self.unavailable(format!(
-                        "request to {} failed: {}",
-                        self.endpoint,
-                        error_chain(&e)
-                    )));
-                }
-                Ok(Ok(response)) if response.status().is_success() => {
-                    let events: EventStream = Box::pin(response.bytes_stream().eventsource());
-                    return Ok(events);
-                }
-                Ok(Ok(response)) => {
-                    let status = response.status();
-                    let retry_after = retry_after(response.headers());
-                    let body = read_error_body(response).await;
-                    let error = self.status_error(status, &body, attempt);
-                    if !retryable(status) {
-                        return Err(error);
-                    }
-                    (error, retry_after)
-                }
-            };
-            if attempt > self.timing.max_retries {
-                return Err(error);
-            }
-            let delay = retry_after
-                .unwrap_or_else(|| backoff(attempt, self.timing.retry_base, self.timing.retry_max))
-                .min(self.timing.retry_max);
-            if Instant::now() + delay >= deadline {
-                return Err(error);
-            }
+        use backon::Retryable;
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let send_once = || async {
+            let attempt = attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            self.attempt(request, deadline, attempt).await
+        };
+        let retry_max = self.timing.retry_max;
+        let result = send_once
+            .retry(retry_delays(self.timing))
+            .when(|failure: &Failure| failure.retry)
+            .adjust(|failure: &Failure, delay| {
+                // `None`: every retry was made; the provider's Retry-After adds none.
+                let delay = failure.retry_after.unwrap_or(delay?).min(retry_max);
+                (Instant::now() + delay < deadline).then_some(delay)
+            })
+            .notify(|failure: &Failure, delay| {
+                tracing::warn!(
+                    backend = %self.name,
+                    attempt = attempts.load(std::sync::atomic::Ordering::Relaxed),
+                    delay_ms = delay.as_millis() as u64,
+                    error = %failure.error,
+                    detail = %failure.detail,
+                    "model request failed; retrying"
+                );
+            })
+            .await;
+        result.map_err(|failure| {
             tracing::warn!(
                 backend = %self.name,
-                attempt,
-                delay_ms = delay.as_millis() as u64,
-                error = %error,
-                "model request failed; retrying"
+                error = %failure.error,
+                detail = %failure.detail,
+                "model request failed"
             );
-            tokio::time::sleep(delay).await;
+            failure.error
+        })
+    }
+
+    /// One attempt at sending the request.
+    async fn attempt(
+        &self,
+        request: &Prepared,
+        deadline: Instant,
+        attempt: u32,
+    ) -> Result<EventStream, Failure> {
+        let send = self
+            .client
+            .post(&request.url)
+            .headers(request.headers.clone())
+            .body(request.body.clone())
+            .send();
+        let wait = self
+            .timing
+            .first_token
+            .min(deadline.saturating_duration_since(Instant::now()));
+        match tokio::time::timeout(wait, send).await {
+            Err(_) => Err(Failure::fatal(
+                self.unavailable(format!(
+                    "no response within {} ms (first_token_timeout_ms / total_timeout_ms)",
+                    wait.as_millis()
+                )),
+                format!(
+                    "no response from {} within {} ms",
+                    self.endpoint,
+                    wait.as_millis()
+                ),
+            )),
+            // Where and why only in the log: addresses and OS errors are not for callers.
+            Ok(Err(e)) if e.is_connect() => Err(Failure {
+                error: self.unavailable("cannot connect to the provider"),
+                detail: format!("cannot connect to {}: {}", self.endpoint, error_chain(&e)),
+                retry: true,
+                retry_after: None,
+            }),
+            Ok(Err(e)) => Err(Failure::fatal(
+                self.unavailable("the request to the provider failed"),
+                format!("request to {} failed: {}", self.endpoint, error_chain(&e)),
+            )),
+            Ok(Ok(response)) if response.status().is_success() => {
+                let events: EventStream = Box::pin(response.bytes_stream().eventsource());
+                Ok(events)
+            }
+            Ok(Ok(response)) => {
+                let status = response.status();
+                let retry_after = retry_after(response.headers());
+                let body = read_error_body(response).await;
+                Err(Failure {
+                    error: self.status_error(status, &body, attempt),
+                    detail: format!(
+                        "HTTP {} from {}: {}",
+                        status.as_u16(),
+                        self.endpoint,
+                        self.redact(&provider_message(&body))
+                    ),
+                    retry: retryable(status),
+                    retry_after,
+                })
+            }
         }
     }
 
-    /// Maps a provider's HTTP error to a model error.
+    /// Maps a provider's HTTP error to a model error. A refused key becomes "rejected
+    /// contextd's credentials" (where the key comes from is logged here, not told); other
+    /// 4xx answers are summarized by status, the provider's own text going to the log.
     pub fn status_error(&self, status: StatusCode, body: &str, attempts: u32) -> ModelError {
         let backend = self.name.clone();
         match status.as_u16() {
             // The body of a refused key may quote part of it: it is not used.
-            401 => ModelError::Unauthenticated {
-                backend,
-                source_hint: self.key_source.clone(),
-            },
-            403 => ModelError::PermissionDenied { backend },
+            code @ (401 | 403) => {
+                tracing::warn!(
+                    backend = %self.name,
+                    http_status = code,
+                    key_source = %self.key_source,
+                    "the model provider refused contextd's credentials; check the key configured for this backend"
+                );
+                if code == 401 {
+                    ModelError::Unauthenticated { backend }
+                } else {
+                    ModelError::PermissionDenied { backend }
+                }
+            }
             429 => ModelError::RateLimited { backend, attempts },
             code => {
                 let message = self.redact(&provider_message(body));
@@ -324,12 +368,18 @@ impl HttpBackend {
                 } else if status.is_server_error() || code == 408 || code == 409 {
                     ModelError::Unavailable {
                         backend,
-                        message: format!("HTTP {code}: {message}"),
+                        message: format!("HTTP {code} from the provider"),
                     }
                 } else {
+                    tracing::warn!(
+                        backend = %self.name,
+                        http_status = code,
+                        provider_message = %message,
+                        "the model provider refused the request"
+                    );
                     ModelError::Rejected {
                         backend,
-                        message: format!("HTTP {code}: {message}"),
+                        message: format!("HTTP {code}: {}", summarize_4xx(code)),
                     }
                 }
             }
@@ -344,16 +394,34 @@ impl HttpBackend {
             return ModelError::ContextTooLong { backend, message };
         }
         match kind {
-            "authentication_error" => ModelError::Unauthenticated {
-                backend,
-                source_hint: self.key_source.clone(),
-            },
-            "permission_error" => ModelError::PermissionDenied { backend },
+            "authentication_error" | "permission_error" => {
+                tracing::warn!(
+                    backend = %self.name,
+                    key_source = %self.key_source,
+                    provider_message = %message,
+                    "the model provider refused contextd's credentials mid-stream"
+                );
+                if kind == "authentication_error" {
+                    ModelError::Unauthenticated { backend }
+                } else {
+                    ModelError::PermissionDenied { backend }
+                }
+            }
             "rate_limit_error" => ModelError::RateLimited {
                 backend,
                 attempts: 1,
             },
-            "invalid_request_error" => ModelError::Rejected { backend, message },
+            "invalid_request_error" => {
+                tracing::warn!(
+                    backend = %self.name,
+                    provider_message = %message,
+                    "the model provider refused the request mid-stream"
+                );
+                ModelError::Rejected {
+                    backend,
+                    message: summarize_4xx(400).to_owned(),
+                }
+            }
             _ => ModelError::Unavailable {
                 backend,
                 message: format!("the provider reported an error mid-stream: {message}"),
@@ -430,10 +498,16 @@ impl<P: SseParser> Run<P> {
                     wait.as_millis()
                 ))),
                 Ok(None) => self.parser.on_end(&self.http),
-                Ok(Some(Err(e))) => Err(self.http.unavailable(format!(
-                    "the stream was cut before the reply was complete: {}",
-                    stream_error_text(&e)
-                ))),
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(
+                        backend = %self.http.name,
+                        detail = %self.http.redact(&stream_error_text(&e)),
+                        "the model's stream was cut"
+                    );
+                    Err(self
+                        .http
+                        .unavailable("the stream was cut before the reply was complete"))
+                }
                 Ok(Some(Ok(event))) => {
                     self.got_first = true;
                     self.parser.on_event(&self.http, event)
@@ -536,12 +610,53 @@ fn httpdate_to_system_time(value: &str) -> Option<std::time::SystemTime> {
         .map(|s| std::time::UNIX_EPOCH + Duration::from_secs(s))
 }
 
-/// Exponential backoff with jitter: a random delay between half and all of
-/// `base * 2^(attempt-1)`, at most `max`.
-fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
-    let full = base.saturating_mul(1u32 << (attempt - 1).min(20)).min(max);
-    let half = full / 2;
-    half + Duration::from_micros(fastrand::u64(0..=half.as_micros() as u64))
+/// Why one attempt failed, for the retry loop.
+struct Failure {
+    /// What the caller is told if this is the last attempt.
+    error: ModelError,
+    /// What the log is told: the endpoint, the OS error, the provider's text.
+    detail: String,
+    /// Whether another attempt may succeed.
+    retry: bool,
+    /// The provider's `Retry-After`, which replaces the backoff delay.
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn fatal(error: ModelError, detail: String) -> Self {
+        Self {
+            error,
+            detail,
+            retry: false,
+            retry_after: None,
+        }
+    }
+}
+
+/// The delays between attempts: `max_retries` of them, exponential from `retry_base`
+/// (doubling, at most `retry_max`), each a random delay between half and all of that.
+fn retry_delays(timing: Timing) -> impl backon::Backoff {
+    use backon::BackoffBuilder as _;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(timing.retry_base)
+        .with_max_delay(timing.retry_max)
+        .with_factor(2.0)
+        .with_max_times(timing.max_retries as usize)
+        .build()
+        .map(|full| {
+            let half = full / 2;
+            half + Duration::from_micros(fastrand::u64(0..=half.as_micros() as u64))
+        })
+}
+
+/// What a provider's 4xx means for the caller, without the provider's own words.
+fn summarize_4xx(code: u16) -> &'static str {
+    match code {
+        400 | 422 => "the provider refused the request as invalid",
+        404 => "the provider does not know this model or endpoint; check the session's model name",
+        413 => "the request is too large for the provider",
+        _ => "the provider refused the request",
+    }
 }
 
 async fn read_error_body(response: reqwest::Response) -> String {
@@ -611,18 +726,35 @@ mod tests {
 
     #[test]
     fn backoff_grows_with_jitter_and_stays_capped() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_millis(1000);
+        let ms = Duration::from_millis;
+        let timing = Timing {
+            first_token: ms(1),
+            idle: ms(1),
+            total: ms(1),
+            max_retries: 30,
+            retry_base: ms(100),
+            retry_max: ms(1000),
+        };
         for _ in 0..50 {
-            let first = backoff(1, base, max);
+            let delays: Vec<Duration> = retry_delays(timing).collect();
+            assert_eq!(delays.len(), 30);
             assert!(
-                first >= Duration::from_millis(50) && first <= base,
-                "{first:?}"
+                delays[0] >= ms(50) && delays[0] <= ms(100),
+                "{:?}",
+                delays[0]
             );
-            let third = backoff(3, base, max);
-            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
-            assert!(backoff(30, base, max) <= max);
+            assert!(
+                delays[2] >= ms(200) && delays[2] <= ms(400),
+                "{:?}",
+                delays[2]
+            );
+            assert!(delays.iter().all(|d| *d <= ms(1000)));
         }
+        let none = Timing {
+            max_retries: 0,
+            ..timing
+        };
+        assert_eq!(retry_delays(none).count(), 0);
     }
 
     #[test]
@@ -675,5 +807,16 @@ mod tests {
         );
         assert!(!error.to_string().contains("sk-secret"));
         assert!(error.to_string().contains("'b'"));
+        assert!(
+            error
+                .to_string()
+                .contains("rejected contextd's credentials")
+        );
+        let error = http.status_error(
+            StatusCode::NOT_FOUND,
+            r#"{"error":{"message":"see http://internal.example/x"}}"#,
+            1,
+        );
+        assert!(!error.to_string().contains("internal.example"), "{error}");
     }
 }

@@ -79,8 +79,8 @@ pub type ModelStream = Pin<Box<dyn Stream<Item = Result<ModelEvent, ModelError>>
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ModelError {
     /// The provider could not be reached, failed, timed out or cut the stream; retrying later
-    /// may work.
-    #[error("model backend '{backend}' is unavailable: {message}")]
+    /// may work. The message names no address and no OS error (those are logged).
+    #[error("the model backend '{backend}' is unavailable: {message}")]
     Unavailable {
         /// Backend name.
         backend: String,
@@ -88,27 +88,22 @@ pub enum ModelError {
         message: String,
     },
     /// The provider refused the request as malformed.
-    #[error("model backend '{backend}' rejected the request: {message}")]
+    #[error("the model backend '{backend}' rejected the request: {message}")]
     Rejected {
         /// Backend name.
         backend: String,
-        /// What the provider said.
+        /// A summary of the provider's answer (its own text is logged).
         message: String,
     },
-    /// The provider refused the credentials (HTTP 401).
-    #[error(
-        "model backend '{backend}' refused its API key (HTTP 401); check the key configured for it ({source_hint})"
-    )]
+    /// The provider refused contextd's credentials (HTTP 401). Where the key comes from is
+    /// logged, not told to callers.
+    #[error("the model backend '{backend}' rejected contextd's credentials (HTTP 401)")]
     Unauthenticated {
         /// Backend name.
         backend: String,
-        /// Where the key comes from (the variable or file name, never the key).
-        source_hint: String,
     },
-    /// The credentials may not use this model or endpoint (HTTP 403).
-    #[error(
-        "model backend '{backend}' denied access (HTTP 403): its API key may not use this model or endpoint"
-    )]
+    /// contextd's credentials may not use this model or endpoint (HTTP 403).
+    #[error("the model backend '{backend}' rejected contextd's credentials (HTTP 403)")]
     PermissionDenied {
         /// Backend name.
         backend: String,

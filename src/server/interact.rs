@@ -291,7 +291,7 @@ impl InteractService for InteractApi {
             let _ = tx.send(item, size).await;
         };
         // In the RPC's span, so the producer's log lines name the method and session.
-        tokio::spawn(producer.instrument(Span::current()));
+        tokio::spawn(crate::telemetry::request_id::inherit(producer).instrument(Span::current()));
         Ok(Response::new(Box::pin(rx)))
     }
 
@@ -323,7 +323,7 @@ impl InteractService for InteractApi {
         };
         // In the RPC's span: the open frame records the session there, and every later log
         // line of the stream carries it.
-        tokio::spawn(task.instrument(Span::current()));
+        tokio::spawn(crate::telemetry::request_id::inherit(task).instrument(Span::current()));
         Ok(Response::new(Box::pin(rx)))
     }
 }

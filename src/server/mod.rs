@@ -4,22 +4,23 @@
 //! tests start it the same way. Services: `contextd.v1.SessionService`, `InteractService`,
 //! `ToolService`, `ModelService`, the MCP gRPC binding's `model_context_protocol.Mcp`,
 //! `grpc.health.v1.Health`, and server reflection (v1 and v1alpha). Layers:
-//! request logging ([`logging`]), per-tenant request rates ([`quota`]) and client deadlines
-//! ([`deadline`]).
+//! request logging ([`logging`]), per-tenant request rates ([`quota`]), RPC metrics
+//! ([`rpc_metrics`]) and client deadlines ([`deadline`]).
 
 mod accept;
 mod activity;
 pub mod admin;
+mod call_end;
 pub mod connections;
 pub mod deadline;
 pub(crate) mod drain;
 pub mod interact;
-pub mod log_output;
 pub mod logging;
 pub mod model;
 pub mod outbox;
 pub mod peer;
 pub mod quota;
+pub mod rpc_metrics;
 pub mod scope;
 pub mod session;
 pub mod status;
@@ -102,6 +103,15 @@ pub async fn open(config: &Config) -> Result<OpenStore, ServeError> {
 /// Builds the engine the configuration describes over `store`: the echo model, every
 /// `[[backends]]` entry (reading their keys) and the built-in tools.
 pub fn build_engine(config: &Config, store: Arc<dyn SessionStore>) -> Result<Engine, ServeError> {
+    // Every store operation timed, whichever store it is.
+    let store: Arc<dyn SessionStore> = Arc::new(crate::store::metered::MeteredStore::new(
+        store,
+        match config.store_kind()? {
+            crate::config::StoreKind::Memory => "memory",
+            crate::config::StoreKind::Sqlite => "sqlite",
+            crate::config::StoreKind::Postgres(_) => "postgres",
+        },
+    ));
     let mut models = ModelRegistry::new();
     models.register(Arc::new(EchoModel::new(
         config.engine.default_max_context_tokens,
@@ -165,6 +175,11 @@ pub async fn serve_store(
 ) -> Result<(), ServeError> {
     // TLS files first: nothing has started yet when one cannot be used.
     let tls_state = tls::TlsState::load(&config.tls)?;
+    crate::telemetry::metrics::install();
+    let metrics_listener = match &config.metrics.listen {
+        Some(addr) => Some(crate::http::scrape::bind(addr).await?),
+        None => None,
+    };
     // Loading the tokenizer tables takes a moment: do it beside startup, not in a turn.
     tokio::task::spawn_blocking(TokenCounter::warm_up);
 
@@ -276,6 +291,7 @@ pub async fn serve_store(
         .into_axum_router()
         .layer(deadline::DeadlineLayer)
         .layer(quota.clone())
+        .layer(rpc_metrics::RpcMetricsLayer::new(&config.metrics))
         .layer(logging::RequestLogLayer);
     let doors = Arc::new(
         JsonDoors::new(&config, grpc, lifecycle.clone(), engine.clone(), auth)
@@ -322,6 +338,8 @@ pub async fn serve_store(
         tls: tls_state,
         limits: connections::ConnectionLimits::from_config(&config.limits),
     };
+    let metrics_task = metrics_listener
+        .map(|listener| tokio::spawn(crate::http::scrape::serve(listener, lifecycle.clone())));
     let closing = lifecycle.clone();
     tokio::select! {
         () = accept::serve(listener, listening, config.limits.max_connections) => {}
@@ -335,6 +353,9 @@ pub async fn serve_store(
     sweeper.abort();
     if let Some(reloads) = reloads {
         reloads.abort();
+    }
+    if let Some(task) = metrics_task {
+        task.abort();
     }
     drop(engine);
     store.close().await;

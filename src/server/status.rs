@@ -32,9 +32,17 @@ pub fn code_of(kind: ErrorKind) -> Code {
 impl From<EngineError> for Status {
     fn from(error: EngineError) -> Self {
         let code = code_of(error.kind());
+        let mut message = error.to_string();
+        // What went wrong inside is in the log under the call's request id; the caller gets
+        // the id to quote.
+        if matches!(code, Code::Unavailable | Code::Internal)
+            && let Some(id) = crate::telemetry::request_id::current()
+        {
+            message.push_str(&format!(" (request id {id})"));
+        }
         match error.retry_after() {
-            Some(delay) => retry_status(code, error.to_string(), delay),
-            None => Status::new(code, error.to_string()),
+            Some(delay) => retry_status(code, message, delay),
+            None => Status::new(code, message),
         }
     }
 }

@@ -11,6 +11,7 @@
 mod db_file;
 pub mod keys;
 pub mod memory;
+pub mod metered;
 pub mod open;
 pub mod sql;
 
