@@ -76,9 +76,15 @@ public final class TestServer implements AutoCloseable {
 
   /** Starts contextd and waits for its listening line. */
   public static TestServer start() throws IOException, InterruptedException {
+    return start(List.of());
+  }
+
+  /** Starts contextd with extra arguments of {@code serve} (such as {@code --auth keys}). */
+  public static TestServer start(List<String> extra) throws IOException, InterruptedException {
     Path bin = binary();
     List<String> cmd = new ArrayList<>(List.of(bin.toString(), "serve", "--listen", "127.0.0.1:0"));
     cmd.addAll(storeFlag(bin));
+    cmd.addAll(extra);
     Process process = new ProcessBuilder(cmd).redirectError(ProcessBuilder.Redirect.DISCARD).start();
     // Should the test JVM exit without closing this, the server goes with it.
     Thread killer = new Thread(process::destroyForcibly);
@@ -117,5 +123,17 @@ public final class TestServer implements AutoCloseable {
       process.destroyForcibly();
       process.waitFor();
     }
+  }
+
+  /** Makes a key offline with {@code contextd keys add} in the config's {@code auth.keys_file}; returns it. */
+  public static String addKey(Path config, String tenant, String role) throws IOException, InterruptedException {
+    Process p = new ProcessBuilder(binary().toString(), "keys", "add", "--tenant", tenant, "--role", role,
+        "--store", "memory", "--config", config.toString())
+        .redirectError(ProcessBuilder.Redirect.INHERIT).start();
+    String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8).trim();
+    if (p.waitFor() != 0) {
+      throw new IllegalStateException("contextd keys add exited with " + p.exitValue());
+    }
+    return out;
   }
 }
