@@ -61,7 +61,8 @@ func WithTLS(config *tls.Config) Option {
 	}
 }
 
-// WithBearerToken sends `authorization: Bearer <token>` metadata with every call.
+// WithBearerToken sends the API key (`ctxd_…`) as `authorization: Bearer <token>` metadata
+// with every call, as a server started with `--auth keys` requires.
 func WithBearerToken(token string) Option {
 	return func(d *dialConfig) { d.token = token }
 }

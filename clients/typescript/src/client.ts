@@ -53,7 +53,7 @@ export interface ConnectOptions {
   tls?: boolean;
   /** Node http2 options, e.g. `{ ca }` for a private certificate authority. */
   nodeOptions?: http2.ClientSessionOptions | http2.SecureClientSessionOptions;
-  /** Sent as `authorization: Bearer <token>` on every call. */
+  /** The API key (`ctxd_…`), sent as `authorization: Bearer <token>` on every call. */
   token?: string;
   /** Extra headers (metadata) on every call. */
   headers?: Record<string, string>;

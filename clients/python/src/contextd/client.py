@@ -70,7 +70,8 @@ class Client:
         retry_backoff: float = 0.1,
     ) -> None:
         """Connects to ``target`` (host:port): plaintext unless ``tls`` or ``credentials``;
-        ``token`` is sent as ``authorization: Bearer <token>`` on every call; ``timeout`` is
+        ``token`` is the API key (``ctxd_…``), sent as ``authorization: Bearer <token>`` on
+        every call; ``timeout`` is
         the default deadline in seconds of unary calls. ``retries`` > 0 repeats the calls
         that are safe to repeat (get, list, preview, list_models, list_tools) that many times
         more when they fail with UNAVAILABLE, waiting ``retry_backoff`` seconds, doubled after

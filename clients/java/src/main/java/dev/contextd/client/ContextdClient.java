@@ -136,7 +136,10 @@ public final class ContextdClient implements AutoCloseable {
       return this;
     }
 
-    /** Sends {@code authorization: Bearer <token>} with every call. */
+    /**
+     * Sends the API key ({@code ctxd_…}) as {@code authorization: Bearer <token>} with every
+     * call, as a server started with {@code --auth keys} requires.
+     */
     public Builder bearerToken(String token) {
       this.bearerToken = token;
       return this;
