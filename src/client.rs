@@ -84,6 +84,7 @@ use crate::api::convert::{context_from_wire, context_to_wire, value_from_wire};
 use crate::api::v1;
 
 pub use conversation::{Conversation, ConverseEvent, ConverseOptions, ToolHandler};
+pub use v1::admin_service_client::AdminServiceClient;
 pub use v1::interact_service_client::InteractServiceClient;
 pub use v1::model_service_client::ModelServiceClient;
 pub use v1::session_service_client::SessionServiceClient;
@@ -297,6 +298,7 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, Error>> + S
 /// connection.
 #[derive(Debug, Clone)]
 pub struct Client {
+    admin: AdminServiceClient<Transport>,
     sessions: SessionServiceClient<Transport>,
     interact: InteractServiceClient<Transport>,
     tools: ToolServiceClient<Transport>,
@@ -326,6 +328,7 @@ impl Client {
     pub fn from_channel(channel: Channel, options: ConnectOptions) -> Result<Self, Error> {
         let token = BearerToken::new(options.bearer_token.as_deref())?;
         Ok(Self {
+            admin: AdminServiceClient::with_interceptor(channel.clone(), token.clone()),
             sessions: SessionServiceClient::with_interceptor(channel.clone(), token.clone()),
             interact: InteractServiceClient::with_interceptor(channel.clone(), token.clone()),
             tools: ToolServiceClient::with_interceptor(channel.clone(), token.clone()),
@@ -656,6 +659,96 @@ impl Client {
             .models
             .clone()
             .list_models(self.request(v1::ListModelsRequest {}))
+            .await?;
+        Ok(response.into_inner())
+    }
+
+    /// Makes an API key for `tenant_id` (admin keys only) and returns it with its secret,
+    /// which the server never shows again. `ttl` `None`: until revoked.
+    pub async fn create_key(
+        &self,
+        tenant_id: &str,
+        role: v1::KeyRole,
+        label: &str,
+        ttl: Option<Duration>,
+    ) -> Result<v1::CreateKeyResponse, Error> {
+        let ttl = ttl
+            .map(|ttl| {
+                prost_types::Duration::try_from(ttl)
+                    .map_err(|_| Error::Config("the key's ttl is too long".to_string()))
+            })
+            .transpose()?;
+        let request = v1::CreateKeyRequest {
+            tenant_id: tenant_id.to_string(),
+            role: role as i32,
+            label: label.to_string(),
+            ttl,
+        };
+        let response = self.admin.clone().create_key(self.request(request)).await?;
+        Ok(response.into_inner())
+    }
+
+    /// The API keys (never their secrets): every tenant's, or `tenant_id`'s.
+    pub async fn list_keys(&self, tenant_id: Option<&str>) -> Result<Vec<v1::ApiKey>, Error> {
+        let request = v1::ListKeysRequest {
+            tenant_id: tenant_id.unwrap_or_default().to_string(),
+        };
+        let response = self.admin.clone().list_keys(self.request(request)).await?;
+        Ok(response.into_inner().keys)
+    }
+
+    /// Revokes an API key by id; returns it as stored now.
+    pub async fn revoke_key(&self, key_id: &str) -> Result<v1::ApiKey, Error> {
+        let request = v1::RevokeKeyRequest {
+            key_id: key_id.to_string(),
+        };
+        let response = self.admin.clone().revoke_key(self.request(request)).await?;
+        response
+            .into_inner()
+            .key
+            .ok_or_else(|| Error::Status(Status::internal("the reply carried no key")))
+    }
+
+    /// The tenants with what they store (a user key: its own tenant only).
+    pub async fn list_tenants(&self) -> Result<Vec<v1::TenantUsage>, Error> {
+        let response = self
+            .admin
+            .clone()
+            .list_tenants(self.request(v1::ListTenantsRequest {}))
+            .await?;
+        Ok(response.into_inner().tenants)
+    }
+
+    /// Every session of a tenant, each followed by its history (admin keys only).
+    pub async fn export_tenant(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Pin<Box<dyn Stream<Item = Result<v1::ExportTenantResponse, Error>> + Send>>, Error>
+    {
+        let request = v1::ExportTenantRequest {
+            tenant_id: tenant_id.to_string(),
+        };
+        // Unbounded by the unary deadline, like the other streams.
+        let response = self
+            .admin
+            .clone()
+            .export_tenant(Request::new(request))
+            .await?;
+        Ok(response
+            .into_inner()
+            .map(|r| r.map_err(Error::Status))
+            .boxed())
+    }
+
+    /// Deletes all of a tenant's sessions and keys (admin keys only).
+    pub async fn delete_tenant(&self, tenant_id: &str) -> Result<v1::DeleteTenantResponse, Error> {
+        let request = v1::DeleteTenantRequest {
+            tenant_id: tenant_id.to_string(),
+        };
+        let response = self
+            .admin
+            .clone()
+            .delete_tenant(self.request(request))
             .await?;
         Ok(response.into_inner())
     }

@@ -190,10 +190,7 @@ impl AuthConfig {
         }
         for entry in &self.mtls_tenants {
             crate::domain::key::check_tenant_id(&entry.tenant).map_err(|e| {
-                ConfigError::Invalid(format!(
-                    "auth.mtls_tenants entry {:?}: {e}",
-                    entry.identity
-                ))
+                ConfigError::Invalid(format!("auth.mtls_tenants entry {:?}: {e}", entry.identity))
             })?;
         }
         if self.mode == AuthMode::Mtls && self.mtls_tenants.is_empty() {

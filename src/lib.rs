@@ -40,6 +40,7 @@
 //! - [`client`]: a Rust client: the generated tonic clients and a thin wrapper over them.
 //! - [`chat`]: the interactive terminal chat of `contextd chat`, built on [`client`].
 
+pub mod admin_cli;
 pub mod api;
 pub mod auth;
 pub mod chat;

@@ -36,6 +36,26 @@ enum Command {
     /// asks for a client-side tool, type its result (start with `!` to report a failure).
     /// Commands: /context, /history, /preview, /help, /quit. Ctrl-C cancels a running turn.
     Chat(ChatArgs),
+    /// Manage API keys: add (printed once), list, revoke.
+    ///
+    /// Without --server the commands work on the store (same --store, --data-dir and --config
+    /// as `serve`; no server may hold an SQLite data directory meanwhile) or on the configured
+    /// auth.keys_file; with --server ADDR and an admin --key they go to the running server.
+    Keys {
+        #[command(subcommand)]
+        command: contextd::admin_cli::KeysCommand,
+        #[command(flatten)]
+        target: contextd::admin_cli::Target,
+    },
+    /// Manage tenants: list their usage, export one as JSON lines, delete one.
+    ///
+    /// Reaches the store or a running server like `contextd keys`.
+    Tenants {
+        #[command(subcommand)]
+        command: contextd::admin_cli::TenantsCommand,
+        #[command(flatten)]
+        target: contextd::admin_cli::Target,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -94,6 +114,14 @@ struct ServeArgs {
     /// `7d`); unset: sessions never expire.
     #[arg(long, env = "CONTEXTD_SESSION_TTL", value_name = "DURATION")]
     session_ttl: Option<String>,
+    /// Who may call: `none` (loopback only), `keys` (authorization: Bearer <key>) or `mtls`
+    /// (client certificates) [default: none]
+    #[arg(long, env = "CONTEXTD_AUTH", value_enum)]
+    auth: Option<contextd::config::AuthMode>,
+    /// Serve a non-loopback address without authentication anyway (anyone who reaches it
+    /// reads and changes every conversation)
+    #[arg(long, env = "CONTEXTD_INSECURE_LISTEN")]
+    insecure_listen: bool,
 }
 
 impl ServeArgs {
@@ -135,6 +163,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.session_ttl {
             config.session_ttl = Some(v);
+        }
+        if let Some(v) = self.auth {
+            config.auth.mode = v;
+        }
+        if self.insecure_listen {
+            config.insecure_listen = true;
         }
         Ok(config)
     }
@@ -194,6 +228,32 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Chat(args) => chat(args),
+        Command::Keys { command, target } => {
+            admin(target, contextd::admin_cli::Command::Keys(command))
+        }
+        Command::Tenants { command, target } => {
+            admin(target, contextd::admin_cli::Command::Tenants(command))
+        }
+    }
+}
+
+fn admin(target: contextd::admin_cli::Target, command: contextd::admin_cli::Command) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("contextd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(contextd::admin_cli::run(target, command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("contextd: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -69,18 +69,19 @@ impl KeyAdmin {
             )));
         }
         let now = SystemTime::now();
-        let expire_time = match grant.ttl {
-            Some(ttl) if ttl.is_zero() => {
-                return Err(EngineError::InvalidArgument(
+        let expire_time =
+            match grant.ttl {
+                Some(ttl) if ttl.is_zero() => {
+                    return Err(EngineError::InvalidArgument(
                     "a key's ttl must be positive (leave it unset for a key that does not expire)"
                         .into(),
                 ));
-            }
-            Some(ttl) => Some(now.checked_add(ttl).ok_or_else(|| {
-                EngineError::InvalidArgument("the key's ttl is too long".into())
-            })?),
-            None => None,
-        };
+                }
+                Some(ttl) => Some(now.checked_add(ttl).ok_or_else(|| {
+                    EngineError::InvalidArgument("the key's ttl is too long".into())
+                })?),
+                None => None,
+            };
         for _ in 0..ID_ATTEMPTS {
             let new = secret::generate().map_err(EngineError::StoreUnavailable)?;
             let key = ApiKey {

@@ -169,8 +169,14 @@ impl Entry {
             role,
             label: self.label,
             create_time: parse_time("created", &self.created)?,
-            expire_time: self.expires.map(|t| parse_time("expires", &t)).transpose()?,
-            revoke_time: self.revoked.map(|t| parse_time("revoked", &t)).transpose()?,
+            expire_time: self
+                .expires
+                .map(|t| parse_time("expires", &t))
+                .transpose()?,
+            revoke_time: self
+                .revoked
+                .map(|t| parse_time("revoked", &t))
+                .transpose()?,
         })
     }
 }

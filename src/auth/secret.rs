@@ -31,8 +31,7 @@ pub struct NewKey {
 /// Makes a new key from the operating system's random source.
 pub fn generate() -> Result<NewKey, String> {
     let mut random = [0u8; KEY_BYTES];
-    getrandom::fill(&mut random)
-        .map_err(|e| format!("cannot read random bytes for a key: {e}"))?;
+    getrandom::fill(&mut random).map_err(|e| format!("cannot read random bytes for a key: {e}"))?;
     let text = format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(random));
     let hash = hash(&text);
     Ok(NewKey {

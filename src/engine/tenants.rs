@@ -93,13 +93,16 @@ impl Engine {
             listed_all: false,
             failed: false,
         };
-        Ok(futures_util::stream::unfold(state, |mut state| async move {
-            let next = state.next().await?;
-            if next.is_err() {
-                state.failed = true;
-            }
-            Some((next, state))
-        }))
+        Ok(futures_util::stream::unfold(
+            state,
+            |mut state| async move {
+                let next = state.next().await?;
+                if next.is_err() {
+                    state.failed = true;
+                }
+                Some((next, state))
+            },
+        ))
     }
 }
 

@@ -78,7 +78,11 @@ async fn answer(doors: &JsonDoors, line: &[u8]) -> String {
         Some((credentials, rest)) => (Some(credentials), std::borrow::Cow::Owned(rest)),
         None => (None, std::borrow::Cow::Borrowed(line)),
     };
-    let scope = match doors.auth().authenticate(credentials.as_deref(), None).await {
+    let scope = match doors
+        .auth()
+        .authenticate(credentials.as_deref(), None)
+        .await
+    {
         Ok(scope) => scope,
         Err(error) => {
             metrics::counter!("contextd_rejected_total", "reason" => error.reason()).increment(1);

@@ -43,11 +43,11 @@ use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 use tower_http::cors::CorsLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 
+use crate::auth::Authenticator;
 use crate::config::{Config, StoreKind};
 use crate::engine::Engine;
 use crate::engine::Lifecycle;
 use crate::server::logging::DOOR_HEADER;
-use crate::auth::Authenticator;
 use crate::server::scope::scope_of_extensions;
 use error::ApiError;
 use grpc::{CallOptions, GrpcCaller};

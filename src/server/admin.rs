@@ -16,8 +16,8 @@ use crate::auth::Authenticator;
 use crate::auth::admin::{KeyAdmin, KeyGrant};
 use crate::domain::key::ApiKey;
 use crate::domain::{Role, TenantId};
-use crate::engine::tenants::{ExportRecord, require_admin, tenant_named};
 use crate::engine::Engine;
+use crate::engine::tenants::{ExportRecord, require_admin, tenant_named};
 
 /// Implements `AdminService`.
 pub struct AdminApi {

@@ -31,8 +31,9 @@ use tonic_health::ServingStatus;
 
 use crate::api::mcp::mcp_server::McpServer;
 use crate::api::v1::{
-    admin_service_server::AdminServiceServer, interact_service_server::InteractServiceServer, model_service_server::ModelServiceServer,
-    session_service_server::SessionServiceServer, tool_service_server::ToolServiceServer,
+    admin_service_server::AdminServiceServer, interact_service_server::InteractServiceServer,
+    model_service_server::ModelServiceServer, session_service_server::SessionServiceServer,
+    tool_service_server::ToolServiceServer,
 };
 use crate::config::{BackendKind, Config};
 use crate::domain::tokens::TokenCounter;

@@ -13,8 +13,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::SessionStore;
-use super::keys::KeyStore;
 use super::db_file::DatabaseFile;
+use super::keys::KeyStore;
 use super::memory::MemoryStore;
 use super::sql::{Pools, SqlStore};
 use crate::config::{StorageConfig, StoreKind, SyncMode};

@@ -1129,7 +1129,10 @@ mod keys;
 mod tests {
     #[test]
     fn tenant_and_session_deletes_name_the_same_tables() {
-        for (tenant, session) in super::DELETE_TENANT_ROWS.iter().zip(super::DELETE_SESSION_ROWS) {
+        for (tenant, session) in super::DELETE_TENANT_ROWS
+            .iter()
+            .zip(super::DELETE_SESSION_ROWS)
+        {
             assert_eq!(format!("{tenant} AND session_id = $2"), session);
         }
     }
