@@ -129,10 +129,12 @@ public final class TestServer implements AutoCloseable {
   public static String addKey(Path config, String tenant, String role) throws IOException, InterruptedException {
     Process p = new ProcessBuilder(binary().toString(), "keys", "add", "--tenant", tenant, "--role", role,
         "--store", "memory", "--config", config.toString())
-        .redirectError(ProcessBuilder.Redirect.INHERIT).start();
+        .redirectErrorStream(false).start();
+    // The key's one line is tiny and the note on stderr short: reading them in turn cannot block.
     String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8).trim();
+    String err = new String(p.getErrorStream().readAllBytes(), StandardCharsets.UTF_8).trim();
     if (p.waitFor() != 0) {
-      throw new IllegalStateException("contextd keys add exited with " + p.exitValue());
+      throw new IllegalStateException("contextd keys add exited with " + p.exitValue() + ": " + err);
     }
     return out;
   }
