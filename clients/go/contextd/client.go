@@ -17,7 +17,7 @@
 // way; every other result is a typed struct. Errors from the server are gRPC status errors:
 // status.FromError and status.Code work on every error this package returns. The generated
 // stubs of the whole API are in the gen/contextd/v1 package and reachable from a Client through
-// SessionService, InteractService and ToolService.
+// SessionService, InteractService, ToolService and AdminService.
 package contextd
 
 import (
@@ -42,6 +42,7 @@ type Client struct {
 	turns    contextdv1.InteractServiceClient
 	tools    contextdv1.ToolServiceClient
 	models   contextdv1.ModelServiceClient
+	admin    contextdv1.AdminServiceClient
 }
 
 // Option changes how Dial connects.
@@ -136,7 +137,8 @@ func (d *dialConfig) tlsConfig() (*tls.Config, error) {
 	return config, nil
 }
 
-// WithBearerToken sends `authorization: Bearer <token>` metadata with every call.
+// WithBearerToken sends the API key (`ctxd_…`) as `authorization: Bearer <token>` metadata
+// with every call, as a server started with `--auth keys` requires.
 func WithBearerToken(token string) Option {
 	return func(d *dialConfig) { d.token = token }
 }
@@ -180,6 +182,7 @@ func Dial(target string, opts ...Option) (*Client, error) {
 		turns:    contextdv1.NewInteractServiceClient(conn),
 		tools:    contextdv1.NewToolServiceClient(conn),
 		models:   contextdv1.NewModelServiceClient(conn),
+		admin:    contextdv1.NewAdminServiceClient(conn),
 	}, nil
 }
 

@@ -22,7 +22,7 @@ from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.message import Message
 
 # Importing the modules registers their descriptors in the default pool.
-from contextd.v1 import interact_pb2, session_pb2, tool_pb2  # noqa: F401
+from contextd.v1 import admin_pb2, interact_pb2, session_pb2, tool_pb2  # noqa: F401
 
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 _VAR = re.compile(r"\$\{([^}]*)\}")

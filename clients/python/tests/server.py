@@ -26,7 +26,8 @@ def binary() -> str:
 class Server:
     """A contextd child process; `address` is where it listens."""
 
-    def __init__(self, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, *extra_args: str) -> None:
+        """``extra_args`` are appended to ``serve``'s flags (such as ``--auth keys``)."""
         self.process = subprocess.Popen(
             [binary(), *SERVE_ARGS, *extra_args],
             stdout=subprocess.PIPE,
@@ -53,3 +54,15 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def add_key(config: Path, tenant: str, role: str) -> str:
+    """Makes a key offline with ``contextd keys add`` in the config's ``auth.keys_file``;
+    returns it."""
+    out = subprocess.run(
+        [binary(), "keys", "add", "--tenant", tenant, "--role", role, "--store", "memory", "--config", str(config)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()

@@ -29,7 +29,7 @@ def _serve(pki: Path, mtls: bool) -> Iterator[str]:
     args = ["--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key")]
     if mtls:
         args += ["--tls-client-ca", str(pki / "ca.pem")]
-    server = Server(tuple(args))
+    server = Server(*args)
     try:
         yield "localhost:" + server.address.rsplit(":", 1)[1]
     finally:

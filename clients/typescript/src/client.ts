@@ -34,6 +34,15 @@ import {
 } from "./gen/contextd/v1/session_pb.js";
 import { ModelService, type ListModelsResponse } from "./gen/contextd/v1/model_pb.js";
 import { ToolService, type ListToolsResponse } from "./gen/contextd/v1/tool_pb.js";
+import {
+  AdminService,
+  KeyRole,
+  type ApiKey,
+  type CreateKeyResponse,
+  type DeleteTenantResponse,
+  type ExportTenantResponse,
+  type TenantUsage,
+} from "./gen/contextd/v1/admin_pb.js";
 import { AsyncQueue } from "./queue.js";
 
 /** Where contextd listens by default. */
@@ -59,7 +68,7 @@ export interface ConnectOptions {
   serverName?: string;
   /** Node http2 options, e.g. `{ ca }` for a private certificate authority. */
   nodeOptions?: http2.ClientSessionOptions | http2.SecureClientSessionOptions;
-  /** Sent as `authorization: Bearer <token>` on every call. */
+  /** The API key (`ctxd_…`), sent as `authorization: Bearer <token>` on every call. */
   token?: string;
   /** Extra headers (metadata) on every call. */
   headers?: Record<string, string>;
@@ -176,6 +185,16 @@ export interface CallOptions {
   timeoutMs?: number;
 }
 
+/** A new API key's settings (`createKey`). */
+export interface KeyInit extends CallOptions {
+  /** `"user"` (default: the tenant's sessions only) or `"admin"` (also keys and tenants). */
+  role?: "user" | "admin" | KeyRole;
+  /** A note for `listKeys`, such as who holds the key. */
+  label?: string;
+  /** How long the key works, in milliseconds; unset: until revoked. */
+  ttlMs?: number;
+}
+
 /** One page of a listing. */
 export interface Page<T> {
   items: T[];
@@ -243,6 +262,7 @@ export class ContextdClient {
   private readonly turns: Client<typeof InteractService>;
   private readonly tools: Client<typeof ToolService>;
   private readonly models: Client<typeof ModelService>;
+  private readonly admin: Client<typeof AdminService>;
   private readonly timeoutMs: number | undefined;
 
   constructor(target: string = DEFAULT_TARGET, options: ConnectOptions = {}) {
@@ -264,6 +284,7 @@ export class ContextdClient {
     this.turns = createClient(InteractService, transport);
     this.tools = createClient(ToolService, transport);
     this.models = createClient(ModelService, transport);
+    this.admin = createClient(AdminService, transport);
     this.timeoutMs = options.timeoutMs;
   }
 
@@ -459,6 +480,70 @@ export class ContextdClient {
       isError: response.isError,
     };
   }
+
+  // Keys and tenants (AdminService: an admin key, or a server with authentication off)
+
+  /**
+   * Makes an API key for `tenantId`. The response's `secret` is the key itself, shown only
+   * here: pass it as the `token` option of a client. `key` is what `listKeys` will show of it.
+   */
+  async createKey(tenantId: string, init: KeyInit = {}): Promise<CreateKeyResponse> {
+    const { role, label, ttlMs, ...call } = init;
+    return this.admin.createKey(
+      { tenantId, role: keyRole(role), label: label ?? "", ttl: ttlMs === undefined ? undefined : durationFromMs(ttlMs) },
+      this.options(call),
+    );
+  }
+
+  /** Keys (never their secrets) of one tenant, or of all when `tenantId` is empty. */
+  async listKeys(tenantId = "", call: CallOptions = {}): Promise<ApiKey[]> {
+    return (await this.admin.listKeys({ tenantId }, this.options(call))).keys;
+  }
+
+  /** Revokes a key by its id (as `listKeys` shows it); resolves to the revoked key. */
+  async revokeKey(keyId: string, call: CallOptions = {}): Promise<ApiKey> {
+    return required((await this.admin.revokeKey({ keyId }, this.options(call))).key);
+  }
+
+  /** Tenants with what they store: every one for an admin, a user key's own otherwise. */
+  async listTenants(call: CallOptions = {}): Promise<TenantUsage[]> {
+    return (await this.admin.listTenants({}, this.options(call))).tenants;
+  }
+
+  /**
+   * Yields all of a tenant's data: each session (`record.case === "session"`), followed by its
+   * history oldest first (`"message"`). Breaking out of the loop cancels the call.
+   */
+  async *exportTenant(tenantId: string, call: { signal?: AbortSignal } = {}): AsyncGenerator<ExportTenantResponse> {
+    const abort = new AbortController();
+    const onAbort = () => abort.abort(call.signal?.reason);
+    call.signal?.addEventListener("abort", onAbort);
+    try {
+      yield* this.admin.exportTenant({ tenantId }, { signal: abort.signal });
+    } finally {
+      call.signal?.removeEventListener("abort", onAbort);
+      abort.abort();
+    }
+  }
+
+  /** Deletes all of a tenant's sessions, histories and keys; resolves to the counts. */
+  async deleteTenant(tenantId: string, call: CallOptions = {}): Promise<DeleteTenantResponse> {
+    return this.admin.deleteTenant({ tenantId }, this.options(call));
+  }
+}
+
+/** The KeyRole of a role name (or value). */
+function keyRole(role: KeyInit["role"]): KeyRole {
+  if (role === undefined || role === "user") return KeyRole.USER;
+  if (role === "admin") return KeyRole.ADMIN;
+  return role;
+}
+
+/** A google.protobuf.Duration init of milliseconds. */
+function durationFromMs(ms: number): { seconds: bigint; nanos: number } {
+  if (!Number.isFinite(ms) || ms < 0) throw new ConnectError("ttlMs must be a non-negative number", Code.InvalidArgument);
+  const whole = Math.floor(ms / 1000);
+  return { seconds: BigInt(whole), nanos: Math.round((ms - whole * 1000) * 1e6) };
 }
 
 /**

@@ -24,6 +24,7 @@ export type {
   CallOptions,
   ConnectOptions,
   ConverseEvent,
+  KeyInit,
   Page,
   SessionInit,
   SessionUpdate,
@@ -43,6 +44,7 @@ export * from "./gen/contextd/v1/interact_pb.js";
 export * from "./gen/contextd/v1/session_pb.js";
 export * from "./gen/contextd/v1/tool_pb.js";
 export * from "./gen/contextd/v1/model_pb.js";
+export * from "./gen/contextd/v1/admin_pb.js";
 
 /** A client for contextd at `target` (host:port). */
 export function connect(target: string = DEFAULT_TARGET, options: ConnectOptions = {}): ContextdClient {

@@ -19,6 +19,7 @@ import {
 } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 
+import { file_contextd_v1_admin } from "../src/gen/contextd/v1/admin_pb.js";
 import { file_contextd_v1_interact } from "../src/gen/contextd/v1/interact_pb.js";
 import { file_contextd_v1_session } from "../src/gen/contextd/v1/session_pb.js";
 import { file_contextd_v1_tool } from "../src/gen/contextd/v1/tool_pb.js";
@@ -26,7 +27,7 @@ import { AsyncQueue } from "../src/queue.js";
 import { REPO } from "./server.js";
 
 export const SCENARIO_DIR = resolve(REPO, "clients/scenarios");
-const registry = createRegistry(file_contextd_v1_interact, file_contextd_v1_session, file_contextd_v1_tool);
+const registry = createRegistry(file_contextd_v1_admin, file_contextd_v1_interact, file_contextd_v1_session, file_contextd_v1_tool);
 
 type Json = JsonValue;
 type JsonObj = { [key: string]: Json };

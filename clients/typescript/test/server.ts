@@ -1,5 +1,5 @@
 /** Starts a real contextd on a free loopback port for the tests. */
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -27,7 +27,8 @@ export class Server {
     readonly address: string,
   ) {}
 
-  static async start(extraArgs: string[] = []): Promise<Server> {
+  /** Starts `contextd serve` with `extraArgs` after the common flags (such as `--auth keys`). */
+  static async start(...extraArgs: string[]): Promise<Server> {
     const child = spawn(contextdBinary(), [...SERVE_ARGS, ...extraArgs], { stdio: ["ignore", "pipe", "ignore"] });
     const lines = createInterface({ input: child.stdout! });
     const address = await new Promise<string>((resolveAddress, reject) => {
@@ -50,4 +51,10 @@ export class Server {
     await exited;
     clearTimeout(timer);
   }
+}
+
+/** Makes a key offline with `contextd keys add` in the config's `auth.keys_file`; returns it. */
+export function addKey(config: string, tenant: string, role: "user" | "admin"): string {
+  const args = ["keys", "add", "--tenant", tenant, "--role", role, "--store", "memory", "--config", config];
+  return execFileSync(contextdBinary(), args, { encoding: "utf8" }).trim();
 }

@@ -49,8 +49,8 @@ describe("TLS options", () => {
     issue(dir, "server", "/CN=localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
     issue(dir, "client", "/CN=alice", "subjectAltName=URI:spiffe://contextd.test/alice\nextendedKeyUsage=clientAuth\n");
     const serving = ["--tls-cert", join(dir, "server.pem"), "--tls-key", join(dir, "server.key")];
-    tlsServer = await Server.start(serving);
-    mtlsServer = await Server.start([...serving, "--tls-client-ca", join(dir, "ca.pem")]);
+    tlsServer = await Server.start(...serving);
+    mtlsServer = await Server.start(...serving, "--tls-client-ca", join(dir, "ca.pem"));
   });
 
   after(async () => {

@@ -83,7 +83,7 @@ func serveArgs(bin string) []string {
 // Start runs contextd and waits until it prints `contextd listening on <addr>`.
 func Start() (*Server, error) { return StartWith() }
 
-// StartWith is Start with extra `contextd serve` arguments (for example --tls-cert).
+// StartWith is Start with extra `contextd serve` arguments (such as --tls-cert, or "--auth", "keys").
 func StartWith(extra ...string) (*Server, error) {
 	bin, err := Binary()
 	if err != nil {
@@ -151,4 +151,23 @@ func (b *tailBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return string(b.buf)
+}
+
+// AddKey makes a key offline with `contextd keys add` in the auth.keys_file of the config
+// file and returns it.
+func AddKey(config, tenant, role string) (string, error) {
+	bin, err := Binary()
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.Command(bin, "keys", "add", "--tenant", tenant, "--role", role,
+		"--store", "memory", "--config", config).Output()
+	if err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return "", fmt.Errorf("contextd keys add: %w: %s", err, exit.Stderr)
+		}
+		return "", err
+	}
+	return strings.TrimSpace(string(out)), nil
 }

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, AsyncIterator, Generator, Iterable, Mapping, Sequence
 
 import grpc
 import grpc.aio
 
-from contextd import _requests
+from contextd import _admin, _requests
 from contextd.client import DEFAULT_TARGET, _ends_turn, _is_barrier
 from contextd.errors import ContextdError
 from contextd.types import (
@@ -34,7 +34,7 @@ from contextd.types import (
     tool_error_from,
     tool_result_from,
 )
-from contextd.v1 import interact_pb2, interact_pb2_grpc, model_pb2, model_pb2_grpc, session_pb2, session_pb2_grpc, tool_pb2, tool_pb2_grpc
+from contextd.v1 import admin_pb2, admin_pb2_grpc, interact_pb2, interact_pb2_grpc, model_pb2, model_pb2_grpc, session_pb2, session_pb2_grpc, tool_pb2, tool_pb2_grpc
 
 
 async def run_tool_handler(handler: AsyncToolHandler, calls: Sequence[ToolCall]) -> list[ToolResult]:
@@ -92,6 +92,7 @@ class AsyncClient:
         self._interact = interact_pb2_grpc.InteractServiceStub(self._channel)
         self._tools = tool_pb2_grpc.ToolServiceStub(self._channel)
         self._models = model_pb2_grpc.ModelServiceStub(self._channel)
+        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
 
     async def close(self) -> None:
         """Closes the channel."""
@@ -290,6 +291,56 @@ class AsyncClient:
         message: ``models``, ``backends``, ``default_model``)."""
         result: model_pb2.ListModelsResponse = await self._call(self._models.ListModels, model_pb2.ListModelsRequest(), safe=True)
         return result
+
+    # Keys and tenants (AdminService: an admin key, or a server with authentication off)
+
+    async def create_key(
+        self,
+        tenant_id: str,
+        *,
+        role: _admin.Role = "user",
+        label: str = "",
+        ttl: timedelta | float | None = None,
+    ) -> admin_pb2.CreateKeyResponse:
+        """Makes an API key for ``tenant_id``; see Client.create_key."""
+        request = _admin.create_key(tenant_id, role, label, ttl)
+        result: admin_pb2.CreateKeyResponse = await self._call(self._admin.CreateKey, request)
+        return result
+
+    async def list_keys(self, tenant_id: str | None = None) -> list[admin_pb2.ApiKey]:
+        """Keys (never their secrets), of one tenant or of all, ordered by tenant and creation."""
+        response = await self._call(self._admin.ListKeys, _admin.list_keys(tenant_id), safe=True)
+        return list(response.keys)
+
+    async def revoke_key(self, key_id: str) -> admin_pb2.ApiKey:
+        """Revokes a key by its id (as ``list_keys`` shows it); returns the revoked key."""
+        key: admin_pb2.ApiKey = (await self._call(self._admin.RevokeKey, _admin.revoke_key(key_id))).key
+        return key
+
+    async def list_tenants(self) -> list[admin_pb2.TenantUsage]:
+        """Tenants with what they store (every one for an admin, a user key's own otherwise)."""
+        response = await self._call(self._admin.ListTenants, admin_pb2.ListTenantsRequest(), safe=True)
+        return list(response.tenants)
+
+    async def export_tenant(self, tenant_id: str) -> AsyncIterator[admin_pb2.ExportTenantResponse]:
+        """Yields all of a tenant's data: each session, followed by its history oldest first.
+        Leaving the loop early cancels the call."""
+        call = self._admin.ExportTenant(_admin.export_tenant(tenant_id), metadata=self._metadata, timeout=self._timeout)
+        try:
+            async for record in call:
+                yield record
+        except grpc.aio.AioRpcError as error:
+            raise ContextdError.from_rpc_error(error) from None
+        finally:
+            call.cancel()
+
+    async def delete_tenant(self, tenant_id: str) -> admin_pb2.DeleteTenantResponse:
+        """Deletes all of a tenant's sessions, histories and keys; returns the counts."""
+        result: admin_pb2.DeleteTenantResponse = await self._call(
+            self._admin.DeleteTenant, _admin.delete_tenant(tenant_id)
+        )
+        return result
+
 
     # Tools
 

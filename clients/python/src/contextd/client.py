@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import queue
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import grpc
 
-from contextd import _requests
+from contextd import _admin, _requests
 from contextd.errors import ContextdError
 from contextd.types import (
     Event,
@@ -32,7 +32,7 @@ from contextd.types import (
     tool_error_from,
     tool_result_from,
 )
-from contextd.v1 import interact_pb2, interact_pb2_grpc, model_pb2, model_pb2_grpc, session_pb2, session_pb2_grpc, tool_pb2, tool_pb2_grpc
+from contextd.v1 import admin_pb2, admin_pb2_grpc, interact_pb2, interact_pb2_grpc, model_pb2, model_pb2_grpc, session_pb2, session_pb2_grpc, tool_pb2, tool_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:61900"
 
@@ -79,7 +79,8 @@ class Client:
         ``client_cert`` and ``client_key`` (the same forms) are shown to a server that
         requires client certificates (mTLS); ``server_name`` is the name the server's
         certificate must carry when it is not the target's host;
-        ``token`` is sent as ``authorization: Bearer <token>`` on every call; ``timeout`` is
+        ``token`` is the API key (``ctxd_…``), sent as ``authorization: Bearer <token>`` on
+        every call; ``timeout`` is
         the default deadline in seconds of unary calls. ``retries`` > 0 repeats the calls
         that are safe to repeat (get, list, preview, list_models, list_tools) that many times
         more when they fail with UNAVAILABLE, waiting ``retry_backoff`` seconds, doubled after
@@ -99,6 +100,7 @@ class Client:
         self._interact = interact_pb2_grpc.InteractServiceStub(self._channel)
         self._tools = tool_pb2_grpc.ToolServiceStub(self._channel)
         self._models = model_pb2_grpc.ModelServiceStub(self._channel)
+        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
 
     def close(self) -> None:
         """Closes the channel."""
@@ -313,6 +315,54 @@ class Client:
         """Runs a server-side tool directly. A tool that ran and failed has ``is_error``."""
         request = _requests.call_tool(name, arguments, session_id)
         return ToolOutput.from_proto(self._call(self._tools.CallTool, request))
+
+    # Keys and tenants (AdminService: an admin key, or a server with authentication off)
+
+    def create_key(
+        self,
+        tenant_id: str,
+        *,
+        role: _admin.Role = "user",
+        label: str = "",
+        ttl: timedelta | float | None = None,
+    ) -> admin_pb2.CreateKeyResponse:
+        """Makes an API key for ``tenant_id``; ``ttl`` (a timedelta or seconds) limits how long
+        it works. The response's ``secret`` is the key itself, shown only here: pass it as
+        ``token=`` to a Client. ``key`` is what ``list_keys`` will show of it."""
+        request = _admin.create_key(tenant_id, role, label, ttl)
+        result: admin_pb2.CreateKeyResponse = self._call(self._admin.CreateKey, request)
+        return result
+
+    def list_keys(self, tenant_id: str | None = None) -> list[admin_pb2.ApiKey]:
+        """Keys (never their secrets), of one tenant or of all, ordered by tenant and creation."""
+        response = self._call(self._admin.ListKeys, _admin.list_keys(tenant_id), safe=True)
+        return list(response.keys)
+
+    def revoke_key(self, key_id: str) -> admin_pb2.ApiKey:
+        """Revokes a key by its id (as ``list_keys`` shows it); returns the revoked key."""
+        key: admin_pb2.ApiKey = self._call(self._admin.RevokeKey, _admin.revoke_key(key_id)).key
+        return key
+
+    def list_tenants(self) -> list[admin_pb2.TenantUsage]:
+        """Tenants with what they store (every one for an admin, a user key's own otherwise)."""
+        response = self._call(self._admin.ListTenants, admin_pb2.ListTenantsRequest(), safe=True)
+        return list(response.tenants)
+
+    def export_tenant(self, tenant_id: str) -> Iterator[admin_pb2.ExportTenantResponse]:
+        """Yields all of a tenant's data: each session (``record.session``), followed by its
+        history oldest first (``record.message``). Leaving the loop early cancels the call."""
+        call = self._admin.ExportTenant(_admin.export_tenant(tenant_id), metadata=self._metadata, timeout=self._timeout)
+        try:
+            yield from call
+        except grpc.RpcError as error:
+            raise ContextdError.from_rpc_error(error) from None
+        finally:
+            call.cancel()
+
+    def delete_tenant(self, tenant_id: str) -> admin_pb2.DeleteTenantResponse:
+        """Deletes all of a tenant's sessions, histories and keys; returns the counts."""
+        result: admin_pb2.DeleteTenantResponse = self._call(self._admin.DeleteTenant, _admin.delete_tenant(tenant_id))
+        return result
 
 
 _END = object()

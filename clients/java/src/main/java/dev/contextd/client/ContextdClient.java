@@ -1,5 +1,18 @@
 package dev.contextd.client;
 
+import contextd.v1.Admin.ApiKey;
+import contextd.v1.Admin.CreateKeyRequest;
+import contextd.v1.Admin.CreateKeyResponse;
+import contextd.v1.Admin.DeleteTenantRequest;
+import contextd.v1.Admin.DeleteTenantResponse;
+import contextd.v1.Admin.ExportTenantRequest;
+import contextd.v1.Admin.ExportTenantResponse;
+import contextd.v1.Admin.KeyRole;
+import contextd.v1.Admin.ListKeysRequest;
+import contextd.v1.Admin.ListTenantsRequest;
+import contextd.v1.Admin.RevokeKeyRequest;
+import contextd.v1.Admin.TenantUsage;
+import contextd.v1.AdminServiceGrpc;
 import contextd.v1.Common.ServerToolSelection;
 import contextd.v1.Interact.ConverseOpen;
 import contextd.v1.Interact.InteractRequest;
@@ -84,6 +97,7 @@ public final class ContextdClient implements AutoCloseable {
   private final InteractServiceGrpc.InteractServiceStub turnsAsync;
   private final ToolServiceGrpc.ToolServiceBlockingStub tools;
   private final ModelServiceGrpc.ModelServiceBlockingStub models;
+  private final AdminServiceGrpc.AdminServiceBlockingStub admin;
 
   private ContextdClient(ManagedChannel owned, Channel channel) {
     this.owned = owned;
@@ -93,6 +107,7 @@ public final class ContextdClient implements AutoCloseable {
     this.turnsAsync = InteractServiceGrpc.newStub(channel);
     this.tools = ToolServiceGrpc.newBlockingStub(channel);
     this.models = ModelServiceGrpc.newBlockingStub(channel);
+    this.admin = AdminServiceGrpc.newBlockingStub(channel);
   }
 
   /** Starts building a client for {@code target} ("host:port" or any gRPC target string). */
@@ -190,7 +205,10 @@ public final class ContextdClient implements AutoCloseable {
       return this;
     }
 
-    /** Sends {@code authorization: Bearer <token>} with every call. */
+    /**
+     * Sends the API key ({@code ctxd_…}) as {@code authorization: Bearer <token>} with every
+     * call, as a server started with {@code --auth keys} requires.
+     */
     public Builder bearerToken(String token) {
       this.bearerToken = token;
       return this;
@@ -284,6 +302,11 @@ public final class ContextdClient implements AutoCloseable {
   /** The generated blocking stub of {@code contextd.v1.ToolService}. */
   public ToolServiceGrpc.ToolServiceBlockingStub toolService() {
     return tools;
+  }
+
+  /** The generated blocking stub of {@code contextd.v1.AdminService}. */
+  public AdminServiceGrpc.AdminServiceBlockingStub adminService() {
+    return admin;
   }
 
   // Sessions.
@@ -555,6 +578,70 @@ public final class ContextdClient implements AutoCloseable {
     }
     CallToolResponse r = tools.callTool(b.build());
     return new ToolOutput(r.getContent(), r.hasStructuredContent() ? Values.fromValue(r.getStructuredContent()) : null, r.getIsError());
+  }
+
+  // Keys and tenants (AdminService: an admin key, or a server with authentication off, where
+  // every caller is the admin of tenant "default"). The results are the generated messages.
+
+  /** Makes a user key for {@code tenantId} that works until revoked; see {@link #createKey(String, KeyRole, String, Duration)}. */
+  public CreateKeyResponse createKey(String tenantId) {
+    return createKey(tenantId, KeyRole.KEY_ROLE_USER, "", null);
+  }
+
+  /**
+   * Makes an API key for {@code tenantId} with {@code role}, a {@code label} for
+   * {@link #listKeys(String)} and, when {@code ttl} is not null, a lifetime. The response's
+   * {@code secret} is the key itself, shown only here: pass it to {@link Builder#bearerToken}.
+   */
+  public CreateKeyResponse createKey(String tenantId, KeyRole role, String label, Duration ttl) {
+    CreateKeyRequest.Builder b = CreateKeyRequest.newBuilder().setTenantId(orEmpty(tenantId)).setRole(role).setLabel(orEmpty(label));
+    if (ttl != null) {
+      b.setTtl(com.google.protobuf.Duration.newBuilder().setSeconds(ttl.getSeconds()).setNanos(ttl.getNano()));
+    }
+    return admin.createKey(b.build());
+  }
+
+  /** Keys (never their secrets) of one tenant, or of every tenant when {@code tenantId} is empty or null. */
+  public List<ApiKey> listKeys(String tenantId) {
+    return admin.listKeys(ListKeysRequest.newBuilder().setTenantId(orEmpty(tenantId)).build()).getKeysList();
+  }
+
+  /** Revokes a key by its id (as {@link #listKeys(String)} shows it) and returns it, revoked. */
+  public ApiKey revokeKey(String keyId) {
+    return admin.revokeKey(RevokeKeyRequest.newBuilder().setKeyId(orEmpty(keyId)).build()).getKey();
+  }
+
+  /** Tenants with what they store: every one for an admin, a user key's own otherwise. */
+  public List<TenantUsage> listTenants() {
+    return admin.listTenants(ListTenantsRequest.getDefaultInstance()).getTenantsList();
+  }
+
+  /**
+   * All of a tenant's data, as it arrives: each session ({@code hasSession()}), followed by its
+   * history oldest first ({@code hasMessage()}). Close the stream (try-with-resources) to stop
+   * early: that cancels the call. Errors surface while reading, as
+   * {@link io.grpc.StatusRuntimeException}.
+   */
+  public Stream<ExportTenantResponse> exportTenant(String tenantId) {
+    ExportTenantRequest request = ExportTenantRequest.newBuilder().setTenantId(orEmpty(tenantId)).build();
+    Context.CancellableContext call = Context.current().withCancellation();
+    Iterator<ExportTenantResponse> records;
+    try {
+      records = call.call(() -> admin.exportTenant(request));
+    } catch (RuntimeException e) {
+      call.cancel(e);
+      throw e;
+    } catch (Exception e) {
+      call.cancel(e);
+      throw new IllegalStateException(e);
+    }
+    return StreamSupport.stream(Spliterators.spliteratorUnknownSize(records, Spliterator.ORDERED | Spliterator.NONNULL), false)
+        .onClose(() -> call.cancel(null));
+  }
+
+  /** Deletes all of a tenant's sessions, their histories and its keys; returns the counts. */
+  public DeleteTenantResponse deleteTenant(String tenantId) {
+    return admin.deleteTenant(DeleteTenantRequest.newBuilder().setTenantId(orEmpty(tenantId)).build());
   }
 
   /** Closes the connection (when this client made it). */

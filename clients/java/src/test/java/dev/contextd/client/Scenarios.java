@@ -8,6 +8,7 @@ import com.google.gson.JsonPrimitive;
 import com.google.protobuf.InvalidProtocolBufferException;
 import com.google.protobuf.Message;
 import com.google.protobuf.util.JsonFormat;
+import contextd.v1.AdminServiceGrpc;
 import contextd.v1.InteractServiceGrpc;
 import contextd.v1.SessionServiceGrpc;
 import contextd.v1.ToolServiceGrpc;
@@ -59,7 +60,8 @@ final class Scenarios {
 
   static {
     for (ServiceDescriptor sd : List.of(
-        SessionServiceGrpc.getServiceDescriptor(), InteractServiceGrpc.getServiceDescriptor(), ToolServiceGrpc.getServiceDescriptor())) {
+        SessionServiceGrpc.getServiceDescriptor(), InteractServiceGrpc.getServiceDescriptor(), ToolServiceGrpc.getServiceDescriptor(),
+        AdminServiceGrpc.getServiceDescriptor())) {
       for (MethodDescriptor<?, ?> md : sd.getMethods()) {
         METHODS.put(md.getFullMethodName(), md);
       }

@@ -79,7 +79,7 @@ public final class TestServer implements AutoCloseable {
     return start(List.of());
   }
 
-  /** Starts contextd with extra {@code serve} arguments (for example {@code --tls-cert}). */
+  /** Starts contextd with extra {@code serve} arguments (such as {@code --tls-cert} or {@code --auth keys}). */
   public static TestServer start(List<String> extraArgs) throws IOException, InterruptedException {
     Path bin = binary();
     List<String> cmd = new ArrayList<>(List.of(bin.toString(), "serve", "--listen", "127.0.0.1:0"));
@@ -123,5 +123,19 @@ public final class TestServer implements AutoCloseable {
       process.destroyForcibly();
       process.waitFor();
     }
+  }
+
+  /** Makes a key offline with {@code contextd keys add} in the config's {@code auth.keys_file}; returns it. */
+  public static String addKey(Path config, String tenant, String role) throws IOException, InterruptedException {
+    Process p = new ProcessBuilder(binary().toString(), "keys", "add", "--tenant", tenant, "--role", role,
+        "--store", "memory", "--config", config.toString())
+        .redirectErrorStream(false).start();
+    // The key's one line is tiny and the note on stderr short: reading them in turn cannot block.
+    String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8).trim();
+    String err = new String(p.getErrorStream().readAllBytes(), StandardCharsets.UTF_8).trim();
+    if (p.waitFor() != 0) {
+      throw new IllegalStateException("contextd keys add exited with " + p.exitValue() + ": " + err);
+    }
+    return out;
   }
 }
