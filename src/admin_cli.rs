@@ -111,7 +111,7 @@ pub enum Command {
 
 /// Where the work is done.
 enum Admin {
-    Online(Client),
+    Online(Box<Client>),
     Offline {
         keys: KeyAdmin,
         engine: Arc<Engine>,
@@ -139,7 +139,7 @@ impl Admin {
             let client = Client::connect_with(server, options)
                 .await
                 .map_err(|e| e.to_string())?;
-            return Ok(Admin::Online(client));
+            return Ok(Admin::Online(Box::new(client)));
         }
         let mut config = match &target.config {
             Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
