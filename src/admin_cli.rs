@@ -20,9 +20,10 @@ use crate::auth::keys_file::rfc3339;
 use crate::client::{Client, ConnectOptions};
 use crate::config::{Config, RoleName, parse_duration};
 use crate::domain::Scope;
+use crate::domain::key::count_keys;
 use crate::engine::Engine;
 use crate::engine::tenants::ExportRecord;
-use crate::server::admin::key_to_wire;
+use crate::server::admin::{key_to_wire, usage_to_wire};
 use crate::store::open::OpenStore;
 
 /// Where the commands act: a running server, or the store.
@@ -279,31 +280,14 @@ impl Admin {
         match self {
             Admin::Online(client) => client.list_tenants().await.map_err(|e| e.to_string()),
             Admin::Offline { keys, engine, .. } => {
-                let mut usage = engine
+                let usage = engine
                     .tenant_usage(&Scope::default())
                     .await
                     .map_err(|e| e.to_string())?;
-                for key in keys.list(None).await.map_err(|e| e.to_string())? {
-                    match usage.iter_mut().find(|u| u.tenant == key.tenant) {
-                        Some(entry) => entry.keys += 1,
-                        None => usage.push(crate::domain::key::TenantUsage {
-                            tenant: key.tenant,
-                            keys: 1,
-                            ..Default::default()
-                        }),
-                    }
-                }
-                usage.sort_by(|a, b| a.tenant.cmp(&b.tenant));
-                Ok(usage
+                let keys = keys.list(None).await.map_err(|e| e.to_string())?;
+                Ok(count_keys(usage, &keys)
                     .into_iter()
-                    .map(|u| v1::TenantUsage {
-                        tenant_id: u.tenant.to_string(),
-                        sessions: u.sessions,
-                        messages: u.messages,
-                        tokens: u.tokens,
-                        bytes: u.bytes,
-                        keys: u.keys,
-                    })
+                    .map(usage_to_wire)
                     .collect())
             }
         }

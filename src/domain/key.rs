@@ -78,6 +78,23 @@ pub struct TenantUsage {
     pub keys: u64,
 }
 
+/// `usage` with each of `keys` counted for its tenant (a tenant with keys but no sessions is
+/// added), ordered by tenant id.
+pub fn count_keys(mut usage: Vec<TenantUsage>, keys: &[ApiKey]) -> Vec<TenantUsage> {
+    for key in keys {
+        match usage.iter_mut().find(|u| u.tenant == key.tenant) {
+            Some(entry) => entry.keys += 1,
+            None => usage.push(TenantUsage {
+                tenant: key.tenant.clone(),
+                keys: 1,
+                ..TenantUsage::default()
+            }),
+        }
+    }
+    usage.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    usage
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use crate::api::convert::{message_to_wire, session_to_wire};
 use crate::api::v1::{self, admin_service_server::AdminService};
 use crate::auth::Authenticator;
 use crate::auth::admin::{KeyAdmin, KeyGrant};
-use crate::domain::key::ApiKey;
+use crate::domain::key::{ApiKey, TenantUsage, count_keys};
 use crate::domain::{Role, TenantId};
 use crate::engine::Engine;
 use crate::engine::tenants::{ExportRecord, require_admin, tenant_named};
@@ -41,6 +41,18 @@ impl AdminApi {
             ));
         }
         Ok(())
+    }
+}
+
+/// A tenant's usage on the wire.
+pub fn usage_to_wire(u: TenantUsage) -> v1::TenantUsage {
+    v1::TenantUsage {
+        tenant_id: u.tenant.to_string(),
+        sessions: u.sessions,
+        messages: u.messages,
+        tokens: u.tokens,
+        bytes: u.bytes,
+        keys: u.keys,
     }
 }
 
@@ -145,34 +157,16 @@ impl AdminService for AdminApi {
         request: Request<v1::ListTenantsRequest>,
     ) -> Result<Response<v1::ListTenantsResponse>, Status> {
         let scope = caller_scope(&request)?;
-        let mut usage = self.engine.tenant_usage(&scope).await?;
+        let usage = self.engine.tenant_usage(&scope).await?;
         // Keys count too, and tenants with keys but no sessions are tenants.
         let keys = match scope.is_admin() {
             true => self.keys.list(None).await?,
             false => self.keys.list(Some(scope.tenant.as_str())).await?,
         };
-        for key in &keys {
-            match usage.iter_mut().find(|u| u.tenant == key.tenant) {
-                Some(entry) => entry.keys += 1,
-                None => usage.push(crate::domain::key::TenantUsage {
-                    tenant: key.tenant.clone(),
-                    keys: 1,
-                    ..Default::default()
-                }),
-            }
-        }
-        usage.sort_by(|a, b| a.tenant.cmp(&b.tenant));
         Ok(Response::new(v1::ListTenantsResponse {
-            tenants: usage
+            tenants: count_keys(usage, &keys)
                 .into_iter()
-                .map(|u| v1::TenantUsage {
-                    tenant_id: u.tenant.to_string(),
-                    sessions: u.sessions,
-                    messages: u.messages,
-                    tokens: u.tokens,
-                    bytes: u.bytes,
-                    keys: u.keys,
-                })
+                .map(usage_to_wire)
                 .collect(),
         }))
     }
