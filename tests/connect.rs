@@ -487,3 +487,38 @@ async fn stream_failures_end_the_stream_with_an_error() {
         "{end}"
     );
 }
+
+#[tokio::test]
+async fn a_failure_mid_stream_names_the_request_id() {
+    let server = TestServer::start().await;
+    let payload = json!({"sessionId": "cx-late", "message": "/delay 3000 cut short"})
+        .to_string()
+        .into_bytes();
+    let response = within(
+        "a Connect stream",
+        client()
+            .post(format!("{}{STREAM}", server.url()))
+            .header("content-type", "application/connect+json")
+            .header("connect-protocol-version", "1")
+            .header("connect-timeout-ms", "400")
+            .header("x-request-id", "connect-late-1")
+            .body(envelope(&payload))
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "connect-late-1");
+    let body = within("a Connect stream body", response.bytes())
+        .await
+        .unwrap();
+    let (messages, end) = envelopes(&body);
+    // The turn had started (its first event was sent) before its deadline cut it.
+    assert!(!messages.is_empty(), "{end}");
+    assert_eq!(end["error"]["code"], "deadline_exceeded", "{end}");
+    let details = end["error"]["details"].as_array().expect("details");
+    assert!(
+        details.iter().any(|d| d["type"] == "google.rpc.RequestInfo"
+            && d["debug"]["requestId"] == "connect-late-1"),
+        "{end}"
+    );
+}

@@ -858,6 +858,7 @@ async fn a_failure_after_the_first_event_is_an_error_event() {
     let response = http
         .client
         .post(format!("{}/v1/sessions/f1:stream", http.base))
+        .header("x-request-id", "sse-late-1")
         .json(&json!({"message": "/delay 300 a turn cut short by shutdown"}))
         .send()
         .await
@@ -879,5 +880,14 @@ async fn a_failure_after_the_first_event_is_an_error_event() {
     let error: Value = serde_json::from_str(&last.data).unwrap();
     assert_eq!(error["error"]["status"], "UNAVAILABLE", "{error}");
     assert_eq!(error["error"]["code"], 503);
+    // Sent after the handler returned, the event still names the call's request id.
+    let details = error["error"]["details"].as_array().expect("details");
+    assert!(
+        details.iter().any(
+            |d| d["@type"] == "type.googleapis.com/google.rpc.RequestInfo"
+                && d["requestId"] == "sse-late-1"
+        ),
+        "{error}"
+    );
     assert!(server.stop().await);
 }

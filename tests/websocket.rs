@@ -359,3 +359,59 @@ async fn shutdown_lets_the_running_turn_finish_then_closes_4014() {
     assert_eq!(code, 4014, "{reason}");
     assert!(server.stop().await);
 }
+
+/// Every log line of a WebSocket Converse names its request id: the upgrade's `x-request-id`
+/// goes with the socket's task, whose span ends with an `rpc done` line like every RPC's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_name_the_request_id() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut command = common::daemon::contextd_command(&["serve", "--listen", "127.0.0.1:0"]);
+    command.env("CONTEXTD_LOG", "info");
+    let daemon = common::daemon::Daemon::spawn(command);
+    let mut request = format!("ws://{}/v1/sessions/ws-logs:converse", daemon.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("x-request-id", "ws-log-7f3a".parse().unwrap());
+    let (mut socket, response) = within(
+        "the WebSocket handshake",
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    .expect("WebSocket handshake");
+    assert_eq!(response.headers()["x-request-id"], "ws-log-7f3a");
+    send(&mut socket, json!({"open": {"sessionId": ""}})).await;
+    assert!(next(&mut socket).await.get("opened").is_some());
+    send(&mut socket, json!({"userMessage": {"message": "hello"}})).await;
+    let turn = until_end_of_turn(&mut socket).await;
+    assert!(turn.last().unwrap().get("completed").is_some(), "{turn:?}");
+    socket.close(None).await.unwrap();
+    let _ = close_frame_or_end(&mut socket).await;
+    let deadline = std::time::Instant::now() + common::daemon::PROCESS_WAIT;
+    let line = loop {
+        let log = daemon.stderr();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("rpc done") && l.contains("door=websocket"))
+        {
+            break line.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no rpc line:\n{log}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(line.contains("request_id=ws-log-7f3a"), "{line}");
+    assert!(line.contains("ws-logs"), "the session: {line}");
+    assert!(line.contains("Converse"), "{line}");
+}
+
+/// Reads until the server's close frame or the end of the socket.
+async fn close_frame_or_end(socket: &mut Socket) -> Option<u16> {
+    loop {
+        match within("the end of the socket", socket.next()).await {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            _ => return None,
+        }
+    }
+}

@@ -26,6 +26,7 @@ use http::{StatusCode, request::Parts};
 use prost::Message as _;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use tonic::Code;
+use tracing::Instrument;
 
 use super::error::ApiError;
 use super::{JsonDoors, json};
@@ -90,9 +91,25 @@ pub(crate) async fn upgrade(
     }
     // `None`: the upgrade carried no credentials; the open frame must.
     let scope = scope_of_extensions(&parts.extensions);
+    // The socket outlives this request's task: its request id and log span go with it.
+    let request_id = crate::telemetry::request_id::current()
+        .unwrap_or_else(crate::telemetry::request_id::RequestId::generate);
+    let span = tracing::info_span!(
+        "rpc",
+        method = %CONVERSE_METHOD,
+        door = %"websocket",
+        request_id = %request_id,
+        // Recorded by the conversation once it opens.
+        session = tracing::field::Empty,
+    );
     upgrade
         .max_message_size(doors.max_request_bytes)
-        .on_upgrade(move |socket| converse(doors, session_id, scope, socket))
+        .on_upgrade(move |socket| {
+            crate::telemetry::request_id::scope(
+                request_id,
+                converse(doors, session_id, scope, socket).instrument(span),
+            )
+        })
 }
 
 /// What the writer sends.
@@ -230,11 +247,17 @@ async fn converse(
     let _open = crate::telemetry::metrics::GaugeGuard::stream("websocket");
     let started = std::time::Instant::now();
     let code = converse_socket(doors, session_id, scope, socket).await;
+    let latency = started.elapsed().as_secs_f64();
     crate::telemetry::metrics::rpc_done(
         CONVERSE_METHOD,
         crate::api::code_name(code),
         None,
-        started.elapsed().as_secs_f64(),
+        latency,
+    );
+    tracing::info!(
+        code = crate::api::code_name(code),
+        latency_ms = format!("{:.2}", latency * 1000.0),
+        "rpc done"
     );
 }
 
@@ -330,57 +353,60 @@ async fn converse_socket(
     // The writer: events in order, pings while idle, and the close frame last.
     let ping_every = doors.websocket_ping;
     let writer_codec = codec.clone();
-    let writer = tokio::spawn(async move {
-        let mut pings =
-            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-        loop {
-            let outgoing = tokio::select! {
-                outgoing = rx.next() => outgoing,
-                _ = pings.tick() => {
-                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+    let writer = tokio::spawn(
+        crate::telemetry::request_id::inherit(async move {
+            let mut pings =
+                tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+            loop {
+                let outgoing = tokio::select! {
+                    outgoing = rx.next() => outgoing,
+                    _ = pings.tick() => {
+                        if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                let message = match outgoing {
+                    Some(Ok(Outgoing::Event(event))) => writer_codec.encode(framing, &event),
+                    Some(Err(stalled)) => {
+                        let Outgoing::Close(code, reason) =
+                            error_close(stalled.code(), stalled.message())
+                        else {
+                            return;
+                        };
+                        let _ = sink
+                            .send(Message::Close(Some(CloseFrame {
+                                code,
+                                reason: reason.into(),
+                            })))
+                            .await;
                         return;
                     }
-                    continue;
-                }
-            };
-            let message = match outgoing {
-                Some(Ok(Outgoing::Event(event))) => writer_codec.encode(framing, &event),
-                Some(Err(stalled)) => {
-                    let Outgoing::Close(code, reason) =
-                        error_close(stalled.code(), stalled.message())
-                    else {
+                    Some(Ok(Outgoing::Close(code, reason))) => {
+                        let _ = sink
+                            .send(Message::Close(Some(CloseFrame {
+                                code,
+                                reason: reason.into(),
+                            })))
+                            .await;
+                        // When the client closed first, its close is answered (queued by the
+                        // reader) here.
+                        let _ = sink.close().await;
                         return;
-                    };
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code,
-                            reason: reason.into(),
-                        })))
-                        .await;
+                    }
+                    None => {
+                        let _ = sink.close().await;
+                        return;
+                    }
+                };
+                if sink.send(message).await.is_err() {
                     return;
                 }
-                Some(Ok(Outgoing::Close(code, reason))) => {
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code,
-                            reason: reason.into(),
-                        })))
-                        .await;
-                    // When the client closed first, its close is answered (queued by the
-                    // reader) here.
-                    let _ = sink.close().await;
-                    return;
-                }
-                None => {
-                    let _ = sink.close().await;
-                    return;
-                }
-            };
-            if sink.send(message).await.is_err() {
-                return;
             }
-        }
-    });
+        })
+        .in_current_span(),
+    );
 
     // The reader: the first frame, then every frame until the client closes.
     let inbound = futures_util::stream::once(async move { Ok(converse_frame(first)) }).chain(

@@ -117,9 +117,9 @@ where
     S::Future: Send + 'static,
     R: 'static,
 {
-    type Response = Response<R>;
+    type Response = Response<InCall<R>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<R>, S::Error>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<InCall<R>>, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -132,14 +132,47 @@ where
             request.headers_mut().insert(HEADER, value.clone());
         }
         request.extensions_mut().insert(id.clone());
-        let future = CURRENT.scope(id, self.inner.call(request));
+        let future = CURRENT.scope(id.clone(), self.inner.call(request));
         Box::pin(async move {
             let mut response = future.await?;
             if let Some(value) = value {
                 response.headers_mut().insert(HEADER, value);
             }
-            Ok(response)
+            Ok(response.map(|body| InCall { id, body }))
         })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body polled as part of its call: what a stream produces after the handler
+    /// returned (an SSE `error` event, a Connect end-of-stream error) still names the call's
+    /// request id.
+    pub struct InCall<B> {
+        id: RequestId,
+        #[pin]
+        body: B,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for InCall<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let body = this.body;
+        CURRENT.sync_scope(this.id.clone(), || body.poll_frame(cx))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
