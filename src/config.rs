@@ -1289,9 +1289,12 @@ pub struct TlsConfig {
 
 /// Prometheus metrics (`[metrics]`): `GET /metrics` on the serving port, and optionally on a
 /// listener of its own.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
+    /// Whether contextd records metrics at all. Default true. Off, no recorder is installed
+    /// (every metric call is a no-op) and `/metrics` answers 404 saying so.
+    pub enabled: bool,
     /// A second address (`host:port`) where a plain HTTP listener serves only `GET /metrics`,
     /// for scrapers kept off the API port (`--metrics-listen`, `CONTEXTD_METRICS_LISTEN`).
     /// Default: none (`/metrics` is served on the API port only).
@@ -1299,6 +1302,16 @@ pub struct MetricsConfig {
     /// Whether the RPC metrics carry a `tenant` label. Off by default: every tenant adds a
     /// series per method and code, which a deployment with many tenants cannot afford.
     pub tenant_labels: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: None,
+            tenant_labels: false,
+        }
+    }
 }
 
 /// OpenTelemetry traces (`[telemetry]`).

@@ -379,3 +379,29 @@ async fn a_metrics_listener_serves_only_metrics() {
         .unwrap();
     assert_eq!(other.status(), 404);
 }
+
+/// `metrics.enabled = false`: nothing is recorded and `/metrics` says they are off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_turned_off() {
+    let dir = std::env::temp_dir().join(format!("contextd-metrics-off-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("contextd.toml");
+    std::fs::write(&config, "[metrics]\nenabled = false\n").unwrap();
+    let daemon = common::daemon::Daemon::spawn(common::daemon::contextd_command(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
+    ]));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/metrics", daemon.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("metrics.enabled = false"), "{body}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

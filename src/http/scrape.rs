@@ -15,7 +15,13 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// `GET /metrics`.
 pub(crate) async fn metrics() -> Response {
-    let body = crate::telemetry::metrics::render();
+    let Some(body) = crate::telemetry::metrics::render() else {
+        return super::error::ApiError::new(
+            tonic::Code::NotFound,
+            "metrics are turned off on this server (metrics.enabled = false)",
+        )
+        .into_response();
+    };
     let mut response = (StatusCode::OK, body).into_response();
     response
         .headers_mut()

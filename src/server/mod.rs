@@ -175,7 +175,9 @@ pub async fn serve_store(
 ) -> Result<(), ServeError> {
     // TLS files first: nothing has started yet when one cannot be used.
     let tls_state = tls::TlsState::load(&config.tls)?;
-    crate::telemetry::metrics::install();
+    if config.metrics.enabled {
+        crate::telemetry::metrics::install();
+    }
     let metrics_listener = match &config.metrics.listen {
         Some(addr) => Some(crate::http::scrape::bind(addr).await?),
         None => None,

@@ -70,14 +70,15 @@ pub fn install() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// The metrics in Prometheus's text exposition format (empty without a recorder).
-pub fn render() -> String {
-    match install() {
+/// The metrics in Prometheus's text exposition format: `None` when no server of this process
+/// installed the recorder (`metrics.enabled = false`), empty when another recorder was first.
+pub fn render() -> Option<String> {
+    match HANDLE.get()? {
         Some(handle) => {
             handle.run_upkeep();
-            handle.render()
+            Some(handle.render())
         }
-        None => String::new(),
+        None => Some(String::new()),
     }
 }
 
