@@ -283,6 +283,11 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s):
                      f"**{fmt(rh, 2)}** ({fmt(cpu.get('http'), 0)} ÷ {fmt(cpu.get('contextd'), 0)} µs; req/s "
                      f"{fmt(rps.get('http'), 0)} ÷ {fmt(rps.get('contextd'), 0)} = {fmt(s['s1_http_rps'], 2)}) | "
                      f"{GOALS['s1_http'][0]} | {verdict('s1_http', rh)} |")
+    if all(cpu.get(t) is not None for t in ("auth", "nometrics", "contextd")):
+        lines.append(f"| 1 | What trust costs per request, server CPU: API keys on − off; metrics on − off | "
+                     f"**{fmt(cpu['auth'] - cpu['contextd'], 1)} µs** ({fmt(cpu['auth'], 0)} − "
+                     f"{fmt(cpu['contextd'], 0)}); **{fmt(cpu['contextd'] - cpu['nometrics'], 1)} µs** "
+                     f"({fmt(cpu['contextd'], 0)} − {fmt(cpu['nometrics'], 0)}) | report | measured |")
     if doc["durable_store"]:
         r2 = s["s2"]
         lines.append(f"| 2 | Unary on the durable default store ÷ scenario 1 | **{fmt(r2, 2)}** "
@@ -321,10 +326,12 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s):
     lines.append("|---|---|---|---|---|---|---|---|---|---|")
     names = {"contextd": "contextd (in-memory store)",
              "http": "contextd over HTTP/JSON (in-memory store)",
+             "auth": "contextd with API keys (`auth.mode = \"keys\"`, in-memory store)",
+             "nometrics": "contextd with metrics off (`metrics.enabled = false`, in-memory store)",
              "short": "contextd (in-memory store, 512-token windows)",
              "durable": "contextd (durable default store)",
              "ceiling": "bare tonic ceiling", "python": "Python grpcio peer"}
-    for target in ("contextd", "http", "short", "durable", "ceiling", "python"):
+    for target in ("contextd", "auth", "nometrics", "http", "short", "durable", "ceiling", "python"):
         if target not in unary:
             continue
         errors = {}

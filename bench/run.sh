@@ -164,7 +164,18 @@ TIMING=(--warmup "$WARMUP" --duration "$DURATION")
 # target, right after native gRPC in every round.
 # `short`: contextd with 512-token windows, to show what assembling a full window costs.
 printf '[engine]\ndefault_max_context_tokens = 512\n' >"$SCRATCH/short-window.toml"
-TARGETS=(contextd http short ceiling)
+# `auth`: the same in-memory contextd with `auth.mode = "keys"` (every turn carries a key the
+# server checks); `nometrics`: with `metrics.enabled = false` — beside `contextd`, what
+# authentication and metrics cost per request.
+AUTH_TARGETS=()
+if grep -q -- '--auth' <<<"$SERVE_HELP"; then
+    printf '[auth]\nmode = "keys"\nkeys_file = "%s"\n' "$SCRATCH/keys.toml" >"$SCRATCH/auth.toml"
+    BENCH_KEY=$("$CONTEXTD" keys add --config "$SCRATCH/auth.toml" "${MEMORY_STORE[@]}" \
+        --tenant bench --role user 2>/dev/null)
+    printf '[metrics]\nenabled = false\n' >"$SCRATCH/no-metrics.toml"
+    AUTH_TARGETS=(auth nometrics)
+fi
+TARGETS=(contextd "${AUTH_TARGETS[@]}" http short ceiling)
 [ "$DURABLE" = yes ] && TARGETS+=(durable)
 [ "$PYTHON_PEER" = yes ] && TARGETS+=(python)
 for round in $(seq 1 "$ROUNDS"); do
@@ -178,11 +189,17 @@ for round in $(seq 1 "$ROUNDS"); do
             SCENARIO=http-unary ;;
         short) start contextd-short "$CONTEXTD" serve --listen 127.0.0.1:0 "${MEMORY_STORE[@]}" \
             --config "$SCRATCH/short-window.toml" ;;
+        auth) start contextd-auth "$CONTEXTD" serve --listen 127.0.0.1:0 "${MEMORY_STORE[@]}" \
+            --config "$SCRATCH/auth.toml" ;;
+        nometrics) start contextd-nometrics "$CONTEXTD" serve --listen 127.0.0.1:0 \
+            "${MEMORY_STORE[@]}" --config "$SCRATCH/no-metrics.toml" ;;
         durable) contextd_durable ;;
         ceiling) ceiling ;;
         python) python_peer ;;
         esac
-        run "$LOADGEN" "$SCENARIO" --addr "$ADDR" --pid "$PID" --connections 50 "${TIMING[@]}" \
+        key=
+        [ "$target" = auth ] && key=$BENCH_KEY
+        CONTEXTD_API_KEY=$key run "$LOADGEN" "$SCENARIO" --addr "$ADDR" --pid "$PID" --connections 50 "${TIMING[@]}" \
             --label "$target" --out "$RAW/unary-$target-r$round.json"
         stop
     done

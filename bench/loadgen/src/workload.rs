@@ -95,3 +95,20 @@ pub const TOOL_CALL_MESSAGE: &str = "/call lookup {\"q\":\"weather\"}";
 
 /// What the client's tool answers.
 pub const TOOL_RESULT: &str = "sunny, 21 C";
+
+/// `request` with `authorization: Bearer $CONTEXTD_API_KEY` when that variable is set (the
+/// scenarios that measure a server with `auth.mode = "keys"`).
+pub fn authorized<T>(request: T) -> tonic::Request<T> {
+    static BEARER: std::sync::OnceLock<
+        Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    > = std::sync::OnceLock::new();
+    let bearer = BEARER.get_or_init(|| {
+        let key = std::env::var("CONTEXTD_API_KEY").ok().filter(|k| !k.is_empty())?;
+        format!("Bearer {key}").parse().ok()
+    });
+    let mut request = tonic::Request::new(request);
+    if let Some(bearer) = bearer {
+        request.metadata_mut().insert("authorization", bearer.clone());
+    }
+    request
+}

@@ -20,7 +20,10 @@ pub struct UnaryWorker {
 
 impl Worker for UnaryWorker {
     async fn run_once(&mut self) -> OpResult {
-        match self.client.interact(self.request.clone()).await {
+        match self
+            .client
+            .interact(workload::authorized(self.request.clone()))
+            .await {
             Ok(_) => Ok(1),
             Err(status) => Err(status.code().into()),
         }
@@ -33,8 +36,7 @@ pub fn request(tag: &str, worker: usize) -> InteractRequest {
         session_id: workload::session_id(tag, worker),
         message: workload::MESSAGE.to_string(),
         context: Some(workload::context()),
-        tool_results: Vec::new(),
-        idempotency_key: String::new(),
+        ..Default::default()
     }
 }
 
@@ -47,7 +49,7 @@ pub async fn run(setup: ClosedLoop, server: Option<&ServerProbe>) -> Result<Valu
     let mut client = InteractServiceClient::new(channels[0].clone());
     let probe_request = request(&tag, 99_999);
     let reply = client
-        .interact(probe_request.clone())
+        .interact(workload::authorized(probe_request.clone()))
         .await
         .map_err(|s| format!("the first Interact failed: {s}"))?
         .into_inner();
