@@ -675,3 +675,65 @@ async fn a_tenant_over_its_storage_quota_is_refused_and_others_are_not() {
     alice.interact("small", "hello", None).await.unwrap();
     server.stop().await;
 }
+
+/// Two replicas on one PostgreSQL database: a key made through one works on the other, and
+/// its revocation through one reaches the other within `auth.key_cache_ms` (2 s by default;
+/// bounded at 10 s here so that a loaded machine cannot fail the test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_reaches_every_replica() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = common::postgres::Cluster::shared();
+    let url = cluster.create_database();
+    let (status, admin, stderr) = run_to_exit(&[
+        "keys", "add", "--store", &url, "--tenant", "default", "--role", "admin",
+    ]);
+    assert!(status.success(), "offline keys add: {stderr}");
+    let admin = admin.trim().to_owned();
+    let replica = || {
+        let mut config = test_config();
+        config.store = url.clone();
+        config.auth.mode = AuthMode::Keys;
+        TestServer::start_with(config)
+    };
+    let (one, two) = (replica().await, replica().await);
+
+    let made = client(&one, Some(&admin))
+        .await
+        .create_key("team", v1::KeyRole::User, "replicas", None)
+        .await
+        .unwrap();
+    let user = made.secret.clone();
+    let id = made.key.expect("the key's record").key_id;
+    let on_two = client(&two, Some(&user)).await;
+    on_two.create_session(NewSession::new("r1")).await.unwrap();
+    let on_one = client(&one, Some(&user)).await;
+    assert_eq!(on_one.get_session("r1").await.unwrap().session_id, "r1");
+
+    client(&one, Some(&admin))
+        .await
+        .revoke_key(&id)
+        .await
+        .unwrap();
+    let revoked = Instant::now();
+    let deadline = revoked + Duration::from_secs(10);
+    loop {
+        match on_two.get_session("r1").await {
+            Err(e) if e.code() == Code::Unauthenticated => {
+                assert!(e.to_string().contains("revoked"), "{e}");
+                break;
+            }
+            Ok(_) => assert!(
+                Instant::now() < deadline,
+                "the revoked key still works on the other replica"
+            ),
+            Err(e) => panic!("unexpected error on the other replica: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "revocation reached the other replica after {} ms",
+        revoked.elapsed().as_millis()
+    );
+    // The replica that revoked it refuses it at once.
+    assert_eq!(code(on_one.get_session("r1").await), Code::Unauthenticated);
+}

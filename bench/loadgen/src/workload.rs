@@ -103,12 +103,16 @@ pub fn authorized<T>(request: T) -> tonic::Request<T> {
         Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     > = std::sync::OnceLock::new();
     let bearer = BEARER.get_or_init(|| {
-        let key = std::env::var("CONTEXTD_API_KEY").ok().filter(|k| !k.is_empty())?;
+        let key = std::env::var("CONTEXTD_API_KEY")
+            .ok()
+            .filter(|k| !k.is_empty())?;
         format!("Bearer {key}").parse().ok()
     });
     let mut request = tonic::Request::new(request);
     if let Some(bearer) = bearer {
-        request.metadata_mut().insert("authorization", bearer.clone());
+        request
+            .metadata_mut()
+            .insert("authorization", bearer.clone());
     }
     request
 }

@@ -23,7 +23,8 @@ impl Worker for UnaryWorker {
         match self
             .client
             .interact(workload::authorized(self.request.clone()))
-            .await {
+            .await
+        {
             Ok(_) => Ok(1),
             Err(status) => Err(status.code().into()),
         }
