@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{Conversation, TestServer, test_config, within};
 use contextd::config::Config;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Waits for the server to close `stream` (end of file or an error).
@@ -59,20 +59,45 @@ async fn five_hundred_silent_connections_do_not_lock_out_a_real_client() {
 }
 
 #[tokio::test]
-async fn connections_beyond_max_connections_are_closed_at_once() {
+async fn connections_beyond_max_connections_are_told_why_and_closed() {
     let server = TestServer::start_with(config(|c| c.limits.max_connections = 2)).await;
     let first = TcpStream::connect(server.addr).await.unwrap();
     let second = TcpStream::connect(server.addr).await.unwrap();
     // Both places are taken (by connections still in their handshake): the third is closed
     // without waiting for the handshake timeout (10 s by default, well past this wait).
+    // It is told why in its own protocol: HTTP/1 gets a 503 with Retry-After …
     let mut third = TcpStream::connect(server.addr).await.unwrap();
+    third
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut rest)).await;
     assert!(
         read.is_ok(),
         "the connection beyond the limit was kept open"
     );
-    assert!(rest.is_empty());
+    let reply = String::from_utf8_lossy(&rest);
+    assert!(reply.starts_with("HTTP/1.1 503 "), "{reply}");
+    assert!(reply.contains("retry-after: 1"), "{reply}");
+    assert!(reply.contains("limits.max_connections"), "{reply}");
+    // … and gRPC (HTTP/2) a GOAWAY (ENHANCE_YOUR_CALM), which gRPC clients report as
+    // RESOURCE_EXHAUSTED with the reason.
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .connect_lazy();
+    let status = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect_err("a connection beyond the limit is refused");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        format!("{status:?}").contains("limits.max_connections"),
+        "{status:?}"
+    );
+    // A silent connection beyond the limit is closed within the answer's time.
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    closed(&mut silent).await;
     // Once the places are free again, a real client is served.
     drop(first);
     drop(second);

@@ -103,6 +103,7 @@ pub(crate) struct Listening {
 pub(crate) async fn serve(listener: TcpListener, listening: Listening, max_connections: usize) {
     let connections = TaskTracker::new();
     let budget = ConnectionBudget::new(max_connections);
+    let refusals = super::refusal::Refusals::default();
     let lifecycle = listening.lifecycle.clone();
     loop {
         let accepted = tokio::select! {
@@ -117,8 +118,10 @@ pub(crate) async fn serve(listener: TcpListener, listening: Listening, max_conne
                 continue;
             }
         };
-        // Beyond the budget: closed at once (dropping the stream), counted and logged.
+        // Beyond the budget: counted, logged, told why in its own protocol when that costs
+        // little, and closed.
         let Some(slot) = budget.admit() else {
+            refusals.refuse(stream, listening.tls.is_some());
             continue;
         };
         // Small frames (deltas) must leave at once.

@@ -20,6 +20,7 @@ pub mod model;
 pub mod outbox;
 pub mod peer;
 pub mod quota;
+mod refusal;
 pub mod rpc_metrics;
 pub mod scope;
 pub mod session;
