@@ -230,6 +230,9 @@ def main():
     print(f"wrote {os.path.relpath(out, ROOT)} and BENCHMARKS.md ({args.mode})")
 
 
+names_of_doors = {"connect": "the Connect protocol (JSON)", "grpcweb": "gRPC-Web (protobuf)"}
+
+
 def smoke_problems(summary, results, args):
     """What keeps a smoke run from proving the harness works: a scenario without a figure,
     or a scenario whose calls failed."""
@@ -283,6 +286,12 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s):
                      f"**{fmt(rh, 2)}** ({fmt(cpu.get('http'), 0)} ÷ {fmt(cpu.get('contextd'), 0)} µs; req/s "
                      f"{fmt(rps.get('http'), 0)} ÷ {fmt(rps.get('contextd'), 0)} = {fmt(s['s1_http_rps'], 2)}) | "
                      f"{GOALS['s1_http'][0]} | {verdict('s1_http', rh)} |")
+    for door in ("connect", "grpcweb"):
+        if cpu.get(door) is not None and cpu.get("contextd"):
+            lines.append(f"| 1 | Unary `Interact` over {names_of_doors[door]} ÷ over gRPC, same contextd: server CPU "
+                         f"per request | **{fmt(cpu[door] / cpu['contextd'], 2)}** ({fmt(cpu[door], 0)} ÷ "
+                         f"{fmt(cpu['contextd'], 0)} µs; req/s {fmt(rps.get(door), 0)} ÷ "
+                         f"{fmt(rps.get('contextd'), 0)}) | report | measured |")
     if all(cpu.get(t) is not None for t in ("auth", "nometrics", "contextd")):
         lines.append(f"| 1 | What trust costs per request, server CPU: API keys on − off; metrics on − off | "
                      f"**{fmt(cpu['auth'] - cpu['contextd'], 1)} µs** ({fmt(cpu['auth'], 0)} − "
@@ -328,10 +337,13 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s):
              "http": "contextd over HTTP/JSON (in-memory store)",
              "auth": "contextd with API keys (`auth.mode = \"keys\"`, in-memory store)",
              "nometrics": "contextd with metrics off (`metrics.enabled = false`, in-memory store)",
+             "connect": "contextd over the Connect protocol (unary JSON, in-memory store)",
+             "grpcweb": "contextd over gRPC-Web (protobuf, in-memory store)",
              "short": "contextd (in-memory store, 512-token windows)",
              "durable": "contextd (durable default store)",
              "ceiling": "bare tonic ceiling", "python": "Python grpcio peer"}
-    for target in ("contextd", "auth", "nometrics", "http", "short", "durable", "ceiling", "python"):
+    for target in ("contextd", "auth", "nometrics", "http", "connect", "grpcweb", "short", "durable",
+                   "ceiling", "python"):
         if target not in unary:
             continue
         errors = {}

@@ -175,18 +175,25 @@ if grep -q -- '--auth' <<<"$SERVE_HELP"; then
     printf '[metrics]\nenabled = false\n' >"$SCRATCH/no-metrics.toml"
     AUTH_TARGETS=(auth nometrics)
 fi
-TARGETS=(contextd "${AUTH_TARGETS[@]}" http short ceiling)
+# `connect` and `grpcweb`: the browser doors (Connect's unary JSON call, gRPC-Web in protobuf),
+# over the same HTTP/1.1 connections as `http`.
+TARGETS=(contextd "${AUTH_TARGETS[@]}" http connect grpcweb short ceiling)
 [ "$DURABLE" = yes ] && TARGETS+=(durable)
 [ "$PYTHON_PEER" = yes ] && TARGETS+=(python)
 for round in $(seq 1 "$ROUNDS"); do
     for target in "${TARGETS[@]}"; do
         log "unary: $target, round $round"
         SCENARIO=unary
+        ROUTE=()
         case $target in
         contextd) contextd_memory ;;
         http)
             contextd_memory
             SCENARIO=http-unary ;;
+        connect | grpcweb)
+            contextd_memory
+            SCENARIO=http-unary
+            ROUTE=(--route "$([ "$target" = connect ] && echo connect || echo grpc-web)") ;;
         short) start contextd-short "$CONTEXTD" serve --listen 127.0.0.1:0 "${MEMORY_STORE[@]}" \
             --config "$SCRATCH/short-window.toml" ;;
         auth) start contextd-auth "$CONTEXTD" serve --listen 127.0.0.1:0 "${MEMORY_STORE[@]}" \
@@ -199,7 +206,7 @@ for round in $(seq 1 "$ROUNDS"); do
         esac
         key=
         [ "$target" = auth ] && key=$BENCH_KEY
-        CONTEXTD_API_KEY=$key run "$LOADGEN" "$SCENARIO" --addr "$ADDR" --pid "$PID" --connections 50 "${TIMING[@]}" \
+        CONTEXTD_API_KEY=$key run "$LOADGEN" "$SCENARIO" "${ROUTE[@]}" --addr "$ADDR" --pid "$PID" --connections 50 "${TIMING[@]}" \
             --label "$target" --out "$RAW/unary-$target-r$round.json"
         stop
     done

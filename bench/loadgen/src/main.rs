@@ -35,8 +35,9 @@ enum Scenario {
     HttpUnary {
         #[command(flatten)]
         target: Target,
-        /// `v1`: POST /v1/sessions/{id}:interact; `classic`: POST /api/mcp/interact.
-        #[arg(long, default_value = "v1", value_parser = ["v1", "classic"])]
+        /// `v1`: POST /v1/sessions/{id}:interact; `classic`: POST /api/mcp/interact;
+        /// `connect`: the Connect protocol's unary JSON call; `grpc-web`: gRPC-Web in protobuf.
+        #[arg(long, default_value = "v1", value_parser = ["v1", "classic", "connect", "grpc-web"])]
         route: String,
     },
     /// StreamResponse turns of about 200 deltas each; rate in tokens per second.
@@ -159,11 +160,8 @@ async fn run(scenario: Scenario) -> Result<(String, Value), String> {
             "http-unary".into(),
             scenario::http_unary::run(
                 t.setup()?,
-                if route == "classic" {
-                    scenario::http_unary::Route::Classic
-                } else {
-                    scenario::http_unary::Route::V1
-                },
+                scenario::http_unary::Route::from_name(&route)
+                    .ok_or_else(|| format!("unknown route {route:?}"))?,
                 t.server.probe().as_ref(),
             )
             .await?,

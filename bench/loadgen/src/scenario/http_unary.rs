@@ -1,7 +1,11 @@
 //! Scenario 1 over HTTP/JSON: the unary turn of [`super::unary`] (same message, context and
 //! one session per worker) sent as `POST /v1/sessions/{session_id}:interact` with a proto3
 //! JSON body, which contextd transcodes in-process into its gRPC `Interact`. With `--route
-//! classic` it is `POST /api/mcp/interact` with the session id in the body.
+//! classic` it is `POST /api/mcp/interact` with the session id in the body; with `--route
+//! connect` the Connect protocol's unary JSON call (`POST /contextd.v1.InteractService/Interact`,
+//! `application/json`), and with `--route grpc-web` a gRPC-Web call on the same path
+//! (`application/grpc-web+proto`: the protobuf request in one frame, the reply and its trailers
+//! in the body) — the browser doors, over the same HTTP/1.1 connections.
 //!
 //! HTTP/1.1 carries one request at a time, so every worker has a keep-alive connection of its
 //! own: `connections × in_flight` connections in all (with the default one in flight, as many
@@ -31,7 +35,14 @@ pub enum Route {
     V1,
     /// `POST /api/mcp/interact`, `{"sessionId", "message", "context"}`.
     Classic,
+    /// The Connect protocol's unary call in JSON.
+    Connect,
+    /// gRPC-Web in protobuf.
+    GrpcWeb,
 }
+
+/// The gRPC-Web and Connect path of `Interact`.
+const INTERACT_PATH: &str = "/contextd.v1.InteractService/Interact";
 
 impl Route {
     /// The route's name in results: `v1` or `classic`.
@@ -39,13 +50,56 @@ impl Route {
         match self {
             Self::V1 => "v1",
             Self::Classic => "classic",
+            Self::Connect => "connect",
+            Self::GrpcWeb => "grpc-web",
+        }
+    }
+
+    /// The route named `name` (see [`Route::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::V1, Self::Classic, Self::Connect, Self::GrpcWeb]
+            .into_iter()
+            .find(|route| route.name() == name)
+    }
+
+    /// The request's content type.
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::GrpcWeb => "application/grpc-web+proto",
+            _ => "application/json",
+        }
+    }
+
+    /// Whether `body` is a good reply on this route.
+    fn is_good(self, body: &[u8]) -> bool {
+        match self {
+            Self::GrpcWeb => grpc_web_reply(body).is_some(),
+            _ => is_reply(body),
         }
     }
 
     /// The request path and JSON body of a turn on `session_id`.
     pub fn request(self, session_id: &str) -> (String, Bytes) {
         let context = json!({ "user_id": "john_doe" });
+        if self == Self::GrpcWeb {
+            let request = super::unary::request_on(session_id);
+            let message = prost::Message::encode_to_vec(&request);
+            let mut framed = Vec::with_capacity(5 + message.len());
+            framed.push(0);
+            framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&message);
+            return (INTERACT_PATH.to_string(), Bytes::from(framed));
+        }
         let (path, body) = match self {
+            Self::Connect => (
+                INTERACT_PATH.to_string(),
+                json!({
+                    "sessionId": session_id,
+                    "message": workload::MESSAGE,
+                    "context": context,
+                }),
+            ),
+            Self::GrpcWeb => unreachable!("encoded above"),
             Self::V1 => (
                 format!("/v1/sessions/{session_id}:interact"),
                 json!({ "message": workload::MESSAGE, "context": context }),
@@ -79,16 +133,21 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
 /// One request and its checked reply: the reply's body, or how it failed.
 async fn send(
     sender: &mut SendRequest<Full<Bytes>>,
+    route: Route,
     host: &str,
     path: &str,
     body: &Bytes,
 ) -> Result<Bytes, Failure> {
     sender.ready().await.map_err(|_| Failure::Connection)?;
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method(Method::POST)
         .uri(path)
         .header(header::HOST, host)
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, route.content_type());
+    if route == Route::Connect {
+        request = request.header("connect-protocol-version", "1");
+    }
+    let request = request
         .body(Full::new(body.clone()))
         .map_err(|_| Failure::BadReply)?;
     let response = sender
@@ -105,10 +164,29 @@ async fn send(
     if status != StatusCode::OK {
         return Err(Failure::Http(status.as_u16()));
     }
-    if !is_reply(&reply) {
+    if !route.is_good(&reply) {
         return Err(Failure::BadReply);
     }
     Ok(reply)
+}
+
+/// The reply message of a gRPC-Web body: its first (data) frame, when the trailer frame that
+/// follows says `grpc-status: 0`.
+pub fn grpc_web_reply(body: &[u8]) -> Option<&[u8]> {
+    let frame = |at: usize| -> Option<(u8, &[u8])> {
+        let header = body.get(at..at + 5)?;
+        let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        Some((header[0], body.get(at + 5..at + 5 + length)?))
+    };
+    let (flags, message) = frame(0)?;
+    let (trailer_flags, trailers) = frame(5 + message.len())?;
+    let ok = flags == 0
+        && trailer_flags & 0x80 != 0
+        && String::from_utf8_lossy(trailers).lines().any(|line| {
+            line.trim().eq_ignore_ascii_case("grpc-status:0")
+                || line.trim().eq_ignore_ascii_case("grpc-status: 0")
+        });
+    ok.then_some(message)
 }
 
 /// Whether `body` is a JSON object with a string `response` member.
@@ -122,6 +200,7 @@ pub fn is_reply(body: &[u8]) -> bool {
 /// One worker: the same turn on its own session and its own connection, again and again.
 pub struct HttpWorker {
     addr: SocketAddr,
+    route: Route,
     host: String,
     sender: Option<SendRequest<Full<Bytes>>>,
     path: String,
@@ -134,7 +213,7 @@ impl Worker for HttpWorker {
             Some(sender) if !sender.is_closed() => sender,
             _ => connect(self.addr).await.map_err(|_| Failure::Connection)?,
         };
-        let outcome = send(&mut sender, &self.host, &self.path, &self.body).await;
+        let outcome = send(&mut sender, self.route, &self.host, &self.path, &self.body).await;
         if outcome != Err(Failure::Connection) {
             self.sender = Some(sender);
         }
@@ -154,7 +233,7 @@ pub async fn run(
     // One turn first: it proves the server answers, and gives the reply's size on the wire.
     let mut first = connect(setup.addr).await?;
     let (probe_path, probe_body) = route.request(&workload::session_id(&tag, 99_999));
-    let reply = send(&mut first, &host, &probe_path, &probe_body)
+    let reply = send(&mut first, route, &host, &probe_path, &probe_body)
         .await
         .map_err(|f| {
             format!(
@@ -164,13 +243,24 @@ pub async fn run(
             )
         })?;
     drop(first);
-    let reply_json: Value = serde_json::from_slice(&reply).map_err(|e| e.to_string())?;
+    let reply_text = match route {
+        Route::GrpcWeb => grpc_web_reply(&reply)
+            .and_then(|m| <contextd::api::v1::InteractResponse as prost::Message>::decode(m).ok())
+            .map(|r| Value::String(r.response))
+            .unwrap_or(Value::Null),
+        _ => serde_json::from_slice::<Value>(&reply)
+            .map_err(|e| e.to_string())?
+            .get("response")
+            .cloned()
+            .unwrap_or(Value::Null),
+    };
 
     let mut workers = Vec::with_capacity(setup.workers());
     for w in 0..setup.workers() {
         let (path, body) = route.request(&workload::session_id(&tag, w));
         workers.push(HttpWorker {
             addr: setup.addr,
+            route,
             host: host.clone(),
             sender: Some(connect(setup.addr).await?),
             path,
@@ -185,7 +275,7 @@ pub async fn run(
     out["request_path"] = json!(probe_path);
     out["request_bytes"] = json!(probe_body.len());
     out["reply_bytes"] = json!(reply.len());
-    out["reply_text"] = reply_json.get("response").cloned().unwrap_or(Value::Null);
+    out["reply_text"] = reply_text;
     Ok(out)
 }
 
@@ -207,6 +297,38 @@ mod tests {
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["sessionId"], "bench-x-00001");
         assert_eq!(body["message"], workload::MESSAGE);
+    }
+
+    #[test]
+    fn browser_routes() {
+        let (path, body) = Route::Connect.request("bench-x-00001");
+        assert_eq!(path, INTERACT_PATH);
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["sessionId"], "bench-x-00001");
+        let (path, body) = Route::GrpcWeb.request("bench-x-00001");
+        assert_eq!(path, INTERACT_PATH);
+        assert_eq!(body[0], 0);
+        assert_eq!(
+            body.len(),
+            5 + u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize
+        );
+        let reply = [
+            &[0u8, 0, 0, 0, 2, 1, 2][..],
+            &[0x80, 0, 0, 0, 15],
+            b"grpc-status:0\r\n",
+        ]
+        .concat();
+        assert_eq!(grpc_web_reply(&reply), Some(&[1u8, 2][..]));
+        let failed = [
+            &[0u8, 0, 0, 0, 0][..],
+            &[0x80, 0, 0, 0, 15],
+            b"grpc-status:5\r\n",
+        ]
+        .concat();
+        assert_eq!(grpc_web_reply(&failed), None);
+        for route in [Route::V1, Route::Classic, Route::Connect, Route::GrpcWeb] {
+            assert_eq!(Route::from_name(route.name()), Some(route));
+        }
     }
 
     #[test]

@@ -33,8 +33,13 @@ impl Worker for UnaryWorker {
 
 /// The request of worker `worker`.
 pub fn request(tag: &str, worker: usize) -> InteractRequest {
+    request_on(&workload::session_id(tag, worker))
+}
+
+/// The turn of every unary scenario, on `session_id`.
+pub fn request_on(session_id: &str) -> InteractRequest {
     InteractRequest {
-        session_id: workload::session_id(tag, worker),
+        session_id: session_id.to_string(),
         message: workload::MESSAGE.to_string(),
         context: Some(workload::context()),
         ..Default::default()
