@@ -57,3 +57,7 @@ pub mod server;
 pub(crate) mod store;
 pub mod telemetry;
 pub(crate) mod tools;
+
+/// Store faults injected by plan, for tests that drive a real server (not a stable API).
+#[doc(hidden)]
+pub use store::fault as store_faults;

@@ -9,6 +9,8 @@
 //! session of another tenant is simply absent (`None`, `NotFound`).
 
 mod db_file;
+#[doc(hidden)]
+pub mod fault;
 pub mod keys;
 pub mod memory;
 pub mod metered;

@@ -64,7 +64,22 @@ impl TestServer {
     }
 
     /// Starts a server with `config` (its `listen` is replaced by the ephemeral address).
-    pub async fn start_with(mut config: Config) -> Self {
+    pub async fn start_with(config: Config) -> Self {
+        Self::start_over(config, None).await
+    }
+
+    /// Starts a server with `config` whose store follows the fault plan `faults`.
+    pub async fn start_with_faults(
+        config: Config,
+        faults: std::sync::Arc<contextd::store_faults::Faults>,
+    ) -> Self {
+        Self::start_over(config, Some(faults)).await
+    }
+
+    async fn start_over(
+        mut config: Config,
+        faults: Option<std::sync::Arc<contextd::store_faults::Faults>>,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
@@ -75,9 +90,16 @@ impl TestServer {
             let _ = rx.await;
         };
         let handle = tokio::spawn(async move {
-            contextd::server::serve(listener, config, shutdown)
-                .await
-                .is_ok()
+            match faults {
+                None => contextd::server::serve(listener, config, shutdown)
+                    .await
+                    .is_ok(),
+                Some(plan) => {
+                    contextd::store_faults::serve_with_faults(listener, config, plan, shutdown)
+                        .await
+                        .is_ok()
+                }
+            }
         });
         Self {
             addr,
