@@ -331,7 +331,7 @@ func TestConverseToolHandler(t *testing.T) {
 		}
 		return "sunny in " + city, nil
 	}
-	conv, err := c.Converse(ctx, contextd.SessionOptions{ID: id(t, "c"), Tools: []contextd.Tool{weatherTool}, Context: map[string]any{"user_id": "ann"}}, handler)
+	conv, err := c.Converse(ctx, contextd.SessionOptions{ID: id(t, "c"), Tools: []contextd.Tool{weatherTool}, Context: map[string]any{"user_id": "ann"}}, contextd.WithToolHandler(handler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +367,7 @@ func TestConverseToolHandler(t *testing.T) {
 func TestConverseManualToolResults(t *testing.T) {
 	ctx := context.Background()
 	c := dial(t)
-	conv, err := c.Converse(ctx, contextd.SessionOptions{ID: id(t, "c"), Tools: []contextd.Tool{weatherTool}}, nil)
+	conv, err := c.Converse(ctx, contextd.SessionOptions{ID: id(t, "c"), Tools: []contextd.Tool{weatherTool}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +409,7 @@ func TestConverseCancel(t *testing.T) {
 	ctx := context.Background()
 	c := dial(t)
 	sid := id(t, "c")
-	conv, err := c.Converse(ctx, contextd.SessionOptions{ID: sid}, nil)
+	conv, err := c.Converse(ctx, contextd.SessionOptions{ID: sid})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -520,7 +520,7 @@ func TestServerToolSelection(t *testing.T) {
 	_, err = c.UpdateSession(ctx, sid, contextd.SessionUpdate{ServerTools: &unknown})
 	wantCode(t, err, codes.InvalidArgument)
 	history := []string{"history_search"}
-	cv, err := c.Converse(ctx, contextd.SessionOptions{ID: id(t, "select-open"), ServerTools: &history}, nil)
+	cv, err := c.Converse(ctx, contextd.SessionOptions{ID: id(t, "select-open"), ServerTools: &history})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -580,7 +580,7 @@ func TestConverseLeavingATurnEarlyCancelsIt(t *testing.T) {
 	ctx := context.Background()
 	c := dial(t)
 	sid := id(t, "s")
-	conv, err := c.Converse(ctx, contextd.SessionOptions{ID: sid}, nil)
+	conv, err := c.Converse(ctx, contextd.SessionOptions{ID: sid})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -662,7 +662,7 @@ func TestIdempotencyKeysMakeTurnsSafeToRepeat(t *testing.T) {
 	if err != nil || streamed.TurnID != first.TurnID {
 		t.Fatalf("streamed repeat: %+v, %v", streamed, err)
 	}
-	conv, err := c.Converse(ctx, contextd.SessionOptions{ID: sid}, nil)
+	conv, err := c.Converse(ctx, contextd.SessionOptions{ID: sid})
 	if err != nil {
 		t.Fatal(err)
 	}

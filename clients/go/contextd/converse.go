@@ -38,10 +38,15 @@ type Conversation struct {
 }
 
 // Converse opens a Converse stream on the session open.ID (created with the other fields of
-// open when it does not exist) and waits for the server to attach it. handler, when not nil,
-// answers every client-side tool call of the conversation's turns automatically. The stream
-// lives until Close or until ctx ends.
-func (c *Client) Converse(ctx context.Context, open SessionOptions, handler ToolHandler) (*Conversation, error) {
+// open when it does not exist) and waits for the server to attach it. With WithToolHandler(h),
+// h answers every client-side tool call of the conversation's turns automatically; without it
+// such turns pause for SendToolResults. The stream lives until Close or until ctx ends.
+func (c *Client) Converse(ctx context.Context, open SessionOptions, opts ...TurnOption) (*Conversation, error) {
+	var cfg turnConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	handler := cfg.handler
 	sctx, err := toStruct(open.Context)
 	if err != nil {
 		return nil, err

@@ -83,7 +83,7 @@ func (e *TurnError) Error() string {
 // GRPCStatus makes status.FromError and status.Code report the server's code.
 func (e *TurnError) GRPCStatus() *status.Status { return status.New(e.Code, e.Message) }
 
-// TurnOption sets an optional behaviour of Interact.
+// TurnOption sets an optional behaviour of Interact and Converse.
 type TurnOption func(*turnConfig)
 
 type turnConfig struct{ handler ToolHandler }

@@ -72,7 +72,7 @@ func run(ctx context.Context, target string, out io.Writer) error {
 		fmt.Fprintf(out, "[session_tools] client runs %s(%s) -> %s\n", call.Name, toJSON(call.Arguments), result)
 		return result, nil
 	}
-	conv, err := client.Converse(ctx, contextd.SessionOptions{ID: "session_tools", Tools: []contextd.Tool{weather}}, handler)
+	conv, err := client.Converse(ctx, contextd.SessionOptions{ID: "session_tools", Tools: []contextd.Tool{weather}}, contextd.WithToolHandler(handler))
 	if err != nil {
 		return fmt.Errorf("session_tools: %w", err)
 	}

@@ -46,9 +46,9 @@ func main() {
 		}
 	}
 	fmt.Println("stream:", text.String())
-	conv, err := c.Converse(ctx, contextd.SessionOptions{ID: sid}, func(_ context.Context, call contextd.ToolCall) (string, error) {
+	conv, err := c.Converse(ctx, contextd.SessionOptions{ID: sid}, contextd.WithToolHandler(func(_ context.Context, call contextd.ToolCall) (string, error) {
 		return fmt.Sprintf("sunny in %v", call.Arguments["city"]), nil
-	})
+	}))
 	if err != nil {
 		log.Fatal(err)
 	}
