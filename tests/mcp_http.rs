@@ -119,3 +119,37 @@ async fn foreign_hosts_and_origins_are_refused_unless_configured() {
         assert_eq!(status, 200, "{headers:?}: {body}");
     }
 }
+
+/// Every `/mcp` request logs an `rpc done` line in a span naming its request id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_name_the_request_id() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut command = common::daemon::contextd_command(&["serve", "--listen", "127.0.0.1:0"]);
+    command.env("CONTEXTD_LOG", "info");
+    let daemon = common::daemon::Daemon::spawn(command);
+    let reply = reqwest::Client::new()
+        .post(format!("http://{}/mcp", daemon.addr))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("x-request-id", "mcp-log-42")
+        .json(&call(1, "tools/list", json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert!(reply.text().await.unwrap().contains("contextd_interact"));
+    let deadline = std::time::Instant::now() + common::daemon::PROCESS_WAIT;
+    let line = loop {
+        let log = daemon.stderr();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("rpc done") && l.contains("door=mcp"))
+        {
+            break line.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no rpc line:\n{log}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(line.contains("request_id=mcp-log-42"), "{line}");
+    assert!(line.contains("model_context_protocol.Mcp/ListTools"), "{line}");
+}

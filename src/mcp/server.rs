@@ -35,6 +35,7 @@ use crate::domain::Scope;
 use crate::engine::{ErrorKind, SinkClosed, TurnEvent, TurnSink};
 use crate::server::scope::scope_of_extensions;
 use crate::server::status::code_of;
+use crate::telemetry::request_id::{self, RequestId};
 
 /// The path `/mcp` is served on.
 pub const MCP_PATH: &str = "/mcp";
@@ -126,9 +127,58 @@ fn error_data(error: McpError) -> ErrorData {
     )
 }
 
-/// Counts one `/mcp` request as the MCP gRPC binding's `method` (the RPC metrics' method
-/// label is a gRPC method on every door).
-fn counted<T>(method: &str, started: std::time::Instant, result: &Result<T, ErrorData>) {
+/// One `/mcp` request: its log span (with the call's request id, so every line logged while
+/// it runs names it, and an `rpc done` line at its end like every RPC's) and its metrics,
+/// under the MCP gRPC binding's method name (the RPC metrics' method label is a gRPC method
+/// on every door).
+struct McpCall {
+    method: &'static str,
+    started: std::time::Instant,
+    span: tracing::Span,
+    request_id: RequestId,
+}
+
+impl McpCall {
+    fn start(method: &'static str, context: &RequestContext<RoleServer>) -> Self {
+        let request_id = context
+            .extensions
+            .get::<http::request::Parts>()
+            .map(|parts| RequestId::from_header(parts.headers.get(request_id::HEADER)))
+            .unwrap_or_else(RequestId::generate);
+        let span = tracing::info_span!(
+            "rpc",
+            method = %format_args!("model_context_protocol.Mcp/{method}"),
+            door = %"mcp",
+            request_id = %request_id,
+            session = tracing::field::Empty,
+        );
+        Self {
+            method,
+            started: std::time::Instant::now(),
+            span,
+            request_id,
+        }
+    }
+
+    async fn run<T>(
+        self,
+        work: impl Future<Output = Result<T, ErrorData>>,
+    ) -> Result<T, ErrorData> {
+        use tracing::Instrument;
+        let result = request_id::scope(self.request_id, work.instrument(self.span.clone())).await;
+        let code = counted(self.method, self.started, &result);
+        let _entered = self.span.enter();
+        tracing::info!(
+            code,
+            latency_ms = format!("{:.2}", self.started.elapsed().as_secs_f64() * 1000.0),
+            "rpc done"
+        );
+        result
+    }
+}
+
+/// Counts one `/mcp` request; returns its code.
+fn counted<T>(method: &str, started: std::time::Instant, result: &Result<T, ErrorData>) -> String {
     let code = match result {
         Ok(_) => "OK".to_owned(),
         Err(error) => error
@@ -145,6 +195,7 @@ fn counted<T>(method: &str, started: std::time::Instant, result: &Result<T, Erro
         None,
         started.elapsed().as_secs_f64(),
     );
+    code
 }
 
 /// The caller's scope, from the HTTP request the SDK hands along.
@@ -212,10 +263,10 @@ impl ServerHandler for McpHandler {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let started = std::time::Instant::now();
-        let result = async move {
+        let call = McpCall::start("ListTools", &context);
+        call.run(async move {
             let tools = self
                 .catalog
                 .tools()
@@ -223,10 +274,8 @@ impl ServerHandler for McpHandler {
                 .map(|t| Tool::new(t.name, t.description, Arc::new(t.input_schema)))
                 .collect();
             Ok::<ListToolsResult, ErrorData>(ListToolsResult::with_all_items(tools))
-        }
-        .await;
-        counted("ListTools", started, &result);
-        result
+        })
+        .await
     }
 
     async fn call_tool(
@@ -234,8 +283,8 @@ impl ServerHandler for McpHandler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let started = std::time::Instant::now();
-        let result = async move {
+        let call = McpCall::start("CallTool", &context);
+        call.run(async move {
             let scope = scope_of(&context)?;
             let arguments = request.arguments.unwrap_or_default();
             let result = match context.meta.get_progress_token() {
@@ -273,10 +322,8 @@ impl ServerHandler for McpHandler {
                 reply.structured_content = Some(structured);
             }
             Ok::<CallToolResponse, ErrorData>(reply.into())
-        }
-        .await;
-        counted("CallTool", started, &result);
-        result
+        })
+        .await
     }
 
     async fn list_resources(
@@ -284,8 +331,8 @@ impl ServerHandler for McpHandler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let started = std::time::Instant::now();
-        let result = async move {
+        let call = McpCall::start("ListResources", &context);
+        call.run(async move {
             let resources = self
                 .catalog
                 .resources(&scope_of(&context)?)
@@ -301,10 +348,8 @@ impl ServerHandler for McpHandler {
                     })
                     .collect(),
             ))
-        }
-        .await;
-        counted("ListResources", started, &result);
-        result
+        })
+        .await
     }
 
     async fn read_resource(
@@ -312,8 +357,8 @@ impl ServerHandler for McpHandler {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        let started = std::time::Instant::now();
-        let result = async move {
+        let call = McpCall::start("ReadResource", &context);
+        call.run(async move {
             let read = self
                 .catalog
                 .read_resource(&scope_of(&context)?, &request.uri)
@@ -325,10 +370,8 @@ impl ServerHandler for McpHandler {
                 ])
                 .into(),
             )
-        }
-        .await;
-        counted("ReadResource", started, &result);
-        result
+        })
+        .await
     }
 
     async fn get_prompt(
