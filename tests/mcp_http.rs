@@ -151,5 +151,8 @@ async fn log_lines_name_the_request_id() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert!(line.contains("request_id=mcp-log-42"), "{line}");
-    assert!(line.contains("model_context_protocol.Mcp/ListTools"), "{line}");
+    assert!(
+        line.contains("model_context_protocol.Mcp/ListTools"),
+        "{line}"
+    );
 }
