@@ -138,18 +138,9 @@ async fn log_lines_name_the_request_id() {
         .unwrap();
     assert_eq!(reply.status(), 200);
     assert!(reply.text().await.unwrap().contains("contextd_interact"));
-    let deadline = std::time::Instant::now() + common::daemon::PROCESS_WAIT;
-    let line = loop {
-        let log = daemon.stderr();
-        if let Some(line) = log
-            .lines()
-            .find(|l| l.contains("rpc done") && l.contains("door=mcp"))
-        {
-            break line.to_owned();
-        }
-        assert!(std::time::Instant::now() < deadline, "no rpc line:\n{log}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let line = daemon
+        .log_line(|l| l.contains("rpc done") && l.contains("door=mcp"))
+        .await;
     assert!(line.contains("request_id=mcp-log-42"), "{line}");
     assert!(
         line.contains("model_context_protocol.Mcp/ListTools"),

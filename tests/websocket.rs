@@ -388,18 +388,9 @@ async fn log_lines_name_the_request_id() {
     assert!(turn.last().unwrap().get("completed").is_some(), "{turn:?}");
     socket.close(None).await.unwrap();
     let _ = close_frame_or_end(&mut socket).await;
-    let deadline = std::time::Instant::now() + common::daemon::PROCESS_WAIT;
-    let line = loop {
-        let log = daemon.stderr();
-        if let Some(line) = log
-            .lines()
-            .find(|l| l.contains("rpc done") && l.contains("door=websocket"))
-        {
-            break line.to_owned();
-        }
-        assert!(std::time::Instant::now() < deadline, "no rpc line:\n{log}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let line = daemon
+        .log_line(|l| l.contains("rpc done") && l.contains("door=websocket"))
+        .await;
     assert!(line.contains("request_id=ws-log-7f3a"), "{line}");
     assert!(line.contains("ws-logs"), "the session: {line}");
     assert!(line.contains("Converse"), "{line}");

@@ -95,6 +95,19 @@ impl Daemon {
     pub fn stderr(&self) -> String {
         self.stderr.lock().expect("stderr lock").clone()
     }
+
+    /// The first stderr line `matches` accepts, waiting up to [`PROCESS_WAIT`] for it.
+    pub async fn log_line(&self, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PROCESS_WAIT;
+        loop {
+            let log = self.stderr();
+            if let Some(line) = log.lines().find(|line| matches(line)) {
+                return line.to_owned();
+            }
+            assert!(Instant::now() < deadline, "no such log line in:\n{log}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Drop for Daemon {
