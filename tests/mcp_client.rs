@@ -516,3 +516,83 @@ async fn a_turn_deadline_cancels_a_running_mcp_call() {
     .await;
     assert!(reply.response.contains("still here"), "{}", reply.response);
 }
+
+/// `server-everything` serving Streamable HTTP on a free port, stopped when dropped.
+struct EverythingHttp {
+    child: std::process::Child,
+    url: String,
+}
+
+impl EverythingHttp {
+    /// Starts it and waits (generously) until its port accepts connections.
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("a free port")
+            .local_addr()
+            .expect("its address")
+            .port();
+        let child = Command::new("node")
+            .arg(everything_server())
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("node server-everything streamableHttp");
+        let server = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}/mcp"),
+        };
+        for _ in 0..1200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return server;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("server-everything did not listen on port {port} within 60 s");
+    }
+}
+
+impl Drop for EverythingHttp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_of_a_streamable_http_server_are_listed_and_called() {
+    let everything = EverythingHttp::start().await;
+    let mut remote = McpServerConfig::http("remote", &everything.url);
+    remote.startup_timeout_ms = 60_000;
+    let mut config = test_config();
+    config.mcp_servers = vec![remote];
+    let server = within(
+        "start with an HTTP MCP server",
+        TestServer::start_with(config),
+    )
+    .await;
+    let mut tools = server.tools().await;
+    let listed = tools
+        .list_tools(ListToolsRequest::default())
+        .await
+        .expect("ListTools")
+        .into_inner();
+    assert!(
+        listed.tools.iter().any(|t| t.name == "remote__echo"),
+        "listed: {:?}",
+        listed.tools.iter().map(|t| &t.name).collect::<Vec<_>>()
+    );
+    let out = within(
+        "CallTool over HTTP",
+        tools.call_tool(call("remote__echo", json!({"message": "over the wire"}))),
+    )
+    .await
+    .expect("CallTool")
+    .into_inner();
+    assert!(!out.is_error, "{}", out.content);
+    assert!(out.content.contains("over the wire"), "{}", out.content);
+}

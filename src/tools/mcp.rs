@@ -210,8 +210,25 @@ impl ClientHandler for Listener {
     }
 }
 
+/// Marks the first start finished when dropped, so [`ToolProvider::ready`] never waits on a
+/// supervisor that ended without marking it (a panic in a transport, say).
+struct StartedOnDrop(Arc<McpServer>);
+
+impl Drop for StartedOnDrop {
+    fn drop(&mut self) {
+        let mut state = self.0.state.write().unwrap_or_else(|e| e.into_inner());
+        state.peer = None;
+        if state.down.is_none() {
+            state.down = Some("its supervisor stopped".into());
+        }
+        drop(state);
+        self.0.started.send_replace(true);
+    }
+}
+
 /// Keeps one server connected for as long as contextd runs.
 async fn supervise(server: Arc<McpServer>) {
+    let _started = StartedOnDrop(server.clone());
     let name = server.config.name.clone();
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -292,7 +309,16 @@ async fn connect(
                     .map_err(|e| format!("header {key}: {e}"))?;
                 headers.insert(key, value);
             }
-            let transport = StreamableHttpClientTransport::from_config(
+            // reqwest is built without a bundled crypto provider: without one installed,
+            // building a client panics (and this task with it), so ring is installed first
+            // (a second install is refused harmlessly) and the client is built here, where a
+            // failure is a reason rather than a panic.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let client = reqwest::Client::builder()
+                .build()
+                .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+            let transport = StreamableHttpClientTransport::with_client(
+                client,
                 rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
                     config.url.clone(),
                 )
