@@ -35,6 +35,7 @@ pub fn request(tag: &str, worker: usize) -> InteractRequest {
         context: Some(workload::context()),
         tool_results: Vec::new(),
         idempotency_key: String::new(),
+        abandon_tool_calls: false,
     }
 }
 
