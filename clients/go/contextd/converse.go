@@ -36,9 +36,11 @@ type Conversation struct {
 	sendMu         sync.Mutex
 	pendingCancels int
 	// paused tells whether the session waits for tool results, as far as the events read so
-	// far tell; abandoning, that a Cancel while paused started an abandon whose events are not
-	// read yet (the next turn reads them first). Both are guarded by sendMu.
+	// far tell; running, that a turn's events are being read; abandoning, that a Cancel while
+	// paused (and no turn running) started an abandon whose events are not read yet (the next
+	// turn reads them first). All three are guarded by sendMu.
 	paused     bool
+	running    bool
 	abandoning bool
 }
 
@@ -132,7 +134,7 @@ func (cv *Conversation) SendIdempotent(message string, patch map[string]any, ide
 			yield(nil, err)
 			return
 		}
-		err = cv.send(&contextdv1.ConverseRequest{Frame: &contextdv1.ConverseRequest_UserMessage{
+		err = cv.startTurn(&contextdv1.ConverseRequest{Frame: &contextdv1.ConverseRequest_UserMessage{
 			UserMessage: &contextdv1.ConverseUserMessage{
 				Message:        message,
 				Context:        sctx,
@@ -161,7 +163,7 @@ func (cv *Conversation) SendToolResults(results []ToolResult) iter.Seq2[Event, e
 			yield(nil, err)
 			return
 		}
-		if err := cv.sendResults(results); err != nil {
+		if err := cv.startTurn(resultsFrame(results)); err != nil {
 			yield(nil, err)
 			return
 		}
@@ -177,7 +179,7 @@ func (cv *Conversation) SendToolResults(results []ToolResult) iter.Seq2[Event, e
 func (cv *Conversation) Cancel() error {
 	cv.sendMu.Lock()
 	defer cv.sendMu.Unlock()
-	if cv.paused {
+	if cv.paused && !cv.running {
 		// Answered by the abandon's own events (or an error), which finishAbandon reads.
 		cv.paused = false
 		cv.abandoning = true
@@ -195,13 +197,26 @@ func (cv *Conversation) AbandonToolCalls() (*Reply, error) {
 	if err := cv.finishAbandon(); err != nil {
 		return nil, err
 	}
-	if err := cv.send(cancelFrame()); err != nil {
+	if err := cv.startTurn(cancelFrame()); err != nil {
 		return nil, err
 	}
 	reply, err := Collect(func(yield func(Event, error) bool) { cv.runTurn(yield) })
 	// Abandoned, or refused because nothing was paused: either way nothing waits now.
 	cv.notePause(nil, true)
 	return reply, err
+}
+
+// startTurn sends the frame that starts a turn, marking the turn as running until runTurn
+// has read its end.
+func (cv *Conversation) startTurn(frame *contextdv1.ConverseRequest) error {
+	cv.sendMu.Lock()
+	defer cv.sendMu.Unlock()
+	cv.running = true
+	err := cv.sendLocked(frame)
+	if err != nil {
+		cv.running = false
+	}
+	return err
 }
 
 func cancelFrame() *contextdv1.ConverseRequest {
@@ -268,6 +283,11 @@ func (cv *Conversation) Close() error {
 }
 
 func (cv *Conversation) runTurn(yield func(Event, error) bool) {
+	defer func() {
+		cv.sendMu.Lock()
+		cv.running = false
+		cv.sendMu.Unlock()
+	}()
 	for {
 		msg, err := cv.recv()
 		if errors.Is(err, io.EOF) {
@@ -362,9 +382,13 @@ func runToolHandler(ctx context.Context, handler ToolHandler, calls []ToolCall) 
 }
 
 func (cv *Conversation) sendResults(results []ToolResult) error {
-	return cv.send(&contextdv1.ConverseRequest{Frame: &contextdv1.ConverseRequest_ToolResults{
+	return cv.send(resultsFrame(results))
+}
+
+func resultsFrame(results []ToolResult) *contextdv1.ConverseRequest {
+	return &contextdv1.ConverseRequest{Frame: &contextdv1.ConverseRequest_ToolResults{
 		ToolResults: &contextdv1.ConverseToolResults{Results: toolResultsToWire(results)},
-	}})
+	}}
 }
 
 func (cv *Conversation) send(req *contextdv1.ConverseRequest) error {
