@@ -1140,6 +1140,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_abandon_answers_only_the_pending_calls_and_takes_no_model_step() {
+        let f = fixture(Script::MixedCalls);
+        let cancel = CancellationToken::new();
+        let paused = f
+            .engine
+            .run_turn(&Scope::default(), request("go"), &mut NoSink, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(paused.finish, FinishReason::ToolCalls);
+        assert_eq!(f.calls.load(Ordering::SeqCst), 1);
+        let abandon = TurnRequest {
+            session_id: "s1".into(),
+            abandon_tool_calls: true,
+            ..TurnRequest::default()
+        };
+        let done = f
+            .engine
+            .run_turn(&Scope::default(), abandon.clone(), &mut NoSink, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(done.finish, FinishReason::Cancelled);
+        assert_eq!(done.turn_id, paused.turn_id);
+        assert_eq!(done.response, "");
+        assert_eq!(f.calls.load(Ordering::SeqCst), 1, "no model step");
+        let session = f.stored_session().await;
+        assert!(session.pending.is_none());
+        let messages = f
+            .store
+            .list_messages(&TenantId::default(), "s1", 0, 100)
+            .await
+            .unwrap();
+        // user, assistant(2 calls), tool(context_get, run by the server), tool(abandoned)
+        assert_eq!(messages.len(), 4);
+        let abandoned = &messages[3];
+        assert_eq!(abandoned.tool_call_id, paused.tool_calls[0].id);
+        assert_eq!(abandoned.content, ABANDONED_RESULT);
+        assert!(abandoned.is_error);
+        assert!(
+            !messages[2].is_error,
+            "the server-side result stays as it ran"
+        );
+        // Nothing is pending any more.
+        let again = f
+            .engine
+            .run_turn(&Scope::default(), abandon, &mut NoSink, &cancel)
+            .await;
+        assert!(matches!(again, Err(EngineError::InvalidArgument(_))));
+    }
+
+    #[tokio::test]
     async fn cancel_drops_the_model_stream_at_once_and_stores_nothing() {
         let f = fixture(Script::Hang);
         let cancel = CancellationToken::new();
