@@ -6,8 +6,9 @@
 //! `/history`, `/preview`, `/help`, `/quit`; the echo model's `/call` and `/delay` go to the
 //! model, as does any line not starting with `/` (or starting with `//`, sent with one `/`
 //! less); any other `/word` is refused with the list of commands. Ctrl-C cancels a running
-//! turn; at the prompt it drops the line typed so far, and a second Ctrl-C in a row (or
-//! Ctrl-D) quits. Colours are used only when the output is a terminal and `NO_COLOR` is not
+//! turn; at a tool-result prompt it abandons the pending calls (each gets the error result
+//! "cancelled by the client") and returns to the prompt; at the prompt it drops the line typed
+//! so far, and a second Ctrl-C in a row (or Ctrl-D) quits. Colours are used only when the output is a terminal and `NO_COLOR` is not
 //! set.
 
 use std::io::Write;
@@ -60,7 +61,8 @@ const HELP: &str = "commands: /context (the session's context), /history (stored
   /preview (what the model would see now), /help, /quit
 /call and /delay go to the echo model; any other line is sent to the model
   (start it with // to send a leading /)
-Ctrl-C cancels a running turn or drops the line being typed; Ctrl-C twice or Ctrl-D quits";
+Ctrl-C cancels a running turn, abandons the tool calls a result is asked for,
+  or drops the line being typed; Ctrl-C twice or Ctrl-D quits";
 
 /// The commands the chat itself answers, listed when an unknown one is typed.
 const COMMANDS: &str = "/context, /history, /preview, /help, /quit";
@@ -345,11 +347,16 @@ where
     /// Prints a turn's events until it ends, asking for the results of client-side tools.
     async fn follow_turn(&mut self) -> Result<(), ChatError> {
         let mut mid_line = false;
+        // Set once the pending calls are abandoned: that ends the turn without a model step,
+        // and a further Ctrl-C would only cancel the abandon itself.
+        let mut abandoning = false;
         loop {
             let event = tokio::select! {
                 event = self.conversation.next_event() => event?,
                 _ = self.interrupts.next() => {
-                    self.conversation.cancel().await?;
+                    if !abandoning {
+                        self.conversation.cancel().await?;
+                    }
                     continue;
                 }
             };
@@ -390,8 +397,15 @@ where
                 ConverseEvent::Completed(done) => {
                     end_line(&mut self.out, &mut mid_line)?;
                     if done.finish_reason() == v1::FinishReason::ToolCalls {
-                        let results = self.ask_tool_results(&done.tool_calls).await?;
-                        self.conversation.send_tool_results(results).await?;
+                        match self.ask_tool_results(&done.tool_calls).await? {
+                            Some(results) => self.conversation.send_tool_results(results).await?,
+                            None => {
+                                let line = "(tool calls abandoned: each gets the error result \"cancelled by the client\")";
+                                writeln!(self.out, "{}", self.style.dim(line))?;
+                                abandoning = true;
+                                self.conversation.cancel().await?;
+                            }
+                        }
                         continue;
                     }
                     let usage = done.usage.unwrap_or_default();
@@ -420,11 +434,12 @@ where
     }
 
     /// Asks the user for the result of each call; `!text` reports a failed tool, the end of
-    /// the input answers every remaining call as failed.
+    /// the input answers every remaining call as failed. `None`: the user pressed Ctrl-C, so
+    /// the calls are to be abandoned.
     async fn ask_tool_results(
         &mut self,
         calls: &[v1::ToolCall],
-    ) -> Result<Vec<v1::ToolResult>, ChatError> {
+    ) -> Result<Option<Vec<v1::ToolResult>>, ChatError> {
         let mut results = Vec::with_capacity(calls.len());
         for call in calls {
             let question = format!("result of {} ({})", call.name, call.tool_call_id);
@@ -436,11 +451,12 @@ where
                     Some(failure) => tool_error(call, failure.trim()),
                     None => tool_result(call, line.trim()),
                 },
-                Input::Interrupted | Input::End => tool_error(call, "the user gave no result"),
+                Input::Interrupted => return Ok(None),
+                Input::End => tool_error(call, "the user gave no result"),
             };
             results.push(result);
         }
-        Ok(results)
+        Ok(Some(results))
     }
 
     async fn show_context(&mut self) -> Result<(), ChatError> {

@@ -640,6 +640,7 @@ impl Client {
             context: patch_to_wire("context", context)?,
             tool_results: Vec::new(),
             idempotency_key: idempotency_key.to_string(),
+            abandon_tool_calls: false,
         };
         let response = self
             .interact
@@ -658,6 +659,30 @@ impl Client {
         let request = v1::InteractRequest {
             session_id: session_id.to_string(),
             tool_results: results,
+            ..Default::default()
+        };
+        let response = self
+            .interact
+            .clone()
+            .interact(self.request(request))
+            .await?;
+        Ok(response.into_inner())
+    }
+
+    /// Abandons the turn paused for client-side tools (`abandon_tool_calls`): every pending
+    /// call gets the error result "cancelled by the client", the turn ends with
+    /// `FINISH_REASON_CANCELLED` without another model step, and the session is idle again.
+    /// INVALID_ARGUMENT when the session waits for no tool results. `idempotency_key` makes a
+    /// retry safe (see [`Client::interact_idempotent`]); empty for none.
+    pub async fn abandon_tool_calls(
+        &self,
+        session_id: &str,
+        idempotency_key: &str,
+    ) -> Result<v1::InteractResponse, Error> {
+        let request = v1::InteractRequest {
+            session_id: session_id.to_string(),
+            idempotency_key: idempotency_key.to_string(),
+            abandon_tool_calls: true,
             ..Default::default()
         };
         let response = self
@@ -697,6 +722,7 @@ impl Client {
             context: patch_to_wire("context", context)?,
             tool_results: Vec::new(),
             idempotency_key: idempotency_key.to_string(),
+            abandon_tool_calls: false,
         };
         self.stream(request).await
     }
@@ -711,6 +737,22 @@ impl Client {
         let request = v1::StreamResponseRequest {
             session_id: session_id.to_string(),
             tool_results: results,
+            ..Default::default()
+        };
+        self.stream(request).await
+    }
+
+    /// [`Client::abandon_tool_calls`] as a stream: `started`, then `completed` with
+    /// `FINISH_REASON_CANCELLED`.
+    pub async fn stream_abandon_tool_calls(
+        &self,
+        session_id: &str,
+        idempotency_key: &str,
+    ) -> Result<EventStream, Error> {
+        let request = v1::StreamResponseRequest {
+            session_id: session_id.to_string(),
+            idempotency_key: idempotency_key.to_string(),
+            abandon_tool_calls: true,
             ..Default::default()
         };
         self.stream(request).await

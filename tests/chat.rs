@@ -1,5 +1,6 @@
 //! `contextd chat` as a process against a live server: streamed replies, a client-side tool
-//! answered at the prompt, the slash commands, and the message when no server answers.
+//! answered at the prompt (or abandoned with Ctrl-C), the slash commands, and the message when
+//! no server answers.
 
 mod common;
 
@@ -127,9 +128,14 @@ impl Terminal {
     /// Starts `contextd chat` in a new terminal; when it exits, the terminal shows
     /// `exited <status>` on a line of its own.
     fn start(addr: &str, session: &str) -> Self {
+        Self::start_with(addr, session, "")
+    }
+
+    /// [`Terminal::start`] with more arguments for `contextd chat`.
+    fn start_with(addr: &str, session: &str, extra: &str) -> Self {
         let socket = format!("contextd-chat-{}", uuid::Uuid::new_v4().simple());
         let command = format!(
-            "env NO_COLOR=1 {BINARY} chat --target {addr} --session {session}; echo \"exited $?\"; sleep 600"
+            "env NO_COLOR=1 {BINARY} chat --target {addr} --session {session} {extra}; echo \"exited $?\"; sleep 600"
         );
         let status = Command::new("tmux")
             .args([
@@ -281,4 +287,49 @@ async fn chat_in_a_terminal_refuses_unknown_commands_and_helps() {
     let messages = all_messages(&mut sessions, "tty-commands", 0).await;
     let contents: Vec<_> = messages.iter().map(|m| m.content.as_str()).collect();
     assert_eq!(contents, ["/slash", "You said '/slash'."]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_in_a_terminal_ctrl_c_at_the_tool_prompt_abandons_the_calls() {
+    let server = TestServer::start().await;
+    let term = Terminal::start_with(
+        &server.addr.to_string(),
+        "tty-abandon",
+        "--tool get_weather",
+    );
+    term.prompts(1).await;
+    term.keys(&["/call get_weather {\"city\": \"Paris\"}", "Enter"]);
+    term.wait_for("the tool-result prompt", |s| {
+        s.contains("result of get_weather (")
+    })
+    .await;
+    term.keys(&["half an answer"]);
+    term.wait_for("the typed answer", |s| s.contains("half an answer"))
+        .await;
+    term.keys(&["C-c"]);
+    let screen = term
+        .wait_for("the abandoned turn's end", |s| s.contains("[cancelled"))
+        .await;
+    assert!(screen.contains("(tool calls abandoned"), "{screen}");
+    // Back at the idle prompt, not quitting: the next message is an ordinary turn.
+    term.prompts(2).await;
+    term.keys(&["hello", "Enter"]);
+    term.wait_for("the reply", |s| s.contains("assistant: You said 'hello'."))
+        .await;
+    term.prompts(3).await;
+    term.keys(&["/quit", "Enter"]);
+    term.wait_for("the exit", |s| s.lines().any(|l| l.trim() == "exited 0"))
+        .await;
+
+    let mut sessions = server.sessions().await;
+    let session = get_session(&mut sessions, "tty-abandon").await;
+    assert!(session.pending_tool_calls.is_empty(), "{session:?}");
+    let messages = all_messages(&mut sessions, "tty-abandon", 0).await;
+    let call_id = &messages[1].tool_calls[0].tool_call_id;
+    let tool = &messages[2];
+    assert_eq!(tool.tool_call_id, *call_id, "{messages:?}");
+    assert!(tool.is_error, "{messages:?}");
+    assert_eq!(tool.content, "cancelled by the client");
+    let contents: Vec<_> = messages[3..].iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["hello", "You said 'hello'."], "{messages:?}");
 }

@@ -88,6 +88,26 @@ fn cases() -> Vec<(&'static str, Value)> {
             "its key on another request",
             json!({"sessionId": "d4", "message": "other", "idempotencyKey": "k1"}),
         ),
+        (
+            "a turn paused for a client-side tool",
+            json!({"sessionId": "d5", "message": "/call get_weather {\"city\": \"Oslo\"}"}),
+        ),
+        (
+            "abandoning with a message",
+            json!({"sessionId": "d5", "message": "instead", "abandonToolCalls": true}),
+        ),
+        (
+            "abandoning the paused turn",
+            json!({"sessionId": "d5", "abandonToolCalls": true}),
+        ),
+        (
+            "abandoning with nothing pending",
+            json!({"sessionId": "d5", "abandonToolCalls": true}),
+        ),
+        (
+            "a turn after the abandon",
+            json!({"sessionId": "d5", "message": "after"}),
+        ),
     ]
 }
 
@@ -101,6 +121,14 @@ fn config() -> contextd::config::Config {
 /// Runs every case on one door of a fresh server.
 async fn run(door: Door) -> Vec<Outcome> {
     let server = TestServer::start_with(config()).await;
+    // The session of the abandon cases declares a client-side tool.
+    let mut sessions = server.sessions().await;
+    let create = contextd::api::v1::CreateSessionRequest {
+        session_id: "d5".into(),
+        tools: vec![tool_def("get_weather", "Current weather for a city.")],
+        ..Default::default()
+    };
+    create_session(&mut sessions, create).await;
     let mut grpc = InteractServiceClient::new(server.channel().await);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder().timeout(WAIT).build().unwrap();
@@ -194,6 +222,7 @@ async fn over_grpc(client: &mut InteractServiceClient<Channel>, request: &Value)
             .as_str()
             .unwrap_or_default()
             .to_owned(),
+        abandon_tool_calls: request["abandonToolCalls"].as_bool().unwrap_or_default(),
     };
     match client.interact(message).await {
         Ok(reply) => {
@@ -250,6 +279,18 @@ async fn every_door_gives_the_same_outcomes() {
             .filter(|o| matches!(o, Outcome::Reply(_)))
             .count()
             >= 3,
+        "{grpc:#?}"
+    );
+    let abandoned = cases()
+        .iter()
+        .position(|(what, _)| *what == "abandoning the paused turn")
+        .unwrap();
+    assert!(
+        matches!(&grpc[abandoned], Outcome::Reply(r) if r.contains("[FINISH_REASON_CANCELLED]")),
+        "{grpc:#?}"
+    );
+    assert!(
+        matches!(&grpc[abandoned + 1], Outcome::Failed { status, .. } if status == "INVALID_ARGUMENT"),
         "{grpc:#?}"
     );
     for door in [Door::HttpRoute, Door::HttpClassic, Door::JsonLines] {

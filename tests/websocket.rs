@@ -1,6 +1,7 @@
 //! Converse over a WebSocket (`GET /v1/sessions/{session_id}:converse`) with a real WebSocket
 //! client: text frames of proto3 JSON, binary frames of protobuf, the first-frame rule, turns,
-//! a client-side tool round trip, cancel, queued frames and the close codes.
+//! a client-side tool round trip, cancel (of a running turn, and of a paused one), queued
+//! frames and the close codes.
 
 mod common;
 
@@ -163,6 +164,46 @@ async fn client_tool_round_trip() {
             .contains("Tool lookup returned: Rust is a language"),
         "{done}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_while_paused_abandons_the_tool_calls() {
+    let server = TestServer::start().await;
+    let mut socket = open_socket(&server, "ws-abandon").await;
+    send(
+        &mut socket,
+        json!({"open": {"sessionId": "ws-abandon", "tools": [{"name": "lookup", "description": "Looks things up.", "inputSchema": {"type": "object"}}]}}),
+    )
+    .await;
+    assert!(next(&mut socket).await.get("opened").is_some());
+    send(
+        &mut socket,
+        json!({"userMessage": {"message": "/call lookup {\"q\": \"rust\"}"}}),
+    )
+    .await;
+    let events = until_end_of_turn(&mut socket).await;
+    let paused = events.last().unwrap();
+    assert_eq!(
+        paused["completed"]["finishReason"],
+        "FINISH_REASON_TOOL_CALLS"
+    );
+
+    send(&mut socket, json!({"cancel": {}})).await;
+    let events = until_end_of_turn(&mut socket).await;
+    let done = events.last().unwrap();
+    assert_eq!(done["completed"]["finishReason"], "FINISH_REASON_CANCELLED");
+    assert_eq!(done["turnId"], paused["turnId"], "the paused turn ends");
+    assert!(events[0].get("started").is_some(), "{events:?}");
+
+    // The session is idle again: a new message is an ordinary turn.
+    send(&mut socket, json!({"userMessage": {"message": "next"}})).await;
+    let events = until_end_of_turn(&mut socket).await;
+    let done = &events.last().unwrap()["completed"];
+    assert_eq!(done["finishReason"], "FINISH_REASON_STOP", "{events:?}");
+    let mut sessions = server.sessions().await;
+    let messages = all_messages(&mut sessions, "ws-abandon", 0).await;
+    assert_eq!(messages[2].content, "cancelled by the client");
+    assert!(messages[2].is_error);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -111,6 +111,10 @@ pub struct Conversation {
     handler: Option<ToolHandler>,
     /// A turn was started whose last event has not been read yet.
     running: bool,
+    /// The session waits for tool results, as far as the events read so far tell.
+    paused: bool,
+    /// The running turn is the abandon a [`Conversation::cancel`] started while paused.
+    abandoning: bool,
 }
 
 impl std::fmt::Debug for Conversation {
@@ -149,6 +153,7 @@ impl Conversation {
                     let session = opened.session.ok_or_else(|| {
                         Error::Protocol("the opened event carries no session".to_string())
                     })?;
+                    let paused = !session.pending_tool_calls.is_empty();
                     return Ok(Self {
                         requests: Some(tx),
                         responses,
@@ -156,6 +161,8 @@ impl Conversation {
                         session_created: opened.session_created,
                         handler: None,
                         running: false,
+                        paused,
+                        abandoning: false,
                     });
                 }
                 Some(ConverseEvent::Error(error)) => return Err(turn_error(error)),
@@ -240,25 +247,44 @@ impl Conversation {
     }
 
     async fn begin(&mut self, frame: Frame) -> Result<(), Error> {
-        if self.running {
-            self.abandon().await?;
+        if self.running && self.abandoning {
+            // An abandon takes no model step: read its end rather than cancel it.
+            while self.running {
+                if self.next_event().await?.is_none() {
+                    return Err(Error::Protocol(
+                        "the Converse stream ended in the middle of a turn".to_string(),
+                    ));
+                }
+            }
+        } else if self.running {
+            self.leave_turn().await?;
         }
         self.send(frame).await?;
         self.running = true;
         Ok(())
     }
 
-    /// Cancels the running turn and reads the rest of it. A turn that has paused for tool
-    /// results stays paused.
-    async fn abandon(&mut self) -> Result<(), Error> {
+    /// Cancels the running turn and reads the rest of it. A turn that paused before the
+    /// cancel reached it (its events unread) is abandoned by the cancel; a turn whose pause was
+    /// read is not running, so it stays paused.
+    async fn leave_turn(&mut self) -> Result<(), Error> {
         self.running = false;
-        self.cancel().await?;
+        self.send(Frame::Cancel(v1::ConverseCancel {})).await?;
         while let Some(response) = self.responses.message().await? {
-            if matches!(
-                response.event,
-                Some(ConverseEvent::Completed(_) | ConverseEvent::Error(_))
-            ) {
-                break;
+            match &response.event {
+                // A cancelled continuation leaves the session as it was.
+                Some(ConverseEvent::Completed(done))
+                    if done.finish_reason() == v1::FinishReason::Cancelled =>
+                {
+                    break;
+                }
+                // Finished, or paused and so abandoned by the cancel.
+                Some(ConverseEvent::Completed(_)) => {
+                    self.paused = false;
+                    break;
+                }
+                Some(ConverseEvent::Error(_)) => break,
+                _ => {}
             }
         }
         // The cancel is answered by the `completed` above or, when the turn had ended before
@@ -280,9 +306,20 @@ impl Conversation {
         Err(closed())
     }
 
-    /// Cancels the running turn: it ends with `completed` and `FINISH_REASON_CANCELLED`.
-    pub async fn cancel(&self) -> Result<(), Error> {
-        self.send(Frame::Cancel(v1::ConverseCancel {})).await
+    /// Cancels the running turn: it ends with `completed` and `FINISH_REASON_CANCELLED`, and
+    /// nothing of it is stored. While the session waits for tool results (a `completed` with
+    /// `FINISH_REASON_TOOL_CALLS` was read and not answered), abandons the paused turn instead:
+    /// every pending call gets the error result "cancelled by the client", stored with its
+    /// call, and the session is idle again; the abandon's `started` and `completed`
+    /// (`FINISH_REASON_CANCELLED`) follow, read with [`Conversation::until_end_of_turn`] (or
+    /// left to the next [`Conversation::send_message`], which reads them first).
+    pub async fn cancel(&mut self) -> Result<(), Error> {
+        self.send(Frame::Cancel(v1::ConverseCancel {})).await?;
+        if !self.running && self.paused {
+            self.running = true;
+            self.abandoning = true;
+        }
+        Ok(())
     }
 
     /// Half-closes the stream: no more frames are sent; the server ends the stream once the
@@ -304,12 +341,26 @@ impl Conversation {
                 continue;
             };
             match &event {
-                ConverseEvent::Completed(done)
-                    if !(pauses_for_tools(done) && self.handler.is_some()) =>
-                {
-                    self.running = false;
+                ConverseEvent::Completed(done) => {
+                    if self.abandoning {
+                        self.paused = false;
+                    } else if done.finish_reason() != v1::FinishReason::Cancelled {
+                        // A cancelled continuation leaves the session paused.
+                        self.paused = pauses_for_tools(done) && self.handler.is_none();
+                    }
+                    if !(pauses_for_tools(done) && self.handler.is_some()) {
+                        self.running = false;
+                        self.abandoning = false;
+                    }
                 }
-                ConverseEvent::Error(_) => self.running = false,
+                ConverseEvent::Error(_) => {
+                    if self.abandoning {
+                        // Refused: the session waits for nothing.
+                        self.paused = false;
+                    }
+                    self.running = false;
+                    self.abandoning = false;
+                }
                 _ => {}
             }
             if let ConverseEvent::Completed(done) = &event

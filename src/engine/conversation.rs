@@ -1,7 +1,9 @@
 //! A Converse stream's state machine, the same for every door that holds one: the stream is
 //! attached to one session by its first `open` frame (created from the frame's settings when
 //! missing), runs one turn at a time, queues the frames that arrive during a turn (bounded by
-//! `limits.max_converse_queue`) and answers them in order, and acts on `cancel` at once.
+//! `limits.max_converse_queue`) and answers them in order, and acts on `cancel` at once: it
+//! cancels the running turn, or, while the session waits for tool results, abandons the paused
+//! turn through the same engine path as `abandon_tool_calls` on a unary turn.
 //!
 //! A door decodes its wire frames into [`ConverseFrame`]s, hands them to [`Conversation::run`]
 //! as a stream, and encodes the [`ConverseEvent`]s its [`ConverseSink`] receives. What ended
@@ -18,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::lifecycle::Lifecycle;
 use super::{Engine, EngineError, NewSession, SinkClosed, TurnEvent, TurnOutcome, TurnRequest};
 use crate::domain::Scope;
-use crate::domain::session::{Context, Session, ToolResult};
+use crate::domain::session::{Context, FinishReason, Session, ToolResult};
 
 /// One frame from the client, decoded by its door.
 #[derive(Debug)]
@@ -36,7 +38,7 @@ pub enum ConverseFrame {
         /// Makes a retried message safe (see [`super::receipts`]); empty for none.
         idempotency_key: String,
     },
-    /// Cancel the running turn.
+    /// Cancel the running turn, or abandon the paused one.
     Cancel,
     /// A frame the door could not decode into one of the above (an empty frame, a context
     /// that is not an object, …). It is answered with this error in its turn, and the stream
@@ -116,6 +118,11 @@ pub struct Conversation<S> {
     sink: S,
     session_id: Option<String>,
     queue: VecDeque<ConverseFrame>,
+    /// Whether the session waits for tool results, as this stream last saw it (at `open`, and
+    /// after each turn); a `cancel` with no turn running then abandons the paused turn. The
+    /// engine checks again under the session's lock, so a stale value only changes which
+    /// error a stray `cancel` gets.
+    paused: bool,
 }
 
 impl<S: ConverseSink> Conversation<S> {
@@ -128,6 +135,7 @@ impl<S: ConverseSink> Conversation<S> {
             sink,
             session_id: None,
             queue: VecDeque::new(),
+            paused: false,
         }
     }
 
@@ -155,15 +163,19 @@ impl<S: ConverseSink> Conversation<S> {
             }
             let answered = tokio::select! {
                 frame = inbound.next(), if inbound_open => match frame {
-                    Some(Ok(ConverseFrame::Cancel)) => match &running {
-                        Some(turn) => {
+                    Some(Ok(ConverseFrame::Cancel)) => {
+                        if let Some(turn) = &running {
                             turn.cancel.cancel();
                             Ok(())
+                        } else if self.paused {
+                            // Nothing is queued when no turn runs: the abandon starts now.
+                            self.start_turn(abandon_request()).await.map(|turn| running = turn)
+                        } else {
+                            self.fail("", EngineError::FailedPrecondition(
+                                "no turn is running or paused for tool results; cancel applies to the running turn or to one that waits for tool results".into(),
+                            )).await
                         }
-                        None => self.fail("", EngineError::FailedPrecondition(
-                            "no turn is running; cancel applies to the running turn".into(),
-                        )).await,
-                    },
+                    }
                     Some(Ok(frame)) if self.queue.len() >= max_queue => {
                         drop(frame);
                         let message = format!(
@@ -186,7 +198,16 @@ impl<S: ConverseSink> Conversation<S> {
                     let cancelled_by_client = running.as_ref().is_some_and(|t| t.cancel.is_cancelled())
                         && !self.lifecycle.is_closing();
                     running = None;
-                    self.finish(result, turn_id, cancelled_by_client).await
+                    // A cancel that reached a turn only as it paused abandons the pause, as a
+                    // cancel that came a moment later would have.
+                    let paused_anyway = cancelled_by_client
+                        && matches!(&result, Ok(outcome) if outcome.finish == FinishReason::ToolCalls);
+                    let answered = self.finish(result, turn_id, cancelled_by_client).await;
+                    if answered.is_ok() && paused_anyway {
+                        self.start_turn(abandon_request()).await.map(|turn| running = turn)
+                    } else {
+                        answered
+                    }
                 }
                 () = self.lifecycle.closed() => return ConverseEnd::ShuttingDown,
                 () = self.sink.closed() => return ConverseEnd::ClientLeft,
@@ -209,23 +230,39 @@ impl<S: ConverseSink> Conversation<S> {
     /// Handles a queued frame: answers `open` and invalid frames directly, starts a turn for
     /// the others.
     async fn start(&mut self, frame: ConverseFrame) -> Result<Option<RunningTurn>, SinkClosed> {
-        let (message, context_patch, tool_results, idempotency_key) = match frame {
+        match frame {
             ConverseFrame::Open(new) => {
                 self.open(new).await?;
-                return Ok(None);
+                Ok(None)
             }
             ConverseFrame::Invalid(error) => {
                 self.fail("", error).await?;
-                return Ok(None);
+                Ok(None)
             }
-            ConverseFrame::Cancel => return Ok(None),
+            ConverseFrame::Cancel => Ok(None),
             ConverseFrame::Turn {
                 message,
                 context_patch,
                 tool_results,
                 idempotency_key,
-            } => (message, context_patch, tool_results, idempotency_key),
-        };
+            } => {
+                let request = TurnRequest {
+                    message,
+                    context_patch,
+                    tool_results,
+                    idempotency_key,
+                    ..TurnRequest::default()
+                };
+                self.start_turn(request).await
+            }
+        }
+    }
+
+    /// Starts `request` as a turn on the stream's session (refused before `open`).
+    async fn start_turn(
+        &mut self,
+        mut request: TurnRequest,
+    ) -> Result<Option<RunningTurn>, SinkClosed> {
         let Some(session_id) = self.session_id.clone() else {
             self.fail(
                 "",
@@ -243,14 +280,7 @@ impl<S: ConverseSink> Conversation<S> {
                 return Ok(None);
             }
         };
-        let request = TurnRequest {
-            session_id,
-            message,
-            context_patch,
-            tool_results,
-            create: None,
-            idempotency_key,
-        };
+        request.session_id = session_id;
         let cancel = self.lifecycle.turn_token();
         let engine = self.engine.clone();
         let scope = self.scope.clone();
@@ -293,6 +323,7 @@ impl<S: ConverseSink> Conversation<S> {
         match self.engine.open_session(&self.scope, new).await {
             Ok((session, created)) => {
                 self.session_id = Some(session.id.clone());
+                self.paused = session.pending.is_some();
                 self.sink
                     .send(ConverseEvent::Opened {
                         session: Box::new(session),
@@ -305,15 +336,19 @@ impl<S: ConverseSink> Conversation<S> {
     }
 
     /// Reports a finished turn. A turn the client cancelled completes with the session as it
-    /// stands; one cancelled because the server closes fails as unavailable.
+    /// stands (still paused, if it was); one cancelled because the server closes fails as
+    /// unavailable.
     async fn finish(
-        &self,
+        &mut self,
         result: Result<TurnOutcome, EngineError>,
         turn_id: String,
         cancelled_by_client: bool,
     ) -> Result<(), SinkClosed> {
         let outcome = match result {
-            Ok(outcome) => outcome,
+            Ok(outcome) => {
+                self.paused = outcome.finish == FinishReason::ToolCalls;
+                outcome
+            }
             Err(EngineError::Cancelled) if cancelled_by_client => {
                 let session_id = self.session_id.clone().unwrap_or_default();
                 self.engine
@@ -328,6 +363,14 @@ impl<S: ConverseSink> Conversation<S> {
         self.sink
             .send(ConverseEvent::Completed { turn_id, outcome })
             .await
+    }
+}
+
+/// The turn a `cancel` starts while the session waits for tool results.
+fn abandon_request() -> TurnRequest {
+    TurnRequest {
+        abandon_tool_calls: true,
+        ..TurnRequest::default()
     }
 }
 

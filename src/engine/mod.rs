@@ -13,9 +13,11 @@
 //! - [`resources`]: the newest sessions and a session with its newest history (MCP resources).
 //! - [`window`]: choosing and loading a window: one assembly for turns and previews.
 //! - [`dispatch`]: which server-side tools a session offers, and running them.
-//! - [`turn`]: a turn in three phases (begin, step loop, commit), paused for client tools.
+//! - [`turn`]: a turn in three phases (begin, step loop, commit), paused for client tools
+//!   and continued with their results or abandoned.
 //! - [`receipts`]: idempotent turns (a repeated key gets the stored outcome).
-//! - [`conversation`]: a Converse stream's state machine (open, queued frames, cancel).
+//! - [`conversation`]: a Converse stream's state machine (open, queued frames, cancel of a
+//!   running or paused turn).
 //! - [`lifecycle`]: graceful shutdown as turns see it (draining, closing, running turns).
 //! - [`summary`]: the `summarize` window strategy.
 //! - [`tenants`]: tenant usage, export and deletion (admin).

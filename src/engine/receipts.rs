@@ -16,8 +16,8 @@ use crate::domain::Scope;
 use crate::domain::receipt::TurnReceipt;
 use crate::domain::session;
 
-/// A fingerprint of what a turn request asks for: its message, context patch and tool
-/// results (the key and the session are the receipt's address, not its content).
+/// A fingerprint of what a turn request asks for: its message, context patch, tool results
+/// and whether it abandons the paused turn (the key and the session are the receipt's address, not its content).
 pub(super) fn fingerprint(request: &TurnRequest) -> String {
     let mut hash = Sha256::new();
     let mut field = |bytes: &[u8]| {
@@ -36,6 +36,10 @@ pub(super) fn fingerprint(request: &TurnRequest) -> String {
         field(result.tool_call_id.as_bytes());
         field(result.content.as_bytes());
         field(&[u8::from(result.is_error)]);
+    }
+    // Only when set, so the fingerprints of receipts stored before the field existed hold.
+    if request.abandon_tool_calls {
+        field(b"abandon_tool_calls");
     }
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }

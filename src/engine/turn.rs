@@ -46,7 +46,14 @@ pub struct TurnRequest {
     pub create: Option<NewSession>,
     /// Makes retries safe (see [`super::receipts`]); empty for none.
     pub idempotency_key: String,
+    /// Abandons the paused turn: every pending call gets [`ABANDONED_RESULT`] as an error
+    /// result and the turn ends `Cancelled` without another model step. Only with no message
+    /// and no tool results, and only while the session waits for tool results.
+    pub abandon_tool_calls: bool,
 }
+
+/// The result every pending call of an abandoned turn gets (with `is_error` set).
+pub const ABANDONED_RESULT: &str = "cancelled by the client";
 
 /// Something that happened during a turn, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,6 +165,15 @@ fn check_turn_request(request: &TurnRequest, limits: &Limits) -> Result<(), Engi
     if !request.idempotency_key.is_empty() {
         validate_idempotency_key(&request.idempotency_key).map_err(EngineError::InvalidArgument)?;
     }
+    if request.abandon_tool_calls {
+        if !request.message.is_empty() || !request.tool_results.is_empty() {
+            return Err(EngineError::InvalidArgument(
+                "abandon_tool_calls cannot be combined with a message or tool_results: abandon the paused turn first, then send the message in a new request"
+                    .into(),
+            ));
+        }
+        return Ok(());
+    }
     if request.message.is_empty() && request.tool_results.is_empty() {
         return Err(EngineError::InvalidArgument(
             "message is empty: send a message, or tool_results for a turn that waits for them"
@@ -233,16 +249,24 @@ impl Engine {
             }
             Some((request.idempotency_key.clone(), fingerprint))
         };
+        let abandon = request.abandon_tool_calls;
         let mut turn = self.begin_turn(scope, request, sink, cancel).await?;
         model.clone_from(&turn.session.model);
         tracing::Span::current().record("model", model.as_str());
-        let finish = self.step_turn(scope, &mut turn, sink, cancel).await?;
+        let finish = if abandon {
+            // The pending calls are answered with errors in `begin_turn`; the model is not
+            // asked again.
+            FinishReason::Cancelled
+        } else {
+            self.step_turn(scope, &mut turn, sink, cancel).await?
+        };
         self.commit_turn(scope, turn, finish, cancel, keyed).await
     }
 
     /// The first phase of a turn, under the session's lock: the session (created when
-    /// missing), its model, the paused turn's results paired with its calls, the window's
-    /// material, the merged context and the turn's first messages. Emits `Started`.
+    /// missing), its model, the paused turn's results paired with its calls (or, when the
+    /// request abandons it, an error result for each), the window's material, the merged
+    /// context and the turn's first messages. Emits `Started`.
     async fn begin_turn<S: TurnSink>(
         &self,
         scope: &Scope,
@@ -272,11 +296,19 @@ impl Engine {
         let resumed = pending.is_some();
         let (turn_id, steps, answered) = match pending {
             Some(pending) => {
-                let answered =
-                    pair_results(&session_id, &pending.tool_calls, &request.tool_results)?;
+                let answered = if request.abandon_tool_calls {
+                    abandoned_results(&pending.tool_calls)
+                } else {
+                    pair_results(&session_id, &pending.tool_calls, &request.tool_results)?
+                };
                 (pending.turn_id, pending.steps, answered)
             }
             None => {
+                if request.abandon_tool_calls {
+                    return Err(EngineError::InvalidArgument(format!(
+                        "session '{session_id}' is not waiting for tool results, so there is nothing to abandon; send a message instead"
+                    )));
+                }
                 if !request.tool_results.is_empty() {
                     return Err(EngineError::InvalidArgument(format!(
                         "session '{session_id}' is not waiting for tool results; send them only after a turn ends with tool calls"
@@ -327,7 +359,8 @@ impl Engine {
         }
 
         let before = session.message_count - stored_tail.len() as u64;
-        if session.window.strategy == WindowStrategy::Summarize {
+        // An abandoned turn takes no model step, so it needs no summary either.
+        if session.window.strategy == WindowStrategy::Summarize && !request.abandon_tool_calls {
             let turn_tokens: u32 = stored_tail
                 .iter()
                 .chain(&state.new_messages)
@@ -800,6 +833,21 @@ pub(super) async fn emit<S: TurnSink>(sink: &mut S, event: TurnEvent) -> Result<
         .map_err(|SinkClosed| EngineError::Cancelled)
 }
 
+/// An error result for each pending call of an abandoned turn, in call order.
+fn abandoned_results(pending: &[ToolCall]) -> Vec<(ToolCall, ToolResult)> {
+    pending
+        .iter()
+        .map(|call| {
+            let result = ToolResult {
+                tool_call_id: call.id.clone(),
+                content: ABANDONED_RESULT.into(),
+                is_error: true,
+            };
+            (call.clone(), result)
+        })
+        .collect()
+}
+
 /// Pairs each pending call with its result, in call order; refuses missing, unknown and
 /// repeated ids.
 fn pair_results(
@@ -1089,6 +1137,56 @@ mod tests {
             ]
         );
         assert!(messages.iter().all(|m| m.turn_id == outcome.turn_id));
+    }
+
+    #[tokio::test]
+    async fn an_abandon_answers_only_the_pending_calls_and_takes_no_model_step() {
+        let f = fixture(Script::MixedCalls);
+        let cancel = CancellationToken::new();
+        let paused = f
+            .engine
+            .run_turn(&Scope::default(), request("go"), &mut NoSink, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(paused.finish, FinishReason::ToolCalls);
+        assert_eq!(f.calls.load(Ordering::SeqCst), 1);
+        let abandon = TurnRequest {
+            session_id: "s1".into(),
+            abandon_tool_calls: true,
+            ..TurnRequest::default()
+        };
+        let done = f
+            .engine
+            .run_turn(&Scope::default(), abandon.clone(), &mut NoSink, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(done.finish, FinishReason::Cancelled);
+        assert_eq!(done.turn_id, paused.turn_id);
+        assert_eq!(done.response, "");
+        assert_eq!(f.calls.load(Ordering::SeqCst), 1, "no model step");
+        let session = f.stored_session().await;
+        assert!(session.pending.is_none());
+        let messages = f
+            .store
+            .list_messages(&TenantId::default(), "s1", 0, 100)
+            .await
+            .unwrap();
+        // user, assistant(2 calls), tool(context_get, run by the server), tool(abandoned)
+        assert_eq!(messages.len(), 4);
+        let abandoned = &messages[3];
+        assert_eq!(abandoned.tool_call_id, paused.tool_calls[0].id);
+        assert_eq!(abandoned.content, ABANDONED_RESULT);
+        assert!(abandoned.is_error);
+        assert!(
+            !messages[2].is_error,
+            "the server-side result stays as it ran"
+        );
+        // Nothing is pending any more.
+        let again = f
+            .engine
+            .run_turn(&Scope::default(), abandon, &mut NoSink, &cancel)
+            .await;
+        assert!(matches!(again, Err(EngineError::InvalidArgument(_))));
     }
 
     #[tokio::test]

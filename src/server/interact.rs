@@ -67,20 +67,51 @@ fn completed(outcome: &TurnOutcome) -> v1::InteractResponse {
     }
 }
 
-fn turn_request(
+/// The fields `InteractRequest` and `StreamResponseRequest` share, as the engine's request.
+struct WireTurn {
     session_id: String,
     message: String,
     context: Option<prost_types::Struct>,
     tool_results: Vec<v1::ToolResult>,
     idempotency_key: String,
-) -> Result<TurnRequest, Status> {
+    abandon_tool_calls: bool,
+}
+
+impl From<v1::InteractRequest> for WireTurn {
+    fn from(r: v1::InteractRequest) -> Self {
+        Self {
+            session_id: r.session_id,
+            message: r.message,
+            context: r.context,
+            tool_results: r.tool_results,
+            idempotency_key: r.idempotency_key,
+            abandon_tool_calls: r.abandon_tool_calls,
+        }
+    }
+}
+
+impl From<v1::StreamResponseRequest> for WireTurn {
+    fn from(r: v1::StreamResponseRequest) -> Self {
+        Self {
+            session_id: r.session_id,
+            message: r.message,
+            context: r.context,
+            tool_results: r.tool_results,
+            idempotency_key: r.idempotency_key,
+            abandon_tool_calls: r.abandon_tool_calls,
+        }
+    }
+}
+
+fn turn_request(wire: WireTurn) -> Result<TurnRequest, Status> {
     Ok(TurnRequest {
-        session_id,
-        message,
-        context_patch: patch_from_wire("context", context)?,
-        tool_results: tool_results_from_wire(tool_results),
+        session_id: wire.session_id,
+        message: wire.message,
+        context_patch: patch_from_wire("context", wire.context)?,
+        tool_results: tool_results_from_wire(wire.tool_results),
         create: None,
-        idempotency_key,
+        idempotency_key: wire.idempotency_key,
+        abandon_tool_calls: wire.abandon_tool_calls,
     })
 }
 
@@ -227,13 +258,7 @@ impl InteractService for InteractApi {
         let scope = caller_scope(&request)?;
         let r = request.into_inner();
         record_session(&r.session_id);
-        let turn = turn_request(
-            r.session_id,
-            r.message,
-            r.context,
-            r.tool_results,
-            r.idempotency_key,
-        )?;
+        let turn = turn_request(r.into())?;
         let _ticket = self.lifecycle.begin_turn(&scope.tenant)?;
         let cancel = self.lifecycle.turn_token();
         // If the client goes away or its deadline passes, this future is dropped, and the
@@ -255,13 +280,7 @@ impl InteractService for InteractApi {
         let scope = caller_scope(&request)?;
         let r = request.into_inner();
         record_session(&r.session_id);
-        let turn = turn_request(
-            r.session_id,
-            r.message,
-            r.context,
-            r.tool_results,
-            r.idempotency_key,
-        )?;
+        let turn = turn_request(r.into())?;
         let ticket = self.lifecycle.begin_turn(&scope.tenant)?;
         let cancel = self.lifecycle.turn_token();
         let (tx, rx) = outbox(self.engine.limits());

@@ -680,3 +680,76 @@ func TestIdempotencyKeysMakeTurnsSafeToRepeat(t *testing.T) {
 		t.Fatalf("%+v, %v: a repeat must store nothing", s, err)
 	}
 }
+
+func TestAbandonToolCalls(t *testing.T) {
+	ctx := context.Background()
+	c := dial(t)
+	sid := id(t, "abandon")
+	if _, err := c.CreateSession(ctx, contextd.SessionOptions{ID: sid, Tools: []contextd.Tool{weatherTool}}); err != nil {
+		t.Fatal(err)
+	}
+	cancelled := contextdv1.FinishReason_FINISH_REASON_CANCELLED
+	paused, err := c.Interact(ctx, contextd.Turn{SessionID: sid, Message: `/call get_weather {"city": "Oslo"}`})
+	if err != nil || !paused.NeedsToolResults() {
+		t.Fatalf("paused %+v, %v", paused, err)
+	}
+	done, err := c.Interact(ctx, contextd.Turn{SessionID: sid, AbandonToolCalls: true})
+	if err != nil || done.FinishReason != cancelled || done.TurnID != paused.TurnID || done.Text != "" {
+		t.Fatalf("abandoned %+v, %v", done, err)
+	}
+	_, err = c.Interact(ctx, contextd.Turn{SessionID: sid, AbandonToolCalls: true})
+	wantCode(t, err, codes.InvalidArgument)
+
+	if _, err := c.Interact(ctx, contextd.Turn{SessionID: sid, Message: `/call get_weather {"city": "Rome"}`}); err != nil {
+		t.Fatal(err)
+	}
+	streamed, err := contextd.Collect(c.StreamResponse(ctx, contextd.Turn{SessionID: sid, AbandonToolCalls: true}))
+	if err != nil || streamed.FinishReason != cancelled {
+		t.Fatalf("streamed abandon %+v, %v", streamed, err)
+	}
+
+	conv, err := c.Converse(ctx, contextd.SessionOptions{ID: sid}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := conv.Say(`/call get_weather {"city": "Lima"}`, nil); err != nil || !reply.NeedsToolResults() {
+		t.Fatalf("paused on the stream %+v, %v", reply, err)
+	}
+	if reply, err := conv.AbandonToolCalls(); err != nil || reply.FinishReason != cancelled {
+		t.Fatalf("conversation abandon %+v, %v", reply, err)
+	}
+	if reply, err := conv.Say("next", nil); err != nil || reply.Text != "You said 'next'." {
+		t.Fatalf("after the abandon %+v, %v", reply, err)
+	}
+	// Cancel while paused abandons too, and the next turn's reply is its own.
+	if reply, err := conv.Say(`/call get_weather {"city": "Kyiv"}`, nil); err != nil || !reply.NeedsToolResults() {
+		t.Fatalf("paused again %+v, %v", reply, err)
+	}
+	if err := conv.Cancel(); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := conv.Say("and now", nil); err != nil || reply.Text != "You said 'and now'." {
+		t.Fatalf("after cancel while paused %+v, %v", reply, err)
+	}
+	_, err = conv.AbandonToolCalls()
+	wantCode(t, err, codes.FailedPrecondition)
+	if err := conv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	messages, err := c.ListMessages(ctx, sid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var abandoned int
+	for _, m := range messages {
+		if m.Role == contextdv1.MessageRole_MESSAGE_ROLE_TOOL {
+			if m.Content != "cancelled by the client" || !m.IsError {
+				t.Fatalf("tool result %+v", m)
+			}
+			abandoned++
+		}
+	}
+	if abandoned != 4 {
+		t.Fatalf("%d abandoned results in %+v", abandoned, messages)
+	}
+}

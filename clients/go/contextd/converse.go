@@ -35,6 +35,13 @@ type Conversation struct {
 	// ended, by an error event outside any turn, which is not the caller's business.
 	sendMu         sync.Mutex
 	pendingCancels int
+	// paused tells whether the session waits for tool results, as far as the events read so
+	// far tell; running, that a turn's events are being read; abandoning, that a Cancel while
+	// paused (and no turn running) started an abandon whose events are not read yet (the next
+	// turn reads them first). All three are guarded by sendMu.
+	paused     bool
+	running    bool
+	abandoning bool
 }
 
 // Converse opens a Converse stream on the session open.ID (created with the other fields of
@@ -94,6 +101,7 @@ func (cv *Conversation) awaitOpened() error {
 		case *contextdv1.ConverseResponse_Opened:
 			cv.session = sessionFromWire(e.Opened.GetSession())
 			cv.created = e.Opened.GetSessionCreated()
+			cv.paused = cv.session.AwaitingToolResults()
 			return nil
 		case *contextdv1.ConverseResponse_Error:
 			return turnErrorFromWire(msg)
@@ -127,7 +135,11 @@ func (cv *Conversation) SendIdempotent(message string, patch map[string]any, ide
 			yield(nil, err)
 			return
 		}
-		err = cv.send(&contextdv1.ConverseRequest{Frame: &contextdv1.ConverseRequest_UserMessage{
+		if err := cv.finishAbandon(); err != nil {
+			yield(nil, err)
+			return
+		}
+		err = cv.startTurn(&contextdv1.ConverseRequest{Frame: &contextdv1.ConverseRequest_UserMessage{
 			UserMessage: &contextdv1.ConverseUserMessage{
 				Message:        message,
 				Context:        sctx,
@@ -152,7 +164,11 @@ func (cv *Conversation) Say(message string, patch map[string]any) (*Reply, error
 // rest of the turn's events as Send does.
 func (cv *Conversation) SendToolResults(results []ToolResult) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
-		if err := cv.sendResults(results); err != nil {
+		if err := cv.finishAbandon(); err != nil {
+			yield(nil, err)
+			return
+		}
+		if err := cv.startTurn(resultsFrame(results)); err != nil {
 			yield(nil, err)
 			return
 		}
@@ -161,13 +177,94 @@ func (cv *Conversation) SendToolResults(results []ToolResult) iter.Seq2[Event, e
 }
 
 // Cancel cancels the running turn: it ends with a Completed whose FinishReason is
-// FINISH_REASON_CANCELLED, and nothing of it is stored. Cancelling when no turn runs does
-// nothing.
+// FINISH_REASON_CANCELLED, and nothing of it is stored. While the session waits for tool
+// results (a pausing Completed was read and not answered), it abandons the paused turn
+// instead, as AbandonToolCalls does; the next Send or SendToolResults reads the abandon's
+// events first. Cancelling when no turn runs or waits does nothing.
 func (cv *Conversation) Cancel() error {
 	cv.sendMu.Lock()
 	defer cv.sendMu.Unlock()
-	cv.pendingCancels++
-	return cv.sendLocked(&contextdv1.ConverseRequest{Frame: &contextdv1.ConverseRequest_Cancel{Cancel: &contextdv1.ConverseCancel{}}})
+	if cv.paused && !cv.running {
+		// Answered by the abandon's own events (or an error), which finishAbandon reads.
+		cv.paused = false
+		cv.abandoning = true
+	} else {
+		cv.pendingCancels++
+	}
+	return cv.sendLocked(cancelFrame())
+}
+
+// AbandonToolCalls abandons the turn paused for tool results: every pending call gets the
+// error result "cancelled by the client", stored with its call; the turn ends with
+// FINISH_REASON_CANCELLED without another model step and the session is idle again. It
+// returns that Reply; a *TurnError with FAILED_PRECONDITION when nothing is paused.
+func (cv *Conversation) AbandonToolCalls() (*Reply, error) {
+	if err := cv.finishAbandon(); err != nil {
+		return nil, err
+	}
+	if err := cv.startTurn(cancelFrame()); err != nil {
+		return nil, err
+	}
+	reply, err := Collect(func(yield func(Event, error) bool) { cv.runTurn(yield) })
+	// Abandoned, or refused because nothing was paused: either way nothing waits now.
+	cv.notePause(nil, true)
+	return reply, err
+}
+
+// startTurn sends the frame that starts a turn, marking the turn as running until runTurn
+// has read its end.
+func (cv *Conversation) startTurn(frame *contextdv1.ConverseRequest) error {
+	cv.sendMu.Lock()
+	defer cv.sendMu.Unlock()
+	cv.running = true
+	err := cv.sendLocked(frame)
+	if err != nil {
+		cv.running = false
+	}
+	return err
+}
+
+func cancelFrame() *contextdv1.ConverseRequest {
+	return &contextdv1.ConverseRequest{Frame: &contextdv1.ConverseRequest_Cancel{Cancel: &contextdv1.ConverseCancel{}}}
+}
+
+// finishAbandon reads the events of an abandon started by Cancel, if one is unread.
+func (cv *Conversation) finishAbandon() error {
+	cv.sendMu.Lock()
+	abandoning := cv.abandoning
+	cv.abandoning = false
+	cv.sendMu.Unlock()
+	if !abandoning {
+		return nil
+	}
+	return cv.readToEndOfTurn()
+}
+
+// readToEndOfTurn reads up to and including the next Completed or error event.
+func (cv *Conversation) readToEndOfTurn() error {
+	for {
+		msg, err := cv.recv()
+		if err != nil {
+			return err
+		}
+		switch msg.GetEvent().(type) {
+		case *contextdv1.ConverseResponse_Completed, *contextdv1.ConverseResponse_Error:
+			return nil
+		}
+	}
+}
+
+// notePause follows the session's pause from a turn's reply: a cancelled continuation leaves
+// the session as it was, and an abandon ends with FINISH_REASON_CANCELLED too.
+func (cv *Conversation) notePause(reply *Reply, abandon bool) {
+	cv.sendMu.Lock()
+	defer cv.sendMu.Unlock()
+	switch {
+	case abandon:
+		cv.paused = false
+	case reply.FinishReason != contextdv1.FinishReason_FINISH_REASON_CANCELLED:
+		cv.paused = reply.NeedsToolResults() && cv.handler == nil
+	}
 }
 
 // Close ends the stream: it half-closes, lets the server finish, and returns the stream's
@@ -191,6 +288,11 @@ func (cv *Conversation) Close() error {
 }
 
 func (cv *Conversation) runTurn(yield func(Event, error) bool) {
+	defer func() {
+		cv.sendMu.Lock()
+		cv.running = false
+		cv.sendMu.Unlock()
+	}()
 	for {
 		msg, err := cv.recv()
 		if errors.Is(err, io.EOF) {
@@ -207,6 +309,7 @@ func (cv *Conversation) runTurn(yield func(Event, error) bool) {
 			return
 		case *contextdv1.ConverseResponse_Completed:
 			reply := replyFromWire(e.Completed)
+			cv.notePause(reply, false)
 			if !yield(&Completed{Reply: reply}, nil) {
 				return
 			}
@@ -237,9 +340,14 @@ func (cv *Conversation) runTurn(yield func(Event, error) bool) {
 }
 
 // abandonTurn cancels the running turn and reads what is left of it, so the next turn starts
-// on a clean stream.
+// on a clean stream. A turn that paused before the cancel reached it is abandoned by the
+// cancel: that abandon's events are read too.
 func (cv *Conversation) abandonTurn() {
-	if cv.Cancel() != nil {
+	cv.sendMu.Lock()
+	cv.pendingCancels++
+	err := cv.sendLocked(cancelFrame())
+	cv.sendMu.Unlock()
+	if err != nil {
 		return
 	}
 	for {
@@ -247,8 +355,14 @@ func (cv *Conversation) abandonTurn() {
 		if err != nil {
 			return
 		}
-		switch msg.GetEvent().(type) {
-		case *contextdv1.ConverseResponse_Completed, *contextdv1.ConverseResponse_Error:
+		switch e := msg.GetEvent().(type) {
+		case *contextdv1.ConverseResponse_Completed:
+			if replyFromWire(e.Completed).NeedsToolResults() {
+				cv.notePause(nil, true)
+				_ = cv.readToEndOfTurn()
+			}
+			return
+		case *contextdv1.ConverseResponse_Error:
 			return
 		}
 	}
@@ -273,9 +387,13 @@ func runToolHandler(ctx context.Context, handler ToolHandler, calls []ToolCall) 
 }
 
 func (cv *Conversation) sendResults(results []ToolResult) error {
-	return cv.send(&contextdv1.ConverseRequest{Frame: &contextdv1.ConverseRequest_ToolResults{
+	return cv.send(resultsFrame(results))
+}
+
+func resultsFrame(results []ToolResult) *contextdv1.ConverseRequest {
+	return &contextdv1.ConverseRequest{Frame: &contextdv1.ConverseRequest_ToolResults{
 		ToolResults: &contextdv1.ConverseToolResults{Results: toolResultsToWire(results)},
-	}})
+	}}
 }
 
 func (cv *Conversation) send(req *contextdv1.ConverseRequest) error {

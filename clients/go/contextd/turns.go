@@ -25,6 +25,11 @@ type Turn struct {
 	// within the server's limits.idempotency_window, gets the first attempt's outcome instead
 	// of a second turn. Use a fresh key (a UUID) per new message, the same one for its retries.
 	IdempotencyKey string
+	// AbandonToolCalls abandons the turn paused for client-side tools instead (with no Message
+	// and no ToolResults): every pending call gets the error result "cancelled by the client",
+	// the turn ends with FINISH_REASON_CANCELLED without another model step, and the session
+	// is idle again. INVALID_ARGUMENT when nothing is pending.
+	AbandonToolCalls bool
 }
 
 // Event is one event of a streamed turn: *Started, *Delta, *ToolCallRequested, *ServerToolRan
@@ -116,11 +121,12 @@ func (c *Client) interactOnce(ctx context.Context, turn Turn) (*Reply, error) {
 		return nil, err
 	}
 	resp, err := c.turns.Interact(ctx, &contextdv1.InteractRequest{
-		SessionId:      turn.SessionID,
-		Message:        turn.Message,
-		Context:        sctx,
-		ToolResults:    toolResultsToWire(turn.ToolResults),
-		IdempotencyKey: turn.IdempotencyKey,
+		SessionId:        turn.SessionID,
+		Message:          turn.Message,
+		Context:          sctx,
+		ToolResults:      toolResultsToWire(turn.ToolResults),
+		IdempotencyKey:   turn.IdempotencyKey,
+		AbandonToolCalls: turn.AbandonToolCalls,
 	})
 	if err != nil {
 		return nil, err
@@ -141,11 +147,12 @@ func (c *Client) StreamResponse(ctx context.Context, turn Turn) iter.Seq2[Event,
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		stream, err := c.turns.StreamResponse(ctx, &contextdv1.StreamResponseRequest{
-			SessionId:      turn.SessionID,
-			Message:        turn.Message,
-			Context:        sctx,
-			ToolResults:    toolResultsToWire(turn.ToolResults),
-			IdempotencyKey: turn.IdempotencyKey,
+			SessionId:        turn.SessionID,
+			Message:          turn.Message,
+			Context:          sctx,
+			ToolResults:      toolResultsToWire(turn.ToolResults),
+			IdempotencyKey:   turn.IdempotencyKey,
+			AbandonToolCalls: turn.AbandonToolCalls,
 		})
 		if err != nil {
 			yield(nil, err)

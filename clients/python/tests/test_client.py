@@ -474,3 +474,68 @@ def test_safe_calls_are_retried_on_unavailable() -> None:
         asyncio.run(async_retries())
     finally:
         flaky.stop()
+
+
+def test_abandoning_a_paused_turn(client: Client) -> None:
+    sid = fresh("py-abandon")
+    client.create_session(sid, tools=[WEATHER])
+    paused = client.interact(sid, '/call get_weather {"city": "Oslo"}')
+    assert paused.needs_tool_results
+    done = client.interact(sid, abandon_tool_calls=True)
+    assert done.finish_reason is FinishReason.CANCELLED and done.turn_id == paused.turn_id
+    assert done.response == ""
+    assert client.get_session(sid).state is SessionState.IDLE
+    tool = client.list_messages(sid).items[2]
+    assert (tool.tool_call_id, tool.content, tool.is_error) == (paused.tool_calls[0].id, "cancelled by the client", True)
+    with pytest.raises(ContextdError) as nothing:
+        client.interact(sid, abandon_tool_calls=True)
+    assert nothing.value.code is grpc.StatusCode.INVALID_ARGUMENT
+
+    client.interact(sid, '/call get_weather {"city": "Rome"}')
+    events = list(client.stream_response(sid, abandon_tool_calls=True))
+    assert isinstance(events[0], TurnStarted)
+    assert isinstance(events[-1], TurnCompleted) and events[-1].result.finish_reason is FinishReason.CANCELLED
+    assert client.interact(sid, "after").response.startswith("You said 'after'.")
+
+
+def test_converse_cancel_while_paused_abandons(client: Client) -> None:
+    sid = fresh("py-conv-abandon")
+    with client.converse(sid, tools=[WEATHER]) as conversation:
+        paused = conversation.ask('/call get_weather {"city": "Oslo"}')
+        assert paused.needs_tool_results
+        done = conversation.abandon_tool_calls()
+        assert done.finish_reason is FinishReason.CANCELLED and done.turn_id == paused.turn_id
+        assert conversation.ask("next").response == "You said 'next'."
+        # cancel() while paused abandons too, and the next turn's reply is its own.
+        assert conversation.ask('/call get_weather {"city": "Rome"}').needs_tool_results
+        conversation.cancel()
+        assert client.get_session(sid).state is SessionState.IDLE
+        assert conversation.ask("and now").response == "You said 'and now'."
+        with pytest.raises(ContextdError) as nothing:
+            conversation.abandon_tool_calls()
+        assert nothing.value.code is grpc.StatusCode.FAILED_PRECONDITION
+    errors = [m for m in client.list_messages(sid).items if m.role is MessageRole.TOOL]
+    assert [(m.content, m.is_error) for m in errors] == [("cancelled by the client", True)] * 2
+
+
+def test_async_abandoning_a_paused_turn(target: str) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(target) as client:
+            sid = fresh("py-async-abandon")
+            await client.create_session(sid, tools=[WEATHER])
+            assert (await client.interact(sid, '/call get_weather {"city": "Oslo"}')).needs_tool_results
+            done = await client.interact(sid, abandon_tool_calls=True)
+            assert done.finish_reason is FinishReason.CANCELLED
+            await client.interact(sid, '/call get_weather {"city": "Rome"}')
+            events = [e async for e in client.stream_response(sid, abandon_tool_calls=True)]
+            assert isinstance(events[-1], TurnCompleted) and events[-1].result.finish_reason is FinishReason.CANCELLED
+            async with await client.converse(sid) as conversation:
+                assert (await conversation.ask('/call get_weather {"city": "Lima"}')).needs_tool_results
+                done = await conversation.abandon_tool_calls()
+                assert done.finish_reason is FinishReason.CANCELLED
+                assert (await conversation.ask('/call get_weather {"city": "Kyiv"}')).needs_tool_results
+                await conversation.cancel()
+                assert (await conversation.ask("next")).response == "You said 'next'."
+            assert (await client.get_session(sid)).state is SessionState.IDLE
+
+    asyncio.run(scenario())

@@ -163,6 +163,13 @@ export interface TurnInput {
    * turn. Use a fresh key (a UUID) per new message and the same one for its retries.
    */
   idempotencyKey?: string;
+  /**
+   * Abandons the turn paused for client-side tools instead (with no message and no tool
+   * results): every pending call gets the error result "cancelled by the client", the turn
+   * ends with FINISH_REASON_CANCELLED without another model step, and the session is idle
+   * again. INVALID_ARGUMENT when nothing is pending.
+   */
+  abandonToolCalls?: boolean;
   /** Abort the call. */
   signal?: AbortSignal;
 }
@@ -400,6 +407,7 @@ export class ContextdClient {
         context: input.context,
         toolResults: input.toolResults,
         idempotencyKey: input.idempotencyKey,
+        abandonToolCalls: input.abandonToolCalls,
       },
       options,
     );
@@ -426,6 +434,7 @@ export class ContextdClient {
         context: input.context,
         toolResults: input.toolResults,
         idempotencyKey: input.idempotencyKey,
+        abandonToolCalls: input.abandonToolCalls,
       },
         { signal: abort.signal },
       );
@@ -561,6 +570,10 @@ export class Conversation {
   private closed = false;
   /** A turn was started whose last event is not read yet. */
   private running = false;
+  /** The session waits for tool results, as far as the events read so far tell. */
+  private paused = false;
+  /** The running turn is an abandon of the paused one (it takes no model step). */
+  private abandoning = false;
   private turns = 0;
 
   constructor(
@@ -579,6 +592,7 @@ export class Conversation {
     if (first.case === "opened") {
       this.session = required(first.value.session);
       this.sessionCreated = first.value.sessionCreated;
+      this.paused = this.session.pendingToolCalls.length > 0;
       return;
     }
     this.abort.abort();
@@ -598,8 +612,11 @@ export class Conversation {
     try {
       for (;;) {
         const event = await this.next();
+        if (event.case === "completed") this.note(event.value);
+        if (event.case === "error" && this.abandoning) this.paused = false;
         if (event.case === "error" || (event.case === "completed" && !(this.toolHandler && needsToolResults(event.value)))) {
           this.running = false;
+          this.abandoning = false;
         }
         yield event;
         if (!this.running) return;
@@ -614,15 +631,32 @@ export class Conversation {
     }
   }
 
+  /** Follows the session's pause: a cancelled continuation leaves it as it was. */
+  private note(result: InteractResponse): void {
+    if (this.abandoning) this.paused = false;
+    else if (result.finishReason !== FinishReason.CANCELLED) this.paused = needsToolResults(result) && !this.toolHandler;
+  }
+
   /**
    * Cancels the running turn and reads the rest of it, so that the next turn's events are its
-   * own. A turn that has paused for tool results stays paused.
+   * own. A turn that paused before the cancel reached it (its events unread) is abandoned by
+   * the cancel; a turn whose pause was read is not running, and stays paused. An abandon
+   * (which takes no model step) is read to its end instead of cancelled.
    */
   private async abandon(): Promise<void> {
     this.running = false;
+    if (this.abandoning) {
+      this.abandoning = false;
+      this.paused = false;
+      for (;;) {
+        const event = await this.next();
+        if (event.case === "completed" || event.case === "error") return;
+      }
+    }
     this.requests.push({ frame: { case: "cancel", value: {} } });
     for (;;) {
       const event = await this.next();
+      if (event.case === "completed" && event.value.finishReason !== FinishReason.CANCELLED) this.paused = false;
       if (event.case === "completed" || event.case === "error") break;
     }
     // The cancel is answered by the `completed` above or, when the turn had ended before it
@@ -673,9 +707,36 @@ export class Conversation {
     return required(result);
   }
 
-  /** Cancels the running turn: it ends with FINISH_REASON_CANCELLED and nothing is stored. */
+  /**
+   * Cancels the running turn: it ends with FINISH_REASON_CANCELLED and nothing is stored. While
+   * the session waits for tool results (a paused `completed` was read and not answered),
+   * abandons the paused turn instead, as `abandonToolCalls` does; the next `send` reads the
+   * abandon's events first.
+   */
   cancel(): void {
     this.requests.push({ frame: { case: "cancel", value: {} } });
+    if (!this.running && this.paused) {
+      this.running = true;
+      this.abandoning = true;
+      this.turns++;
+    }
+  }
+
+  /**
+   * Abandons the turn paused for tool results: every pending call gets the error result
+   * "cancelled by the client", stored with its call; the turn ends with
+   * FINISH_REASON_CANCELLED without another model step and the session is idle again.
+   * Resolves to that result; rejects with FAILED_PRECONDITION when nothing is paused.
+   */
+  async abandonToolCalls(): Promise<InteractResponse> {
+    const turn = await this.begin({ frame: { case: "cancel", value: {} } });
+    this.abandoning = true;
+    let result: InteractResponse | undefined;
+    for await (const event of this.turn(turn)) {
+      if (event.case === "error") throw new ConnectError(event.value.message, event.value.code as Code);
+      if (event.case === "completed") result = event.value;
+    }
+    return required(result);
   }
 
   /** Half-closes the stream and waits for the server to end it; rejects on a non-OK status. */

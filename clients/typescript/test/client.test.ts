@@ -221,6 +221,50 @@ describe("ContextdClient", () => {
     assert.equal((await client.getSession(sid)).messageCount, 4n);
   });
 
+  test("abandoning a paused turn: interact, streamResponse, and converse cancel", async () => {
+    const sid = fresh("ts-abandon");
+    await client.createSession(sid, { tools: [WEATHER] });
+    const paused = await client.interact(sid, '/call get_weather {"city": "Oslo"}');
+    assert.ok(needsToolResults(paused));
+    const done = await client.interact(sid, "", { abandonToolCalls: true });
+    assert.equal(done.finishReason, FinishReason.CANCELLED);
+    assert.equal(done.turnId, paused.turnId);
+    assert.equal(done.response, "");
+    const tool = (await client.listMessages(sid)).items[2]!;
+    assert.equal(tool.toolCallId, paused.toolCalls[0]!.toolCallId);
+    assert.equal(tool.content, "cancelled by the client");
+    assert.equal(tool.isError, true);
+    await rejectsWith(client.interact(sid, "", { abandonToolCalls: true }), Code.InvalidArgument, "nothing to abandon");
+
+    await client.interact(sid, '/call get_weather {"city": "Rome"}');
+    const cases: string[] = [];
+    let last;
+    for await (const event of client.streamResponse(sid, "", { abandonToolCalls: true })) {
+      cases.push(event.case ?? "");
+      last = event;
+    }
+    assert.deepEqual(cases, ["started", "completed"]);
+    assert.equal(last?.case === "completed" && last.value.finishReason, FinishReason.CANCELLED);
+
+    const conversation = await client.converse(sid);
+    assert.ok(needsToolResults(await conversation.ask('/call get_weather {"city": "Lima"}')));
+    const abandoned = await conversation.abandonToolCalls();
+    assert.equal(abandoned.finishReason, FinishReason.CANCELLED);
+    assert.equal((await conversation.ask("next")).response, "You said 'next'.");
+    // cancel() while paused abandons too; the next turn's reply is its own.
+    assert.ok(needsToolResults(await conversation.ask('/call get_weather {"city": "Kyiv"}')));
+    conversation.cancel();
+    assert.equal((await conversation.ask("and now")).response, "You said 'and now'.");
+    await rejectsWith(conversation.abandonToolCalls(), Code.FailedPrecondition);
+    await conversation.close();
+    assert.equal((await client.getSession(sid)).state, SessionState.IDLE);
+    const errors = (await client.listMessages(sid)).items.filter((m) => m.role === MessageRole.TOOL);
+    assert.deepEqual(
+      errors.map((m) => [m.content, m.isError]),
+      Array(4).fill(["cancelled by the client", true]),
+    );
+  });
+
   test("idempotency keys make turns safe to repeat", async () => {
     const sid = fresh("ts-idem");
     const key = randomBytes(16).toString("hex");

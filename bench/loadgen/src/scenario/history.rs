@@ -107,6 +107,7 @@ async fn timed_turn(
         context: Some(workload::context()),
         tool_results: Vec::new(),
         idempotency_key: String::new(),
+        abandon_tool_calls: false,
     };
     let start = Instant::now();
     client

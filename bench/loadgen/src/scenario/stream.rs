@@ -62,6 +62,7 @@ pub async fn run(setup: ClosedLoop, server: Option<&ServerProbe>) -> Result<Valu
                 context: None,
                 tool_results: Vec::new(),
                 idempotency_key: String::new(),
+                abandon_tool_calls: false,
             },
         })
         .collect();

@@ -155,12 +155,14 @@ def interact(
     context: Mapping[str, Any] | None,
     tool_results: Iterable[ToolResult],
     idempotency_key: str | None = None,
+    abandon_tool_calls: bool = False,
 ) -> interact_pb2.InteractRequest:
     request = interact_pb2.InteractRequest(
         session_id=session_id,
         message=message,
         tool_results=results(tool_results),
         idempotency_key=idempotency_key or "",
+        abandon_tool_calls=abandon_tool_calls,
     )
     if context is not None:
         request.context.CopyFrom(dict_to_struct(context))
@@ -173,12 +175,14 @@ def stream_response(
     context: Mapping[str, Any] | None,
     tool_results: Iterable[ToolResult],
     idempotency_key: str | None = None,
+    abandon_tool_calls: bool = False,
 ) -> interact_pb2.StreamResponseRequest:
     request = interact_pb2.StreamResponseRequest(
         session_id=session_id,
         message=message,
         tool_results=results(tool_results),
         idempotency_key=idempotency_key or "",
+        abandon_tool_calls=abandon_tool_calls,
     )
     if context is not None:
         request.context.CopyFrom(dict_to_struct(context))

@@ -16,6 +16,7 @@ from contextd.errors import ContextdError
 from contextd.types import (
     AsyncToolHandler,
     Event,
+    FinishReason,
     Message,
     Opened,
     Page,
@@ -218,6 +219,7 @@ class AsyncClient:
         tool_results: Iterable[ToolResult] = (),
         tool_handler: AsyncToolHandler | None = None,
         idempotency_key: str | None = None,
+        abandon_tool_calls: bool = False,
     ) -> TurnResult:
         """Runs a turn; with ``tool_handler`` (sync or async), client-side tool calls are
         answered by it and the turn continued until it finishes.
@@ -225,8 +227,13 @@ class AsyncClient:
         ``idempotency_key`` (a fresh UUID per new message, the same for its retries) makes the
         turn safe to repeat: a repeat within the server's ``limits.idempotency_window`` gets the
         first attempt's outcome instead of a second turn, and with ``retries`` > 0 the call is
-        retried on UNAVAILABLE like the read calls."""
-        request = _requests.interact(session_id, message, context, tool_results, idempotency_key)
+        retried on UNAVAILABLE like the read calls.
+
+        ``abandon_tool_calls=True`` abandons the turn paused for client-side tools, as
+        ``Client.interact`` describes."""
+        request = _requests.interact(
+            session_id, message, context, tool_results, idempotency_key, abandon_tool_calls
+        )
         keyed = idempotency_key is not None
         result = TurnResult.from_proto(await self._call(self._interact.Interact, request, safe=keyed))
         while tool_handler is not None and result.needs_tool_results:
@@ -244,9 +251,12 @@ class AsyncClient:
         tool_results: Iterable[ToolResult] = (),
         timeout: float | None = None,
         idempotency_key: str | None = None,
+        abandon_tool_calls: bool = False,
     ) -> AsyncIterator[Event]:
         """Runs a turn and yields its events, TurnCompleted last. Leaving early cancels the call."""
-        request = _requests.stream_response(session_id, message, context, tool_results, idempotency_key)
+        request = _requests.stream_response(
+            session_id, message, context, tool_results, idempotency_key, abandon_tool_calls
+        )
         call = self._interact.StreamResponse(request, metadata=self._metadata, timeout=timeout)
         try:
             async for response in call:
@@ -410,6 +420,7 @@ class AsyncConversation:
         self._tool_handler = tool_handler
         self._closed = False
         self._running = False  # a turn was started whose last event is not read yet
+        self._paused = False  # the session waits for tool results, as far as the events read tell
         self._turns = 0
         # One task reads the stream: a caller's read that is cancelled (a task cancelled
         # mid-turn) must not cancel the whole call, as cancelling grpc.aio's read() does.
@@ -441,6 +452,7 @@ class AsyncConversation:
             raise ContextdError(grpc.StatusCode.INTERNAL, f"expected opened, got {first!r}")
         self.session = first.session
         self.session_created = first.session_created
+        self._paused = bool(first.session.pending_tool_calls)
 
     async def _write(self, frame: interact_pb2.ConverseRequest) -> None:
         try:
@@ -469,6 +481,8 @@ class AsyncConversation:
         try:
             while True:
                 event = await self._next()
+                if isinstance(event, TurnCompleted):
+                    self._note(event.result)
                 if isinstance(event, TurnFailed) or (
                     isinstance(event, TurnCompleted)
                     and (self._tool_handler is None or not event.result.needs_tool_results)
@@ -489,11 +503,16 @@ class AsyncConversation:
 
     async def _abandon(self) -> None:
         """Cancels the running turn and reads the rest of it, so that the next turn's events
-        are its own. A turn that has paused for tool results stays paused."""
+        are its own. A turn that paused before the cancel reached it (its events unread) is
+        abandoned by the cancel; a turn whose pause was read is not running and stays paused."""
         self._running = False
         await self._write(_requests.converse_cancel())
-        while not _ends_turn(await self._next()):
-            pass
+        while True:
+            event = await self._next()
+            if isinstance(event, TurnCompleted) and event.result.finish_reason is not FinishReason.CANCELLED:
+                self._paused = False  # finished, or paused and so abandoned by the cancel
+            if _ends_turn(event):
+                break
         # See Conversation._abandon: the empty frame's INVALID_ARGUMENT answer comes after
         # any answer to the cancel.
         await self._write(interact_pb2.ConverseRequest())
@@ -539,8 +558,41 @@ class AsyncConversation:
         return result
 
     async def cancel(self) -> None:
-        """Cancels the running turn (it ends with FinishReason.CANCELLED, nothing stored)."""
+        """Cancels the running turn (it ends with FinishReason.CANCELLED, nothing stored).
+        While the session waits for tool results (a paused TurnCompleted was read and not
+        answered), abandons the paused turn instead, as ``abandon_tool_calls`` does, and
+        returns once it has ended."""
+        if not self._running and self._paused:
+            await self.abandon_tool_calls()
+            return
         await self._write(_requests.converse_cancel())
+
+    async def abandon_tool_calls(self) -> TurnResult:
+        """Abandons the turn paused for tool results: every pending call gets the error
+        result "cancelled by the client", stored with its call; the turn ends with
+        FinishReason.CANCELLED without another model step and the session is idle again.
+        Returns that result; raises FAILED_PRECONDITION when nothing is paused."""
+        if self._running:
+            await self._abandon()
+        self._turns += 1
+        self._running = True
+        await self._write(_requests.converse_cancel())
+        result = None
+        async for event in self._turn(self._turns):
+            if isinstance(event, TurnFailed):
+                raise ContextdError(event.code, event.message)
+            if isinstance(event, TurnCompleted):
+                result = event.result
+        self._paused = False
+        if result is None:
+            raise ContextdError(grpc.StatusCode.INTERNAL, "the turn ended without a result")
+        return result
+
+    def _note(self, result: TurnResult) -> None:
+        """Follows the session's pause from a turn's result. A cancelled continuation leaves
+        the session as it was; an abandon clears the pause itself."""
+        if result.finish_reason is not FinishReason.CANCELLED:
+            self._paused = result.needs_tool_results and self._tool_handler is None
 
     async def close(self) -> None:
         """Half-closes the stream and waits for the server to end it."""

@@ -13,6 +13,7 @@ from contextd import _admin, _requests
 from contextd.errors import ContextdError
 from contextd.types import (
     Event,
+    FinishReason,
     Message,
     Opened,
     Page,
@@ -226,6 +227,7 @@ class Client:
         tool_results: Iterable[ToolResult] = (),
         tool_handler: ToolHandler | None = None,
         idempotency_key: str | None = None,
+        abandon_tool_calls: bool = False,
     ) -> TurnResult:
         """Runs a turn. With ``tool_handler``, client-side tool calls are answered by it and the
         turn continued until it finishes; without, a paused turn is returned as is
@@ -234,8 +236,15 @@ class Client:
         ``idempotency_key`` (a fresh UUID per new message, the same for its retries) makes the
         turn safe to repeat: a repeat within the server's ``limits.idempotency_window`` gets the
         first attempt's outcome instead of a second turn, and with ``retries`` > 0 the call is
-        retried on UNAVAILABLE like the read calls."""
-        request = _requests.interact(session_id, message, context, tool_results, idempotency_key)
+        retried on UNAVAILABLE like the read calls.
+
+        ``abandon_tool_calls=True`` (with no message and no tool results) abandons the turn
+        paused for client-side tools instead: every pending call gets the error result
+        "cancelled by the client", the turn ends with FinishReason.CANCELLED without another
+        model step, and the session is idle again. INVALID_ARGUMENT when nothing is pending."""
+        request = _requests.interact(
+            session_id, message, context, tool_results, idempotency_key, abandon_tool_calls
+        )
         keyed = idempotency_key is not None
         result = TurnResult.from_proto(self._call(self._interact.Interact, request, safe=keyed))
         while tool_handler is not None and result.needs_tool_results:
@@ -253,10 +262,14 @@ class Client:
         tool_results: Iterable[ToolResult] = (),
         timeout: float | None = None,
         idempotency_key: str | None = None,
+        abandon_tool_calls: bool = False,
     ) -> Iterator[Event]:
         """Runs a turn and yields its events: TurnStarted, TextDelta…, ToolCallRequested /
-        ToolRan, and TurnCompleted last. Leaving the loop early cancels the call."""
-        request = _requests.stream_response(session_id, message, context, tool_results, idempotency_key)
+        ToolRan, and TurnCompleted last. Leaving the loop early cancels the call.
+        ``abandon_tool_calls=True`` abandons the paused turn, as ``interact`` describes."""
+        request = _requests.stream_response(
+            session_id, message, context, tool_results, idempotency_key, abandon_tool_calls
+        )
         call = self._interact.StreamResponse(request, metadata=self._metadata, timeout=timeout)
         try:
             for response in call:
@@ -386,6 +399,7 @@ class Conversation:
         self._tool_handler = tool_handler
         self._closed = False
         self._running = False  # a turn was started whose last event is not read yet
+        self._paused = False  # the session waits for tool results, as far as the events read tell
         self._turns = 0
         self._call = stub.Converse(iter(self._outgoing.get, _END), metadata=metadata, timeout=timeout)
         self._outgoing.put(open_frame)
@@ -398,6 +412,7 @@ class Conversation:
             raise ContextdError(grpc.StatusCode.INTERNAL, f"expected opened, got {first!r}")
         self.session: Session = first.session
         self.session_created: bool = first.session_created
+        self._paused = bool(first.session.pending_tool_calls)
 
     def _next(self) -> Event:
         while True:
@@ -415,6 +430,8 @@ class Conversation:
         try:
             while True:
                 event = self._next()
+                if isinstance(event, TurnCompleted):
+                    self._note(event.result)
                 if isinstance(event, TurnFailed) or (
                     isinstance(event, TurnCompleted)
                     and (self._tool_handler is None or not event.result.needs_tool_results)
@@ -433,11 +450,16 @@ class Conversation:
 
     def _abandon(self) -> None:
         """Cancels the running turn and reads the rest of it, so that the next turn's events
-        are its own. A turn that has paused for tool results stays paused."""
+        are its own. A turn that paused before the cancel reached it (its events unread) is
+        abandoned by the cancel; a turn whose pause was read is not running and stays paused."""
         self._running = False
         self._outgoing.put(_requests.converse_cancel())
-        while not _ends_turn(self._next()):
-            pass
+        while True:
+            event = self._next()
+            if isinstance(event, TurnCompleted) and event.result.finish_reason is not FinishReason.CANCELLED:
+                self._paused = False  # finished, or paused and so abandoned by the cancel
+            if _ends_turn(event):
+                break
         # The cancel is answered by the `completed` above, or, when the turn had ended
         # before it arrived, by a FAILED_PRECONDITION error still to come. An empty frame,
         # answered in order with INVALID_ARGUMENT, marks where those answers end.
@@ -474,8 +496,34 @@ class Conversation:
         return _final(self.send(message, context=context, idempotency_key=idempotency_key))
 
     def cancel(self) -> None:
-        """Cancels the running turn (it ends with FinishReason.CANCELLED, nothing stored)."""
+        """Cancels the running turn (it ends with FinishReason.CANCELLED, nothing stored).
+        While the session waits for tool results (a paused TurnCompleted was read and not
+        answered), abandons the paused turn instead, as ``abandon_tool_calls`` does, and
+        returns once it has ended."""
+        if not self._running and self._paused:
+            self.abandon_tool_calls()
+            return
         self._outgoing.put(_requests.converse_cancel())
+
+    def abandon_tool_calls(self) -> TurnResult:
+        """Abandons the turn paused for tool results: every pending call gets the error
+        result "cancelled by the client", stored with its call; the turn ends with
+        FinishReason.CANCELLED without another model step and the session is idle again.
+        Returns that result; raises FAILED_PRECONDITION when nothing is paused."""
+        if self._running:
+            self._abandon()
+        self._turns += 1
+        self._running = True
+        self._outgoing.put(_requests.converse_cancel())
+        result = _final(self._turn(self._turns))
+        self._paused = False
+        return result
+
+    def _note(self, result: TurnResult) -> None:
+        """Follows the session's pause from a turn's result. A cancelled continuation leaves
+        the session as it was; an abandon clears the pause itself."""
+        if result.finish_reason is not FinishReason.CANCELLED:
+            self._paused = result.needs_tool_results and self._tool_handler is None
 
     def close(self) -> None:
         """Half-closes the stream and waits for the server to end it."""

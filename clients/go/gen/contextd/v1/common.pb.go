@@ -38,7 +38,9 @@ const (
 	FinishReason_FINISH_REASON_TOOL_CALLS FinishReason = 2
 	// The model stopped because it reached its output token limit.
 	FinishReason_FINISH_REASON_LENGTH FinishReason = 3
-	// The client cancelled the turn. Nothing of a cancelled turn is stored.
+	// The client cancelled the turn. Nothing of a cancelled running turn is stored; a turn
+	// paused for tool calls that the client abandoned (`abandon_tool_calls`, or a Converse
+	// `cancel` while paused) is stored with an error result for every pending call.
 	FinishReason_FINISH_REASON_CANCELLED FinishReason = 4
 	// The model kept calling server-side tools until the server's step limit
 	// (`engine.max_tool_steps`) stopped it. What happened up to then is stored.

@@ -46,8 +46,17 @@ type InteractRequest struct {
 	// 1 to 128 printable ASCII characters, a UUID for example; empty: no key. Over HTTP, the
 	// `Idempotency-Key` header sets it.
 	IdempotencyKey string `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Abandons the paused turn instead of continuing it. When the session waits for client-side
+	// tool results, every pending call gets an error result ("cancelled by the client", with
+	// `is_error` set), the turn ends with `FINISH_REASON_CANCELLED` without another model step,
+	// and calls and results are stored paired in the history; the session is then idle. The
+	// context patch, if any, is merged as for any turn. Refused with INVALID_ARGUMENT when the
+	// session does not wait for tool results (nothing is pending: send a message instead), and
+	// when `message` or `tool_results` are set too (abandon first, then send the message in a
+	// new request). Works with `idempotency_key` like any turn.
+	AbandonToolCalls bool `protobuf:"varint,6,opt,name=abandon_tool_calls,json=abandonToolCalls,proto3" json:"abandon_tool_calls,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *InteractRequest) Reset() {
@@ -113,6 +122,13 @@ func (x *InteractRequest) GetIdempotencyKey() string {
 		return x.IdempotencyKey
 	}
 	return ""
+}
+
+func (x *InteractRequest) GetAbandonToolCalls() bool {
+	if x != nil {
+		return x.AbandonToolCalls
+	}
+	return false
 }
 
 // Outcome of a turn.
@@ -243,8 +259,17 @@ type StreamResponseRequest struct {
 	// 1 to 128 printable ASCII characters, a UUID for example; empty: no key. Over HTTP, the
 	// `Idempotency-Key` header sets it.
 	IdempotencyKey string `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Abandons the paused turn instead of continuing it. When the session waits for client-side
+	// tool results, every pending call gets an error result ("cancelled by the client", with
+	// `is_error` set), the turn ends with `FINISH_REASON_CANCELLED` without another model step,
+	// and calls and results are stored paired in the history; the session is then idle. The
+	// context patch, if any, is merged as for any turn. Refused with INVALID_ARGUMENT when the
+	// session does not wait for tool results (nothing is pending: send a message instead), and
+	// when `message` or `tool_results` are set too (abandon first, then send the message in a
+	// new request). Works with `idempotency_key` like any turn.
+	AbandonToolCalls bool `protobuf:"varint,6,opt,name=abandon_tool_calls,json=abandonToolCalls,proto3" json:"abandon_tool_calls,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StreamResponseRequest) Reset() {
@@ -310,6 +335,13 @@ func (x *StreamResponseRequest) GetIdempotencyKey() string {
 		return x.IdempotencyKey
 	}
 	return ""
+}
+
+func (x *StreamResponseRequest) GetAbandonToolCalls() bool {
+	if x != nil {
+		return x.AbandonToolCalls
+	}
+	return false
 }
 
 // The turn began: the session is locked for it and the context patch is merged.
@@ -862,8 +894,13 @@ func (x *ConverseToolResults) GetResults() []*ToolResult {
 	return nil
 }
 
-// Cancels the running turn, if any. Nothing of a cancelled turn is stored; the turn ends with
-// `completed` and `FINISH_REASON_CANCELLED`.
+// Cancels the running turn, or abandons the turn paused for tool results. A running turn that
+// is cancelled stores nothing (a paused turn whose continuation is cancelled stays paused). A
+// paused turn is abandoned as `abandon_tool_calls` does on `Interact`: every pending call gets
+// an error result "cancelled by the client", stored paired with its call, and the session is
+// idle again. Either way the turn ends with `completed` and `FINISH_REASON_CANCELLED`. With no
+// turn running or paused on the stream's session the frame gets an `error` event,
+// FAILED_PRECONDITION.
 type ConverseCancel struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1014,7 +1051,7 @@ type ConverseRequest_ToolResults struct {
 }
 
 type ConverseRequest_Cancel struct {
-	// Cancel the running turn.
+	// Cancel the running turn, or abandon the paused one.
 	Cancel *ConverseCancel `protobuf:"bytes,4,opt,name=cancel,proto3,oneof"`
 }
 
@@ -1322,14 +1359,15 @@ var File_contextd_v1_interact_proto protoreflect.FileDescriptor
 
 const file_contextd_v1_interact_proto_rawDesc = "" +
 	"\n" +
-	"\x1acontextd/v1/interact.proto\x12\vcontextd.v1\x1a\x18contextd/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\x01\n" +
+	"\x1acontextd/v1/interact.proto\x12\vcontextd.v1\x1a\x18contextd/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x02\n" +
 	"\x0fInteractRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x121\n" +
 	"\acontext\x18\x03 \x01(\v2\x17.google.protobuf.StructR\acontext\x12:\n" +
 	"\ftool_results\x18\x04 \x03(\v2\x17.contextd.v1.ToolResultR\vtoolResults\x12'\n" +
-	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\"\xf1\x02\n" +
+	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12,\n" +
+	"\x12abandon_tool_calls\x18\x06 \x01(\bR\x10abandonToolCalls\"\xf1\x02\n" +
 	"\x10InteractResponse\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1a\n" +
@@ -1340,14 +1378,15 @@ const file_contextd_v1_interact_proto_rawDesc = "" +
 	"tool_calls\x18\x05 \x03(\v2\x15.contextd.v1.ToolCallR\ttoolCalls\x12(\n" +
 	"\x05usage\x18\x06 \x01(\v2\x12.contextd.v1.UsageR\x05usage\x12'\n" +
 	"\x0fsession_created\x18\a \x01(\bR\x0esessionCreated\x12\x17\n" +
-	"\aturn_id\x18\b \x01(\tR\x06turnId\"\xe8\x01\n" +
+	"\aturn_id\x18\b \x01(\tR\x06turnId\"\x96\x02\n" +
 	"\x15StreamResponseRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x121\n" +
 	"\acontext\x18\x03 \x01(\v2\x17.google.protobuf.StructR\acontext\x12:\n" +
 	"\ftool_results\x18\x04 \x03(\v2\x17.contextd.v1.ToolResultR\vtoolResults\x12'\n" +
-	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\"n\n" +
+	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12,\n" +
+	"\x12abandon_tool_calls\x18\x06 \x01(\bR\x10abandonToolCalls\"n\n" +
 	"\vTurnStarted\x12\x17\n" +
 	"\aturn_id\x18\x01 \x01(\tR\x06turnId\x12\x1d\n" +
 	"\n" +

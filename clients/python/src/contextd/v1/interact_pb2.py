@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63ontextd/v1/interact.proto\x12\x0b\x63ontextd.v1\x1a\x18\x63ontextd/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x01\n\x0fInteractRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\x0ctool_results\x18\x04 \x03(\x0b\x32\x17.contextd.v1.ToolResult\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"\x94\x02\n\x10InteractResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08response\x18\x02 \x01(\t\x12\x30\n\x0fupdated_context\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x30\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x19.contextd.v1.FinishReason\x12)\n\ntool_calls\x18\x05 \x03(\x0b\x32\x15.contextd.v1.ToolCall\x12!\n\x05usage\x18\x06 \x01(\x0b\x32\x12.contextd.v1.Usage\x12\x17\n\x0fsession_created\x18\x07 \x01(\x08\x12\x0f\n\x07turn_id\x18\x08 \x01(\t\"\xae\x01\n\x15StreamResponseRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\x0ctool_results\x18\x04 \x03(\x0b\x32\x17.contextd.v1.ToolResult\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"K\n\x0bTurnStarted\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x17\n\x0fsession_created\x18\x03 \x01(\x08\"\x19\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"d\n\x0fToolResultEvent\x12(\n\ttool_call\x18\x01 \x01(\x0b\x32\x15.contextd.v1.ToolCall\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x17.contextd.v1.ToolResult\"\x8c\x02\n\x16StreamResponseResponse\x12+\n\x07started\x18\x01 \x01(\x0b\x32\x18.contextd.v1.TurnStartedH\x00\x12\'\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x16.contextd.v1.TextDeltaH\x00\x12*\n\ttool_call\x18\x03 \x01(\x0b\x32\x15.contextd.v1.ToolCallH\x00\x12\x33\n\x0btool_result\x18\x04 \x01(\x0b\x32\x1c.contextd.v1.ToolResultEventH\x00\x12\x32\n\tcompleted\x18\x05 \x01(\x0b\x32\x1d.contextd.v1.InteractResponseH\x00\x42\x07\n\x05\x65vent\"\xb6\x03\n\x0c\x43onverseOpen\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsystem_prompt\x18\x02 \x01(\t\x12(\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05model\x18\x04 \x01(\t\x12*\n\x05tools\x18\x05 \x03(\x0b\x32\x1b.contextd.v1.ToolDefinition\x12\x35\n\x06labels\x18\x06 \x03(\x0b\x32%.contextd.v1.ConverseOpen.LabelsEntry\x12\x1a\n\x12max_context_tokens\x18\x07 \x01(\r\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06window\x18\x14 \x01(\x0b\x32\x1b.contextd.v1.WindowSettings\x12\x36\n\x0cserver_tools\x18\x15 \x01(\x0b\x32 .contextd.v1.ServerToolSelection\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"i\n\x13\x43onverseUserMessage\x12\x0f\n\x07message\x18\x01 \x01(\t\x12(\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"?\n\x13\x43onverseToolResults\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.contextd.v1.ToolResult\"\x10\n\x0e\x43onverseCancel\"\xe8\x01\n\x0f\x43onverseRequest\x12)\n\x04open\x18\x01 \x01(\x0b\x32\x19.contextd.v1.ConverseOpenH\x00\x12\x38\n\x0cuser_message\x18\x02 \x01(\x0b\x32 .contextd.v1.ConverseUserMessageH\x00\x12\x38\n\x0ctool_results\x18\x03 \x01(\x0b\x32 .contextd.v1.ConverseToolResultsH\x00\x12-\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x1b.contextd.v1.ConverseCancelH\x00\x42\x07\n\x05\x66rame\"P\n\x0e\x43onverseOpened\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.contextd.v1.Session\x12\x17\n\x0fsession_created\x18\x02 \x01(\x08\"*\n\tTurnError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xef\x02\n\x10\x43onverseResponse\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12-\n\x06opened\x18\x02 \x01(\x0b\x32\x1b.contextd.v1.ConverseOpenedH\x00\x12+\n\x07started\x18\x03 \x01(\x0b\x32\x18.contextd.v1.TurnStartedH\x00\x12\'\n\x05\x64\x65lta\x18\x04 \x01(\x0b\x32\x16.contextd.v1.TextDeltaH\x00\x12*\n\ttool_call\x18\x05 \x01(\x0b\x32\x15.contextd.v1.ToolCallH\x00\x12\x33\n\x0btool_result\x18\x06 \x01(\x0b\x32\x1c.contextd.v1.ToolResultEventH\x00\x12\x32\n\tcompleted\x18\x07 \x01(\x0b\x32\x1d.contextd.v1.InteractResponseH\x00\x12\'\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x16.contextd.v1.TurnErrorH\x00\x42\x07\n\x05\x65vent2\xe1\x02\n\x0fInteractService\x12v\n\x08Interact\x12\x1c.contextd.v1.InteractRequest\x1a\x1d.contextd.v1.InteractResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/sessions/{session_id}:interact:\x01*\x12\x88\x01\n\x0eStreamResponse\x12\".contextd.v1.StreamResponseRequest\x1a#.contextd.v1.StreamResponseResponse\"+\x82\xd3\xe4\x93\x02%\" /v1/sessions/{session_id}:stream:\x01*0\x01\x12K\n\x08\x43onverse\x12\x1c.contextd.v1.ConverseRequest\x1a\x1d.contextd.v1.ConverseResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63ontextd/v1/interact.proto\x12\x0b\x63ontextd.v1\x1a\x18\x63ontextd/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc4\x01\n\x0fInteractRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\x0ctool_results\x18\x04 \x03(\x0b\x32\x17.contextd.v1.ToolResult\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\x1a\n\x12\x61\x62\x61ndon_tool_calls\x18\x06 \x01(\x08\"\x94\x02\n\x10InteractResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08response\x18\x02 \x01(\t\x12\x30\n\x0fupdated_context\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x30\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x19.contextd.v1.FinishReason\x12)\n\ntool_calls\x18\x05 \x03(\x0b\x32\x15.contextd.v1.ToolCall\x12!\n\x05usage\x18\x06 \x01(\x0b\x32\x12.contextd.v1.Usage\x12\x17\n\x0fsession_created\x18\x07 \x01(\x08\x12\x0f\n\x07turn_id\x18\x08 \x01(\t\"\xca\x01\n\x15StreamResponseRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\x0ctool_results\x18\x04 \x03(\x0b\x32\x17.contextd.v1.ToolResult\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\x1a\n\x12\x61\x62\x61ndon_tool_calls\x18\x06 \x01(\x08\"K\n\x0bTurnStarted\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x17\n\x0fsession_created\x18\x03 \x01(\x08\"\x19\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"d\n\x0fToolResultEvent\x12(\n\ttool_call\x18\x01 \x01(\x0b\x32\x15.contextd.v1.ToolCall\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x17.contextd.v1.ToolResult\"\x8c\x02\n\x16StreamResponseResponse\x12+\n\x07started\x18\x01 \x01(\x0b\x32\x18.contextd.v1.TurnStartedH\x00\x12\'\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x16.contextd.v1.TextDeltaH\x00\x12*\n\ttool_call\x18\x03 \x01(\x0b\x32\x15.contextd.v1.ToolCallH\x00\x12\x33\n\x0btool_result\x18\x04 \x01(\x0b\x32\x1c.contextd.v1.ToolResultEventH\x00\x12\x32\n\tcompleted\x18\x05 \x01(\x0b\x32\x1d.contextd.v1.InteractResponseH\x00\x42\x07\n\x05\x65vent\"\xb6\x03\n\x0c\x43onverseOpen\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsystem_prompt\x18\x02 \x01(\t\x12(\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05model\x18\x04 \x01(\t\x12*\n\x05tools\x18\x05 \x03(\x0b\x32\x1b.contextd.v1.ToolDefinition\x12\x35\n\x06labels\x18\x06 \x03(\x0b\x32%.contextd.v1.ConverseOpen.LabelsEntry\x12\x1a\n\x12max_context_tokens\x18\x07 \x01(\r\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06window\x18\x14 \x01(\x0b\x32\x1b.contextd.v1.WindowSettings\x12\x36\n\x0cserver_tools\x18\x15 \x01(\x0b\x32 .contextd.v1.ServerToolSelection\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"i\n\x13\x43onverseUserMessage\x12\x0f\n\x07message\x18\x01 \x01(\t\x12(\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"?\n\x13\x43onverseToolResults\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.contextd.v1.ToolResult\"\x10\n\x0e\x43onverseCancel\"\xe8\x01\n\x0f\x43onverseRequest\x12)\n\x04open\x18\x01 \x01(\x0b\x32\x19.contextd.v1.ConverseOpenH\x00\x12\x38\n\x0cuser_message\x18\x02 \x01(\x0b\x32 .contextd.v1.ConverseUserMessageH\x00\x12\x38\n\x0ctool_results\x18\x03 \x01(\x0b\x32 .contextd.v1.ConverseToolResultsH\x00\x12-\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x1b.contextd.v1.ConverseCancelH\x00\x42\x07\n\x05\x66rame\"P\n\x0e\x43onverseOpened\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.contextd.v1.Session\x12\x17\n\x0fsession_created\x18\x02 \x01(\x08\"*\n\tTurnError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xef\x02\n\x10\x43onverseResponse\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12-\n\x06opened\x18\x02 \x01(\x0b\x32\x1b.contextd.v1.ConverseOpenedH\x00\x12+\n\x07started\x18\x03 \x01(\x0b\x32\x18.contextd.v1.TurnStartedH\x00\x12\'\n\x05\x64\x65lta\x18\x04 \x01(\x0b\x32\x16.contextd.v1.TextDeltaH\x00\x12*\n\ttool_call\x18\x05 \x01(\x0b\x32\x15.contextd.v1.ToolCallH\x00\x12\x33\n\x0btool_result\x18\x06 \x01(\x0b\x32\x1c.contextd.v1.ToolResultEventH\x00\x12\x32\n\tcompleted\x18\x07 \x01(\x0b\x32\x1d.contextd.v1.InteractResponseH\x00\x12\'\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x16.contextd.v1.TurnErrorH\x00\x42\x07\n\x05\x65vent2\xe1\x02\n\x0fInteractService\x12v\n\x08Interact\x12\x1c.contextd.v1.InteractRequest\x1a\x1d.contextd.v1.InteractResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/sessions/{session_id}:interact:\x01*\x12\x88\x01\n\x0eStreamResponse\x12\".contextd.v1.StreamResponseRequest\x1a#.contextd.v1.StreamResponseResponse\"+\x82\xd3\xe4\x93\x02%\" /v1/sessions/{session_id}:stream:\x01*0\x01\x12K\n\x08\x43onverse\x12\x1c.contextd.v1.ConverseRequest\x1a\x1d.contextd.v1.ConverseResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,37 +42,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INTERACTSERVICE'].methods_by_name['StreamResponse']._loaded_options = None
   _globals['_INTERACTSERVICE'].methods_by_name['StreamResponse']._serialized_options = b'\202\323\344\223\002%\" /v1/sessions/{session_id}:stream:\001*'
   _globals['_INTERACTREQUEST']._serialized_start=163
-  _globals['_INTERACTREQUEST']._serialized_end=331
-  _globals['_INTERACTRESPONSE']._serialized_start=334
-  _globals['_INTERACTRESPONSE']._serialized_end=610
-  _globals['_STREAMRESPONSEREQUEST']._serialized_start=613
-  _globals['_STREAMRESPONSEREQUEST']._serialized_end=787
-  _globals['_TURNSTARTED']._serialized_start=789
-  _globals['_TURNSTARTED']._serialized_end=864
-  _globals['_TEXTDELTA']._serialized_start=866
-  _globals['_TEXTDELTA']._serialized_end=891
-  _globals['_TOOLRESULTEVENT']._serialized_start=893
-  _globals['_TOOLRESULTEVENT']._serialized_end=993
-  _globals['_STREAMRESPONSERESPONSE']._serialized_start=996
-  _globals['_STREAMRESPONSERESPONSE']._serialized_end=1264
-  _globals['_CONVERSEOPEN']._serialized_start=1267
-  _globals['_CONVERSEOPEN']._serialized_end=1705
-  _globals['_CONVERSEOPEN_LABELSENTRY']._serialized_start=1660
-  _globals['_CONVERSEOPEN_LABELSENTRY']._serialized_end=1705
-  _globals['_CONVERSEUSERMESSAGE']._serialized_start=1707
-  _globals['_CONVERSEUSERMESSAGE']._serialized_end=1812
-  _globals['_CONVERSETOOLRESULTS']._serialized_start=1814
-  _globals['_CONVERSETOOLRESULTS']._serialized_end=1877
-  _globals['_CONVERSECANCEL']._serialized_start=1879
-  _globals['_CONVERSECANCEL']._serialized_end=1895
-  _globals['_CONVERSEREQUEST']._serialized_start=1898
-  _globals['_CONVERSEREQUEST']._serialized_end=2130
-  _globals['_CONVERSEOPENED']._serialized_start=2132
-  _globals['_CONVERSEOPENED']._serialized_end=2212
-  _globals['_TURNERROR']._serialized_start=2214
-  _globals['_TURNERROR']._serialized_end=2256
-  _globals['_CONVERSERESPONSE']._serialized_start=2259
-  _globals['_CONVERSERESPONSE']._serialized_end=2626
-  _globals['_INTERACTSERVICE']._serialized_start=2629
-  _globals['_INTERACTSERVICE']._serialized_end=2982
+  _globals['_INTERACTREQUEST']._serialized_end=359
+  _globals['_INTERACTRESPONSE']._serialized_start=362
+  _globals['_INTERACTRESPONSE']._serialized_end=638
+  _globals['_STREAMRESPONSEREQUEST']._serialized_start=641
+  _globals['_STREAMRESPONSEREQUEST']._serialized_end=843
+  _globals['_TURNSTARTED']._serialized_start=845
+  _globals['_TURNSTARTED']._serialized_end=920
+  _globals['_TEXTDELTA']._serialized_start=922
+  _globals['_TEXTDELTA']._serialized_end=947
+  _globals['_TOOLRESULTEVENT']._serialized_start=949
+  _globals['_TOOLRESULTEVENT']._serialized_end=1049
+  _globals['_STREAMRESPONSERESPONSE']._serialized_start=1052
+  _globals['_STREAMRESPONSERESPONSE']._serialized_end=1320
+  _globals['_CONVERSEOPEN']._serialized_start=1323
+  _globals['_CONVERSEOPEN']._serialized_end=1761
+  _globals['_CONVERSEOPEN_LABELSENTRY']._serialized_start=1716
+  _globals['_CONVERSEOPEN_LABELSENTRY']._serialized_end=1761
+  _globals['_CONVERSEUSERMESSAGE']._serialized_start=1763
+  _globals['_CONVERSEUSERMESSAGE']._serialized_end=1868
+  _globals['_CONVERSETOOLRESULTS']._serialized_start=1870
+  _globals['_CONVERSETOOLRESULTS']._serialized_end=1933
+  _globals['_CONVERSECANCEL']._serialized_start=1935
+  _globals['_CONVERSECANCEL']._serialized_end=1951
+  _globals['_CONVERSEREQUEST']._serialized_start=1954
+  _globals['_CONVERSEREQUEST']._serialized_end=2186
+  _globals['_CONVERSEOPENED']._serialized_start=2188
+  _globals['_CONVERSEOPENED']._serialized_end=2268
+  _globals['_TURNERROR']._serialized_start=2270
+  _globals['_TURNERROR']._serialized_end=2312
+  _globals['_CONVERSERESPONSE']._serialized_start=2315
+  _globals['_CONVERSERESPONSE']._serialized_end=2682
+  _globals['_INTERACTSERVICE']._serialized_start=2685
+  _globals['_INTERACTSERVICE']._serialized_end=3038
 # @@protoc_insertion_point(module_scope)

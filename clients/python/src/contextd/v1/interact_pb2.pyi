@@ -13,18 +13,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class InteractRequest(_message.Message):
-    __slots__ = ("session_id", "message", "context", "tool_results", "idempotency_key")
+    __slots__ = ("session_id", "message", "context", "tool_results", "idempotency_key", "abandon_tool_calls")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     TOOL_RESULTS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    ABANDON_TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     message: str
     context: _struct_pb2.Struct
     tool_results: _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolResult]
     idempotency_key: str
-    def __init__(self, session_id: _Optional[str] = ..., message: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tool_results: _Optional[_Iterable[_Union[_common_pb2.ToolResult, _Mapping]]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    abandon_tool_calls: bool
+    def __init__(self, session_id: _Optional[str] = ..., message: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tool_results: _Optional[_Iterable[_Union[_common_pb2.ToolResult, _Mapping]]] = ..., idempotency_key: _Optional[str] = ..., abandon_tool_calls: _Optional[bool] = ...) -> None: ...
 
 class InteractResponse(_message.Message):
     __slots__ = ("session_id", "response", "updated_context", "finish_reason", "tool_calls", "usage", "session_created", "turn_id")
@@ -47,18 +49,20 @@ class InteractResponse(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., response: _Optional[str] = ..., updated_context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., tool_calls: _Optional[_Iterable[_Union[_common_pb2.ToolCall, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., session_created: _Optional[bool] = ..., turn_id: _Optional[str] = ...) -> None: ...
 
 class StreamResponseRequest(_message.Message):
-    __slots__ = ("session_id", "message", "context", "tool_results", "idempotency_key")
+    __slots__ = ("session_id", "message", "context", "tool_results", "idempotency_key", "abandon_tool_calls")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     TOOL_RESULTS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    ABANDON_TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     message: str
     context: _struct_pb2.Struct
     tool_results: _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolResult]
     idempotency_key: str
-    def __init__(self, session_id: _Optional[str] = ..., message: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tool_results: _Optional[_Iterable[_Union[_common_pb2.ToolResult, _Mapping]]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    abandon_tool_calls: bool
+    def __init__(self, session_id: _Optional[str] = ..., message: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tool_results: _Optional[_Iterable[_Union[_common_pb2.ToolResult, _Mapping]]] = ..., idempotency_key: _Optional[str] = ..., abandon_tool_calls: _Optional[bool] = ...) -> None: ...
 
 class TurnStarted(_message.Message):
     __slots__ = ("turn_id", "session_id", "session_created")

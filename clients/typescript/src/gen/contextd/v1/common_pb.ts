@@ -552,7 +552,9 @@ export enum FinishReason {
   LENGTH = 3,
 
   /**
-   * The client cancelled the turn. Nothing of a cancelled turn is stored.
+   * The client cancelled the turn. Nothing of a cancelled running turn is stored; a turn
+   * paused for tool calls that the client abandoned (`abandon_tool_calls`, or a Converse
+   * `cancel` while paused) is stored with an error result for every pending call.
    *
    * @generated from enum value: FINISH_REASON_CANCELLED = 4;
    */

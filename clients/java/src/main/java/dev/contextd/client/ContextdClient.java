@@ -469,6 +469,7 @@ public final class ContextdClient implements AutoCloseable {
     if (turn.idempotencyKey() != null) {
       b.setIdempotencyKey(turn.idempotencyKey());
     }
+    b.setAbandonToolCalls(turn.abandonToolCalls());
     return Reply.fromWire(turns.interact(b.build()));
   }
 
@@ -482,6 +483,7 @@ public final class ContextdClient implements AutoCloseable {
     if (turn.idempotencyKey() != null) {
       b.setIdempotencyKey(turn.idempotencyKey());
     }
+    b.setAbandonToolCalls(turn.abandonToolCalls());
     Context.CancellableContext call = Context.current().withCancellation();
     Iterator<StreamResponseResponse> responses;
     try {

@@ -33,6 +33,13 @@ public final class Conversation implements AutoCloseable {
   // by a turn completing as cancelled or, when no turn ran any more, by an error event outside
   // any turn that is not the caller's business.
   private int pendingCancels;
+  // Whether the session waits for tool results, as far as the frames read so far tell; whether
+  // a turn's events are being read (a turn was started and its end not read); and whether a
+  // cancel while paused, with no turn running, started an abandon whose frames are unread (the
+  // next turn reads them first). Guarded by sendLock.
+  private boolean paused;
+  private boolean running;
+  private boolean abandoning;
   private Session session;
   private boolean created;
 
@@ -75,6 +82,7 @@ public final class Conversation implements AutoCloseable {
       if (r.hasOpened()) {
         session = Session.fromWire(r.getOpened().getSession());
         created = r.getOpened().getSessionCreated();
+        paused = r.getOpened().getSession().getPendingToolCallsCount() > 0;
         return;
       }
       if (r.hasError()) {
@@ -119,7 +127,7 @@ public final class Conversation implements AutoCloseable {
       m.setContext(Values.toStruct(context));
     }
     abandonCurrent();
-    sendFrame(ConverseRequest.newBuilder().setUserMessage(m).build());
+    startTurn(ConverseRequest.newBuilder().setUserMessage(m).build());
     current = new TurnEvents();
     return current;
   }
@@ -137,27 +145,115 @@ public final class Conversation implements AutoCloseable {
   /** Continues a paused turn with results for every pending call. */
   public EventStream sendToolResults(List<ToolResult> results) {
     abandonCurrent();
-    sendResults(results);
+    ConverseToolResults.Builder b = ConverseToolResults.newBuilder();
+    results.forEach(r -> b.addResults(r.toWire()));
+    startTurn(ConverseRequest.newBuilder().setToolResults(b).build());
     current = new TurnEvents();
     return current;
   }
 
-  /** A turn whose events were not read to the end (and not closed) is ended first. */
+  /**
+   * Abandons the turn paused for tool results: every pending call gets the error result
+   * "cancelled by the client", stored with its call; the turn ends with {@code
+   * FINISH_REASON_CANCELLED} without another model step and the session is idle again.
+   *
+   * @return that reply
+   * @throws TurnErrorException with FAILED_PRECONDITION when nothing is paused
+   */
+  public Reply abandonToolCalls() {
+    abandonCurrent();
+    startTurn(cancelFrame());
+    current = new TurnEvents();
+    try {
+      return current.reply();
+    } finally {
+      synchronized (sendLock) {
+        paused = false; // abandoned, or refused because nothing was paused
+      }
+    }
+  }
+
+  /**
+   * A turn whose events were not read to the end (and not closed) is ended first, and so is an
+   * abandon that {@link #cancel} started.
+   */
   private void abandonCurrent() {
     if (current != null) {
       current.close();
       current = null;
     }
+    boolean unread;
+    synchronized (sendLock) {
+      unread = abandoning;
+      abandoning = false;
+    }
+    if (unread) {
+      readToEndOfTurn();
+    }
   }
 
   /**
    * Cancels the running turn: it ends with {@code FINISH_REASON_CANCELLED} and nothing of it is
-   * stored. Does nothing when no turn runs.
+   * stored. While the session waits for tool results (a pausing {@link Event.Completed} was read
+   * and not answered) and no turn runs, abandons the paused turn instead, as {@link
+   * #abandonToolCalls} does; the next {@link #send} reads the abandon's frames first. Does nothing
+   * when no turn runs or waits.
    */
   public void cancel() {
     synchronized (sendLock) {
+      if (paused && !running) {
+        // Answered by the abandon's own frames (or an error), which abandonCurrent reads.
+        paused = false;
+        abandoning = true;
+      } else {
+        pendingCancels++;
+      }
+      requests.onNext(cancelFrame());
+    }
+  }
+
+  /** Cancels the running turn (never an abandon), for a turn left mid-way. */
+  private void cancelRunning() {
+    synchronized (sendLock) {
       pendingCancels++;
-      requests.onNext(ConverseRequest.newBuilder().setCancel(ConverseCancel.getDefaultInstance()).build());
+      requests.onNext(cancelFrame());
+    }
+  }
+
+  private static ConverseRequest cancelFrame() {
+    return ConverseRequest.newBuilder().setCancel(ConverseCancel.getDefaultInstance()).build();
+  }
+
+  /** Sends the frame that starts a turn; the turn runs until its end is read. */
+  private void startTurn(ConverseRequest frame) {
+    synchronized (sendLock) {
+      running = true;
+    }
+    sendFrame(frame);
+  }
+
+  /** Reads up to and including the next completed or error frame. */
+  private void readToEndOfTurn() {
+    ConverseResponse r;
+    while ((r = receive()) != null) {
+      if (r.hasCompleted() || r.hasError()) {
+        return;
+      }
+    }
+  }
+
+  /** Follows the session's pause: a cancelled continuation leaves it as it was. */
+  private void notePause(Reply reply) {
+    synchronized (sendLock) {
+      if (reply.finishReason() != contextd.v1.Common.FinishReason.FINISH_REASON_CANCELLED) {
+        paused = reply.needsToolResults() && handler == null;
+      }
+    }
+  }
+
+  private void turnOver() {
+    synchronized (sendLock) {
+      running = false;
     }
   }
 
@@ -247,13 +343,16 @@ public final class Conversation implements AutoCloseable {
         switch (r.getEventCase()) {
           case ERROR:
             over = true;
+            turnOver();
             throw new TurnErrorException(r.getTurnId(), r.getError().getCode(), r.getError().getMessage());
           case COMPLETED:
             Reply reply = Reply.fromWire(r.getCompleted());
+            notePause(reply);
             if (reply.needsToolResults() && handler != null) {
               sendResults(runTools(reply.toolCalls()));
             } else {
               over = true;
+              turnOver();
             }
             return new Event.Completed(reply);
           case STARTED:
@@ -277,13 +376,26 @@ public final class Conversation implements AutoCloseable {
         return;
       }
       over = true;
-      // Abandoned mid-turn: cancel it and read what is left, so the next turn starts clean.
-      cancel();
-      ConverseResponse r;
-      while ((r = receive()) != null) {
-        if (r.hasCompleted() || r.hasError()) {
-          return;
+      // Abandoned mid-turn: cancel it and read what is left, so the next turn starts clean. A
+      // turn that paused before the cancel reached it is abandoned by the cancel: that
+      // abandon's frames are read too.
+      cancelRunning();
+      try {
+        ConverseResponse r;
+        while ((r = receive()) != null) {
+          if (r.hasCompleted() && Reply.fromWire(r.getCompleted()).needsToolResults()) {
+            synchronized (sendLock) {
+              paused = false;
+            }
+            readToEndOfTurn();
+            return;
+          }
+          if (r.hasCompleted() || r.hasError()) {
+            return;
+          }
         }
+      } finally {
+        turnOver();
       }
     }
   }

@@ -14,13 +14,23 @@ import java.util.Map;
  *     on the session, within the server's {@code limits.idempotency_window}, gets the first
  *     attempt's outcome instead of a second turn; use a fresh key (a UUID) per new message and
  *     the same one for its retries
+ * @param abandonToolCalls abandons the turn paused for client-side tools instead (with no
+ *     message and no tool results): every pending call gets the error result "cancelled by the
+ *     client", the turn ends with {@code FINISH_REASON_CANCELLED} without another model step,
+ *     and the session is idle again; INVALID_ARGUMENT when nothing is pending
  */
 public record Turn(
     String sessionId,
     String message,
     Map<String, ?> context,
     List<ToolResult> toolResults,
-    String idempotencyKey) {
+    String idempotencyKey,
+    boolean abandonToolCalls) {
+  /** A turn that does not abandon a paused one. */
+  public Turn(String sessionId, String message, Map<String, ?> context, List<ToolResult> toolResults, String idempotencyKey) {
+    this(sessionId, message, context, toolResults, idempotencyKey, false);
+  }
+
   /** A turn without an idempotency key. */
   public Turn(String sessionId, String message, Map<String, ?> context, List<ToolResult> toolResults) {
     this(sessionId, message, context, toolResults, null);
@@ -28,7 +38,12 @@ public record Turn(
 
   /** This turn with {@code key} as its idempotency key. */
   public Turn withIdempotencyKey(String key) {
-    return new Turn(sessionId, message, context, toolResults, key);
+    return new Turn(sessionId, message, context, toolResults, key, abandonToolCalls);
+  }
+
+  /** Abandons the session's paused turn (see {@link #abandonToolCalls()}). */
+  public static Turn abandon(String sessionId) {
+    return new Turn(sessionId, "", null, List.of(), null, true);
   }
 
   /** A user message without context. */

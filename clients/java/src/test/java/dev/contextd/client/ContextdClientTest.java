@@ -292,6 +292,41 @@ class ContextdClientTest {
   }
 
   @Test
+  void abandoningAPausedTurn() {
+    String sid = id("abandon");
+    client.createSession(SessionOptions.id(sid).tools(WEATHER));
+    Reply paused = client.interact(Turn.of(sid, "/call get_weather {\"city\": \"Oslo\"}"));
+    assertTrue(paused.needsToolResults());
+    Reply done = client.interact(Turn.abandon(sid));
+    assertEquals(FinishReason.FINISH_REASON_CANCELLED, done.finishReason());
+    assertEquals(paused.turnId(), done.turnId());
+    assertEquals("", done.text());
+    assertFalse(client.getSession(sid).awaitingToolResults());
+    assertCode(Status.Code.INVALID_ARGUMENT, () -> client.interact(Turn.abandon(sid)));
+
+    client.interact(Turn.of(sid, "/call get_weather {\"city\": \"Rome\"}"));
+    assertEquals(FinishReason.FINISH_REASON_CANCELLED, client.streamResponse(Turn.abandon(sid)).reply().finishReason());
+
+    try (Conversation conv = client.converse(SessionOptions.id(sid), null)) {
+      assertTrue(conv.say("/call get_weather {\"city\": \"Lima\"}").needsToolResults());
+      assertEquals(FinishReason.FINISH_REASON_CANCELLED, conv.abandonToolCalls().finishReason());
+      assertEquals("You said 'next'.", conv.say("next").text());
+      // cancel() while paused abandons too; the next turn's reply is its own.
+      assertTrue(conv.say("/call get_weather {\"city\": \"Kyiv\"}").needsToolResults());
+      conv.cancel();
+      assertEquals("You said 'and now'.", conv.say("and now").text());
+      TurnErrorException nothing = assertThrows(TurnErrorException.class, conv::abandonToolCalls);
+      assertEquals(Status.Code.FAILED_PRECONDITION, nothing.getStatus().getCode());
+    }
+    List<Message> results = client.listMessages(sid).stream().filter(m -> m.role() == MessageRole.MESSAGE_ROLE_TOOL).toList();
+    assertEquals(4, results.size());
+    for (Message m : results) {
+      assertEquals("cancelled by the client", m.content());
+      assertTrue(m.isError());
+    }
+  }
+
+  @Test
   void leavingAConverseTurnEarlyCancelsIt() {
     String sid = id("c");
     StringBuilder slow = new StringBuilder("/delay 1000");
