@@ -708,7 +708,7 @@ func TestAbandonToolCalls(t *testing.T) {
 		t.Fatalf("streamed abandon %+v, %v", streamed, err)
 	}
 
-	conv, err := c.Converse(ctx, contextd.SessionOptions{ID: sid}, nil)
+	conv, err := c.Converse(ctx, contextd.SessionOptions{ID: sid})
 	if err != nil {
 		t.Fatal(err)
 	}
