@@ -399,3 +399,37 @@ async fn the_rust_client_abandons_through_every_call() {
         .collect();
     assert_eq!(abandoned, [(ABANDONED, true), (ABANDONED, true)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_left_unread_that_paused_is_abandoned_by_the_next_message() {
+    let server = TestServer::start().await;
+    let client = Client::connect(&server.addr.to_string()).await.unwrap();
+    let tool = tool_definition("get_weather", "Weather", json!({"type": "object"})).unwrap();
+    let mut conversation = client
+        .converse(ConverseOptions::new("unread").tool(tool))
+        .await
+        .unwrap();
+    // The pausing turn's events are never read: the next message cancels it. Whether the
+    // cancel reaches it running (nothing stored) or paused (abandoned), the session takes the
+    // next message, and its reply is its own.
+    conversation
+        .send_message("/call get_weather {\"city\": \"Oslo\"}", None)
+        .await
+        .unwrap();
+    let next = conversation.turn("next", None).await.unwrap();
+    assert_eq!(next.finish_reason(), FinishReason::Stop);
+    assert!(next.response.contains("You said 'next'."), "{next:?}");
+    let mut sessions = server.sessions().await;
+    let session = get_session(&mut sessions, "unread").await;
+    assert_eq!(session.state(), SessionState::Idle);
+    let messages = all_messages(&mut sessions, "unread", 0).await;
+    let tools: Vec<_> = messages
+        .iter()
+        .filter(|m| m.role() == MessageRole::Tool)
+        .map(|m| (m.content.as_str(), m.is_error))
+        .collect();
+    assert!(
+        tools.is_empty() || tools == [(ABANDONED, true)],
+        "{messages:?}"
+    );
+}
