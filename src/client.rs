@@ -642,12 +642,7 @@ impl Client {
             idempotency_key: idempotency_key.to_string(),
             abandon_tool_calls: false,
         };
-        let response = self
-            .interact
-            .clone()
-            .interact(self.request(request))
-            .await?;
-        Ok(response.into_inner())
+        self.send_interact(request).await
     }
 
     /// Continues a turn paused for client-side tools with one result per pending call.
@@ -661,12 +656,7 @@ impl Client {
             tool_results: results,
             ..Default::default()
         };
-        let response = self
-            .interact
-            .clone()
-            .interact(self.request(request))
-            .await?;
-        Ok(response.into_inner())
+        self.send_interact(request).await
     }
 
     /// Abandons the turn paused for client-side tools (`abandon_tool_calls`): every pending
@@ -685,6 +675,14 @@ impl Client {
             abandon_tool_calls: true,
             ..Default::default()
         };
+        self.send_interact(request).await
+    }
+
+    /// One unary `Interact` with this client's metadata.
+    async fn send_interact(
+        &self,
+        request: v1::InteractRequest,
+    ) -> Result<v1::InteractResponse, Error> {
         let response = self
             .interact
             .clone()
