@@ -180,6 +180,13 @@ async fn errors_are_connect_errors_with_the_connect_http_status() {
         body["message"].as_str().unwrap().contains("sesionId"),
         "{body}"
     );
+    // …also as a `google.rpc.BadRequest` detail, in Connect's `{type, value, debug}` form.
+    let bad = detail(&body, "google.rpc.BadRequest");
+    assert_eq!(bad["debug"]["fieldViolations"][0]["field"], "sesionId");
+    let violations = tonic_types::pb::BadRequest::decode(detail_value(bad).as_slice())
+        .expect("the value is a BadRequest")
+        .field_violations;
+    assert_eq!(violations[0].field, "sesionId");
 
     // Unknown methods, wrong protocol versions, bad deadlines, unary framing of a stream.
     let (status, _, body) =
@@ -261,6 +268,60 @@ async fn errors_are_connect_errors_with_the_connect_http_status() {
     .await;
     assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body}");
     assert_eq!(body["code"], "unimplemented");
+}
+
+/// The detail of type `name` in a Connect error body; fails the test when there is none.
+fn detail<'a>(body: &'a Value, name: &str) -> &'a Value {
+    body["details"]
+        .as_array()
+        .and_then(|details| details.iter().find(|d| d["type"] == name))
+        .unwrap_or_else(|| panic!("no {name} detail in {body}"))
+}
+
+/// A detail's `value`: base64 without padding, as the Connect protocol sends it.
+fn detail_value(detail: &Value) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(detail["value"].as_str().expect("a value"))
+        .expect("base64 without padding")
+}
+
+#[tokio::test]
+async fn a_rate_refusal_carries_retry_info() {
+    let server = TestServer::start_with(contextd::config::Config {
+        limits: contextd::config::Limits {
+            tenant_requests_per_second: 1,
+            tenant_request_burst: 1,
+            ..Default::default()
+        },
+        ..test_config()
+    })
+    .await;
+    // The first call spends the burst; one of the next ones within the second is refused.
+    let mut refused = None;
+    for _ in 0..5 {
+        let (status, _, body) =
+            post_json(&server, GET_SESSION, json!({"sessionId": "x"}), &[]).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(body);
+            break;
+        }
+    }
+    let body = refused.expect("a refusal within five calls at one a second");
+    assert_eq!(body["code"], "resource_exhausted");
+    let retry = detail(&body, "google.rpc.RetryInfo");
+    assert!(
+        retry["debug"]["retryDelay"]
+            .as_str()
+            .unwrap()
+            .ends_with('s'),
+        "{retry}"
+    );
+    let delay = tonic_types::pb::RetryInfo::decode(detail_value(retry).as_slice())
+        .expect("the value is a RetryInfo")
+        .retry_delay
+        .expect("a delay");
+    assert!(delay.seconds > 0 || delay.nanos > 0, "{delay:?}");
 }
 
 #[tokio::test]

@@ -67,8 +67,8 @@ pub(crate) struct ApiError {
     pub(crate) code: Code,
     /// What went wrong and what to fix.
     pub(crate) message: String,
-    /// `google.rpc` detail messages in their JSON form (`{"@type": …, …}`).
-    pub(crate) details: Vec<Value>,
+    /// `google.rpc` detail messages (the call's request id is added when rendered).
+    pub(crate) details: Vec<Detail>,
     /// The HTTP status when it is more precise than the code's (413, 415, …).
     pub(crate) http_status: Option<StatusCode>,
     /// How long to wait before retrying, when the refusal says (`Retry-After`).
@@ -91,10 +91,10 @@ impl ApiError {
     pub(crate) fn bad_field(field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
         let mut error = Self::new(Code::InvalidArgument, message.clone());
-        error.details.push(json!({
-            "@type": "type.googleapis.com/google.rpc.BadRequest",
-            "fieldViolations": [{ "field": field, "description": message }],
-        }));
+        error.details.push(Detail::BadRequest {
+            field: field.to_owned(),
+            description: message,
+        });
         error
     }
 
@@ -109,34 +109,40 @@ impl ApiError {
         self.http_status.unwrap_or_else(|| http_status(self.code))
     }
 
-    /// The Connect protocol's error object: `{"code": "not_found", "message": "…"}`, with the
-    /// call's request id as a `google.rpc.RequestInfo` detail (`value` is its protobuf
-    /// encoding, `debug` the same in JSON).
+    /// The Connect protocol's error object: `{"code": "not_found", "message": "…", "details":
+    /// [...]}`. Each detail is `{type, value, debug}`: its full message name, its protobuf
+    /// encoding (base64, unpadded) and the same in JSON; the call's request id comes last as a
+    /// `google.rpc.RequestInfo`.
     pub(crate) fn connect_body(&self) -> String {
-        let mut body =
-            serde_json::json!({ "code": connect_code(self.code), "message": self.message });
-        if let Some(id) = crate::telemetry::request_id::current() {
-            use base64::Engine;
-            body["details"] = json!([{
-                "type": "google.rpc.RequestInfo",
-                "value": base64::engine::general_purpose::STANDARD_NO_PAD
-                    .encode(request_info_proto(id.as_str())),
-                "debug": { "requestId": id.as_str() },
-            }]);
+        let mut body = json!({ "code": connect_code(self.code), "message": self.message });
+        let details: Vec<Value> = self
+            .details_with_request_id()
+            .iter()
+            .map(Detail::connect)
+            .collect();
+        if !details.is_empty() {
+            body["details"] = Value::Array(details);
         }
         body.to_string()
+    }
+
+    /// The error's details followed by the call's request id, when there is one.
+    fn details_with_request_id(&self) -> Vec<Detail> {
+        let mut details = self.details.clone();
+        if let Some(id) = crate::telemetry::request_id::current() {
+            details.push(Detail::RequestInfo(id.as_str().to_owned()));
+        }
+        details
     }
 
     /// The AIP-193 body: `{"error": {"code", "status", "message", "details"}}`, in that order;
     /// the details end with the call's request id as a `google.rpc.RequestInfo`.
     pub(crate) fn body(&self) -> String {
-        let mut details = self.details.clone();
-        if let Some(id) = crate::telemetry::request_id::current() {
-            details.push(json!({
-                "@type": "type.googleapis.com/google.rpc.RequestInfo",
-                "requestId": id.as_str(),
-            }));
-        }
+        let details: Vec<Value> = self
+            .details_with_request_id()
+            .iter()
+            .map(Detail::json)
+            .collect();
         let error = ErrorBody {
             code: self.status().as_u16(),
             status: code_name(self.code),
@@ -148,17 +154,89 @@ impl ApiError {
     }
 }
 
-/// `google.rpc.RequestInfo { request_id }` in protobuf's wire format: field 1, a string.
-fn request_info_proto(id: &str) -> Vec<u8> {
-    let mut bytes = vec![0x0a];
-    let mut length = id.len();
-    while length >= 0x80 {
-        bytes.push((length as u8 & 0x7f) | 0x80);
-        length >>= 7;
+/// A `google.rpc` detail of an error, rendered in each door's form: AIP-193's JSON with
+/// `@type`, or Connect's `{type, value, debug}`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Detail {
+    /// Which request field is wrong and why (`google.rpc.BadRequest`).
+    BadRequest {
+        /// The field's path, as the caller spelled it.
+        field: String,
+        /// What is wrong with it.
+        description: String,
+    },
+    /// How long to wait before retrying (`google.rpc.RetryInfo`).
+    RetryInfo(Duration),
+    /// The call's request id, to quote when asking about it (`google.rpc.RequestInfo`).
+    RequestInfo(String),
+}
+
+impl Detail {
+    /// The message's full name (`google.rpc.BadRequest`, …).
+    fn type_name(&self) -> &'static str {
+        match self {
+            Detail::BadRequest { .. } => "google.rpc.BadRequest",
+            Detail::RetryInfo(_) => "google.rpc.RetryInfo",
+            Detail::RequestInfo(_) => "google.rpc.RequestInfo",
+        }
     }
-    bytes.push(length as u8);
-    bytes.extend_from_slice(id.as_bytes());
-    bytes
+
+    /// The message in proto3 JSON, without `@type`.
+    fn fields(&self) -> Value {
+        match self {
+            Detail::BadRequest { field, description } => json!({
+                "fieldViolations": [{ "field": field, "description": description }],
+            }),
+            Detail::RetryInfo(delay) => json!({
+                "retryDelay": format!("{}.{:03}s", delay.as_secs(), delay.subsec_millis()),
+            }),
+            Detail::RequestInfo(id) => json!({ "requestId": id }),
+        }
+    }
+
+    /// The message in protobuf's wire format.
+    fn encode(&self) -> Vec<u8> {
+        use prost::Message;
+        use tonic_types::pb;
+        match self {
+            Detail::BadRequest { field, description } => pb::BadRequest {
+                field_violations: vec![pb::bad_request::FieldViolation {
+                    field: field.clone(),
+                    description: description.clone(),
+                    ..Default::default()
+                }],
+            }
+            .encode_to_vec(),
+            Detail::RetryInfo(delay) => pb::RetryInfo {
+                retry_delay: prost_types::Duration::try_from(*delay).ok(),
+            }
+            .encode_to_vec(),
+            Detail::RequestInfo(id) => pb::RequestInfo {
+                request_id: id.clone(),
+                serving_data: String::new(),
+            }
+            .encode_to_vec(),
+        }
+    }
+
+    /// AIP-193's form: `{"@type": "type.googleapis.com/<name>", …fields}`.
+    fn json(&self) -> Value {
+        let mut value = json!({ "@type": format!("type.googleapis.com/{}", self.type_name()) });
+        if let (Value::Object(object), Value::Object(fields)) = (&mut value, self.fields()) {
+            object.extend(fields);
+        }
+        value
+    }
+
+    /// Connect's form: `{"type": <name>, "value": <base64 protobuf>, "debug": <JSON>}`.
+    fn connect(&self) -> Value {
+        use base64::Engine;
+        json!({
+            "type": self.type_name(),
+            "value": base64::engine::general_purpose::STANDARD_NO_PAD.encode(self.encode()),
+            "debug": self.fields(),
+        })
+    }
 }
 
 /// `{"error": …}`.
@@ -179,11 +257,20 @@ struct ErrorBody<'a> {
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
         let mut error = Self::new(status.code(), status.message());
+        if let Some(bad) = status.get_details_bad_request() {
+            error
+                .details
+                .extend(
+                    bad.field_violations
+                        .into_iter()
+                        .map(|violation| Detail::BadRequest {
+                            field: violation.field,
+                            description: violation.description,
+                        }),
+                );
+        }
         if let Some(delay) = status.get_details_retry_info().and_then(|r| r.retry_delay) {
-            error.details.push(json!({
-                "@type": "type.googleapis.com/google.rpc.RetryInfo",
-                "retryDelay": format!("{}.{:03}s", delay.as_secs(), delay.subsec_millis()),
-            }));
+            error.details.push(Detail::RetryInfo(delay));
             error.retry_after = Some(delay);
         }
         error
@@ -294,7 +381,7 @@ mod tests {
         assert_eq!(connect["details"][0]["value"], "CgVyZXEtNw");
         assert_eq!(connect["details"][0]["debug"]["requestId"], "req-7");
         assert_eq!(
-            request_info_proto(&"x".repeat(128))[..3],
+            Detail::RequestInfo("x".repeat(128)).encode()[..3],
             [0x0a, 0x80, 0x01]
         );
     }
@@ -316,6 +403,46 @@ mod tests {
         ));
         let body: Value = serde_json::from_str(&error.body()).unwrap();
         assert_eq!(body["error"]["details"][0]["retryDelay"], "1.200s");
+    }
+
+    /// Every detail reaches Connect callers as `{type, value, debug}`, and the value decodes
+    /// as the named message (what connect-es's `findDetails` does).
+    #[test]
+    fn connect_details_are_typed_and_decodable() {
+        use base64::Engine;
+        use prost::Message;
+        let mut error = ApiError::from(crate::server::status::retry_status(
+            Code::ResourceExhausted,
+            "slow down",
+            Duration::from_millis(1500),
+        ));
+        error.details.insert(
+            0,
+            Detail::BadRequest {
+                field: "message".into(),
+                description: "too long".into(),
+            },
+        );
+        let body: Value = serde_json::from_str(&error.connect_body()).unwrap();
+        let details = body["details"].as_array().expect("details");
+        assert_eq!(details.len(), 2, "{body}");
+        assert_eq!(details[0]["type"], "google.rpc.BadRequest");
+        assert_eq!(
+            details[0]["debug"]["fieldViolations"][0]["field"],
+            "message"
+        );
+        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(details[0]["value"].as_str().unwrap())
+            .unwrap();
+        let bad = tonic_types::pb::BadRequest::decode(bytes.as_slice()).unwrap();
+        assert_eq!(bad.field_violations[0].description, "too long");
+        assert_eq!(details[1]["type"], "google.rpc.RetryInfo");
+        assert_eq!(details[1]["debug"]["retryDelay"], "1.500s");
+        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(details[1]["value"].as_str().unwrap())
+            .unwrap();
+        let retry = tonic_types::pb::RetryInfo::decode(bytes.as_slice()).unwrap();
+        assert_eq!(retry.retry_delay.unwrap().nanos, 500_000_000);
     }
 
     #[test]

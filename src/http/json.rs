@@ -363,7 +363,10 @@ mod tests {
                 "{}",
                 error.message
             );
-            assert_eq!(error.details[0]["fieldViolations"][0]["field"], "mesage");
+            assert!(
+                matches!(&error.details[0], crate::http::error::Detail::BadRequest { field, .. } if field == "mesage"),
+                "{error:?}"
+            );
             let error = request_message(m, None, b"{\n  \"message\": \"hi\",\n}").unwrap_err();
             assert!(
                 error.message.contains("line 3 column 1"),
