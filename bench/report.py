@@ -416,6 +416,15 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s):
     if "converse" in res:
         extra.append(f"converse: p50 {fmt(ms(lat.get('p50_us')), 2)} ms, p99.9 {fmt(ms(lat.get('p999_us')), 2)} ms, "
                      f"server CPU {fmt(cv.get('server', {}).get('cpu_us_per_op'), 0)} µs/turn, errors {cv.get('errors') or 'none'}")
+    for frames in ("json", "proto"):
+        ws = res.get(f"ws-converse-{frames}")
+        if ws and "converse" in res:
+            ws_cpu = ws.get("server", {}).get("cpu_us_per_op")
+            grpc_cpu = cv.get("server", {}).get("cpu_us_per_op")
+            share = f"{ws_cpu / grpc_cpu:.2f}" if ws_cpu and grpc_cpu else "n/a"
+            extra.append(f"converse over a WebSocket ({frames} frames, {fmt(ws.get('setup', {}).get('connections', 0) * ws.get('setup', {}).get('in_flight', 0))} sockets): "
+                         f"{fmt(ws.get('turns_per_s'), 0)} turns/s, p50 {fmt(ms(ws.get('latency', {}).get('p50_us')), 2)} ms, "
+                         f"server CPU {fmt(ws_cpu, 0)} µs/turn = {share} of gRPC Converse's, errors {ws.get('errors') or 'none'}")
     if "history" in res:
         extra.append(f"history: long session seeded at {fmt(h.get('seed_turns_per_s'), 0)} turns/s over one "
                      f"`Converse` stream; mean ratio {fmt(h.get('ratio_mean'), 2)}")

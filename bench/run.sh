@@ -242,6 +242,15 @@ contextd_memory
 run "$LOADGEN" converse --addr "$ADDR" --pid "$PID" --connections 8 --in-flight 4 "${TIMING[@]}" \
     --label contextd --out "$RAW/converse.json"
 stop
+# The same turns over the WebSocket door, as many sockets as the gRPC run has streams (32), in
+# text frames of proto3 JSON (what a page sends) and in binary frames of protobuf.
+for frames in json proto; do
+    log "ws-converse ($frames frames)"
+    contextd_memory
+    run "$LOADGEN" ws-converse --frames "$frames" --addr "$ADDR" --pid "$PID" --connections 8 --in-flight 4 \
+        "${TIMING[@]}" --label contextd --out "$RAW/ws-converse-$frames.json"
+    stop
+done
 
 # --- 5: history scaling --------------------------------------------------------------------
 log "history ($HIST_MESSAGES messages)"

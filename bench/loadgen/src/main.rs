@@ -44,6 +44,15 @@ enum Scenario {
     Stream(Target),
     /// Converse turns with one client-side tool round trip each.
     Converse(Target),
+    /// The Converse turns over a WebSocket (GET /v1/sessions/{id}:converse), one connection
+    /// per worker.
+    WsConverse {
+        #[command(flatten)]
+        target: Target,
+        /// `json`: text frames of proto3 JSON; `proto`: binary frames of protobuf.
+        #[arg(long, default_value = "json", value_parser = ["json", "proto"])]
+        frames: String,
+    },
     /// Turn latency on a session with a long history ÷ on sessions with a short one.
     History {
         #[command(flatten)]
@@ -173,6 +182,16 @@ async fn run(scenario: Scenario) -> Result<(String, Value), String> {
         Scenario::Converse(t) => (
             "converse".into(),
             scenario::converse::run(t.setup()?, t.server.probe().as_ref()).await?,
+        ),
+        Scenario::WsConverse { target: t, frames } => (
+            "ws-converse".into(),
+            scenario::ws_converse::run(
+                t.setup()?,
+                scenario::ws_converse::Frames::from_name(&frames)
+                    .ok_or_else(|| format!("unknown frames {frames:?}"))?,
+                t.server.probe().as_ref(),
+            )
+            .await?,
         ),
         Scenario::History {
             server,

@@ -8,6 +8,7 @@ pub mod http_unary;
 pub mod idle;
 pub mod stream;
 pub mod unary;
+pub mod ws_converse;
 
 use std::net::SocketAddr;
 
