@@ -509,6 +509,7 @@ where
                 v1::ContextEntryKind::Context => "context".to_string(),
                 v1::ContextEntryKind::UserMessage => "new message".to_string(),
                 v1::ContextEntryKind::Summary => "summary".to_string(),
+                v1::ContextEntryKind::PendingSummary => "summary to write".to_string(),
                 v1::ContextEntryKind::History | v1::ContextEntryKind::Unspecified => {
                     format!(
                         "#{} {}",

@@ -591,17 +591,41 @@ impl Client {
     }
 
     /// What the model would see if `message` (may be empty) were sent now with `context` as
-    /// a patch. Changes nothing.
+    /// a patch. Changes nothing: a summary the turn would write first shows as a
+    /// `PENDING_SUMMARY` entry.
     pub async fn preview_context(
         &self,
         session_id: &str,
         message: &str,
         context: Option<Value>,
     ) -> Result<v1::PreviewContextResponse, Error> {
+        self.send_preview(session_id, message, context, false).await
+    }
+
+    /// [`Client::preview_context`], but a summary the turn would write first is written now
+    /// (a summarizer model call) and kept for the next turn if the session did not change
+    /// meanwhile (`summary_kept` says whether it was).
+    pub async fn preview_context_summarized(
+        &self,
+        session_id: &str,
+        message: &str,
+        context: Option<Value>,
+    ) -> Result<v1::PreviewContextResponse, Error> {
+        self.send_preview(session_id, message, context, true).await
+    }
+
+    async fn send_preview(
+        &self,
+        session_id: &str,
+        message: &str,
+        context: Option<Value>,
+        summarize: bool,
+    ) -> Result<v1::PreviewContextResponse, Error> {
         let request = v1::PreviewContextRequest {
             session_id: session_id.to_string(),
             message: message.to_string(),
             context: patch_to_wire("context", context)?,
+            summarize,
         };
         let response = self
             .sessions

@@ -286,3 +286,63 @@ async fn idempotency_keys_through_the_wrapper() {
     assert!(err.to_string().contains("different request"), "{err}");
     assert_eq!(client.history("keyed").await.unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_shows_a_pending_summary_and_writes_it_when_asked() {
+    use contextd::api::v1::{ContextEntryKind, WindowSettings, WindowStrategy};
+    let server = TestServer::start().await;
+    let client = client(&server).await;
+    let mut new = NewSession::new("folding");
+    new.max_context_tokens = 600;
+    new.window = Some(WindowSettings {
+        strategy: WindowStrategy::Summarize as i32,
+        ..Default::default()
+    });
+    client.create_session(new).await.unwrap();
+    let message = "the quick brown fox jumps over the lazy dog, and counts another turn";
+    let pending = |preview: &contextd::api::v1::PreviewContextResponse| {
+        preview
+            .entries
+            .iter()
+            .any(|e| e.kind() == ContextEntryKind::PendingSummary)
+    };
+    let mut turns = 0;
+    while !pending(
+        &client
+            .preview_context("folding", message, None)
+            .await
+            .unwrap(),
+    ) {
+        client.interact("folding", message, None).await.unwrap();
+        turns += 1;
+        assert!(turns < 60, "the window never reached the threshold");
+    }
+    assert!(
+        client
+            .get_session("folding")
+            .await
+            .unwrap()
+            .summary
+            .is_none()
+    );
+
+    // The echo model summarizes too: the summary is written now and kept.
+    let written = client
+        .preview_context_summarized("folding", message, None)
+        .await
+        .unwrap();
+    assert!(written.summary_kept, "{written:?}");
+    assert!(!pending(&written));
+    let summary = client
+        .get_session("folding")
+        .await
+        .unwrap()
+        .summary
+        .expect("the summary is stored");
+    let shown = written
+        .entries
+        .iter()
+        .find(|e| e.kind() == ContextEntryKind::Summary)
+        .expect("the summary is shown");
+    assert_eq!(shown.content, summary.text);
+}

@@ -16,7 +16,8 @@ use contextd::api::v1::stream_response_response::Event as StreamEvent;
 use contextd::api::v1::tool_service_client::ToolServiceClient;
 use contextd::api::v1::{
     CallToolRequest, ContextEntryKind, CreateSessionRequest, FinishReason, ListModelsRequest,
-    PreviewContextRequest, UpdateSessionRequest, WindowSettings, WindowStrategy,
+    PreviewContextRequest, PreviewContextResponse, UpdateSessionRequest, WindowSettings,
+    WindowStrategy,
 };
 use contextd::config::{BackendConfig, BackendKind, Config};
 use fake_providers::*;
@@ -320,21 +321,50 @@ async fn summarize_folds_old_turns_at_the_threshold() {
                 session_id: "s".into(),
                 message: message.clone(),
                 context: None,
+                summarize: false,
             }),
         )
         .await
         .expect("preview")
         .into_inner();
         let input_budget = preview.max_context_tokens - preview.reserved_output_tokens;
-        let over_threshold = u64::from(preview.total_tokens) * 100 > u64::from(input_budget) * 90;
+        assert!(preview.total_tokens <= input_budget, "{preview:?}");
+        // The preview says when the turn will summarize first, and which messages it folds.
+        let pending = preview
+            .entries
+            .iter()
+            .find(|e| e.kind() == ContextEntryKind::PendingSummary)
+            .cloned();
         say(&mut interact, "s", &message, None).await;
-        let summarized = get_session(&mut sessions, "s").await.summary.is_some();
+        let stored = get_session(&mut sessions, "s").await.summary;
         assert_eq!(
-            summarized, over_threshold,
-            "turn {turn}: window {} of {input_budget} tokens; summary written: {summarized}",
+            stored.is_some(),
+            pending.is_some(),
+            "turn {turn}: window {} of {input_budget} tokens; summary written: {stored:?}",
             preview.total_tokens
         );
-        if summarized {
+        if let (Some(pending), Some(stored)) = (pending, stored) {
+            assert_eq!(
+                (
+                    pending.summary_first_message_index,
+                    pending.summary_end_message_index
+                ),
+                (
+                    Some(stored.first_message_index),
+                    Some(stored.end_message_index)
+                ),
+                "the pending range is the one written"
+            );
+            assert!(
+                pending.content.contains("oa/summarizer"),
+                "{}",
+                pending.content
+            );
+            assert!(
+                pending.token_count >= stored.token_count,
+                "{pending:?} {stored:?}"
+            );
+            assert_eq!(fake.requests().len(), 1, "the preview called no model");
             summarized_at = Some(turn);
             break;
         }
@@ -365,6 +395,7 @@ async fn summarize_folds_old_turns_at_the_threshold() {
             session_id: "s".into(),
             message: "next".into(),
             context: None,
+            summarize: false,
         }),
     )
     .await
@@ -406,6 +437,169 @@ async fn summarize_folds_old_turns_at_the_threshold() {
     .into_inner();
     assert!(!found.is_error, "{}", found.content);
     assert!(found.content.contains("marker m0x"), "{}", found.content);
+}
+
+/// A summarize session with `turns` turns of about 40 tokens each, on a 600-token window.
+async fn summarizing_session(server: &TestServer, id: &str, turns: usize) {
+    let mut sessions = server.sessions().await;
+    create_session(
+        &mut sessions,
+        CreateSessionRequest {
+            max_context_tokens: 600,
+            window: Some(WindowSettings {
+                strategy: WindowStrategy::Summarize as i32,
+                summarize_threshold_percent: 0,
+                summarizer_model: "oa/summarizer".into(),
+            }),
+            ..session(id, "echo")
+        },
+    )
+    .await;
+    let mut interact = server.interact().await;
+    for turn in 0..turns {
+        let message =
+            format!("turn {turn}: the quick brown fox jumps over the lazy dog, marker m{turn}x");
+        say(&mut interact, id, &message, None).await;
+    }
+}
+
+/// The message of every turn in the summarize tests (about 20 tokens).
+const TURN: &str = "the quick brown fox jumps over the lazy dog, and counts another turn";
+
+/// Sends [`TURN`] until the preview says the next one would summarize first.
+async fn fill_to_threshold(
+    sessions: &mut contextd::api::v1::session_service_client::SessionServiceClient<
+        tonic::transport::Channel,
+    >,
+    interact: &mut contextd::api::v1::interact_service_client::InteractServiceClient<
+        tonic::transport::Channel,
+    >,
+    id: &str,
+) {
+    for _ in 0..60 {
+        let preview = preview_summarizing(sessions, id, TURN, false).await;
+        if preview
+            .entries
+            .iter()
+            .any(|e| e.kind() == ContextEntryKind::PendingSummary)
+        {
+            return;
+        }
+        say(interact, id, TURN, None).await;
+    }
+    panic!("the window of {id} never reached the threshold");
+}
+
+async fn preview_summarizing(
+    sessions: &mut contextd::api::v1::session_service_client::SessionServiceClient<
+        tonic::transport::Channel,
+    >,
+    id: &str,
+    message: &str,
+    summarize: bool,
+) -> PreviewContextResponse {
+    within(
+        "PreviewContext",
+        sessions.preview_context(PreviewContextRequest {
+            session_id: id.into(),
+            message: message.into(),
+            context: None,
+            summarize,
+        }),
+    )
+    .await
+    .expect("preview")
+    .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_with_summarize_writes_the_summary_the_next_turn_uses() {
+    let fake = FakeProvider::start().await;
+    let server = start(vec![backend("oa", BackendKind::Openai, &fake)]).await;
+    summarizing_session(&server, "p", 0).await;
+    let mut sessions = server.sessions().await;
+    let mut interact = server.interact().await;
+    fill_to_threshold(&mut sessions, &mut interact, "p").await;
+    assert!(fake.requests().is_empty(), "previews call no model");
+    let before = get_session(&mut sessions, "p").await;
+
+    fake.script([Reply::sse(openai_text(
+        &["SUMMARY: counted turns."],
+        (90, 6),
+    ))]);
+    let preview = preview_summarizing(&mut sessions, "p", TURN, true).await;
+    assert!(preview.summary_kept, "{preview:?}");
+    assert_eq!(fake.requests().len(), 1, "one summarizer call");
+    let entry = preview
+        .entries
+        .iter()
+        .find(|e| e.kind() == ContextEntryKind::Summary)
+        .expect("the written summary is shown");
+    assert_eq!(entry.content, "SUMMARY: counted turns.");
+    let after = get_session(&mut sessions, "p").await;
+    let summary = after.summary.clone().expect("the summary is stored");
+    assert_eq!(summary.text, "SUMMARY: counted turns.");
+    assert_eq!(
+        after.message_count, before.message_count,
+        "no turn was stored"
+    );
+
+    // The next turn uses it: no second summarizer call, and the same window the preview showed.
+    let again = preview_summarizing(&mut sessions, "p", TURN, false).await;
+    assert_eq!(
+        again.entries, preview.entries,
+        "a second preview shows the kept summary"
+    );
+    say(&mut interact, "p", TURN, None).await;
+    assert_eq!(fake.requests().len(), 1, "the turn did not summarize again");
+    assert_eq!(get_session(&mut sessions, "p").await.summary, Some(summary));
+
+    // Where no summary is due, summarize = true writes nothing.
+    summarizing_session(&server, "q", 1).await;
+    let quiet = preview_summarizing(&mut sessions, "q", TURN, true).await;
+    assert!(!quiet.summary_kept);
+    assert_eq!(fake.requests().len(), 1);
+    assert!(get_session(&mut sessions, "q").await.summary.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summary_written_while_the_session_changed_is_not_kept() {
+    let fake = FakeProvider::start().await;
+    let server = start(vec![backend("oa", BackendKind::Openai, &fake)]).await;
+    summarizing_session(&server, "c", 0).await;
+    let mut sessions = server.sessions().await;
+    let mut interact = server.interact().await;
+    fill_to_threshold(&mut sessions, &mut interact, "c").await;
+    // The summarizer answers slowly; the session changes while it writes.
+    fake.script([Reply::Sse {
+        frames: openai_text(&["SUMMARY", " late", "."], (90, 6)),
+        gap: Duration::from_millis(1500),
+        end: StreamEnd::Complete,
+    }]);
+    let mut previewing = sessions.clone();
+    let preview =
+        tokio::spawn(async move { preview_summarizing(&mut previewing, "c", TURN, true).await });
+    within("the summarizer call", async {
+        while fake.requests().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    within(
+        "UpdateSession",
+        sessions.update_session(UpdateSessionRequest {
+            session_id: "c".into(),
+            labels: [("changed".to_string(), "yes".to_string())].into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("update");
+    let preview = preview.await.expect("preview task");
+    assert!(!preview.summary_kept, "{preview:?}");
+    let session = get_session(&mut sessions, "c").await;
+    assert!(session.summary.is_none(), "{:?}", session.summary);
+    assert_eq!(session.labels["changed"], "yes", "the update stands");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -799,6 +993,7 @@ async fn anthropic_token_estimate_is_corrected_from_reported_input_tokens() {
             session_id: "s".into(),
             message: message.clone(),
             context: None,
+            summarize: false,
         }),
     )
     .await

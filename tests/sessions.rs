@@ -290,6 +290,7 @@ async fn unknown_session_is_not_found_everywhere() {
                 session_id: ghost(),
                 message: "hi".into(),
                 context: None,
+                summarize: false,
             })
             .await,
         Code::NotFound,

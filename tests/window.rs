@@ -27,6 +27,7 @@ async fn preview(
             session_id: session_id.to_string(),
             message: message.to_string(),
             context: context.map(|c| to_struct(&c)),
+            summarize: false,
         }),
     )
     .await
@@ -66,7 +67,7 @@ fn check_window(window: &PreviewContextResponse, message_count: u64) {
     let order = |k: ContextEntryKind| match k {
         ContextEntryKind::SystemPrompt => 0,
         ContextEntryKind::Context => 1,
-        ContextEntryKind::Summary => 2,
+        ContextEntryKind::Summary | ContextEntryKind::PendingSummary => 2,
         ContextEntryKind::History => 3,
         ContextEntryKind::UserMessage => 4,
         ContextEntryKind::Unspecified => panic!("entry kind unspecified"),
@@ -397,6 +398,7 @@ async fn tool_calls_stay_with_their_results_at_every_window_size() {
                 session_id: "units".into(),
                 message: "probe".into(),
                 context: None,
+                summarize: false,
             })
             .await
         {
@@ -448,6 +450,7 @@ async fn a_message_that_cannot_fit_is_invalid_argument() {
                 session_id: "tight".into(),
                 message: huge.clone(),
                 context: None,
+                summarize: false,
             })
             .await,
         Code::InvalidArgument,

@@ -349,6 +349,10 @@ fn entry_to_wire(entry: &PreviewEntry) -> v1::ContextEntry {
         ),
         EntryKind::UserMessage => (v1::ContextEntryKind::UserMessage, v1::MessageRole::User),
         EntryKind::Summary => (v1::ContextEntryKind::Summary, v1::MessageRole::Unspecified),
+        EntryKind::PendingSummary => (
+            v1::ContextEntryKind::PendingSummary,
+            v1::MessageRole::Unspecified,
+        ),
     };
     v1::ContextEntry {
         kind: kind as i32,
@@ -373,6 +377,7 @@ pub fn preview_to_wire(preview: &Preview) -> v1::PreviewContextResponse {
         reserved_output_tokens: preview.budget.reserved_output_tokens,
         model: preview.model.clone(),
         tools: preview.tools.iter().map(tool_to_wire).collect(),
+        summary_kept: preview.summary_kept,
     }
 }
 

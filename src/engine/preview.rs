@@ -1,14 +1,18 @@
 //! `PreviewContext`: exactly what the model would see if a message were sent now, entry by
 //! entry, built from the same window assembly as a turn ([`super::window`]) and storing
-//! nothing.
+//! nothing — except, when asked to, the summary the turn would write first
+//! ([`super::summary`]), which is then kept for that turn.
+
+use tokio_util::sync::CancellationToken;
 
 use super::Engine;
 use super::error::EngineError;
+use super::summary::FoldPlan;
 use super::validate::{check_context, check_message};
 use super::window::{Assembly, WindowBudget, WindowSource, assemble_window};
 use crate::domain::Scope;
 use crate::domain::patch::merge_context;
-use crate::domain::session::{self, Context, Role, ToolSpec};
+use crate::domain::session::{self, Context, ContextSummary, Role, Session, ToolSpec};
 use crate::domain::tokens::TokenCounter;
 
 /// What a window holds at one position.
@@ -24,6 +28,8 @@ pub enum EntryKind {
     UserMessage,
     /// The running summary of older turns (`summarize` strategy).
     Summary,
+    /// The summary the turn would write before its model step, not written yet.
+    PendingSummary,
 }
 
 /// One entry of a previewed window.
@@ -62,16 +68,22 @@ pub struct Preview {
     pub model: String,
     /// Tools the model would be offered.
     pub tools: Vec<ToolSpec>,
+    /// Whether a summary was written and stored for the next turn (`summarize = true`).
+    pub summary_kept: bool,
 }
 
 impl Engine {
-    /// What the model would see if `message` (with `context_patch`) were sent now.
+    /// What the model would see if `message` (with `context_patch`) were sent now. Where
+    /// the turn would first fold older turns into the summary, the window shows a pending
+    /// summary in its place — or, with `summarize`, the summary written now, which is stored
+    /// for the next turn unless the session changed meanwhile.
     pub async fn preview_context(
         &self,
         scope: &Scope,
         session_id: &str,
         message: &str,
         context_patch: Option<&Context>,
+        summarize: bool,
     ) -> Result<Preview, EngineError> {
         check_message(message, &self.limits)?;
         if let Some(patch) = context_patch {
@@ -85,7 +97,7 @@ impl Engine {
         let WindowSource {
             budget,
             stored_tail,
-            history,
+            mut history,
         } = self
             .load_window(&scope.tenant, &session, pending_turn)
             .await?;
@@ -97,6 +109,30 @@ impl Engine {
         };
         let tail_tokens: u32 = stored_tail.iter().map(|m| m.token_count).sum::<u32>() + user_tokens;
         let before = session.message_count - stored_tail.len() as u64;
+        // The turn's own first step, as `begin_turn` takes it.
+        let mut pending_summary = false;
+        let mut summary_kept = false;
+        if session.window.strategy == session::WindowStrategy::Summarize
+            && let Some(plan) = self.plan_fold(&session, budget, tail_tokens, &history)
+        {
+            if summarize {
+                let version = session.version;
+                self.fold_into_summary(
+                    &mut session,
+                    &plan,
+                    &mut history,
+                    &CancellationToken::new(),
+                )
+                .await?;
+                summary_kept = self
+                    .keep_summary(scope, session_id, version, &session.window.summary)
+                    .await?;
+            } else {
+                history.truncate(plan.kept);
+                session.window.summary = Some(pending(&plan));
+                pending_summary = true;
+            }
+        }
         let Assembly { head, selection } =
             assemble_window(&session, &counter, budget, tail_tokens, &history, before)?;
 
@@ -127,7 +163,11 @@ impl Engine {
         }
         if let Some(summary) = &head.summary {
             entries.push(PreviewEntry {
-                kind: EntryKind::Summary,
+                kind: if pending_summary {
+                    EntryKind::PendingSummary
+                } else {
+                    EntryKind::Summary
+                },
                 role: None,
                 content: summary.text.clone(),
                 token_count: summary.token_count,
@@ -170,6 +210,45 @@ impl Engine {
             budget,
             model: session.model.clone(),
             tools: self.offered_tools(&session),
+            summary_kept,
         })
+    }
+
+    /// Stores `summary` on the session if it is still at `version`; whether it was. Taken
+    /// under the session's turn lock, so a turn running meanwhile is never refused for it:
+    /// that turn moves the version on, and the summary is then left out (it may no longer
+    /// be the one the next turn needs).
+    async fn keep_summary(
+        &self,
+        scope: &Scope,
+        session_id: &str,
+        version: u64,
+        summary: &Option<ContextSummary>,
+    ) -> Result<bool, EngineError> {
+        let Some(summary) = summary else {
+            return Ok(false);
+        };
+        let _turn = self.lock_session(&scope.tenant, session_id).await?;
+        let mut session: Session = self.get_session(scope, session_id).await?;
+        if session.version != version {
+            return Ok(false);
+        }
+        session.window.summary = Some(summary.clone());
+        self.save_change(&scope.tenant, &mut session, version)
+            .await?;
+        Ok(true)
+    }
+}
+
+/// The stand-in for a summary not written yet: its range, and the most tokens it may take.
+fn pending(plan: &FoldPlan) -> ContextSummary {
+    ContextSummary {
+        text: format!(
+            "pending: before its model step, the turn folds messages {}..{} ({} shown now) into the summary with model '{}'; the summary takes at most {} tokens",
+            plan.first_index, plan.end_index, plan.folded, plan.summarizer, plan.cap
+        ),
+        first_index: plan.first_index,
+        end_index: plan.end_index,
+        token_count: plan.cap,
     }
 }

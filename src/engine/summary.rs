@@ -25,7 +25,82 @@ Write plain prose, in the language of the conversation. Reply with the summary o
 /// Fewest tokens a summary may use.
 const MIN_SUMMARY_TOKENS: u32 = 32;
 
+/// What a summarize step would fold, decided from the window alone (no model call): the
+/// turn writes it ([`Engine::fold_into_summary`]), and `PreviewContext` shows it as pending.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct FoldPlan {
+    /// How many of the shown history's newest messages stay shown.
+    pub(super) kept: usize,
+    /// How many older messages are folded.
+    pub(super) folded: usize,
+    /// `Message.index` of the first message the new summary stands for (the old summary's
+    /// first, when there is one).
+    pub(super) first_index: u64,
+    /// `Message.index` after the last message folded.
+    pub(super) end_index: u64,
+    /// The most tokens the summary may take.
+    pub(super) cap: u32,
+    /// The model that writes it.
+    pub(super) summarizer: String,
+}
+
 impl Engine {
+    /// Whether the window would pass the session's threshold, and if so which of the oldest
+    /// shown turns would be folded. `history` is the shown history, newest first; `turn_tokens`
+    /// what the turn adds after it.
+    pub(super) fn plan_fold(
+        &self,
+        session: &Session,
+        budget: WindowBudget,
+        turn_tokens: u32,
+        history: &[SharedMessage],
+    ) -> Option<FoldPlan> {
+        let counter = TokenCounter::for_model(&session.model);
+        let previous = session.window.active_summary();
+        let head = PinnedHead::new(&counter, &session.system_prompt, &session.context)
+            .with_summary(previous);
+        let limit =
+            u64::from(budget.input_tokens()) * u64::from(session.window.threshold_percent()) / 100;
+        let shown: u64 = history.iter().map(|m| u64::from(m.token_count)).sum();
+        let need = u64::from(head.tokens()) + shown + u64::from(turn_tokens);
+        if need <= limit {
+            return None;
+        }
+        // Keep the newest turns within half of what is left, so the next folds are rare.
+        let pinned = u64::from(head.tokens() + turn_tokens);
+        let keep = (limit.saturating_sub(pinned) / 2) as u32;
+        let (mut kept, _) = take_units(history, keep);
+        // Fold whole turns: the oldest kept message must not share a turn with a folded one.
+        while kept > 0 && kept < history.len() && history[kept - 1].turn_id == history[kept].turn_id
+        {
+            kept -= 1;
+        }
+        // Newest first: the oldest folded message is the last one.
+        let (Some(last), Some(first)) = (history.get(kept), history.last()) else {
+            return None;
+        };
+        let summarizer = [
+            session.window.summarizer_model.as_str(),
+            self.config.summarizer_model.as_str(),
+            session.model.as_str(),
+        ]
+        .into_iter()
+        .find(|m| !m.is_empty())
+        .unwrap_or_default()
+        .to_string();
+        let cap = ((limit / 4) as u32)
+            .max(MIN_SUMMARY_TOKENS)
+            .min(budget.reserved_output_tokens.max(MIN_SUMMARY_TOKENS));
+        Some(FoldPlan {
+            kept,
+            folded: history.len() - kept,
+            first_index: previous.map_or(first.index, |s| s.first_index.min(first.index)),
+            end_index: last.index + 1,
+            cap,
+            summarizer,
+        })
+    }
+
     /// Folds the oldest shown turns into the summary when the window would pass the
     /// threshold. `history` is the shown history, newest first; what is folded is removed
     /// from it.
@@ -37,49 +112,35 @@ impl Engine {
         history: &mut Vec<SharedMessage>,
         cancel: &CancellationToken,
     ) -> Result<(), EngineError> {
-        let counter = TokenCounter::for_model(&session.model);
-        let head = PinnedHead::new(&counter, &session.system_prompt, &session.context)
-            .with_summary(session.window.active_summary());
-        let limit =
-            u64::from(budget.input_tokens()) * u64::from(session.window.threshold_percent()) / 100;
-        let shown: u64 = history.iter().map(|m| u64::from(m.token_count)).sum();
-        let need = u64::from(head.tokens()) + shown + u64::from(turn_tokens);
-        if need <= limit {
-            return Ok(());
+        match self.plan_fold(session, budget, turn_tokens, history) {
+            Some(plan) => {
+                self.fold_into_summary(session, &plan, history, cancel)
+                    .await
+            }
+            None => Ok(()),
         }
-        // Keep the newest turns within half of what is left, so the next folds are rare.
-        let pinned = u64::from(head.tokens() + turn_tokens);
-        let keep = (limit.saturating_sub(pinned) / 2) as u32;
-        let (mut kept, _) = take_units(history, keep);
-        // Fold whole turns: the oldest kept message must not share a turn with a folded one.
-        while kept > 0 && kept < history.len() && history[kept - 1].turn_id == history[kept].turn_id
-        {
-            kept -= 1;
-        }
-        let fold: Vec<SharedMessage> = history[kept..].iter().rev().cloned().collect();
-        let (Some(first), Some(last)) = (fold.first(), fold.last()) else {
-            return Ok(());
-        };
-        let (first_index, end_index) = (first.index, last.index + 1);
+    }
 
-        let summarizer = [
-            session.window.summarizer_model.as_str(),
-            self.config.summarizer_model.as_str(),
-            session.model.as_str(),
-        ]
-        .into_iter()
-        .find(|m| !m.is_empty())
-        .unwrap_or_default()
-        .to_string();
+    /// Writes the summary `plan` describes with the summarizer model and sets it on
+    /// `session` (in memory: the caller stores it); the folded messages are removed from
+    /// `history`.
+    pub(super) async fn fold_into_summary(
+        &self,
+        session: &mut Session,
+        plan: &FoldPlan,
+        history: &mut Vec<SharedMessage>,
+        cancel: &CancellationToken,
+    ) -> Result<(), EngineError> {
+        let counter = TokenCounter::for_model(&session.model);
+        let summarizer = plan.summarizer.clone();
+        let fold: Vec<SharedMessage> = history[plan.kept..].iter().rev().cloned().collect();
         let (backend, _) = self.resolve_model(&summarizer).map_err(|_| {
             EngineError::FailedPrecondition(format!(
                 "session '{}' summarizes with model '{summarizer}', which this server does not serve; change summarizer_model with UpdateSession",
                 session.id
             ))
         })?;
-        let cap = ((limit / 4) as u32)
-            .max(MIN_SUMMARY_TOKENS)
-            .min(budget.reserved_output_tokens.max(MIN_SUMMARY_TOKENS));
+        let cap = plan.cap;
         let previous = session.window.active_summary();
         let prompt = summarizer_prompt(previous.map(|s| s.text.as_str()), &fold);
         let request = ModelRequest {
@@ -128,19 +189,19 @@ impl Engine {
         tracing::info!(
             session = %session.id,
             model = %summarizer,
-            folded = fold.len(),
-            first_index,
-            end_index,
+            folded = plan.folded,
+            first_index = plan.first_index,
+            end_index = plan.end_index,
             summary_tokens = token_count,
             "folded older turns into the summary"
         );
         session.window.summary = Some(ContextSummary {
             text,
-            first_index: previous.map_or(first_index, |s| s.first_index.min(first_index)),
-            end_index,
+            first_index: plan.first_index,
+            end_index: plan.end_index,
             token_count,
         });
-        history.truncate(kept);
+        history.truncate(plan.kept);
         Ok(())
     }
 }

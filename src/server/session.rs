@@ -151,7 +151,13 @@ impl SessionService for SessionApi {
         let patch = patch_from_wire("context", r.context)?;
         let preview = self
             .engine
-            .preview_context(&scope, &r.session_id, &r.message, patch.as_ref())
+            .preview_context(
+                &scope,
+                &r.session_id,
+                &r.message,
+                patch.as_ref(),
+                r.summarize,
+            )
             .await?;
         Ok(Response::new(preview_to_wire(&preview)))
     }
