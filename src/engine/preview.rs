@@ -244,8 +244,8 @@ impl Engine {
 fn pending(plan: &FoldPlan) -> ContextSummary {
     ContextSummary {
         text: format!(
-            "pending: before its model step, the turn folds messages {}..{} ({} shown now) into the summary with model '{}'; the summary takes at most {} tokens",
-            plan.first_index, plan.end_index, plan.folded, plan.summarizer, plan.cap
+            "pending: before its model step, the turn folds the {} oldest messages shown (indexes {}..{}) into the summary with model '{}'; the summary takes at most {} tokens",
+            plan.folded, plan.first_index, plan.end_index, plan.summarizer, plan.cap
         ),
         first_index: plan.first_index,
         end_index: plan.end_index,

@@ -539,3 +539,37 @@ def test_async_abandoning_a_paused_turn(target: str) -> None:
             assert (await client.get_session(sid)).state is SessionState.IDLE
 
     asyncio.run(scenario())
+
+
+def _pending(preview: object) -> bool:
+    from contextd.v1 import session_pb2
+
+    return any(e.kind == session_pb2.CONTEXT_ENTRY_KIND_PENDING_SUMMARY for e in preview.entries)  # type: ignore[attr-defined]
+
+
+def test_preview_summarize_sync_and_async(client: Client, target: str) -> None:
+    from contextd import WindowSettings, WindowStrategy
+
+    message = "the quick brown fox jumps over the lazy dog, and counts another turn"
+    sync_sid, async_sid = fresh("py-fold"), fresh("py-fold-async")
+    for sid in (sync_sid, async_sid):
+        client.create_session(sid, max_context_tokens=300, window=WindowSettings(WindowStrategy.SUMMARIZE))
+        for _ in range(60):
+            if _pending(client.preview_context(sid, message)):
+                break
+            client.interact(sid, message)
+        else:
+            pytest.fail("the window never reached its threshold")
+        assert client.get_session(sid).summary is None, "a preview writes nothing by default"
+
+    written = client.preview_context(sync_sid, message, summarize=True)
+    assert written.summary_kept and not _pending(written)
+    assert client.get_session(sync_sid).summary is not None
+
+    async def run() -> None:
+        async with AsyncClient(target) as aclient:
+            kept = await aclient.preview_context(async_sid, message, summarize=True)
+            assert kept.summary_kept
+            assert (await aclient.get_session(async_sid)).summary is not None
+
+    asyncio.run(run())

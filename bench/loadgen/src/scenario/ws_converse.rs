@@ -115,8 +115,9 @@ impl SocketWorker {
 
     fn is_opened(&self, message: &Message) -> bool {
         match (self.frames, message) {
-            (Frames::Json, Message::Text(text)) => serde_json::from_str::<Value>(text)
-                .is_ok_and(|event| event.get("opened").is_some()),
+            (Frames::Json, Message::Text(text)) => {
+                serde_json::from_str::<Value>(text).is_ok_and(|event| event.get("opened").is_some())
+            }
             (Frames::Proto, Message::Binary(bytes)) => matches!(
                 ConverseResponse::decode(bytes.as_ref()),
                 Ok(ConverseResponse {

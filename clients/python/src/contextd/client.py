@@ -207,13 +207,26 @@ class Client:
         return Page([Message.from_proto(m) for m in response.messages], response.next_page_token)
 
     def preview_context(
-        self, session_id: str, message: str = "", *, context: Mapping[str, Any] | None = None
+        self,
+        session_id: str,
+        message: str = "",
+        *,
+        context: Mapping[str, Any] | None = None,
+        summarize: bool = False,
     ) -> session_pb2.PreviewContextResponse:
-        """Exactly what the model would see for ``message`` now (the generated message)."""
-        request = session_pb2.PreviewContextRequest(session_id=session_id, message=message)
+        """Exactly what the model would see for ``message`` now (the generated message).
+
+        A summary the turn would write first shows as a ``CONTEXT_ENTRY_KIND_PENDING_SUMMARY``
+        entry; with ``summarize=True`` it is written now (a summarizer model call) and kept for
+        the next turn unless the session changed meanwhile (``summary_kept`` says which).
+        """
+        request = session_pb2.PreviewContextRequest(session_id=session_id, message=message, summarize=summarize)
         if context is not None:
             request.context.CopyFrom(dict_to_struct(context))
-        result: session_pb2.PreviewContextResponse = self._call(self._sessions.PreviewContext, request, safe=True)
+        # Only a preview that writes nothing is repeated on UNAVAILABLE.
+        result: session_pb2.PreviewContextResponse = self._call(
+            self._sessions.PreviewContext, request, safe=not summarize
+        )
         return result
 
     # Turns

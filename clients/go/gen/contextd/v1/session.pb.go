@@ -44,6 +44,12 @@ const (
 	// The running summary of the oldest turns (strategy `WINDOW_STRATEGY_SUMMARIZE`; pinned
 	// after the context).
 	ContextEntryKind_CONTEXT_ENTRY_KIND_SUMMARY ContextEntryKind = 5
+	// The summary the next turn would write first (strategy `WINDOW_STRATEGY_SUMMARIZE`, past
+	// its threshold), not written yet: `content` says which messages the summarizer model
+	// folds, `token_count` is the most the summary may take (what the window reserves for it),
+	// and `summary_first_message_index` / `summary_end_message_index` give the range it will
+	// stand for. Preview with `summarize = true` to write it.
+	ContextEntryKind_CONTEXT_ENTRY_KIND_PENDING_SUMMARY ContextEntryKind = 6
 )
 
 // Enum value maps for ContextEntryKind.
@@ -55,14 +61,16 @@ var (
 		3: "CONTEXT_ENTRY_KIND_HISTORY",
 		4: "CONTEXT_ENTRY_KIND_USER_MESSAGE",
 		5: "CONTEXT_ENTRY_KIND_SUMMARY",
+		6: "CONTEXT_ENTRY_KIND_PENDING_SUMMARY",
 	}
 	ContextEntryKind_value = map[string]int32{
-		"CONTEXT_ENTRY_KIND_UNSPECIFIED":   0,
-		"CONTEXT_ENTRY_KIND_SYSTEM_PROMPT": 1,
-		"CONTEXT_ENTRY_KIND_CONTEXT":       2,
-		"CONTEXT_ENTRY_KIND_HISTORY":       3,
-		"CONTEXT_ENTRY_KIND_USER_MESSAGE":  4,
-		"CONTEXT_ENTRY_KIND_SUMMARY":       5,
+		"CONTEXT_ENTRY_KIND_UNSPECIFIED":     0,
+		"CONTEXT_ENTRY_KIND_SYSTEM_PROMPT":   1,
+		"CONTEXT_ENTRY_KIND_CONTEXT":         2,
+		"CONTEXT_ENTRY_KIND_HISTORY":         3,
+		"CONTEXT_ENTRY_KIND_USER_MESSAGE":    4,
+		"CONTEXT_ENTRY_KIND_SUMMARY":         5,
+		"CONTEXT_ENTRY_KIND_PENDING_SUMMARY": 6,
 	}
 )
 
@@ -956,7 +964,13 @@ type PreviewContextRequest struct {
 	// The user message that would be sent. May be empty to see the window without one.
 	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	// A context merge patch that would be sent with the message (not applied).
-	Context       *structpb.Struct `protobuf:"bytes,3,opt,name=context,proto3" json:"context,omitempty"`
+	Context *structpb.Struct `protobuf:"bytes,3,opt,name=context,proto3" json:"context,omitempty"`
+	// Where the session's `WINDOW_STRATEGY_SUMMARIZE` would fold older turns into its summary
+	// before the next model step: false (the default) shows a
+	// `CONTEXT_ENTRY_KIND_PENDING_SUMMARY` entry in its place and calls no model; true writes
+	// the summary now with the summarizer model, shows it, and keeps it for the next turn if the
+	// session did not change meanwhile (see `PreviewContextResponse.summary_kept`).
+	Summarize     bool `protobuf:"varint,4,opt,name=summarize,proto3" json:"summarize,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1010,6 +1024,13 @@ func (x *PreviewContextRequest) GetContext() *structpb.Struct {
 		return x.Context
 	}
 	return nil
+}
+
+func (x *PreviewContextRequest) GetSummarize() bool {
+	if x != nil {
+		return x.Summarize
+	}
+	return false
 }
 
 // One entry of the context window, in the order the model sees it.
@@ -1147,7 +1168,11 @@ type PreviewContextResponse struct {
 	// The model the window is assembled for.
 	Model string `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
 	// The tools the model would be offered (client-declared and server-side).
-	Tools         []*ToolDefinition `protobuf:"bytes,7,rep,name=tools,proto3" json:"tools,omitempty"`
+	Tools []*ToolDefinition `protobuf:"bytes,7,rep,name=tools,proto3" json:"tools,omitempty"`
+	// With `summarize = true`: whether a summary was written and stored on the session for the
+	// next turn. False when none was due, or when the session changed while it was being
+	// written (a turn ran meanwhile): the window shown is then the one at the time of the call.
+	SummaryKept   bool `protobuf:"varint,8,opt,name=summary_kept,json=summaryKept,proto3" json:"summary_kept,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1231,6 +1256,13 @@ func (x *PreviewContextResponse) GetTools() []*ToolDefinition {
 	return nil
 }
 
+func (x *PreviewContextResponse) GetSummaryKept() bool {
+	if x != nil {
+		return x.SummaryKept
+	}
+	return false
+}
+
 var File_contextd_v1_session_proto protoreflect.FileDescriptor
 
 const file_contextd_v1_session_proto_rawDesc = "" +
@@ -1306,12 +1338,13 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"p\n" +
 	"\x14ListMessagesResponse\x120\n" +
 	"\bmessages\x18\x01 \x03(\v2\x14.contextd.v1.MessageR\bmessages\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x83\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa1\x01\n" +
 	"\x15PreviewContextRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x121\n" +
-	"\acontext\x18\x03 \x01(\v2\x17.google.protobuf.StructR\acontext\"\x80\x04\n" +
+	"\acontext\x18\x03 \x01(\v2\x17.google.protobuf.StructR\acontext\x12\x1c\n" +
+	"\tsummarize\x18\x04 \x01(\bR\tsummarize\"\x80\x04\n" +
 	"\fContextEntry\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.contextd.v1.ContextEntryKindR\x04kind\x12,\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x18.contextd.v1.MessageRoleR\x04role\x12\x18\n" +
@@ -1327,7 +1360,7 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"\x19summary_end_message_index\x18\t \x01(\x04H\x02R\x16summaryEndMessageIndex\x88\x01\x01B\x10\n" +
 	"\x0e_message_indexB\x1e\n" +
 	"\x1c_summary_first_message_indexB\x1c\n" +
-	"\x1a_summary_end_message_index\"\xc8\x02\n" +
+	"\x1a_summary_end_message_index\"\xeb\x02\n" +
 	"\x16PreviewContextResponse\x123\n" +
 	"\aentries\x18\x01 \x03(\v2\x19.contextd.v1.ContextEntryR\aentries\x12!\n" +
 	"\ftotal_tokens\x18\x02 \x01(\rR\vtotalTokens\x12)\n" +
@@ -1335,14 +1368,16 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"\x12max_context_tokens\x18\x04 \x01(\rR\x10maxContextTokens\x124\n" +
 	"\x16reserved_output_tokens\x18\x05 \x01(\rR\x14reservedOutputTokens\x12\x14\n" +
 	"\x05model\x18\x06 \x01(\tR\x05model\x121\n" +
-	"\x05tools\x18\a \x03(\v2\x1b.contextd.v1.ToolDefinitionR\x05tools*\xe1\x01\n" +
+	"\x05tools\x18\a \x03(\v2\x1b.contextd.v1.ToolDefinitionR\x05tools\x12!\n" +
+	"\fsummary_kept\x18\b \x01(\bR\vsummaryKept*\x89\x02\n" +
 	"\x10ContextEntryKind\x12\"\n" +
 	"\x1eCONTEXT_ENTRY_KIND_UNSPECIFIED\x10\x00\x12$\n" +
 	" CONTEXT_ENTRY_KIND_SYSTEM_PROMPT\x10\x01\x12\x1e\n" +
 	"\x1aCONTEXT_ENTRY_KIND_CONTEXT\x10\x02\x12\x1e\n" +
 	"\x1aCONTEXT_ENTRY_KIND_HISTORY\x10\x03\x12#\n" +
 	"\x1fCONTEXT_ENTRY_KIND_USER_MESSAGE\x10\x04\x12\x1e\n" +
-	"\x1aCONTEXT_ENTRY_KIND_SUMMARY\x10\x052\xe2\x06\n" +
+	"\x1aCONTEXT_ENTRY_KIND_SUMMARY\x10\x05\x12&\n" +
+	"\"CONTEXT_ENTRY_KIND_PENDING_SUMMARY\x10\x062\xe2\x06\n" +
 	"\x0eSessionService\x12o\n" +
 	"\rCreateSession\x12!.contextd.v1.CreateSessionRequest\x1a\".contextd.v1.CreateSessionResponse\"\x17\x82\xd3\xe4\x93\x02\x11:\x01*\"\f/v1/sessions\x12p\n" +
 	"\n" +

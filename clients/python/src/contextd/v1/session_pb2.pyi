@@ -21,12 +21,14 @@ class ContextEntryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONTEXT_ENTRY_KIND_HISTORY: _ClassVar[ContextEntryKind]
     CONTEXT_ENTRY_KIND_USER_MESSAGE: _ClassVar[ContextEntryKind]
     CONTEXT_ENTRY_KIND_SUMMARY: _ClassVar[ContextEntryKind]
+    CONTEXT_ENTRY_KIND_PENDING_SUMMARY: _ClassVar[ContextEntryKind]
 CONTEXT_ENTRY_KIND_UNSPECIFIED: ContextEntryKind
 CONTEXT_ENTRY_KIND_SYSTEM_PROMPT: ContextEntryKind
 CONTEXT_ENTRY_KIND_CONTEXT: ContextEntryKind
 CONTEXT_ENTRY_KIND_HISTORY: ContextEntryKind
 CONTEXT_ENTRY_KIND_USER_MESSAGE: ContextEntryKind
 CONTEXT_ENTRY_KIND_SUMMARY: ContextEntryKind
+CONTEXT_ENTRY_KIND_PENDING_SUMMARY: ContextEntryKind
 
 class CreateSessionRequest(_message.Message):
     __slots__ = ("session_id", "system_prompt", "context", "model", "tools", "labels", "max_context_tokens", "expire_time", "window", "server_tools")
@@ -173,14 +175,16 @@ class ListMessagesResponse(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.Message, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class PreviewContextRequest(_message.Message):
-    __slots__ = ("session_id", "message", "context")
+    __slots__ = ("session_id", "message", "context", "summarize")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    SUMMARIZE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     message: str
     context: _struct_pb2.Struct
-    def __init__(self, session_id: _Optional[str] = ..., message: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    summarize: bool
+    def __init__(self, session_id: _Optional[str] = ..., message: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., summarize: _Optional[bool] = ...) -> None: ...
 
 class ContextEntry(_message.Message):
     __slots__ = ("kind", "role", "content", "token_count", "message_index", "tool_calls", "tool_call_id", "summary_first_message_index", "summary_end_message_index")
@@ -205,7 +209,7 @@ class ContextEntry(_message.Message):
     def __init__(self, kind: _Optional[_Union[ContextEntryKind, str]] = ..., role: _Optional[_Union[_common_pb2.MessageRole, str]] = ..., content: _Optional[str] = ..., token_count: _Optional[int] = ..., message_index: _Optional[int] = ..., tool_calls: _Optional[_Iterable[_Union[_common_pb2.ToolCall, _Mapping]]] = ..., tool_call_id: _Optional[str] = ..., summary_first_message_index: _Optional[int] = ..., summary_end_message_index: _Optional[int] = ...) -> None: ...
 
 class PreviewContextResponse(_message.Message):
-    __slots__ = ("entries", "total_tokens", "omitted_messages", "max_context_tokens", "reserved_output_tokens", "model", "tools")
+    __slots__ = ("entries", "total_tokens", "omitted_messages", "max_context_tokens", "reserved_output_tokens", "model", "tools", "summary_kept")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OMITTED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +217,7 @@ class PreviewContextResponse(_message.Message):
     RESERVED_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TOOLS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_KEPT_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[ContextEntry]
     total_tokens: int
     omitted_messages: int
@@ -220,4 +225,5 @@ class PreviewContextResponse(_message.Message):
     reserved_output_tokens: int
     model: str
     tools: _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolDefinition]
-    def __init__(self, entries: _Optional[_Iterable[_Union[ContextEntry, _Mapping]]] = ..., total_tokens: _Optional[int] = ..., omitted_messages: _Optional[int] = ..., max_context_tokens: _Optional[int] = ..., reserved_output_tokens: _Optional[int] = ..., model: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_common_pb2.ToolDefinition, _Mapping]]] = ...) -> None: ...
+    summary_kept: bool
+    def __init__(self, entries: _Optional[_Iterable[_Union[ContextEntry, _Mapping]]] = ..., total_tokens: _Optional[int] = ..., omitted_messages: _Optional[int] = ..., max_context_tokens: _Optional[int] = ..., reserved_output_tokens: _Optional[int] = ..., model: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_common_pb2.ToolDefinition, _Mapping]]] = ..., summary_kept: _Optional[bool] = ...) -> None: ...
