@@ -58,8 +58,15 @@ type dialConfig struct {
 	caFile, certFile, keyFile string
 }
 
-// WithTLS connects over TLS with the given configuration (nil: the system's roots). Without
-// it the connection is plaintext, as contextd serves by default.
+// WithSystemTLS connects over TLS, trusting the system's roots (Java's tls(), TypeScript's
+// tls: true). Without a TLS option the connection is plaintext, as contextd serves by default.
+func WithSystemTLS() Option {
+	return WithTLS(&tls.Config{MinVersion: tls.VersionTLS12})
+}
+
+// WithTLS connects over TLS with the given configuration (WithSystemTLS for the system's
+// roots; a nil config means the same). Without it the connection is plaintext, as contextd
+// serves by default.
 func WithTLS(config *tls.Config) Option {
 	return func(d *dialConfig) {
 		if config == nil {

@@ -338,7 +338,7 @@ func TestConverseToolHandler(t *testing.T) {
 	if !conv.Created() || conv.Session().Context["user_id"] != "ann" {
 		t.Fatalf("opened %+v", conv.Session())
 	}
-	reply, err := conv.Say(`/call get_weather {"city": "Paris"}`, nil)
+	reply, err := conv.Say(`/call get_weather {"city": "Paris"}`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +346,7 @@ func TestConverseToolHandler(t *testing.T) {
 		t.Fatalf("reply %+v", reply)
 	}
 	// Two calls in one step, one failing: both answered in one tool_results frame.
-	reply, err = conv.Say("/call get_weather {\"city\": \"Rome\"}\n/call get_weather {\"city\": \"Atlantis\"}", map[string]any{"topic": "travel"})
+	reply, err = conv.Say("/call get_weather {\"city\": \"Rome\"}\n/call get_weather {\"city\": \"Atlantis\"}", contextd.WithContextPatch(map[string]any{"topic": "travel"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,7 +374,7 @@ func TestConverseManualToolResults(t *testing.T) {
 	defer conv.Close()
 	var requested []contextd.ToolCall
 	var paused *contextd.Reply
-	for event, err := range conv.Send(`/call get_weather {"city": "Oslo"}`, nil) {
+	for event, err := range conv.Send(`/call get_weather {"city": "Oslo"}`) {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -390,7 +390,7 @@ func TestConverseManualToolResults(t *testing.T) {
 	}
 	// A new message while results are pending is refused with an error event; the stream
 	// stays usable.
-	_, err = conv.Say("hello?", nil)
+	_, err = conv.Say("hello?")
 	wantCode(t, err, codes.FailedPrecondition)
 	var turnErr *contextd.TurnError
 	if !errors.As(err, &turnErr) || !strings.Contains(turnErr.Message, requested[0].ID) {
@@ -418,11 +418,11 @@ func TestConverseCancel(t *testing.T) {
 	if err := conv.Cancel(); err != nil {
 		t.Fatal(err)
 	}
-	if reply, err := conv.Say("ping", nil); err != nil || reply.Text != "You said 'ping'." {
+	if reply, err := conv.Say("ping"); err != nil || reply.Text != "You said 'ping'." {
 		t.Fatalf("after idle cancel: %+v, %v", reply, err)
 	}
 	var final *contextd.Reply
-	for event, err := range conv.Send("/delay 200 a b c d e f g h i j", nil) {
+	for event, err := range conv.Send("/delay 200 a b c d e f g h i j") {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -438,7 +438,7 @@ func TestConverseCancel(t *testing.T) {
 	if final == nil || final.FinishReason != contextdv1.FinishReason_FINISH_REASON_CANCELLED {
 		t.Fatalf("final %+v", final)
 	}
-	if reply, err := conv.Say("pong", nil); err != nil || reply.Text != "You said 'pong'." {
+	if reply, err := conv.Say("pong"); err != nil || reply.Text != "You said 'pong'." {
 		t.Fatalf("after cancel: %+v, %v", reply, err)
 	}
 	if err := conv.Close(); err != nil {
@@ -585,7 +585,7 @@ func TestConverseLeavingATurnEarlyCancelsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	slow := "/delay 1000 w0 w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15 w16 w17 w18 w19"
-	for event, err := range conv.Send(slow, nil) {
+	for event, err := range conv.Send(slow) {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -594,7 +594,7 @@ func TestConverseLeavingATurnEarlyCancelsIt(t *testing.T) {
 		}
 	}
 	for _, word := range []string{"one", "two"} {
-		if reply, err := conv.Say(word, nil); err != nil || reply.Text != "You said '"+word+"'." {
+		if reply, err := conv.Say(word); err != nil || reply.Text != "You said '"+word+"'." {
 			t.Fatalf("after leaving a turn: %+v, %v", reply, err)
 		}
 	}
@@ -666,7 +666,7 @@ func TestIdempotencyKeysMakeTurnsSafeToRepeat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conversed, err := contextd.Collect(conv.SendIdempotent("only once", nil, turn.IdempotencyKey))
+	conversed, err := contextd.Collect(conv.Send("only once", contextd.WithIdempotencyKey(turn.IdempotencyKey)))
 	if err != nil || conversed.TurnID != first.TurnID {
 		t.Fatalf("Converse repeat: %+v, %v", conversed, err)
 	}
@@ -712,23 +712,23 @@ func TestAbandonToolCalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if reply, err := conv.Say(`/call get_weather {"city": "Lima"}`, nil); err != nil || !reply.NeedsToolResults() {
+	if reply, err := conv.Say(`/call get_weather {"city": "Lima"}`); err != nil || !reply.NeedsToolResults() {
 		t.Fatalf("paused on the stream %+v, %v", reply, err)
 	}
 	if reply, err := conv.AbandonToolCalls(); err != nil || reply.FinishReason != cancelled {
 		t.Fatalf("conversation abandon %+v, %v", reply, err)
 	}
-	if reply, err := conv.Say("next", nil); err != nil || reply.Text != "You said 'next'." {
+	if reply, err := conv.Say("next"); err != nil || reply.Text != "You said 'next'." {
 		t.Fatalf("after the abandon %+v, %v", reply, err)
 	}
 	// Cancel while paused abandons too, and the next turn's reply is its own.
-	if reply, err := conv.Say(`/call get_weather {"city": "Kyiv"}`, nil); err != nil || !reply.NeedsToolResults() {
+	if reply, err := conv.Say(`/call get_weather {"city": "Kyiv"}`); err != nil || !reply.NeedsToolResults() {
 		t.Fatalf("paused again %+v, %v", reply, err)
 	}
 	if err := conv.Cancel(); err != nil {
 		t.Fatal(err)
 	}
-	if reply, err := conv.Say("and now", nil); err != nil || reply.Text != "You said 'and now'." {
+	if reply, err := conv.Say("and now"); err != nil || reply.Text != "You said 'and now'." {
 		t.Fatalf("after cancel while paused %+v, %v", reply, err)
 	}
 	_, err = conv.AbandonToolCalls()
@@ -751,5 +751,99 @@ func TestAbandonToolCalls(t *testing.T) {
 	}
 	if abandoned != 4 {
 		t.Fatalf("%d abandoned results in %+v", abandoned, messages)
+	}
+}
+
+func TestPreviewContextTakesThePatchAsAnOption(t *testing.T) {
+	ctx := context.Background()
+	c := dial(t)
+	sid := id(t, "preview")
+	if _, err := c.CreateSession(ctx, contextd.SessionOptions{ID: sid, Context: map[string]any{"user_id": "ann"}}); err != nil {
+		t.Fatal(err)
+	}
+	contextEntry := func(opts ...contextd.MessageOption) string {
+		t.Helper()
+		preview, err := c.PreviewContext(ctx, sid, "next", opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range preview.GetEntries() {
+			if e.GetKind() == contextdv1.ContextEntryKind_CONTEXT_ENTRY_KIND_CONTEXT {
+				return e.GetContent()
+			}
+		}
+		t.Fatalf("no context entry in %v", preview.GetEntries())
+		return ""
+	}
+	if got := contextEntry(); !strings.Contains(got, `{"user_id":"ann"}`) {
+		t.Fatalf("without a patch: %q", got)
+	}
+	if got := contextEntry(contextd.WithContextPatch(map[string]any{"topic": "x"})); !strings.Contains(got, `{"topic":"x","user_id":"ann"}`) {
+		t.Fatalf("with a patch: %q", got)
+	}
+	// Previewing changes nothing.
+	if s, err := c.GetSession(ctx, sid); err != nil || fmt.Sprint(s.Context) != fmt.Sprint(map[string]any{"user_id": "ann"}) {
+		t.Fatalf("session after preview %+v, %v", s, err)
+	}
+	_, err := c.PreviewContext(ctx, sid, "next", contextd.WithIdempotencyKey("k"))
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("an idempotency key: %v, want InvalidArgument", err)
+	}
+}
+
+// An abandon refused with FAILED_PRECONDITION (an error outside any turn, so with an empty turn
+// id, like the answer to a stray cancel) must neither be taken for a stray cancel's answer nor
+// leave one unread: the next turn's reply is its own.
+func TestAFailedAbandonDoesNotConfuseLeavingATurnEarly(t *testing.T) {
+	ctx := context.Background()
+	c := dial(t)
+	sid := id(t, "s")
+	weather := contextd.Tool{Name: "get_weather", Description: "Current weather of a city", InputSchema: map[string]any{"type": "object"}}
+	conv, err := c.Converse(ctx, contextd.SessionOptions{ID: sid, Tools: []contextd.Tool{weather}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conv.Close()
+	leaveAt := func(message string, stop func(contextd.Event) bool) {
+		t.Helper()
+		for event, err := range conv.Send(message) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stop(event) {
+				break
+			}
+		}
+	}
+	isStarted := func(e contextd.Event) bool { _, ok := e.(*contextd.Started); return ok }
+	isDelta := func(e contextd.Event) bool { _, ok := e.(*contextd.Delta); return ok }
+	// A fast turn left at its start: the cancel finds it running or already over (then it is
+	// answered outside any turn). Several rounds meet both cases on most machines.
+	for round := range 5 {
+		leaveAt("a b c", isStarted)
+		_, err := conv.AbandonToolCalls()
+		var turnErr *contextd.TurnError
+		if !errors.As(err, &turnErr) || turnErr.Code != codes.FailedPrecondition || turnErr.TurnID != "" {
+			t.Fatalf("round %d: abandon with nothing paused: %v, want FAILED_PRECONDITION outside a turn", round, err)
+		}
+		want := fmt.Sprintf("You said 'next %d'.", round)
+		if reply, err := conv.Say(fmt.Sprintf("next %d", round)); err != nil || reply.Text != want {
+			t.Fatalf("round %d: %+v, %v; want %q", round, reply, err, want)
+		}
+	}
+	// The paused turn abandoned elsewhere: this stream's Cancel still believes it paused, and
+	// its abandon is refused outside any turn; a turn left early after it reads only its own.
+	if reply, err := conv.Say(`/call get_weather {"city": "Oslo"}`); err != nil || !reply.NeedsToolResults() {
+		t.Fatalf("pause: %+v, %v", reply, err)
+	}
+	if _, err := c.Interact(ctx, contextd.Turn{SessionID: sid, AbandonToolCalls: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := conv.Cancel(); err != nil {
+		t.Fatal(err)
+	}
+	leaveAt("/delay 1000 w0 w1 w2 w3 w4 w5 w6 w7 w8 w9", isDelta)
+	if reply, err := conv.Say("after"); err != nil || reply.Text != "You said 'after'." {
+		t.Fatalf("after the refused abandon: %+v, %v", reply, err)
 	}
 }

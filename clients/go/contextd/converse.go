@@ -115,22 +115,17 @@ func (cv *Conversation) Session() *Session { return cv.session }
 // Created tells whether opening the stream created the session.
 func (cv *Conversation) Created() bool { return cv.created }
 
-// Send starts a turn with a user message (and an optional context merge patch) and yields its
+// Send starts a turn with a user message (WithContextPatch, WithIdempotencyKey) and yields its
 // events until the turn is over: the iteration ends after the final *Completed, or with a
 // *TurnError when the server refused the message. With a ToolHandler, client-side tool calls
 // are answered automatically and the turn continues (the *ToolCallRequested events and the
 // pausing *Completed are still yielded); without one, the iteration ends at the *Completed
 // whose Reply.NeedsToolResults() is true, and SendToolResults continues the turn. Stopping the
 // loop early cancels the running turn.
-func (cv *Conversation) Send(message string, patch map[string]any) iter.Seq2[Event, error] {
-	return cv.SendIdempotent(message, patch, "")
-}
-
-// SendIdempotent is Send with an idempotency key: resent on a new stream after the old one
-// broke, the message gets its first outcome instead of a second turn (see Turn.IdempotencyKey).
-func (cv *Conversation) SendIdempotent(message string, patch map[string]any, idempotencyKey string) iter.Seq2[Event, error] {
+func (cv *Conversation) Send(message string, opts ...MessageOption) iter.Seq2[Event, error] {
+	cfg := messageOptions(opts)
 	return func(yield func(Event, error) bool) {
-		sctx, err := toStruct(patch)
+		sctx, err := toStruct(cfg.patch)
 		if err != nil {
 			yield(nil, err)
 			return
@@ -143,7 +138,7 @@ func (cv *Conversation) SendIdempotent(message string, patch map[string]any, ide
 			UserMessage: &contextdv1.ConverseUserMessage{
 				Message:        message,
 				Context:        sctx,
-				IdempotencyKey: idempotencyKey,
+				IdempotencyKey: cfg.idempotencyKey,
 			},
 		}})
 		if err != nil {
@@ -156,8 +151,8 @@ func (cv *Conversation) SendIdempotent(message string, patch map[string]any, ide
 
 // Say sends a user message and returns the turn's final Reply (tool calls answered by the
 // handler, if any).
-func (cv *Conversation) Say(message string, patch map[string]any) (*Reply, error) {
-	return Collect(cv.Send(message, patch))
+func (cv *Conversation) Say(message string, opts ...MessageOption) (*Reply, error) {
+	return Collect(cv.Send(message, opts...))
 }
 
 // SendToolResults continues a paused turn with results for every pending call, yielding the

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"math/big"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,5 +149,22 @@ func TestBearerTokenOnPlaintextStreams(t *testing.T) {
 	}
 	if reply.Text != "Bearer t0ken" {
 		t.Fatalf("server saw authorization %q", reply.Text)
+	}
+}
+
+// The system's roots do not include the test's self-signed certificate: WithSystemTLS speaks
+// TLS (the failure is the certificate's, not a plaintext connection's) and refuses the server.
+func TestDialSystemTLSRefusesAPrivateCertificate(t *testing.T) {
+	cert, _ := selfSigned(t)
+	addr := serveTLS(t, cert)
+	c, err := contextd.Dial(addr, contextd.WithSystemTLS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.GetSession(context.Background(), "x")
+	wantCode(t, err, codes.Unavailable)
+	if !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("want a certificate error, got %v", err)
 	}
 }

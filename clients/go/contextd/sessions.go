@@ -6,6 +6,8 @@ import (
 	"time"
 
 	contextdv1 "github.com/contextd/contextd/clients/go/gen/contextd/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // SessionOptions describes a new session. Every field is optional.
@@ -242,10 +244,15 @@ func (c *Client) ListMessages(ctx context.Context, id string) ([]Message, error)
 	return out, nil
 }
 
-// PreviewContext shows the window the model would see if message (with the context patch)
-// were sent now. It changes nothing.
-func (c *Client) PreviewContext(ctx context.Context, id, message string, patch map[string]any) (*contextdv1.PreviewContextResponse, error) {
-	sctx, err := toStruct(patch)
+// PreviewContext shows the window the model would see if message (with the patch of
+// WithContextPatch) were sent now. It changes nothing; WithIdempotencyKey means nothing to it
+// and is refused.
+func (c *Client) PreviewContext(ctx context.Context, id, message string, opts ...MessageOption) (*contextdv1.PreviewContextResponse, error) {
+	cfg := messageOptions(opts)
+	if cfg.idempotencyKey != "" {
+		return nil, status.Error(codes.InvalidArgument, "PreviewContext runs no turn: leave out WithIdempotencyKey")
+	}
+	sctx, err := toStruct(cfg.patch)
 	if err != nil {
 		return nil, err
 	}

@@ -88,6 +88,35 @@ func (e *TurnError) Error() string {
 // GRPCStatus makes status.FromError and status.Code report the server's code.
 func (e *TurnError) GRPCStatus() *status.Status { return status.New(e.Code, e.Message) }
 
+// MessageOption sets an optional part of a user message: of Conversation.Send and Say, and of
+// PreviewContext.
+type MessageOption func(*messageConfig)
+
+type messageConfig struct {
+	patch          map[string]any
+	idempotencyKey string
+}
+
+func messageOptions(opts []MessageOption) messageConfig {
+	var cfg messageConfig
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	return cfg
+}
+
+// WithContextPatch merges patch into the session's context (a JSON merge patch: a nil value
+// deletes its key) before the message is answered, as Turn.Context does for Interact.
+func WithContextPatch(patch map[string]any) MessageOption {
+	return func(c *messageConfig) { c.patch = patch }
+}
+
+// WithIdempotencyKey makes the message safe to resend: resent on a new stream after the old
+// one broke, it gets its first outcome instead of a second turn (see Turn.IdempotencyKey).
+func WithIdempotencyKey(key string) MessageOption {
+	return func(c *messageConfig) { c.idempotencyKey = key }
+}
+
 // TurnOption sets an optional behaviour of Interact and Converse.
 type TurnOption func(*turnConfig)
 

@@ -1,7 +1,7 @@
 /**
  * The contextd client: one HTTP/2 connection, one method per contextd operation, plain objects
- * for contexts, generated message types for results, `ConnectError` (with its `code`) for
- * failures.
+ * for contexts and for results (the wrapper's own types of `plain.ts`: enum names as strings,
+ * counts as numbers), `ConnectError` (with its `code`) for failures.
  */
 import { toJson, type JsonObject, type JsonValue, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate, ValueSchema } from "@bufbuild/protobuf/wkt";
@@ -11,15 +11,20 @@ import { readFileSync } from "node:fs";
 import type * as http2 from "node:http2";
 
 import {
-  FinishReason,
+  MessageSchema,
+  SessionSchema,
   WindowStrategy,
-  type Message,
-  type Session,
-  type ToolCall,
-  type ToolDefinition,
+  type Message as WireMessage,
+  type Session as WireSession,
+  type ToolCall as WireToolCall,
+  type ToolDefinition as WireToolDefinition,
+  type Usage as WireUsage,
 } from "./gen/contextd/v1/common_pb.js";
 import {
+  ConverseResponseSchema,
+  InteractResponseSchema,
   InteractService,
+  StreamResponseResponseSchema,
   type ConverseOpenSchema,
   type ConverseRequestSchema,
   type ConverseResponse,
@@ -27,23 +32,63 @@ import {
   type StreamResponseResponse,
 } from "./gen/contextd/v1/interact_pb.js";
 import {
+  PreviewContextResponseSchema,
   SessionService,
   type CreateSessionRequestSchema,
   type PreviewContextResponse,
   type UpdateSessionRequestSchema,
 } from "./gen/contextd/v1/session_pb.js";
-import { ModelService, type ListModelsResponse } from "./gen/contextd/v1/model_pb.js";
-import { ToolService, type ListToolsResponse } from "./gen/contextd/v1/tool_pb.js";
+import { ListModelsResponseSchema, ModelService, type ListModelsResponse } from "./gen/contextd/v1/model_pb.js";
+import { ListToolsResponseSchema, ToolService, type ListToolsResponse } from "./gen/contextd/v1/tool_pb.js";
 import {
   AdminService,
+  ApiKeySchema,
+  CreateKeyResponseSchema,
+  DeleteTenantResponseSchema,
+  ExportTenantResponseSchema,
   KeyRole,
-  type ApiKey,
+  TenantUsageSchema,
+  type ApiKey as WireApiKey,
   type CreateKeyResponse,
   type DeleteTenantResponse,
   type ExportTenantResponse,
-  type TenantUsage,
+  type TenantUsage as WireTenantUsage,
 } from "./gen/contextd/v1/admin_pb.js";
+import { oneofToPlain, toPlain, type KeyRoleName, type Plain, type WindowStrategyName } from "./plain.js";
 import { AsyncQueue } from "./queue.js";
+
+// The results, as the wrapper returns them: plain objects with the generated messages' field
+// names, enums as their proto names, counts as numbers, timestamps as Date (see plain.ts). The
+// generated messages stay available as `pb.*`.
+
+/** A session, with its context, state and pending tool calls. */
+export type Session = Plain<WireSession>;
+/** One message of a session's history. */
+export type Message = Plain<WireMessage>;
+/** A turn's outcome (`InteractResponse`): `response`, `updatedContext`, `finishReason`, `toolCalls`, `usage`… */
+export type Reply = Plain<InteractResponse>;
+/** A client-side tool call the model made. */
+export type ToolCall = Plain<WireToolCall>;
+/** A tool definition as the server returns it. */
+export type ToolDefinition = Plain<WireToolDefinition>;
+/** Token counts. */
+export type Usage = Plain<WireUsage>;
+/** What `listModels` returns. */
+export type ModelList = Plain<ListModelsResponse>;
+/** What `listTools` returns: `tools` (server-side), `sessionTools` and `offeredTools`. */
+export type ToolList = Plain<ListToolsResponse>;
+/** What `previewContext` returns: the window the model would see. */
+export type ContextPreview = Plain<PreviewContextResponse>;
+/** An API key as `listKeys` shows it (never its secret). */
+export type ApiKey = Plain<WireApiKey>;
+/** A new key (`createKey`): `secret`, shown only here, and `key`. */
+export type CreatedKey = Plain<CreateKeyResponse>;
+/** A tenant with what it stores. */
+export type TenantUsage = Plain<WireTenantUsage>;
+/** One record of `exportTenant`: `record.case` is `"session"` or `"message"`. */
+export type ExportRecord = Plain<ExportTenantResponse>;
+/** What `deleteTenant` deleted. */
+export type DeletedTenant = Plain<DeleteTenantResponse>;
 
 /** Where contextd listens by default. */
 export const DEFAULT_TARGET = "127.0.0.1:61900";
@@ -81,10 +126,10 @@ export interface ConnectOptions {
 type ConverseFrame = MessageInitShape<typeof ConverseRequestSchema>;
 
 /** A streamed turn's event (`StreamResponse`). Unknown kinds are skipped. */
-export type StreamEvent = Exclude<StreamResponseResponse["event"], { case: undefined }>;
+export type StreamEvent = Plain<Exclude<StreamResponseResponse["event"], { case: undefined }>>;
 
 /** A Converse event, with the turn it belongs to. Unknown kinds are skipped. */
-export type ConverseEvent = Exclude<ConverseResponse["event"], { case: undefined }> & { turnId: string };
+export type ConverseEvent = Plain<Exclude<ConverseResponse["event"], { case: undefined }>> & { turnId: string };
 
 /**
  * Answers one client-side tool call: return the result's text, any JSON value (sent as JSON
@@ -111,7 +156,7 @@ export interface SessionInit {
   systemPrompt?: string;
   context?: JsonObject;
   model?: string;
-  tools?: (ToolSpec | ToolDefinition)[];
+  tools?: (ToolSpec | WireToolDefinition)[];
   labels?: Record<string, string>;
   maxContextTokens?: number;
   /** When the session expires (in the future); unset: the server's idle TTL, if any. */
@@ -125,9 +170,9 @@ export interface SessionInit {
   serverTools?: string[];
 }
 
-/** Window settings as plain data (`strategy` is a `WindowStrategy` value). */
+/** Window settings as plain data (`strategy` by name, such as `"WINDOW_STRATEGY_SUMMARIZE"`, or value). */
 export interface WindowSettingsInit {
-  strategy?: WindowStrategy;
+  strategy?: WindowStrategyName | WindowStrategy;
   summarizeThresholdPercent?: number;
   summarizerModel?: string;
 }
@@ -136,7 +181,7 @@ export interface WindowSettingsInit {
 export interface SessionUpdate {
   context?: JsonObject;
   systemPrompt?: string;
-  tools?: (ToolSpec | ToolDefinition)[];
+  tools?: (ToolSpec | WireToolDefinition)[];
   model?: string;
   maxContextTokens?: number;
   labels?: Record<string, string>;
@@ -195,7 +240,7 @@ export interface CallOptions {
 /** A new API key's settings (`createKey`). */
 export interface KeyInit extends CallOptions {
   /** `"user"` (default: the tenant's sessions only) or `"admin"` (also keys and tenants). */
-  role?: "user" | "admin" | KeyRole;
+  role?: "user" | "admin" | KeyRoleName | KeyRole;
   /** A note for `listKeys`, such as who holds the key. */
   label?: string;
   /** How long the key works, in milliseconds; unset: until revoked. */
@@ -233,8 +278,17 @@ export async function runToolHandler(handler: ToolHandler, calls: ToolCall[]): P
 }
 
 /** True when the turn paused for client-side tools (see `toolCalls`). */
-export function needsToolResults(result: InteractResponse): boolean {
-  return result.finishReason === FinishReason.TOOL_CALLS;
+export function needsToolResults(result: Reply): boolean {
+  return result.finishReason === "FINISH_REASON_TOOL_CALLS";
+}
+
+/** `WindowSettingsInit` for the wire: a strategy's name becomes its value. */
+function windowSettings(window: WindowSettingsInit | undefined) {
+  if (window === undefined || typeof window.strategy !== "string") return window as { strategy?: WindowStrategy } | undefined;
+  const name = window.strategy.replace(/^WINDOW_STRATEGY_/, "") as keyof typeof WindowStrategy;
+  const strategy = WindowStrategy[name];
+  if (strategy === undefined) throw new ConnectError(`unknown window strategy ${window.strategy}`, Code.InvalidArgument);
+  return { ...window, strategy };
 }
 
 /** The Node TLS options that `options` ask for; undefined when they name no TLS material. */
@@ -312,22 +366,23 @@ export class ContextdClient {
       sessionId,
       ...init,
       expireTime: init.expireTime ? timestampFromDate(init.expireTime) : undefined,
+      window: windowSettings(init.window),
       serverTools: serverToolSelection(init.serverTools),
     };
     const response = await this.sessions.createSession(request, this.options(call));
-    return required(response.session);
+    return toPlain(SessionSchema, required(response.session));
   }
 
   /** The session, with its context, state and pending tool calls. */
   async getSession(sessionId: string, call: CallOptions = {}): Promise<Session> {
-    return required((await this.sessions.getSession({ sessionId }, this.options(call))).session);
+    return toPlain(SessionSchema, required((await this.sessions.getSession({ sessionId }, this.options(call))).session));
   }
 
   /** One page of sessions, ordered by id. */
   async listSessions(options: { pageSize?: number; pageToken?: string } & CallOptions = {}): Promise<Page<Session>> {
     const { signal, timeoutMs, ...page } = options;
     const response = await this.sessions.listSessions(page, this.options({ signal, timeoutMs }));
-    return { items: response.sessions, nextPageToken: response.nextPageToken };
+    return { items: response.sessions.map((s) => toPlain(SessionSchema, s)), nextPageToken: response.nextPageToken };
   }
 
   /** Every session, page by page. */
@@ -353,10 +408,10 @@ export class ContextdClient {
       tools: update.tools === undefined ? undefined : { tools: update.tools },
       etag: update.etag,
       expireTime: update.expireTime ? timestampFromDate(update.expireTime) : undefined,
-      window: update.window,
+      window: windowSettings(update.window),
       serverTools: serverToolSelection(update.serverTools),
     };
-    return required((await this.sessions.updateSession(request, this.options(call))).session);
+    return toPlain(SessionSchema, required((await this.sessions.updateSession(request, this.options(call))).session));
   }
 
   /**
@@ -375,7 +430,7 @@ export class ContextdClient {
   ): Promise<Page<Message>> {
     const { signal, timeoutMs, ...page } = options;
     const response = await this.sessions.listMessages({ sessionId, ...page }, this.options({ signal, timeoutMs }));
-    return { items: response.messages, nextPageToken: response.nextPageToken };
+    return { items: response.messages.map((m) => toPlain(MessageSchema, m)), nextPageToken: response.nextPageToken };
   }
 
   /** Exactly what the model would see for `message` now. */
@@ -384,8 +439,8 @@ export class ContextdClient {
     message = "",
     context?: JsonObject,
     call: CallOptions = {},
-  ): Promise<PreviewContextResponse> {
-    return this.sessions.previewContext({ sessionId, message, context }, this.options(call));
+  ): Promise<ContextPreview> {
+    return toPlain(PreviewContextResponseSchema, await this.sessions.previewContext({ sessionId, message, context }, this.options(call)));
   }
 
   // Turns
@@ -398,9 +453,11 @@ export class ContextdClient {
     sessionId: string,
     message: string,
     input: TurnInput & { toolHandler?: ToolHandler } = {},
-  ): Promise<InteractResponse> {
+  ): Promise<Reply> {
     const options = { timeoutMs: this.timeoutMs, signal: input.signal };
-    let result = await this.turns.interact(
+    const send = async (request: Parameters<typeof this.turns.interact>[0]) =>
+      toPlain(InteractResponseSchema, await this.turns.interact(request, options));
+    let result = await send(
       {
         sessionId,
         message,
@@ -409,11 +466,10 @@ export class ContextdClient {
         idempotencyKey: input.idempotencyKey,
         abandonToolCalls: input.abandonToolCalls,
       },
-      options,
     );
     while (input.toolHandler && needsToolResults(result)) {
       const toolResults = await runToolHandler(input.toolHandler, result.toolCalls);
-      result = await this.turns.interact({ sessionId, toolResults }, options);
+      result = await send({ sessionId, toolResults });
     }
     return result;
   }
@@ -439,7 +495,7 @@ export class ContextdClient {
         { signal: abort.signal },
       );
       for await (const response of stream) {
-        if (response.event.case !== undefined) yield response.event;
+        if (response.event.case !== undefined) yield oneofToPlain(StreamResponseResponseSchema, "event", response.event) as StreamEvent;
       }
     } finally {
       input.signal?.removeEventListener("abort", onAbort);
@@ -461,6 +517,7 @@ export class ContextdClient {
       sessionId,
       ...open,
       expireTime: open.expireTime ? timestampFromDate(open.expireTime) : undefined,
+      window: windowSettings(open.window),
       serverTools: serverToolSelection(open.serverTools),
     });
     return conversation;
@@ -469,15 +526,15 @@ export class ContextdClient {
   // Models
 
   /** The models sessions may name, the configured provider backends and the default model. */
-  async listModels(call: CallOptions = {}): Promise<ListModelsResponse> {
-    return this.models.listModels({}, this.options(call));
+  async listModels(call: CallOptions = {}): Promise<ModelList> {
+    return toPlain(ListModelsResponseSchema, await this.models.listModels({}, this.options(call)));
   }
 
   // Tools
 
   /** Server-side tools, plus the session's own tools when `sessionId` is given. */
-  async listTools(sessionId = "", call: CallOptions = {}): Promise<ListToolsResponse> {
-    return this.tools.listTools({ sessionId }, this.options(call));
+  async listTools(sessionId = "", call: CallOptions = {}): Promise<ToolList> {
+    return toPlain(ListToolsResponseSchema, await this.tools.listTools({ sessionId }, this.options(call)));
   }
 
   /** Runs a server-side tool directly; a tool that ran and failed has `isError`. */
@@ -496,39 +553,42 @@ export class ContextdClient {
    * Makes an API key for `tenantId`. The response's `secret` is the key itself, shown only
    * here: pass it as the `token` option of a client. `key` is what `listKeys` will show of it.
    */
-  async createKey(tenantId: string, init: KeyInit = {}): Promise<CreateKeyResponse> {
+  async createKey(tenantId: string, init: KeyInit = {}): Promise<CreatedKey> {
     const { role, label, ttlMs, ...call } = init;
-    return this.admin.createKey(
+    const created = await this.admin.createKey(
       { tenantId, role: keyRole(role), label: label ?? "", ttl: ttlMs === undefined ? undefined : durationFromMs(ttlMs) },
       this.options(call),
     );
+    return toPlain(CreateKeyResponseSchema, created);
   }
 
   /** Keys (never their secrets) of one tenant, or of all when `tenantId` is empty. */
   async listKeys(tenantId = "", call: CallOptions = {}): Promise<ApiKey[]> {
-    return (await this.admin.listKeys({ tenantId }, this.options(call))).keys;
+    return (await this.admin.listKeys({ tenantId }, this.options(call))).keys.map((k) => toPlain(ApiKeySchema, k));
   }
 
   /** Revokes a key by its id (as `listKeys` shows it); resolves to the revoked key. */
   async revokeKey(keyId: string, call: CallOptions = {}): Promise<ApiKey> {
-    return required((await this.admin.revokeKey({ keyId }, this.options(call))).key);
+    return toPlain(ApiKeySchema, required((await this.admin.revokeKey({ keyId }, this.options(call))).key));
   }
 
   /** Tenants with what they store: every one for an admin, a user key's own otherwise. */
   async listTenants(call: CallOptions = {}): Promise<TenantUsage[]> {
-    return (await this.admin.listTenants({}, this.options(call))).tenants;
+    return (await this.admin.listTenants({}, this.options(call))).tenants.map((t) => toPlain(TenantUsageSchema, t));
   }
 
   /**
    * Yields all of a tenant's data: each session (`record.case === "session"`), followed by its
    * history oldest first (`"message"`). Breaking out of the loop cancels the call.
    */
-  async *exportTenant(tenantId: string, call: { signal?: AbortSignal } = {}): AsyncGenerator<ExportTenantResponse> {
+  async *exportTenant(tenantId: string, call: { signal?: AbortSignal } = {}): AsyncGenerator<ExportRecord> {
     const abort = new AbortController();
     const onAbort = () => abort.abort(call.signal?.reason);
     call.signal?.addEventListener("abort", onAbort);
     try {
-      yield* this.admin.exportTenant({ tenantId }, { signal: abort.signal });
+      for await (const record of this.admin.exportTenant({ tenantId }, { signal: abort.signal })) {
+        yield toPlain(ExportTenantResponseSchema, record);
+      }
     } finally {
       call.signal?.removeEventListener("abort", onAbort);
       abort.abort();
@@ -536,8 +596,8 @@ export class ContextdClient {
   }
 
   /** Deletes all of a tenant's sessions, histories and keys; resolves to the counts. */
-  async deleteTenant(tenantId: string, call: CallOptions = {}): Promise<DeleteTenantResponse> {
-    return this.admin.deleteTenant({ tenantId }, this.options(call));
+  async deleteTenant(tenantId: string, call: CallOptions = {}): Promise<DeletedTenant> {
+    return toPlain(DeleteTenantResponseSchema, await this.admin.deleteTenant({ tenantId }, this.options(call)));
   }
 }
 
@@ -545,6 +605,11 @@ export class ContextdClient {
 function keyRole(role: KeyInit["role"]): KeyRole {
   if (role === undefined || role === "user") return KeyRole.USER;
   if (role === "admin") return KeyRole.ADMIN;
+  if (typeof role === "string") {
+    const value = KeyRole[role.replace(/^KEY_ROLE_/, "") as keyof typeof KeyRole];
+    if (value === undefined) throw new ConnectError(`unknown key role ${role}`, Code.InvalidArgument);
+    return value;
+  }
   return role;
 }
 
@@ -604,7 +669,9 @@ export class Conversation {
     for (;;) {
       const { value, done } = await this.responses.next();
       if (done) throw new ConnectError("the server ended the stream", Code.Unavailable);
-      if (value.event.case !== undefined) return { ...value.event, turnId: value.turnId } as ConverseEvent;
+      if (value.event.case !== undefined) {
+        return { ...(oneofToPlain(ConverseResponseSchema, "event", value.event) as object), turnId: value.turnId } as ConverseEvent;
+      }
     }
   }
 
@@ -632,9 +699,9 @@ export class Conversation {
   }
 
   /** Follows the session's pause: a cancelled continuation leaves it as it was. */
-  private note(result: InteractResponse): void {
+  private note(result: Reply): void {
     if (this.abandoning) this.paused = false;
-    else if (result.finishReason !== FinishReason.CANCELLED) this.paused = needsToolResults(result) && !this.toolHandler;
+    else if (result.finishReason !== "FINISH_REASON_CANCELLED") this.paused = needsToolResults(result) && !this.toolHandler;
   }
 
   /**
@@ -656,7 +723,7 @@ export class Conversation {
     this.requests.push({ frame: { case: "cancel", value: {} } });
     for (;;) {
       const event = await this.next();
-      if (event.case === "completed" && event.value.finishReason !== FinishReason.CANCELLED) this.paused = false;
+      if (event.case === "completed" && event.value.finishReason !== "FINISH_REASON_CANCELLED") this.paused = false;
       if (event.case === "completed" || event.case === "error") break;
     }
     // The cancel is answered by the `completed` above or, when the turn had ended before it
@@ -698,8 +765,8 @@ export class Conversation {
    * Sends a user message and resolves to the turn's result; a failed frame rejects. With an
    * `idempotencyKey`, a message resent after a broken stream gets its first outcome.
    */
-  async ask(message: string, context?: JsonObject, idempotencyKey?: string): Promise<InteractResponse> {
-    let result: InteractResponse | undefined;
+  async ask(message: string, context?: JsonObject, idempotencyKey?: string): Promise<Reply> {
+    let result: Reply | undefined;
     for await (const event of this.send(message, context, idempotencyKey)) {
       if (event.case === "error") throw new ConnectError(event.value.message, event.value.code as Code);
       if (event.case === "completed") result = event.value;
@@ -728,10 +795,10 @@ export class Conversation {
    * FINISH_REASON_CANCELLED without another model step and the session is idle again.
    * Resolves to that result; rejects with FAILED_PRECONDITION when nothing is paused.
    */
-  async abandonToolCalls(): Promise<InteractResponse> {
+  async abandonToolCalls(): Promise<Reply> {
     const turn = await this.begin({ frame: { case: "cancel", value: {} } });
     this.abandoning = true;
-    let result: InteractResponse | undefined;
+    let result: Reply | undefined;
     for await (const event of this.turn(turn)) {
       if (event.case === "error") throw new ConnectError(event.value.message, event.value.code as Code);
       if (event.case === "completed") result = event.value;

@@ -9,7 +9,11 @@
  * client.close();
  * ```
  *
- * Failures reject with `ConnectError`, whose `code` is the gRPC status code.
+ * Results are the wrapper's own plain types (`Reply`, `Session`, `Message`, …): enums by their
+ * proto names (`"FINISH_REASON_STOP"`), counts as `number`, timestamps as `Date`. The generated
+ * messages are under `pb` (`pb.InteractResponse`, `pb.InteractResponseSchema`, …); the enums
+ * are exported here too, as inputs may use them. Failures reject with `ConnectError`, whose
+ * `code` is the gRPC status code.
  */
 import { ContextdClient, DEFAULT_TARGET, type ConnectOptions } from "./client.js";
 
@@ -21,7 +25,21 @@ export {
   runToolHandler,
 } from "./client.js";
 export type {
+  ApiKey,
   CallOptions,
+  ContextPreview,
+  CreatedKey,
+  DeletedTenant,
+  ExportRecord,
+  Message,
+  ModelList,
+  Reply,
+  Session,
+  TenantUsage,
+  ToolCall,
+  ToolDefinition,
+  ToolList,
+  Usage,
   ConnectOptions,
   ConverseEvent,
   KeyInit,
@@ -39,12 +57,20 @@ export type {
 export { Code, ConnectError } from "@connectrpc/connect";
 export type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 export { timestampDate } from "@bufbuild/protobuf/wkt";
-export * from "./gen/contextd/v1/common_pb.js";
-export * from "./gen/contextd/v1/interact_pb.js";
-export * from "./gen/contextd/v1/session_pb.js";
-export * from "./gen/contextd/v1/tool_pb.js";
-export * from "./gen/contextd/v1/model_pb.js";
-export * from "./gen/contextd/v1/admin_pb.js";
+export type {
+  ContextEntryKindName,
+  FinishReasonName,
+  KeyRoleName,
+  MessageRoleName,
+  Plain,
+  SessionStateName,
+  WindowStrategyName,
+} from "./plain.js";
+export { FinishReason, MessageRole, SessionState, WindowStrategy } from "./gen/contextd/v1/common_pb.js";
+export { ContextEntryKind } from "./gen/contextd/v1/session_pb.js";
+export { KeyRole } from "./gen/contextd/v1/admin_pb.js";
+/** The generated messages, schemas and service descriptors of contextd.v1, as protoc-gen-es makes them. */
+export * as pb from "./pb.js";
 
 /** A client for contextd at `target` (host:port). */
 export function connect(target: string = DEFAULT_TARGET, options: ConnectOptions = {}): ContextdClient {

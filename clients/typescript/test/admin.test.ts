@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 
-import { Code, ConnectError, ContextdClient, KeyRole } from "../src/index.js";
+import { Code, ConnectError, ContextdClient } from "../src/index.js";
 import { addKey, Server } from "./server.js";
 
 function code(error: unknown): Code | undefined {
@@ -28,10 +28,10 @@ describe("admin calls with authentication off", () => {
   test("keys and tenants round trip", async () => {
     const created = await client.createKey("ts-admin-t", { role: "admin", label: "ts", ttlMs: 3_600_000 });
     assert.match(created.secret, /^ctxd_/);
-    assert.equal(created.key?.role, KeyRole.ADMIN);
+    assert.equal(created.key?.role, "KEY_ROLE_ADMIN");
     assert.ok(created.key?.expireTime);
     assert.deepEqual((await client.listKeys("ts-admin-t")).map((k) => k.keyId), [created.key!.keyId]);
-    assert.ok((await client.listTenants()).some((t) => t.tenantId === "ts-admin-t" && t.keys === 1n));
+    assert.ok((await client.listTenants()).some((t) => t.tenantId === "ts-admin-t" && t.keys === 1));
     await client.createSession("ts-export");
     await client.interact("ts-export", "hello");
     const kinds: (string | undefined)[] = [];
@@ -40,7 +40,7 @@ describe("admin calls with authentication off", () => {
     }
     assert.deepEqual(kinds, ["session", "message", "message"]);
     assert.ok((await client.revokeKey(created.key!.keyId)).revokeTime);
-    assert.equal((await client.deleteTenant("ts-admin-t")).deletedKeys, 1n);
+    assert.equal((await client.deleteTenant("ts-admin-t")).deletedKeys, 1);
     await client.deleteSession("ts-export");
   });
 });

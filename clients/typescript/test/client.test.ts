@@ -10,13 +10,10 @@ import { promisify } from "node:util";
 import {
   Code,
   ConnectError,
-  FinishReason,
-  MessageRole,
-  SessionState,
   WindowStrategy,
   connect,
   needsToolResults,
-  timestampDate,
+  pb,
   type ContextdClient,
   type ToolCall,
 } from "../src/index.js";
@@ -48,13 +45,33 @@ describe("ContextdClient", () => {
     await server.stop();
   });
 
+  test("results are plain data: enum names, numbers, dates, no protobuf bookkeeping", async () => {
+    const sid = fresh("ts-plain");
+    const reply = await client.interact(sid, "hello");
+    assert.equal(reply.finishReason, "FINISH_REASON_STOP");
+    assert.equal(typeof reply.usage!.outputTokens, "number");
+    assert.ok(!("$typeName" in reply) && !("$typeName" in reply.usage!));
+    const session = await client.getSession(sid);
+    assert.equal(session.messageCount, 2);
+    assert.ok(session.createTime instanceof Date);
+    assert.equal(session.state, "SESSION_STATE_IDLE");
+    const [user] = (await client.listMessages(sid)).items;
+    assert.equal(user!.role, "MESSAGE_ROLE_USER");
+    assert.equal(user!.index, 0);
+    // A JSON round trip keeps everything (no bigint to choke JSON.stringify).
+    assert.equal(JSON.parse(JSON.stringify(reply)).finishReason, "FINISH_REASON_STOP");
+    // The generated messages and enums stay available for those who want them.
+    assert.equal(pb.FinishReason[pb.FinishReason.STOP], "STOP");
+    assert.equal(pb.InteractResponseSchema.typeName, "contextd.v1.InteractResponse");
+  });
+
   test("session lifecycle", async () => {
     const sid = fresh("ts-crud");
     const created = await client.createSession(sid, { systemPrompt: "Be brief.", context: { user: { name: "Ann" } }, labels: { team: "a" } });
     assert.equal(created.sessionId, sid);
     assert.deepEqual(created.context, { user: { name: "Ann" } });
-    assert.equal(created.state, SessionState.IDLE);
-    assert.ok(timestampDate(created.createTime!).getTime() > 0);
+    assert.equal(created.state, "SESSION_STATE_IDLE");
+    assert.ok(created.createTime!.getTime() > 0);
 
     const updated = await client.updateSession(sid, { context: { user: { age: 41 }, tier: "gold" }, labels: { env: "test" }, removeLabels: ["team"] });
     assert.deepEqual(updated.context, { user: { name: "Ann", age: 41 }, tier: "gold" });
@@ -68,10 +85,10 @@ describe("ContextdClient", () => {
 
     await client.interact(sid, "hello");
     const page = await client.listMessages(sid, { pageSize: 1 });
-    assert.deepEqual(page.items.map((m) => m.role), [MessageRole.USER]);
+    assert.deepEqual(page.items.map((m) => m.role), ["MESSAGE_ROLE_USER"]);
     assert.ok(page.nextPageToken);
     const rest = await client.listMessages(sid, { pageToken: page.nextPageToken });
-    assert.deepEqual(rest.items.map((m) => m.role), [MessageRole.ASSISTANT]);
+    assert.deepEqual(rest.items.map((m) => m.role), ["MESSAGE_ROLE_ASSISTANT"]);
 
     assert.equal(await client.deleteSession(sid), 2);
     await rejectsWith(client.getSession(sid), Code.NotFound, sid);
@@ -104,8 +121,8 @@ describe("ContextdClient", () => {
     assert.equal(last.case === "completed" && last.value.response, unary.response);
     assert.equal(unary.response, "You said 'Tell me about climate change.'. User john_doe is active. Current topic: environment.");
     assert.deepEqual(unary.updatedContext, context);
-    assert.equal(unary.finishReason, FinishReason.STOP);
-    assert.ok(unary.usage!.outputTokens > 0n);
+    assert.equal(unary.finishReason, "FINISH_REASON_STOP");
+    assert.ok(unary.usage!.outputTokens > 0);
   });
 
   test("breaking out of a stream cancels it", async () => {
@@ -115,7 +132,7 @@ describe("ContextdClient", () => {
       break;
     }
     assert.equal((await client.interact(sid, "again")).response, "You said 'again'.");
-    assert.equal((await client.getSession(sid)).messageCount, 2n);
+    assert.equal((await client.getSession(sid)).messageCount, 2);
   });
 
   test("interact with a tool handler", async () => {
@@ -130,9 +147,9 @@ describe("ContextdClient", () => {
       },
     });
     assert.deepEqual(seen, ["get_weather", "broken"]);
-    assert.equal(result.finishReason, FinishReason.STOP);
+    assert.equal(result.finishReason, "FINISH_REASON_STOP");
     assert.equal(result.response, 'Tool get_weather returned: {"forecast":"sunny","city":"Rome"}\nTool broken failed: no such sensor');
-    const tools = (await client.listMessages(sid)).items.filter((m) => m.role === MessageRole.TOOL);
+    const tools = (await client.listMessages(sid)).items.filter((m) => m.role === "MESSAGE_ROLE_TOOL");
     assert.deepEqual(tools.map((m) => m.isError), [false, true]);
   });
 
@@ -142,7 +159,7 @@ describe("ContextdClient", () => {
     const paused = await client.interact(sid, '/call get_weather {"city": "Oslo"}');
     assert.ok(needsToolResults(paused));
     assert.deepEqual(paused.toolCalls[0]!.arguments, { city: "Oslo" });
-    assert.equal((await client.getSession(sid)).state, SessionState.AWAITING_TOOL_RESULTS);
+    assert.equal((await client.getSession(sid)).state, "SESSION_STATE_AWAITING_TOOL_RESULTS");
     await rejectsWith(client.interact(sid, "hello?"), Code.FailedPrecondition, paused.toolCalls[0]!.toolCallId);
     const done = await client.interact(sid, "", { toolResults: [{ toolCallId: paused.toolCalls[0]!.toolCallId, content: "snow" }] });
     assert.equal(done.response, "Tool get_weather returned: snow");
@@ -197,7 +214,7 @@ describe("ContextdClient", () => {
     assert.equal(failed[0]!.case, "error");
     assert.equal(failed[0]!.case === "error" && failed[0]!.value.code, Code.InvalidArgument);
     await conversation.close();
-    assert.equal((await client.getSession(sid)).messageCount, 6n);
+    assert.equal((await client.getSession(sid)).messageCount, 6);
   });
 
   test("converse without a handler, and cancel", async () => {
@@ -216,9 +233,9 @@ describe("ContextdClient", () => {
     let last;
     for await (const event of events) last = event;
     assert.equal(last?.case, "completed");
-    assert.equal(last?.case === "completed" && last.value.finishReason, FinishReason.CANCELLED);
+    assert.equal(last?.case === "completed" && last.value.finishReason, "FINISH_REASON_CANCELLED");
     await conversation.close();
-    assert.equal((await client.getSession(sid)).messageCount, 4n);
+    assert.equal((await client.getSession(sid)).messageCount, 4);
   });
 
   test("abandoning a paused turn: interact, streamResponse, and converse cancel", async () => {
@@ -227,7 +244,7 @@ describe("ContextdClient", () => {
     const paused = await client.interact(sid, '/call get_weather {"city": "Oslo"}');
     assert.ok(needsToolResults(paused));
     const done = await client.interact(sid, "", { abandonToolCalls: true });
-    assert.equal(done.finishReason, FinishReason.CANCELLED);
+    assert.equal(done.finishReason, "FINISH_REASON_CANCELLED");
     assert.equal(done.turnId, paused.turnId);
     assert.equal(done.response, "");
     const tool = (await client.listMessages(sid)).items[2]!;
@@ -244,12 +261,12 @@ describe("ContextdClient", () => {
       last = event;
     }
     assert.deepEqual(cases, ["started", "completed"]);
-    assert.equal(last?.case === "completed" && last.value.finishReason, FinishReason.CANCELLED);
+    assert.equal(last?.case === "completed" && last.value.finishReason, "FINISH_REASON_CANCELLED");
 
     const conversation = await client.converse(sid);
     assert.ok(needsToolResults(await conversation.ask('/call get_weather {"city": "Lima"}')));
     const abandoned = await conversation.abandonToolCalls();
-    assert.equal(abandoned.finishReason, FinishReason.CANCELLED);
+    assert.equal(abandoned.finishReason, "FINISH_REASON_CANCELLED");
     assert.equal((await conversation.ask("next")).response, "You said 'next'.");
     // cancel() while paused abandons too; the next turn's reply is its own.
     assert.ok(needsToolResults(await conversation.ask('/call get_weather {"city": "Kyiv"}')));
@@ -257,8 +274,8 @@ describe("ContextdClient", () => {
     assert.equal((await conversation.ask("and now")).response, "You said 'and now'.");
     await rejectsWith(conversation.abandonToolCalls(), Code.FailedPrecondition);
     await conversation.close();
-    assert.equal((await client.getSession(sid)).state, SessionState.IDLE);
-    const errors = (await client.listMessages(sid)).items.filter((m) => m.role === MessageRole.TOOL);
+    assert.equal((await client.getSession(sid)).state, "SESSION_STATE_IDLE");
+    const errors = (await client.listMessages(sid)).items.filter((m) => m.role === "MESSAGE_ROLE_TOOL");
     assert.deepEqual(
       errors.map((m) => [m.content, m.isError]),
       Array(4).fill(["cancelled by the client", true]),
@@ -279,7 +296,7 @@ describe("ContextdClient", () => {
     assert.equal((await conversation.ask("only once", undefined, key)).turnId, first.turnId);
     await conversation.close();
     await rejectsWith(client.interact(sid, "another request", { idempotencyKey: key }), Code.InvalidArgument, "different request");
-    assert.equal((await client.getSession(sid)).messageCount, 2n);
+    assert.equal((await client.getSession(sid)).messageCount, 2);
   });
 
   test("leaving a converse turn early cancels it, and the next replies are their own", async () => {
@@ -312,7 +329,7 @@ describe("ContextdClient", () => {
       if (event.case === "completed") break;
     }
     const session = await client.getSession(sid);
-    assert.equal(session.state, SessionState.AWAITING_TOOL_RESULTS);
+    assert.equal(session.state, "SESSION_STATE_AWAITING_TOOL_RESULTS");
     let response = "";
     for await (const event of conversation.sendToolResults([{ toolCallId: session.pendingToolCalls[0]!.toolCallId, content: "snow" }])) {
       if (event.case === "completed") response = event.value.response;
@@ -328,16 +345,16 @@ describe("ContextdClient", () => {
       expireTime: expires,
       window: { strategy: WindowStrategy.SUMMARIZE, summarizeThresholdPercent: 50, summarizerModel: "echo" },
     });
-    assert.equal(timestampDate(created.expireTime!).getTime(), expires.getTime());
-    assert.equal(created.window?.strategy, WindowStrategy.SUMMARIZE);
+    assert.equal(created.expireTime!.getTime(), expires.getTime());
+    assert.equal(created.window?.strategy, "WINDOW_STRATEGY_SUMMARIZE");
     assert.equal(created.window?.summarizeThresholdPercent, 50);
     assert.equal(created.summary, undefined);
     const later = new Date(expires.getTime() + 3600_000);
-    const updated = await client.updateSession(sid, { expireTime: later, window: { strategy: WindowStrategy.DISABLED } });
-    assert.equal(timestampDate(updated.expireTime!).getTime(), later.getTime());
-    assert.equal(updated.window?.strategy, WindowStrategy.DISABLED);
-    const conversation = await client.converse(fresh("ts-window-conv"), { expireTime: later, window: { strategy: WindowStrategy.DISABLED } });
-    assert.equal(conversation.session.window?.strategy, WindowStrategy.DISABLED);
+    const updated = await client.updateSession(sid, { expireTime: later, window: { strategy: "WINDOW_STRATEGY_DISABLED" } });
+    assert.equal(updated.expireTime!.getTime(), later.getTime());
+    assert.equal(updated.window?.strategy, "WINDOW_STRATEGY_DISABLED");
+    const conversation = await client.converse(fresh("ts-window-conv"), { expireTime: later, window: { strategy: "WINDOW_STRATEGY_DISABLED" } });
+    assert.equal(conversation.session.window?.strategy, "WINDOW_STRATEGY_DISABLED");
     await conversation.close();
     const models = await client.listModels();
     assert.equal(models.defaultModel, "echo");

@@ -78,7 +78,7 @@ func run(ctx context.Context, target string, out io.Writer) error {
 	}
 	message := `/call get_weather {"city": "Paris"}`
 	fmt.Fprintf(out, "[session_tools] user: %s\n", message)
-	for event, err := range conv.Send(message, nil) {
+	for event, err := range conv.Send(message) {
 		if err != nil {
 			return fmt.Errorf("session_tools: %w", err)
 		}

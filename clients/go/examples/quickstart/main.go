@@ -52,7 +52,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	answer, err := conv.Say(`/call get_weather {"city": "Paris"}`, nil)
+	answer, err := conv.Say(`/call get_weather {"city": "Paris"}`)
 	if err != nil {
 		log.Fatal(err)
 	}

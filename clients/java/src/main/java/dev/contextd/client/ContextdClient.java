@@ -98,6 +98,7 @@ public final class ContextdClient implements AutoCloseable {
   private final ToolServiceGrpc.ToolServiceBlockingStub tools;
   private final ModelServiceGrpc.ModelServiceBlockingStub models;
   private final AdminServiceGrpc.AdminServiceBlockingStub admin;
+  private final AsyncContextdClient async;
 
   private ContextdClient(ManagedChannel owned, Channel channel) {
     this.owned = owned;
@@ -108,6 +109,7 @@ public final class ContextdClient implements AutoCloseable {
     this.tools = ToolServiceGrpc.newBlockingStub(channel);
     this.models = ModelServiceGrpc.newBlockingStub(channel);
     this.admin = AdminServiceGrpc.newBlockingStub(channel);
+    this.async = new AsyncContextdClient(channel);
   }
 
   /** Starts building a client for {@code target} ("host:port" or any gRPC target string). */
@@ -284,6 +286,14 @@ public final class ContextdClient implements AutoCloseable {
     };
   }
 
+  /**
+   * The same calls without blocking, on this client's connection: futures for unary calls,
+   * {@link java.util.concurrent.Flow.Publisher}s for streams (see {@link AsyncContextdClient}).
+   */
+  public AsyncContextdClient async() {
+    return async;
+  }
+
   /** The channel calls go through (with the bearer token, if any), for other stubs. */
   public Channel channel() {
     return channel;
@@ -313,6 +323,10 @@ public final class ContextdClient implements AutoCloseable {
 
   /** Creates a session; {@code ALREADY_EXISTS} when the id is taken. */
   public Session createSession(SessionOptions o) {
+    return Session.fromWire(sessions.createSession(createSessionRequest(o)).getSession());
+  }
+
+  static CreateSessionRequest createSessionRequest(SessionOptions o) {
     CreateSessionRequest.Builder b = CreateSessionRequest.newBuilder()
         .setSessionId(o.id)
         .setSystemPrompt(o.systemPrompt)
@@ -332,7 +346,7 @@ public final class ContextdClient implements AutoCloseable {
       b.setServerTools(ServerToolSelection.newBuilder().addAllPatterns(o.serverTools));
     }
     o.tools.forEach(t -> b.addTools(t.toWire()));
-    return Session.fromWire(sessions.createSession(b.build()).getSession());
+    return b.build();
   }
 
   /** Returns a session; {@code NOT_FOUND} when it does not exist. */
@@ -378,6 +392,10 @@ public final class ContextdClient implements AutoCloseable {
 
   /** Changes a session and returns it as it is afterwards. */
   public Session updateSession(String id, SessionUpdate u) {
+    return Session.fromWire(sessions.updateSession(updateSessionRequest(id, u)).getSession());
+  }
+
+  static UpdateSessionRequest updateSessionRequest(String id, SessionUpdate u) {
     UpdateSessionRequest.Builder b = UpdateSessionRequest.newBuilder()
         .setSessionId(id)
         .putAllLabels(u.labels)
@@ -411,7 +429,7 @@ public final class ContextdClient implements AutoCloseable {
     if (u.serverTools != null) {
       b.setServerTools(ServerToolSelection.newBuilder().addAllPatterns(u.serverTools));
     }
-    return Session.fromWire(sessions.updateSession(b.build()).getSession());
+    return b.build();
   }
 
   /** Deletes a session with its history; returns how many messages went with it. */
@@ -450,17 +468,25 @@ public final class ContextdClient implements AutoCloseable {
 
   /** The window the model would see if {@code message} (and the patch) were sent now. */
   public PreviewContextResponse previewContext(String id, String message, Map<String, ?> patch) {
+    return sessions.previewContext(previewContextRequest(id, message, patch));
+  }
+
+  static PreviewContextRequest previewContextRequest(String id, String message, Map<String, ?> patch) {
     PreviewContextRequest.Builder b = PreviewContextRequest.newBuilder().setSessionId(id).setMessage(message == null ? "" : message);
     if (patch != null) {
       b.setContext(Values.toStruct(patch));
     }
-    return sessions.previewContext(b.build());
+    return b.build();
   }
 
   // Turns.
 
   /** Runs one turn and returns its outcome. */
   public Reply interact(Turn turn) {
+    return Reply.fromWire(turns.interact(interactRequest(turn)));
+  }
+
+  static InteractRequest interactRequest(Turn turn) {
     InteractRequest.Builder b = InteractRequest.newBuilder().setSessionId(turn.sessionId()).setMessage(orEmpty(turn.message()));
     if (turn.context() != null) {
       b.setContext(Values.toStruct(turn.context()));
@@ -470,24 +496,16 @@ public final class ContextdClient implements AutoCloseable {
       b.setIdempotencyKey(turn.idempotencyKey());
     }
     b.setAbandonToolCalls(turn.abandonToolCalls());
-    return Reply.fromWire(turns.interact(b.build()));
+    return b.build();
   }
 
   /** Runs one turn and returns its events as they arrive; close it to stop early. */
   public EventStream streamResponse(Turn turn) {
-    StreamResponseRequest.Builder b = StreamResponseRequest.newBuilder().setSessionId(turn.sessionId()).setMessage(orEmpty(turn.message()));
-    if (turn.context() != null) {
-      b.setContext(Values.toStruct(turn.context()));
-    }
-    turn.toolResults().forEach(r -> b.addToolResults(r.toWire()));
-    if (turn.idempotencyKey() != null) {
-      b.setIdempotencyKey(turn.idempotencyKey());
-    }
-    b.setAbandonToolCalls(turn.abandonToolCalls());
+    StreamResponseRequest request = streamResponseRequest(turn);
     Context.CancellableContext call = Context.current().withCancellation();
     Iterator<StreamResponseResponse> responses;
     try {
-      responses = call.call(() -> turns.streamResponse(b.build()));
+      responses = call.call(() -> turns.streamResponse(request));
     } catch (RuntimeException e) {
       call.cancel(e);
       throw e;
@@ -515,12 +533,29 @@ public final class ContextdClient implements AutoCloseable {
     };
   }
 
+  static StreamResponseRequest streamResponseRequest(Turn turn) {
+    StreamResponseRequest.Builder b = StreamResponseRequest.newBuilder().setSessionId(turn.sessionId()).setMessage(orEmpty(turn.message()));
+    if (turn.context() != null) {
+      b.setContext(Values.toStruct(turn.context()));
+    }
+    turn.toolResults().forEach(r -> b.addToolResults(r.toWire()));
+    if (turn.idempotencyKey() != null) {
+      b.setIdempotencyKey(turn.idempotencyKey());
+    }
+    b.setAbandonToolCalls(turn.abandonToolCalls());
+    return b.build();
+  }
+
   /**
    * Opens a Converse stream on the session {@code open} names (created with those options when
    * it does not exist) and waits until it is attached. {@code handler}, when not null, answers
    * every client-side tool call automatically.
    */
   public Conversation converse(SessionOptions open, ToolHandler handler) {
+    return Conversation.start(turnsAsync, open, handler);
+  }
+
+  static ConverseOpen converseOpen(SessionOptions open) {
     ConverseOpen.Builder b = ConverseOpen.newBuilder()
         .setSessionId(open.id)
         .setSystemPrompt(open.systemPrompt)
@@ -540,10 +575,7 @@ public final class ContextdClient implements AutoCloseable {
       b.setServerTools(ServerToolSelection.newBuilder().addAllPatterns(open.serverTools));
     }
     open.tools.forEach(t -> b.addTools(t.toWire()));
-    Conversation conversation = new Conversation(handler);
-    turnsAsync.converse(conversation.observer());
-    conversation.open(b.build());
-    return conversation;
+    return b.build();
   }
 
   // Models.
@@ -557,7 +589,10 @@ public final class ContextdClient implements AutoCloseable {
 
   /** The server-side tools and, when {@code sessionId} is not empty, that session's tools. */
   public ToolList listTools(String sessionId) {
-    ListToolsResponse r = tools.listTools(ListToolsRequest.newBuilder().setSessionId(orEmpty(sessionId)).build());
+    return toolList(tools.listTools(ListToolsRequest.newBuilder().setSessionId(orEmpty(sessionId)).build()));
+  }
+
+  static ToolList toolList(ListToolsResponse r) {
     return new ToolList(
         r.getToolsList().stream().map(Tool::fromWire).toList(),
         r.getSessionToolsList().stream().map(Tool::fromWire).toList(),
@@ -574,11 +609,18 @@ public final class ContextdClient implements AutoCloseable {
    * every contextd client); a tool that fails answers {@code isError}.
    */
   public ToolOutput callTool(String name, Map<String, ?> arguments, String sessionId) {
+    return toolOutput(tools.callTool(callToolRequest(name, arguments, sessionId)));
+  }
+
+  static CallToolRequest callToolRequest(String name, Map<String, ?> arguments, String sessionId) {
     CallToolRequest.Builder b = CallToolRequest.newBuilder().setName(name).setSessionId(orEmpty(sessionId));
     if (arguments != null) {
       b.setArguments(Values.toStruct(arguments));
     }
-    CallToolResponse r = tools.callTool(b.build());
+    return b.build();
+  }
+
+  static ToolOutput toolOutput(CallToolResponse r) {
     return new ToolOutput(r.getContent(), r.hasStructuredContent() ? Values.fromValue(r.getStructuredContent()) : null, r.getIsError());
   }
 
@@ -596,11 +638,15 @@ public final class ContextdClient implements AutoCloseable {
    * {@code secret} is the key itself, shown only here: pass it to {@link Builder#bearerToken}.
    */
   public CreateKeyResponse createKey(String tenantId, KeyRole role, String label, Duration ttl) {
+    return admin.createKey(createKeyRequest(tenantId, role, label, ttl));
+  }
+
+  static CreateKeyRequest createKeyRequest(String tenantId, KeyRole role, String label, Duration ttl) {
     CreateKeyRequest.Builder b = CreateKeyRequest.newBuilder().setTenantId(orEmpty(tenantId)).setRole(role).setLabel(orEmpty(label));
     if (ttl != null) {
       b.setTtl(com.google.protobuf.Duration.newBuilder().setSeconds(ttl.getSeconds()).setNanos(ttl.getNano()));
     }
-    return admin.createKey(b.build());
+    return b.build();
   }
 
   /** Keys (never their secrets) of one tenant, or of every tenant when {@code tenantId} is empty or null. */
@@ -663,7 +709,7 @@ public final class ContextdClient implements AutoCloseable {
     return Timestamp.newBuilder().setSeconds(t.getEpochSecond()).setNanos(t.getNano()).build();
   }
 
-  private static String orEmpty(String s) {
+  static String orEmpty(String s) {
     return s == null ? "" : s;
   }
 }

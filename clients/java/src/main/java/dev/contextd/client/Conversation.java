@@ -40,11 +40,20 @@ public final class Conversation implements AutoCloseable {
   private boolean paused;
   private boolean running;
   private boolean abandoning;
+  private boolean halfClosed;
   private Session session;
   private boolean created;
 
   Conversation(ToolHandler handler) {
     this.handler = handler;
+  }
+
+  /** Opens a Converse stream on {@code stub} and waits until it is attached to the session. */
+  static Conversation start(contextd.v1.InteractServiceGrpc.InteractServiceStub stub, SessionOptions open, ToolHandler handler) {
+    Conversation conversation = new Conversation(handler);
+    stub.converse(conversation.observer());
+    conversation.open(ContextdClient.converseOpen(open));
+    return conversation;
   }
 
   /** The observer that the async stub calls with server frames. */
@@ -268,6 +277,7 @@ public final class Conversation implements AutoCloseable {
       return;
     }
     synchronized (sendLock) {
+      halfClosed = true;
       requests.onCompleted();
     }
     while (receive() != null) {
@@ -329,20 +339,51 @@ public final class Conversation implements AutoCloseable {
 
   /** The events of one turn on this stream. */
   private final class TurnEvents extends EventStream {
+    // Set by the reading thread when the turn's last frame is read; read under sendLock by
+    // cancelFromAnyThread, so written under it too.
     private boolean over;
+    // Whether the turn's last completed frame paused it for tool results (read by close).
+    private boolean endedPaused;
+    // Whether a cancel for this turn went out already (guarded by sendLock).
+    private boolean cancelSent;
+    // Whether close ran (the reading thread's own).
+    private boolean closed;
+
+    private void finish(boolean pausedAtEnd) {
+      synchronized (sendLock) {
+        over = true;
+        endedPaused = pausedAtEnd;
+      }
+    }
+
+    /**
+     * Sends this turn's cancel at once, from any thread, when the turn still runs; the reading
+     * thread's {@link #close} then reads what is left of it without sending another.
+     */
+    @Override
+    void cancelFromAnyThread() {
+      synchronized (sendLock) {
+        if (over || cancelSent || halfClosed) {
+          return;
+        }
+        cancelSent = true;
+        pendingCancels++;
+        requests.onNext(cancelFrame());
+      }
+    }
 
     @Override
     Event read() {
       while (!over) {
         ConverseResponse r = receive();
         if (r == null) {
-          over = true;
+          finish(false);
           throw (ended.isOk() ? Status.UNAVAILABLE.withDescription("the server ended the Converse stream during a turn") : ended)
               .asRuntimeException();
         }
         switch (r.getEventCase()) {
           case ERROR:
-            over = true;
+            finish(false);
             turnOver();
             throw new TurnErrorException(r.getTurnId(), r.getError().getCode(), r.getError().getMessage());
           case COMPLETED:
@@ -351,7 +392,7 @@ public final class Conversation implements AutoCloseable {
             if (reply.needsToolResults() && handler != null) {
               sendResults(runTools(reply.toolCalls()));
             } else {
-              over = true;
+              finish(reply.needsToolResults());
               turnOver();
             }
             return new Event.Completed(reply);
@@ -372,14 +413,40 @@ public final class Conversation implements AutoCloseable {
 
     @Override
     public void close() {
-      if (over || ended != null) {
+      if (closed || ended != null) {
         return;
       }
-      over = true;
+      closed = true;
+      boolean sent;
+      boolean wasOver;
+      boolean pausedAtEnd;
+      synchronized (sendLock) {
+        sent = cancelSent;
+        wasOver = over;
+        pausedAtEnd = endedPaused;
+        if (!wasOver) {
+          cancelSent = true; // by cancelRunning below, unless another thread sent it
+          over = true;
+        }
+      }
+      if (wasOver) {
+        // Read to its end, but a cancel from another thread may have gone out as the end
+        // arrived: at a pause, that cancel abandons the paused turn, and its frames are read
+        // here; otherwise the server refuses it outside any turn and receive() drops that.
+        if (sent && pausedAtEnd) {
+          synchronized (sendLock) {
+            paused = false;
+          }
+          readToEndOfTurn();
+        }
+        return;
+      }
       // Abandoned mid-turn: cancel it and read what is left, so the next turn starts clean. A
       // turn that paused before the cancel reached it is abandoned by the cancel: that
       // abandon's frames are read too.
-      cancelRunning();
+      if (!sent) {
+        cancelRunning();
+      }
       try {
         ConverseResponse r;
         while ((r = receive()) != null) {

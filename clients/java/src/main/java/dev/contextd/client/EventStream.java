@@ -23,6 +23,15 @@ public abstract class EventStream implements Iterator<Event>, Iterable<Event>, A
   /** The next event from the wire, or {@code null} at the end of the turn. */
   abstract Event read();
 
+  /**
+   * Asks, from any thread, for the turn to be cancelled while another thread reads it; that
+   * reader still calls {@link #close}, which reads what is left. Streams whose {@code close}
+   * alone cancels from any thread need nothing more.
+   */
+  void cancelFromAnyThread() {
+    close();
+  }
+
   /** Stops reading before the end; the turn is cancelled. */
   @Override
   public abstract void close();

@@ -355,6 +355,41 @@ class ContextdClientTest {
         stored.stream().map(Message::content).toList());
   }
 
+  /**
+   * An abandon refused with FAILED_PRECONDITION (an error outside any turn, with an empty turn
+   * id, like the answer to a stray cancel) must neither be taken for a stray cancel's answer
+   * nor leave one unread: the next turn's reply is its own.
+   */
+  @Test
+  void aFailedAbandonDoesNotConfuseLeavingATurnEarly() {
+    String sid = id("c");
+    try (Conversation conv = client.converse(SessionOptions.id(sid).tools(WEATHER), null)) {
+      // A fast turn left at its start: the cancel finds it running or already over (then it is
+      // answered outside any turn). Several rounds meet both cases on most machines.
+      for (int round = 0; round < 5; round++) {
+        try (EventStream events = conv.send("a b c", null)) {
+          events.next();
+        }
+        TurnErrorException refused = assertThrows(TurnErrorException.class, conv::abandonToolCalls);
+        assertEquals(Status.Code.FAILED_PRECONDITION, refused.getStatus().getCode());
+        assertEquals("You said 'next " + round + "'.", conv.say("next " + round).text());
+      }
+      // The paused turn abandoned elsewhere: this stream's cancel still believes it paused, and
+      // its abandon is refused outside any turn; a turn left early after it reads only its own.
+      assertTrue(conv.say("/call get_weather {\"city\": \"Oslo\"}").needsToolResults());
+      client.interact(Turn.abandon(sid));
+      conv.cancel();
+      try (EventStream events = conv.send("/delay 1000 w0 w1 w2 w3 w4 w5 w6 w7 w8 w9", null)) {
+        while (events.hasNext()) {
+          if (events.next() instanceof Event.Delta) {
+            break;
+          }
+        }
+      }
+      assertEquals("You said 'after'.", conv.say("after").text());
+    }
+  }
+
   @Test
   void windowExpiryModelsAndPages() {
     String sid = id("w");
