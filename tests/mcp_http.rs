@@ -147,3 +147,83 @@ async fn log_lines_name_the_request_id() {
         "{line}"
     );
 }
+
+/// A host's `notifications/cancelled` stops the `tools/call` it names: the turn ends at once
+/// (instead of after the echo model's minute of `/delay`) and is not stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_notification_stops_the_running_call() {
+    let server = TestServer::start().await;
+    let request = call(
+        41,
+        "tools/call",
+        json!({"name": "contextd_interact",
+               "arguments": {"session_id": "mcp_cancel_1", "message": "/delay 60000 too late"}}),
+    );
+    let running = {
+        let url = server.url();
+        tokio::spawn(async move {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let reply = reqwest::Client::new()
+                .post(format!("{url}/mcp"))
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-11-25")
+                .json(&request)
+                .send()
+                .await
+                .expect("POST tools/call");
+            reply.text().await.expect("its answer")
+        })
+    };
+    tokio::pin!(running);
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                        "params": {"requestId": 41, "reason": "the user pressed stop"}});
+    // The call may not have reached its handler when the first cancel arrives (a cancel for
+    // no call in flight is ignored), so the host's cancel is repeated until the call ends.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let answer = loop {
+        let (status, _, body) = post(&server, &cancel, &[]).await;
+        assert_eq!(status, 202, "{body}");
+        if let Ok(done) =
+            tokio::time::timeout(std::time::Duration::from_millis(250), &mut running).await
+        {
+            break done.expect("the call's task");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the call still runs {WAIT:?} after the host cancelled it"
+        );
+    };
+    assert!(!answer.contains("too late"), "{answer}");
+    let mut sessions = server.sessions().await;
+    expect_code(
+        sessions
+            .get_session(contextd::api::v1::GetSessionRequest {
+                session_id: "mcp_cancel_1".into(),
+                ..Default::default()
+            })
+            .await,
+        tonic::Code::NotFound,
+    );
+}
+
+/// `/mcp` bodies are bounded by `limits.max_request_bytes`: above it, 413 saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_request_bound_is_refused_with_413() {
+    let mut config = test_config();
+    config.limits.max_request_bytes = 64 * 1024;
+    let server = TestServer::start_with(config).await;
+    let big = call(
+        1,
+        "tools/call",
+        json!({"name": "contextd_interact",
+               "arguments": {"session_id": "mcp_big", "message": "x".repeat(100 * 1024)}}),
+    );
+    let (status, _, body) = post(&server, &big, &[]).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body.contains("65536") && body.contains("max_request_bytes"),
+        "{body}"
+    );
+    let (status, _, body) = post(&server, &call(2, "ping", json!({})), &[]).await;
+    assert_eq!(status, 200, "{body}");
+}
