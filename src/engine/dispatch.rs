@@ -11,8 +11,6 @@
 
 use std::borrow::Cow;
 
-use serde_json::Value;
-
 use super::Engine;
 use super::error::EngineError;
 use super::validate::check_context;
@@ -24,9 +22,6 @@ use crate::tools::{ServerTool, ToolOutput, ToolScope};
 
 /// Longest pattern of a `server_tools` selection, in characters.
 const MAX_PATTERN_LEN: usize = 128;
-
-/// Schema violations listed in one result; the rest are counted.
-const MAX_LISTED_VIOLATIONS: usize = 5;
 
 impl Engine {
     /// Server-side tools.
@@ -241,52 +236,15 @@ pub(crate) fn pattern_matches(pattern: &str, name: &str) -> bool {
     tail.ends_with(last)
 }
 
-/// Checks `arguments` against the tool's `input_schema` (JSON Schema; the draft its
-/// `$schema` names, else 2020-12). An empty schema takes any object. The error says which
-/// values break which rule, in words the model can act on.
+/// Checks `arguments` against the tool's `input_schema`, compiled when the tool was listed
+/// (see [`crate::tools::schema`]).
 fn check_arguments(tool: &ServerTool, arguments: &Context) -> Result<(), String> {
-    let schema = &tool.spec.input_schema;
-    if schema.is_empty() {
-        return Ok(());
-    }
-    let name = &tool.spec.name;
-    let validator = jsonschema::validator_for(&Value::Object(schema.clone())).map_err(|e| {
-        format!(
-            "tool '{name}' cannot be called: its input_schema is not a usable JSON Schema ({e})"
-        )
-    })?;
-    let instance = Value::Object(arguments.clone());
-    let violations: Vec<String> = validator
-        .iter_errors(&instance)
-        .map(|e| {
-            let at = e.instance_path().to_string();
-            format!("at {}: {e}", if at.is_empty() { "/" } else { &at })
-        })
-        .collect();
-    if violations.is_empty() {
-        return Ok(());
-    }
-    let mut message = format!(
-        "the arguments do not match the input_schema of tool '{name}', so it did not run: {}",
-        violations
-            .iter()
-            .take(MAX_LISTED_VIOLATIONS)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
-    if violations.len() > MAX_LISTED_VIOLATIONS {
-        message.push_str(&format!(
-            "; and {} more",
-            violations.len() - MAX_LISTED_VIOLATIONS
-        ));
-    }
-    Err(message)
+    tool.check_arguments(arguments)
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -314,14 +272,14 @@ mod tests {
     }
 
     fn tool(schema: Value) -> ServerTool {
-        ServerTool {
-            spec: ToolSpec {
+        ServerTool::new(
+            ToolSpec {
                 name: "t".into(),
                 description: String::new(),
                 input_schema: schema.as_object().cloned().unwrap_or_default(),
             },
-            needs_session: false,
-        }
+            false,
+        )
     }
 
     fn args(value: Value) -> Context {

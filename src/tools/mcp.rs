@@ -409,15 +409,16 @@ fn name_tools(
             // Hints from the server, shown as they are and never acted on.
             description.push_str(&format!("\n(server hints: {})", Value::Object(hints)));
         }
+        // Compiled here, once per listing: calls reuse it until the server lists again.
         tools.push((
-            ServerTool {
-                spec: ToolSpec {
+            ServerTool::new(
+                ToolSpec {
                     name,
                     description,
                     input_schema: (*tool.input_schema).clone(),
                 },
-                needs_session: false,
-            },
+                false,
+            ),
             original,
         ));
     }
@@ -540,5 +541,38 @@ mod tests {
         assert_eq!(out.structured, Some(result));
         assert!(!out.is_error);
         assert!(output_of(&json!({"content": [], "isError": true})).is_error);
+    }
+
+    fn listed(schema: Value) -> rmcp::model::Tool {
+        rmcp::model::Tool::new(
+            "lookup",
+            "looks things up",
+            Arc::new(schema.as_object().cloned().unwrap()),
+        )
+    }
+
+    #[test]
+    fn a_relisted_tool_is_checked_against_its_new_schema() {
+        let config = McpServerConfig::stdio("srv", "unused", &[]);
+        let by_id = json!({"type": "object", "properties": {"id": {"type": "integer"}},
+                           "required": ["id"], "additionalProperties": false});
+        let by_name = json!({"type": "object", "properties": {"name": {"type": "string"}},
+                             "required": ["name"], "additionalProperties": false});
+        let first = name_tools(&config, vec![listed(by_id)]).unwrap();
+        let (tool, _) = &first[0];
+        let id: Context = json!({"id": 7}).as_object().cloned().unwrap();
+        let name: Context = json!({"name": "x"}).as_object().cloned().unwrap();
+        assert!(tool.check_arguments(&id).is_ok());
+        assert!(tool.check_arguments(&name).is_err());
+        // The server announces a new list where the same tool takes other arguments.
+        let second = name_tools(&config, vec![listed(by_name)]).unwrap();
+        let (tool, _) = &second[0];
+        assert_eq!(tool.spec.name, "srv__lookup");
+        assert!(tool.check_arguments(&name).is_ok());
+        let refused = tool.check_arguments(&id).unwrap_err();
+        assert!(
+            refused.contains("'srv__lookup'") && refused.contains("name"),
+            "{refused}"
+        );
     }
 }

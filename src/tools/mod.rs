@@ -6,6 +6,7 @@
 
 pub mod builtin;
 pub mod mcp;
+pub mod schema;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use serde_json::Value;
 use crate::domain::TenantId;
 use crate::domain::session::{Context, SharedMessage, ToolSpec};
 use crate::store::SessionStore;
+use schema::CompiledSchema;
 
 /// What a tool returned.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,13 +65,33 @@ pub struct ToolScope<'a> {
     pub turn_messages: &'a [SharedMessage],
 }
 
-/// A server-side tool and whether it needs a session.
-#[derive(Debug, Clone, PartialEq)]
+/// A server-side tool, whether it needs a session, and its schema compiled. Built with
+/// [`ServerTool::new`], once per listing: cloning it shares the compiled schema.
+#[derive(Debug, Clone)]
 pub struct ServerTool {
     /// Name, description, schema.
     pub spec: ToolSpec,
     /// Whether calls must name a session.
     pub needs_session: bool,
+    /// `spec.input_schema`, compiled when the tool was built.
+    pub schema: CompiledSchema,
+}
+
+impl ServerTool {
+    /// The tool `spec`, its schema compiled now.
+    pub fn new(spec: ToolSpec, needs_session: bool) -> Self {
+        let schema = CompiledSchema::new(&spec.input_schema);
+        Self {
+            spec,
+            needs_session,
+            schema,
+        }
+    }
+
+    /// Checks `arguments` against the tool's `input_schema`; the error is for the model.
+    pub fn check_arguments(&self, arguments: &Context) -> Result<(), String> {
+        self.schema.check(&self.spec.name, arguments)
+    }
 }
 
 /// A source of server-side tools.
