@@ -909,6 +909,11 @@ impl McpServerConfig {
         (self.allow_tools.is_empty() || matches(&self.allow_tools)) && !matches(&self.deny_tools)
     }
 
+    /// Whether `tenant` may use it (`tenants` empty: every tenant).
+    pub fn serves(&self, tenant: &crate::domain::TenantId) -> bool {
+        self.tenants.is_empty() || self.tenants.iter().any(|t| t == tenant.as_str())
+    }
+
     /// `headers` with `${VAR}` replaced from the environment.
     pub fn resolved_headers(&self) -> Result<Vec<(String, String)>, ConfigError> {
         self.headers

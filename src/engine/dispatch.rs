@@ -24,9 +24,15 @@ use crate::tools::{ServerTool, ToolOutput, ToolScope};
 const MAX_PATTERN_LEN: usize = 128;
 
 impl Engine {
-    /// Server-side tools.
-    pub fn server_tools(&self) -> Vec<ServerTool> {
-        self.tools.tools()
+    /// Server-side tools `tenant` may use (an MCP server configured for other tenants is
+    /// not among them).
+    pub fn server_tools(&self, tenant: &TenantId) -> Vec<ServerTool> {
+        self.tools.tools(tenant)
+    }
+
+    /// Names of the server-side tools `tenant` may use, comma separated (for messages).
+    pub fn known_tool_names(&self, tenant: &TenantId) -> String {
+        self.tools.known_names(tenant)
     }
 
     /// Waits for every tool source's first discovery (MCP servers listed at start); an error
@@ -48,13 +54,13 @@ impl Engine {
         }
     }
 
-    /// Tools a session's model is offered: the selected server-side ones, then the
-    /// client's.
-    pub fn offered_tools(&self, session: &Session) -> Vec<ToolSpec> {
+    /// Tools a session of `tenant` offers its model: the selected server-side ones that
+    /// tenant may use, then the client's.
+    pub fn offered_tools(&self, tenant: &TenantId, session: &Session) -> Vec<ToolSpec> {
         let selection = self.selection_of(session);
         let mut tools: Vec<ToolSpec> = self
             .tools
-            .tools()
+            .tools(tenant)
             .into_iter()
             .filter(|t| offers(&selection, &t.spec.name))
             .map(|t| t.spec)
@@ -64,10 +70,11 @@ impl Engine {
     }
 
     /// Checks a session's selection: a bounded number of patterns, each matching at least one
-    /// known server-side tool (a configured MCP server that is down still counts with the
-    /// tools it last listed).
+    /// server-side tool `tenant` may use (a configured MCP server that is down still counts
+    /// with the tools it last listed). The error names only the tools that tenant may know.
     pub(super) fn check_server_tools(
         &self,
+        tenant: &TenantId,
         selection: &ServerToolSelection,
     ) -> Result<(), EngineError> {
         let max = self.limits.max_tools;
@@ -79,7 +86,7 @@ impl Engine {
         }
         let known: Vec<String> = self
             .tools
-            .tools()
+            .tools(tenant)
             .into_iter()
             .map(|t| t.spec.name)
             .collect();
@@ -112,13 +119,13 @@ impl Engine {
         session_id: Option<&str>,
     ) -> Result<ToolOutput, EngineError> {
         check_context("arguments", arguments, &self.limits)?;
-        let (tool, provider) = self
-            .tools
-            .find(name)
-            .ok_or_else(|| EngineError::UnknownTool {
-                name: name.to_string(),
-                known: self.tools.known_names(),
-            })?;
+        let (tool, provider) =
+            self.tools
+                .find(&scope.tenant, name)
+                .ok_or_else(|| EngineError::UnknownTool {
+                    name: name.to_string(),
+                    known: self.tools.known_names(&scope.tenant),
+                })?;
         let Some(session_id) = session_id else {
             if tool.needs_session {
                 return Err(EngineError::InvalidArgument(format!(
@@ -178,12 +185,12 @@ impl Engine {
         context: &mut Context,
         turn_messages: &[SharedMessage],
     ) -> ToolOutput {
-        let Some((tool, provider)) = self.tools.find(&call.name) else {
+        let Some((tool, provider)) = self.tools.find(tenant, &call.name) else {
             super::turn_metrics::tool_call("unknown", true);
             return ToolOutput::error(format!(
                 "unknown tool '{}'; available: {}",
                 call.name,
-                self.tools.known_names()
+                self.tools.known_names(tenant)
             ));
         };
         if let Err(violation) = check_arguments(&tool, &call.arguments) {

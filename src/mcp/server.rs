@@ -275,7 +275,7 @@ impl ServerHandler for McpHandler {
         call.run(async move {
             let tools = self
                 .catalog
-                .tools()
+                .tools(&scope_of(&context)?)
                 .into_iter()
                 .map(|t| Tool::new(t.name, t.description, Arc::new(t.input_schema)))
                 .collect();

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::{ServerTool, ToolOutput, ToolProvider, ToolScope};
+use crate::domain::TenantId;
 use crate::domain::measure::measure_context;
 use crate::domain::patch::merge_context;
 use crate::domain::session::{Context, Message, ToolSpec};
@@ -98,7 +99,11 @@ fn builtin_tools() -> Vec<ServerTool> {
 
 #[async_trait]
 impl ToolProvider for BuiltinTools {
-    fn tools(&self) -> Vec<ServerTool> {
+    fn tools(&self, _tenant: &TenantId) -> Vec<ServerTool> {
+        self.tools.clone()
+    }
+
+    fn every_tool(&self) -> Vec<ServerTool> {
         self.tools.clone()
     }
 

@@ -31,6 +31,7 @@ use tokio::sync::{Notify, watch};
 
 use super::{ServerTool, ToolOutput, ToolProvider, ToolScope};
 use crate::config::{McpServerConfig, McpTransport};
+use crate::domain::TenantId;
 use crate::domain::session::{Context, MAX_TOOL_NAME_LEN, ToolSpec};
 
 /// First restart delay; doubled after every failed start, up to [`MAX_BACKOFF`].
@@ -88,7 +89,15 @@ impl McpTools {
 
 #[async_trait]
 impl ToolProvider for McpTools {
-    fn tools(&self) -> Vec<ServerTool> {
+    fn tools(&self, tenant: &TenantId) -> Vec<ServerTool> {
+        self.servers
+            .iter()
+            .filter(|s| s.config.serves(tenant))
+            .flat_map(|s| McpTools::server_tools(s))
+            .collect()
+    }
+
+    fn every_tool(&self) -> Vec<ServerTool> {
         self.servers
             .iter()
             .flat_map(|s| {
@@ -122,8 +131,13 @@ impl ToolProvider for McpTools {
         Ok(())
     }
 
-    async fn call(&self, name: &str, arguments: &Context, _scope: ToolScope<'_>) -> ToolOutput {
-        let Some((server, original, peer, down)) = self.servers.iter().find_map(|s| {
+    async fn call(&self, name: &str, arguments: &Context, scope: ToolScope<'_>) -> ToolOutput {
+        // A server for other tenants does not exist for this one, here as in `tools`.
+        let mut visible = self
+            .servers
+            .iter()
+            .filter(|s| s.config.serves(scope.tenant));
+        let Some((server, original, peer, down)) = visible.find_map(|s| {
             let state = s.state.read().unwrap_or_else(|e| e.into_inner());
             state
                 .tools

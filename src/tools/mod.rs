@@ -97,17 +97,21 @@ impl ServerTool {
 /// A source of server-side tools.
 #[async_trait]
 pub trait ToolProvider: Send + Sync {
-    /// The tools this provider runs now. May change while the server runs (an MCP server
+    /// The tools this provider runs now for `tenant` (a source configured for other tenants
+    /// does not exist for this one). May change while the server runs (an MCP server
     /// announces a new list); a provider whose source is down keeps answering the tools it
     /// last knew, and their calls fail with the reason.
-    fn tools(&self) -> Vec<ServerTool>;
+    fn tools(&self, tenant: &TenantId) -> Vec<ServerTool>;
+    /// Every tool it runs, whichever tenants may use it: for start-up checks that hold for
+    /// every tenant (no two sources offering one name).
+    fn every_tool(&self) -> Vec<ServerTool>;
     /// Waits until the provider's first discovery finished (a source that failed to start
     /// counts as finished: it keeps being retried). An error stops startup.
     async fn ready(&self) -> Result<(), String> {
         Ok(())
     }
-    /// Runs `name` (one of `tools()`) with `arguments`, already checked against the tool's
-    /// `input_schema`.
+    /// Runs `name` (one of `tools(scope.tenant)`) with `arguments`, already checked against
+    /// the tool's `input_schema`.
     async fn call(&self, name: &str, arguments: &Context, scope: ToolScope<'_>) -> ToolOutput;
 }
 
@@ -131,12 +135,12 @@ impl ToolRegistry {
     }
 
     /// Waits for every provider's first discovery, then checks that no two providers offer
-    /// one name.
+    /// one name (whichever tenants they serve).
     pub async fn ready(&self) -> Result<(), String> {
         let mut seen = std::collections::HashSet::new();
         for provider in &self.providers {
             provider.ready().await?;
-            for tool in provider.tools() {
+            for tool in provider.every_tool() {
                 if !seen.insert(tool.spec.name.clone()) {
                     return Err(format!(
                         "two tool sources offer a tool named {:?}; rename one",
@@ -148,13 +152,13 @@ impl ToolRegistry {
         Ok(())
     }
 
-    /// Every server-side tool, in registration order (a name an earlier provider has is
-    /// left out).
-    pub fn tools(&self) -> Vec<ServerTool> {
+    /// Every server-side tool `tenant` may use, in registration order (a name an earlier
+    /// provider has is left out).
+    pub fn tools(&self, tenant: &TenantId) -> Vec<ServerTool> {
         let mut seen = std::collections::HashSet::new();
         let mut tools = Vec::new();
         for provider in &self.providers {
-            for tool in provider.tools() {
+            for tool in provider.tools(tenant) {
                 if seen.insert(tool.spec.name.clone()) {
                     tools.push(tool);
                 }
@@ -163,20 +167,29 @@ impl ToolRegistry {
         tools
     }
 
-    /// The tool named `name` and its provider.
-    pub fn find(&self, name: &str) -> Option<(ServerTool, Arc<dyn ToolProvider>)> {
+    /// The tool named `name` that `tenant` may use, and its provider.
+    pub fn find(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Option<(ServerTool, Arc<dyn ToolProvider>)> {
         self.providers.iter().find_map(|provider| {
             provider
-                .tools()
+                .tools(tenant)
                 .into_iter()
                 .find(|tool| tool.spec.name == name)
                 .map(|tool| (tool, provider.clone()))
         })
     }
 
-    /// Names of every server-side tool, comma separated (for error messages).
-    pub fn known_names(&self) -> String {
-        let names: Vec<String> = self.tools().into_iter().map(|t| t.spec.name).collect();
+    /// Names of every server-side tool `tenant` may use, comma separated (for error
+    /// messages, which name only what the caller may know).
+    pub fn known_names(&self, tenant: &TenantId) -> String {
+        let names: Vec<String> = self
+            .tools(tenant)
+            .into_iter()
+            .map(|t| t.spec.name)
+            .collect();
         if names.is_empty() {
             "none".to_string()
         } else {
