@@ -349,3 +349,84 @@ async fn a_server_for_one_tenant_is_invisible_to_another_on_mcp_doors() {
     assert!(!reply.is_error);
     expect_code(binding.call_tool(request(&f.b)).await, Code::NotFound);
 }
+
+/// The pid `tenant`'s call of `mine__pid` answers (or the error text).
+async fn pid_for(server: &TestServer, key: &str) -> Result<u32, String> {
+    let out = within(
+        "CallTool mine__pid",
+        server
+            .tools()
+            .await
+            .call_tool(authed(key, call("mine__pid"))),
+    )
+    .await
+    .expect("CallTool")
+    .into_inner();
+    if out.is_error {
+        return Err(out.content);
+    }
+    Ok(out
+        .content
+        .parse()
+        .unwrap_or_else(|_| panic!("a pid: {}", out.content)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_tenant_starts_one_process_per_tenant_up_to_max_processes() {
+    let dir = TempDir::new();
+    let a = key_of(&dir.0, "tenant-a");
+    let b = key_of(&dir.0, "tenant-b");
+    let c = key_of(&dir.0, "tenant-c");
+    let mut config = keys_mode(&dir.0);
+    let mut mine = toolbox_stdio("mine");
+    mine.scope = contextd::config::McpScope::Tenant;
+    mine.max_processes = 2;
+    config.mcp_servers = vec![mine];
+    let server = within("start", TestServer::start_with(config)).await;
+
+    // Listed for every tenant before any of them called it (the discovery process).
+    for key in [&a, &b, &c] {
+        let listed = server
+            .tools()
+            .await
+            .list_tools(authed(key, ListToolsRequest::default()))
+            .await
+            .expect("ListTools")
+            .into_inner();
+        assert!(listed.tools.iter().any(|t| t.name == "mine__pid"));
+    }
+
+    let pid_a = pid_for(&server, &a).await.expect("tenant-a's process");
+    let pid_b = pid_for(&server, &b).await.expect("tenant-b's process");
+    assert_ne!(pid_a, pid_b, "two tenants share one process");
+    assert_eq!(
+        pid_for(&server, &a).await,
+        Ok(pid_a),
+        "tenant-a's process changed"
+    );
+    assert_ne!(pid_a, std::process::id());
+
+    // A third tenant is past max_processes = 2: told so, and how to raise it.
+    let refused = pid_for(&server, &c).await.expect_err("past the bound");
+    assert!(
+        refused.contains("max_processes") && refused.contains("2"),
+        "{refused}"
+    );
+
+    // A tenant's process is supervised: killed, it is started again (a new pid).
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid_a.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    eventually("tenant-a's process is started again", || {
+        let (server, a) = (&server, &a);
+        async move { matches!(pid_for(server, a).await, Ok(pid) if pid != pid_a) }
+    })
+    .await;
+    assert_eq!(
+        pid_for(&server, &b).await,
+        Ok(pid_b),
+        "tenant-b's process changed"
+    );
+}
