@@ -199,7 +199,6 @@ async fn a_cancelled_notification_stops_the_running_call() {
         sessions
             .get_session(contextd::api::v1::GetSessionRequest {
                 session_id: "mcp_cancel_1".into(),
-                ..Default::default()
             })
             .await,
         tonic::Code::NotFound,
