@@ -30,11 +30,6 @@ impl Engine {
         self.tools.tools(tenant)
     }
 
-    /// Names of the server-side tools `tenant` may use, comma separated (for messages).
-    pub fn known_tool_names(&self, tenant: &TenantId) -> String {
-        self.tools.known_names(tenant)
-    }
-
     /// Waits for every tool source's first discovery (MCP servers listed at start); an error
     /// (two sources offering one name) should stop startup.
     pub async fn tools_ready(&self) -> Result<(), EngineError> {
