@@ -1,9 +1,12 @@
 //! `/mcp` over plain HTTP on a real server: stateless (no MCP session, no `initialize`
-//! needed), the same sessions as the gRPC doors, and DNS-rebinding protection with the
-//! `[mcp]` allow lists. The MCP SDK's own client, the conformance suite and the Inspector
-//! test the protocol itself (clients/python/tests/test_mcp_server.py, tests/mcp_hosts.sh).
-
+//! needed), the same sessions as the gRPC doors, DNS-rebinding protection with the `[mcp]`
+//! allow lists, bodies bounded by `limits.max_request_bytes`, and `notifications/cancelled`
+//! stopping a running call (sent raw, and by the official Python SDK abandoning a call,
+//! `tests/mcp_host_cancel.py`). The MCP SDK's own client, the conformance suite and the
+//! Inspector test the protocol itself (clients/python/tests/test_mcp_server.py,
+//! tests/mcp_hosts.sh).
 mod common;
+mod mcp_support;
 
 use common::*;
 use serde_json::{Value, json};
@@ -225,4 +228,38 @@ async fn a_body_over_the_request_bound_is_refused_with_413() {
     );
     let (status, _, body) = post(&server, &call(2, "ping", json!({})), &[]).await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// The official Python SDK as the host: a call it abandons (its read timeout) is cancelled
+/// by the `notifications/cancelled` the SDK sends, so the next message to the same session
+/// runs at once instead of waiting for the abandoned minute-long turn, which is not stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_abandoning_a_call_stops_its_turn() {
+    let server = TestServer::start().await;
+    let python = mcp_support::python_venv().join("bin/python");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_host_cancel.py");
+    let run = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(format!("{}/mcp", server.url()))
+        .arg("py_cancel")
+        .output();
+    // The script's own bounds (2 s, then 30 s) end it long before this one.
+    let output = tokio::time::timeout(std::time::Duration::from_secs(120), run)
+        .await
+        .expect("the host script ended")
+        .expect("python ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(seen["abandoned"], true, "{seen}");
+    assert_eq!(seen["second_text"], "You said 'after'.", "{seen}");
+    // Only the second turn is stored: the abandoned one left nothing.
+    let mut sessions = server.sessions().await;
+    let history = all_messages(&mut sessions, "py_cancel", 100).await;
+    let texts: Vec<&str> = history.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(texts, ["after", "You said 'after'."], "{seen}");
 }
