@@ -5,6 +5,7 @@
 //! `tests/mcp_host_cancel.py`). The MCP SDK's own client, the conformance suite and the
 //! Inspector test the protocol itself (clients/python/tests/test_mcp_server.py,
 //! tests/mcp_hosts.sh).
+
 mod common;
 mod mcp_support;
 
