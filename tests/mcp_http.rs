@@ -181,6 +181,9 @@ async fn a_cancelled_notification_stops_the_running_call() {
     tokio::pin!(running);
     let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
                         "params": {"requestId": 41, "reason": "the user pressed stop"}});
+    // A page on a foreign origin is refused before its cancel is acted on.
+    let (status, _, body) = post(&server, &cancel, &[("origin", "http://evil.example")]).await;
+    assert_eq!(status, 403, "{body}");
     // The call may not have reached its handler when the first cancel arrives (a cancel for
     // no call in flight is ignored), so the host's cancel is repeated until the call ends.
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -8,8 +8,9 @@
 //!
 //! - every POST body is read here first, at most `limits.max_request_bytes` (413 above, with a
 //!   message naming the bound), then handed on unchanged;
-//! - a `notifications/cancelled` body cancels the calls in flight whose JSON-RPC id is its
-//!   `requestId`, among the caller's tenant's calls (another tenant cannot cancel them);
+//! - a `notifications/cancelled` body, once the SDK accepted it (202, after its Host and
+//!   Origin checks), cancels the calls in flight whose JSON-RPC id is its `requestId`, among
+//!   the caller's tenant's calls (another tenant cannot cancel them);
 //! - every request carries the shared [`InFlight`] table in its extensions, so the
 //!   `tools/call` handler registers its cancellation token under its id for as long as it runs.
 //!
@@ -160,17 +161,29 @@ where
                 Ok(collected) => collected.to_bytes(),
                 Err(error) => return Ok(refusal(&*error, max)),
             };
-            if parts.method == http::Method::POST
-                && let Some(id) = cancelled_request_id(&bytes)
-                && let Some(scope) = parts.extensions.get::<Scope>()
+            let cancel = match (parts.method == http::Method::POST)
+                .then(|| cancelled_request_id(&bytes))
+                .flatten()
             {
-                let cancelled = in_flight.cancel(&scope.tenant, &id);
+                Some(id) => parts
+                    .extensions
+                    .get::<Scope>()
+                    .map(|scope| (scope.tenant.clone(), id)),
+                None => None,
+            };
+            parts.extensions.insert(in_flight.clone());
+            let response = inner
+                .call(http::Request::from_parts(parts, Full::new(bytes)))
+                .await?;
+            // Acted on only once the SDK accepted the notification (202), that is after its
+            // Host and Origin checks: a page on a foreign origin cancels nothing.
+            if let Some((tenant, id)) = cancel
+                && response.status() == http::StatusCode::ACCEPTED
+            {
+                let cancelled = in_flight.cancel(&tenant, &id);
                 tracing::info!(request = %id, cancelled, "MCP host cancelled a request");
             }
-            parts.extensions.insert(in_flight);
-            inner
-                .call(http::Request::from_parts(parts, Full::new(bytes)))
-                .await
+            Ok(response)
         })
     }
 }
