@@ -86,6 +86,7 @@ impl InFlight {
         calls.len()
     }
 
+    /// The table; a poisoned lock is taken over (every edit leaves the map whole).
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CallKey, Vec<(u64, CancellationToken)>>> {
         self.calls.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -168,6 +168,7 @@ impl McpTools {
 
 #[async_trait]
 impl ToolProvider for McpTools {
+    /// The listed tools of the servers `tenant` may use (`tenants`), whatever their scope.
     fn tools(&self, tenant: &TenantId) -> Vec<ServerTool> {
         self.entries
             .iter()
@@ -183,6 +184,8 @@ impl ToolProvider for McpTools {
             .collect()
     }
 
+    /// Waits for every listing connection's first start; with `scope = "tenant"` no tenant
+    /// process is started here (each starts on its tenant's first call).
     async fn ready(&self) -> Result<(), String> {
         for entry in &self.entries {
             let mut started = entry.listing.started.subscribe();
@@ -203,6 +206,8 @@ impl ToolProvider for McpTools {
         Ok(())
     }
 
+    /// Finds the server that listed `name` among those the tenant may use, picks the
+    /// tenant's connection (starting it on the first call with `scope = "tenant"`) and calls.
     async fn call(&self, name: &str, arguments: &Context, scope: ToolScope<'_>) -> ToolOutput {
         // A server for other tenants does not exist for this one, here as in `tools`.
         let Some((entry, original)) = self
