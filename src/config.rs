@@ -850,10 +850,13 @@ pub struct McpServerConfig {
     /// Tenants that may use it; empty (the default): every tenant.
     #[serde(default)]
     pub tenants: Vec<String>,
-    /// `shared` (the default: one process for every session) or `tenant`.
+    /// `shared` (the default: one process for every session of every tenant) or `tenant`
+    /// (one process per tenant, started on the tenant's first call, plus one started with
+    /// contextd that lists the tools).
     #[serde(default)]
     pub scope: McpScope,
-    /// With `scope = "tenant"`: most processes at once. Default 16.
+    /// With `scope = "tenant"`: most tenant processes at once (the listing one not counted);
+    /// a tenant past it gets `is_error` results naming this setting. Default 16.
     #[serde(default = "default_mcp_max_processes")]
     pub max_processes: u32,
 }
@@ -907,6 +910,11 @@ impl McpServerConfig {
                 .any(|p| crate::engine::dispatch::pattern_matches(p, tool))
         };
         (self.allow_tools.is_empty() || matches(&self.allow_tools)) && !matches(&self.deny_tools)
+    }
+
+    /// Whether `tenant` may use it (`tenants` empty: every tenant).
+    pub fn serves(&self, tenant: &crate::domain::TenantId) -> bool {
+        self.tenants.is_empty() || self.tenants.iter().any(|t| t == tenant.as_str())
     }
 
     /// `headers` with `${VAR}` replaced from the environment.
@@ -976,9 +984,9 @@ impl McpServerConfig {
                 self.invalid("call_timeout_ms and startup_timeout_ms must be at least 1".into())
             );
         }
-        if self.scope == McpScope::Tenant {
+        if self.scope == McpScope::Tenant && self.max_processes == 0 {
             return Err(self.invalid(
-                "scope = \"tenant\" is not available yet: this server has no tenants to start processes for; use scope = \"shared\"".into(),
+                "scope = \"tenant\" needs max_processes of at least 1 (the most tenants served at once, one process each)".into(),
             ));
         }
         self.resolved_headers()?;
@@ -1327,6 +1335,21 @@ pub struct TelemetryConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mcp_scope_tenant_needs_a_bound_and_tenants_limit_who_is_served() {
+        let mut server = McpServerConfig::stdio("box", "toolbox", &[]);
+        server.scope = McpScope::Tenant;
+        assert!(server.validate().is_ok());
+        server.max_processes = 0;
+        let refused = server.validate().unwrap_err().to_string();
+        assert!(refused.contains("max_processes"), "{refused}");
+        server.tenants = vec!["a".into()];
+        assert!(server.serves(&crate::domain::TenantId::new("a")));
+        assert!(!server.serves(&crate::domain::TenantId::new("b")));
+        server.tenants.clear();
+        assert!(server.serves(&crate::domain::TenantId::new("b")));
+    }
 
     #[test]
     fn listen_addresses() {

@@ -6,6 +6,7 @@
 //! stays down or cannot start, and a call cancelled by a turn's deadline.
 
 mod common;
+mod mcp_support;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -19,36 +20,9 @@ use contextd::config::McpServerConfig;
 use serde_json::json;
 use tonic::Code;
 
-const TIME_SERVER: &str = "mcp-server-time==2026.10.19";
-
 /// The `mcp-server-time` program, installed once per test run.
-fn time_server() -> &'static PathBuf {
-    static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
-    INSTALLED.get_or_init(|| {
-        let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/mcp-servers/time-venv");
-        let program = venv.join("bin/mcp-server-time");
-        let stamp = venv.join(".installed");
-        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(TIME_SERVER) {
-            let made = Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&venv)
-                .status()
-                .expect("python3 -m venv");
-            assert!(made.success(), "python3 -m venv failed");
-            let installed = Command::new(venv.join("bin/pip"))
-                .args([
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    TIME_SERVER,
-                ])
-                .status()
-                .expect("pip install");
-            assert!(installed.success(), "pip install {TIME_SERVER} failed");
-            std::fs::write(&stamp, TIME_SERVER).expect("stamp");
-        }
-        program
-    })
+fn time_server() -> PathBuf {
+    mcp_support::time_server()
 }
 
 async fn start_with_time() -> TestServer {

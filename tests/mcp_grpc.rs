@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::backend::Backend;
 use common::*;
 use contextd::api::mcp::mcp_client::McpClient;
 use contextd::api::mcp::{self, call_tool_response::Content};
@@ -44,7 +45,25 @@ fn text(response: &mcp::CallToolResponse) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resources_list_only_the_newest_sessions_and_reads_are_capped() {
-    let mut config = test_config();
+    newest_sessions_listed_and_reads_capped(test_config()).await;
+}
+
+/// The newest sessions come from one store query on SQLite (an index over tenant and update
+/// time) and give the same answer as the in-memory store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_list_the_newest_sessions_on_sqlite() {
+    let backend = Backend::sqlite();
+    newest_sessions_listed_and_reads_capped(backend.config()).await;
+}
+
+/// The same on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_list_the_newest_sessions_on_postgres() {
+    let backend = Backend::postgres();
+    newest_sessions_listed_and_reads_capped(backend.config()).await;
+}
+
+async fn newest_sessions_listed_and_reads_capped(mut config: contextd::config::Config) {
     config.mcp.max_listed_resources = 2;
     config.mcp.max_resource_bytes = 2048;
     let server = TestServer::start_with(config).await;

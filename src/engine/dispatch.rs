@@ -11,8 +11,6 @@
 
 use std::borrow::Cow;
 
-use serde_json::Value;
-
 use super::Engine;
 use super::error::EngineError;
 use super::validate::check_context;
@@ -25,13 +23,11 @@ use crate::tools::{ServerTool, ToolOutput, ToolScope};
 /// Longest pattern of a `server_tools` selection, in characters.
 const MAX_PATTERN_LEN: usize = 128;
 
-/// Schema violations listed in one result; the rest are counted.
-const MAX_LISTED_VIOLATIONS: usize = 5;
-
 impl Engine {
-    /// Server-side tools.
-    pub fn server_tools(&self) -> Vec<ServerTool> {
-        self.tools.tools()
+    /// Server-side tools `tenant` may use (an MCP server configured for other tenants is
+    /// not among them).
+    pub fn server_tools(&self, tenant: &TenantId) -> Vec<ServerTool> {
+        self.tools.tools(tenant)
     }
 
     /// Waits for every tool source's first discovery (MCP servers listed at start); an error
@@ -53,13 +49,13 @@ impl Engine {
         }
     }
 
-    /// Tools a session's model is offered: the selected server-side ones, then the
-    /// client's.
-    pub fn offered_tools(&self, session: &Session) -> Vec<ToolSpec> {
+    /// Tools a session of `tenant` offers its model: the selected server-side ones that
+    /// tenant may use, then the client's.
+    pub fn offered_tools(&self, tenant: &TenantId, session: &Session) -> Vec<ToolSpec> {
         let selection = self.selection_of(session);
         let mut tools: Vec<ToolSpec> = self
             .tools
-            .tools()
+            .tools(tenant)
             .into_iter()
             .filter(|t| offers(&selection, &t.spec.name))
             .map(|t| t.spec)
@@ -69,10 +65,11 @@ impl Engine {
     }
 
     /// Checks a session's selection: a bounded number of patterns, each matching at least one
-    /// known server-side tool (a configured MCP server that is down still counts with the
-    /// tools it last listed).
+    /// server-side tool `tenant` may use (a configured MCP server that is down still counts
+    /// with the tools it last listed). The error names only the tools that tenant may know.
     pub(super) fn check_server_tools(
         &self,
+        tenant: &TenantId,
         selection: &ServerToolSelection,
     ) -> Result<(), EngineError> {
         let max = self.limits.max_tools;
@@ -84,7 +81,7 @@ impl Engine {
         }
         let known: Vec<String> = self
             .tools
-            .tools()
+            .tools(tenant)
             .into_iter()
             .map(|t| t.spec.name)
             .collect();
@@ -117,13 +114,13 @@ impl Engine {
         session_id: Option<&str>,
     ) -> Result<ToolOutput, EngineError> {
         check_context("arguments", arguments, &self.limits)?;
-        let (tool, provider) = self
-            .tools
-            .find(name)
-            .ok_or_else(|| EngineError::UnknownTool {
-                name: name.to_string(),
-                known: self.tools.known_names(),
-            })?;
+        let (tool, provider) =
+            self.tools
+                .find(&scope.tenant, name)
+                .ok_or_else(|| EngineError::UnknownTool {
+                    name: name.to_string(),
+                    known: self.tools.known_names(&scope.tenant),
+                })?;
         let Some(session_id) = session_id else {
             if tool.needs_session {
                 return Err(EngineError::InvalidArgument(format!(
@@ -183,12 +180,12 @@ impl Engine {
         context: &mut Context,
         turn_messages: &[SharedMessage],
     ) -> ToolOutput {
-        let Some((tool, provider)) = self.tools.find(&call.name) else {
+        let Some((tool, provider)) = self.tools.find(tenant, &call.name) else {
             super::turn_metrics::tool_call("unknown", true);
             return ToolOutput::error(format!(
                 "unknown tool '{}'; available: {}",
                 call.name,
-                self.tools.known_names()
+                self.tools.known_names(tenant)
             ));
         };
         if let Err(violation) = check_arguments(&tool, &call.arguments) {
@@ -241,52 +238,15 @@ pub(crate) fn pattern_matches(pattern: &str, name: &str) -> bool {
     tail.ends_with(last)
 }
 
-/// Checks `arguments` against the tool's `input_schema` (JSON Schema; the draft its
-/// `$schema` names, else 2020-12). An empty schema takes any object. The error says which
-/// values break which rule, in words the model can act on.
+/// Checks `arguments` against the tool's `input_schema`, compiled when the tool was listed
+/// (see [`crate::tools::schema`]).
 fn check_arguments(tool: &ServerTool, arguments: &Context) -> Result<(), String> {
-    let schema = &tool.spec.input_schema;
-    if schema.is_empty() {
-        return Ok(());
-    }
-    let name = &tool.spec.name;
-    let validator = jsonschema::validator_for(&Value::Object(schema.clone())).map_err(|e| {
-        format!(
-            "tool '{name}' cannot be called: its input_schema is not a usable JSON Schema ({e})"
-        )
-    })?;
-    let instance = Value::Object(arguments.clone());
-    let violations: Vec<String> = validator
-        .iter_errors(&instance)
-        .map(|e| {
-            let at = e.instance_path().to_string();
-            format!("at {}: {e}", if at.is_empty() { "/" } else { &at })
-        })
-        .collect();
-    if violations.is_empty() {
-        return Ok(());
-    }
-    let mut message = format!(
-        "the arguments do not match the input_schema of tool '{name}', so it did not run: {}",
-        violations
-            .iter()
-            .take(MAX_LISTED_VIOLATIONS)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
-    if violations.len() > MAX_LISTED_VIOLATIONS {
-        message.push_str(&format!(
-            "; and {} more",
-            violations.len() - MAX_LISTED_VIOLATIONS
-        ));
-    }
-    Err(message)
+    tool.check_arguments(arguments)
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -314,14 +274,14 @@ mod tests {
     }
 
     fn tool(schema: Value) -> ServerTool {
-        ServerTool {
-            spec: ToolSpec {
+        ServerTool::new(
+            ToolSpec {
                 name: "t".into(),
                 description: String::new(),
                 input_schema: schema.as_object().cloned().unwrap_or_default(),
             },
-            needs_session: false,
-        }
+            false,
+        )
     }
 
     fn args(value: Value) -> Context {

@@ -209,7 +209,7 @@ impl Engine {
             omitted_messages: before - selection.taken as u64,
             budget,
             model: session.model.clone(),
-            tools: self.offered_tools(&session),
+            tools: self.offered_tools(&scope.tenant, &session),
             summary_kept,
         })
     }

@@ -100,7 +100,7 @@ impl Engine {
         scope: &Scope,
         new: NewSession,
     ) -> Result<Session, EngineError> {
-        let session = self.build_session(new)?;
+        let session = self.build_session(&scope.tenant, new)?;
         self.check_storage_quota(&scope.tenant).await?;
         self.store
             .commit(&scope.tenant, &session, None, &[], None)
@@ -133,7 +133,11 @@ impl Engine {
     }
 
     /// Checks a new session's settings and builds it (not stored yet).
-    pub(super) fn build_session(&self, new: NewSession) -> Result<Session, EngineError> {
+    pub(super) fn build_session(
+        &self,
+        tenant: &TenantId,
+        new: NewSession,
+    ) -> Result<Session, EngineError> {
         let id = if new.session_id.is_empty() {
             generate_session_id()
         } else {
@@ -150,10 +154,10 @@ impl Engine {
         let model = info.name.clone();
         check_system_prompt(&new.system_prompt, &self.limits)?;
         check_context("context", &new.context, &self.limits)?;
-        self.check_tools(&new.tools)?;
+        self.check_tools(tenant, &new.tools)?;
         check_labels(&new.labels, &self.limits)?;
         if let Some(selection) = &new.server_tools {
-            self.check_server_tools(selection)?;
+            self.check_server_tools(tenant, selection)?;
         }
         let max_context_tokens = self.window_size(new.max_context_tokens, &info)?;
         let now = session::now();
@@ -230,11 +234,15 @@ impl Engine {
         }
     }
 
-    pub(super) fn check_tools(&self, tools: &[ToolSpec]) -> Result<(), EngineError> {
+    pub(super) fn check_tools(
+        &self,
+        tenant: &TenantId,
+        tools: &[ToolSpec],
+    ) -> Result<(), EngineError> {
         check_tool_limits(tools, &self.limits)?;
         validate_tools(tools).map_err(EngineError::InvalidArgument)?;
         for tool in tools {
-            if self.tools.find(&tool.name).is_some() {
+            if self.tools.find(tenant, &tool.name).is_some() {
                 return Err(EngineError::InvalidArgument(format!(
                     "tool {:?} is a server-side tool; give the client-declared tool another name",
                     tool.name
@@ -341,7 +349,7 @@ impl Engine {
                     "session '{session_id}' is waiting for tool results; send them before replacing its tools"
                 )));
             }
-            self.check_tools(&tools)?;
+            self.check_tools(&scope.tenant, &tools)?;
             session.tools = tools;
         }
         if let Some(model) = update.model {
@@ -353,7 +361,7 @@ impl Engine {
             session.model = info.name;
         }
         if let Some(selection) = update.server_tools {
-            self.check_server_tools(&selection)?;
+            self.check_server_tools(&scope.tenant, &selection)?;
             session.server_tools = Some(selection);
         }
         if let Some(settings) = update.window {

@@ -280,7 +280,7 @@ impl Engine {
             None => {
                 let mut new = request.create.unwrap_or_default();
                 new.session_id = session_id.clone();
-                (self.build_session(new)?, true)
+                (self.build_session(&scope.tenant, new)?, true)
             }
         };
         let expected_version = (!created).then_some(session.version);
@@ -397,7 +397,7 @@ impl Engine {
         sink: &mut S,
         cancel: &CancellationToken,
     ) -> Result<FinishReason, EngineError> {
-        let offered = self.offered_tools(&turn.session);
+        let offered = self.offered_tools(&scope.tenant, &turn.session);
         let budget = turn.budget;
         // Set once the provider said the window was too long: the window is trimmed below
         // what was sent, once.

@@ -139,12 +139,12 @@ impl McpCatalog {
         }
     }
 
-    /// Every tool: the engine's server-side tools (those that work on a session take a
-    /// required `session_id` argument), then `contextd_interact`.
-    pub fn tools(&self) -> Vec<McpTool> {
+    /// Every tool `scope`'s tenant may use: the engine's server-side tools (those that work
+    /// on a session take a required `session_id` argument), then `contextd_interact`.
+    pub fn tools(&self, scope: &Scope) -> Vec<McpTool> {
         let mut tools: Vec<McpTool> = self
             .engine
-            .server_tools()
+            .server_tools(&scope.tenant)
             .into_iter()
             .map(|tool| {
                 let mut input_schema = tool.spec.input_schema;
@@ -183,13 +183,13 @@ impl McpCatalog {
         }
         let Some(tool) = self
             .engine
-            .server_tools()
+            .server_tools(&scope.tenant)
             .into_iter()
             .find(|t| t.spec.name == name)
         else {
             return Err(McpError::UnknownTool {
                 name: name.to_string(),
-                known: self.known_names(),
+                known: self.known_names(scope),
             });
         };
         let mut arguments = arguments;
@@ -325,8 +325,8 @@ impl McpCatalog {
         })
     }
 
-    fn known_names(&self) -> String {
-        self.tools()
+    fn known_names(&self, scope: &Scope) -> String {
+        self.tools(scope)
             .iter()
             .map(|t| t.name.as_str())
             .collect::<Vec<_>>()

@@ -153,11 +153,17 @@ impl Mcp for McpGrpc {
 
     async fn list_tools(
         &self,
-        _request: Request<mcp::ListToolsRequest>,
+        request: Request<mcp::ListToolsRequest>,
     ) -> Result<Response<mcp::ListToolsResponse>, Status> {
+        let scope = caller_scope(&request)?;
         Ok(Response::new(mcp::ListToolsResponse {
             common: complete(),
-            tools: self.catalog.tools().into_iter().map(tool_to_wire).collect(),
+            tools: self
+                .catalog
+                .tools(&scope)
+                .into_iter()
+                .map(tool_to_wire)
+                .collect(),
             ..Default::default()
         }))
     }

@@ -10,7 +10,8 @@
 //! DNS-rebinding protection is on: `Host` must be a loopback name (or one of
 //! `mcp.allowed_hosts`), and a browser's `Origin` must be a loopback origin (or one of
 //! `mcp.allowed_origins`); anything else is refused with 403 before it reaches a handler.
-//! The caller's scope comes from the request's headers, as on every HTTP door.
+//! The caller's scope comes from the request's headers, as on every HTTP door. A host's
+//! `notifications/cancelled` stops the call it names ([`super::cancel`]).
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ use rmcp::transport::streamable_http_server::tower::StreamableHttpServerConfig;
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use serde_json::json;
 
+use super::cancel::{CancelBridge, InFlight};
 use super::catalog::{McpCatalog, McpError, RESOURCE_MIME};
 use crate::api::code_name;
 use crate::config::McpConfig;
@@ -52,8 +54,9 @@ const LOOPBACK_ORIGINS: [&str; 6] = [
     "https://[::1]:*",
 ];
 
-/// The tower service that serves `/mcp` (for axum's `nest_service`).
-pub type McpHttpService = StreamableHttpService<McpHandler, NeverSessionManager>;
+/// The tower service that serves `/mcp` (for axum's `route_service`): the SDK's, behind the
+/// bridge that bounds request bodies and honours `notifications/cancelled`.
+pub type McpHttpService = CancelBridge<StreamableHttpService<McpHandler, NeverSessionManager>>;
 
 /// The `/mcp` service over `catalog`, configured by `config` (allowed hosts and origins) and
 /// bounded to `max_request_bytes` per request.
@@ -83,10 +86,13 @@ pub fn mcp_service(
         .with_allowed_origins(origins)
         .enforce_origin_validation()
         .with_max_request_body_bytes(max_request_bytes);
-    StreamableHttpService::new(
-        move || Ok(handler.clone()),
-        Arc::new(NeverSessionManager::default()),
-        http,
+    CancelBridge::new(
+        StreamableHttpService::new(
+            move || Ok(handler.clone()),
+            Arc::new(NeverSessionManager::default()),
+            http,
+        ),
+        max_request_bytes,
     )
 }
 
@@ -269,7 +275,7 @@ impl ServerHandler for McpHandler {
         call.run(async move {
             let tools = self
                 .catalog
-                .tools()
+                .tools(&scope_of(&context)?)
                 .into_iter()
                 .map(|t| Tool::new(t.name, t.description, Arc::new(t.input_schema)))
                 .collect();
@@ -287,6 +293,15 @@ impl ServerHandler for McpHandler {
         call.run(async move {
             let scope = scope_of(&context)?;
             let arguments = request.arguments.unwrap_or_default();
+            // Cancelled when the SDK cancels the request (the host left) or when the host
+            // sends `notifications/cancelled` for it (see `super::cancel`).
+            let cancel = context.ct.child_token();
+            let _registered = context
+                .extensions
+                .get::<http::request::Parts>()
+                .and_then(|parts| parts.extensions.get::<Arc<InFlight>>())
+                .zip(serde_json::to_value(&context.id).ok())
+                .map(|(in_flight, id)| in_flight.register(&scope.tenant, &id, cancel.clone()));
             let result = match context.meta.get_progress_token() {
                 Some(token) => {
                     let mut sink = ProgressSink {
@@ -295,7 +310,7 @@ impl ServerHandler for McpHandler {
                         sent: 0,
                     };
                     self.catalog
-                        .call_tool(&scope, &request.name, arguments, &mut sink, &context.ct)
+                        .call_tool(&scope, &request.name, arguments, &mut sink, &cancel)
                         .await
                 }
                 None => {
@@ -305,7 +320,7 @@ impl ServerHandler for McpHandler {
                             &request.name,
                             arguments,
                             &mut crate::engine::NoSink,
-                            &context.ct,
+                            &cancel,
                         )
                         .await
                 }

@@ -38,7 +38,7 @@ impl ToolService for ToolApi {
             (
                 session.tools.iter().map(tool_to_wire).collect(),
                 self.engine
-                    .offered_tools(&session)
+                    .offered_tools(&scope.tenant, &session)
                     .into_iter()
                     .map(|tool| tool.name)
                     .collect(),
@@ -47,7 +47,7 @@ impl ToolService for ToolApi {
         Ok(Response::new(v1::ListToolsResponse {
             tools: self
                 .engine
-                .server_tools()
+                .server_tools(&scope.tenant)
                 .iter()
                 .map(|tool| tool_to_wire(&tool.spec))
                 .collect(),

@@ -89,6 +89,27 @@ impl SessionStore for MemoryStore {
             .collect())
     }
 
+    async fn newest_sessions(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+        now: SystemTime,
+    ) -> Result<Vec<Session>, StoreError> {
+        // Copies out under the lock (no `.await` here), sorts outside it.
+        let mut sessions: Vec<Session> = {
+            let records = self.records();
+            records
+                .range((Bound::Included(key(tenant, "")), Bound::Unbounded))
+                .take_while(|((owner, _), _)| owner == tenant)
+                .filter(|(_, r)| !r.session.is_expired(now))
+                .map(|(_, r)| r.session.clone())
+                .collect()
+        };
+        super::sort_newest_first(&mut sessions);
+        sessions.truncate(limit);
+        Ok(sessions)
+    }
+
     async fn commit(
         &self,
         tenant: &TenantId,

@@ -71,6 +71,19 @@ impl SessionStore for MeteredStore {
         .await
     }
 
+    async fn newest_sessions(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+        now: SystemTime,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.timed(
+            "newest_sessions",
+            self.inner.newest_sessions(tenant, limit, now),
+        )
+        .await
+    }
+
     async fn commit(
         &self,
         tenant: &TenantId,

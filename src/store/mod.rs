@@ -62,6 +62,36 @@ pub trait SessionStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<Session>, StoreError>;
 
+    /// Up to `limit` sessions of `tenant` not expired at `now`, the most recently updated
+    /// first (ties by id, so the order is stable). Durable stores answer it with one query
+    /// on an index over (tenant, update time); this default walks the tenant's sessions in
+    /// id order, for stores that have nothing better.
+    async fn newest_sessions(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+        now: SystemTime,
+    ) -> Result<Vec<Session>, StoreError> {
+        /// Sessions read per page while walking.
+        const PAGE: usize = 500;
+        let mut newest: Vec<Session> = Vec::new();
+        if limit == 0 {
+            return Ok(newest);
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list_sessions(tenant, after.as_deref(), PAGE).await?;
+            let full = page.len() == PAGE;
+            after = page.last().map(|s| s.id.clone());
+            newest.extend(page.into_iter().filter(|s| !s.is_expired(now)));
+            sort_newest_first(&mut newest);
+            newest.truncate(limit);
+            if !full {
+                return Ok(newest);
+            }
+        }
+    }
+
     /// Writes a session and appends `messages` to its history, atomically.
     ///
     /// `expected_version`: `None` creates the session (`AlreadyExists` if the id is taken);
@@ -177,4 +207,10 @@ impl SessionLease {
     pub fn holding(held: Box<dyn Send + Sync>) -> Self {
         Self { _held: Some(held) }
     }
+}
+
+/// Orders sessions as [`SessionStore::newest_sessions`] answers them: the most recently
+/// updated first, ties by id.
+pub fn sort_newest_first(sessions: &mut [Session]) {
+    sessions.sort_by(|a, b| b.update_time.cmp(&a.update_time).then(a.id.cmp(&b.id)));
 }

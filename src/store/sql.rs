@@ -204,6 +204,30 @@ impl SessionStore for SqlStore {
         Ok(sessions)
     }
 
+    async fn newest_sessions(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+        now: SystemTime,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.ensure_present()?;
+        // One query on the (tenant_id, update_time) index (migration 0004).
+        let rows: Vec<SessionRow> = on_pool!(&self.pools, read, |pool| {
+            sqlx::query_as(NEWEST_SESSIONS)
+                .bind(tenant.as_str())
+                .bind(micros(now))
+                .bind(to_i64(limit as u64))
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(unavailable)?;
+        let mut sessions = Vec::with_capacity(rows.len());
+        for row in rows {
+            sessions.push(self.with_pending(tenant, row).await?);
+        }
+        Ok(sessions)
+    }
+
     async fn commit(
         &self,
         tenant: &TenantId,
@@ -795,6 +819,12 @@ const LIST_SESSIONS: &str = "SELECT session_id, version, create_time, update_tim
         message_count, pending_turn, pending_steps, body
     FROM sessions WHERE tenant_id = $1 AND session_id > $2
     ORDER BY session_id LIMIT $3";
+
+/// The newest unexpired sessions of a tenant: `$2` is now, in microseconds.
+const NEWEST_SESSIONS: &str = "SELECT session_id, version, create_time, update_time, expire_time,
+        message_count, pending_turn, pending_steps, body
+    FROM sessions WHERE tenant_id = $1 AND (expire_time IS NULL OR expire_time > $2)
+    ORDER BY update_time DESC, session_id LIMIT $3";
 
 /// A lease connection still waiting for its lock: if the wait is abandoned (the turn was
 /// cancelled), the connection is closed rather than pooled, so a lock granted after the

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::{ServerTool, ToolOutput, ToolProvider, ToolScope};
+use crate::domain::TenantId;
 use crate::domain::measure::measure_context;
 use crate::domain::patch::merge_context;
 use crate::domain::session::{Context, Message, ToolSpec};
@@ -25,6 +26,8 @@ const SEARCH_LIMIT_MAX: u64 = 100;
 pub struct BuiltinTools {
     max_context_depth: usize,
     max_context_bytes: usize,
+    /// The tools, built (and their schemas compiled) once.
+    tools: Vec<ServerTool>,
 }
 
 impl BuiltinTools {
@@ -34,6 +37,7 @@ impl BuiltinTools {
         Self {
             max_context_depth,
             max_context_bytes,
+            tools: builtin_tools(),
         }
     }
 }
@@ -45,51 +49,62 @@ fn schema(value: Value) -> Context {
     }
 }
 
-#[async_trait]
-impl ToolProvider for BuiltinTools {
-    fn tools(&self) -> Vec<ServerTool> {
-        let tool = |name: &str, description: &str, input_schema: Value| ServerTool {
-            spec: ToolSpec {
+/// The built-in tools' specs, schemas compiled.
+fn builtin_tools() -> Vec<ServerTool> {
+    let tool = |name: &str, description: &str, input_schema: Value| {
+        ServerTool::new(
+            ToolSpec {
                 name: name.to_string(),
                 description: description.to_string(),
                 input_schema: schema(input_schema),
             },
-            needs_session: true,
-        };
-        vec![
-            tool(
-                CONTEXT_GET,
-                "Read the session's structured context: the whole object, or the value of one top-level key.",
-                json!({
-                    "type": "object",
-                    "properties": {"key": {"type": "string", "description": "Top-level key to read; omit for the whole context."}},
-                    "additionalProperties": false
-                }),
-            ),
-            tool(
-                CONTEXT_SET,
-                "Change the session's structured context with an RFC 7386 JSON Merge Patch: objects merge, null deletes a key.",
-                json!({
-                    "type": "object",
-                    "properties": {"patch": {"type": "object", "description": "The merge patch to apply."}},
-                    "required": ["patch"],
-                    "additionalProperties": false
-                }),
-            ),
-            tool(
-                HISTORY_SEARCH,
-                "Find earlier messages of this session containing a text (case-insensitive), newest first, including messages that no longer fit the context window.",
-                json!({
-                    "type": "object",
-                    "properties": {
-                        "query": {"type": "string", "description": "Text to look for."},
-                        "limit": {"type": "integer", "minimum": 1, "maximum": SEARCH_LIMIT_MAX, "description": "Most messages to return (default 10)."}
-                    },
-                    "required": ["query"],
-                    "additionalProperties": false
-                }),
-            ),
-        ]
+            true,
+        )
+    };
+    vec![
+        tool(
+            CONTEXT_GET,
+            "Read the session's structured context: the whole object, or the value of one top-level key.",
+            json!({
+                "type": "object",
+                "properties": {"key": {"type": "string", "description": "Top-level key to read; omit for the whole context."}},
+                "additionalProperties": false
+            }),
+        ),
+        tool(
+            CONTEXT_SET,
+            "Change the session's structured context with an RFC 7386 JSON Merge Patch: objects merge, null deletes a key.",
+            json!({
+                "type": "object",
+                "properties": {"patch": {"type": "object", "description": "The merge patch to apply."}},
+                "required": ["patch"],
+                "additionalProperties": false
+            }),
+        ),
+        tool(
+            HISTORY_SEARCH,
+            "Find earlier messages of this session containing a text (case-insensitive), newest first, including messages that no longer fit the context window.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "query": {"type": "string", "description": "Text to look for."},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": SEARCH_LIMIT_MAX, "description": "Most messages to return (default 10)."}
+                },
+                "required": ["query"],
+                "additionalProperties": false
+            }),
+        ),
+    ]
+}
+
+#[async_trait]
+impl ToolProvider for BuiltinTools {
+    fn tools(&self, _tenant: &TenantId) -> Vec<ServerTool> {
+        self.tools.clone()
+    }
+
+    fn every_tool(&self) -> Vec<ServerTool> {
+        self.tools.clone()
     }
 
     async fn call(&self, name: &str, arguments: &Context, scope: ToolScope<'_>) -> ToolOutput {

@@ -10,12 +10,18 @@
 //! stay listed and answer `is_error` with the reason. A call that outlives `call_timeout_ms`,
 //! or whose turn is cancelled, is dropped; rmcp then sends `notifications/cancelled`.
 //!
+//! With `scope = "shared"` (the default) one connection serves every tenant. With
+//! `scope = "tenant"` each tenant gets its own connection (its own process, for stdio),
+//! started on its first call and supervised like the shared one, at most `max_processes` of
+//! them; the tools every tenant sees are listed by a discovery connection started with
+//! contextd. A server with `tenants` set does not exist for any other tenant.
+//!
 //! Tool names are `<server>__<tool>`, with characters outside `[A-Za-z0-9_-]` replaced by `_`
 //! and names over 64 characters cut and given a 6-hex-digit hash of the full name.
 
 use std::collections::HashMap;
 use std::process::Stdio;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,7 +36,8 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::{Notify, watch};
 
 use super::{ServerTool, ToolOutput, ToolProvider, ToolScope};
-use crate::config::{McpServerConfig, McpTransport};
+use crate::config::{McpScope, McpServerConfig, McpTransport};
+use crate::domain::TenantId;
 use crate::domain::session::{Context, MAX_TOOL_NAME_LEN, ToolSpec};
 
 /// First restart delay; doubled after every failed start, up to [`MAX_BACKOFF`].
@@ -41,12 +48,51 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// the wild speak; rmcp accepts what the server answers among the versions it knows.
 const PROTOCOL: ProtocolVersion = ProtocolVersion::LATEST_WITH_INITIALIZE;
 
-/// One configured MCP server: its settings and the snapshot its supervisor keeps.
+/// One connection to an MCP server (one process, for stdio): its settings and the snapshot
+/// its supervisor keeps.
 struct McpServer {
     config: McpServerConfig,
     state: RwLock<ServerState>,
-    /// Set once the first start finished (up or not), for [`ToolProvider::ready`].
+    /// Set once the first start finished (up or not), for [`ToolProvider::ready`] and for a
+    /// tenant's first call.
     started: watch::Sender<bool>,
+}
+
+impl McpServer {
+    /// A connection to `config`'s server, started and kept up by its own supervisor task.
+    fn start(config: &McpServerConfig) -> Arc<Self> {
+        let (started, _) = watch::channel(false);
+        let server = Arc::new(McpServer {
+            config: config.clone(),
+            state: RwLock::new(ServerState::default()),
+            started,
+        });
+        tokio::spawn(supervise(server.clone()));
+        server
+    }
+
+    /// The tools it last listed.
+    fn tools(&self) -> Vec<ServerTool> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state.tools.iter().map(|(t, _)| t.clone()).collect()
+    }
+
+    /// The server's own name of the tool contextd calls `name`, when it listed one.
+    fn original_name(&self, name: &str) -> Option<String> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state
+            .tools
+            .iter()
+            .find(|(t, _)| t.spec.name == name)
+            .map(|(_, original)| original.clone())
+    }
+
+    /// Waits, at most `startup_timeout_ms`, for the first start to finish (up or not).
+    async fn first_start(&self) {
+        let mut started = self.started.subscribe();
+        let bound = Duration::from_millis(self.config.startup_timeout_ms);
+        let _ = tokio::time::timeout(bound, started.wait_for(|s| *s)).await;
+    }
 }
 
 /// What the supervisor last learnt. One owner writes it (the supervisor); readers copy out.
@@ -60,61 +106,99 @@ struct ServerState {
     down: Option<String>,
 }
 
+/// One `[[mcp_servers]]` entry and its connections.
+struct McpEntry {
+    config: McpServerConfig,
+    /// The connection whose tool list every tenant sees, started with contextd. With
+    /// `scope = "shared"` every call goes to it too; with `scope = "tenant"` it only lists
+    /// (a discovery connection) and calls go to the tenant's own.
+    listing: Arc<McpServer>,
+    /// With `scope = "tenant"`: each tenant's connection, started on its first call, at most
+    /// `max_processes`. A plain mutex: a look-up or an insert, never held across an `.await`.
+    per_tenant: Mutex<HashMap<TenantId, Arc<McpServer>>>,
+}
+
+impl McpEntry {
+    /// The connection `tenant`'s calls go to, started now when it is the tenant's first;
+    /// `Err` with the message for the caller when the bound of processes is reached.
+    fn connection_for(&self, tenant: &TenantId) -> Result<Arc<McpServer>, String> {
+        if self.config.scope == McpScope::Shared {
+            return Ok(self.listing.clone());
+        }
+        let mut per_tenant = self.per_tenant.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(server) = per_tenant.get(tenant) {
+            return Ok(server.clone());
+        }
+        let max = self.config.max_processes;
+        if per_tenant.len() >= max as usize {
+            tracing::warn!(mcp_server = %self.config.name, tenant = %tenant, max_processes = max, "MCP server refused a tenant: max_processes reached");
+            return Err(format!(
+                "MCP server '{}' runs one process per tenant and has reached its bound of {max} (max_processes); raise max_processes in its [[mcp_servers]] entry to serve more tenants",
+                self.config.name
+            ));
+        }
+        tracing::info!(mcp_server = %self.config.name, tenant = %tenant, "starting the tenant's MCP server");
+        let server = McpServer::start(&self.config);
+        per_tenant.insert(tenant.clone(), server.clone());
+        Ok(server)
+    }
+}
+
 /// The tools of every configured MCP server.
 pub struct McpTools {
-    servers: Vec<Arc<McpServer>>,
+    entries: Vec<McpEntry>,
 }
 
 impl McpTools {
-    /// Starts a supervisor per server (needs a Tokio runtime). Tools appear as each server
+    /// Starts a supervisor per server (needs a Tokio runtime): the shared connection, or the
+    /// discovery connection of a `scope = "tenant"` server. Tools appear as each server
     /// answers; [`ToolProvider::ready`] waits for every first start.
     pub fn start(configs: &[McpServerConfig]) -> Self {
-        let servers = configs
+        let entries = configs
             .iter()
-            .map(|config| {
-                let (started, _) = watch::channel(false);
-                let server = Arc::new(McpServer {
-                    config: config.clone(),
-                    state: RwLock::new(ServerState::default()),
-                    started,
-                });
-                tokio::spawn(supervise(server.clone()));
-                server
+            .map(|config| McpEntry {
+                config: config.clone(),
+                listing: McpServer::start(config),
+                per_tenant: Mutex::default(),
             })
             .collect();
-        Self { servers }
+        Self { entries }
     }
 }
 
 #[async_trait]
 impl ToolProvider for McpTools {
-    fn tools(&self) -> Vec<ServerTool> {
-        self.servers
+    /// The listed tools of the servers `tenant` may use (`tenants`), whatever their scope.
+    fn tools(&self, tenant: &TenantId) -> Vec<ServerTool> {
+        self.entries
             .iter()
-            .flat_map(|s| {
-                let state = s.state.read().unwrap_or_else(|e| e.into_inner());
-                state
-                    .tools
-                    .iter()
-                    .map(|(t, _)| t.clone())
-                    .collect::<Vec<_>>()
-            })
+            .filter(|e| e.config.serves(tenant))
+            .flat_map(|e| e.listing.tools())
             .collect()
     }
 
+    fn every_tool(&self) -> Vec<ServerTool> {
+        self.entries
+            .iter()
+            .flat_map(|e| e.listing.tools())
+            .collect()
+    }
+
+    /// Waits for every listing connection's first start; with `scope = "tenant"` no tenant
+    /// process is started here (each starts on its tenant's first call).
     async fn ready(&self) -> Result<(), String> {
-        for server in &self.servers {
-            let mut started = server.started.subscribe();
+        for entry in &self.entries {
+            let mut started = entry.listing.started.subscribe();
             let _ = started.wait_for(|s| *s).await;
         }
         // Names are unique within a server (see `name_tools`); across servers they must be too.
         let mut seen: HashMap<String, &str> = HashMap::new();
-        for server in &self.servers {
-            for tool in McpTools::server_tools(server) {
-                if let Some(other) = seen.insert(tool.spec.name.clone(), &server.config.name) {
+        for entry in &self.entries {
+            for tool in entry.listing.tools() {
+                if let Some(other) = seen.insert(tool.spec.name.clone(), &entry.config.name) {
                     return Err(format!(
                         "MCP servers {other:?} and {:?} both offer a tool named {:?}; rename one of the servers",
-                        server.config.name, tool.spec.name
+                        entry.config.name, tool.spec.name
                     ));
                 }
             }
@@ -122,72 +206,79 @@ impl ToolProvider for McpTools {
         Ok(())
     }
 
-    async fn call(&self, name: &str, arguments: &Context, _scope: ToolScope<'_>) -> ToolOutput {
-        let Some((server, original, peer, down)) = self.servers.iter().find_map(|s| {
-            let state = s.state.read().unwrap_or_else(|e| e.into_inner());
-            state
-                .tools
-                .iter()
-                .find(|(t, _)| t.spec.name == name)
-                .map(|(_, original)| {
-                    (
-                        s.clone(),
-                        original.clone(),
-                        state.peer.clone(),
-                        state.down.clone(),
-                    )
-                })
-        }) else {
+    /// Finds the server that listed `name` among those the tenant may use, picks the
+    /// tenant's connection (starting it on the first call with `scope = "tenant"`) and calls.
+    async fn call(&self, name: &str, arguments: &Context, scope: ToolScope<'_>) -> ToolOutput {
+        // A server for other tenants does not exist for this one, here as in `tools`.
+        let Some((entry, original)) = self
+            .entries
+            .iter()
+            .filter(|e| e.config.serves(scope.tenant))
+            .find_map(|e| e.listing.original_name(name).map(|o| (e, o)))
+        else {
             return ToolOutput::error(format!("no MCP server offers a tool '{name}'"));
         };
-        let server_name = &server.config.name;
-        let Some(peer) = peer else {
-            // Why it is down (a command path, a URL, an OS error) is the operator's to read in
-            // the log, where the supervisor wrote it; the model and the caller learn only that.
-            let state = if down.is_some() {
-                "is down"
-            } else {
-                "has not started yet"
-            };
-            return ToolOutput::error(format!(
-                "MCP server '{server_name}' {state}; it is being restarted, try again later"
-            ));
+        let server = match entry.connection_for(scope.tenant) {
+            Ok(server) => server,
+            Err(refusal) => return ToolOutput::error(refusal),
         };
-        let params = CallToolRequestParams::new(original).with_arguments(arguments.clone());
-        let timeout = Duration::from_millis(server.config.call_timeout_ms);
-        // Dropping the request (this timeout, or the turn's cancel dropping this future)
-        // makes rmcp send `notifications/cancelled` for it.
-        match tokio::time::timeout(timeout, peer.call_tool(params)).await {
-            Ok(Ok(result)) => match serde_json::to_value(&result) {
-                Ok(value) => output_of(&value),
-                Err(e) => ToolOutput::error(format!(
-                    "MCP server '{server_name}' answered a result that cannot be read: {e}"
-                )),
-            },
-            // The server's own JSON-RPC error is its answer to the call; anything else is a
-            // transport failure whose text may name addresses, so it goes to the log only.
-            Ok(Err(rmcp::ServiceError::McpError(e))) => ToolOutput::error(format!(
-                "MCP server '{server_name}' refused the call to '{name}': {}",
-                e.message
-            )),
-            Ok(Err(e)) => {
-                tracing::error!(mcp_server = %server_name, tool = %name, error = %e, "MCP tool call failed");
-                ToolOutput::error(format!(
-                    "MCP server '{server_name}' failed the call to '{name}' (the connection to it broke); try again later"
-                ))
-            }
-            Err(_) => ToolOutput::error(format!(
-                "MCP server '{server_name}' did not answer '{name}' within {} ms (call_timeout_ms); the call was cancelled",
-                server.config.call_timeout_ms
-            )),
-        }
+        // A tenant's first call waits for its process to start; the others find it started.
+        server.first_start().await;
+        call_on(&server, name, original, arguments).await
     }
 }
 
-impl McpTools {
-    fn server_tools(server: &McpServer) -> Vec<ServerTool> {
+/// Calls the tool contextd names `name` (`original` on the server) on one connection.
+async fn call_on(
+    server: &McpServer,
+    name: &str,
+    original: String,
+    arguments: &Context,
+) -> ToolOutput {
+    let server_name = &server.config.name;
+    let (peer, down) = {
         let state = server.state.read().unwrap_or_else(|e| e.into_inner());
-        state.tools.iter().map(|(t, _)| t.clone()).collect()
+        (state.peer.clone(), state.down.is_some())
+    };
+    let Some(peer) = peer else {
+        // Why it is down (a command path, a URL, an OS error) is the operator's to read in
+        // the log, where the supervisor wrote it; the model and the caller learn only that.
+        let state = if down {
+            "is down"
+        } else {
+            "has not started yet"
+        };
+        return ToolOutput::error(format!(
+            "MCP server '{server_name}' {state}; it is being restarted, try again later"
+        ));
+    };
+    let params = CallToolRequestParams::new(original).with_arguments(arguments.clone());
+    let timeout = Duration::from_millis(server.config.call_timeout_ms);
+    // Dropping the request (this timeout, or the turn's cancel dropping this future)
+    // makes rmcp send `notifications/cancelled` for it.
+    match tokio::time::timeout(timeout, peer.call_tool(params)).await {
+        Ok(Ok(result)) => match serde_json::to_value(&result) {
+            Ok(value) => output_of(&value),
+            Err(e) => ToolOutput::error(format!(
+                "MCP server '{server_name}' answered a result that cannot be read: {e}"
+            )),
+        },
+        // The server's own JSON-RPC error is its answer to the call; anything else is a
+        // transport failure whose text may name addresses, so it goes to the log only.
+        Ok(Err(rmcp::ServiceError::McpError(e))) => ToolOutput::error(format!(
+            "MCP server '{server_name}' refused the call to '{name}': {}",
+            e.message
+        )),
+        Ok(Err(e)) => {
+            tracing::error!(mcp_server = %server_name, tool = %name, error = %e, "MCP tool call failed");
+            ToolOutput::error(format!(
+                "MCP server '{server_name}' failed the call to '{name}' (the connection to it broke); try again later"
+            ))
+        }
+        Err(_) => ToolOutput::error(format!(
+            "MCP server '{server_name}' did not answer '{name}' within {} ms (call_timeout_ms); the call was cancelled",
+            server.config.call_timeout_ms
+        )),
     }
 }
 
@@ -247,7 +338,7 @@ async fn supervise(server: Arc<McpServer>) {
                 tracing::info!(
                     mcp_server = %name,
                     protocol = %running.peer_info().map(|i| i.protocol_version.to_string()).unwrap_or_default(),
-                    tools = McpTools::server_tools(&server).len(),
+                    tools = server.tools().len(),
                     "MCP server up"
                 );
                 server.started.send_replace(true);
@@ -409,15 +500,16 @@ fn name_tools(
             // Hints from the server, shown as they are and never acted on.
             description.push_str(&format!("\n(server hints: {})", Value::Object(hints)));
         }
+        // Compiled here, once per listing: calls reuse it until the server lists again.
         tools.push((
-            ServerTool {
-                spec: ToolSpec {
+            ServerTool::new(
+                ToolSpec {
                     name,
                     description,
                     input_schema: (*tool.input_schema).clone(),
                 },
-                needs_session: false,
-            },
+                false,
+            ),
             original,
         ));
     }
@@ -540,5 +632,38 @@ mod tests {
         assert_eq!(out.structured, Some(result));
         assert!(!out.is_error);
         assert!(output_of(&json!({"content": [], "isError": true})).is_error);
+    }
+
+    fn listed(schema: Value) -> rmcp::model::Tool {
+        rmcp::model::Tool::new(
+            "lookup",
+            "looks things up",
+            Arc::new(schema.as_object().cloned().unwrap()),
+        )
+    }
+
+    #[test]
+    fn a_relisted_tool_is_checked_against_its_new_schema() {
+        let config = McpServerConfig::stdio("srv", "unused", &[]);
+        let by_id = json!({"type": "object", "properties": {"id": {"type": "integer"}},
+                           "required": ["id"], "additionalProperties": false});
+        let by_name = json!({"type": "object", "properties": {"name": {"type": "string"}},
+                             "required": ["name"], "additionalProperties": false});
+        let first = name_tools(&config, vec![listed(by_id)]).unwrap();
+        let (tool, _) = &first[0];
+        let id: Context = json!({"id": 7}).as_object().cloned().unwrap();
+        let name: Context = json!({"name": "x"}).as_object().cloned().unwrap();
+        assert!(tool.check_arguments(&id).is_ok());
+        assert!(tool.check_arguments(&name).is_err());
+        // The server announces a new list where the same tool takes other arguments.
+        let second = name_tools(&config, vec![listed(by_name)]).unwrap();
+        let (tool, _) = &second[0];
+        assert_eq!(tool.spec.name, "srv__lookup");
+        assert!(tool.check_arguments(&name).is_ok());
+        let refused = tool.check_arguments(&id).unwrap_err();
+        assert!(
+            refused.contains("'srv__lookup'") && refused.contains("name"),
+            "{refused}"
+        );
     }
 }

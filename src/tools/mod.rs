@@ -6,6 +6,7 @@
 
 pub mod builtin;
 pub mod mcp;
+pub mod schema;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use serde_json::Value;
 use crate::domain::TenantId;
 use crate::domain::session::{Context, SharedMessage, ToolSpec};
 use crate::store::SessionStore;
+use schema::CompiledSchema;
 
 /// What a tool returned.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,29 +65,53 @@ pub struct ToolScope<'a> {
     pub turn_messages: &'a [SharedMessage],
 }
 
-/// A server-side tool and whether it needs a session.
-#[derive(Debug, Clone, PartialEq)]
+/// A server-side tool, whether it needs a session, and its schema compiled. Built with
+/// [`ServerTool::new`], once per listing: cloning it shares the compiled schema.
+#[derive(Debug, Clone)]
 pub struct ServerTool {
     /// Name, description, schema.
     pub spec: ToolSpec,
     /// Whether calls must name a session.
     pub needs_session: bool,
+    /// `spec.input_schema`, compiled when the tool was built.
+    pub schema: CompiledSchema,
+}
+
+impl ServerTool {
+    /// The tool `spec`, its schema compiled now.
+    pub fn new(spec: ToolSpec, needs_session: bool) -> Self {
+        let schema = CompiledSchema::new(&spec.input_schema);
+        Self {
+            spec,
+            needs_session,
+            schema,
+        }
+    }
+
+    /// Checks `arguments` against the tool's `input_schema`; the error is for the model.
+    pub fn check_arguments(&self, arguments: &Context) -> Result<(), String> {
+        self.schema.check(&self.spec.name, arguments)
+    }
 }
 
 /// A source of server-side tools.
 #[async_trait]
 pub trait ToolProvider: Send + Sync {
-    /// The tools this provider runs now. May change while the server runs (an MCP server
+    /// The tools this provider runs now for `tenant` (a source configured for other tenants
+    /// does not exist for this one). May change while the server runs (an MCP server
     /// announces a new list); a provider whose source is down keeps answering the tools it
     /// last knew, and their calls fail with the reason.
-    fn tools(&self) -> Vec<ServerTool>;
+    fn tools(&self, tenant: &TenantId) -> Vec<ServerTool>;
+    /// Every tool it runs, whichever tenants may use it: for start-up checks that hold for
+    /// every tenant (no two sources offering one name).
+    fn every_tool(&self) -> Vec<ServerTool>;
     /// Waits until the provider's first discovery finished (a source that failed to start
     /// counts as finished: it keeps being retried). An error stops startup.
     async fn ready(&self) -> Result<(), String> {
         Ok(())
     }
-    /// Runs `name` (one of `tools()`) with `arguments`, already checked against the tool's
-    /// `input_schema`.
+    /// Runs `name` (one of `tools(scope.tenant)`) with `arguments`, already checked against
+    /// the tool's `input_schema`.
     async fn call(&self, name: &str, arguments: &Context, scope: ToolScope<'_>) -> ToolOutput;
 }
 
@@ -109,12 +135,12 @@ impl ToolRegistry {
     }
 
     /// Waits for every provider's first discovery, then checks that no two providers offer
-    /// one name.
+    /// one name (whichever tenants they serve).
     pub async fn ready(&self) -> Result<(), String> {
         let mut seen = std::collections::HashSet::new();
         for provider in &self.providers {
             provider.ready().await?;
-            for tool in provider.tools() {
+            for tool in provider.every_tool() {
                 if !seen.insert(tool.spec.name.clone()) {
                     return Err(format!(
                         "two tool sources offer a tool named {:?}; rename one",
@@ -126,13 +152,13 @@ impl ToolRegistry {
         Ok(())
     }
 
-    /// Every server-side tool, in registration order (a name an earlier provider has is
-    /// left out).
-    pub fn tools(&self) -> Vec<ServerTool> {
+    /// Every server-side tool `tenant` may use, in registration order (a name an earlier
+    /// provider has is left out).
+    pub fn tools(&self, tenant: &TenantId) -> Vec<ServerTool> {
         let mut seen = std::collections::HashSet::new();
         let mut tools = Vec::new();
         for provider in &self.providers {
-            for tool in provider.tools() {
+            for tool in provider.tools(tenant) {
                 if seen.insert(tool.spec.name.clone()) {
                     tools.push(tool);
                 }
@@ -141,20 +167,29 @@ impl ToolRegistry {
         tools
     }
 
-    /// The tool named `name` and its provider.
-    pub fn find(&self, name: &str) -> Option<(ServerTool, Arc<dyn ToolProvider>)> {
+    /// The tool named `name` that `tenant` may use, and its provider.
+    pub fn find(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Option<(ServerTool, Arc<dyn ToolProvider>)> {
         self.providers.iter().find_map(|provider| {
             provider
-                .tools()
+                .tools(tenant)
                 .into_iter()
                 .find(|tool| tool.spec.name == name)
                 .map(|tool| (tool, provider.clone()))
         })
     }
 
-    /// Names of every server-side tool, comma separated (for error messages).
-    pub fn known_names(&self) -> String {
-        let names: Vec<String> = self.tools().into_iter().map(|t| t.spec.name).collect();
+    /// Names of every server-side tool `tenant` may use, comma separated (for error
+    /// messages, which name only what the caller may know).
+    pub fn known_names(&self, tenant: &TenantId) -> String {
+        let names: Vec<String> = self
+            .tools(tenant)
+            .into_iter()
+            .map(|t| t.spec.name)
+            .collect();
         if names.is_empty() {
             "none".to_string()
         } else {

@@ -1,0 +1,66 @@
+"""A small MCP server for contextd's MCP client tests, written with the official Python SDK
+(PyPI `mcp` 2.3.0), served over stdio (the default) or Streamable HTTP (`--http PORT`).
+
+Its tools exercise what the real servers in the tests do not:
+
+- `add_tool{name}` adds a tool `name` (which answers its own name) and sends
+  `notifications/tools/list_changed`, so a client must list the tools again to see it;
+- `echo_header{name}` answers the value of the HTTP request header `name` it received (empty
+  over stdio), so a test can see which headers reached the server;
+- `pid{}` answers this process's id, so a test can tell processes apart;
+- `keep_me{}` and `drop_me{}` do nothing but exist, for allow/deny filtering.
+"""
+
+import argparse
+import os
+
+from mcp.server.mcpserver import Context, MCPServer
+
+toolbox = MCPServer("toolbox")
+
+
+@toolbox.tool()
+async def add_tool(name: str, ctx: Context) -> str:
+    """Adds a tool called `name` and tells the client the tool list changed."""
+
+    def added() -> str:
+        return name
+
+    toolbox.add_tool(added, name=name, description=f"added at run time as {name}")
+    await ctx.session.send_tool_list_changed()
+    return f"added {name}"
+
+
+@toolbox.tool()
+def echo_header(name: str, ctx: Context) -> str:
+    """Answers the value of the HTTP request header `name` (empty when absent or on stdio)."""
+    headers = ctx.headers or {}
+    return headers.get(name.lower(), "")
+
+
+@toolbox.tool()
+def pid() -> str:
+    """Answers this server's process id."""
+    return str(os.getpid())
+
+
+@toolbox.tool()
+def keep_me() -> str:
+    """Does nothing; exists to be allowed."""
+    return "kept"
+
+
+@toolbox.tool()
+def drop_me() -> str:
+    """Does nothing; exists to be denied."""
+    return "dropped"
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--http", type=int, metavar="PORT", help="serve Streamable HTTP on PORT")
+    args = parser.parse_args()
+    if args.http is None:
+        toolbox.run()
+    else:
+        toolbox.run("streamable-http", host="127.0.0.1", port=args.http)
