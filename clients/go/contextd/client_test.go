@@ -791,6 +791,63 @@ func TestPreviewContextTakesThePatchAsAnOption(t *testing.T) {
 	}
 }
 
+func TestPreviewContextWithSummarizeWritesThePendingSummary(t *testing.T) {
+	ctx := context.Background()
+	c := dial(t)
+	sid := id(t, "fold")
+	window := &contextdv1.WindowSettings{Strategy: contextdv1.WindowStrategy_WINDOW_STRATEGY_SUMMARIZE}
+	if _, err := c.CreateSession(ctx, contextd.SessionOptions{ID: sid, MaxContextTokens: 300, Window: window}); err != nil {
+		t.Fatal(err)
+	}
+	const message = "the quick brown fox jumps over the lazy dog, and counts another turn"
+	pending := func(p *contextdv1.PreviewContextResponse) bool {
+		for _, e := range p.GetEntries() {
+			if e.GetKind() == contextdv1.ContextEntryKind_CONTEXT_ENTRY_KIND_PENDING_SUMMARY {
+				return true
+			}
+		}
+		return false
+	}
+	for turns := 0; ; turns++ {
+		preview, err := c.PreviewContext(ctx, sid, message)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pending(preview) {
+			break
+		}
+		if turns == 60 {
+			t.Fatal("the window never reached its threshold")
+		}
+		if _, err := c.Interact(ctx, contextd.Turn{SessionID: sid, Message: message}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	written, err := c.PreviewContext(ctx, sid, message, contextd.WithSummarize())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !written.GetSummaryKept() || pending(written) {
+		t.Fatalf("summarize: %v", written)
+	}
+	s, err := c.GetSession(ctx, sid)
+	if err != nil || s.Summary == nil || s.Summary.Text == "" {
+		t.Fatalf("session after summarize %+v, %v", s, err)
+	}
+	// Only PreviewContext takes the option.
+	conv, err := c.Converse(ctx, contextd.SessionOptions{ID: id(t, "fold-conv")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conv.Close()
+	for _, err := range conv.Send("hi", contextd.WithSummarize()) {
+		if status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("Send with WithSummarize: %v, want InvalidArgument", err)
+		}
+		break
+	}
+}
+
 // An abandon refused with FAILED_PRECONDITION (an error outside any turn, so with an empty turn
 // id, like the answer to a stray cancel) must neither be taken for a stray cancel's answer nor
 // leave one unread: the next turn's reply is its own.

@@ -125,6 +125,10 @@ func (cv *Conversation) Created() bool { return cv.created }
 func (cv *Conversation) Send(message string, opts ...MessageOption) iter.Seq2[Event, error] {
 	cfg := messageOptions(opts)
 	return func(yield func(Event, error) bool) {
+		if cfg.summarize {
+			yield(nil, status.Error(codes.InvalidArgument, "WithSummarize applies to PreviewContext only"))
+			return
+		}
 		sctx, err := toStruct(cfg.patch)
 		if err != nil {
 			yield(nil, err)

@@ -245,8 +245,9 @@ func (c *Client) ListMessages(ctx context.Context, id string) ([]Message, error)
 }
 
 // PreviewContext shows the window the model would see if message (with the patch of
-// WithContextPatch) were sent now. It changes nothing; WithIdempotencyKey means nothing to it
-// and is refused.
+// WithContextPatch) were sent now. It changes nothing — a summary the turn would write first
+// shows as a CONTEXT_ENTRY_KIND_PENDING_SUMMARY entry — unless WithSummarize asks it to write
+// that summary now. WithIdempotencyKey means nothing to it and is refused.
 func (c *Client) PreviewContext(ctx context.Context, id, message string, opts ...MessageOption) (*contextdv1.PreviewContextResponse, error) {
 	cfg := messageOptions(opts)
 	if cfg.idempotencyKey != "" {
@@ -256,7 +257,7 @@ func (c *Client) PreviewContext(ctx context.Context, id, message string, opts ..
 	if err != nil {
 		return nil, err
 	}
-	return c.sessions.PreviewContext(ctx, &contextdv1.PreviewContextRequest{SessionId: id, Message: message, Context: sctx})
+	return c.sessions.PreviewContext(ctx, &contextdv1.PreviewContextRequest{SessionId: id, Message: message, Context: sctx, Summarize: cfg.summarize})
 }
 
 // selectionToWire turns an optional list of tool names or patterns into the wire message

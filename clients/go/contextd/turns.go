@@ -95,6 +95,7 @@ type MessageOption func(*messageConfig)
 type messageConfig struct {
 	patch          map[string]any
 	idempotencyKey string
+	summarize      bool
 }
 
 func messageOptions(opts []MessageOption) messageConfig {
@@ -115,6 +116,14 @@ func WithContextPatch(patch map[string]any) MessageOption {
 // one broke, it gets its first outcome instead of a second turn (see Turn.IdempotencyKey).
 func WithIdempotencyKey(key string) MessageOption {
 	return func(c *messageConfig) { c.idempotencyKey = key }
+}
+
+// WithSummarize makes PreviewContext write the summary a summarize session's next turn would
+// write first (a summarizer model call) instead of showing it as a pending entry; the summary
+// is kept for that turn unless the session changes meanwhile (SummaryKept says which). Only
+// PreviewContext takes it.
+func WithSummarize() MessageOption {
+	return func(c *messageConfig) { c.summarize = true }
 }
 
 // TurnOption sets an optional behaviour of Interact and Converse.

@@ -433,14 +433,23 @@ export class ContextdClient {
     return { items: response.messages.map((m) => toPlain(MessageSchema, m)), nextPageToken: response.nextPageToken };
   }
 
-  /** Exactly what the model would see for `message` now. */
+  /**
+   * Exactly what the model would see for `message` now. A summary the turn would write first
+   * shows as a `CONTEXT_ENTRY_KIND_PENDING_SUMMARY` entry; with `summarize: true` it is written
+   * now (a summarizer model call) and kept for the next turn unless the session changed
+   * meanwhile (`summaryKept` says which).
+   */
   async previewContext(
     sessionId: string,
     message = "",
     context?: JsonObject,
-    call: CallOptions = {},
+    options: CallOptions & { summarize?: boolean } = {},
   ): Promise<ContextPreview> {
-    return toPlain(PreviewContextResponseSchema, await this.sessions.previewContext({ sessionId, message, context }, this.options(call)));
+    const { summarize = false, ...call } = options;
+    return toPlain(
+      PreviewContextResponseSchema,
+      await this.sessions.previewContext({ sessionId, message, context, summarize }, this.options(call)),
+    );
   }
 
   // Turns

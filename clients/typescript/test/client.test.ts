@@ -361,6 +361,24 @@ describe("ContextdClient", () => {
     assert.ok(models.models.some((m) => m.name === "echo"));
   });
 
+  test("previewContext shows a pending summary and writes it with summarize", async () => {
+    const sid = fresh("ts-fold");
+    const message = "the quick brown fox jumps over the lazy dog, and counts another turn";
+    await client.createSession(sid, { maxContextTokens: 300, window: { strategy: "WINDOW_STRATEGY_SUMMARIZE" } });
+    const pending = (p: { entries: { kind: string }[] }) => p.entries.some((e) => e.kind === "CONTEXT_ENTRY_KIND_PENDING_SUMMARY");
+    let turns = 0;
+    while (!pending(await client.previewContext(sid, message))) {
+      await client.interact(sid, message);
+      assert.ok(++turns < 60, "the window never reached its threshold");
+    }
+    assert.equal((await client.getSession(sid)).summary, undefined, "a preview writes nothing by default");
+    const written = await client.previewContext(sid, message, undefined, { summarize: true });
+    assert.equal(written.summaryKept, true);
+    assert.ok(!pending(written));
+    const summary = (await client.getSession(sid)).summary;
+    assert.ok(summary && summary.text.length > 0, JSON.stringify(summary));
+  });
+
   test("every unary call takes an AbortSignal", async () => {
     const aborted = AbortSignal.abort();
     const sid = fresh("ts-abort");

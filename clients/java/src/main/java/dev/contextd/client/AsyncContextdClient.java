@@ -121,7 +121,13 @@ public final class AsyncContextdClient {
 
   /** {@link ContextdClient#previewContext}: the window the model would see. */
   public CompletableFuture<PreviewContextResponse> previewContext(String id, String message, Map<String, ?> patch) {
-    return unary(sessions::previewContext, ContextdClient.previewContextRequest(id, message, patch), Function.identity());
+    return previewContext(id, message, patch, false);
+  }
+
+  /** {@link ContextdClient#previewContext(String, String, Map, boolean)}, as a future. */
+  public CompletableFuture<PreviewContextResponse> previewContext(
+      String id, String message, Map<String, ?> patch, boolean summarize) {
+    return unary(sessions::previewContext, ContextdClient.previewContextRequest(id, message, patch, summarize), Function.identity());
   }
 
   // Turns.

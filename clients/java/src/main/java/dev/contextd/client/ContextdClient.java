@@ -468,11 +468,24 @@ public final class ContextdClient implements AutoCloseable {
 
   /** The window the model would see if {@code message} (and the patch) were sent now. */
   public PreviewContextResponse previewContext(String id, String message, Map<String, ?> patch) {
-    return sessions.previewContext(previewContextRequest(id, message, patch));
+    return previewContext(id, message, patch, false);
   }
 
-  static PreviewContextRequest previewContextRequest(String id, String message, Map<String, ?> patch) {
-    PreviewContextRequest.Builder b = PreviewContextRequest.newBuilder().setSessionId(id).setMessage(message == null ? "" : message);
+  /**
+   * {@link #previewContext(String, String, Map)}; with {@code summarize}, a summary the next
+   * turn would write first (shown otherwise as a {@code CONTEXT_ENTRY_KIND_PENDING_SUMMARY}
+   * entry) is written now by the summarizer model and kept for that turn unless the session
+   * changed meanwhile ({@code getSummaryKept()} says which).
+   */
+  public PreviewContextResponse previewContext(String id, String message, Map<String, ?> patch, boolean summarize) {
+    return sessions.previewContext(previewContextRequest(id, message, patch, summarize));
+  }
+
+  static PreviewContextRequest previewContextRequest(String id, String message, Map<String, ?> patch, boolean summarize) {
+    PreviewContextRequest.Builder b = PreviewContextRequest.newBuilder()
+        .setSessionId(id)
+        .setMessage(message == null ? "" : message)
+        .setSummarize(summarize);
     if (patch != null) {
       b.setContext(Values.toStruct(patch));
     }

@@ -415,6 +415,26 @@ class ContextdClientTest {
   }
 
   @Test
+  void previewShowsAPendingSummaryAndWritesItWhenAsked() {
+    String sid = id("fold");
+    String message = "the quick brown fox jumps over the lazy dog, and counts another turn";
+    client.createSession(SessionOptions.id(sid).maxContextTokens(300).window(contextd.v1.Common.WindowSettings.newBuilder()
+        .setStrategy(contextd.v1.Common.WindowStrategy.WINDOW_STRATEGY_SUMMARIZE).build()));
+    java.util.function.Predicate<contextd.v1.Session.PreviewContextResponse> pending = p -> p.getEntriesList().stream()
+        .anyMatch(e -> e.getKind() == contextd.v1.Session.ContextEntryKind.CONTEXT_ENTRY_KIND_PENDING_SUMMARY);
+    int turns = 0;
+    while (!pending.test(client.previewContext(sid, message, null))) {
+      client.interact(Turn.of(sid, message));
+      assertTrue(++turns < 60, "the window never reached its threshold");
+    }
+    assertEquals(null, client.getSession(sid).summary(), "a preview writes nothing by default");
+    contextd.v1.Session.PreviewContextResponse written = client.previewContext(sid, message, null, true);
+    assertTrue(written.getSummaryKept());
+    assertFalse(pending.test(written));
+    assertFalse(client.getSession(sid).summary().getText().isEmpty());
+  }
+
+  @Test
   void converseCancel() {
     String sid = id("c");
     try (Conversation conv = client.converse(SessionOptions.id(sid), null)) {
