@@ -32,8 +32,8 @@ for target in "${targets[@]}"; do
   cargo +nightly fuzz run --sanitizer none "$target" "target/corpus/$target" "corpus/$target" -- \
     -max_total_time="$seconds" -timeout=120 -rss_limit_mb=4096 -max_len=4096 \
     -print_final_stats=1 -artifact_prefix="artifacts/$target/" >"$log" 2>&1 || status=$?
-  runs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
-  rate=$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
+  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
+  rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
   line=$(printf '%-18s %10s execs %8s exec/s' "$target" "$runs" "$rate")
   if [ "$status" -ne 0 ]; then
     line="$line  FAILED (exit $status, see fuzz/$log)"

@@ -71,7 +71,10 @@ async fn run_walk(
     walk: Walk,
 ) -> Result<(), TestCaseError> {
     for id in walk.before {
-        if create(client.clone(), id.clone()).await.map_err(TestCaseError::fail)? {
+        if create(client.clone(), id.clone())
+            .await
+            .map_err(TestCaseError::fail)?
+        {
             existing.insert(id);
         }
     }

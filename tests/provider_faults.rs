@@ -23,8 +23,8 @@ use contextd::api::v1::interact_service_client::InteractServiceClient;
 use contextd::api::v1::session_service_client::SessionServiceClient;
 use contextd::config::{BackendConfig, BackendKind, Config};
 use fake_providers::*;
-use tonic::transport::Channel;
 use tonic::Code;
+use tonic::transport::Channel;
 
 /// The key the backends send: it must never reach a caller.
 const KEY: &str = "sk-fault-7d3e91b0-never-shown";
@@ -126,10 +126,13 @@ impl Provider {
     /// A whole event whose data is not JSON.
     fn malformed_event(self) -> String {
         match self.kind {
-            BackendKind::Openai => openai_frame(r#"{"id":"chatcmpl-123","choices":[{"index":0,"delta":{"content":"x"}}"#),
-            BackendKind::Anthropic => {
-                anthropic_frame("content_block_delta", r#"{"type": content_block_delta, "index": 0}"#)
-            }
+            BackendKind::Openai => openai_frame(
+                r#"{"id":"chatcmpl-123","choices":[{"index":0,"delta":{"content":"x"}}"#,
+            ),
+            BackendKind::Anthropic => anthropic_frame(
+                "content_block_delta",
+                r#"{"type": content_block_delta, "index": 0}"#,
+            ),
         }
     }
 
@@ -197,11 +200,7 @@ impl Provider {
                 Code::ResourceExhausted,
                 &["rate-limiting", "HTTP 429", "2 attempts"],
             ),
-            Fault::InternalError => (
-                self.error_status(500),
-                Code::Unavailable,
-                &["HTTP 500"],
-            ),
+            Fault::InternalError => (self.error_status(500), Code::Unavailable, &["HTTP 500"]),
         }
     }
 }
@@ -252,7 +251,10 @@ async fn check_fault(provider: Provider, fault: Fault, call: Call) {
     .await;
     // One good turn first, so there is history the failed turn must leave alone.
     fake.script([provider.reply("Before")]);
-    assert_eq!(say(&mut interact, "s", "Hello", None).await.response, "Before");
+    assert_eq!(
+        say(&mut interact, "s", "Hello", None).await.response,
+        "Before"
+    );
     let session_before = get_session(&mut sessions, "s").await;
     let history_before = all_messages(&mut sessions, "s", 0).await;
     let requests_before = fake.requests().len();
@@ -281,10 +283,23 @@ async fn check_fault(provider: Provider, fault: Fault, call: Call) {
         "{label}: the message does not name the backend: {message}"
     );
     for words in says {
-        assert!(message.contains(words), "{label}: '{words}' missing: {message}");
+        assert!(
+            message.contains(words),
+            "{label}: '{words}' missing: {message}"
+        );
     }
-    for secret in [KEY, "sk-fault", "127.0.0.1", &format!(":{}", fake.addr.port()), "src/", ".rs:"] {
-        assert!(!message.contains(secret), "{label}: '{secret}' shown: {message}");
+    for secret in [
+        KEY,
+        "sk-fault",
+        "127.0.0.1",
+        &format!(":{}", fake.addr.port()),
+        "src/",
+        ".rs:",
+    ] {
+        assert!(
+            !message.contains(secret),
+            "{label}: '{secret}' shown: {message}"
+        );
     }
     let sent = fake.requests().len() - requests_before;
     assert!(
@@ -312,7 +327,11 @@ async fn check_fault(provider: Provider, fault: Fault, call: Call) {
     assert_eq!(session_after.state, session_before.state, "{label}");
     assert_eq!(session_after.context, session_before.context, "{label}");
     assert!(session_after.pending_tool_calls.is_empty(), "{label}");
-    assert_eq!(all_messages(&mut sessions, "s", 0).await, history_before, "{label}");
+    assert_eq!(
+        all_messages(&mut sessions, "s", 0).await,
+        history_before,
+        "{label}"
+    );
 
     assert_eq!(fake.unused_replies(), 0, "{label}: replies left unused");
 
@@ -322,7 +341,11 @@ async fn check_fault(provider: Provider, fault: Fault, call: Call) {
     assert_eq!(next.response, "After", "{label}");
     let history = all_messages(&mut sessions, "s", 0).await;
     assert_eq!(history.len(), history_before.len() + 2, "{label}");
-    assert_eq!(history[..history_before.len()], history_before[..], "{label}");
+    assert_eq!(
+        history[..history_before.len()],
+        history_before[..],
+        "{label}"
+    );
     assert!(server.stop().await, "{label}: the server stops cleanly");
 }
 

@@ -89,34 +89,43 @@ fn case(max_units: usize) -> impl Strategy<Value = Case> {
     (
         prop::collection::vec(tokens(), 0..3),
         prop::collection::vec(unit(), 0..max_units),
-        (0u32..3000, 0u32..800, prop_oneof![Just(1.0f64), 0.5f64..3.0]),
+        (
+            0u32..3000,
+            0u32..800,
+            prop_oneof![Just(1.0f64), 0.5f64..3.0],
+        ),
         prop::option::of(0u32..2000),
         // A turn always has a message, and every message costs at least its overhead.
         (0u32..150, 0u32..150, 1u32..400),
     )
-        .prop_map(|(orphans, units, (window, reserve, scale), cap, (system, context, turn))| {
-            let mut budget = WindowBudget::new(window, reserve).with_scale(scale);
-            if let Some(cap) = cap {
-                budget = budget.capped(cap);
-            }
-            Case {
-                newest_first: history(&orphans, &units),
-                budget,
-                head: PinnedHead {
-                    system_prompt: "s".into(),
-                    system_tokens: system,
-                    context_text: String::new(),
-                    context_tokens: context,
-                    summary: None,
-                },
-                turn_tokens: turn,
-            }
-        })
+        .prop_map(
+            |(orphans, units, (window, reserve, scale), cap, (system, context, turn))| {
+                let mut budget = WindowBudget::new(window, reserve).with_scale(scale);
+                if let Some(cap) = cap {
+                    budget = budget.capped(cap);
+                }
+                Case {
+                    newest_first: history(&orphans, &units),
+                    budget,
+                    head: PinnedHead {
+                        system_prompt: "s".into(),
+                        system_tokens: system,
+                        context_text: String::new(),
+                        context_tokens: context,
+                        summary: None,
+                    },
+                    turn_tokens: turn,
+                }
+            },
+        )
 }
 
 /// The tokens left for history once the head and the turn are in, if the turn fits.
 fn room_for_history(case: &Case) -> Option<u32> {
-    let available = case.budget.input_tokens().saturating_sub(case.head.tokens());
+    let available = case
+        .budget
+        .input_tokens()
+        .saturating_sub(case.head.tokens());
     available.checked_sub(case.turn_tokens)
 }
 

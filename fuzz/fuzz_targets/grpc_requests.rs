@@ -49,26 +49,140 @@ macro_rules! streaming {
 
 async fn send(channel: Channel, selector: u8, bytes: &[u8]) {
     match selector % 19 {
-        0 => unary!(SessionServiceClient, create_session, CreateSessionRequest, channel, bytes),
-        1 => unary!(SessionServiceClient, get_session, GetSessionRequest, channel, bytes),
-        2 => unary!(SessionServiceClient, list_sessions, ListSessionsRequest, channel, bytes),
-        3 => unary!(SessionServiceClient, update_session, UpdateSessionRequest, channel, bytes),
-        4 => unary!(SessionServiceClient, delete_session, DeleteSessionRequest, channel, bytes),
-        5 => unary!(SessionServiceClient, list_messages, ListMessagesRequest, channel, bytes),
-        6 => unary!(SessionServiceClient, preview_context, PreviewContextRequest, channel, bytes),
-        7 => unary!(InteractServiceClient, interact, InteractRequest, channel, bytes),
-        8 => streaming!(InteractServiceClient, stream_response, StreamResponseRequest, channel, bytes),
-        9 => unary!(ToolServiceClient, list_tools, ListToolsRequest, channel, bytes),
-        10 => unary!(ToolServiceClient, call_tool, CallToolRequest, channel, bytes),
-        11 => unary!(ModelServiceClient, list_models, ListModelsRequest, channel, bytes),
-        12 => unary!(AdminServiceClient, create_key, CreateKeyRequest, channel, bytes),
-        13 => unary!(AdminServiceClient, list_keys, ListKeysRequest, channel, bytes),
-        14 => unary!(AdminServiceClient, revoke_key, RevokeKeyRequest, channel, bytes),
-        15 => unary!(AdminServiceClient, list_tenants, ListTenantsRequest, channel, bytes),
-        16 => streaming!(AdminServiceClient, export_tenant, ExportTenantRequest, channel, bytes),
-        17 => unary!(AdminServiceClient, delete_tenant, DeleteTenantRequest, channel, bytes),
+        0 => unary!(
+            SessionServiceClient,
+            create_session,
+            CreateSessionRequest,
+            channel,
+            bytes
+        ),
+        1 => unary!(
+            SessionServiceClient,
+            get_session,
+            GetSessionRequest,
+            channel,
+            bytes
+        ),
+        2 => unary!(
+            SessionServiceClient,
+            list_sessions,
+            ListSessionsRequest,
+            channel,
+            bytes
+        ),
+        3 => unary!(
+            SessionServiceClient,
+            update_session,
+            UpdateSessionRequest,
+            channel,
+            bytes
+        ),
+        4 => unary!(
+            SessionServiceClient,
+            delete_session,
+            DeleteSessionRequest,
+            channel,
+            bytes
+        ),
+        5 => unary!(
+            SessionServiceClient,
+            list_messages,
+            ListMessagesRequest,
+            channel,
+            bytes
+        ),
+        6 => unary!(
+            SessionServiceClient,
+            preview_context,
+            PreviewContextRequest,
+            channel,
+            bytes
+        ),
+        7 => unary!(
+            InteractServiceClient,
+            interact,
+            InteractRequest,
+            channel,
+            bytes
+        ),
+        8 => streaming!(
+            InteractServiceClient,
+            stream_response,
+            StreamResponseRequest,
+            channel,
+            bytes
+        ),
+        9 => unary!(
+            ToolServiceClient,
+            list_tools,
+            ListToolsRequest,
+            channel,
+            bytes
+        ),
+        10 => unary!(
+            ToolServiceClient,
+            call_tool,
+            CallToolRequest,
+            channel,
+            bytes
+        ),
+        11 => unary!(
+            ModelServiceClient,
+            list_models,
+            ListModelsRequest,
+            channel,
+            bytes
+        ),
+        12 => unary!(
+            AdminServiceClient,
+            create_key,
+            CreateKeyRequest,
+            channel,
+            bytes
+        ),
+        13 => unary!(
+            AdminServiceClient,
+            list_keys,
+            ListKeysRequest,
+            channel,
+            bytes
+        ),
+        14 => unary!(
+            AdminServiceClient,
+            revoke_key,
+            RevokeKeyRequest,
+            channel,
+            bytes
+        ),
+        15 => unary!(
+            AdminServiceClient,
+            list_tenants,
+            ListTenantsRequest,
+            channel,
+            bytes
+        ),
+        16 => streaming!(
+            AdminServiceClient,
+            export_tenant,
+            ExportTenantRequest,
+            channel,
+            bytes
+        ),
+        17 => unary!(
+            AdminServiceClient,
+            delete_tenant,
+            DeleteTenantRequest,
+            channel,
+            bytes
+        ),
         // Interact once more: the turn is what most of the engine is about.
-        _ => unary!(InteractServiceClient, interact, InteractRequest, channel, bytes),
+        _ => unary!(
+            InteractServiceClient,
+            interact,
+            InteractRequest,
+            channel,
+            bytes
+        ),
     }
 }
 

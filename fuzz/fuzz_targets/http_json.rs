@@ -38,7 +38,10 @@ fuzz_target!(|data: &[u8]| {
              content-length: {}\r\nconnection: close\r\n\r\n",
             body.len()
         );
-        stream.write_all(head.as_bytes()).await.expect("send the head");
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .expect("send the head");
         stream.write_all(body).await.expect("send the body");
         let mut answer = Vec::new();
         stream
@@ -53,5 +56,8 @@ fuzz_target!(|data: &[u8]| {
         .and_then(|rest| rest.get(..3))
         .unwrap_or_else(|| panic!("{method} {path}: not an HTTP answer: {text:?}"));
     assert_ne!(status, "500", "{method} {path} answered 500: {text}");
-    assert!(!text.contains(".rs:"), "{method} {path} shows a source path: {text}");
+    assert!(
+        !text.contains(".rs:"),
+        "{method} {path} shows a source path: {text}"
+    );
 });

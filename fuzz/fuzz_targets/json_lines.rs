@@ -17,17 +17,19 @@ fuzz_target!(|data: &[u8]| {
     }
     let server = server();
     let addr = server.addr;
-    let answer = server.runtime.block_on(answered("the JSON-lines door", async move {
-        let mut stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .expect("connect to the in-process server");
-        // The server may close early (a line over the limit); what it answered still counts.
-        let _ = stream.write_all(data).await;
-        let _ = stream.shutdown().await;
-        let mut answer = Vec::new();
-        let _ = stream.read_to_end(&mut answer).await;
-        answer
-    }));
+    let answer = server
+        .runtime
+        .block_on(answered("the JSON-lines door", async move {
+            let mut stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("connect to the in-process server");
+            // The server may close early (a line over the limit); what it answered still counts.
+            let _ = stream.write_all(data).await;
+            let _ = stream.shutdown().await;
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer).await;
+            answer
+        }));
     let lines_sent = data.split(|b| *b == b'\n').count();
     let answers: Vec<&[u8]> = answer
         .split(|b| *b == b'\n')
@@ -44,6 +46,9 @@ fuzz_target!(|data: &[u8]| {
             serde_json::from_slice::<serde_json::Value>(line).is_ok(),
             "an answer that is not JSON: {text}"
         );
-        assert!(!text.contains(".rs:"), "an answer shows a source path: {text}");
+        assert!(
+            !text.contains(".rs:"),
+            "an answer shows a source path: {text}"
+        );
     }
 });

@@ -33,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
             };
             for (key, value) in members {
                 if value.is_null() {
-                    assert!(!result.contains_key(key), "'{key}' was set to null but stays");
+                    assert!(
+                        !result.contains_key(key),
+                        "'{key}' was set to null but stays"
+                    );
                 } else {
                     let mut expected = target.get(key).cloned().unwrap_or(Value::Null);
                     apply_merge_patch(&mut expected, value);

@@ -21,13 +21,24 @@ fuzz_target!(|data: &[u8]| {
     let cut = read_sse(&openai, OpenAiChunkParser::default(), body, chunk);
     check_sse_outcome(&cut);
     let whole = read_sse(&openai, OpenAiChunkParser::default(), body, body.len());
-    assert_eq!(cut.events, whole.events, "OpenAI events depend on the chunking");
+    assert_eq!(
+        cut.events, whole.events,
+        "OpenAI events depend on the chunking"
+    );
     assert_eq!(cut.error.is_some(), whole.error.is_some());
 
     let anthropic = http_backend(BackendKind::Anthropic);
     let cut = read_sse(&anthropic, AnthropicEventParser::default(), body, chunk);
     check_sse_outcome(&cut);
-    let whole = read_sse(&anthropic, AnthropicEventParser::default(), body, body.len());
-    assert_eq!(cut.events, whole.events, "Anthropic events depend on the chunking");
+    let whole = read_sse(
+        &anthropic,
+        AnthropicEventParser::default(),
+        body,
+        body.len(),
+    );
+    assert_eq!(
+        cut.events, whole.events,
+        "Anthropic events depend on the chunking"
+    );
     assert_eq!(cut.error.is_some(), whole.error.is_some());
 });

@@ -101,15 +101,24 @@ fn check(provider: &str, outcome: &SseOutcome, text: &str) {
         Some(arguments) => {
             assert!(outcome.error.is_none(), "{provider}: {:?}", outcome.error);
             assert_eq!(calls.len(), 1, "{provider}: {:?}", outcome.events);
-            assert_eq!(calls[0].arguments, arguments, "{provider}: arguments differ");
+            assert_eq!(
+                calls[0].arguments, arguments,
+                "{provider}: arguments differ"
+            );
             assert_eq!(calls[0].name, "lookup");
         }
         None => {
             let error = outcome.error.as_ref().unwrap_or_else(|| {
-                panic!("{provider}: arguments {text:?} accepted: {:?}", outcome.events)
+                panic!(
+                    "{provider}: arguments {text:?} accepted: {:?}",
+                    outcome.events
+                )
             });
             let message = error.to_string();
-            assert!(message.contains(BACKEND_NAME) && message.contains("lookup"), "{message}");
+            assert!(
+                message.contains(BACKEND_NAME) && message.contains("lookup"),
+                "{message}"
+            );
         }
     }
 }
@@ -126,11 +135,21 @@ fuzz_target!(|data: &[u8]| {
 
     let body = openai_body(&pieces);
     let openai = http_backend(BackendKind::Openai);
-    let outcome = read_sse(&openai, OpenAiChunkParser::default(), body.as_bytes(), chunk);
+    let outcome = read_sse(
+        &openai,
+        OpenAiChunkParser::default(),
+        body.as_bytes(),
+        chunk,
+    );
     check("openai", &outcome, text);
 
     let body = anthropic_body(&pieces);
     let anthropic = http_backend(BackendKind::Anthropic);
-    let outcome = read_sse(&anthropic, AnthropicEventParser::default(), body.as_bytes(), chunk);
+    let outcome = read_sse(
+        &anthropic,
+        AnthropicEventParser::default(),
+        body.as_bytes(),
+        chunk,
+    );
     check("anthropic", &outcome, text);
 });

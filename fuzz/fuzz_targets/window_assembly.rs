@@ -77,10 +77,16 @@ fuzz_target!(|data: &[u8]| {
     match select_history(budget, &head, turn_tokens, &newest_first) {
         Err(refused) => {
             assert!(turn_tokens > available, "refused a turn that fits");
-            assert_eq!((refused.needed, refused.available), (turn_tokens, available));
+            assert_eq!(
+                (refused.needed, refused.available),
+                (turn_tokens, available)
+            );
         }
         Ok(selection) => {
-            assert!(turn_tokens <= available, "accepted a turn that does not fit");
+            assert!(
+                turn_tokens <= available,
+                "accepted a turn that does not fit"
+            );
             let taken = &newest_first[..selection.taken];
             let sum: u32 = taken.iter().map(|m| m.token_count).sum();
             assert_eq!(selection.tokens, sum);
