@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use common::*;
 use contextd::api::v1::CreateSessionRequest;
-use contextd::api::v1::interact_service_client::InteractServiceClient;
 use contextd::api::v1::session_service_client::SessionServiceClient;
 use contextd::config::{BackendConfig, BackendKind, Config};
 use fake_providers::*;

@@ -97,15 +97,25 @@ fn case(max_units: usize) -> impl Strategy<Value = Case> {
         prop::option::of(0u32..2000),
         // A turn always has a message, and every message costs at least its overhead.
         (0u32..150, 0u32..150, 1u32..400),
+        // Half the cases put the budget's edge exactly at a cut of the history, or one token
+        // either side of it, where an off-by-one would show.
+        prop::option::weighted(0.5, (any::<prop::sample::Index>(), -1i64..=1)),
     )
         .prop_map(
-            |(orphans, units, (window, reserve, scale), cap, (system, context, turn))| {
+            |(orphans, units, (window, reserve, scale), cap, (system, context, turn), edge)| {
+                let newest_first = history(&orphans, &units);
                 let mut budget = WindowBudget::new(window, reserve).with_scale(scale);
                 if let Some(cap) = cap {
                     budget = budget.capped(cap);
                 }
+                if let Some((cut, delta)) = edge {
+                    let cut = cut.index(newest_first.len() + 1);
+                    let room: u32 = newest_first[..cut].iter().map(|m| m.token_count).sum();
+                    let room = (i64::from(room) + delta).max(0) as u32;
+                    budget = WindowBudget::new(system + context + turn + room, 0);
+                }
                 Case {
-                    newest_first: history(&orphans, &units),
+                    newest_first,
                     budget,
                     head: PinnedHead {
                         system_prompt: "s".into(),
