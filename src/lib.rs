@@ -61,3 +61,15 @@ pub(crate) mod tools;
 /// Store faults injected by plan, for tests that drive a real server (not a stable API).
 #[doc(hidden)]
 pub use store::fault as store_faults;
+
+/// Internals that the fuzz targets and property tests drive directly (not a stable API).
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::engine::window::{
+        HistorySelection, PinnedHead, TurnTooLarge, WindowBudget, select_history, take_units,
+    };
+    pub use crate::model::anthropic::EventParser as AnthropicEventParser;
+    pub use crate::model::http::{HttpBackend, SseParser};
+    pub use crate::model::openai::ChunkParser as OpenAiChunkParser;
+    pub use crate::model::{ModelError, ModelEvent, ModelFinish};
+}

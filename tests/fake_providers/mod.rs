@@ -53,6 +53,11 @@ pub enum Reply {
         /// JSON body.
         body: String,
     },
+    /// Reads the request and answers nothing, not even a status line, until the client
+    /// closes the connection (counted as [`FakeProvider::closed_by_client`]).
+    StallBeforeHead,
+    /// Reads the request and closes the connection before a status line.
+    CloseBeforeHead,
 }
 
 impl Reply {
@@ -234,6 +239,11 @@ async fn serve_connection(mut socket: TcpStream, shared: Arc<Shared>) {
                 )
             });
         match reply {
+            Reply::StallBeforeHead => {
+                wait_for_client_close(&mut socket, &shared).await;
+                return;
+            }
+            Reply::CloseBeforeHead => return,
             Reply::Status {
                 status,
                 headers,
@@ -275,21 +285,26 @@ async fn serve_connection(mut socket: TcpStream, shared: Arc<Shared>) {
                     }
                     StreamEnd::Cut => return,
                     StreamEnd::Stall => {
-                        let mut rest = [0u8; 1024];
-                        loop {
-                            match socket.read(&mut rest).await {
-                                Ok(0) | Err(_) => break,
-                                Ok(_) => continue,
-                            }
-                        }
-                        *shared.client_closed.lock().expect("closed lock") += 1;
-                        shared.changed.notify_waiters();
+                        wait_for_client_close(&mut socket, &shared).await;
                         return;
                     }
                 }
             }
         }
     }
+}
+
+/// Sends nothing more and waits until the client closes the connection, then counts it.
+async fn wait_for_client_close(socket: &mut TcpStream, shared: &Shared) {
+    let mut rest = [0u8; 1024];
+    loop {
+        match socket.read(&mut rest).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => continue,
+        }
+    }
+    *shared.client_closed.lock().expect("closed lock") += 1;
+    shared.changed.notify_waiters();
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Builds contextd's fuzz targets once, then runs each for SECONDS (default 30) and prints how
+# many inputs each executed. Exits non-zero when any target crashed, hung or leaked past the
+# memory limit; the input that did is kept in fuzz/artifacts/<target>/.
+#
+#   fuzz/run.sh [SECONDS] [TARGET...]
+#
+# New inputs the runs find go to fuzz/target/corpus/<target>/ (not committed); the seeds in
+# fuzz/corpus/<target>/ are only read. Needs the nightly toolchain and cargo-fuzz (ci.sh
+# installs it). Sanitizer: none. contextd forbids unsafe code, so what the runs look for is
+# panics, overflows (overflow checks and debug assertions are on) and hangs, and without
+# AddressSanitizer each target executes about twice as many inputs in the same time.
+set -euo pipefail
+cd "$(dirname "$0")"
+seconds="${1:-30}"
+shift || true
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+  mapfile -t targets < <(cargo +nightly fuzz list)
+fi
+export CARGO_PROFILE_DEV_DEBUG=0
+build_started=$(date +%s)
+cargo +nightly fuzz build --sanitizer none
+echo "fuzz build: $(( $(date +%s) - build_started )) s"
+
+failed=()
+summary=()
+for target in "${targets[@]}"; do
+  mkdir -p "target/corpus/$target" "artifacts/$target" "corpus/$target"
+  log="target/$target.log"
+  status=0
+  cargo +nightly fuzz run --sanitizer none "$target" "target/corpus/$target" "corpus/$target" -- \
+    -max_total_time="$seconds" -timeout=120 -rss_limit_mb=4096 -max_len=4096 \
+    -print_final_stats=1 -artifact_prefix="artifacts/$target/" >"$log" 2>&1 || status=$?
+  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
+  rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
+  line=$(printf '%-18s %10s execs %8s exec/s' "$target" "$runs" "$rate")
+  if [ "$status" -ne 0 ]; then
+    line="$line  FAILED (exit $status, see fuzz/$log)"
+    failed+=("$target")
+    grep -m1 -A12 -E "panicked|ERROR: libFuzzer|SUMMARY" "$log" || true
+  fi
+  echo "$line"
+  summary+=("$line")
+done
+
+echo
+echo "fuzzed ${#targets[@]} targets for ${seconds} s each:"
+printf '%s\n' "${summary[@]}"
+if [ ${#failed[@]} -ne 0 ]; then
+  echo "crashed: ${failed[*]}" >&2
+  exit 1
+fi
