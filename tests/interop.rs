@@ -88,8 +88,10 @@ async fn timeout_on_sleeping_server() {
     let server = TestServer::start().await;
     let mut interact = server.interact().await;
     say(&mut interact, "tos", "first", None).await;
-    // The deadline travels as `grpc-timeout` and the server enforces it (tonic's own client
-    // timer would end the call first, as CANCELLED, and prove nothing about the server).
+    // The deadline travels as `grpc-timeout` and only the server enforces it: over a tonic
+    // `Channel`, the client's own timer for the same header races the server's answer and
+    // may end the call first, as CANCELLED, proving nothing about the server.
+    let mut interact = BareH2::connect(server.addr).await.interact(server.addr);
     let mut request = tonic::Request::new(interact_request("tos", SLEEPING, None));
     request
         .metadata_mut()
