@@ -295,20 +295,8 @@ async fn summarize_folds_old_turns_at_the_threshold() {
         ))
     }));
     let server = start(vec![backend("oa", BackendKind::Openai, &fake)]).await;
+    summarizing_session(&server, "s").await;
     let mut sessions = server.sessions().await;
-    create_session(
-        &mut sessions,
-        CreateSessionRequest {
-            max_context_tokens: 600,
-            window: Some(WindowSettings {
-                strategy: WindowStrategy::Summarize as i32,
-                summarize_threshold_percent: 0,
-                summarizer_model: "oa/summarizer".into(),
-            }),
-            ..session("s", "echo")
-        },
-    )
-    .await;
     let mut interact = server.interact().await;
 
     let mut summarized_at = None;
@@ -439,8 +427,8 @@ async fn summarize_folds_old_turns_at_the_threshold() {
     assert!(found.content.contains("marker m0x"), "{}", found.content);
 }
 
-/// A summarize session with `turns` turns of about 40 tokens each, on a 600-token window.
-async fn summarizing_session(server: &TestServer, id: &str, turns: usize) {
+/// A summarize session on a 600-token window whose summaries `oa/summarizer` writes.
+async fn summarizing_session(server: &TestServer, id: &str) {
     let mut sessions = server.sessions().await;
     create_session(
         &mut sessions,
@@ -455,12 +443,6 @@ async fn summarizing_session(server: &TestServer, id: &str, turns: usize) {
         },
     )
     .await;
-    let mut interact = server.interact().await;
-    for turn in 0..turns {
-        let message =
-            format!("turn {turn}: the quick brown fox jumps over the lazy dog, marker m{turn}x");
-        say(&mut interact, id, &message, None).await;
-    }
 }
 
 /// The message of every turn in the summarize tests (about 20 tokens).
@@ -516,7 +498,7 @@ async fn preview_summarizing(
 async fn preview_with_summarize_writes_the_summary_the_next_turn_uses() {
     let fake = FakeProvider::start().await;
     let server = start(vec![backend("oa", BackendKind::Openai, &fake)]).await;
-    summarizing_session(&server, "p", 0).await;
+    summarizing_session(&server, "p").await;
     let mut sessions = server.sessions().await;
     let mut interact = server.interact().await;
     fill_to_threshold(&mut sessions, &mut interact, "p").await;
@@ -555,7 +537,8 @@ async fn preview_with_summarize_writes_the_summary_the_next_turn_uses() {
     assert_eq!(get_session(&mut sessions, "p").await.summary, Some(summary));
 
     // Where no summary is due, summarize = true writes nothing.
-    summarizing_session(&server, "q", 1).await;
+    summarizing_session(&server, "q").await;
+    say(&mut interact, "q", TURN, None).await;
     let quiet = preview_summarizing(&mut sessions, "q", TURN, true).await;
     assert!(!quiet.summary_kept);
     assert_eq!(fake.requests().len(), 1);
@@ -566,7 +549,7 @@ async fn preview_with_summarize_writes_the_summary_the_next_turn_uses() {
 async fn a_summary_written_while_the_session_changed_is_not_kept() {
     let fake = FakeProvider::start().await;
     let server = start(vec![backend("oa", BackendKind::Openai, &fake)]).await;
-    summarizing_session(&server, "c", 0).await;
+    summarizing_session(&server, "c").await;
     let mut sessions = server.sessions().await;
     let mut interact = server.interact().await;
     fill_to_threshold(&mut sessions, &mut interact, "c").await;
