@@ -447,3 +447,160 @@ async fn close_frame_or_end(socket: &mut Socket) -> Option<u16> {
         }
     }
 }
+
+/// One HTTP/2 stream as a byte pipe, for a WebSocket over extended CONNECT (RFC 8441): what
+/// is written goes out as DATA frames, what arrives is read back with its flow-control window
+/// released.
+struct H2Pipe {
+    send: h2::SendStream<bytes::Bytes>,
+    recv: h2::RecvStream,
+    pending: bytes::Bytes,
+}
+
+impl tokio::io::AsyncRead for H2Pipe {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        while self.pending.is_empty() {
+            match self.recv.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    self.pending = data;
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(std::io::Error::other(e))),
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let n = buf.remaining().min(self.pending.len());
+        let chunk = self.pending.split_to(n);
+        buf.put_slice(&chunk);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for H2Pipe {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        // h2 queues what exceeds the peer's window; these frames are small.
+        let sent = self
+            .send
+            .send_data(bytes::Bytes::copy_from_slice(data), false)
+            .map_err(std::io::Error::other);
+        std::task::Poll::Ready(sent.map(|()| data.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let _ = self.send.send_data(bytes::Bytes::new(), true);
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converse_over_http2_extended_connect() {
+    let server = TestServer::start().await;
+    let tcp = TcpStream::connect(server.addr).await.expect("connect");
+    let (client, connection) = within("the HTTP/2 handshake", h2::client::handshake(tcp))
+        .await
+        .expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    let mut client = within("the server's settings", client.ready())
+        .await
+        .expect("ready");
+    // The server's SETTINGS frame arrives on the connection task, after the handshake.
+    within("SETTINGS_ENABLE_CONNECT_PROTOCOL", async {
+        while !client.is_extended_connect_protocol_enabled() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let mut request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("http://{}/v1/sessions/ws-h2:converse", server.addr))
+        .header("sec-websocket-version", "13")
+        .body(())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(h2::ext::Protocol::from_static("websocket"));
+    let (response, send) = client.send_request(request, false).expect("CONNECT");
+    let response = within("the CONNECT response", response)
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200, "{response:?}");
+    let pipe = H2Pipe {
+        send,
+        recv: response.into_body(),
+        pending: bytes::Bytes::new(),
+    };
+    let mut socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        pipe,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+
+    within(
+        "sending open",
+        socket.send(Message::text(json!({"open": {}}).to_string())),
+    )
+    .await
+    .expect("send open");
+    let opened = loop {
+        match within("opened", socket.next()).await {
+            Some(Ok(Message::Text(text))) => break serde_json::from_str::<Value>(&text).unwrap(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected opened, got {other:?}"),
+        }
+    };
+    assert_eq!(
+        opened["opened"]["session"]["sessionId"], "ws-h2",
+        "{opened}"
+    );
+    within(
+        "sending a message",
+        socket.send(Message::text(
+            json!({"userMessage": {"message": "over h2"}}).to_string(),
+        )),
+    )
+    .await
+    .expect("send");
+    let done = loop {
+        match within("the turn", socket.next()).await {
+            Some(Ok(Message::Text(text))) => {
+                let event: Value = serde_json::from_str(&text).unwrap();
+                if event.get("completed").is_some() {
+                    break event;
+                }
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected events, got {other:?}"),
+        }
+    };
+    assert!(
+        done["completed"]["response"]
+            .as_str()
+            .unwrap()
+            .contains("over h2"),
+        "{done}"
+    );
+    within("closing", socket.close(None)).await.expect("close");
+    let mut sessions = server.sessions().await;
+    assert_eq!(get_session(&mut sessions, "ws-h2").await.message_count, 2);
+}
