@@ -665,8 +665,9 @@ pub struct BackendConfig {
     /// Longest model step, in milliseconds. Default 600000.
     #[serde(default = "default_total_timeout_ms")]
     pub total_timeout_ms: u64,
-    /// Retries on HTTP 429, 5xx and connection errors before the first streamed event.
-    /// Default 3.
+    /// Retries on HTTP 429, 5xx and failures to connect, before the first streamed event.
+    /// A connection that closes after the request was sent is not retried: the provider may
+    /// have run it already. Default 3.
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
     /// First retry delay in milliseconds; doubled per retry, with jitter, unless the provider
