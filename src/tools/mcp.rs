@@ -586,7 +586,9 @@ fn output_of(result: &Value) -> ToolOutput {
 
 /// The decoded size of base64 data, for people (`12 KB`).
 fn size_of_base64(data: &str) -> String {
-    let bytes = data.len() / 4 * 3;
+    // Every 4 characters are 3 bytes, less one byte per `=` of padding at the end.
+    let padding = data.bytes().rev().take_while(|&b| b == b'=').count().min(2);
+    let bytes = (data.len() / 4 * 3).saturating_sub(padding);
     if bytes < 1024 {
         format!("{bytes} B")
     } else {
@@ -632,6 +634,28 @@ mod tests {
         assert_eq!(out.structured, Some(result));
         assert!(!out.is_error);
         assert!(output_of(&json!({"content": [], "isError": true})).is_error);
+        // Padding is not data: "AAE=" is two bytes.
+        let audio = json!({"content": [{"type": "audio", "data": "AAE=", "mimeType": "audio/wav"}]});
+        assert_eq!(output_of(&audio).content, "[audio audio/wav 2 B]");
+        let link = json!({"content": [{"type": "resource_link", "name": "notes", "uri": "file:///n"}]});
+        assert_eq!(output_of(&link).content, "[link notes file:///n]");
+    }
+
+    #[test]
+    fn annotations_are_shown_in_the_description_as_hints() {
+        let config = McpServerConfig::stdio("srv", "unused", &[]);
+        let mut tool = listed(json!({"type": "object"}));
+        tool.annotations = Some(rmcp::model::ToolAnnotations::new().read_only(true));
+        let named = name_tools(&config, vec![tool]).unwrap();
+        let description = &named[0].0.spec.description;
+        assert!(
+            description.starts_with("looks things up\n(server hints: ")
+                && description.contains("\"readOnlyHint\":true"),
+            "{description}"
+        );
+        // Without annotations the description is the server's own.
+        let plain = name_tools(&config, vec![listed(json!({"type": "object"}))]).unwrap();
+        assert_eq!(plain[0].0.spec.description, "looks things up");
     }
 
     fn listed(schema: Value) -> rmcp::model::Tool {
