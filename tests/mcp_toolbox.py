@@ -8,11 +8,21 @@ Its tools exercise what the real servers in the tests do not:
 - `echo_header{name}` answers the value of the HTTP request header `name` it received (empty
   over stdio), so a test can see which headers reached the server;
 - `pid{}` answers this process's id, so a test can tell processes apart;
-- `keep_me{}` and `drop_me{}` do nothing but exist, for allow/deny filtering.
+- `keep_me{}` and `drop_me{}` do nothing but exist, for allow/deny filtering;
+- `wait_for_cancel{marker}` waits (ten minutes) until the client cancels it with
+  `notifications/cancelled`, then writes `cancelled` to the file `marker`, so a test can see
+  that the cancellation reached the server.
+
+At start it writes one line to stderr, `toolbox starting on <transport>`, so a test can find it
+in the client's log.
 """
 
 import argparse
 import os
+import sys
+from pathlib import Path
+
+import anyio
 
 from mcp.server.mcpserver import Context, MCPServer
 
@@ -56,10 +66,22 @@ def drop_me() -> str:
     return "dropped"
 
 
+@toolbox.tool()
+async def wait_for_cancel(marker: str) -> str:
+    """Waits until the call is cancelled, then writes `cancelled` to the file `marker`."""
+    try:
+        await anyio.sleep(600)
+    except anyio.get_cancelled_exc_class():
+        Path(marker).write_text("cancelled")
+        raise
+    return "never cancelled"
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--http", type=int, metavar="PORT", help="serve Streamable HTTP on PORT")
     args = parser.parse_args()
+    print(f"toolbox starting on {'stdio' if args.http is None else 'http'}", file=sys.stderr, flush=True)
     if args.http is None:
         toolbox.run()
     else:

@@ -1,7 +1,9 @@
 //! contextd as an MCP client against `tests/mcp_toolbox.py`, a small server written with the
 //! official Python SDK (`mcp` 2.3.0), over stdio and Streamable HTTP: a tool list that changes
 //! while contextd runs (`notifications/tools/list_changed`), `allow_tools` / `deny_tools`, and
-//! `headers` built from `${VAR}` environment references reaching the server.
+//! `headers` built from `${VAR}` environment references reaching the server, a turn's deadline
+//! reaching the server as `notifications/cancelled`, and a stdio server's stderr in contextd's
+//! log with the server's name.
 //!
 //! Every wait is on an event or a bounded poll ([`eventually`]), never a fixed sleep.
 
@@ -9,7 +11,9 @@ mod common;
 mod mcp_support;
 
 use common::*;
-use contextd::api::v1::{CallToolRequest, ListToolsRequest};
+use contextd::api::v1::{
+    CallToolRequest, CreateSessionRequest, ListToolsRequest, ServerToolSelection,
+};
 use contextd::config::McpServerConfig;
 use mcp_support::{ToolboxHttp, toolbox_stdio};
 use serde_json::json;
@@ -165,4 +169,112 @@ async fn headers_from_environment_references_reach_the_server() {
     .into_inner();
     assert!(!out.is_error, "{}", out.content);
     assert_eq!(out.content, format!("token-{}-end", env!("CARGO_PKG_NAME")));
+}
+
+/// A turn that passes its deadline while a server-side MCP call runs drops the call, and the
+/// server hears of it: the toolbox's `wait_for_cancel` sees its request cancelled (by
+/// `notifications/cancelled`; the connection stays up) and leaves a marker file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_deadline_reaches_the_server_as_a_cancellation() {
+    let server = start_with(vec![toolbox_stdio("box")]).await;
+    let marker = std::env::temp_dir().join(format!(
+        "contextd-cancel-marker-{}-{}",
+        std::process::id(),
+        line!()
+    ));
+    let _ = std::fs::remove_file(&marker);
+    let mut sessions = server.sessions().await;
+    create_session(
+        &mut sessions,
+        CreateSessionRequest {
+            session_id: "waiting".into(),
+            server_tools: Some(ServerToolSelection {
+                patterns: vec!["box__*".into()],
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let pid = || async {
+        within(
+            "CallTool pid",
+            server.tools().await.call_tool(call("box__pid", json!({}))),
+        )
+        .await
+        .expect("CallTool pid")
+        .into_inner()
+        .content
+    };
+    let before = pid().await;
+    let mut interact = server.interact().await;
+    let line = format!(
+        "/call box__wait_for_cancel {}",
+        json!({"marker": marker.to_string_lossy()})
+    );
+    let mut request = tonic::Request::new(interact_request("waiting", &line, None));
+    request.set_timeout(std::time::Duration::from_millis(1500));
+    let status = within("Interact with a deadline", interact.interact(request))
+        .await
+        .expect_err("the deadline ends the turn");
+    assert!(
+        matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{status:?}"
+    );
+    eventually("the server sees its call cancelled", || async {
+        std::fs::read_to_string(&marker).is_ok_and(|text| text == "cancelled")
+    })
+    .await;
+    let _ = std::fs::remove_file(&marker);
+    // The same server process goes on answering: the cancel ended one request, not the
+    // connection (a closed connection would also cancel the call, but end the process).
+    assert_eq!(pid().await, before, "the server was not restarted");
+}
+
+/// A stdio server's stderr goes to contextd's log line by line, with the server's name: the
+/// `contextd` binary, configured from a TOML file, logs the toolbox's start-up line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_servers_stderr_is_logged_with_its_name() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let (python, script) = mcp_support::toolbox_command();
+    let config = std::env::temp_dir().join(format!(
+        "contextd-stderr-{}-{}.toml",
+        std::process::id(),
+        line!()
+    ));
+    std::fs::write(
+        &config,
+        format!(
+            "[[mcp_servers]]\nname = \"noisy\"\ntransport = \"stdio\"\ncommand = {}\nargs = [{}]\nstartup_timeout_ms = 60000\n",
+            json!(python),
+            json!(script)
+        ),
+    )
+    .expect("config file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_contextd"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("contextd serve");
+    let stderr = child.stderr.take().expect("stderr");
+    // A thread reads the log; the test waits for its answer with a bound, so a contextd that
+    // never logs the line fails the test instead of hanging it.
+    let (found, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("toolbox starting on stdio") {
+                let _ = found.send(line);
+                return;
+            }
+        }
+    });
+    let line = seen.recv_timeout(WAIT * 3);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&config);
+    let line = line.expect("the toolbox's stderr line in contextd's log");
+    assert!(line.contains("mcp_server=noisy"), "{line}");
 }
