@@ -338,6 +338,30 @@ async fn a_server_that_stays_down_keeps_its_tools_listed_and_answers_why() {
             .iter()
             .any(|t| t.name == "time__get_current_time")
     );
+    // Its last known tools still count as known: a session may select them while it is down.
+    let mut sessions = server.sessions().await;
+    let created = within(
+        "CreateSession selecting a down server's tools",
+        sessions.create_session(CreateSessionRequest {
+            session_id: "while-down".into(),
+            server_tools: Some(ServerToolSelection {
+                patterns: vec!["time__*".into()],
+            }),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("a down server's last known tools can be selected");
+    assert!(created.into_inner().session.is_some());
+    let offered = tools
+        .list_tools(ListToolsRequest {
+            session_id: "while-down".into(),
+        })
+        .await
+        .expect("ListTools")
+        .into_inner()
+        .offered_tools;
+    assert_eq!(offered, ["time__get_current_time", "time__convert_time"]);
     let _ = std::fs::remove_file(&marker);
 }
 
