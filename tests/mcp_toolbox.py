@@ -9,6 +9,8 @@ Its tools exercise what the real servers in the tests do not:
   over stdio), so a test can see which headers reached the server;
 - `pid{}` answers this process's id, so a test can tell processes apart;
 - `keep_me{}` and `drop_me{}` do nothing but exist, for allow/deny filtering;
+- `environment{name}` answers the environment variable `name` (empty when unset) and
+  `working_directory{}` the directory it runs in, so a test can see `env` and `cwd` applied;
 - `wait_for_cancel{marker}` waits (ten minutes) until the client cancels it with
   `notifications/cancelled`, then writes `cancelled` to the file `marker`, so a test can see
   that the cancellation reached the server.
@@ -64,6 +66,18 @@ def keep_me() -> str:
 def drop_me() -> str:
     """Does nothing; exists to be denied."""
     return "dropped"
+
+
+@toolbox.tool()
+def environment(name: str) -> str:
+    """Answers the environment variable `name` (empty when unset)."""
+    return os.environ.get(name, "")
+
+
+@toolbox.tool()
+def working_directory() -> str:
+    """Answers the directory this server runs in."""
+    return os.getcwd()
 
 
 @toolbox.tool()

@@ -278,3 +278,55 @@ async fn a_stdio_servers_stderr_is_logged_with_its_name() {
     let line = line.expect("the toolbox's stderr line in contextd's log");
     assert!(line.contains("mcp_server=noisy"), "{line}");
 }
+
+/// A stdio server starts with the configured `env` and `cwd`, and a call longer than
+/// `call_timeout_ms` answers `is_error` naming the setting, cancelled at the server too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_cwd_and_call_timeout_of_a_stdio_server() {
+    let dir = std::env::temp_dir().join(format!("contextd-cwd-{}-{}", std::process::id(), line!()));
+    std::fs::create_dir_all(&dir).expect("a working directory");
+    let dir = dir.canonicalize().expect("canonical directory");
+    let mut boxed = toolbox_stdio("box");
+    boxed
+        .env
+        .insert("TOOLBOX_GREETING".into(), "hello from the config".into());
+    boxed.cwd = Some(dir.clone());
+    boxed.call_timeout_ms = 1_000;
+    let server = start_with(vec![boxed]).await;
+    let mut tools = server.tools().await;
+    let env = within(
+        "CallTool environment",
+        tools.call_tool(call("box__environment", json!({"name": "TOOLBOX_GREETING"}))),
+    )
+    .await
+    .expect("CallTool")
+    .into_inner();
+    assert_eq!(env.content, "hello from the config");
+    let cwd = within(
+        "CallTool working_directory",
+        tools.call_tool(call("box__working_directory", json!({}))),
+    )
+    .await
+    .expect("CallTool")
+    .into_inner();
+    assert_eq!(std::path::PathBuf::from(&cwd.content), dir);
+
+    let marker = dir.join("cancelled");
+    let slow = within(
+        "CallTool past call_timeout_ms",
+        tools.call_tool(call(
+            "box__wait_for_cancel",
+            json!({"marker": marker.to_string_lossy()}),
+        )),
+    )
+    .await
+    .expect("CallTool")
+    .into_inner();
+    assert!(slow.is_error, "{}", slow.content);
+    assert!(slow.content.contains("call_timeout_ms"), "{}", slow.content);
+    eventually("the server sees the timed-out call cancelled", || async {
+        marker.exists()
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
