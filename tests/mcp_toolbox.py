@@ -15,6 +15,9 @@ Its tools exercise what the real servers in the tests do not:
   `notifications/cancelled`, then writes `cancelled` to the file `marker`, so a test can see
   that the cancellation reached the server.
 
+`--extra-tool NAME` adds a tool `NAME` at start (it answers its own name), so a test can give
+two servers tools whose contextd names collide.
+
 At start it writes one line to stderr, `toolbox starting on <transport>`, so a test can find it
 in the client's log.
 """
@@ -94,7 +97,11 @@ async def wait_for_cancel(marker: str) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--http", type=int, metavar="PORT", help="serve Streamable HTTP on PORT")
+    parser.add_argument("--extra-tool", metavar="NAME", help="also offer a tool called NAME")
     args = parser.parse_args()
+    if args.extra_tool:
+        extra = args.extra_tool
+        toolbox.add_tool(lambda: extra, name=extra, description=f"added at start as {extra}")
     print(f"toolbox starting on {'stdio' if args.http is None else 'http'}", file=sys.stderr, flush=True)
     if args.http is None:
         toolbox.run()

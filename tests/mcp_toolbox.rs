@@ -330,3 +330,57 @@ async fn env_cwd_and_call_timeout_of_a_stdio_server() {
     .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two servers whose tools end up with one contextd name (`a` + `_x` and `a_` + `x` are both
+/// `a___x`) stop start-up with a message naming both servers and the tool.
+#[test]
+fn a_name_offered_by_two_servers_stops_start_up_naming_both() {
+    use std::process::{Command, Stdio};
+
+    let (python, script) = mcp_support::toolbox_command();
+    let entry = |name: &str, extra: &str| {
+        format!(
+            "[[mcp_servers]]\nname = {}\ntransport = \"stdio\"\ncommand = {}\nargs = [{}, \"--extra-tool\", {}]\nstartup_timeout_ms = 60000\n",
+            json!(name),
+            json!(python),
+            json!(script),
+            json!(extra)
+        )
+    };
+    let config = std::env::temp_dir().join(format!(
+        "contextd-collision-{}-{}.toml",
+        std::process::id(),
+        line!()
+    ));
+    std::fs::write(&config, entry("a", "_x") + &entry("a_", "x")).expect("config file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_contextd"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("contextd serve");
+    // Bounded: a contextd that starts anyway is killed and fails the test.
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if started.elapsed() > WAIT * 3 {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    let _ = std::fs::remove_file(&config);
+    let status = status.unwrap_or_else(|| panic!("contextd kept running: {stderr}"));
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(r#"MCP servers "a" and "a_" both offer a tool named "a___x""#),
+        "{stderr}"
+    );
+}
