@@ -3,7 +3,8 @@
 //! while contextd runs (`notifications/tools/list_changed`), `allow_tools` / `deny_tools`, and
 //! `headers` built from `${VAR}` environment references reaching the server, a turn's deadline
 //! reaching the server as `notifications/cancelled`, and a stdio server's stderr in contextd's
-//! log with the server's name.
+//! log with the server's name, and a server that lists its tools in pages
+//! (`tests/mcp_paged.py`, the same SDK's low-level server).
 //!
 //! Every wait is on an event or a bounded poll ([`eventually`]), never a fixed sleep.
 
@@ -383,4 +384,34 @@ fn a_name_offered_by_two_servers_stops_start_up_naming_both() {
         stderr.contains(r#"MCP servers "a" and "a_" both offer a tool named "a___x""#),
         "{stderr}"
     );
+}
+
+/// Discovery follows `nextCursor`: a server that lists its seven tools three at a time has
+/// all seven listed and callable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_listed_in_pages_are_all_discovered() {
+    let python = mcp_support::python_venv().join("bin/python");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_paged.py");
+    let mut paged = McpServerConfig::stdio(
+        "paged",
+        &python.to_string_lossy(),
+        &[&script.to_string_lossy()],
+    );
+    paged.startup_timeout_ms = 60_000;
+    let server = start_with(vec![paged]).await;
+    let mut names = listed(&server).await;
+    names.retain(|n| n.starts_with("paged__"));
+    let expected: Vec<String> = (0..7).map(|n| format!("paged__page_tool_{n}")).collect();
+    assert_eq!(names, expected);
+    let last = within(
+        "CallTool on the last page",
+        server
+            .tools()
+            .await
+            .call_tool(call("paged__page_tool_6", json!({}))),
+    )
+    .await
+    .expect("CallTool")
+    .into_inner();
+    assert_eq!(last.content, "page_tool_6");
 }
