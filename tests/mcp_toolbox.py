@@ -11,9 +11,9 @@ Its tools exercise what the real servers in the tests do not:
 - `keep_me{}` and `drop_me{}` do nothing but exist, for allow/deny filtering;
 - `environment{name}` answers the environment variable `name` (empty when unset) and
   `working_directory{}` the directory it runs in, so a test can see `env` and `cwd` applied;
-- `wait_for_cancel{marker}` waits (ten minutes) until the client cancels it with
-  `notifications/cancelled`, then writes `cancelled` to the file `marker`, so a test can see
-  that the cancellation reached the server.
+- `wait_for_cancel{marker}` writes `waiting` to the file `marker`, waits (ten minutes) until
+  the client cancels it with `notifications/cancelled`, then writes `cancelled` there, so a
+  test can see that the call started and that the cancellation reached the server.
 
 `--extra-tool NAME` adds a tool `NAME` at start (it answers its own name), so a test can give
 two servers tools whose contextd names collide.
@@ -85,7 +85,9 @@ def working_directory() -> str:
 
 @toolbox.tool()
 async def wait_for_cancel(marker: str) -> str:
-    """Waits until the call is cancelled, then writes `cancelled` to the file `marker`."""
+    """Writes `waiting` to the file `marker`, waits until the call is cancelled, then writes
+    `cancelled` there."""
+    Path(marker).write_text("waiting")
     try:
         await anyio.sleep(600)
     except anyio.get_cancelled_exc_class():

@@ -12,8 +12,10 @@ mod common;
 mod mcp_support;
 
 use common::*;
+use contextd::api::v1::converse_request::Frame;
 use contextd::api::v1::{
-    CallToolRequest, CreateSessionRequest, ListToolsRequest, ServerToolSelection,
+    CallToolRequest, ConverseCancel, CreateSessionRequest, FinishReason, ListToolsRequest,
+    ServerToolSelection,
 };
 use contextd::config::McpServerConfig;
 use mcp_support::{ToolboxHttp, toolbox_stdio};
@@ -326,7 +328,7 @@ async fn env_cwd_and_call_timeout_of_a_stdio_server() {
     assert!(slow.is_error, "{}", slow.content);
     assert!(slow.content.contains("call_timeout_ms"), "{}", slow.content);
     eventually("the server sees the timed-out call cancelled", || async {
-        marker.exists()
+        std::fs::read_to_string(&marker).is_ok_and(|text| text == "cancelled")
     })
     .await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -414,4 +416,56 @@ async fn tools_listed_in_pages_are_all_discovered() {
     .expect("CallTool")
     .into_inner();
     assert_eq!(last.content, "page_tool_6");
+}
+
+/// A Converse `cancel` frame sent while a server-side MCP call runs in the turn cancels that
+/// call at the server, and the turn ends cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_converse_cancel_reaches_the_server_as_a_cancellation() {
+    let server = start_with(vec![toolbox_stdio("box")]).await;
+    let marker = std::env::temp_dir().join(format!(
+        "contextd-cancel-marker-{}-{}",
+        std::process::id(),
+        line!()
+    ));
+    let _ = std::fs::remove_file(&marker);
+    let mut sessions = server.sessions().await;
+    create_session(
+        &mut sessions,
+        CreateSessionRequest {
+            session_id: "conversing".into(),
+            server_tools: Some(ServerToolSelection {
+                patterns: vec!["box__*".into()],
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut interact = server.interact().await;
+    let mut conversation = Conversation::start(&mut interact).await;
+    conversation.open("conversing").await;
+    conversation
+        .send_message(
+            &format!(
+                "/call box__wait_for_cancel {}",
+                json!({"marker": marker.to_string_lossy()})
+            ),
+            None,
+        )
+        .await;
+    eventually("the server runs the call", || async {
+        std::fs::read_to_string(&marker).is_ok_and(|text| text == "waiting")
+    })
+    .await;
+    conversation.send(Frame::Cancel(ConverseCancel {})).await;
+    let events = conversation.until_end_of_turn().await;
+    assert_eq!(
+        converse_completed(&events).finish_reason(),
+        FinishReason::Cancelled
+    );
+    eventually("the server sees its call cancelled", || async {
+        std::fs::read_to_string(&marker).is_ok_and(|text| text == "cancelled")
+    })
+    .await;
+    let _ = std::fs::remove_file(&marker);
 }
