@@ -462,7 +462,11 @@ async fn structured_and_image_results_of_server_everything() {
         format!("{} KB", decoded / 1024)
     };
     let described = format!("[image image/png {size}]");
-    assert!(out.content.contains(&described), "{} lacks {described}", out.content);
+    assert!(
+        out.content.contains(&described),
+        "{} lacks {described}",
+        out.content
+    );
     assert!(
         parts
             .iter()

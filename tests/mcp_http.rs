@@ -100,8 +100,13 @@ async fn requests_need_no_session_and_see_the_grpc_doors_sessions() {
     .await;
     let answer: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(answer["result"]["isError"], true, "{answer}");
-    let text = answer["result"]["content"][0]["text"].as_str().unwrap_or_default();
-    assert!(text.contains("did not run") && text.contains("city"), "{answer}");
+    let text = answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        text.contains("did not run") && text.contains("city"),
+        "{answer}"
+    );
 
     let (_, _, body) = post(
         &server,

@@ -256,7 +256,14 @@ async fn a_stdio_servers_stderr_is_logged_with_its_name() {
     )
     .expect("config file");
     let mut child = Command::new(env!("CARGO_BIN_EXE_contextd"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory", "--config"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "memory",
+            "--config",
+        ])
         .arg(&config)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -299,7 +306,10 @@ async fn env_cwd_and_call_timeout_of_a_stdio_server() {
     let mut tools = server.tools().await;
     let env = within(
         "CallTool environment",
-        tools.call_tool(call("box__environment", json!({"name": "TOOLBOX_GREETING"}))),
+        tools.call_tool(call(
+            "box__environment",
+            json!({"name": "TOOLBOX_GREETING"}),
+        )),
     )
     .await
     .expect("CallTool")
@@ -357,7 +367,14 @@ fn a_name_offered_by_two_servers_stops_start_up_naming_both() {
     ));
     std::fs::write(&config, entry("a", "_x") + &entry("a_", "x")).expect("config file");
     let mut child = Command::new(env!("CARGO_BIN_EXE_contextd"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory", "--config"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "memory",
+            "--config",
+        ])
         .arg(&config)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

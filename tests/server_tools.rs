@@ -291,8 +291,15 @@ async fn reset_goes_back_to_the_default_selection() {
     config.engine.default_server_tools = vec!["context_get".into()];
     let server = TestServer::start_with(config).await;
     let mut sessions = server.sessions().await;
-    create_session(&mut sessions, new_session("chosen", selection(&["history_*"]))).await;
-    assert_eq!(offered(&server, "chosen").await, ["history_search", "get_weather"]);
+    create_session(
+        &mut sessions,
+        new_session("chosen", selection(&["history_*"])),
+    )
+    .await;
+    assert_eq!(
+        offered(&server, "chosen").await,
+        ["history_search", "get_weather"]
+    );
 
     let both = sessions
         .update_session(UpdateSessionRequest {
@@ -324,9 +331,18 @@ async fn reset_goes_back_to_the_default_selection() {
     .session
     .expect("session");
     assert_eq!(reset.server_tools, None);
-    assert_eq!(get_session(&mut sessions, "chosen").await.server_tools, None);
-    assert_eq!(offered(&server, "chosen").await, ["context_get", "get_weather"]);
-    assert_eq!(previewed(&server, "chosen").await, ["context_get", "get_weather"]);
+    assert_eq!(
+        get_session(&mut sessions, "chosen").await.server_tools,
+        None
+    );
+    assert_eq!(
+        offered(&server, "chosen").await,
+        ["context_get", "get_weather"]
+    );
+    assert_eq!(
+        previewed(&server, "chosen").await,
+        ["context_get", "get_weather"]
+    );
 
     // Resetting a session that never chose is allowed and leaves it on the default.
     create_session(&mut sessions, new_session("plain", None)).await;
@@ -338,7 +354,10 @@ async fn reset_goes_back_to_the_default_selection() {
         })
         .await
         .expect("UpdateSession");
-    assert_eq!(again.into_inner().session.expect("session").server_tools, None);
+    assert_eq!(
+        again.into_inner().session.expect("session").server_tools,
+        None
+    );
 }
 
 /// HTTP/JSON's `PATCH /v1/sessions/{id}` with `resetServerTools` does what gRPC does: the
@@ -383,10 +402,18 @@ async fn http_json_resets_as_grpc_does() {
     let by_http = get_session(&mut sessions, "over-http").await;
     assert_eq!(by_http.server_tools, by_grpc.server_tools);
     assert_eq!(by_http.server_tools, None);
-    assert_eq!(offered(&server, "over-http").await, offered(&server, "over-grpc").await);
     assert_eq!(
         offered(&server, "over-http").await,
-        ["context_get", "context_set", "history_search", "get_weather"]
+        offered(&server, "over-grpc").await
+    );
+    assert_eq!(
+        offered(&server, "over-http").await,
+        [
+            "context_get",
+            "context_set",
+            "history_search",
+            "get_weather"
+        ]
     );
 
     let grpc_refusal = expect_code(
@@ -410,7 +437,10 @@ async fn http_json_resets_as_grpc_does() {
     let body: serde_json::Value = response.json().await.expect("JSON body");
     assert_eq!(body["error"]["status"], "INVALID_ARGUMENT", "{body}");
     assert_eq!(body["error"]["message"], grpc_refusal.message(), "{body}");
-    assert_eq!(get_session(&mut sessions, "over-http").await.server_tools, None);
+    assert_eq!(
+        get_session(&mut sessions, "over-http").await.server_tools,
+        None
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

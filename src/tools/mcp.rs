@@ -635,9 +635,11 @@ mod tests {
         assert!(!out.is_error);
         assert!(output_of(&json!({"content": [], "isError": true})).is_error);
         // Padding is not data: "AAE=" is two bytes.
-        let audio = json!({"content": [{"type": "audio", "data": "AAE=", "mimeType": "audio/wav"}]});
+        let audio =
+            json!({"content": [{"type": "audio", "data": "AAE=", "mimeType": "audio/wav"}]});
         assert_eq!(output_of(&audio).content, "[audio audio/wav 2 B]");
-        let link = json!({"content": [{"type": "resource_link", "name": "notes", "uri": "file:///n"}]});
+        let link =
+            json!({"content": [{"type": "resource_link", "name": "notes", "uri": "file:///n"}]});
         assert_eq!(output_of(&link).content, "[link notes file:///n]");
     }
 
