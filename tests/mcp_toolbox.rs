@@ -486,3 +486,51 @@ async fn a_converse_cancel_reaches_the_server_as_a_cancellation() {
     .await;
     let _ = std::fs::remove_file(&marker);
 }
+
+/// A name a server adds at run time that an earlier server already offers (`a` + `_x` and
+/// `a_` + `x` are both `a___x`) stays the earlier server's: listed once, and calls reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_added_later_that_another_server_offers_stays_the_first_servers() {
+    let server = start_with(vec![toolbox_stdio("a"), toolbox_stdio("a_")]).await;
+    let mut tools = server.tools().await;
+    // The later server adds its tool first, so once the earlier one's is listed too, both
+    // listings hold the name.
+    for (adder, name) in [("a___add_tool", "x"), ("a__add_tool", "_x")] {
+        let out = within(
+            "CallTool add_tool",
+            tools.call_tool(call(adder, json!({"name": name}))),
+        )
+        .await
+        .expect("CallTool add_tool")
+        .into_inner();
+        assert!(!out.is_error, "{}", out.content);
+        eventually("the added tool is listed", || async {
+            listed(&server).await.contains(&"a___x".to_string())
+        })
+        .await;
+    }
+    // Both servers have listed again: each answers a second added tool of its own.
+    for (adder, name, listed_as) in [("a___add_tool", "y", "a___y"), ("a__add_tool", "z", "a__z")] {
+        within(
+            "CallTool add_tool",
+            tools.call_tool(call(adder, json!({"name": name}))),
+        )
+        .await
+        .expect("CallTool add_tool");
+        eventually("the second added tool is listed", || async {
+            listed(&server).await.contains(&listed_as.to_string())
+        })
+        .await;
+    }
+    let names = listed(&server).await;
+    assert_eq!(
+        names.iter().filter(|n| *n == "a___x").count(),
+        1,
+        "{names:?}"
+    );
+    let out = within("CallTool a___x", tools.call_tool(call("a___x", json!({}))))
+        .await
+        .expect("CallTool a___x")
+        .into_inner();
+    assert_eq!(out.content, "_x", "the earlier server's tool answers");
+}

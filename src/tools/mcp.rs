@@ -170,18 +170,16 @@ impl McpTools {
 impl ToolProvider for McpTools {
     /// The listed tools of the servers `tenant` may use (`tenants`), whatever their scope.
     fn tools(&self, tenant: &TenantId) -> Vec<ServerTool> {
-        self.entries
-            .iter()
-            .filter(|e| e.config.serves(tenant))
-            .flat_map(|e| e.listing.tools())
-            .collect()
+        first_of_each_name(
+            self.entries
+                .iter()
+                .filter(|e| e.config.serves(tenant))
+                .flat_map(|e| e.listing.tools()),
+        )
     }
 
     fn every_tool(&self) -> Vec<ServerTool> {
-        self.entries
-            .iter()
-            .flat_map(|e| e.listing.tools())
-            .collect()
+        first_of_each_name(self.entries.iter().flat_map(|e| e.listing.tools()))
     }
 
     /// Waits for every listing connection's first start; with `scope = "tenant"` no tenant
@@ -226,6 +224,17 @@ impl ToolProvider for McpTools {
         server.first_start().await;
         call_on(&server, name, original, arguments).await
     }
+}
+
+/// The tools in server order, each name once. Start-up refuses two servers offering one
+/// name, but a server that lists again later (`list_changed`) can add a name an earlier server
+/// already has: the earlier one keeps it, as [`McpTools::call`] sends calls to the first
+/// server that lists a name, so the listing names exactly what a call would reach.
+fn first_of_each_name(tools: impl Iterator<Item = ServerTool>) -> Vec<ServerTool> {
+    let mut seen = std::collections::HashSet::new();
+    tools
+        .filter(|tool| seen.insert(tool.spec.name.clone()))
+        .collect()
 }
 
 /// Calls the tool contextd names `name` (`original` on the server) on one connection.
