@@ -368,6 +368,9 @@ pub struct SessionUpdate {
     /// Replaces the server-side tools offered to the model (names or `*` patterns; an empty
     /// list: none).
     pub server_tools: Option<Vec<String>>,
+    /// Forgets the session's own selection of server-side tools, so it is offered the
+    /// server's `engine.default_server_tools` again; refused together with `server_tools`.
+    pub reset_server_tools: bool,
     /// Applies the change only while the session's `etag` is still this one (from a
     /// [`v1::Session`] read before); `ABORTED` otherwise. `None`: unconditional.
     pub etag: Option<String>,
@@ -522,6 +525,7 @@ impl Client {
             window: update.window,
             etag: update.etag.unwrap_or_default(),
             server_tools: update.server_tools.map(server_tools_to_wire),
+            reset_server_tools: update.reset_server_tools,
         };
         let response = self
             .sessions

@@ -338,6 +338,30 @@ async fn a_server_that_stays_down_keeps_its_tools_listed_and_answers_why() {
             .iter()
             .any(|t| t.name == "time__get_current_time")
     );
+    // Its last known tools still count as known: a session may select them while it is down.
+    let mut sessions = server.sessions().await;
+    let created = within(
+        "CreateSession selecting a down server's tools",
+        sessions.create_session(CreateSessionRequest {
+            session_id: "while-down".into(),
+            server_tools: Some(ServerToolSelection {
+                patterns: vec!["time__*".into()],
+            }),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("a down server's last known tools can be selected");
+    assert!(created.into_inner().session.is_some());
+    let offered = tools
+        .list_tools(ListToolsRequest {
+            session_id: "while-down".into(),
+        })
+        .await
+        .expect("ListTools")
+        .into_inner()
+        .offered_tools;
+    assert_eq!(offered, ["time__get_current_time", "time__convert_time"]);
     let _ = std::fs::remove_file(&marker);
 }
 
@@ -419,9 +443,30 @@ async fn structured_and_image_results_of_server_everything() {
     .expect("CallTool")
     .into_inner();
     assert!(!out.is_error, "{}", out.content);
-    assert!(out.content.contains("[image image/png"), "{}", out.content);
     let structured = from_value(out.structured_content.as_ref().expect("structured"));
     let parts = structured["content"].as_array().expect("content parts");
+    // The text names the image's type and decoded size, which the test works out itself.
+    let image = parts
+        .iter()
+        .find(|p| p["type"] == json!("image"))
+        .expect("an image part");
+    let decoded = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        image["data"].as_str().expect("image data"),
+    )
+    .expect("base64 image")
+    .len();
+    let size = if decoded < 1024 {
+        format!("{decoded} B")
+    } else {
+        format!("{} KB", decoded / 1024)
+    };
+    let described = format!("[image image/png {size}]");
+    assert!(
+        out.content.contains(&described),
+        "{} lacks {described}",
+        out.content
+    );
     assert!(
         parts
             .iter()
@@ -444,6 +489,100 @@ async fn structured_and_image_results_of_server_everything() {
         "{}",
         out.content
     );
+}
+
+/// A server's tool annotations are untrusted hints: every listing shows them in the
+/// description (`ListTools`, `/mcp` `tools/list`, the gRPC binding's `ListTools`, which also
+/// takes an `mcp-protocol-version`), none relays them as contextd's own annotations, and a
+/// tool that calls itself read-only is still offered only where selected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotations_are_shown_as_hints_on_every_listing() {
+    use contextd::api::mcp;
+    use contextd::api::mcp::mcp_client::McpClient;
+
+    let mut config = test_config();
+    config.mcp_servers = vec![everything_stdio()];
+    let server = TestServer::start_with(config).await;
+    let is_hinted = |description: &str| {
+        description.starts_with("Echoes back the input string\n(server hints: ")
+            && description.contains("\"readOnlyHint\":true")
+            && description.contains("\"destructiveHint\":false")
+    };
+
+    let mut tools = server.tools().await;
+    let listed = within("ListTools", tools.list_tools(ListToolsRequest::default()))
+        .await
+        .expect("ListTools")
+        .into_inner();
+    let echo = listed
+        .tools
+        .iter()
+        .find(|t| t.name == "everything__echo")
+        .expect("everything__echo listed");
+    assert!(is_hinted(&echo.description), "{}", echo.description);
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let reply = within(
+        "POST /mcp",
+        reqwest::Client::new()
+            .post(format!("{}/mcp", server.url()))
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}))
+            .send(),
+    )
+    .await
+    .expect("POST /mcp");
+    let body: serde_json::Value = within("tools/list", reply.json()).await.expect("JSON");
+    let echo = body["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .find(|t| t["name"] == "everything__echo")
+        .unwrap_or_else(|| panic!("everything__echo in {body}"));
+    assert!(
+        is_hinted(echo["description"].as_str().unwrap_or_default()),
+        "{echo}"
+    );
+    assert!(echo.get("annotations").is_none(), "{echo}");
+
+    let mut binding = McpClient::new(server.channel().await);
+    let mut request = tonic::Request::new(mcp::ListToolsRequest::default());
+    request
+        .metadata_mut()
+        .insert("mcp-protocol-version", "2025-11-25".parse().unwrap());
+    let listed = within("binding ListTools", binding.list_tools(request))
+        .await
+        .expect("binding ListTools")
+        .into_inner();
+    let echo = listed
+        .tools
+        .iter()
+        .find(|t| t.name == "everything__echo")
+        .expect("everything__echo in the binding's ListTools");
+    assert!(is_hinted(&echo.description), "{}", echo.description);
+    assert_eq!(echo.annotations, None);
+
+    let mut sessions = server.sessions().await;
+    create_session(
+        &mut sessions,
+        CreateSessionRequest {
+            session_id: "hinted".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let offered = within(
+        "ListTools",
+        tools.list_tools(ListToolsRequest {
+            session_id: "hinted".into(),
+        }),
+    )
+    .await
+    .expect("ListTools")
+    .into_inner()
+    .offered_tools;
+    assert_eq!(offered, ["context_get", "context_set", "history_search"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -186,6 +186,25 @@ async fn a_tool_call_changes_the_session_and_errors_say_what_to_fix() {
         json!({"user": "ann", "city": "Paris"})
     );
 
+    // Arguments that break the schema: a tool error saying what is wrong; nothing runs.
+    let refused = call(
+        &mut mcp,
+        "context_set",
+        json!({"session_id": "mcp_tools", "patch": {"city": "Lyon"}, "city": "Lyon"}),
+    )
+    .await
+    .expect("context_set with an extra argument");
+    assert!(refused.is_error, "{refused:?}");
+    assert!(
+        text(&refused).contains("did not run") && text(&refused).contains("city"),
+        "{}",
+        text(&refused)
+    );
+    let got = call(&mut mcp, "context_get", json!({"session_id": "mcp_tools"}))
+        .await
+        .expect("context_get");
+    assert_eq!(json_of(&got.structured_content)["city"], "Paris");
+
     let status = expect_code(call(&mut mcp, "", json!({})).await, Code::InvalidArgument);
     assert!(status.message().contains("name"), "{status:?}");
     let status = expect_code(call(&mut mcp, "nope", json!({})).await, Code::NotFound);

@@ -86,6 +86,28 @@ async fn requests_need_no_session_and_see_the_grpc_doors_sessions() {
     assert_eq!(document["context"], json!({"user": "ann"}));
     assert_eq!(document["history"][0]["content"], "hello");
 
+    // Arguments that break the tool's schema are a tool error the host's model can read
+    // (MCP treats input validation as a tool execution error), and the tool does not run.
+    let (_, _, body) = post(
+        &server,
+        &call(
+            4,
+            "tools/call",
+            json!({"name": "context_get", "arguments": {"session_id": "mcp_http_1", "city": "Paris"}}),
+        ),
+        &[],
+    )
+    .await;
+    let answer: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    let text = answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        text.contains("did not run") && text.contains("city"),
+        "{answer}"
+    );
+
     let (_, _, body) = post(
         &server,
         &call(3, "tools/call", json!({"name": "nope"})),

@@ -279,6 +279,170 @@ async fn the_default_selection_is_configurable() {
     assert_eq!(offered(&server, "s").await, ["context_get", "get_weather"]);
 }
 
+/// The message both doors give when `server_tools` and `reset_server_tools` come together.
+const BOTH_SET: &str = "server_tools and reset_server_tools cannot both be set";
+
+/// `reset_server_tools` puts a session back on `engine.default_server_tools` (its own
+/// selection becomes unset, so it is not a copy of today's default), and is refused together
+/// with `server_tools` without changing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_goes_back_to_the_default_selection() {
+    let mut config = test_config();
+    config.engine.default_server_tools = vec!["context_get".into()];
+    let server = TestServer::start_with(config).await;
+    let mut sessions = server.sessions().await;
+    create_session(
+        &mut sessions,
+        new_session("chosen", selection(&["history_*"])),
+    )
+    .await;
+    assert_eq!(
+        offered(&server, "chosen").await,
+        ["history_search", "get_weather"]
+    );
+
+    let both = sessions
+        .update_session(UpdateSessionRequest {
+            session_id: "chosen".into(),
+            server_tools: selection(&[]),
+            reset_server_tools: true,
+            ..Default::default()
+        })
+        .await;
+    let status = expect_code(both, Code::InvalidArgument);
+    assert!(status.message().contains(BOTH_SET), "{}", status.message());
+    assert_eq!(
+        get_session(&mut sessions, "chosen").await.server_tools,
+        selection(&["history_*"]),
+        "a refused update changes nothing"
+    );
+
+    let reset = within(
+        "UpdateSession",
+        sessions.update_session(UpdateSessionRequest {
+            session_id: "chosen".into(),
+            reset_server_tools: true,
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("UpdateSession")
+    .into_inner()
+    .session
+    .expect("session");
+    assert_eq!(reset.server_tools, None);
+    assert_eq!(
+        get_session(&mut sessions, "chosen").await.server_tools,
+        None
+    );
+    assert_eq!(
+        offered(&server, "chosen").await,
+        ["context_get", "get_weather"]
+    );
+    assert_eq!(
+        previewed(&server, "chosen").await,
+        ["context_get", "get_weather"]
+    );
+
+    // Resetting a session that never chose is allowed and leaves it on the default.
+    create_session(&mut sessions, new_session("plain", None)).await;
+    let again = sessions
+        .update_session(UpdateSessionRequest {
+            session_id: "plain".into(),
+            reset_server_tools: true,
+            ..Default::default()
+        })
+        .await
+        .expect("UpdateSession");
+    assert_eq!(
+        again.into_inner().session.expect("session").server_tools,
+        None
+    );
+}
+
+/// HTTP/JSON's `PATCH /v1/sessions/{id}` with `resetServerTools` does what gRPC does: the
+/// same session afterwards, and the same refusal (400 INVALID_ARGUMENT, same message) when
+/// `serverTools` comes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_json_resets_as_grpc_does() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = TestServer::start().await;
+    let mut sessions = server.sessions().await;
+    let http = reqwest::Client::builder()
+        .timeout(WAIT)
+        .build()
+        .expect("HTTP client");
+    let patch = |id: &str, body: serde_json::Value| {
+        http.patch(format!("{}/v1/sessions/{id}", server.url()))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    for id in ["over-grpc", "over-http"] {
+        create_session(&mut sessions, new_session(id, selection(&["context_set"]))).await;
+    }
+
+    let by_grpc = sessions
+        .update_session(UpdateSessionRequest {
+            session_id: "over-grpc".into(),
+            reset_server_tools: true,
+            ..Default::default()
+        })
+        .await
+        .expect("UpdateSession")
+        .into_inner()
+        .session
+        .expect("session");
+    let response = patch("over-http", json!({"resetServerTools": true}))
+        .await
+        .expect("PATCH");
+    assert_eq!(response.status().as_u16(), 200);
+    let body: serde_json::Value = response.json().await.expect("JSON body");
+    assert!(body["session"].get("serverTools").is_none(), "{body}");
+    let by_http = get_session(&mut sessions, "over-http").await;
+    assert_eq!(by_http.server_tools, by_grpc.server_tools);
+    assert_eq!(by_http.server_tools, None);
+    assert_eq!(
+        offered(&server, "over-http").await,
+        offered(&server, "over-grpc").await
+    );
+    assert_eq!(
+        offered(&server, "over-http").await,
+        [
+            "context_get",
+            "context_set",
+            "history_search",
+            "get_weather"
+        ]
+    );
+
+    let grpc_refusal = expect_code(
+        sessions
+            .update_session(UpdateSessionRequest {
+                session_id: "over-grpc".into(),
+                server_tools: selection(&["context_get"]),
+                reset_server_tools: true,
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    let response = patch(
+        "over-http",
+        json!({"serverTools": {"patterns": ["context_get"]}, "resetServerTools": true}),
+    )
+    .await
+    .expect("PATCH");
+    assert_eq!(response.status().as_u16(), 400);
+    let body: serde_json::Value = response.json().await.expect("JSON body");
+    assert_eq!(body["error"]["status"], "INVALID_ARGUMENT", "{body}");
+    assert_eq!(body["error"]["message"], grpc_refusal.message(), "{body}");
+    assert_eq!(
+        get_session(&mut sessions, "over-http").await.server_tools,
+        None
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_tool_refuses_arguments_that_break_the_schema() {
     let server = TestServer::start().await;
@@ -445,6 +609,22 @@ async fn the_rust_client_sets_and_reads_the_selection() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
+    let reset = client
+        .update_session(
+            "rust",
+            SessionUpdate {
+                reset_server_tools: true,
+                ..SessionUpdate::default()
+            },
+        )
+        .await
+        .expect("UpdateSession");
+    assert_eq!(reset.server_tools, None);
+    let listed = client.list_tools(Some("rust")).await.expect("ListTools");
+    assert_eq!(
+        listed.offered_tools,
+        ["context_get", "context_set", "history_search"]
+    );
     let conversation = client
         .converse(ConverseOptions::new("rust-open").server_tools(["history_search"]))
         .await

@@ -14,7 +14,9 @@ use crate::domain::session::{
     Context, FinishReason, Message, Role, ServerToolSelection, Session, SessionState, ToolCall,
     ToolResult, ToolSpec, Usage, WindowStrategy,
 };
-use crate::engine::{EntryKind, NewSession, Preview, PreviewEntry, SessionUpdate, WindowSettings};
+use crate::engine::{
+    EntryKind, NewSession, Preview, PreviewEntry, ServerToolsChange, SessionUpdate, WindowSettings,
+};
 use crate::model::{BackendInfo, ModelInfo};
 
 /// Wire input that cannot be accepted; the text says what to fix.
@@ -481,9 +483,28 @@ pub fn update_from_wire(
         set_labels: labels_from_wire(r.labels),
         remove_labels: r.remove_labels,
         expire_time: expire_time_from_wire("expire_time", r.expire_time)?,
-        server_tools: r.server_tools.map(server_tools_from_wire),
+        server_tools: server_tools_change_from_wire(r.server_tools, r.reset_server_tools)?,
     };
     Ok((update, etag_from_wire(r.etag)))
+}
+
+/// What `UpdateSession`'s `server_tools` and `reset_server_tools` ask for together: they
+/// contradict each other (set this selection / forget any selection), so both at once is
+/// refused rather than one silently winning.
+fn server_tools_change_from_wire(
+    selection: Option<v1::ServerToolSelection>,
+    reset: bool,
+) -> Result<Option<ServerToolsChange>, WireError> {
+    match (selection, reset) {
+        (Some(_), true) => Err(WireError(
+            "server_tools and reset_server_tools cannot both be set: send server_tools to choose tools, or reset_server_tools to go back to the server's default ones".into(),
+        )),
+        (Some(selection), false) => Ok(Some(ServerToolsChange::Replace(
+            server_tools_from_wire(selection),
+        ))),
+        (None, true) => Ok(Some(ServerToolsChange::Reset)),
+        (None, false) => Ok(None),
+    }
 }
 
 /// An etag from the wire: `None` when empty (the change is unconditional).

@@ -50,7 +50,7 @@ pub use conversation::{Conversation, ConverseEnd, ConverseEvent, ConverseFrame, 
 pub use error::{EngineError, ErrorKind};
 pub use lifecycle::Lifecycle;
 pub use preview::{EntryKind, Preview, PreviewEntry};
-pub use sessions::{NewSession, SessionUpdate, WindowSettings};
+pub use sessions::{NewSession, ServerToolsChange, SessionUpdate, WindowSettings};
 pub use turn::{NoSink, SinkClosed, TurnEvent, TurnOutcome, TurnRequest, TurnSink};
 
 use crate::config::{EngineConfig, Limits};

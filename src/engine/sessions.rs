@@ -79,8 +79,20 @@ pub struct SessionUpdate {
     pub remove_labels: Vec<String>,
     /// A new fixed expiry (replaces the idle time-to-live).
     pub expire_time: Option<SystemTime>,
-    /// A new selection of server-side tools.
-    pub server_tools: Option<ServerToolSelection>,
+    /// A change to the selection of server-side tools.
+    pub server_tools: Option<ServerToolsChange>,
+}
+
+/// How an update changes which server-side tools a session offers. Two variants because a
+/// selection with no patterns already means "none": going back to the server's
+/// `engine.default_server_tools` needs its own word.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerToolsChange {
+    /// Offer the tools these patterns match (no patterns: none).
+    Replace(ServerToolSelection),
+    /// Forget the session's own selection: it follows `engine.default_server_tools` again,
+    /// including later changes to that setting.
+    Reset,
 }
 
 /// One page of a listing, and where the next one starts (`None` on the last page). Doors
@@ -360,9 +372,13 @@ impl Engine {
             }
             session.model = info.name;
         }
-        if let Some(selection) = update.server_tools {
-            self.check_server_tools(&scope.tenant, &selection)?;
-            session.server_tools = Some(selection);
+        match update.server_tools {
+            None => {}
+            Some(ServerToolsChange::Replace(selection)) => {
+                self.check_server_tools(&scope.tenant, &selection)?;
+                session.server_tools = Some(selection);
+            }
+            Some(ServerToolsChange::Reset) => session.server_tools = None,
         }
         if let Some(settings) = update.window {
             self.apply_window_settings(&mut session.window, settings)?;

@@ -170,18 +170,16 @@ impl McpTools {
 impl ToolProvider for McpTools {
     /// The listed tools of the servers `tenant` may use (`tenants`), whatever their scope.
     fn tools(&self, tenant: &TenantId) -> Vec<ServerTool> {
-        self.entries
-            .iter()
-            .filter(|e| e.config.serves(tenant))
-            .flat_map(|e| e.listing.tools())
-            .collect()
+        first_of_each_name(
+            self.entries
+                .iter()
+                .filter(|e| e.config.serves(tenant))
+                .flat_map(|e| e.listing.tools()),
+        )
     }
 
     fn every_tool(&self) -> Vec<ServerTool> {
-        self.entries
-            .iter()
-            .flat_map(|e| e.listing.tools())
-            .collect()
+        first_of_each_name(self.entries.iter().flat_map(|e| e.listing.tools()))
     }
 
     /// Waits for every listing connection's first start; with `scope = "tenant"` no tenant
@@ -226,6 +224,17 @@ impl ToolProvider for McpTools {
         server.first_start().await;
         call_on(&server, name, original, arguments).await
     }
+}
+
+/// The tools in server order, each name once. Start-up refuses two servers offering one
+/// name, but a server that lists again later (`list_changed`) can add a name an earlier server
+/// already has: the earlier one keeps it, as [`McpTools::call`] sends calls to the first
+/// server that lists a name, so the listing names exactly what a call would reach.
+fn first_of_each_name(tools: impl Iterator<Item = ServerTool>) -> Vec<ServerTool> {
+    let mut seen = std::collections::HashSet::new();
+    tools
+        .filter(|tool| seen.insert(tool.spec.name.clone()))
+        .collect()
 }
 
 /// Calls the tool contextd names `name` (`original` on the server) on one connection.
@@ -586,7 +595,9 @@ fn output_of(result: &Value) -> ToolOutput {
 
 /// The decoded size of base64 data, for people (`12 KB`).
 fn size_of_base64(data: &str) -> String {
-    let bytes = data.len() / 4 * 3;
+    // Every 4 characters are 3 bytes, less one byte per `=` of padding at the end.
+    let padding = data.bytes().rev().take_while(|&b| b == b'=').count().min(2);
+    let bytes = (data.len() / 4 * 3).saturating_sub(padding);
     if bytes < 1024 {
         format!("{bytes} B")
     } else {
@@ -632,6 +643,30 @@ mod tests {
         assert_eq!(out.structured, Some(result));
         assert!(!out.is_error);
         assert!(output_of(&json!({"content": [], "isError": true})).is_error);
+        // Padding is not data: "AAE=" is two bytes.
+        let audio =
+            json!({"content": [{"type": "audio", "data": "AAE=", "mimeType": "audio/wav"}]});
+        assert_eq!(output_of(&audio).content, "[audio audio/wav 2 B]");
+        let link =
+            json!({"content": [{"type": "resource_link", "name": "notes", "uri": "file:///n"}]});
+        assert_eq!(output_of(&link).content, "[link notes file:///n]");
+    }
+
+    #[test]
+    fn annotations_are_shown_in_the_description_as_hints() {
+        let config = McpServerConfig::stdio("srv", "unused", &[]);
+        let mut tool = listed(json!({"type": "object"}));
+        tool.annotations = Some(rmcp::model::ToolAnnotations::new().read_only(true));
+        let named = name_tools(&config, vec![tool]).unwrap();
+        let description = &named[0].0.spec.description;
+        assert!(
+            description.starts_with("looks things up\n(server hints: ")
+                && description.contains("\"readOnlyHint\":true"),
+            "{description}"
+        );
+        // Without annotations the description is the server's own.
+        let plain = name_tools(&config, vec![listed(json!({"type": "object"}))]).unwrap();
+        assert_eq!(plain[0].0.spec.description, "looks things up");
     }
 
     fn listed(schema: Value) -> rmcp::model::Tool {

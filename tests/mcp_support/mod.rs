@@ -45,7 +45,7 @@ pub fn time_server() -> PathBuf {
 }
 
 /// The venv's Python and the toolbox script, as a command line.
-fn toolbox_command() -> (String, String) {
+pub fn toolbox_command() -> (String, String) {
     let python = python_venv().join("bin/python");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_toolbox.py");
     (

@@ -519,6 +519,22 @@ func TestServerToolSelection(t *testing.T) {
 	unknown := []string{"time__*"}
 	_, err = c.UpdateSession(ctx, sid, contextd.SessionUpdate{ServerTools: &unknown})
 	wantCode(t, err, codes.InvalidArgument)
+	_, err = c.UpdateSession(ctx, sid, contextd.SessionUpdate{ServerTools: &patterns, ResetServerTools: true})
+	wantCode(t, err, codes.InvalidArgument)
+	reset, err := c.UpdateSession(ctx, sid, contextd.SessionUpdate{ResetServerTools: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reset.ServerTools != nil {
+		t.Fatalf("server tools after reset %v, want unset", *reset.ServerTools)
+	}
+	list, err = c.ListTools(ctx, sid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(list.Offered, ",") != "context_get,context_set,history_search,get_weather" {
+		t.Fatalf("offered after reset %v", list.Offered)
+	}
 	history := []string{"history_search"}
 	cv, err := c.Converse(ctx, contextd.SessionOptions{ID: id(t, "select-open"), ServerTools: &history})
 	if err != nil {

@@ -54,6 +54,9 @@ type SessionUpdate struct {
 	// ServerTools, when not nil, replaces the server-side tools offered to the model (names
 	// or "*" patterns; an empty slice: none).
 	ServerTools *[]string
+	// ResetServerTools forgets the session's own ServerTools, so it is offered the server's
+	// engine.default_server_tools again (code InvalidArgument together with ServerTools).
+	ResetServerTools bool
 }
 
 // MessagePage is one page of ListMessagesPage.
@@ -163,6 +166,7 @@ func (c *Client) UpdateSession(ctx context.Context, id string, update SessionUpd
 		ExpireTime:       timestampOrNil(update.ExpireTime),
 		Window:           update.Window,
 		ServerTools:      selectionToWire(update.ServerTools),
+		ResetServerTools: update.ResetServerTools,
 	}
 	if update.Tools != nil {
 		tools, err := toolsToWire(*update.Tools)

@@ -179,6 +179,13 @@ def test_server_tool_selection(client: Client) -> None:
     with pytest.raises(ContextdError) as refused:
         client.update_session(sid, server_tools=["time__*"])
     assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT and "context_get" in refused.value.message
+    with pytest.raises(ContextdError) as both:
+        client.update_session(sid, server_tools=["context_get"], reset_server_tools=True)
+    assert both.value.code is grpc.StatusCode.INVALID_ARGUMENT and "cannot both be set" in both.value.message
+    assert client.get_session(sid).server_tools == []
+    reset = client.update_session(sid, reset_server_tools=True)
+    assert reset.server_tools is None
+    assert client.list_tools(sid).offered_tools == ["context_get", "context_set", "history_search", "get_weather"]
     with client.converse(fresh("py-select-open"), server_tools=["history_search"]) as conversation:
         assert conversation.session.server_tools == ["history_search"]
     violation = client.call_tool("context_get", {"city": "Paris"}, session_id=sid)
@@ -253,6 +260,13 @@ def test_async_client(target: str) -> None:
             assert (await client.list_tools()).tools[0].name == "context_get"
             assert (await client.call_tool("context_get", {"key": "location"}, session_id=sid)).structured_content == "NYC"
             assert (await client.list_messages(sid)).items[0].content == "Hello."
+            chosen = await client.update_session(sid, server_tools=["history_search"])
+            assert chosen.server_tools == ["history_search"]
+            reset = await client.update_session(sid, reset_server_tools=True)
+            assert reset.server_tools is None
+            assert (await client.list_tools(sid)).offered_tools == [
+                "context_get", "context_set", "history_search", "get_weather",
+            ]
             assert await client.delete_session(sid) == 12
             with pytest.raises(ContextdError) as missing:
                 await client.get_session(sid)

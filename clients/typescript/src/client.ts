@@ -194,6 +194,11 @@ export interface SessionUpdate {
   window?: WindowSettingsInit;
   /** Replaces the server-side tools offered to the model (names or `*` patterns; `[]`: none). */
   serverTools?: string[];
+  /**
+   * Forgets the session's own `serverTools`, so it is offered the server's
+   * `engine.default_server_tools` again (INVALID_ARGUMENT together with `serverTools`).
+   */
+  resetServerTools?: boolean;
 }
 
 /** One turn's input. */
@@ -410,6 +415,7 @@ export class ContextdClient {
       expireTime: update.expireTime ? timestampFromDate(update.expireTime) : undefined,
       window: windowSettings(update.window),
       serverTools: serverToolSelection(update.serverTools),
+      resetServerTools: update.resetServerTools,
     };
     return toPlain(SessionSchema, required((await this.sessions.updateSession(request, this.options(call))).session));
   }

@@ -189,6 +189,19 @@ describe("ContextdClient", () => {
     assert.deepEqual(updated.serverTools?.patterns, []);
     assert.deepEqual((await client.listTools(sid)).offeredTools, ["get_weather"]);
     await rejectsWith(client.updateSession(sid, { serverTools: ["time__*"] }), Code.InvalidArgument);
+    await rejectsWith(
+      client.updateSession(sid, { serverTools: ["context_get"], resetServerTools: true }),
+      Code.InvalidArgument,
+    );
+    assert.deepEqual((await client.getSession(sid)).serverTools?.patterns, []);
+    const reset = await client.updateSession(sid, { resetServerTools: true });
+    assert.equal(reset.serverTools, undefined);
+    assert.deepEqual((await client.listTools(sid)).offeredTools, [
+      "context_get",
+      "context_set",
+      "history_search",
+      "get_weather",
+    ]);
     const conversation = await client.converse(fresh("ts-select-open"), { serverTools: ["history_search"] });
     assert.deepEqual(conversation.session.serverTools?.patterns, ["history_search"]);
     await conversation.close();

@@ -126,9 +126,14 @@ def update_session(
     expire_time: datetime | None = None,
     window: WindowSettings | None = None,
     server_tools: Iterable[str] | None = None,
+    reset_server_tools: bool = False,
 ) -> session_pb2.UpdateSessionRequest:
     request = session_pb2.UpdateSessionRequest(
-        session_id=session_id, labels=dict(labels or {}), remove_labels=list(remove_labels), etag=etag or ""
+        session_id=session_id,
+        labels=dict(labels or {}),
+        remove_labels=list(remove_labels),
+        etag=etag or "",
+        reset_server_tools=reset_server_tools,
     )
     if context is not None:
         request.context.CopyFrom(dict_to_struct(context))

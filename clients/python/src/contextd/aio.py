@@ -174,14 +174,17 @@ class AsyncClient:
         expire_time: datetime | None = None,
         window: WindowSettings | None = None,
         server_tools: Iterable[str] | None = None,
+        reset_server_tools: bool = False,
         labels: Mapping[str, str] | None = None,
         remove_labels: Iterable[str] = (),
         etag: str | None = None,
     ) -> Session:
-        """Changes a session: ``context`` is a JSON merge patch (``None`` values delete keys)."""
+        """Changes a session: ``context`` is a JSON merge patch (``None`` values delete keys);
+        ``reset_server_tools=True`` goes back to the server's default server-side tools."""
         request = _requests.update_session(
             session_id, context, system_prompt, tools, model, max_context_tokens, labels, remove_labels,
             etag=etag, expire_time=expire_time, window=window, server_tools=server_tools,
+            reset_server_tools=reset_server_tools,
         )
         return Session.from_proto((await self._call(self._sessions.UpdateSession, request)).session)
 

@@ -181,15 +181,19 @@ class Client:
         expire_time: datetime | None = None,
         window: WindowSettings | None = None,
         server_tools: Iterable[str] | None = None,
+        reset_server_tools: bool = False,
         labels: Mapping[str, str] | None = None,
         remove_labels: Iterable[str] = (),
         etag: str | None = None,
     ) -> Session:
         """Changes a session: ``context`` is a JSON merge patch (``None`` values delete keys);
-        the other arguments replace what they name when given."""
+        the other arguments replace what they name when given. ``reset_server_tools=True``
+        forgets the session's own ``server_tools`` so it is offered the server's
+        ``engine.default_server_tools`` again (INVALID_ARGUMENT together with ``server_tools``)."""
         request = _requests.update_session(
             session_id, context, system_prompt, tools, model, max_context_tokens, labels, remove_labels,
             etag=etag, expire_time=expire_time, window=window, server_tools=server_tools,
+            reset_server_tools=reset_server_tools,
         )
         return Session.from_proto(self._call(self._sessions.UpdateSession, request).session)
 

@@ -566,9 +566,14 @@ type UpdateSessionRequest struct {
 	Etag string `protobuf:"bytes,10,opt,name=etag,proto3" json:"etag,omitempty"`
 	// When set, replaces the selection of server-side tools the model is offered (no
 	// patterns: none). Unset: the selection stays as it is.
-	ServerTools   *ServerToolSelection `protobuf:"bytes,21,opt,name=server_tools,json=serverTools,proto3" json:"server_tools,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ServerTools *ServerToolSelection `protobuf:"bytes,21,opt,name=server_tools,json=serverTools,proto3" json:"server_tools,omitempty"`
+	// When true, the session forgets its own selection of server-side tools (`server_tools`
+	// becomes unset) and is offered the server's `engine.default_server_tools` again, as a
+	// session created without a selection is. Setting it together with `server_tools` is
+	// INVALID_ARGUMENT.
+	ResetServerTools bool `protobuf:"varint,22,opt,name=reset_server_tools,json=resetServerTools,proto3" json:"reset_server_tools,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *UpdateSessionRequest) Reset() {
@@ -683,6 +688,13 @@ func (x *UpdateSessionRequest) GetServerTools() *ServerToolSelection {
 		return x.ServerTools
 	}
 	return nil
+}
+
+func (x *UpdateSessionRequest) GetResetServerTools() bool {
+	if x != nil {
+		return x.ResetServerTools
+	}
+	return false
 }
 
 // Response of `UpdateSession`.
@@ -1299,7 +1311,7 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"\bsessions\x18\x01 \x03(\v2\x14.contextd.v1.SessionR\bsessions\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"G\n" +
 	"\x12ToolDefinitionList\x121\n" +
-	"\x05tools\x18\x01 \x03(\v2\x1b.contextd.v1.ToolDefinitionR\x05tools\"\xbc\x05\n" +
+	"\x05tools\x18\x01 \x03(\v2\x1b.contextd.v1.ToolDefinitionR\x05tools\"\xea\x05\n" +
 	"\x14UpdateSessionRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x121\n" +
@@ -1315,7 +1327,8 @@ const file_contextd_v1_session_proto_rawDesc = "" +
 	"\x06window\x18\x14 \x01(\v2\x1b.contextd.v1.WindowSettingsR\x06window\x12\x12\n" +
 	"\x04etag\x18\n" +
 	" \x01(\tR\x04etag\x12C\n" +
-	"\fserver_tools\x18\x15 \x01(\v2 .contextd.v1.ServerToolSelectionR\vserverTools\x1a9\n" +
+	"\fserver_tools\x18\x15 \x01(\v2 .contextd.v1.ServerToolSelectionR\vserverTools\x12,\n" +
+	"\x12reset_server_tools\x18\x16 \x01(\bR\x10resetServerTools\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x10\n" +

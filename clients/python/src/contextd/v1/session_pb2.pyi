@@ -102,7 +102,7 @@ class ToolDefinitionList(_message.Message):
     def __init__(self, tools: _Optional[_Iterable[_Union[_common_pb2.ToolDefinition, _Mapping]]] = ...) -> None: ...
 
 class UpdateSessionRequest(_message.Message):
-    __slots__ = ("session_id", "context", "system_prompt", "tools", "model", "max_context_tokens", "labels", "remove_labels", "expire_time", "window", "etag", "server_tools")
+    __slots__ = ("session_id", "context", "system_prompt", "tools", "model", "max_context_tokens", "labels", "remove_labels", "expire_time", "window", "etag", "server_tools", "reset_server_tools")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,7 @@ class UpdateSessionRequest(_message.Message):
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
     SERVER_TOOLS_FIELD_NUMBER: _ClassVar[int]
+    RESET_SERVER_TOOLS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     context: _struct_pb2.Struct
     system_prompt: str
@@ -134,7 +135,8 @@ class UpdateSessionRequest(_message.Message):
     window: _common_pb2.WindowSettings
     etag: str
     server_tools: _common_pb2.ServerToolSelection
-    def __init__(self, session_id: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., system_prompt: _Optional[str] = ..., tools: _Optional[_Union[ToolDefinitionList, _Mapping]] = ..., model: _Optional[str] = ..., max_context_tokens: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., remove_labels: _Optional[_Iterable[str]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[_common_pb2.WindowSettings, _Mapping]] = ..., etag: _Optional[str] = ..., server_tools: _Optional[_Union[_common_pb2.ServerToolSelection, _Mapping]] = ...) -> None: ...
+    reset_server_tools: bool
+    def __init__(self, session_id: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., system_prompt: _Optional[str] = ..., tools: _Optional[_Union[ToolDefinitionList, _Mapping]] = ..., model: _Optional[str] = ..., max_context_tokens: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., remove_labels: _Optional[_Iterable[str]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[_common_pb2.WindowSettings, _Mapping]] = ..., etag: _Optional[str] = ..., server_tools: _Optional[_Union[_common_pb2.ServerToolSelection, _Mapping]] = ..., reset_server_tools: _Optional[bool] = ...) -> None: ...
 
 class UpdateSessionResponse(_message.Message):
     __slots__ = ("session",)

@@ -429,6 +429,7 @@ public final class ContextdClient implements AutoCloseable {
     if (u.serverTools != null) {
       b.setServerTools(ServerToolSelection.newBuilder().addAllPatterns(u.serverTools));
     }
+    b.setResetServerTools(u.resetServerTools);
     return b.build();
   }
 

@@ -18,6 +18,7 @@ public final class SessionUpdate {
   Instant expireTime;
   WindowSettings window;
   List<String> serverTools;
+  boolean resetServerTools;
   final Map<String, String> labels = new LinkedHashMap<>();
   final List<String> removeLabels = new ArrayList<>();
 
@@ -94,6 +95,15 @@ public final class SessionUpdate {
   /** Replaces the server-side tools offered to the model (names or {@code *} patterns; empty: none). */
   public SessionUpdate serverTools(List<String> patterns) {
     this.serverTools = List.copyOf(patterns);
+    return this;
+  }
+
+  /**
+   * Forgets the session's own server-side tool selection, so it is offered the server's {@code
+   * engine.default_server_tools} again (INVALID_ARGUMENT together with {@link #serverTools}).
+   */
+  public SessionUpdate resetServerTools() {
+    this.resetServerTools = true;
     return this;
   }
 }

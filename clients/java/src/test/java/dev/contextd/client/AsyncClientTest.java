@@ -3,6 +3,7 @@ package dev.contextd.client;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -153,6 +154,9 @@ class AsyncClientTest {
     ToolOutput set = await(async.callTool("context_set", Map.of("patch", Map.of("b", "two")), sid));
     assertEquals("two", ((Map<?, ?>) set.structured()).get("b"));
     assertEquals(List.of("get_weather"), await(async.listTools(sid)).session().stream().map(Tool::name).toList());
+    assertEquals(List.of("history_search"),
+        await(async.updateSession(sid, SessionUpdate.create().serverTools(List.of("history_search")))).serverTools());
+    assertNull(await(async.updateSession(sid, SessionUpdate.create().resetServerTools())).serverTools());
     assertTrue(await(async.previewContext(sid, "next", null)).getEntriesCount() > 0);
     assertFalse(await(async.listModels()).getModelsList().isEmpty());
     assertEquals(2L, await(async.deleteSession(sid)));

@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -482,6 +483,12 @@ class ContextdClientTest {
     assertEquals(List.of(), updated.serverTools());
     assertEquals(List.of("get_weather"), client.listTools(sid).offered());
     assertCode(Status.Code.INVALID_ARGUMENT, () -> client.updateSession(sid, SessionUpdate.create().serverTools(List.of("time__*"))));
+    assertCode(Status.Code.INVALID_ARGUMENT,
+        () -> client.updateSession(sid, SessionUpdate.create().serverTools(List.of("context_get")).resetServerTools()));
+    assertEquals(List.of(), client.getSession(sid).serverTools());
+    Session reset = client.updateSession(sid, SessionUpdate.create().resetServerTools());
+    assertNull(reset.serverTools());
+    assertEquals(List.of("context_get", "context_set", "history_search", "get_weather"), client.listTools(sid).offered());
     try (Conversation conversation = client.converse(SessionOptions.id(id("select-open")).serverTools(List.of("history_search")), null)) {
       assertEquals(List.of("history_search"), conversation.session().serverTools());
     }
