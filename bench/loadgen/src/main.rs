@@ -364,7 +364,7 @@ fn summary(name: &str, label: &str, r: &Value) -> String {
             f("/rss_per_stream_bytes")
         ),
         "soak" => format!(
-            "{head}: {}{}",
+            "{head}: {}{}{}",
             if r.pointer("/verdict/pass") == Some(&json!(true)) {
                 "PASS"
             } else {
@@ -378,6 +378,14 @@ fn summary(name: &str, label: &str, r: &Value) -> String {
                         .filter_map(Value::as_str)
                         .collect::<Vec<_>>()
                         .join("; ")
+                })
+                .unwrap_or_default(),
+            r.pointer("/verdict/notes")
+                .and_then(Value::as_array)
+                .filter(|notes| !notes.is_empty())
+                .map(|notes| {
+                    let notes: Vec<_> = notes.iter().filter_map(Value::as_str).collect();
+                    format!(" (note: {})", notes.join("; "))
                 })
                 .unwrap_or_default()
         ),

@@ -28,6 +28,14 @@
 //! (`/proc/PID/fd`), the size of every file under the data directory, and per kind the p99 of
 //! the operations that finished in that interval. [`judge`] turns the samples into PASS or
 //! FAIL; its thresholds are [`Limits`].
+//!
+//! Each sample also holds the CPU that other processes on the machine used in its interval
+//! (all busy time in `/proc/stat` less the server's and the load generator's own). On a shared
+//! machine a neighbour's build doubles every latency for as long as it runs; the p99 check
+//! therefore compares the first minute only with later samples in which the neighbours used
+//! no more than [`Limits::quiet_slack_cores`] above what they used in the first minute. When
+//! no later sample was that quiet the check cannot be made, and the verdict says so (it does
+//! not fail: the server's own resources and errors are still judged).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -466,6 +474,63 @@ pub fn open_fds(pid: u32) -> std::io::Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
 }
 
+/// The machine's CPU counters from `/proc/stat`: busy and total ticks of all CPUs, and how many
+/// CPUs there are.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MachineCpu {
+    /// Ticks not idle and not waiting for I/O.
+    pub busy: u64,
+    /// All ticks.
+    pub total: u64,
+    /// Online CPUs.
+    pub cpus: usize,
+}
+
+impl MachineCpu {
+    /// Reads `/proc/stat` now.
+    pub fn read() -> std::io::Result<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/stat")?).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "cannot parse /proc/stat")
+        })
+    }
+
+    /// Parses the text of `/proc/stat`.
+    pub fn parse(stat: &str) -> Option<Self> {
+        let mut lines = stat.lines();
+        let fields: Vec<u64> = lines
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest time is inside user already).
+        let total: u64 = fields.iter().take(8).sum();
+        let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+        let cpus = lines
+            .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .count();
+        Some(Self {
+            busy: total.saturating_sub(idle),
+            total,
+            cpus: cpus.max(1),
+        })
+    }
+
+    /// Cores kept busy on average between `earlier` and `self`.
+    pub fn busy_cores_since(&self, earlier: &Self) -> f64 {
+        let total = self.total.saturating_sub(earlier.total);
+        if total == 0 {
+            return 0.0;
+        }
+        self.busy.saturating_sub(earlier.busy) as f64 / total as f64 * self.cpus as f64
+    }
+}
+
+/// Rounds to two decimals.
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
 /// The sizes of the files under `dir` (recursively), by path relative to `dir`.
 pub fn file_sizes(dir: &Path) -> BTreeMap<String, u64> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, u64>) {
@@ -500,6 +565,8 @@ pub struct Sample {
     pub fds: usize,
     /// Bytes of all files in the data directory.
     pub db_bytes: u64,
+    /// Cores other processes kept busy on average during the interval.
+    pub others_cores: f64,
     /// Per kind (in [`KINDS`] order): operations, p99 in µs, errors, missed slots.
     pub kinds: Vec<KindSample>,
 }
@@ -546,6 +613,7 @@ impl Sample {
             "fds": self.fds,
             "db_bytes": self.db_bytes,
             "db_files": db_files,
+            "others_cores": round2(self.others_cores),
             "kinds": kinds,
         })
     }
@@ -553,7 +621,10 @@ impl Sample {
 
 /// The header of the table of samples.
 pub fn table_header() -> String {
-    let mut line = format!("{:>7} {:>9} {:>5} {:>10}", "t(s)", "rss(KiB)", "fds", "db(KiB)");
+    let mut line = format!(
+        "{:>7} {:>9} {:>5} {:>10} {:>6}",
+        "t(s)", "rss(KiB)", "fds", "db(KiB)", "others"
+    );
     for kind in KINDS {
         line += &format!(" {:>16}", format!("{} ops/p99ms", kind.name()));
     }
@@ -563,11 +634,12 @@ pub fn table_header() -> String {
 /// One row of the table of samples.
 pub fn table_row(sample: &Sample) -> String {
     let mut line = format!(
-        "{:>7.1} {:>9} {:>5} {:>10}",
+        "{:>7.1} {:>9} {:>5} {:>10} {:>6.2}",
         sample.at_s,
         sample.rss_kib,
         sample.fds,
-        sample.db_bytes / 1024
+        sample.db_bytes / 1024,
+        sample.others_cores
     );
     let mut errors = Vec::new();
     for (kind, k) in KINDS.iter().zip(&sample.kinds) {
@@ -616,6 +688,11 @@ pub struct Limits {
     /// p99 of a millisecond or two doubles whenever another process takes a core for one
     /// scheduler slice (a few ms); that is the machine, not drift.
     pub p99_floor_us: u64,
+    /// A later sample counts for the p99 comparison when other processes used at most this
+    /// many cores more in it than in the first minute. Half a core is a third of what the
+    /// load generator and the server together use at half capacity here: enough to move
+    /// p99 by itself.
+    pub quiet_slack_cores: f64,
 }
 
 impl Default for Limits {
@@ -629,6 +706,7 @@ impl Default for Limits {
             fd_slack: 8,
             p99_factor: 2.0,
             p99_floor_us: 5_000,
+            quiet_slack_cores: 0.5,
         }
     }
 }
@@ -644,6 +722,22 @@ pub struct P99Pair {
     pub last_ops: u64,
 }
 
+/// Which of the compared samples are quiet enough to judge latency by: those in which other
+/// processes used at most `slack` cores more than their mean over the reference samples.
+pub fn quiet_samples(reference: &[f64], compared: &[f64], slack: f64) -> Vec<usize> {
+    let base = if reference.is_empty() {
+        0.0
+    } else {
+        reference.iter().sum::<f64>() / reference.len() as f64
+    };
+    compared
+        .iter()
+        .enumerate()
+        .filter(|(_, others)| **others <= base + slack)
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// The outcome of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
@@ -651,6 +745,8 @@ pub struct Verdict {
     pub pass: bool,
     /// Why not (empty on a pass).
     pub reasons: Vec<String>,
+    /// What could not be judged, and why (does not fail the run).
+    pub notes: Vec<String>,
     /// The sample RSS and fds were compared against.
     pub baseline_at_s: f64,
 }
@@ -660,15 +756,17 @@ fn band(base: f64, fraction: f64, floor: f64) -> f64 {
 }
 
 /// Judges a run: resources flat after the warm-up, every kind's p99 within its bound, no
-/// unexpected errors, and the server alive throughout.
+/// unexpected errors, and the server alive throughout. `p99` is `None` when no compared
+/// sample was quiet enough (see [`quiet_samples`]).
 pub fn judge(
     samples: &[Sample],
     duration: Duration,
-    p99: &[(Kind, P99Pair)],
+    p99: Option<&[(Kind, P99Pair)]>,
     server_lost: Option<&str>,
     limits: &Limits,
 ) -> Verdict {
     let mut reasons = Vec::new();
+    let mut notes = Vec::new();
     if let Some(why) = server_lost {
         reasons.push(format!("the server stopped answering /proc reads: {why}"));
     }
@@ -716,7 +814,13 @@ pub fn judge(
             }
         }
     }
-    for (kind, pair) in p99 {
+    if p99.is_none() {
+        notes.push(format!(
+            "p99 not compared: in every later sample other processes used more than {} cores above the first minute's",
+            limits.quiet_slack_cores
+        ));
+    }
+    for (kind, pair) in p99.unwrap_or_default() {
         if pair.last_ops == 0 {
             reasons.push(format!(
                 "{}: no operation finished in the compared period",
@@ -751,6 +855,7 @@ pub fn judge(
     Verdict {
         pass: reasons.is_empty(),
         reasons,
+        notes,
         baseline_at_s,
     }
 }
@@ -874,7 +979,16 @@ pub async fn run(params: SoakParams) -> Result<Value, String> {
     };
     let compare_samples = (60.0 / params.sample_every.as_secs_f64()).ceil().max(1.0) as usize;
     let mut first: Vec<Histogram<u64>> = KINDS.iter().map(|_| new_histogram()).collect();
-    let mut last: VecDeque<Vec<Histogram<u64>>> = VecDeque::new();
+    let mut first_others = Vec::new();
+    // The last minute's samples: other processes' cores, and each kind's latencies.
+    let mut last: VecDeque<(f64, Vec<Histogram<u64>>)> = VecDeque::new();
+    let me = ServerProbe::this_process();
+    let mut cpu_then = (
+        MachineCpu::read().unwrap_or_default(),
+        probe.read().map(|r| r.cpu).unwrap_or_default(),
+        me.read().map(|r| r.cpu).unwrap_or_default(),
+        Instant::now(),
+    );
     let mut total: Vec<Histogram<u64>> = KINDS.iter().map(|_| new_histogram()).collect();
     let mut totals_ok = [0u64; KINDS.len()];
     let mut samples = Vec::new();
@@ -888,13 +1002,24 @@ pub async fn run(params: SoakParams) -> Result<Value, String> {
         let at_s = tick.duration_since(start).as_secs_f64();
         let reading = probe.read();
         let fds = open_fds(params.pid);
-        let (rss_kib, fds) = match (reading, fds) {
-            (Ok(r), Ok(f)) => (r.rss_kib, f),
+        let (rss_kib, fds, server_cpu) = match (reading, fds) {
+            (Ok(r), Ok(f)) => (r.rss_kib, f, r.cpu),
             (Err(e), _) | (_, Err(e)) => {
                 server_lost = Some(e.to_string());
-                (0, 0)
+                (0, 0, cpu_then.1)
             }
         };
+        let cpu_now = (
+            MachineCpu::read().unwrap_or_default(),
+            server_cpu,
+            me.read().map(|r| r.cpu).unwrap_or_default(),
+            Instant::now(),
+        );
+        let ours = (cpu_now.1.saturating_sub(cpu_then.1) + cpu_now.2.saturating_sub(cpu_then.2))
+            .as_secs_f64()
+            / cpu_now.3.duration_since(cpu_then.3).as_secs_f64().max(1e-3);
+        let others_cores = (cpu_now.0.busy_cores_since(&cpu_then.0) - ours).max(0.0);
+        cpu_then = cpu_now;
         let db_files = file_sizes(&params.data_dir);
         let mut kinds = Vec::new();
         let mut hists = Vec::new();
@@ -914,8 +1039,10 @@ pub async fn run(params: SoakParams) -> Result<Value, String> {
             }
             hists.push(w.latency);
         }
-        if at_s > reference_s + 1e-6 {
-            last.push_back(hists);
+        if at_s <= reference_s + 1e-6 {
+            first_others.push(others_cores);
+        } else {
+            last.push_back((others_cores, hists));
             if last.len() > compare_samples {
                 last.pop_front();
             }
@@ -925,6 +1052,7 @@ pub async fn run(params: SoakParams) -> Result<Value, String> {
             rss_kib,
             fds,
             db_bytes: db_files.values().sum(),
+            others_cores,
             kinds,
         };
         eprintln!("{}", table_row(&sample));
@@ -940,13 +1068,15 @@ pub async fn run(params: SoakParams) -> Result<Value, String> {
         let _ = task.await;
     }
 
+    let last_others: Vec<f64> = last.iter().map(|(others, _)| *others).collect();
+    let quiet = quiet_samples(&first_others, &last_others, params.limits.quiet_slack_cores);
     let mut p99 = Vec::new();
     let mut latency_json = serde_json::Map::new();
     for kind in KINDS {
         let i = kind.index();
         let mut compared = new_histogram();
-        for hists in &last {
-            compared.add(&hists[i]).expect("histograms share bounds");
+        for &q in &quiet {
+            compared.add(&last[q].1[i]).expect("histograms share bounds");
         }
         let pair = P99Pair {
             first_us: first[i].value_at_quantile(0.99),
@@ -967,7 +1097,7 @@ pub async fn run(params: SoakParams) -> Result<Value, String> {
     let verdict = judge(
         &samples,
         params.duration,
-        &p99,
+        (!quiet.is_empty()).then_some(p99.as_slice()),
         server_lost.as_deref(),
         &params.limits,
     );
@@ -1019,9 +1149,11 @@ pub async fn run(params: SoakParams) -> Result<Value, String> {
             "fds": { "baseline": baseline.map(|s| s.fds), "end": last_sample.map(|s| s.fds) },
             "db_bytes": { "first": samples.first().map(|s| s.db_bytes), "end": last_sample.map(|s| s.db_bytes) },
         },
+        "p99_compared_samples": quiet.iter().map(|&q| samples[samples.len() - last.len() + q].at_s).collect::<Vec<_>>(),
         "verdict": {
             "pass": verdict.pass,
             "reasons": verdict.reasons,
+            "notes": verdict.notes,
             "baseline_at_s": verdict.baseline_at_s,
         },
     }))
@@ -1037,6 +1169,7 @@ mod tests {
             rss_kib,
             fds,
             db_bytes: 0,
+            others_cores: 0.0,
             kinds: KINDS.iter().map(|_| KindSample::default()).collect(),
         }
     }
@@ -1083,7 +1216,7 @@ mod tests {
     #[test]
     fn a_flat_run_passes() {
         let samples = minute(|t| 30_000 + t as u64, |_| 40);
-        let v = judge(&samples, MINUTE, &steady(2_000), None, &Limits::default());
+        let v = judge(&samples, MINUTE, Some(&steady(2_000)), None, &Limits::default());
         assert!(v.pass, "{:?}", v.reasons);
         // 20 % of 60 s is 12 s: the first sample at or after it is the one at 20 s.
         assert_eq!(v.baseline_at_s, 20.0);
@@ -1092,7 +1225,7 @@ mod tests {
     #[test]
     fn growth_during_the_warm_up_is_not_counted() {
         let samples = minute(|t| if t < 20.0 { 10_000 } else { 40_000 }, |_| 40);
-        assert!(judge(&samples, MINUTE, &steady(2_000), None, &Limits::default()).pass);
+        assert!(judge(&samples, MINUTE, Some(&steady(2_000)), None, &Limits::default()).pass);
     }
 
     #[test]
@@ -1102,7 +1235,7 @@ mod tests {
             |t| if t < 60.0 { 102_400 } else { 102_400 + 11 * 1024 },
             |_| 40,
         );
-        let v = judge(&samples, MINUTE, &steady(2_000), None, &Limits::default());
+        let v = judge(&samples, MINUTE, Some(&steady(2_000)), None, &Limits::default());
         assert!(!v.pass);
         assert!(v.reasons[0].starts_with("RSS moved"), "{:?}", v.reasons);
     }
@@ -1111,16 +1244,16 @@ mod tests {
     fn small_rss_moves_stay_under_the_floor() {
         // +7 MiB on a 30 MiB server is 23 %, but under the 8 MiB floor.
         let samples = minute(|t| if t < 60.0 { 30_720 } else { 30_720 + 7 * 1024 }, |_| 40);
-        assert!(judge(&samples, MINUTE, &steady(2_000), None, &Limits::default()).pass);
+        assert!(judge(&samples, MINUTE, Some(&steady(2_000)), None, &Limits::default()).pass);
     }
 
     #[test]
     fn an_fd_leak_fails_and_a_few_fds_do_not() {
         let leak = minute(|_| 30_000, |t| 40 + t as usize);
-        let v = judge(&leak, MINUTE, &steady(2_000), None, &Limits::default());
+        let v = judge(&leak, MINUTE, Some(&steady(2_000)), None, &Limits::default());
         assert!(v.reasons.iter().any(|r| r.starts_with("open fds")), "{:?}", v.reasons);
         let wobble = minute(|_| 30_000, |t| if t > 40.0 { 45 } else { 40 });
-        assert!(judge(&wobble, MINUTE, &steady(2_000), None, &Limits::default()).pass);
+        assert!(judge(&wobble, MINUTE, Some(&steady(2_000)), None, &Limits::default()).pass);
     }
 
     #[test]
@@ -1138,12 +1271,12 @@ mod tests {
             )]
         };
         // Twice 20 ms is the bound: 40 ms passes, 41 ms fails.
-        assert!(judge(&samples, MINUTE, &with(20_000, 40_000), None, &limits).pass);
-        let v = judge(&samples, MINUTE, &with(20_000, 41_000), None, &limits);
+        assert!(judge(&samples, MINUTE, Some(&with(20_000, 40_000)), None, &limits).pass);
+        let v = judge(&samples, MINUTE, Some(&with(20_000, 41_000)), None, &limits);
         assert!(v.reasons[0].starts_with("unary: p99 rose"), "{:?}", v.reasons);
         // A 1 ms p99 may reach 6 ms (the floor), not 7.
-        assert!(judge(&samples, MINUTE, &with(1_000, 6_000), None, &limits).pass);
-        assert!(!judge(&samples, MINUTE, &with(1_000, 7_000), None, &limits).pass);
+        assert!(judge(&samples, MINUTE, Some(&with(1_000, 6_000)), None, &limits).pass);
+        assert!(!judge(&samples, MINUTE, Some(&with(1_000, 7_000)), None, &limits).pass);
         // Nothing finished at the end: that is a failure, not a pass by default.
         let none = vec![(
             Kind::Churn,
@@ -1153,7 +1286,7 @@ mod tests {
                 last_ops: 0,
             },
         )];
-        assert!(!judge(&samples, MINUTE, &none, None, &limits).pass);
+        assert!(!judge(&samples, MINUTE, Some(&none), None, &limits).pass);
     }
 
     #[test]
@@ -1162,17 +1295,41 @@ mod tests {
         samples[3].kinds[Kind::Stream.index()]
             .errors
             .insert("UNAVAILABLE".into(), 2);
-        let v = judge(&samples, MINUTE, &steady(2_000), None, &Limits::default());
+        let v = judge(&samples, MINUTE, Some(&steady(2_000)), None, &Limits::default());
         assert_eq!(v.reasons, vec!["unexpected errors: stream UNAVAILABLE × 2"]);
         let samples = minute(|_| 30_000, |_| 40);
         let v = judge(
             &samples,
             MINUTE,
-            &steady(2_000),
+            Some(&steady(2_000)),
             Some("No such file or directory"),
             &Limits::default(),
         );
         assert!(!v.pass);
+    }
+
+    #[test]
+    fn noisy_neighbours_void_the_latency_check_only() {
+        // Reference 0.2 cores of others: 0.6 is quiet enough, 0.8 is not.
+        assert_eq!(quiet_samples(&[0.1, 0.3], &[0.8, 0.6, 1.5, 0.2], 0.5), vec![1, 3]);
+        assert!(quiet_samples(&[0.0], &[0.9, 1.2], 0.5).is_empty());
+        let samples = minute(|_| 30_000, |_| 40);
+        let v = judge(&samples, MINUTE, None, None, &Limits::default());
+        assert!(v.pass);
+        assert!(v.notes[0].starts_with("p99 not compared"));
+        let leak = minute(|_| 30_000, |t| 40 + t as usize);
+        assert!(!judge(&leak, MINUTE, None, None, &Limits::default()).pass);
+    }
+
+    #[test]
+    fn machine_cpu() {
+        let stat = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\ncpu1 50 0 25 400 25 0 0 0 0 0\nintr 1\n";
+        let a = MachineCpu::parse(stat).unwrap();
+        assert_eq!(a, MachineCpu { busy: 150, total: 1000, cpus: 2 });
+        let b = MachineCpu { busy: 650, total: 2000, cpus: 2 };
+        // 500 busy of 1000 ticks on 2 CPUs: one core busy.
+        assert!((b.busy_cores_since(&a) - 1.0).abs() < 1e-9);
+        assert!(MachineCpu::read().unwrap().total > 0);
     }
 
     #[test]
@@ -1181,7 +1338,7 @@ mod tests {
         let v = judge(
             &samples,
             Duration::from_secs(10),
-            &steady(2_000),
+            Some(&steady(2_000)),
             None,
             &Limits::default(),
         );
