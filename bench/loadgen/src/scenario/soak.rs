@@ -29,13 +29,16 @@
 //! the operations that finished in that interval. [`judge`] turns the samples into PASS or
 //! FAIL; its thresholds are [`Limits`].
 //!
-//! Each sample also holds the CPU that other processes on the machine used in its interval
-//! (all busy time in `/proc/stat` less the server's and the load generator's own). On a shared
-//! machine a neighbour's build doubles every latency for as long as it runs; the p99 check
-//! therefore compares the first minute only with later samples in which the neighbours used
-//! no more than [`Limits::quiet_slack_cores`] above what they used in the first minute. When
-//! no later sample was that quiet the check cannot be made, and the verdict says so (it does
-//! not fail: the server's own resources and errors are still judged).
+//! Each sample also holds how contended the CPUs were in its interval: the CPU other processes
+//! used (all busy time in `/proc/stat` less the server's and the load generator's own), and the
+//! time the server's and the load generator's threads spent runnable but waiting for a CPU
+//! (`/proc/PID/task/*/schedstat`), as threads waiting on average. On a shared machine a
+//! neighbour's build multiplies every latency for as long as it runs, and once the machine is
+//! saturated the neighbours' CPU no longer tells how much they took from us; the run-queue wait
+//! does. The p99 check therefore compares the first minute only with later samples whose wait
+//! was within [`Limits::quiet_wait_factor`] (or [`Limits::quiet_wait_slack`]) of the first
+//! minute's. When no later sample was that quiet the check cannot be made and the verdict says
+//! so (it does not fail: the server's own resources and errors are still judged).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -526,6 +529,20 @@ impl MachineCpu {
     }
 }
 
+/// Nanoseconds the threads of process `pid` have spent runnable but waiting for a CPU (the
+/// second field of each `/proc/PID/task/TID/schedstat`). Threads that ended take their share
+/// with them, so this can fall; the caller clamps differences at zero.
+pub fn run_queue_wait_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
 /// Rounds to two decimals.
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
@@ -567,6 +584,9 @@ pub struct Sample {
     pub db_bytes: u64,
     /// Cores other processes kept busy on average during the interval.
     pub others_cores: f64,
+    /// Threads of the server and the load generator runnable but waiting for a CPU, on
+    /// average during the interval.
+    pub waiting_threads: f64,
     /// Per kind (in [`KINDS`] order): operations, p99 in µs, errors, missed slots.
     pub kinds: Vec<KindSample>,
 }
@@ -614,6 +634,7 @@ impl Sample {
             "db_bytes": self.db_bytes,
             "db_files": db_files,
             "others_cores": round2(self.others_cores),
+            "waiting_threads": round2(self.waiting_threads),
             "kinds": kinds,
         })
     }
@@ -622,8 +643,8 @@ impl Sample {
 /// The header of the table of samples.
 pub fn table_header() -> String {
     let mut line = format!(
-        "{:>7} {:>9} {:>5} {:>10} {:>6}",
-        "t(s)", "rss(KiB)", "fds", "db(KiB)", "others"
+        "{:>7} {:>9} {:>5} {:>10} {:>6} {:>5}",
+        "t(s)", "rss(KiB)", "fds", "db(KiB)", "others", "wait"
     );
     for kind in KINDS {
         line += &format!(" {:>16}", format!("{} ops/p99ms", kind.name()));
@@ -634,12 +655,13 @@ pub fn table_header() -> String {
 /// One row of the table of samples.
 pub fn table_row(sample: &Sample) -> String {
     let mut line = format!(
-        "{:>7.1} {:>9} {:>5} {:>10} {:>6.2}",
+        "{:>7.1} {:>9} {:>5} {:>10} {:>6.2} {:>5.2}",
         sample.at_s,
         sample.rss_kib,
         sample.fds,
         sample.db_bytes / 1024,
-        sample.others_cores
+        sample.others_cores,
+        sample.waiting_threads
     );
     let mut errors = Vec::new();
     for (kind, k) in KINDS.iter().zip(&sample.kinds) {
@@ -688,11 +710,13 @@ pub struct Limits {
     /// p99 of a millisecond or two doubles whenever another process takes a core for one
     /// scheduler slice (a few ms); that is the machine, not drift.
     pub p99_floor_us: u64,
-    /// A later sample counts for the p99 comparison when other processes used at most this
-    /// many cores more in it than in the first minute. Half a core is a third of what the
-    /// load generator and the server together use at half capacity here: enough to move
-    /// p99 by itself.
-    pub quiet_slack_cores: f64,
+    /// A later sample counts for the p99 comparison when its run-queue wait (threads waiting
+    /// for a CPU) is at most this multiple of the first minute's...
+    pub quiet_wait_factor: f64,
+    /// ...or the first minute's plus this many waiting threads, whichever is more. A quarter
+    /// of a thread waiting all the time is a quarter of a core taken from a load that uses
+    /// about one and a half: enough to move p99 by itself.
+    pub quiet_wait_slack: f64,
 }
 
 impl Default for Limits {
@@ -706,7 +730,8 @@ impl Default for Limits {
             fd_slack: 8,
             p99_factor: 2.0,
             p99_floor_us: 5_000,
-            quiet_slack_cores: 0.5,
+            quiet_wait_factor: 1.5,
+            quiet_wait_slack: 0.25,
         }
     }
 }
@@ -722,9 +747,9 @@ pub struct P99Pair {
     pub last_ops: u64,
 }
 
-/// Which of the compared samples are quiet enough to judge latency by: those in which other
-/// processes used at most `slack` cores more than their mean over the reference samples.
-pub fn quiet_samples(reference: &[f64], compared: &[f64], slack: f64) -> Vec<usize> {
+/// Which of the compared samples are quiet enough to judge latency by: those whose run-queue
+/// wait is at most `factor` times, or `slack` above, the mean over the reference samples.
+pub fn quiet_samples(reference: &[f64], compared: &[f64], factor: f64, slack: f64) -> Vec<usize> {
     let base = if reference.is_empty() {
         0.0
     } else {
@@ -733,7 +758,7 @@ pub fn quiet_samples(reference: &[f64], compared: &[f64], slack: f64) -> Vec<usi
     compared
         .iter()
         .enumerate()
-        .filter(|(_, others)| **others <= base + slack)
+        .filter(|(_, wait)| **wait <= (base * factor).max(base + slack))
         .map(|(i, _)| i)
         .collect()
 }
@@ -816,8 +841,8 @@ pub fn judge(
     }
     if p99.is_none() {
         notes.push(format!(
-            "p99 not compared: in every later sample other processes used more than {} cores above the first minute's",
-            limits.quiet_slack_cores
+            "p99 not compared: in every later sample more threads waited for a CPU than {}× or {:+} of the first minute's (the machine was busier)",
+            limits.quiet_wait_factor, limits.quiet_wait_slack
         ));
     }
     for (kind, pair) in p99.unwrap_or_default() {
@@ -979,8 +1004,8 @@ pub async fn run(params: SoakParams) -> Result<Value, String> {
     };
     let compare_samples = (60.0 / params.sample_every.as_secs_f64()).ceil().max(1.0) as usize;
     let mut first: Vec<Histogram<u64>> = KINDS.iter().map(|_| new_histogram()).collect();
-    let mut first_others = Vec::new();
-    // The last minute's samples: other processes' cores, and each kind's latencies.
+    let mut first_wait = Vec::new();
+    // The last minute's samples: run-queue wait, and each kind's latencies.
     let mut last: VecDeque<(f64, Vec<Histogram<u64>>)> = VecDeque::new();
     let me = ServerProbe::this_process();
     let mut cpu_then = (
@@ -989,6 +1014,7 @@ pub async fn run(params: SoakParams) -> Result<Value, String> {
         me.read().map(|r| r.cpu).unwrap_or_default(),
         Instant::now(),
     );
+    let mut wait_then = run_queue_wait_ns(params.pid) + run_queue_wait_ns(std::process::id());
     let mut total: Vec<Histogram<u64>> = KINDS.iter().map(|_| new_histogram()).collect();
     let mut totals_ok = [0u64; KINDS.len()];
     let mut samples = Vec::new();
@@ -1019,6 +1045,10 @@ pub async fn run(params: SoakParams) -> Result<Value, String> {
             .as_secs_f64()
             / cpu_now.3.duration_since(cpu_then.3).as_secs_f64().max(1e-3);
         let others_cores = (cpu_now.0.busy_cores_since(&cpu_then.0) - ours).max(0.0);
+        let wait_now = run_queue_wait_ns(params.pid) + run_queue_wait_ns(std::process::id());
+        let waiting_threads = wait_now.saturating_sub(wait_then) as f64
+            / cpu_now.3.duration_since(cpu_then.3).as_nanos().max(1) as f64;
+        wait_then = wait_now;
         cpu_then = cpu_now;
         let db_files = file_sizes(&params.data_dir);
         let mut kinds = Vec::new();
@@ -1040,9 +1070,9 @@ pub async fn run(params: SoakParams) -> Result<Value, String> {
             hists.push(w.latency);
         }
         if at_s <= reference_s + 1e-6 {
-            first_others.push(others_cores);
+            first_wait.push(waiting_threads);
         } else {
-            last.push_back((others_cores, hists));
+            last.push_back((waiting_threads, hists));
             if last.len() > compare_samples {
                 last.pop_front();
             }
@@ -1053,6 +1083,7 @@ pub async fn run(params: SoakParams) -> Result<Value, String> {
             fds,
             db_bytes: db_files.values().sum(),
             others_cores,
+            waiting_threads,
             kinds,
         };
         eprintln!("{}", table_row(&sample));
@@ -1068,8 +1099,13 @@ pub async fn run(params: SoakParams) -> Result<Value, String> {
         let _ = task.await;
     }
 
-    let last_others: Vec<f64> = last.iter().map(|(others, _)| *others).collect();
-    let quiet = quiet_samples(&first_others, &last_others, params.limits.quiet_slack_cores);
+    let last_wait: Vec<f64> = last.iter().map(|(wait, _)| *wait).collect();
+    let quiet = quiet_samples(
+        &first_wait,
+        &last_wait,
+        params.limits.quiet_wait_factor,
+        params.limits.quiet_wait_slack,
+    );
     let mut p99 = Vec::new();
     let mut latency_json = serde_json::Map::new();
     for kind in KINDS {
@@ -1170,6 +1206,7 @@ mod tests {
             fds,
             db_bytes: 0,
             others_cores: 0.0,
+            waiting_threads: 0.0,
             kinds: KINDS.iter().map(|_| KindSample::default()).collect(),
         }
     }
@@ -1310,9 +1347,11 @@ mod tests {
 
     #[test]
     fn noisy_neighbours_void_the_latency_check_only() {
-        // Reference 0.2 cores of others: 0.6 is quiet enough, 0.8 is not.
-        assert_eq!(quiet_samples(&[0.1, 0.3], &[0.8, 0.6, 1.5, 0.2], 0.5), vec![1, 3]);
-        assert!(quiet_samples(&[0.0], &[0.9, 1.2], 0.5).is_empty());
+        // Reference 0.2 threads waiting: up to 0.45 is quiet (the slack beats 1.5×).
+        assert_eq!(quiet_samples(&[0.1, 0.3], &[0.5, 0.45, 1.5, 0.2], 1.5, 0.25), vec![1, 3]);
+        // Reference 1.0: up to 1.5 (the factor beats the slack).
+        assert_eq!(quiet_samples(&[1.0], &[1.5, 1.6], 1.5, 0.25), vec![0]);
+        assert!(quiet_samples(&[0.0], &[0.9, 1.2], 1.5, 0.25).is_empty());
         let samples = minute(|_| 30_000, |_| 40);
         let v = judge(&samples, MINUTE, None, None, &Limits::default());
         assert!(v.pass);
@@ -1330,6 +1369,7 @@ mod tests {
         // 500 busy of 1000 ticks on 2 CPUs: one core busy.
         assert!((b.busy_cores_since(&a) - 1.0).abs() < 1e-9);
         assert!(MachineCpu::read().unwrap().total > 0);
+        assert!(std::fs::read_dir(format!("/proc/{}/task", std::process::id())).is_ok());
     }
 
     #[test]
