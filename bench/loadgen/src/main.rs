@@ -290,10 +290,14 @@ async fn run(scenario: Scenario) -> Result<(String, Value), String> {
             churn,
         } => {
             if !(fraction > 0.0 && fraction <= 1.0) {
-                return Err(format!("--fraction {fraction}: give a share between 0 and 1, e.g. 0.5"));
+                return Err(format!(
+                    "--fraction {fraction}: give a share between 0 and 1, e.g. 0.5"
+                ));
             }
             if sample_every < 1.0 {
-                return Err(format!("--sample-every {sample_every}: sample at most once a second"));
+                return Err(format!(
+                    "--sample-every {sample_every}: sample at most once a second"
+                ));
             }
             let mix = scenario::soak::Mix {
                 unary,
@@ -302,7 +306,9 @@ async fn run(scenario: Scenario) -> Result<(String, Value), String> {
                 churn,
             };
             if unary.min(stream).min(converse).min(churn) == 0 {
-                return Err("--unary, --stream, --converse and --churn must each be at least 1".into());
+                return Err(
+                    "--unary, --stream, --converse and --churn must each be at least 1".into(),
+                );
             }
             (
                 "soak".into(),

@@ -189,8 +189,8 @@ pub enum SoakWorker {
     Converse {
         /// Its session and turn count.
         session: Rotating,
-        /// The open stream.
-        stream: ConverseWorker,
+        /// The open stream (boxed: it is far larger than the other variants).
+        stream: Box<ConverseWorker>,
     },
     /// Session churn: every operation makes and deletes a session of its own.
     Churn(Rotating),
@@ -258,7 +258,7 @@ impl SoakWorker {
             Kind::Unary => Self::Unary(session),
             Kind::Stream => Self::Stream(session),
             Kind::Converse => {
-                let stream = ConverseWorker::open(channel, session.session_id()).await?;
+                let stream = Box::new(ConverseWorker::open(channel, session.session_id()).await?);
                 Self::Converse { session, stream }
             }
             Kind::Churn => Self::Churn(session),
@@ -280,7 +280,7 @@ impl SoakWorker {
                 };
                 // The new stream first: dropping the old one (by replacing it) ends it, and
                 // the session can then be deleted with no stream attached.
-                *stream = ConverseWorker::open(session.channel.clone(), session.session_id())
+                **stream = ConverseWorker::open(session.channel.clone(), session.session_id())
                     .await
                     .map_err(|_| Failure::Grpc(tonic::Code::Unavailable))?;
                 session.delete(old).await.map(|()| true)
@@ -1112,7 +1112,9 @@ pub async fn run(params: SoakParams) -> Result<Value, String> {
         let i = kind.index();
         let mut compared = new_histogram();
         for &q in &quiet {
-            compared.add(&last[q].1[i]).expect("histograms share bounds");
+            compared
+                .add(&last[q].1[i])
+                .expect("histograms share bounds");
         }
         let pair = P99Pair {
             first_us: first[i].value_at_quantile(0.99),
@@ -1253,7 +1255,13 @@ mod tests {
     #[test]
     fn a_flat_run_passes() {
         let samples = minute(|t| 30_000 + t as u64, |_| 40);
-        let v = judge(&samples, MINUTE, Some(&steady(2_000)), None, &Limits::default());
+        let v = judge(
+            &samples,
+            MINUTE,
+            Some(&steady(2_000)),
+            None,
+            &Limits::default(),
+        );
         assert!(v.pass, "{:?}", v.reasons);
         // 20 % of 60 s is 12 s: the first sample at or after it is the one at 20 s.
         assert_eq!(v.baseline_at_s, 20.0);
@@ -1262,17 +1270,38 @@ mod tests {
     #[test]
     fn growth_during_the_warm_up_is_not_counted() {
         let samples = minute(|t| if t < 20.0 { 10_000 } else { 40_000 }, |_| 40);
-        assert!(judge(&samples, MINUTE, Some(&steady(2_000)), None, &Limits::default()).pass);
+        assert!(
+            judge(
+                &samples,
+                MINUTE,
+                Some(&steady(2_000)),
+                None,
+                &Limits::default()
+            )
+            .pass
+        );
     }
 
     #[test]
     fn rss_growth_beyond_the_band_fails() {
         // Baseline 100 MiB: the band is 10 MiB (10 % beats the 8 MiB floor); +11 MiB fails.
         let samples = minute(
-            |t| if t < 60.0 { 102_400 } else { 102_400 + 11 * 1024 },
+            |t| {
+                if t < 60.0 {
+                    102_400
+                } else {
+                    102_400 + 11 * 1024
+                }
+            },
             |_| 40,
         );
-        let v = judge(&samples, MINUTE, Some(&steady(2_000)), None, &Limits::default());
+        let v = judge(
+            &samples,
+            MINUTE,
+            Some(&steady(2_000)),
+            None,
+            &Limits::default(),
+        );
         assert!(!v.pass);
         assert!(v.reasons[0].starts_with("RSS moved"), "{:?}", v.reasons);
     }
@@ -1280,17 +1309,48 @@ mod tests {
     #[test]
     fn small_rss_moves_stay_under_the_floor() {
         // +7 MiB on a 30 MiB server is 23 %, but under the 8 MiB floor.
-        let samples = minute(|t| if t < 60.0 { 30_720 } else { 30_720 + 7 * 1024 }, |_| 40);
-        assert!(judge(&samples, MINUTE, Some(&steady(2_000)), None, &Limits::default()).pass);
+        let samples = minute(
+            |t| if t < 60.0 { 30_720 } else { 30_720 + 7 * 1024 },
+            |_| 40,
+        );
+        assert!(
+            judge(
+                &samples,
+                MINUTE,
+                Some(&steady(2_000)),
+                None,
+                &Limits::default()
+            )
+            .pass
+        );
     }
 
     #[test]
     fn an_fd_leak_fails_and_a_few_fds_do_not() {
         let leak = minute(|_| 30_000, |t| 40 + t as usize);
-        let v = judge(&leak, MINUTE, Some(&steady(2_000)), None, &Limits::default());
-        assert!(v.reasons.iter().any(|r| r.starts_with("open fds")), "{:?}", v.reasons);
+        let v = judge(
+            &leak,
+            MINUTE,
+            Some(&steady(2_000)),
+            None,
+            &Limits::default(),
+        );
+        assert!(
+            v.reasons.iter().any(|r| r.starts_with("open fds")),
+            "{:?}",
+            v.reasons
+        );
         let wobble = minute(|_| 30_000, |t| if t > 40.0 { 45 } else { 40 });
-        assert!(judge(&wobble, MINUTE, Some(&steady(2_000)), None, &Limits::default()).pass);
+        assert!(
+            judge(
+                &wobble,
+                MINUTE,
+                Some(&steady(2_000)),
+                None,
+                &Limits::default()
+            )
+            .pass
+        );
     }
 
     #[test]
@@ -1310,7 +1370,11 @@ mod tests {
         // Twice 20 ms is the bound: 40 ms passes, 41 ms fails.
         assert!(judge(&samples, MINUTE, Some(&with(20_000, 40_000)), None, &limits).pass);
         let v = judge(&samples, MINUTE, Some(&with(20_000, 41_000)), None, &limits);
-        assert!(v.reasons[0].starts_with("unary: p99 rose"), "{:?}", v.reasons);
+        assert!(
+            v.reasons[0].starts_with("unary: p99 rose"),
+            "{:?}",
+            v.reasons
+        );
         // A 1 ms p99 may reach 6 ms (the floor), not 7.
         assert!(judge(&samples, MINUTE, Some(&with(1_000, 6_000)), None, &limits).pass);
         assert!(!judge(&samples, MINUTE, Some(&with(1_000, 7_000)), None, &limits).pass);
@@ -1332,7 +1396,13 @@ mod tests {
         samples[3].kinds[Kind::Stream.index()]
             .errors
             .insert("UNAVAILABLE".into(), 2);
-        let v = judge(&samples, MINUTE, Some(&steady(2_000)), None, &Limits::default());
+        let v = judge(
+            &samples,
+            MINUTE,
+            Some(&steady(2_000)),
+            None,
+            &Limits::default(),
+        );
         assert_eq!(v.reasons, vec!["unexpected errors: stream UNAVAILABLE × 2"]);
         let samples = minute(|_| 30_000, |_| 40);
         let v = judge(
@@ -1348,7 +1418,10 @@ mod tests {
     #[test]
     fn noisy_neighbours_void_the_latency_check_only() {
         // Reference 0.2 threads waiting: up to 0.45 is quiet (the slack beats 1.5×).
-        assert_eq!(quiet_samples(&[0.1, 0.3], &[0.5, 0.45, 1.5, 0.2], 1.5, 0.25), vec![1, 3]);
+        assert_eq!(
+            quiet_samples(&[0.1, 0.3], &[0.5, 0.45, 1.5, 0.2], 1.5, 0.25),
+            vec![1, 3]
+        );
         // Reference 1.0: up to 1.5 (the factor beats the slack).
         assert_eq!(quiet_samples(&[1.0], &[1.5, 1.6], 1.5, 0.25), vec![0]);
         assert!(quiet_samples(&[0.0], &[0.9, 1.2], 1.5, 0.25).is_empty());
@@ -1364,8 +1437,19 @@ mod tests {
     fn machine_cpu() {
         let stat = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\ncpu1 50 0 25 400 25 0 0 0 0 0\nintr 1\n";
         let a = MachineCpu::parse(stat).unwrap();
-        assert_eq!(a, MachineCpu { busy: 150, total: 1000, cpus: 2 });
-        let b = MachineCpu { busy: 650, total: 2000, cpus: 2 };
+        assert_eq!(
+            a,
+            MachineCpu {
+                busy: 150,
+                total: 1000,
+                cpus: 2
+            }
+        );
+        let b = MachineCpu {
+            busy: 650,
+            total: 2000,
+            cpus: 2,
+        };
         // 500 busy of 1000 ticks on 2 CPUs: one core busy.
         assert!((b.busy_cores_since(&a) - 1.0).abs() < 1e-9);
         assert!(MachineCpu::read().unwrap().total > 0);
