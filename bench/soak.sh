@@ -82,6 +82,8 @@ echo "== contextd ($PROFILE, pid $PID) on $ADDR, data in a fresh directory" >&2
 
 mkdir -p "$ROOT/bench/results"
 OUT=$ROOT/bench/results/soak-$DURATION.json
+# A results file left by an earlier run must not pass for this one's.
+rm -f "$OUT"
 STARTED=$(date +%s)
 status=0
 "$LOADGEN" soak --addr "$ADDR" --pid "$PID" --data-dir "$DATA" --duration "$DURATION" \
