@@ -81,6 +81,47 @@ enum Scenario {
         #[arg(long, default_value_t = 2.0)]
         hold: f64,
     },
+    /// A mixed load (Interact, StreamResponse, Converse with a tool round trip, session churn)
+    /// at a share of its measured capacity for a long time, sampling the server's RSS, open
+    /// fds, data directory size and every kind's p99; judges PASS or FAIL (exit status 1).
+    Soak {
+        /// Server address (loopback only).
+        #[arg(long, value_parser = parse_addr)]
+        addr: SocketAddr,
+        /// Server process id (its memory and fds are sampled).
+        #[arg(long)]
+        pid: u32,
+        /// The server's data directory (the size of its files is sampled).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Length of the soak, e.g. 60s, 30m, 1h (the capacity measurement comes first).
+        #[arg(long, value_parser = scenario::soak::parse_duration)]
+        duration: Duration,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 10.0)]
+        sample_every: f64,
+        /// Seconds of the closed-loop capacity measurement (after one of warm-up).
+        #[arg(long, default_value_t = 5.0)]
+        capacity_window: f64,
+        /// Share of the measured capacity offered during the soak.
+        #[arg(long, default_value_t = 0.5)]
+        fraction: f64,
+        /// HTTP/2 connections all workers share.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Interact workers.
+        #[arg(long, default_value_t = 8)]
+        unary: usize,
+        /// StreamResponse workers.
+        #[arg(long, default_value_t = 2)]
+        stream: usize,
+        /// Converse workers (one stream each).
+        #[arg(long, default_value_t = 4)]
+        converse: usize,
+        /// Session create/delete churn workers.
+        #[arg(long, default_value_t = 2)]
+        churn: usize,
+    },
     /// Process start to first SERVING health check, many times.
     Coldstart {
         /// Starts to time.
@@ -234,6 +275,58 @@ async fn run(scenario: Scenario) -> Result<(String, Value), String> {
                 .await?,
             )
         }
+        Scenario::Soak {
+            addr,
+            pid,
+            data_dir,
+            duration,
+            sample_every,
+            capacity_window,
+            fraction,
+            connections,
+            unary,
+            stream,
+            converse,
+            churn,
+        } => {
+            if !(fraction > 0.0 && fraction <= 1.0) {
+                return Err(format!(
+                    "--fraction {fraction}: give a share between 0 and 1, e.g. 0.5"
+                ));
+            }
+            if sample_every < 1.0 {
+                return Err(format!(
+                    "--sample-every {sample_every}: sample at most once a second"
+                ));
+            }
+            let mix = scenario::soak::Mix {
+                unary,
+                stream,
+                converse,
+                churn,
+            };
+            if unary.min(stream).min(converse).min(churn) == 0 {
+                return Err(
+                    "--unary, --stream, --converse and --churn must each be at least 1".into(),
+                );
+            }
+            (
+                "soak".into(),
+                scenario::soak::run(scenario::soak::SoakParams {
+                    addr,
+                    pid,
+                    data_dir,
+                    duration,
+                    sample_every: seconds(sample_every),
+                    capacity_window: seconds(capacity_window.max(1.0)),
+                    fraction,
+                    connections,
+                    mix,
+                    limits: scenario::soak::Limits::default(),
+                })
+                .await?,
+            )
+        }
         Scenario::Coldstart {
             runs,
             workdir,
@@ -275,6 +368,32 @@ fn summary(name: &str, label: &str, r: &Value) -> String {
             "{head}: {} streams open, {} bytes RSS per stream",
             f("/streams_open"),
             f("/rss_per_stream_bytes")
+        ),
+        "soak" => format!(
+            "{head}: {}{}{}",
+            if r.pointer("/verdict/pass") == Some(&json!(true)) {
+                "PASS"
+            } else {
+                "FAIL: "
+            },
+            r.pointer("/verdict/reasons")
+                .and_then(Value::as_array)
+                .map(|reasons| {
+                    reasons
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .unwrap_or_default(),
+            r.pointer("/verdict/notes")
+                .and_then(Value::as_array)
+                .filter(|notes| !notes.is_empty())
+                .map(|notes| {
+                    let notes: Vec<_> = notes.iter().filter_map(Value::as_str).collect();
+                    format!(" (note: {})", notes.join("; "))
+                })
+                .unwrap_or_default()
         ),
         "coldstart" => format!(
             "{head}: median {} ms, p90 {} ms over {} runs",
@@ -327,6 +446,10 @@ fn main() -> ExitCode {
             }
         }
         None => print!("{text}"),
+    }
+    // A soak that ran but failed its checks says so in its exit status too.
+    if result.pointer("/verdict/pass") == Some(&json!(false)) {
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }
