@@ -59,6 +59,7 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             match builder.install_recorder() {
                 Ok(handle) => {
                     describe();
+                    spawn_upkeep(handle.clone());
                     Some(handle)
                 }
                 Err(e) => {
@@ -68,6 +69,27 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             }
         })
         .as_ref()
+}
+
+/// How often histogram observations are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds the recorded histogram observations into their buckets every [`UPKEEP_EVERY`], on a
+/// thread of its own (the recorder outlives any one runtime, as in tests). The recorder keeps
+/// each observation until then: with nothing scraping `/metrics`, they piled up for ever —
+/// about 170 bytes of RSS per model step, found by the soak run.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the metrics upkeep thread; histograms are folded only when /metrics is read");
+    }
 }
 
 /// The metrics in Prometheus's text exposition format: `None` when no server of this process
