@@ -411,7 +411,16 @@ async fn metrics_can_be_turned_off() {
 /// (the soak run found about 170 bytes per model step).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn histograms_are_folded_without_a_scrape() {
-    let _server = TestServer::start().await;
+    let server = TestServer::start().await;
+    // Once a call is answered, the server has installed its recorder.
+    let mut sessions = server.sessions().await;
+    let _ = within(
+        "a call",
+        sessions.get_session(contextd::api::v1::GetSessionRequest {
+            session_id: "nobody".into(),
+        }),
+    )
+    .await;
     let names: Vec<String> = std::fs::read_dir("/proc/self/task")
         .expect("/proc/self/task")
         .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
