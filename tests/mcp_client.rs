@@ -656,16 +656,8 @@ impl EverythingHttp {
             child,
             url: format!("http://127.0.0.1:{port}/mcp"),
         };
-        for _ in 0..1200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return server;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("server-everything did not listen on port {port} within 60 s");
+        mcp_support::wait_for_port(port, "server-everything").await;
+        server
     }
 }
 

@@ -89,16 +89,8 @@ impl ToolboxHttp {
             child,
             url: format!("http://127.0.0.1:{port}/mcp"),
         };
-        for _ in 0..1200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return server;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("the toolbox did not listen on port {port} within 60 s");
+        wait_for_port(port, "the toolbox").await;
+        server
     }
 
     /// An `[[mcp_servers]]` entry for it, named `name`.
@@ -114,4 +106,19 @@ impl Drop for ToolboxHttp {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits (generously: 60 s) until `127.0.0.1:port` accepts connections; `what` names the
+/// server in the failure.
+pub async fn wait_for_port(port: u16, what: &str) {
+    for _ in 0..1200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not listen on port {port} within 60 s");
 }
