@@ -1022,6 +1022,7 @@ pub fn tool_definition(
         name: name.to_string(),
         description: description.to_string(),
         input_schema: patch_to_wire("input_schema", Some(input_schema))?,
+        annotations: None,
     })
 }
 

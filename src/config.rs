@@ -418,7 +418,8 @@ pub struct Limits {
     /// Longest client-declared tool name, in bytes; at most 64, the longest name model
     /// providers accept. Default 64.
     pub max_tool_name_bytes: usize,
-    /// Largest client-declared tool description, in bytes of UTF-8. Default 4 KiB.
+    /// Largest client-declared tool description, in bytes of UTF-8, and largest set of a
+    /// tool's `annotations`, in bytes of compact JSON. Default 4 KiB.
     pub max_tool_description_bytes: usize,
     /// Largest client-declared tool `input_schema`, in bytes of compact JSON. Default 64 KiB.
     pub max_tool_schema_bytes: usize,

@@ -366,6 +366,21 @@ async fn stored_fields_are_limited_on_create_update_and_open() {
         .unwrap_err();
     refused(status, "limits.max_tool_description_bytes");
 
+    // A tool's annotations are bounded by the same limit, as compact JSON.
+    let mut tool = tool_def("lookup", "");
+    tool.annotations = ctx(serde_json::json!({
+        "title": "t".repeat(limits.max_tool_description_bytes)
+    }));
+    let status = sessions
+        .create_session(CreateSessionRequest {
+            session_id: "big-annotations".into(),
+            tools: vec![tool],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    refused(status, "limits.max_tool_description_bytes");
+
     let labels: HashMap<String, String> = (0..=limits.max_labels)
         .map(|i| (format!("k{i}"), "v".into()))
         .collect();

@@ -491,10 +491,12 @@ async fn structured_and_image_results_of_server_everything() {
     );
 }
 
-/// A server's tool annotations are untrusted hints: every listing shows them in the
-/// description (`ListTools`, `/mcp` `tools/list`, the gRPC binding's `ListTools`, which also
-/// takes an `mcp-protocol-version`), none relays them as contextd's own annotations, and a
-/// tool that calls itself read-only is still offered only where selected.
+/// A server's tool annotations are untrusted hints: contextd's `ListTools` lists them in the
+/// tool's `annotations` (its description is the server's own); the MCP doors (`/mcp`
+/// `tools/list`, the gRPC binding's `ListTools`, which also takes an `mcp-protocol-version`)
+/// show them in the description and never relay them as contextd's own annotations, while
+/// contextd's built-in tools carry annotations of its own there; and a tool that calls itself
+/// read-only is still offered only where selected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annotations_are_shown_as_hints_on_every_listing() {
     use contextd::api::mcp;
@@ -519,7 +521,16 @@ async fn annotations_are_shown_as_hints_on_every_listing() {
         .iter()
         .find(|t| t.name == "everything__echo")
         .expect("everything__echo listed");
-    assert!(is_hinted(&echo.description), "{}", echo.description);
+    assert_eq!(echo.description, "Echoes back the input string");
+    let annotations = json_of(&echo.annotations);
+    assert_eq!(annotations["readOnlyHint"], json!(true), "{annotations}");
+    let context_get = listed
+        .tools
+        .iter()
+        .find(|t| t.name == "context_get")
+        .expect("context_get listed");
+    let own = json_of(&context_get.annotations);
+    assert_eq!(own["readOnlyHint"], json!(true), "{own}");
 
     let _ = rustls::crypto::ring::default_provider().install_default();
     let reply = within(
@@ -545,6 +556,17 @@ async fn annotations_are_shown_as_hints_on_every_listing() {
         "{echo}"
     );
     assert!(echo.get("annotations").is_none(), "{echo}");
+    let context_get = body["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .find(|t| t["name"] == "context_get")
+        .unwrap_or_else(|| panic!("context_get in {body}"));
+    assert_eq!(
+        context_get["annotations"]["readOnlyHint"],
+        json!(true),
+        "{context_get}"
+    );
 
     let mut binding = McpClient::new(server.channel().await);
     let mut request = tonic::Request::new(mcp::ListToolsRequest::default());
@@ -562,6 +584,16 @@ async fn annotations_are_shown_as_hints_on_every_listing() {
         .expect("everything__echo in the binding's ListTools");
     assert!(is_hinted(&echo.description), "{}", echo.description);
     assert_eq!(echo.annotations, None);
+    let context_get = listed
+        .tools
+        .iter()
+        .find(|t| t.name == "context_get")
+        .expect("context_get in the binding's ListTools");
+    let hints = context_get
+        .annotations
+        .as_ref()
+        .expect("context_get's annotations");
+    assert!(hints.read_only_hint && !hints.open_world_hint, "{hints:?}");
 
     let mut sessions = server.sessions().await;
     create_session(

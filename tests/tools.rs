@@ -67,6 +67,24 @@ async fn list_tools_describes_the_builtin_tools() {
     assert!(schema("context_get")["properties"]["key"].is_object());
     assert!(schema("context_set")["properties"]["patch"].is_object());
     assert!(schema("history_search")["properties"]["query"].is_object());
+    // Their annotations say what is true of them: only context_set changes anything.
+    let hints = |name: &str| {
+        json_of(
+            &listed
+                .tools
+                .iter()
+                .find(|t| t.name == name)
+                .expect("listed")
+                .annotations,
+        )
+    };
+    assert_eq!(hints("context_get")["readOnlyHint"], json!(true));
+    assert_eq!(hints("history_search")["readOnlyHint"], json!(true));
+    assert_eq!(hints("context_set")["readOnlyHint"], json!(false));
+    for name in ["context_get", "context_set", "history_search"] {
+        assert_eq!(hints(name)["openWorldHint"], json!(false), "{name}");
+        assert!(hints(name)["title"].is_string(), "{name}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,9 +92,11 @@ async fn list_tools_with_a_session_lists_its_declared_tools() {
     let server = TestServer::start().await;
     let mut tools = server.tools().await;
     let mut sessions = server.sessions().await;
+    let mut annotated = tool_def("get_time", "Local time for a city.");
+    annotated.annotations = ctx(json!({"title": "Local time", "readOnlyHint": true}));
     let declared = vec![
         tool_def("get_weather", "Current weather for a city."),
-        tool_def("get_time", "Local time for a city."),
+        annotated,
     ];
     create_session(
         &mut sessions,
@@ -95,6 +115,7 @@ async fn list_tools_with_a_session_lists_its_declared_tools() {
         .await
         .expect("ListTools")
         .into_inner();
+    // As declared, annotations included (stored with the session).
     assert_eq!(listed.session_tools, declared);
     assert!(listed.tools.iter().any(|t| t.name == "context_get"));
     assert!(

@@ -144,6 +144,10 @@ pub fn tools_from_wire(tools: Vec<v1::ToolDefinition>) -> Result<Vec<ToolSpec>, 
                     &format!("input_schema of tool {:?}", t.name),
                     t.input_schema,
                 )?,
+                annotations: context_from_wire(
+                    &format!("annotations of tool {:?}", t.name),
+                    t.annotations,
+                )?,
                 name: t.name,
                 description: t.description,
             })
@@ -157,6 +161,7 @@ pub fn tool_to_wire(tool: &ToolSpec) -> v1::ToolDefinition {
         name: tool.name.clone(),
         description: tool.description.clone(),
         input_schema: Some(context_to_wire(&tool.input_schema)),
+        annotations: (!tool.annotations.is_empty()).then(|| context_to_wire(&tool.annotations)),
     }
 }
 

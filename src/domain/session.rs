@@ -272,6 +272,10 @@ pub struct ToolSpec {
     pub description: String,
     /// JSON Schema of its arguments.
     pub input_schema: Context,
+    /// Untrusted hints about its behaviour (MCP's `ToolAnnotations`): shown, never acted on,
+    /// never sent to a model. Empty when there are none.
+    #[serde(default, skip_serializing_if = "Context::is_empty")]
+    pub annotations: Context,
 }
 
 /// A model's request to run a tool.
@@ -435,6 +439,7 @@ mod tests {
             name: n.into(),
             description: String::new(),
             input_schema: Context::new(),
+            annotations: Context::new(),
         };
         assert!(validate_tools(&[spec("a"), spec("a")]).is_err());
         assert!(validate_tools(&[spec("a"), spec("b")]).is_ok());

@@ -279,6 +279,7 @@ mod tests {
                 name: "t".into(),
                 description: String::new(),
                 input_schema: schema.as_object().cloned().unwrap_or_default(),
+                annotations: Default::default(),
             },
             false,
         )

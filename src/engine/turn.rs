@@ -1052,6 +1052,7 @@ mod tests {
                     name: "client_tool".into(),
                     description: String::new(),
                     input_schema: Context::new(),
+                    annotations: Context::new(),
                 }],
                 ..NewSession::default()
             }),

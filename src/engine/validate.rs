@@ -87,6 +87,17 @@ pub fn check_tool_limits(tools: &[ToolSpec], limits: &Limits) -> Result<(), Engi
                 "max_tool_description_bytes",
             ));
         }
+        if !tool.annotations.is_empty() {
+            let what = format!("annotations of tool {:?}", tool.name);
+            check_context(&what, &tool.annotations, limits)?;
+            let (_, size) = measure_context(&tool.annotations);
+            if size > limits.max_tool_description_bytes {
+                return Err(EngineError::InvalidArgument(format!(
+                    "{what} are {size} bytes of JSON; at most {} bytes are allowed (limits.max_tool_description_bytes bounds them too)",
+                    limits.max_tool_description_bytes
+                )));
+            }
+        }
         let what = format!("input_schema of tool {:?}", tool.name);
         check_context(&what, &tool.input_schema, limits)?;
         let (_, size) = measure_context(&tool.input_schema);
@@ -175,6 +186,7 @@ mod tests {
             name: name.into(),
             description: description.into(),
             input_schema: schema.as_object().cloned().unwrap_or_default(),
+            annotations: Default::default(),
         }
     }
 

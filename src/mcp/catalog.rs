@@ -35,6 +35,10 @@ pub struct McpTool {
     pub description: String,
     /// JSON Schema of its arguments (an object schema).
     pub input_schema: Map<String, Value>,
+    /// MCP's `ToolAnnotations` as JSON (`title`, `readOnlyHint`, ...) that contextd vouches
+    /// for: its own tools' (another MCP server's hints are in `description`). Empty when
+    /// there are none.
+    pub annotations: Map<String, Value>,
 }
 
 /// A tool's result as MCP answers it: execution failures are results with `is_error`, so
@@ -151,10 +155,18 @@ impl McpCatalog {
                 if tool.needs_session {
                     add_session_argument(&mut input_schema);
                 }
+                let mut description = tool.spec.description;
+                let mut annotations = tool.spec.annotations;
+                if !tool.own_annotations && !annotations.is_empty() {
+                    // Another server's word: shown to the host, not asserted by contextd.
+                    let hints = Value::Object(std::mem::take(&mut annotations));
+                    description.push_str(&format!("\n(server hints: {hints})"));
+                }
                 McpTool {
                     name: tool.spec.name,
-                    description: tool.spec.description,
+                    description,
                     input_schema,
+                    annotations,
                 }
             })
             .collect();
@@ -373,6 +385,17 @@ fn interact_tool() -> McpTool {
         name: INTERACT_TOOL.to_string(),
         description: "Send a message to a contextd session (its history, context and tools are kept by contextd) and get the model's reply.".into(),
         input_schema: match schema {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        },
+        // It adds a turn to the session (nothing is removed) and calls a model.
+        annotations: match json!({
+            "title": "Talk to a contextd session",
+            "readOnlyHint": false,
+            "destructiveHint": false,
+            "idempotentHint": false,
+            "openWorldHint": true
+        }) {
             Value::Object(map) => map,
             _ => Map::new(),
         },

@@ -10,6 +10,7 @@
 //! `mcp-protocol-version` is accepted and not required: the messages are the same for every
 //! version the binding names.
 
+use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -47,12 +48,37 @@ fn complete() -> Option<mcp::ResponseFields> {
 }
 
 fn tool_to_wire(tool: McpTool) -> mcp::Tool {
+    let title = tool.annotations.get("title").and_then(Value::as_str);
     mcp::Tool {
+        title: title.unwrap_or_default().to_string(),
+        annotations: annotations_to_wire(&tool.annotations),
         name: tool.name,
         description: tool.description,
         input_schema: Some(context_to_wire(&tool.input_schema)),
         ..mcp::Tool::default()
     }
+}
+
+/// MCP's hints in the binding's message. Its fields are plain booleans, so a hint the tool
+/// leaves out takes MCP's default (`destructiveHint` and `openWorldHint` true, the others
+/// false) rather than the protobuf one.
+fn annotations_to_wire(hints: &Map<String, Value>) -> Option<mcp::ToolAnnotations> {
+    if hints.is_empty() {
+        return None;
+    }
+    let hint =
+        |key: &str, default: bool| hints.get(key).and_then(Value::as_bool).unwrap_or(default);
+    Some(mcp::ToolAnnotations {
+        title: hints
+            .get("title")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        read_only_hint: hint("readOnlyHint", false),
+        destructive_hint: hint("destructiveHint", true),
+        idempotent_hint: hint("idempotentHint", false),
+        open_world_hint: hint("openWorldHint", true),
+    })
 }
 
 fn result_to_wire(result: McpToolResult) -> mcp::CallToolResponse {

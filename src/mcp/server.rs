@@ -277,7 +277,17 @@ impl ServerHandler for McpHandler {
                 .catalog
                 .tools(&scope_of(&context)?)
                 .into_iter()
-                .map(|t| Tool::new(t.name, t.description, Arc::new(t.input_schema)))
+                .map(|t| {
+                    let tool = Tool::new(t.name, t.description, Arc::new(t.input_schema));
+                    if t.annotations.is_empty() {
+                        return tool;
+                    }
+                    // Annotations that do not have MCP's shape are left out, not guessed at.
+                    match serde_json::from_value(serde_json::Value::Object(t.annotations)) {
+                        Ok(annotations) => tool.annotate(annotations),
+                        Err(_) => tool,
+                    }
+                })
                 .collect();
             Ok::<ListToolsResult, ErrorData>(ListToolsResult::with_all_items(tools))
         })

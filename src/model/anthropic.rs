@@ -541,6 +541,7 @@ mod tests {
                 name: "t".into(),
                 description: "d".into(),
                 input_schema: Context::new(),
+                annotations: Context::new(),
             }],
             max_output_tokens: 64,
         };

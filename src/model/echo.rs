@@ -266,6 +266,7 @@ mod tests {
                 name: "lookup".into(),
                 description: String::new(),
                 input_schema: Context::new(),
+                annotations: Context::new(),
             }],
             max_output_tokens: 100,
         }

@@ -51,16 +51,20 @@ fn schema(value: Value) -> Context {
 
 /// The built-in tools' specs, schemas compiled.
 fn builtin_tools() -> Vec<ServerTool> {
-    let tool = |name: &str, description: &str, input_schema: Value| {
+    let tool = |name: &str, description: &str, input_schema: Value, annotations: Value| {
         ServerTool::new(
             ToolSpec {
                 name: name.to_string(),
                 description: description.to_string(),
                 input_schema: schema(input_schema),
+                annotations: schema(annotations),
             },
             true,
         )
+        .with_own_annotations()
     };
+    // MCP's behaviour hints, true of these tools: they touch nothing outside the session.
+    let reads = |title: &str| json!({"title": title, "readOnlyHint": true, "openWorldHint": false});
     vec![
         tool(
             CONTEXT_GET,
@@ -70,6 +74,7 @@ fn builtin_tools() -> Vec<ServerTool> {
                 "properties": {"key": {"type": "string", "description": "Top-level key to read; omit for the whole context."}},
                 "additionalProperties": false
             }),
+            reads("Read the session context"),
         ),
         tool(
             CONTEXT_SET,
@@ -79,6 +84,13 @@ fn builtin_tools() -> Vec<ServerTool> {
                 "properties": {"patch": {"type": "object", "description": "The merge patch to apply."}},
                 "required": ["patch"],
                 "additionalProperties": false
+            }),
+            json!({
+                "title": "Change the session context",
+                "readOnlyHint": false,
+                "destructiveHint": true,
+                "idempotentHint": true,
+                "openWorldHint": false
             }),
         ),
         tool(
@@ -93,6 +105,7 @@ fn builtin_tools() -> Vec<ServerTool> {
                 "required": ["query"],
                 "additionalProperties": false
             }),
+            reads("Search the session history"),
         ),
     ]
 }

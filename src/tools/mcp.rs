@@ -501,14 +501,12 @@ fn name_tools(
                 "its tools {other:?} and {original:?} both become {name:?}; deny one with deny_tools"
             ));
         }
-        let mut description = tool.description.map(|d| d.to_string()).unwrap_or_default();
-        if let Some(annotations) = &tool.annotations
-            && let Ok(Value::Object(hints)) = serde_json::to_value(annotations)
-            && !hints.is_empty()
-        {
-            // Hints from the server, shown as they are and never acted on.
-            description.push_str(&format!("\n(server hints: {})", Value::Object(hints)));
-        }
+        let description = tool.description.map(|d| d.to_string()).unwrap_or_default();
+        // Hints from the server: listed as they are, never acted on, never sent to a model.
+        let annotations = match tool.annotations.as_ref().map(serde_json::to_value) {
+            Some(Ok(Value::Object(hints))) => hints,
+            _ => Default::default(),
+        };
         // Compiled here, once per listing: calls reuse it until the server lists again.
         tools.push((
             ServerTool::new(
@@ -516,6 +514,7 @@ fn name_tools(
                     name,
                     description,
                     input_schema: (*tool.input_schema).clone(),
+                    annotations,
                 },
                 false,
             ),
@@ -653,20 +652,17 @@ mod tests {
     }
 
     #[test]
-    fn annotations_are_shown_in_the_description_as_hints() {
+    fn annotations_are_kept_as_their_own_field() {
         let config = McpServerConfig::stdio("srv", "unused", &[]);
         let mut tool = listed(json!({"type": "object"}));
         tool.annotations = Some(rmcp::model::ToolAnnotations::new().read_only(true));
         let named = name_tools(&config, vec![tool]).unwrap();
-        let description = &named[0].0.spec.description;
-        assert!(
-            description.starts_with("looks things up\n(server hints: ")
-                && description.contains("\"readOnlyHint\":true"),
-            "{description}"
-        );
-        // Without annotations the description is the server's own.
+        let spec = &named[0].0.spec;
+        assert_eq!(spec.description, "looks things up");
+        assert_eq!(spec.annotations.get("readOnlyHint"), Some(&json!(true)));
+        // Without annotations there are none.
         let plain = name_tools(&config, vec![listed(json!({"type": "object"}))]).unwrap();
-        assert_eq!(plain[0].0.spec.description, "looks things up");
+        assert!(plain[0].0.spec.annotations.is_empty());
     }
 
     fn listed(schema: Value) -> rmcp::model::Tool {

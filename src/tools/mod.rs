@@ -75,6 +75,11 @@ pub struct ServerTool {
     pub needs_session: bool,
     /// `spec.input_schema`, compiled when the tool was built.
     pub schema: CompiledSchema,
+    /// Whether contextd vouches for `spec.annotations`: true for its own tools. An MCP
+    /// server's annotations are only what that server says, so contextd's MCP doors pass
+    /// them on as text in the description, never as annotations of contextd's own (a host
+    /// may trust contextd's hints; it should not trust them on another server's word).
+    pub own_annotations: bool,
 }
 
 impl ServerTool {
@@ -85,7 +90,14 @@ impl ServerTool {
             spec,
             needs_session,
             schema,
+            own_annotations: false,
         }
+    }
+
+    /// The same tool, its annotations contextd's own (see [`ServerTool::own_annotations`]).
+    pub fn with_own_annotations(mut self) -> Self {
+        self.own_annotations = true;
+        self
     }
 
     /// Checks `arguments` against the tool's `input_schema`; the error is for the model.

@@ -343,6 +343,7 @@ pub fn tool_def(name: &str, description: &str) -> ToolDefinition {
             "type": "object",
             "properties": {"city": {"type": "string"}},
         }))),
+        annotations: None,
     }
 }
 
