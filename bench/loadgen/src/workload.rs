@@ -87,6 +87,7 @@ pub fn lookup_tool() -> ToolDefinition {
         name: "lookup".to_string(),
         description: "Looks a word up in the client's dictionary.".to_string(),
         input_schema: None,
+        annotations: None,
     }
 }
 

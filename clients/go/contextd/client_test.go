@@ -471,6 +471,19 @@ func TestTools(t *testing.T) {
 	if strings.Join(names, ",") != "context_get,context_set,history_search" || len(list.Session) != 1 || list.Session[0].Name != "get_weather" {
 		t.Fatalf("tools %v, session tools %+v", names, list.Session)
 	}
+	if hint := list.Server[0].Annotations["readOnlyHint"]; hint != true {
+		t.Fatalf("context_get's readOnlyHint %v", hint)
+	}
+	hinted := contextd.Tool{Name: "find", Annotations: map[string]any{"readOnlyHint": true}}
+	if _, err := c.UpdateSession(ctx, sid, contextd.SessionUpdate{Tools: &[]contextd.Tool{hinted}}); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := c.ListTools(ctx, sid); err != nil || list.Session[0].Annotations["readOnlyHint"] != true {
+		t.Fatalf("declared annotations %+v, %v", list, err)
+	}
+	if _, err := c.UpdateSession(ctx, sid, contextd.SessionUpdate{Tools: &[]contextd.Tool{weatherTool}}); err != nil {
+		t.Fatal(err)
+	}
 	out, err := c.CallTool(ctx, "context_set", map[string]any{"patch": map[string]any{"b": "two"}}, contextd.WithSession(sid))
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,10 @@ type Tool struct {
 	Description string
 	// InputSchema is the JSON Schema of the arguments; nil means any object.
 	InputSchema map[string]any
+	// Annotations are hints about the tool's behaviour in the shape of MCP's ToolAnnotations
+	// (title, readOnlyHint, ...); nil means none. contextd never acts on them. On an MCP
+	// server's tools they are that server's word, unverified.
+	Annotations map[string]any
 }
 
 // ToolCall is the model's request to run one tool.
@@ -173,7 +177,11 @@ func toolsToWire(tools []Tool) ([]*contextdv1.ToolDefinition, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, &contextdv1.ToolDefinition{Name: t.Name, Description: t.Description, InputSchema: schema})
+		annotations, err := toStruct(t.Annotations)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, &contextdv1.ToolDefinition{Name: t.Name, Description: t.Description, InputSchema: schema, Annotations: annotations})
 	}
 	return out, nil
 }
@@ -181,7 +189,12 @@ func toolsToWire(tools []Tool) ([]*contextdv1.ToolDefinition, error) {
 func toolsFromWire(tools []*contextdv1.ToolDefinition) []Tool {
 	out := make([]Tool, 0, len(tools))
 	for _, t := range tools {
-		out = append(out, Tool{Name: t.GetName(), Description: t.GetDescription(), InputSchema: fromStruct(t.GetInputSchema())})
+		out = append(out, Tool{
+			Name:        t.GetName(),
+			Description: t.GetDescription(),
+			InputSchema: fromStruct(t.GetInputSchema()),
+			Annotations: fromStruct(t.GetAnnotations()),
+		})
 	}
 	return out
 }

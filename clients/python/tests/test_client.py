@@ -158,7 +158,12 @@ def test_server_side_tools(client: Client) -> None:
     assert ran and ran[0].call.name == "context_set" and not ran[0].result.is_error
     listed = client.list_tools(sid)
     assert [t.name for t in listed.tools] == ["context_get", "context_set", "history_search"]
+    assert listed.tools[0].annotations is not None and listed.tools[0].annotations["readOnlyHint"] is True
     assert listed.session_tools == []
+    hinted = ToolDefinition("find", "Finds.", {"type": "object"}, annotations={"readOnlyHint": True})
+    client.update_session(sid, tools=[hinted])
+    assert client.list_tools(sid).session_tools == [hinted]
+    client.update_session(sid, tools=[])
     output = client.call_tool("context_get", {}, session_id=sid)
     assert output.structured_content == {"mood": "happy"} and not output.is_error
     assert client.call_tool("context_get", {"key": "nope"}, session_id=sid).is_error

@@ -142,6 +142,12 @@ export interface ToolSpec {
   name: string;
   description?: string;
   inputSchema?: JsonObject;
+  /**
+   * Hints about the tool's behaviour in the shape of MCP's `ToolAnnotations` (`title`,
+   * `readOnlyHint`, ...). contextd never acts on them; on an MCP server's tools they are that
+   * server's word, unverified.
+   */
+  annotations?: JsonObject;
 }
 
 /** A tool result as plain data. */

@@ -173,6 +173,10 @@ describe("ContextdClient", () => {
     assert.ok(kinds.includes("toolResult"));
     const listed = await client.listTools(sid);
     assert.deepEqual(listed.tools.map((t) => t.name), ["context_get", "context_set", "history_search"]);
+    assert.equal(listed.tools[0].annotations?.readOnlyHint, true);
+    await client.updateSession(sid, { tools: [{ name: "find", annotations: { readOnlyHint: true } }] });
+    assert.deepEqual((await client.listTools(sid)).sessionTools[0].annotations, { readOnlyHint: true });
+    await client.updateSession(sid, { tools: [] });
     const output = await client.callTool("context_get", {}, sid);
     assert.deepEqual(output.structuredContent, { mood: "happy" });
     assert.equal(output.isError, false);

@@ -151,15 +151,26 @@ class ToolDefinition:
     name: str
     description: str = ""
     input_schema: JSONObject | None = None
+    #: Hints about the tool's behaviour in the shape of MCP's ``ToolAnnotations`` (``title``,
+    #: ``readOnlyHint``, ...); ``None`` means none. contextd never acts on them; on an MCP
+    #: server's tools they are that server's word, unverified.
+    annotations: JSONObject | None = None
 
     @classmethod
     def from_proto(cls, m: common_pb2.ToolDefinition) -> ToolDefinition:
-        return cls(m.name, m.description, struct_to_dict(m.input_schema) if m.HasField("input_schema") else None)
+        return cls(
+            m.name,
+            m.description,
+            struct_to_dict(m.input_schema) if m.HasField("input_schema") else None,
+            struct_to_dict(m.annotations) if m.HasField("annotations") else None,
+        )
 
     def to_proto(self) -> common_pb2.ToolDefinition:
         m = common_pb2.ToolDefinition(name=self.name, description=self.description)
         if self.input_schema is not None:
             m.input_schema.CopyFrom(dict_to_struct(self.input_schema))
+        if self.annotations is not None:
+            m.annotations.CopyFrom(dict_to_struct(self.annotations))
         return m
 
 

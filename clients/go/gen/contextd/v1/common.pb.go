@@ -275,7 +275,15 @@ type ToolDefinition struct {
 	// What the tool does, written for the model: it decides from this text when to call it.
 	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
 	// JSON Schema of the tool's arguments (an object schema). Empty means "any object".
-	InputSchema   *structpb.Struct `protobuf:"bytes,3,opt,name=input_schema,json=inputSchema,proto3" json:"input_schema,omitempty"`
+	InputSchema *structpb.Struct `protobuf:"bytes,3,opt,name=input_schema,json=inputSchema,proto3" json:"input_schema,omitempty"`
+	// Hints about the tool's behaviour, in the shape of MCP's `ToolAnnotations` (`title`,
+	// `readOnlyHint`, `destructiveHint`, `idempotentHint`, `openWorldHint`, ...). contextd
+	// never acts on them and never sends them to a model. On the built-in tools they are
+	// contextd's own. On an MCP server's tools they are what that server said, unverified:
+	// contextd's own MCP doors show those in the tool's description, not as annotations of
+	// contextd's. Client-declared tools may set them (at most
+	// `limits.max_tool_description_bytes` of JSON); they are stored and listed as given.
+	Annotations   *structpb.Struct `protobuf:"bytes,4,opt,name=annotations,proto3" json:"annotations,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -327,6 +335,13 @@ func (x *ToolDefinition) GetDescription() string {
 func (x *ToolDefinition) GetInputSchema() *structpb.Struct {
 	if x != nil {
 		return x.InputSchema
+	}
+	return nil
+}
+
+func (x *ToolDefinition) GetAnnotations() *structpb.Struct {
+	if x != nil {
+		return x.Annotations
 	}
 	return nil
 }
@@ -1075,11 +1090,12 @@ var File_contextd_v1_common_proto protoreflect.FileDescriptor
 
 const file_contextd_v1_common_proto_rawDesc = "" +
 	"\n" +
-	"\x18contextd/v1/common.proto\x12\vcontextd.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x01\n" +
+	"\x18contextd/v1/common.proto\x12\vcontextd.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x01\n" +
 	"\x0eToolDefinition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12:\n" +
-	"\finput_schema\x18\x03 \x01(\v2\x17.google.protobuf.StructR\vinputSchema\"1\n" +
+	"\finput_schema\x18\x03 \x01(\v2\x17.google.protobuf.StructR\vinputSchema\x129\n" +
+	"\vannotations\x18\x04 \x01(\v2\x17.google.protobuf.StructR\vannotations\"1\n" +
 	"\x13ServerToolSelection\x12\x1a\n" +
 	"\bpatterns\x18\x01 \x03(\tR\bpatterns\"w\n" +
 	"\bToolCall\x12 \n" +
@@ -1208,28 +1224,29 @@ var file_contextd_v1_common_proto_goTypes = []any{
 }
 var file_contextd_v1_common_proto_depIdxs = []int32{
 	14, // 0: contextd.v1.ToolDefinition.input_schema:type_name -> google.protobuf.Struct
-	14, // 1: contextd.v1.ToolCall.arguments:type_name -> google.protobuf.Struct
-	1,  // 2: contextd.v1.Message.role:type_name -> contextd.v1.MessageRole
-	6,  // 3: contextd.v1.Message.tool_calls:type_name -> contextd.v1.ToolCall
-	15, // 4: contextd.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	14, // 5: contextd.v1.Session.context:type_name -> google.protobuf.Struct
-	4,  // 6: contextd.v1.Session.tools:type_name -> contextd.v1.ToolDefinition
-	13, // 7: contextd.v1.Session.labels:type_name -> contextd.v1.Session.LabelsEntry
-	15, // 8: contextd.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	15, // 9: contextd.v1.Session.update_time:type_name -> google.protobuf.Timestamp
-	2,  // 10: contextd.v1.Session.state:type_name -> contextd.v1.SessionState
-	6,  // 11: contextd.v1.Session.pending_tool_calls:type_name -> contextd.v1.ToolCall
-	8,  // 12: contextd.v1.Session.usage:type_name -> contextd.v1.Usage
-	15, // 13: contextd.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	11, // 14: contextd.v1.Session.window:type_name -> contextd.v1.WindowSettings
-	12, // 15: contextd.v1.Session.summary:type_name -> contextd.v1.ContextSummary
-	5,  // 16: contextd.v1.Session.server_tools:type_name -> contextd.v1.ServerToolSelection
-	3,  // 17: contextd.v1.WindowSettings.strategy:type_name -> contextd.v1.WindowStrategy
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	14, // 1: contextd.v1.ToolDefinition.annotations:type_name -> google.protobuf.Struct
+	14, // 2: contextd.v1.ToolCall.arguments:type_name -> google.protobuf.Struct
+	1,  // 3: contextd.v1.Message.role:type_name -> contextd.v1.MessageRole
+	6,  // 4: contextd.v1.Message.tool_calls:type_name -> contextd.v1.ToolCall
+	15, // 5: contextd.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	14, // 6: contextd.v1.Session.context:type_name -> google.protobuf.Struct
+	4,  // 7: contextd.v1.Session.tools:type_name -> contextd.v1.ToolDefinition
+	13, // 8: contextd.v1.Session.labels:type_name -> contextd.v1.Session.LabelsEntry
+	15, // 9: contextd.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	15, // 10: contextd.v1.Session.update_time:type_name -> google.protobuf.Timestamp
+	2,  // 11: contextd.v1.Session.state:type_name -> contextd.v1.SessionState
+	6,  // 12: contextd.v1.Session.pending_tool_calls:type_name -> contextd.v1.ToolCall
+	8,  // 13: contextd.v1.Session.usage:type_name -> contextd.v1.Usage
+	15, // 14: contextd.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	11, // 15: contextd.v1.Session.window:type_name -> contextd.v1.WindowSettings
+	12, // 16: contextd.v1.Session.summary:type_name -> contextd.v1.ContextSummary
+	5,  // 17: contextd.v1.Session.server_tools:type_name -> contextd.v1.ServerToolSelection
+	3,  // 18: contextd.v1.WindowSettings.strategy:type_name -> contextd.v1.WindowStrategy
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_contextd_v1_common_proto_init() }

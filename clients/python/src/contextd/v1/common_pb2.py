@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ontextd/v1/common.proto\x12\x0b\x63ontextd.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n\x0eToolDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\x0cinput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\'\n\x13ServerToolSelection\x12\x10\n\x08patterns\x18\x01 \x03(\t\"Z\n\x08ToolCall\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"E\n\nToolResult\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x10\n\x08is_error\x18\x03 \x01(\x08\"L\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x04\x12\x15\n\routput_tokens\x18\x02 \x01(\x04\x12\x16\n\x0e\x63ontext_tokens\x18\x03 \x01(\x04\"\x8e\x02\n\x07Message\x12\r\n\x05index\x18\x01 \x01(\x04\x12&\n\x04role\x18\x02 \x01(\x0e\x32\x18.contextd.v1.MessageRole\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12)\n\ntool_calls\x18\x04 \x03(\x0b\x32\x15.contextd.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\x12\x11\n\ttool_name\x18\x06 \x01(\t\x12\x10\n\x08is_error\x18\x07 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btoken_count\x18\t \x01(\r\x12\x0f\n\x07turn_id\x18\n \x01(\t\"\xff\x05\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsystem_prompt\x18\x02 \x01(\t\x12(\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05model\x18\x04 \x01(\t\x12*\n\x05tools\x18\x05 \x03(\x0b\x32\x1b.contextd.v1.ToolDefinition\x12\x30\n\x06labels\x18\x06 \x03(\x0b\x32 .contextd.v1.Session.LabelsEntry\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rmessage_count\x18\t \x01(\x04\x12(\n\x05state\x18\n \x01(\x0e\x32\x19.contextd.v1.SessionState\x12\x31\n\x12pending_tool_calls\x18\x0b \x03(\x0b\x32\x15.contextd.v1.ToolCall\x12!\n\x05usage\x18\x0c \x01(\x0b\x32\x12.contextd.v1.Usage\x12\x1a\n\x12max_context_tokens\x18\r \x01(\r\x12/\n\x0b\x65xpire_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06window\x18\x14 \x01(\x0b\x32\x1b.contextd.v1.WindowSettings\x12,\n\x07summary\x18\x15 \x01(\x0b\x32\x1b.contextd.v1.ContextSummary\x12\x1c\n\x14token_estimate_scale\x18\x16 \x01(\x01\x12\x0c\n\x04\x65tag\x18\x17 \x01(\t\x12\x36\n\x0cserver_tools\x18\x18 \x01(\x0b\x32 .contextd.v1.ServerToolSelection\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"~\n\x0eWindowSettings\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.contextd.v1.WindowStrategy\x12#\n\x1bsummarize_threshold_percent\x18\x02 \x01(\r\x12\x18\n\x10summarizer_model\x18\x03 \x01(\t\"k\n\x0e\x43ontextSummary\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x1b\n\x13\x66irst_message_index\x18\x02 \x01(\x04\x12\x19\n\x11\x65nd_message_index\x18\x03 \x01(\x04\x12\x13\n\x0btoken_count\x18\x04 \x01(\r*\xb8\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x02\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x03\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x04\x12\x1c\n\x18\x46INISH_REASON_STEP_LIMIT\x10\x05*u\n\x0bMessageRole\x12\x1c\n\x18MESSAGE_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11MESSAGE_ROLE_USER\x10\x01\x12\x1a\n\x16MESSAGE_ROLE_ASSISTANT\x10\x02\x12\x15\n\x11MESSAGE_ROLE_TOOL\x10\x03*n\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12SESSION_STATE_IDLE\x10\x01\x12\'\n#SESSION_STATE_AWAITING_TOOL_RESULTS\x10\x02*\x92\x01\n\x0eWindowStrategy\x12\x1f\n\x1bWINDOW_STRATEGY_UNSPECIFIED\x10\x00\x12\"\n\x1eWINDOW_STRATEGY_SLIDING_WINDOW\x10\x01\x12\x1d\n\x19WINDOW_STRATEGY_SUMMARIZE\x10\x02\x12\x1c\n\x18WINDOW_STRATEGY_DISABLED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ontextd/v1/common.proto\x12\x0b\x63ontextd.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x01\n\x0eToolDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\x0cinput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12,\n\x0b\x61nnotations\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\'\n\x13ServerToolSelection\x12\x10\n\x08patterns\x18\x01 \x03(\t\"Z\n\x08ToolCall\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"E\n\nToolResult\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x10\n\x08is_error\x18\x03 \x01(\x08\"L\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x04\x12\x15\n\routput_tokens\x18\x02 \x01(\x04\x12\x16\n\x0e\x63ontext_tokens\x18\x03 \x01(\x04\"\x8e\x02\n\x07Message\x12\r\n\x05index\x18\x01 \x01(\x04\x12&\n\x04role\x18\x02 \x01(\x0e\x32\x18.contextd.v1.MessageRole\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12)\n\ntool_calls\x18\x04 \x03(\x0b\x32\x15.contextd.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\x12\x11\n\ttool_name\x18\x06 \x01(\t\x12\x10\n\x08is_error\x18\x07 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btoken_count\x18\t \x01(\r\x12\x0f\n\x07turn_id\x18\n \x01(\t\"\xff\x05\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsystem_prompt\x18\x02 \x01(\t\x12(\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05model\x18\x04 \x01(\t\x12*\n\x05tools\x18\x05 \x03(\x0b\x32\x1b.contextd.v1.ToolDefinition\x12\x30\n\x06labels\x18\x06 \x03(\x0b\x32 .contextd.v1.Session.LabelsEntry\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rmessage_count\x18\t \x01(\x04\x12(\n\x05state\x18\n \x01(\x0e\x32\x19.contextd.v1.SessionState\x12\x31\n\x12pending_tool_calls\x18\x0b \x03(\x0b\x32\x15.contextd.v1.ToolCall\x12!\n\x05usage\x18\x0c \x01(\x0b\x32\x12.contextd.v1.Usage\x12\x1a\n\x12max_context_tokens\x18\r \x01(\r\x12/\n\x0b\x65xpire_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06window\x18\x14 \x01(\x0b\x32\x1b.contextd.v1.WindowSettings\x12,\n\x07summary\x18\x15 \x01(\x0b\x32\x1b.contextd.v1.ContextSummary\x12\x1c\n\x14token_estimate_scale\x18\x16 \x01(\x01\x12\x0c\n\x04\x65tag\x18\x17 \x01(\t\x12\x36\n\x0cserver_tools\x18\x18 \x01(\x0b\x32 .contextd.v1.ServerToolSelection\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"~\n\x0eWindowSettings\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.contextd.v1.WindowStrategy\x12#\n\x1bsummarize_threshold_percent\x18\x02 \x01(\r\x12\x18\n\x10summarizer_model\x18\x03 \x01(\t\"k\n\x0e\x43ontextSummary\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x1b\n\x13\x66irst_message_index\x18\x02 \x01(\x04\x12\x19\n\x11\x65nd_message_index\x18\x03 \x01(\x04\x12\x13\n\x0btoken_count\x18\x04 \x01(\r*\xb8\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x02\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x03\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x04\x12\x1c\n\x18\x46INISH_REASON_STEP_LIMIT\x10\x05*u\n\x0bMessageRole\x12\x1c\n\x18MESSAGE_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11MESSAGE_ROLE_USER\x10\x01\x12\x1a\n\x16MESSAGE_ROLE_ASSISTANT\x10\x02\x12\x15\n\x11MESSAGE_ROLE_TOOL\x10\x03*n\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12SESSION_STATE_IDLE\x10\x01\x12\'\n#SESSION_STATE_AWAITING_TOOL_RESULTS\x10\x02*\x92\x01\n\x0eWindowStrategy\x12\x1f\n\x1bWINDOW_STRATEGY_UNSPECIFIED\x10\x00\x12\"\n\x1eWINDOW_STRATEGY_SLIDING_WINDOW\x10\x01\x12\x1d\n\x19WINDOW_STRATEGY_SUMMARIZE\x10\x02\x12\x1c\n\x18WINDOW_STRATEGY_DISABLED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,32 +35,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SESSION_LABELSENTRY']._loaded_options = None
   _globals['_SESSION_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_FINISHREASON']._serialized_start=1767
-  _globals['_FINISHREASON']._serialized_end=1951
-  _globals['_MESSAGEROLE']._serialized_start=1953
-  _globals['_MESSAGEROLE']._serialized_end=2070
-  _globals['_SESSIONSTATE']._serialized_start=2072
-  _globals['_SESSIONSTATE']._serialized_end=2182
-  _globals['_WINDOWSTRATEGY']._serialized_start=2185
-  _globals['_WINDOWSTRATEGY']._serialized_end=2331
-  _globals['_TOOLDEFINITION']._serialized_start=104
-  _globals['_TOOLDEFINITION']._serialized_end=202
-  _globals['_SERVERTOOLSELECTION']._serialized_start=204
-  _globals['_SERVERTOOLSELECTION']._serialized_end=243
-  _globals['_TOOLCALL']._serialized_start=245
-  _globals['_TOOLCALL']._serialized_end=335
-  _globals['_TOOLRESULT']._serialized_start=337
-  _globals['_TOOLRESULT']._serialized_end=406
-  _globals['_USAGE']._serialized_start=408
-  _globals['_USAGE']._serialized_end=484
-  _globals['_MESSAGE']._serialized_start=487
-  _globals['_MESSAGE']._serialized_end=757
-  _globals['_SESSION']._serialized_start=760
-  _globals['_SESSION']._serialized_end=1527
-  _globals['_SESSION_LABELSENTRY']._serialized_start=1482
-  _globals['_SESSION_LABELSENTRY']._serialized_end=1527
-  _globals['_WINDOWSETTINGS']._serialized_start=1529
-  _globals['_WINDOWSETTINGS']._serialized_end=1655
-  _globals['_CONTEXTSUMMARY']._serialized_start=1657
-  _globals['_CONTEXTSUMMARY']._serialized_end=1764
+  _globals['_FINISHREASON']._serialized_start=1814
+  _globals['_FINISHREASON']._serialized_end=1998
+  _globals['_MESSAGEROLE']._serialized_start=2000
+  _globals['_MESSAGEROLE']._serialized_end=2117
+  _globals['_SESSIONSTATE']._serialized_start=2119
+  _globals['_SESSIONSTATE']._serialized_end=2229
+  _globals['_WINDOWSTRATEGY']._serialized_start=2232
+  _globals['_WINDOWSTRATEGY']._serialized_end=2378
+  _globals['_TOOLDEFINITION']._serialized_start=105
+  _globals['_TOOLDEFINITION']._serialized_end=249
+  _globals['_SERVERTOOLSELECTION']._serialized_start=251
+  _globals['_SERVERTOOLSELECTION']._serialized_end=290
+  _globals['_TOOLCALL']._serialized_start=292
+  _globals['_TOOLCALL']._serialized_end=382
+  _globals['_TOOLRESULT']._serialized_start=384
+  _globals['_TOOLRESULT']._serialized_end=453
+  _globals['_USAGE']._serialized_start=455
+  _globals['_USAGE']._serialized_end=531
+  _globals['_MESSAGE']._serialized_start=534
+  _globals['_MESSAGE']._serialized_end=804
+  _globals['_SESSION']._serialized_start=807
+  _globals['_SESSION']._serialized_end=1574
+  _globals['_SESSION_LABELSENTRY']._serialized_start=1529
+  _globals['_SESSION_LABELSENTRY']._serialized_end=1574
+  _globals['_WINDOWSETTINGS']._serialized_start=1576
+  _globals['_WINDOWSETTINGS']._serialized_end=1702
+  _globals['_CONTEXTSUMMARY']._serialized_start=1704
+  _globals['_CONTEXTSUMMARY']._serialized_end=1811
 # @@protoc_insertion_point(module_scope)

@@ -58,14 +58,16 @@ WINDOW_STRATEGY_SUMMARIZE: WindowStrategy
 WINDOW_STRATEGY_DISABLED: WindowStrategy
 
 class ToolDefinition(_message.Message):
-    __slots__ = ("name", "description", "input_schema")
+    __slots__ = ("name", "description", "input_schema", "annotations")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     INPUT_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     input_schema: _struct_pb2.Struct
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., input_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    annotations: _struct_pb2.Struct
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., input_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., annotations: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class ServerToolSelection(_message.Message):
     __slots__ = ("patterns",)

@@ -464,6 +464,11 @@ class ContextdClientTest {
     ToolList list = client.listTools(sid);
     assertEquals(List.of("context_get", "context_set", "history_search"), list.server().stream().map(Tool::name).toList());
     assertEquals(List.of("get_weather"), list.session().stream().map(Tool::name).toList());
+    assertEquals(true, list.server().get(0).annotations().get("readOnlyHint"));
+    Tool hinted = Tool.of("find", "Finds.").withAnnotations(Map.of("readOnlyHint", true));
+    client.updateSession(sid, SessionUpdate.create().tools(hinted));
+    assertEquals(Map.of("readOnlyHint", true), client.listTools(sid).session().get(0).annotations());
+    client.updateSession(sid, SessionUpdate.create().tools(WEATHER));
     ToolOutput set = client.callTool("context_set", Map.of("patch", Map.of("b", "two")), sid);
     assertFalse(set.isError());
     assertEquals(Map.of("a", 1.0, "b", "two"), set.structured());
