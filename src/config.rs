@@ -861,6 +861,11 @@ pub struct McpServerConfig {
     /// a tenant past it gets `is_error` results naming this setting. Default 16.
     #[serde(default = "default_mcp_max_processes")]
     pub max_processes: u32,
+    /// With `scope = "tenant"`: a tenant's process that no call has used for this many
+    /// milliseconds is stopped (and its place under `max_processes` freed); the tenant's next
+    /// call starts it again. 0: never stopped. Default 600000 (10 minutes).
+    #[serde(default = "default_mcp_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
 }
 
 fn default_mcp_call_timeout_ms() -> u64 {
@@ -871,6 +876,9 @@ fn default_mcp_startup_timeout_ms() -> u64 {
 }
 fn default_mcp_max_processes() -> u32 {
     16
+}
+fn default_mcp_idle_timeout_ms() -> u64 {
+    600_000
 }
 
 impl McpServerConfig {
@@ -892,6 +900,7 @@ impl McpServerConfig {
             tenants: Vec::new(),
             scope: McpScope::Shared,
             max_processes: default_mcp_max_processes(),
+            idle_timeout_ms: default_mcp_idle_timeout_ms(),
         }
     }
 

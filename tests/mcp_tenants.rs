@@ -430,3 +430,47 @@ async fn scope_tenant_starts_one_process_per_tenant_up_to_max_processes() {
         "tenant-b's process changed"
     );
 }
+
+/// Whether process `pid` still exists (a zombie counts as gone: it has ended).
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the field after the parenthesised command name.
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// A tenant's process that no call used for `idle_timeout_ms` is stopped, which frees its
+/// place under `max_processes` for another tenant; its tenant's next call starts a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tenant_process_is_stopped_and_frees_its_place() {
+    let dir = TempDir::new();
+    let a = key_of(&dir.0, "tenant-a");
+    let b = key_of(&dir.0, "tenant-b");
+    let mut config = keys_mode(&dir.0);
+    let mut mine = toolbox_stdio("mine");
+    mine.scope = contextd::config::McpScope::Tenant;
+    mine.max_processes = 1;
+    mine.idle_timeout_ms = 1_000;
+    config.mcp_servers = vec![mine];
+    let server = within("start", TestServer::start_with(config)).await;
+
+    let pid_a = pid_for(&server, &a).await.expect("tenant-a's process");
+    eventually("tenant-a's idle process is stopped", || async move {
+        !process_alive(pid_a)
+    })
+    .await;
+
+    // Its place is free: tenant-b is served although max_processes = 1.
+    let pid_b = pid_for(&server, &b).await.expect("tenant-b's process");
+    assert_ne!(pid_b, pid_a);
+    eventually("tenant-b's idle process is stopped", || async move {
+        !process_alive(pid_b)
+    })
+    .await;
+    // And tenant-a's next call starts a process of its own again.
+    let again = pid_for(&server, &a).await.expect("tenant-a's new process");
+    assert!(again != pid_a && again != pid_b);
+}

@@ -13,15 +13,16 @@
 //! With `scope = "shared"` (the default) one connection serves every tenant. With
 //! `scope = "tenant"` each tenant gets its own connection (its own process, for stdio),
 //! started on its first call and supervised like the shared one, at most `max_processes` of
-//! them; the tools every tenant sees are listed by a discovery connection started with
-//! contextd. A server with `tenants` set does not exist for any other tenant.
+//! them, and stopped again once no call has used it for `idle_timeout_ms` (which frees its
+//! place under the bound); the tools every tenant sees are listed by a discovery connection
+//! started with contextd. A server with `tenants` set does not exist for any other tenant.
 //!
 //! Tool names are `<server>__<tool>`, with characters outside `[A-Za-z0-9_-]` replaced by `_`
 //! and names over 64 characters cut and given a 6-hex-digit hash of the full name.
 
 use std::collections::HashMap;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,6 +35,8 @@ use rmcp::{ClientHandler, ServiceExt};
 use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::{ServerTool, ToolOutput, ToolProvider, ToolScope};
 use crate::config::{McpScope, McpServerConfig, McpTransport};
@@ -56,6 +59,19 @@ struct McpServer {
     /// Set once the first start finished (up or not), for [`ToolProvider::ready`] and for a
     /// tenant's first call.
     started: watch::Sender<bool>,
+    /// Cancelled to stop the server for good (a tenant's idle connection): its supervisor
+    /// ends and drops the connection, which ends the process.
+    stop: CancellationToken,
+    /// Calls on it now, and when the last one ended: what the idle reaper reads. Changed
+    /// only under the owning entry's `per_tenant` lock, so a call handed this connection is
+    /// never reaped before it counts here.
+    usage: Mutex<Usage>,
+}
+
+/// How a connection is used: by how many calls now, and since when by none.
+struct Usage {
+    calls: usize,
+    idle_since: Instant,
 }
 
 impl McpServer {
@@ -66,9 +82,26 @@ impl McpServer {
             config: config.clone(),
             state: RwLock::new(ServerState::default()),
             started,
+            stop: CancellationToken::new(),
+            usage: Mutex::new(Usage {
+                calls: 0,
+                idle_since: Instant::now(),
+            }),
         });
         tokio::spawn(supervise(server.clone()));
         server
+    }
+
+    /// Counts one more call on it until the returned guard is dropped.
+    fn use_for_call(self: &Arc<Self>) -> InUse {
+        self.usage.lock().unwrap_or_else(|e| e.into_inner()).calls += 1;
+        InUse(self.clone())
+    }
+
+    /// Whether no call has used it for `idle` or longer.
+    fn idle_for(&self, idle: Duration) -> bool {
+        let usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        usage.calls == 0 && usage.idle_since.elapsed() >= idle
     }
 
     /// The tools it last listed.
@@ -95,6 +128,30 @@ impl McpServer {
     }
 }
 
+/// One call's use of a connection (see [`McpServer::use_for_call`]).
+struct InUse(Arc<McpServer>);
+
+impl std::ops::Deref for InUse {
+    type Target = McpServer;
+
+    fn deref(&self) -> &McpServer {
+        &self.0
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        let mut usage = self.0.usage.lock().unwrap_or_else(|e| e.into_inner());
+        usage.calls -= 1;
+        if usage.calls == 0 {
+            usage.idle_since = Instant::now();
+        }
+    }
+}
+
+/// Each tenant's connection of a `scope = "tenant"` server.
+type TenantConnections = Mutex<HashMap<TenantId, Arc<McpServer>>>;
+
 /// What the supervisor last learnt. One owner writes it (the supervisor); readers copy out.
 #[derive(Default)]
 struct ServerState {
@@ -104,6 +161,8 @@ struct ServerState {
     peer: Option<Peer<RoleClient>>,
     /// Why the server is down, while it is.
     down: Option<String>,
+    /// Starts tried so far, the first included.
+    attempts: u64,
 }
 
 /// One `[[mcp_servers]]` entry and its connections.
@@ -114,20 +173,22 @@ struct McpEntry {
     /// (a discovery connection) and calls go to the tenant's own.
     listing: Arc<McpServer>,
     /// With `scope = "tenant"`: each tenant's connection, started on its first call, at most
-    /// `max_processes`. A plain mutex: a look-up or an insert, never held across an `.await`.
-    per_tenant: Mutex<HashMap<TenantId, Arc<McpServer>>>,
+    /// `max_processes`, removed by the idle reaper. A plain mutex: a look-up, an insert or a
+    /// removal, never held across an `.await`.
+    per_tenant: Arc<TenantConnections>,
 }
 
 impl McpEntry {
-    /// The connection `tenant`'s calls go to, started now when it is the tenant's first;
-    /// `Err` with the message for the caller when the bound of processes is reached.
-    fn connection_for(&self, tenant: &TenantId) -> Result<Arc<McpServer>, String> {
+    /// The connection `tenant`'s call goes to, counted as in use until the guard is
+    /// dropped; started now when it is the tenant's first. `Err` with the message for the
+    /// caller when the bound of processes is reached.
+    fn connection_for(&self, tenant: &TenantId) -> Result<InUse, String> {
         if self.config.scope == McpScope::Shared {
-            return Ok(self.listing.clone());
+            return Ok(self.listing.use_for_call());
         }
         let mut per_tenant = self.per_tenant.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(server) = per_tenant.get(tenant) {
-            return Ok(server.clone());
+            return Ok(server.use_for_call());
         }
         let max = self.config.max_processes;
         if per_tenant.len() >= max as usize {
@@ -140,7 +201,28 @@ impl McpEntry {
         tracing::info!(mcp_server = %self.config.name, tenant = %tenant, "starting the tenant's MCP server");
         let server = McpServer::start(&self.config);
         per_tenant.insert(tenant.clone(), server.clone());
-        Ok(server)
+        Ok(server.use_for_call())
+    }
+}
+
+/// Stops the tenant connections of one `scope = "tenant"` server that no call has used for
+/// `idle_timeout_ms`, checking a few times per timeout; ends with the connections' owner.
+async fn reap_idle(server: String, connections: Weak<TenantConnections>, idle: Duration) {
+    let every = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(connections) = connections.upgrade() else {
+            return;
+        };
+        let mut connections = connections.lock().unwrap_or_else(|e| e.into_inner());
+        connections.retain(|tenant, connection| {
+            if !connection.idle_for(idle) {
+                return true;
+            }
+            tracing::info!(mcp_server = %server, tenant = %tenant, idle_ms = idle.as_millis() as u64, "stopping the tenant's idle MCP server");
+            connection.stop.cancel();
+            false
+        });
     }
 }
 
@@ -156,10 +238,20 @@ impl McpTools {
     pub fn start(configs: &[McpServerConfig]) -> Self {
         let entries = configs
             .iter()
-            .map(|config| McpEntry {
-                config: config.clone(),
-                listing: McpServer::start(config),
-                per_tenant: Mutex::default(),
+            .map(|config| {
+                let entry = McpEntry {
+                    config: config.clone(),
+                    listing: McpServer::start(config),
+                    per_tenant: Arc::default(),
+                };
+                if config.scope == McpScope::Tenant && config.idle_timeout_ms > 0 {
+                    tokio::spawn(reap_idle(
+                        config.name.clone(),
+                        Arc::downgrade(&entry.per_tenant),
+                        Duration::from_millis(config.idle_timeout_ms),
+                    ));
+                }
+                entry
             })
             .collect();
         Self { entries }
@@ -326,15 +418,34 @@ impl Drop for StartedOnDrop {
     }
 }
 
-/// Keeps one server connected for as long as contextd runs.
+/// Keeps one server connected until it is stopped (see [`McpServer::stop`]) or contextd ends.
 async fn supervise(server: Arc<McpServer>) {
     let _started = StartedOnDrop(server.clone());
+    let stop = server.stop.clone();
+    tokio::select! {
+        // Dropping the loop drops the connection, and rmcp ends a stdio server's process.
+        _ = stop.cancelled() => {
+            let mut state = server.state.write().unwrap_or_else(|e| e.into_inner());
+            state.peer = None;
+            state.down = Some("it was stopped, unused for idle_timeout_ms".into());
+        }
+        _ = keep_connected(&server) => {}
+    }
+}
+
+/// Connects, serves until the connection ends, and connects again with a doubling backoff.
+async fn keep_connected(server: &Arc<McpServer>) {
     let name = server.config.name.clone();
     let mut backoff = FIRST_BACKOFF;
     loop {
+        server
+            .state
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .attempts += 1;
         let changed = Arc::new(Notify::new());
         let startup = Duration::from_millis(server.config.startup_timeout_ms);
-        let connected = tokio::time::timeout(startup, connect(&server, changed.clone()))
+        let connected = tokio::time::timeout(startup, connect(server, changed.clone()))
             .await
             .unwrap_or_else(|_| {
                 Err(format!(
@@ -352,7 +463,7 @@ async fn supervise(server: Arc<McpServer>) {
                 );
                 server.started.send_replace(true);
                 backoff = FIRST_BACKOFF;
-                serve_until_closed(&server, running, changed).await
+                serve_until_closed(server, running, changed).await
             }
             Err(reason) => reason,
         };
@@ -696,5 +807,71 @@ mod tests {
             refused.contains("'srv__lookup'") && refused.contains("name"),
             "{refused}"
         );
+    }
+
+    /// A server that cannot start is tried again after 0.5 s, then 1 s, 2 s, 4 s, ...,
+    /// never more than 30 s apart. Virtual time: the delays are exact, whatever the load.
+    #[tokio::test(start_paused = true)]
+    async fn failed_starts_are_retried_with_a_doubling_backoff_up_to_a_cap() {
+        let config = McpServerConfig::stdio("gone", "/nonexistent/contextd-mcp-server", &[]);
+        let server = McpServer::start(&config);
+        let attempts = || server.state.read().unwrap().attempts;
+        let started = Instant::now();
+        let mut expected_at = Duration::ZERO;
+        let mut delay = FIRST_BACKOFF;
+        for attempt in 1..=10u64 {
+            // Just before the next start is due, exactly `attempt` starts were tried.
+            tokio::time::sleep_until(started + expected_at + delay - Duration::from_millis(1))
+                .await;
+            assert_eq!(attempts(), attempt, "at {:?}", started.elapsed());
+            expected_at += delay;
+            delay = (delay * 2).min(MAX_BACKOFF);
+        }
+        // Ten failures in, the delay is at its cap.
+        assert_eq!(delay, MAX_BACKOFF);
+        let down = server
+            .state
+            .read()
+            .unwrap()
+            .down
+            .clone()
+            .unwrap_or_default();
+        assert!(down.contains("cannot start"), "{down}");
+        server.stop.cancel();
+    }
+
+    /// A stopped server's supervisor ends and says why the server is down.
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_server_is_not_started_again() {
+        let config = McpServerConfig::stdio("gone", "/nonexistent/contextd-mcp-server", &[]);
+        let server = McpServer::start(&config);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.stop.cancel();
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        let state = server.state.read().unwrap();
+        assert_eq!(state.attempts, 1);
+        assert!(
+            state
+                .down
+                .as_deref()
+                .unwrap_or_default()
+                .contains("idle_timeout_ms")
+        );
+    }
+
+    /// A connection in use is never idle; it is once its last call ended `idle` ago.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_idle_only_without_calls_for_the_timeout() {
+        let config = McpServerConfig::stdio("gone", "/nonexistent/contextd-mcp-server", &[]);
+        let server = McpServer::start(&config);
+        let idle = Duration::from_secs(10);
+        let call = server.use_for_call();
+        tokio::time::sleep(idle * 2).await;
+        assert!(!server.idle_for(idle), "a call is running");
+        drop(call);
+        assert!(!server.idle_for(idle), "the call just ended");
+        tokio::time::sleep(idle).await;
+        assert!(server.idle_for(idle));
+        server.stop.cancel();
     }
 }
