@@ -337,6 +337,13 @@ pub struct StorageConfig {
     /// How often expired sessions are deleted, in milliseconds. Expired sessions are NOT_FOUND
     /// from the moment they expire, whenever the sweep runs. Default 30000.
     pub sweep_interval_ms: u64,
+    /// Group commit (SQLite and PostgreSQL): most commits written in one transaction. Commits
+    /// that arrive while one transaction is being written wait for the next, which takes up
+    /// to this many; no commit waits for a timer. Default 64.
+    pub commit_batch_max_turns: usize,
+    /// Group commit: most bytes (session documents and message texts) in one transaction; a
+    /// single commit larger than this is written alone. Default 8 MiB.
+    pub commit_batch_max_bytes: usize,
 }
 
 impl Default for StorageConfig {
@@ -347,6 +354,8 @@ impl Default for StorageConfig {
             connect_timeout_ms: 5_000,
             sqlite_synchronous: SyncMode::Full,
             sweep_interval_ms: 30_000,
+            commit_batch_max_turns: 64,
+            commit_batch_max_bytes: 8 << 20,
         }
     }
 }
@@ -1095,6 +1104,16 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "storage.sweep_interval_ms must be at least 1".into(),
             ));
+        }
+        for (key, value) in [
+            ("commit_batch_max_turns", self.storage.commit_batch_max_turns),
+            ("commit_batch_max_bytes", self.storage.commit_batch_max_bytes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "storage.{key} must be at least 1"
+                )));
+            }
         }
         if self.http.sse_keep_alive_ms == 0 {
             return Err(ConfigError::Invalid(

@@ -116,6 +116,14 @@ impl OpenStore {
     }
 }
 
+/// How much one group commit may write (`storage.commit_batch_*`).
+fn batch_limits(settings: &StorageConfig) -> crate::store::sql::BatchLimits {
+    crate::store::sql::BatchLimits {
+        max_turns: settings.commit_batch_max_turns.max(1),
+        max_bytes: settings.commit_batch_max_bytes.max(1),
+    }
+}
+
 /// Opens the store `kind` with these settings.
 pub async fn open_store(
     kind: &StoreKind,
@@ -181,7 +189,11 @@ async fn open_sqlite(data_dir: &Path, settings: &StorageConfig) -> Result<OpenSt
         reason: e.to_string(),
     })?);
     DatabaseFile::watch(Arc::downgrade(&file));
-    let sql = Arc::new(SqlStore::new(Pools::Sqlite { write, read }, Some(file)));
+    let sql = Arc::new(SqlStore::new(
+        Pools::Sqlite { write, read },
+        Some(file),
+        batch_limits(settings),
+    ));
     tracing::info!(path = %path.display(), "store: sqlite");
     Ok(OpenStore {
         store: sql.clone(),
@@ -211,7 +223,11 @@ async fn open_postgres(url: &str, settings: &StorageConfig) -> Result<OpenStore,
         .min_connections(0)
         .acquire_timeout(timeout)
         .connect_lazy_with(options);
-    let sql = Arc::new(SqlStore::new(Pools::Postgres { pool, locks }, None));
+    let sql = Arc::new(SqlStore::new(
+        Pools::Postgres { pool, locks },
+        None,
+        batch_limits(settings),
+    ));
     tracing::info!(database = %target, "store: postgres");
     Ok(OpenStore {
         store: sql.clone(),

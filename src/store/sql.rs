@@ -8,10 +8,12 @@
 //! every history read is a keyset range scan on the primary key, never an OFFSET), and
 //! `pending_tool_calls` (the calls a paused turn waits for). Every row carries the tenant id.
 //!
-//! A commit is one transaction: the session row is updated only if its version is still the
-//! one the change was based on (`UPDATE … WHERE version = $expected`), the turn's messages are
-//! inserted, and the pending calls replaced. A stale or concurrent write changes nothing and
-//! reports `Conflict`; the primary key makes a duplicated message impossible.
+//! A commit updates the session row only if its version is still the one the change was
+//! based on (`UPDATE … WHERE version = $expected`), inserts the turn's messages, and replaces
+//! the pending calls. A stale or concurrent write changes nothing and reports `Conflict`; the
+//! primary key makes a duplicated message impossible. Commits are written by one writer
+//! task, those waiting together in one transaction (group commit, see [`batch`]): one fsync
+//! for many turns, and each caller answered once its batch is durable.
 //!
 //! Ordering across replicas (PostgreSQL): a turn holds a session-level advisory lock keyed by
 //! the session from before it reads the session until after it commits
@@ -90,11 +92,33 @@ pub struct SqlStore {
     pools: Pools,
     /// SQLite's database file, checked before every write (see [`DatabaseFile`]).
     file: Option<Arc<DatabaseFile>>,
+    /// The writer every commit goes through (see [`batch`]).
+    group: batch::GroupCommit,
 }
 
 impl SqlStore {
-    pub(crate) fn new(pools: Pools, file: Option<Arc<DatabaseFile>>) -> Self {
-        Self { pools, file }
+    /// A store on `pools`; its commit writer starts now (needs a Tokio runtime), writing at
+    /// most `limits` per transaction.
+    pub(crate) fn new(
+        pools: Pools,
+        file: Option<Arc<DatabaseFile>>,
+        limits: batch::BatchLimits,
+    ) -> Self {
+        let write = match &pools {
+            Pools::Sqlite { write, .. } => batch::WritePool::Sqlite(write.clone()),
+            Pools::Postgres { pool, .. } => batch::WritePool::Postgres(pool.clone()),
+        };
+        let group = batch::GroupCommit::start(write, file.clone(), limits);
+        Self { pools, file, group }
+    }
+
+    /// Transactions the commit writer has committed, and the commits in them.
+    pub fn commit_batches(&self) -> (u64, u64) {
+        let stats = self.group.stats();
+        (
+            stats.batches.load(std::sync::atomic::Ordering::Relaxed),
+            stats.commits.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// `Err` once the database file is known to be gone (reads check the flag only).
@@ -268,156 +292,44 @@ impl SessionStore for SqlStore {
         let pending_turn = session.pending.as_ref().map(|p| p.turn_id.as_str());
         let pending_steps = session.pending.as_ref().map_or(0, |p| i64::from(p.steps));
 
-        on_pool!(&self.pools, write, |pool| {
-            let mut conn = self.writer(pool).await?;
-            let result = async {
-                let mut tx = sqlx::Connection::begin(&mut *conn)
-                    .await
-                    .map_err(unavailable)?;
-                match expected_version {
-                    None => {
-                        let inserted = sqlx::query(
-                            "INSERT INTO sessions (tenant_id, session_id, version, create_time,
-                             update_time, expire_time, message_count, pending_turn,
-                             pending_steps, body)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                         ON CONFLICT (tenant_id, session_id) DO NOTHING",
-                        )
-                        .bind(tenant)
-                        .bind(id)
-                        .bind(to_i64(session.version))
-                        .bind(micros(session.create_time))
-                        .bind(micros(session.update_time))
-                        .bind(session.expire_time.map(micros))
-                        .bind(to_i64(session.message_count))
-                        .bind(pending_turn)
-                        .bind(pending_steps)
-                        .bind(&body)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(unavailable)?;
-                        if inserted.rows_affected() == 0 {
-                            return Err(StoreError::AlreadyExists(session.id.clone()));
-                        }
-                    }
-                    Some(version) => {
-                        let updated = sqlx::query(
-                            "UPDATE sessions SET version = $3, update_time = $4, expire_time = $5,
-                             message_count = $6, pending_turn = $7, pending_steps = $8,
-                             body = $9
-                         WHERE tenant_id = $1 AND session_id = $2 AND version = $10
-                             AND message_count = $11",
-                        )
-                        .bind(tenant)
-                        .bind(id)
-                        .bind(to_i64(session.version))
-                        .bind(micros(session.update_time))
-                        .bind(session.expire_time.map(micros))
-                        .bind(to_i64(session.message_count))
-                        .bind(pending_turn)
-                        .bind(pending_steps)
-                        .bind(&body)
-                        .bind(to_i64(version))
-                        // The new messages continue the stored history exactly, or nothing
-                        // is written.
-                        .bind(to_i64(first_index))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(unavailable)?;
-                        if updated.rows_affected() == 0 {
-                            let exists: Option<i64> = sqlx::query_scalar(
-                            "SELECT version FROM sessions WHERE tenant_id = $1 AND session_id = $2",
-                        )
-                        .bind(tenant)
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(unavailable)?;
-                            return Err(match exists {
-                                Some(_) => StoreError::Conflict(session.id.clone()),
-                                None => StoreError::NotFound(session.id.clone()),
-                            });
-                        }
-                        sqlx::query(
-                        "DELETE FROM pending_tool_calls WHERE tenant_id = $1 AND session_id = $2",
-                    )
-                    .bind(tenant)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                    }
-                }
-                for m in &encoded {
-                    sqlx::query(
-                    "INSERT INTO messages (tenant_id, session_id, idx, role, content, tool_calls,
-                         tool_call_id, tool_name, is_error, create_time, token_count, turn_id)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .bind(tenant)
-                .bind(id)
-                .bind(to_i64(m.message.index))
-                .bind(m.message.role.as_str())
-                .bind(m.message.content.as_str())
-                .bind(m.tool_calls.as_deref())
-                .bind(m.message.tool_call_id.as_str())
-                .bind(m.message.tool_name.as_str())
-                .bind(m.message.is_error)
-                .bind(micros(m.message.create_time))
-                .bind(i64::from(m.message.token_count))
-                .bind(m.message.turn_id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| match e {
-                    sqlx::Error::Database(d) if d.is_unique_violation() => {
-                        StoreError::Conflict(session.id.clone())
-                    }
-                    other => unavailable(other),
-                })?;
-                }
-                for (position, (call_id, name, arguments)) in calls.iter().enumerate() {
-                    sqlx::query(
-                        "INSERT INTO pending_tool_calls (tenant_id, session_id, position, call_id,
-                         name, arguments)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(tenant)
-                    .bind(id)
-                    .bind(position as i64)
-                    .bind(call_id)
-                    .bind(name)
-                    .bind(arguments)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                }
-                if let Some(receipt) = receipt {
-                    // A key reused after its window (not yet swept) names the new turn.
-                    sqlx::query(
-                        "INSERT INTO turn_receipts (tenant_id, session_id, idempotency_key,
-                             fingerprint, turn_id, outcome, create_time)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)
-                         ON CONFLICT (tenant_id, session_id, idempotency_key) DO UPDATE SET
-                             fingerprint = excluded.fingerprint, turn_id = excluded.turn_id,
-                             outcome = excluded.outcome, create_time = excluded.create_time",
-                    )
-                    .bind(tenant)
-                    .bind(id)
-                    .bind(receipt.key.as_str())
-                    .bind(receipt.fingerprint.as_str())
-                    .bind(receipt.turn_id.as_str())
-                    .bind(receipt.outcome.as_str())
-                    .bind(micros(receipt.create_time))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                }
-                tx.commit().await.map_err(unavailable)
-            }
-            .await;
-            settle(&mut conn, &result);
-            result
-        })
+        let messages_bytes: usize = encoded
+            .iter()
+            .map(|m| m.message.content.len() + m.tool_calls.as_ref().map_or(0, String::len))
+            .sum();
+        let bytes = body.len() + messages_bytes;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = batch::CommitJob {
+            row: batch::SessionWrite {
+                tenant: tenant.to_string(),
+                session_id: id.to_string(),
+                version: to_i64(session.version),
+                create_time: micros(session.create_time),
+                update_time: micros(session.update_time),
+                expire_time: session.expire_time.map(micros),
+                message_count: to_i64(session.message_count),
+                pending_turn: pending_turn.map(str::to_string),
+                pending_steps,
+                body,
+            },
+            expected_version,
+            first_index,
+            messages: messages
+                .iter()
+                .cloned()
+                .zip(encoded.into_iter().map(|m| m.tool_calls))
+                .collect(),
+            calls,
+            receipt: receipt.map(|r| batch::ReceiptWrite {
+                key: r.key.clone(),
+                fingerprint: r.fingerprint.clone(),
+                turn_id: r.turn_id.clone(),
+                outcome: r.outcome.clone(),
+                create_time: micros(r.create_time),
+            }),
+            bytes,
+            reply,
+        };
+        self.group.commit(job, answer).await
     }
 
     async fn get_receipt(
@@ -1153,7 +1065,10 @@ fn escape_like(text: &str) -> String {
     escaped
 }
 
+mod batch;
 mod keys;
+
+pub(crate) use batch::BatchLimits;
 
 #[cfg(test)]
 mod tests {
@@ -1184,5 +1099,203 @@ mod tests {
     fn like_patterns_are_literal() {
         assert_eq!(escape_like("100%_off\\"), "100\\%\\_off\\\\");
         assert_eq!(escape_like("plain"), "plain");
+    }
+
+    /// A fresh SQLite store in a directory removed with the returned guard.
+    async fn sqlite_store() -> (Arc<SqlStore>, TempDir) {
+        let dir = TempDir(std::env::temp_dir().join(format!(
+            "contextd-batch-{}",
+            uuid::Uuid::new_v4()
+        )));
+        let settings = crate::config::StorageConfig::default();
+        let opened = crate::store::open::open_store(
+            &crate::config::StoreKind::Sqlite,
+            &dir.0,
+            &settings,
+        )
+        .await
+        .expect("open SQLite");
+        (opened.sql.clone().expect("an SQL store"), dir)
+    }
+
+    struct TempDir(std::path::PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn new_session(id: &str) -> Session {
+        let now = SystemTime::now();
+        Session {
+            id: id.into(),
+            system_prompt: String::new(),
+            context: Context::new(),
+            model: "echo".into(),
+            tools: Vec::new(),
+            labels: BTreeMap::new(),
+            create_time: now,
+            update_time: now,
+            message_count: 0,
+            pending: None,
+            usage: Usage::default(),
+            max_context_tokens: 0,
+            version: 1,
+            expire_time: None,
+            idle_ttl: None,
+            window: WindowState::default(),
+            server_tools: None,
+        }
+    }
+
+    /// `session` one turn on: a user message and a reply, version and count moved on.
+    fn turn(session: &mut Session) -> Vec<SharedMessage> {
+        let messages: Vec<SharedMessage> = [Role::User, Role::Assistant]
+            .into_iter()
+            .enumerate()
+            .map(|(offset, role)| {
+                Arc::new(Message {
+                    index: session.message_count + offset as u64,
+                    role,
+                    content: format!("message {}", session.message_count + offset as u64),
+                    tool_calls: Vec::new(),
+                    tool_call_id: String::new(),
+                    tool_name: String::new(),
+                    is_error: false,
+                    create_time: SystemTime::now(),
+                    token_count: 3,
+                    turn_id: format!("turn-{}", session.version),
+                })
+            })
+            .collect();
+        session.message_count += messages.len() as u64;
+        session.version += 1;
+        messages
+    }
+
+    /// Commits queued while a transaction is being written go together in the next one,
+    /// and one stale commit among them is refused alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_waiting_for_the_writer_share_one_transaction() {
+        let (store, _dir) = sqlite_store().await;
+        let tenant = TenantId::default();
+        let mut sessions = Vec::new();
+        for i in 0..32 {
+            let session = new_session(&format!("s{i}"));
+            store
+                .commit(&tenant, &session, None, &[], None)
+                .await
+                .expect("create");
+            sessions.push(session);
+        }
+        let (before, _) = store.commit_batches();
+
+        // The writer's only connection held here: its next batch waits for it, and every
+        // commit sent meanwhile queues behind that batch.
+        let Pools::Sqlite { write, .. } = &store.pools else {
+            unreachable!("a SQLite store")
+        };
+        let held = write.acquire().await.expect("the writer connection");
+        let mut running = Vec::new();
+        for (i, mut session) in sessions.into_iter().enumerate() {
+            let store = store.clone();
+            let tenant = tenant.clone();
+            running.push(tokio::spawn(async move {
+                let expected = session.version;
+                let messages = turn(&mut session);
+                // Session s7's commit is based on a version that was never stored.
+                let expected = if i == 7 { expected + 5 } else { expected };
+                store
+                    .commit(&tenant, &session, Some(expected), &messages, None)
+                    .await
+            }));
+        }
+        // One commit was taken into a batch (waiting for the connection), the rest queue.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while store.group.queued() < 31 {
+            assert!(tokio::time::Instant::now() < deadline, "commits never queued");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(held);
+        let mut refused = Vec::new();
+        for (i, outcome) in running.into_iter().enumerate() {
+            match outcome.await.expect("commit task") {
+                Ok(()) => {}
+                Err(e) => refused.push((i, e.to_string())),
+            }
+        }
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].0, 7);
+        assert!(refused[0].1.contains("changed concurrently"), "{refused:?}");
+        let (after, _) = store.commit_batches();
+        assert_eq!(after - before, 2, "one batch of 1, then one of 31");
+        for i in 0..32 {
+            let stored = store
+                .get_session(&tenant, &format!("s{i}"))
+                .await
+                .expect("read")
+                .expect("stored");
+            let expected = if i == 7 { 0 } else { 2 };
+            assert_eq!(stored.message_count, expected, "s{i}");
+            let history = store
+                .list_messages(&tenant, &format!("s{i}"), 0, 10)
+                .await
+                .expect("history");
+            assert_eq!(history.len() as u64, expected, "s{i}");
+        }
+    }
+
+    /// A commit whose caller gave up before its batch started is not written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_abandoned_before_its_batch_is_not_written() {
+        let (store, _dir) = sqlite_store().await;
+        let tenant = TenantId::default();
+        let Pools::Sqlite { write, .. } = &store.pools else {
+            unreachable!("a SQLite store")
+        };
+        let held = write.acquire().await.expect("the writer connection");
+        // The first commit is taken into a batch that waits for the connection ...
+        let first = {
+            let store = store.clone();
+            let tenant = tenant.clone();
+            tokio::spawn(async move {
+                store
+                    .commit(&tenant, &new_session("kept"), None, &[], None)
+                    .await
+            })
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while store.group.stats().taken.load(std::sync::atomic::Ordering::Relaxed) < 1 {
+            assert!(tokio::time::Instant::now() < deadline, "never taken");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (_, before) = store.commit_batches();
+        // ... the second queues behind it, and its caller gives up.
+        let abandoned = {
+            let store = store.clone();
+            let tenant = tenant.clone();
+            tokio::spawn(async move {
+                store
+                    .commit(&tenant, &new_session("abandoned"), None, &[], None)
+                    .await
+            })
+        };
+        while store.group.queued() < 1 {
+            assert!(tokio::time::Instant::now() < deadline, "never queued");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        abandoned.abort();
+        let _ = abandoned.await;
+        drop(held);
+        first.await.expect("task").expect("kept is written");
+        // A later commit proves the abandoned one's batch (if any) is behind us.
+        store
+            .commit(&tenant, &new_session("later"), None, &[], None)
+            .await
+            .expect("later is written");
+        assert!(store.get_session(&tenant, "abandoned").await.unwrap().is_none());
+        let (_, after) = store.commit_batches();
+        assert_eq!(after - before, 2, "kept and later, not abandoned");
     }
 }

@@ -1,0 +1,431 @@
+//! Group commit: every [`SessionStore::commit`](super::SessionStore::commit) of one process
+//! goes to one writer task, which writes the commits waiting for it together, in one
+//! transaction and so with one fsync, and answers each caller only once that transaction is
+//! durable.
+//!
+//! Waiting adds no timer: the writer takes the first commit at once and, while that batch is
+//! on disk, later commits queue; the next batch is whatever queued meanwhile, up to
+//! `storage.commit_batch_max_turns` commits and `storage.commit_batch_max_bytes` bytes. A
+//! commit whose caller has gone (its deadline passed, it was cancelled) before its batch
+//! starts is left out: nothing of it is written, as the caller was told. Once its batch has
+//! started it is written, and the turn id it carries finds it.
+//!
+//! One commit's refusal does not fail the others. Its first statement is the one that can
+//! refuse it (the session row's insert or version-checked update), so a refused commit has
+//! written nothing and the batch goes on without it. A commit refused after that (a message
+//! index already taken: the history is not what the version promised) rolls the batch back;
+//! it is answered with its refusal and the rest are written again without it. A database
+//! failure (a full disk, an I/O error, the file gone) rolls the whole batch back, closes the
+//! connection (see [`settle`](super::settle)), and refuses every commit in it as UNAVAILABLE.
+//!
+//! The commit point is the batch's COMMIT: a turn is stored when its batch commits, and no
+//! caller hears OK before that.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{DatabaseFile, StoreError, micros, settle, to_i64, unavailable};
+use crate::domain::session::SharedMessage;
+
+/// How many commits may wait for the writer before callers wait to queue (backpressure).
+const QUEUE: usize = 4096;
+
+/// Bounds of one batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchLimits {
+    /// Most commits in one transaction.
+    pub max_turns: usize,
+    /// Most bytes (session documents and message contents) in one transaction; a single
+    /// larger commit is written alone.
+    pub max_bytes: usize,
+}
+
+/// The connection pool the writer takes its connection from.
+#[derive(Clone)]
+pub(crate) enum WritePool {
+    /// SQLite's single writer connection.
+    Sqlite(SqlitePool),
+    /// PostgreSQL's query pool.
+    Postgres(PgPool),
+}
+
+/// The session row a commit writes.
+pub(crate) struct SessionWrite {
+    pub tenant: String,
+    pub session_id: String,
+    pub version: i64,
+    pub create_time: i64,
+    pub update_time: i64,
+    pub expire_time: Option<i64>,
+    pub message_count: i64,
+    pub pending_turn: Option<String>,
+    pub pending_steps: i64,
+    /// The JSON document of the `body` column.
+    pub body: String,
+}
+
+/// The receipt row a commit writes.
+pub(crate) struct ReceiptWrite {
+    pub key: String,
+    pub fingerprint: String,
+    pub turn_id: String,
+    pub outcome: String,
+    pub create_time: i64,
+}
+
+/// One commit, owned, waiting for its batch.
+pub(crate) struct CommitJob {
+    pub row: SessionWrite,
+    /// `None`: the session is created; `Some(v)`: updated if its version is still `v`.
+    pub expected_version: Option<u64>,
+    /// The history's length the new messages continue (checked with the version).
+    pub first_index: u64,
+    /// The messages, each with its tool calls as JSON.
+    pub messages: Vec<(SharedMessage, Option<String>)>,
+    /// The pending tool calls: id, name, arguments as JSON.
+    pub calls: Vec<(String, String, String)>,
+    pub receipt: Option<ReceiptWrite>,
+    /// Its size, for [`BatchLimits::max_bytes`].
+    pub bytes: usize,
+    /// Where its outcome goes; closed when the caller has gone.
+    pub reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// The sending side of the writer's queue, and what it has done.
+pub(crate) struct GroupCommit {
+    jobs: mpsc::Sender<CommitJob>,
+    stats: Arc<BatchStats>,
+}
+
+/// Counters of the writer, read by tests and the log.
+#[derive(Default)]
+pub(crate) struct BatchStats {
+    /// Transactions committed.
+    pub batches: AtomicU64,
+    /// Commits written in them.
+    pub commits: AtomicU64,
+    /// Commits taken off the queue (written, refused or left out).
+    pub taken: AtomicU64,
+}
+
+impl GroupCommit {
+    /// Starts the writer task (needs a Tokio runtime); it ends when this is dropped.
+    pub fn start(pool: WritePool, file: Option<Arc<DatabaseFile>>, limits: BatchLimits) -> Self {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let stats = Arc::new(BatchStats::default());
+        let writer = Writer {
+            pool,
+            file,
+            limits,
+            stats: stats.clone(),
+        };
+        tokio::spawn(writer.run(queue));
+        Self { jobs, stats }
+    }
+
+    /// Queues `job` and waits until its batch is durable (or refused).
+    pub async fn commit(
+        &self,
+        job: CommitJob,
+        reply: oneshot::Receiver<Result<(), StoreError>>,
+    ) -> Result<(), StoreError> {
+        let closed = || StoreError::Unavailable("the store is closed".into());
+        self.jobs.send(job).await.map_err(|_| closed())?;
+        reply.await.unwrap_or_else(|_| Err(closed()))
+    }
+
+    /// What the writer has done so far.
+    pub fn stats(&self) -> &BatchStats {
+        &self.stats
+    }
+
+    /// Commits queued and not yet taken by the writer.
+    #[cfg(test)]
+    pub fn queued(&self) -> usize {
+        self.jobs.max_capacity() - self.jobs.capacity()
+    }
+}
+
+/// The writer task's state.
+struct Writer {
+    pool: WritePool,
+    file: Option<Arc<DatabaseFile>>,
+    limits: BatchLimits,
+    stats: Arc<BatchStats>,
+}
+
+/// Why a batch's transaction was not committed.
+enum BatchFailure {
+    /// The database failed: every commit of the batch is refused with this.
+    Store(StoreError),
+    /// Commit `index` was refused after writing part of itself: it is answered with this and
+    /// the rest are written again.
+    Commit(usize, StoreError),
+}
+
+impl Writer {
+    async fn run(self, mut queue: mpsc::Receiver<CommitJob>) {
+        let mut held: Option<CommitJob> = None;
+        loop {
+            let first = match held.take() {
+                Some(job) => job,
+                None => match queue.recv().await {
+                    Some(job) => {
+                        self.stats.taken.fetch_add(1, Ordering::Relaxed);
+                        job
+                    }
+                    None => return,
+                },
+            };
+            let mut bytes = first.bytes;
+            let mut batch = vec![first];
+            while batch.len() < self.limits.max_turns {
+                let Ok(job) = queue.try_recv() else { break };
+                self.stats.taken.fetch_add(1, Ordering::Relaxed);
+                if bytes + job.bytes > self.limits.max_bytes {
+                    held = Some(job);
+                    break;
+                }
+                bytes += job.bytes;
+                batch.push(job);
+            }
+            // A caller gone before its batch starts is answered by nobody: write nothing of it.
+            batch.retain(|job| !job.reply.is_closed());
+            if !batch.is_empty() {
+                self.write(batch).await;
+            }
+        }
+    }
+
+    /// Writes one batch and answers every commit in it.
+    async fn write(&self, mut batch: Vec<CommitJob>) {
+        loop {
+            let attempt = match &self.file {
+                Some(file) => file.verify().map_err(BatchFailure::Store),
+                None => Ok(()),
+            };
+            let attempt = match attempt {
+                Ok(()) => match &self.pool {
+                    WritePool::Sqlite(pool) => write_sqlite(pool, &batch).await,
+                    WritePool::Postgres(pool) => write_postgres(pool, &batch).await,
+                },
+                Err(failure) => Err(failure),
+            };
+            match attempt {
+                Ok(outcomes) => {
+                    let written = outcomes.iter().filter(|o| o.is_ok()).count();
+                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    self.stats.commits.fetch_add(written as u64, Ordering::Relaxed);
+                    for (job, outcome) in batch.into_iter().zip(outcomes) {
+                        let _ = job.reply.send(outcome);
+                    }
+                    return;
+                }
+                Err(BatchFailure::Commit(index, refusal)) => {
+                    let job = batch.remove(index);
+                    let _ = job.reply.send(Err(refusal));
+                    if batch.is_empty() {
+                        return;
+                    }
+                }
+                Err(BatchFailure::Store(error)) => {
+                    for job in batch {
+                        let _ = job.reply.send(Err(error.clone()));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Defines `$name`, which writes a batch in one transaction on `$db`'s pool: the same
+/// statements for both databases, type-checked once each.
+macro_rules! batch_writer {
+    ($name:ident, $db:ty, $pool:ty) => {
+        async fn $name(
+            pool: &$pool,
+            batch: &[CommitJob],
+        ) -> Result<Vec<Result<(), StoreError>>, BatchFailure> {
+            let mut conn: PoolConnection<$db> =
+                pool.acquire().await.map_err(|e| BatchFailure::Store(unavailable(e)))?;
+            let result = async {
+                let store = |e| BatchFailure::Store(unavailable(e));
+                let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(store)?;
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for (index, job) in batch.iter().enumerate() {
+                    let row = &job.row;
+                    // The statement that may refuse the commit comes first: refused, it has
+                    // written nothing.
+                    let refusal = match job.expected_version {
+                        None => {
+                            let inserted = sqlx::query(
+                                "INSERT INTO sessions (tenant_id, session_id, version, create_time,
+                                 update_time, expire_time, message_count, pending_turn,
+                                 pending_steps, body)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                             ON CONFLICT (tenant_id, session_id) DO NOTHING",
+                            )
+                            .bind(&row.tenant)
+                            .bind(&row.session_id)
+                            .bind(row.version)
+                            .bind(row.create_time)
+                            .bind(row.update_time)
+                            .bind(row.expire_time)
+                            .bind(row.message_count)
+                            .bind(row.pending_turn.as_deref())
+                            .bind(row.pending_steps)
+                            .bind(&row.body)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(store)?;
+                            (inserted.rows_affected() == 0)
+                                .then(|| StoreError::AlreadyExists(row.session_id.clone()))
+                        }
+                        Some(version) => {
+                            let updated = sqlx::query(
+                                "UPDATE sessions SET version = $3, update_time = $4,
+                                 expire_time = $5, message_count = $6, pending_turn = $7,
+                                 pending_steps = $8, body = $9
+                             WHERE tenant_id = $1 AND session_id = $2 AND version = $10
+                                 AND message_count = $11",
+                            )
+                            .bind(&row.tenant)
+                            .bind(&row.session_id)
+                            .bind(row.version)
+                            .bind(row.update_time)
+                            .bind(row.expire_time)
+                            .bind(row.message_count)
+                            .bind(row.pending_turn.as_deref())
+                            .bind(row.pending_steps)
+                            .bind(&row.body)
+                            .bind(to_i64(version))
+                            // The new messages continue the stored history exactly, or
+                            // nothing is written.
+                            .bind(to_i64(job.first_index))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(store)?;
+                            if updated.rows_affected() == 0 {
+                                let exists: Option<i64> = sqlx::query_scalar(
+                                    "SELECT version FROM sessions
+                                     WHERE tenant_id = $1 AND session_id = $2",
+                                )
+                                .bind(&row.tenant)
+                                .bind(&row.session_id)
+                                .fetch_optional(&mut *tx)
+                                .await
+                                .map_err(store)?;
+                                Some(match exists {
+                                    Some(_) => StoreError::Conflict(row.session_id.clone()),
+                                    None => StoreError::NotFound(row.session_id.clone()),
+                                })
+                            } else {
+                                sqlx::query(
+                                    "DELETE FROM pending_tool_calls
+                                     WHERE tenant_id = $1 AND session_id = $2",
+                                )
+                                .bind(&row.tenant)
+                                .bind(&row.session_id)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(store)?;
+                                None
+                            }
+                        }
+                    };
+                    if let Some(refusal) = refusal {
+                        outcomes.push(Err(refusal));
+                        continue;
+                    }
+                    for (message, tool_calls) in &job.messages {
+                        sqlx::query(
+                            "INSERT INTO messages (tenant_id, session_id, idx, role, content,
+                                 tool_calls, tool_call_id, tool_name, is_error, create_time,
+                                 token_count, turn_id)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                        )
+                        .bind(&row.tenant)
+                        .bind(&row.session_id)
+                        .bind(to_i64(message.index))
+                        .bind(message.role.as_str())
+                        .bind(message.content.as_str())
+                        .bind(tool_calls.as_deref())
+                        .bind(message.tool_call_id.as_str())
+                        .bind(message.tool_name.as_str())
+                        .bind(message.is_error)
+                        .bind(micros(message.create_time))
+                        .bind(i64::from(message.token_count))
+                        .bind(message.turn_id.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| match e {
+                            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                                BatchFailure::Commit(
+                                    index,
+                                    StoreError::Conflict(row.session_id.clone()),
+                                )
+                            }
+                            other => store(other),
+                        })?;
+                    }
+                    for (position, (call_id, name, arguments)) in job.calls.iter().enumerate() {
+                        sqlx::query(
+                            "INSERT INTO pending_tool_calls (tenant_id, session_id, position,
+                                 call_id, name, arguments)
+                             VALUES ($1, $2, $3, $4, $5, $6)",
+                        )
+                        .bind(&row.tenant)
+                        .bind(&row.session_id)
+                        .bind(position as i64)
+                        .bind(call_id)
+                        .bind(name)
+                        .bind(arguments)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(store)?;
+                    }
+                    if let Some(receipt) = &job.receipt {
+                        // A key reused after its window (not yet swept) names the new turn.
+                        sqlx::query(
+                            "INSERT INTO turn_receipts (tenant_id, session_id, idempotency_key,
+                                 fingerprint, turn_id, outcome, create_time)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7)
+                             ON CONFLICT (tenant_id, session_id, idempotency_key) DO UPDATE SET
+                                 fingerprint = excluded.fingerprint, turn_id = excluded.turn_id,
+                                 outcome = excluded.outcome, create_time = excluded.create_time",
+                        )
+                        .bind(&row.tenant)
+                        .bind(&row.session_id)
+                        .bind(&receipt.key)
+                        .bind(&receipt.fingerprint)
+                        .bind(&receipt.turn_id)
+                        .bind(&receipt.outcome)
+                        .bind(receipt.create_time)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(store)?;
+                    }
+                    outcomes.push(Ok(()));
+                }
+                tx.commit().await.map_err(store)?;
+                Ok(outcomes)
+            }
+            .await;
+            // After a database failure the connection is closed, not pooled again.
+            let settled: Result<(), StoreError> = match &result {
+                Err(BatchFailure::Store(error)) => Err(error.clone()),
+                _ => Ok(()),
+            };
+            settle(&mut conn, &settled);
+            result
+        }
+    };
+}
+
+batch_writer!(write_sqlite, Sqlite, SqlitePool);
+batch_writer!(write_postgres, Postgres, PgPool);
