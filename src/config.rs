@@ -344,6 +344,10 @@ pub struct StorageConfig {
     /// Group commit: most bytes (session documents and message texts) in one transaction; a
     /// single commit larger than this is written alone. Default 8 MiB.
     pub commit_batch_max_bytes: usize,
+    /// SQLite: bytes of the write-through cache of hot sessions (their rows and newest
+    /// messages, as committed), least recently used first out. 0: no cache. PostgreSQL never
+    /// caches (other replicas write the same rows). Default 64 MiB.
+    pub cache_bytes: usize,
 }
 
 impl Default for StorageConfig {
@@ -356,6 +360,7 @@ impl Default for StorageConfig {
             sweep_interval_ms: 30_000,
             commit_batch_max_turns: 64,
             commit_batch_max_bytes: 8 << 20,
+            cache_bytes: 64 << 20,
         }
     }
 }
@@ -1106,8 +1111,14 @@ impl Config {
             ));
         }
         for (key, value) in [
-            ("commit_batch_max_turns", self.storage.commit_batch_max_turns),
-            ("commit_batch_max_bytes", self.storage.commit_batch_max_bytes),
+            (
+                "commit_batch_max_turns",
+                self.storage.commit_batch_max_turns,
+            ),
+            (
+                "commit_batch_max_bytes",
+                self.storage.commit_batch_max_bytes,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!(

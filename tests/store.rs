@@ -9,15 +9,18 @@ use std::time::{Duration, SystemTime};
 
 use common::backend::Backend;
 use common::*;
+use contextd::api::v1::session_service_client::SessionServiceClient;
 use contextd::api::v1::{
     CreateSessionRequest, DeleteSessionRequest, FinishReason, GetSessionRequest,
-    ListSessionsRequest, Message, MessageRole, SessionState, UpdateSessionRequest, WindowSettings,
-    WindowStrategy,
+    ListSessionsRequest, Message, MessageRole, PreviewContextRequest, SessionState,
+    UpdateSessionRequest, WindowSettings, WindowStrategy,
 };
 use serde_json::json;
 use tonic::Code;
+use tonic::transport::Channel;
 
-/// Generates one test per body and backend: `sqlite::<name>` and `postgres::<name>`.
+/// Generates one test per body and backend: `sqlite::<name>` (with the session cache),
+/// `sqlite_uncached::<name>` and `postgres::<name>`.
 macro_rules! store_suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -25,6 +28,14 @@ macro_rules! store_suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(super::Backend::sqlite()).await;
+                }
+            )*
+        }
+        mod sqlite_uncached {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::sqlite_uncached()).await;
                 }
             )*
         }
@@ -48,7 +59,90 @@ store_suite!(
     idle_ttl_follows_activity,
     newer_schema_is_refused,
     turn_receipts_survive_restart_and_go_with_their_session,
+    reads_follow_every_write,
 );
+
+/// What every read shows follows every write, on a warm session: its row (GetSession), its
+/// history (ListMessages) and the window a turn would send (PreviewContext), through an
+/// update, a delete and the id's reuse — with the session cache as without it.
+async fn reads_follow_every_write(backend: Backend) {
+    let server = TestServer::start_with(backend.config()).await;
+    let mut sessions = server.sessions().await;
+    let mut interact = server.interact().await;
+    let window = |sessions: &mut SessionServiceClient<Channel>| {
+        let mut sessions = sessions.clone();
+        async move {
+            within(
+                "PreviewContext",
+                sessions.preview_context(PreviewContextRequest {
+                    session_id: "warm".into(),
+                    message: "next".into(),
+                    context: None,
+                    summarize: false,
+                }),
+            )
+            .await
+            .expect("PreviewContext")
+            .into_inner()
+            .entries
+            .into_iter()
+            .filter(|e| e.message_index.is_some())
+            .map(|e| e.content)
+            .collect::<Vec<_>>()
+        }
+    };
+    for turn in 0..3 {
+        say(&mut interact, "warm", &format!("old {turn}"), None).await;
+    }
+    assert_eq!(get_session(&mut sessions, "warm").await.message_count, 6);
+    assert_eq!(window(&mut sessions).await.len(), 6);
+    within(
+        "UpdateSession",
+        sessions.update_session(UpdateSessionRequest {
+            session_id: "warm".into(),
+            context: ctx(json!({"plan": "gold"})),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("UpdateSession");
+    let updated = get_session(&mut sessions, "warm").await;
+    assert_eq!(json_of(&updated.context), json!({"plan": "gold"}));
+
+    within(
+        "DeleteSession",
+        sessions.delete_session(DeleteSessionRequest {
+            session_id: "warm".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("DeleteSession");
+    expect_code(
+        sessions
+            .get_session(GetSessionRequest {
+                session_id: "warm".into(),
+            })
+            .await,
+        Code::NotFound,
+    );
+    // The id again: nothing of the deleted session's row or history shows.
+    let reply = say(&mut interact, "warm", "new 0", None).await;
+    assert!(reply.session_created);
+    let again = get_session(&mut sessions, "warm").await;
+    assert_eq!(again.message_count, 2);
+    assert_eq!(json_of(&again.context), json!({}));
+    let history: Vec<String> = all_messages(&mut sessions, "warm", 100)
+        .await
+        .into_iter()
+        .map(|m| m.content)
+        .collect();
+    assert_eq!(
+        history,
+        vec!["new 0".to_string(), "You said 'new 0'.".to_string()]
+    );
+    assert_eq!(window(&mut sessions).await, history);
+}
 
 /// Checks a history: indexes 0.., and every turn's messages together, starting with the user
 /// message and ending with an assistant reply.
@@ -480,7 +574,7 @@ async fn newer_schema_is_refused(backend: Backend) {
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
                   VALUES (20991231000000, 'from the future', TRUE, $1, 0)";
     match &backend {
-        Backend::Sqlite { data_dir } => {
+        Backend::Sqlite { data_dir, .. } => {
             let options = sqlx::sqlite::SqliteConnectOptions::new()
                 .filename(data_dir.path().join("contextd.db"));
             let mut conn = sqlx::ConnectOptions::connect(&options).await.unwrap();

@@ -193,6 +193,7 @@ async fn open_sqlite(data_dir: &Path, settings: &StorageConfig) -> Result<OpenSt
         Pools::Sqlite { write, read },
         Some(file),
         batch_limits(settings),
+        settings.cache_bytes,
     ));
     tracing::info!(path = %path.display(), "store: sqlite");
     Ok(OpenStore {
@@ -227,6 +228,7 @@ async fn open_postgres(url: &str, settings: &StorageConfig) -> Result<OpenStore,
         Pools::Postgres { pool, locks },
         None,
         batch_limits(settings),
+        0,
     ));
     tracing::info!(database = %target, "store: postgres");
     Ok(OpenStore {

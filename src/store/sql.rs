@@ -94,22 +94,37 @@ pub struct SqlStore {
     file: Option<Arc<DatabaseFile>>,
     /// The writer every commit goes through (see [`batch`]).
     group: batch::GroupCommit,
+    /// SQLite's write-through cache of hot sessions (see [`cache`]); `None` on PostgreSQL or
+    /// with `storage.cache_bytes = 0`.
+    cache: Option<cache::SessionCache>,
 }
 
 impl SqlStore {
     /// A store on `pools`; its commit writer starts now (needs a Tokio runtime), writing at
     /// most `limits` per transaction.
+    ///
+    /// `cache_bytes` bounds SQLite's session cache (0: none); PostgreSQL never caches, as
+    /// other replicas write the same rows.
     pub(crate) fn new(
         pools: Pools,
         file: Option<Arc<DatabaseFile>>,
         limits: batch::BatchLimits,
+        cache_bytes: usize,
     ) -> Self {
-        let write = match &pools {
-            Pools::Sqlite { write, .. } => batch::WritePool::Sqlite(write.clone()),
-            Pools::Postgres { pool, .. } => batch::WritePool::Postgres(pool.clone()),
+        let (write, cache) = match &pools {
+            Pools::Sqlite { write, .. } => (
+                batch::WritePool::Sqlite(write.clone()),
+                (cache_bytes > 0).then(|| cache::SessionCache::new(cache_bytes)),
+            ),
+            Pools::Postgres { pool, .. } => (batch::WritePool::Postgres(pool.clone()), None),
         };
         let group = batch::GroupCommit::start(write, file.clone(), limits);
-        Self { pools, file, group }
+        Self {
+            pools,
+            file,
+            group,
+            cache,
+        }
     }
 
     /// Transactions the commit writer has committed, and the commits in them.
@@ -191,6 +206,13 @@ impl SessionStore for SqlStore {
         session_id: &str,
     ) -> Result<Option<Session>, StoreError> {
         self.ensure_present()?;
+        if let Some(session) = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.session(tenant, session_id))
+        {
+            return Ok(Some(session));
+        }
         let row: Option<SessionRow> = on_pool!(&self.pools, read, |pool| {
             sqlx::query_as(SELECT_SESSION)
                 .bind(tenant.as_str())
@@ -287,6 +309,7 @@ impl SessionStore for SqlStore {
                 .collect::<Result<_, StoreError>>()?,
             None => Vec::new(),
         };
+        let tenant_id = tenant;
         let tenant = tenant.as_str();
         let id = session.id.as_str();
         let pending_turn = session.pending.as_ref().map(|p| p.turn_id.as_str());
@@ -329,7 +352,15 @@ impl SessionStore for SqlStore {
             bytes,
             reply,
         };
-        self.group.commit(job, answer).await
+        let committed = self.group.commit(job, answer).await;
+        if let Some(cache) = &self.cache {
+            // Only what the database now holds: the new row and messages, or nothing.
+            match &committed {
+                Ok(()) => cache.committed(tenant_id, session, first_index, messages),
+                Err(_) => cache.forget(tenant_id, &session.id),
+            }
+        }
+        committed
     }
 
     async fn get_receipt(
@@ -391,6 +422,11 @@ impl SessionStore for SqlStore {
         tenant: &TenantId,
         session_id: &str,
     ) -> Result<Option<u64>, StoreError> {
+        // Dropped before (no read finds it cached while it goes) and after.
+        let _forget = self.cache.as_ref().map(|c| {
+            c.forget(tenant, session_id);
+            Forget(c, tenant.clone(), session_id.to_string())
+        });
         let tenant = tenant.as_str();
         on_pool!(&self.pools, write, |pool| {
             let mut conn = self.writer(pool).await?;
@@ -456,6 +492,15 @@ impl SessionStore for SqlStore {
         limit: usize,
     ) -> Result<Vec<SharedMessage>, StoreError> {
         self.ensure_present()?;
+        let generation = match self
+            .cache
+            .as_ref()
+            .map(|c| c.history_before(tenant, session_id, before, limit))
+        {
+            Some(cache::CachedHistory::Hit(messages)) => return Ok(messages),
+            Some(cache::CachedHistory::Miss(generation)) => generation,
+            None => None,
+        };
         let rows: Vec<MessageRow> = on_pool!(&self.pools, read, |pool| {
             sqlx::query_as(select_messages!("idx < $3 ORDER BY idx DESC LIMIT $4"))
                 .bind(tenant.as_str())
@@ -466,7 +511,11 @@ impl SessionStore for SqlStore {
                 .await
         })
         .map_err(unavailable)?;
-        self.messages_of(tenant, session_id, rows).await
+        let messages = self.messages_of(tenant, session_id, rows).await?;
+        if let Some(cache) = &self.cache {
+            cache.add_older(tenant, session_id, generation, &messages);
+        }
+        Ok(messages)
     }
 
     async fn search_messages(
@@ -548,41 +597,13 @@ impl SessionStore for SqlStore {
     }
 
     async fn delete_expired(&self, now: SystemTime, limit: usize) -> Result<u64, StoreError> {
-        let now = micros(now);
-        on_pool!(&self.pools, write, |pool| {
-            let mut conn = self.writer(pool).await?;
-            let result = async {
-                let mut tx = sqlx::Connection::begin(&mut *conn)
-                    .await
-                    .map_err(unavailable)?;
-                // Every tenant's: expiry is housekeeping, not a caller's request.
-                let keys: Vec<(String, String)> = sqlx::query_as(
-                    "SELECT tenant_id, session_id FROM sessions
-                 WHERE expire_time IS NOT NULL AND expire_time <= $1
-                 ORDER BY expire_time LIMIT $2",
-                )
-                .bind(now)
-                .bind(to_i64(limit as u64))
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-                for (tenant, id) in &keys {
-                    for statement in DELETE_SESSION_ROWS.into_iter().chain([DELETE_SESSION]) {
-                        sqlx::query(statement)
-                            .bind(tenant)
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(unavailable)?;
-                    }
-                }
-                tx.commit().await.map_err(unavailable)?;
-                Ok(keys.len() as u64)
-            }
-            .await;
-            settle(&mut conn, &result);
-            result
-        })
+        let deleted = self.delete_expired_rows(now, limit).await;
+        if let Some(cache) = &self.cache
+            && !matches!(deleted, Ok(0))
+        {
+            cache.forget_all(None);
+        }
+        deleted
     }
 
     async fn tenant_usage(
@@ -637,6 +658,60 @@ impl SessionStore for SqlStore {
     }
 
     async fn delete_tenant(&self, tenant: &TenantId) -> Result<(u64, u64), StoreError> {
+        let forget = || {
+            if let Some(cache) = &self.cache {
+                cache.forget_all(Some(tenant));
+            }
+        };
+        forget();
+        let deleted = self.delete_tenant_rows(tenant).await;
+        forget();
+        deleted
+    }
+}
+
+impl SqlStore {
+    /// [`SessionStore::delete_expired`], the cache not touched.
+    async fn delete_expired_rows(&self, now: SystemTime, limit: usize) -> Result<u64, StoreError> {
+        let now = micros(now);
+        on_pool!(&self.pools, write, |pool| {
+            let mut conn = self.writer(pool).await?;
+            let result = async {
+                let mut tx = sqlx::Connection::begin(&mut *conn)
+                    .await
+                    .map_err(unavailable)?;
+                // Every tenant's: expiry is housekeeping, not a caller's request.
+                let keys: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT tenant_id, session_id FROM sessions
+                 WHERE expire_time IS NOT NULL AND expire_time <= $1
+                 ORDER BY expire_time LIMIT $2",
+                )
+                .bind(now)
+                .bind(to_i64(limit as u64))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+                for (tenant, id) in &keys {
+                    for statement in DELETE_SESSION_ROWS.into_iter().chain([DELETE_SESSION]) {
+                        sqlx::query(statement)
+                            .bind(tenant)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(unavailable)?;
+                    }
+                }
+                tx.commit().await.map_err(unavailable)?;
+                Ok(keys.len() as u64)
+            }
+            .await;
+            settle(&mut conn, &result);
+            result
+        })
+    }
+
+    /// [`SessionStore::delete_tenant`], the cache not touched.
+    async fn delete_tenant_rows(&self, tenant: &TenantId) -> Result<(u64, u64), StoreError> {
         self.ensure_present()?;
         on_pool!(&self.pools, write, |pool| {
             let mut conn = self.writer(pool).await?;
@@ -670,9 +745,7 @@ impl SessionStore for SqlStore {
             result
         })
     }
-}
 
-impl SqlStore {
     async fn messages_of(
         &self,
         tenant: &TenantId,
@@ -1066,12 +1139,22 @@ fn escape_like(text: &str) -> String {
 }
 
 mod batch;
+mod cache;
 mod keys;
+
+/// Drops a session's cache entry when it goes out of scope.
+struct Forget<'a>(&'a cache::SessionCache, TenantId, String);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.forget(&self.1, &self.2);
+    }
+}
 
 pub(crate) use batch::BatchLimits;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #[test]
     fn tenant_and_session_deletes_name_the_same_tables() {
         for (tenant, session) in super::DELETE_TENANT_ROWS
@@ -1103,18 +1186,13 @@ mod tests {
 
     /// A fresh SQLite store in a directory removed with the returned guard.
     async fn sqlite_store() -> (Arc<SqlStore>, TempDir) {
-        let dir = TempDir(std::env::temp_dir().join(format!(
-            "contextd-batch-{}",
-            uuid::Uuid::new_v4()
-        )));
+        let dir =
+            TempDir(std::env::temp_dir().join(format!("contextd-batch-{}", uuid::Uuid::new_v4())));
         let settings = crate::config::StorageConfig::default();
-        let opened = crate::store::open::open_store(
-            &crate::config::StoreKind::Sqlite,
-            &dir.0,
-            &settings,
-        )
-        .await
-        .expect("open SQLite");
+        let opened =
+            crate::store::open::open_store(&crate::config::StoreKind::Sqlite, &dir.0, &settings)
+                .await
+                .expect("open SQLite");
         (opened.sql.clone().expect("an SQL store"), dir)
     }
 
@@ -1126,7 +1204,7 @@ mod tests {
         }
     }
 
-    fn new_session(id: &str) -> Session {
+    pub(crate) fn new_session(id: &str) -> Session {
         let now = SystemTime::now();
         Session {
             id: id.into(),
@@ -1214,7 +1292,10 @@ mod tests {
         // One commit was taken into a batch (waiting for the connection), the rest queue.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while store.group.queued() < 31 {
-            assert!(tokio::time::Instant::now() < deadline, "commits never queued");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "commits never queued"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         drop(held);
@@ -1266,7 +1347,13 @@ mod tests {
             })
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while store.group.stats().taken.load(std::sync::atomic::Ordering::Relaxed) < 1 {
+        while store
+            .group
+            .stats()
+            .taken
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < 1
+        {
             assert!(tokio::time::Instant::now() < deadline, "never taken");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -1294,7 +1381,13 @@ mod tests {
             .commit(&tenant, &new_session("later"), None, &[], None)
             .await
             .expect("later is written");
-        assert!(store.get_session(&tenant, "abandoned").await.unwrap().is_none());
+        assert!(
+            store
+                .get_session(&tenant, "abandoned")
+                .await
+                .unwrap()
+                .is_none()
+        );
         let (_, after) = store.commit_batches();
         assert_eq!(after - before, 2, "kept and later, not abandoned");
     }

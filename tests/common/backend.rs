@@ -44,6 +44,8 @@ pub enum Backend {
     Sqlite {
         /// The data directory.
         data_dir: TempDir,
+        /// With `storage.cache_bytes = 0`: every read goes to the database.
+        uncached: bool,
     },
     /// A fresh PostgreSQL database.
     Postgres {
@@ -57,6 +59,15 @@ impl Backend {
     pub fn sqlite() -> Self {
         Backend::Sqlite {
             data_dir: TempDir::new("sqlite"),
+            uncached: false,
+        }
+    }
+
+    /// SQLite in a new data directory, without its session cache.
+    pub fn sqlite_uncached() -> Self {
+        Backend::Sqlite {
+            data_dir: TempDir::new("sqlite"),
+            uncached: true,
         }
     }
 
@@ -76,9 +87,12 @@ impl Backend {
     pub fn config(&self) -> Config {
         let mut config = test_config();
         match self {
-            Backend::Sqlite { data_dir } => {
+            Backend::Sqlite { data_dir, uncached } => {
                 config.store = "sqlite".into();
                 config.data_dir = data_dir.path().to_path_buf();
+                if *uncached {
+                    config.storage.cache_bytes = 0;
+                }
             }
             Backend::Postgres { url } => config.store = url.clone(),
         }
@@ -88,12 +102,20 @@ impl Backend {
     /// `--store`/`--data-dir` arguments for the binary.
     pub fn args(&self) -> Vec<String> {
         match self {
-            Backend::Sqlite { data_dir } => vec![
-                "--store".into(),
-                "sqlite".into(),
-                "--data-dir".into(),
-                data_dir.path().display().to_string(),
-            ],
+            Backend::Sqlite { data_dir, uncached } => {
+                let mut args = vec![
+                    "--store".into(),
+                    "sqlite".into(),
+                    "--data-dir".into(),
+                    data_dir.path().display().to_string(),
+                ];
+                if *uncached {
+                    let file = data_dir.path().join("cache-off.toml");
+                    std::fs::write(&file, "[storage]\ncache_bytes = 0\n").expect("config file");
+                    args.extend(["--config".into(), file.display().to_string()]);
+                }
+                args
+            }
             Backend::Postgres { url } => vec!["--store".into(), url.clone()],
         }
     }
@@ -105,7 +127,7 @@ impl Backend {
             None => format!("SELECT count(*) FROM {table}"),
         };
         match self {
-            Backend::Sqlite { data_dir } => {
+            Backend::Sqlite { data_dir, .. } => {
                 let options = sqlx::sqlite::SqliteConnectOptions::new()
                     .filename(data_dir.path().join("contextd.db"))
                     .read_only(true);

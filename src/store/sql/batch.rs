@@ -219,7 +219,9 @@ impl Writer {
                 Ok(outcomes) => {
                     let written = outcomes.iter().filter(|o| o.is_ok()).count();
                     self.stats.batches.fetch_add(1, Ordering::Relaxed);
-                    self.stats.commits.fetch_add(written as u64, Ordering::Relaxed);
+                    self.stats
+                        .commits
+                        .fetch_add(written as u64, Ordering::Relaxed);
                     for (job, outcome) in batch.into_iter().zip(outcomes) {
                         let _ = job.reply.send(outcome);
                     }

@@ -1,0 +1,410 @@
+//! The write-through cache of an SQLite store: each hot session's row and the newest part of
+//! its history, so that a turn reads nothing from the database in the common case (the
+//! window is assembled from up to a few hundred messages, which SQLite hands over row by row
+//! from its worker thread).
+//!
+//! What it holds is only ever what the database holds: a session's row is put here by the
+//! commit that wrote it, after that commit succeeded, and a history is extended by committed
+//! messages at its end and by messages read from the database at its start (stored messages
+//! never change). Anything that removes rows (a deleted session, a tenant, expired sessions)
+//! drops the entries first and again after. Only SQLite has it: the data directory's lock
+//! makes this process the database's only writer. PostgreSQL replicas write the same rows
+//! from several processes, so there every read goes to the database.
+//!
+//! Bounded by bytes (`storage.cache_bytes`): the sessions used least recently go first, and
+//! one session's history keeps at most an eighth of the budget (its oldest messages go
+//! first; a window reaching further back reads them from the database).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use hashlink::LruCache;
+
+use crate::domain::TenantId;
+use crate::domain::session::{Session, SharedMessage};
+
+/// Bytes counted for a cached message besides its text.
+const MESSAGE_OVERHEAD: usize = 160;
+/// Bytes counted for a cached session besides its variable parts.
+const SESSION_OVERHEAD: usize = 512;
+
+/// Cached sessions, by tenant and id.
+pub(crate) struct SessionCache {
+    budget: usize,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    entries: LruCache<(TenantId, String), Entry>,
+    bytes: usize,
+    /// Source of [`Entry::generation`].
+    next_generation: u64,
+}
+
+/// One session: its row as last committed (when this process committed it) and a run of its
+/// newest messages.
+struct Entry {
+    /// Changes whenever the entry is made anew, so a read that started before can tell its
+    /// messages do not belong to this entry's history.
+    generation: u64,
+    session: Option<Session>,
+    /// Contiguous messages, oldest first, ending at `end`.
+    messages: VecDeque<SharedMessage>,
+    /// The index after the newest cached message: the stored history's length.
+    end: u64,
+    bytes: usize,
+}
+
+impl Entry {
+    /// The index of the oldest cached message.
+    fn start(&self) -> u64 {
+        self.end - self.messages.len() as u64
+    }
+}
+
+/// What a history read found in the cache.
+pub(crate) enum CachedHistory {
+    /// Every message asked for, newest first.
+    Hit(Vec<SharedMessage>),
+    /// Not (all) there: read the database, then offer the result to
+    /// [`SessionCache::add_older`] with this generation (`None`: no entry).
+    Miss(Option<u64>),
+}
+
+fn message_bytes(message: &SharedMessage) -> usize {
+    MESSAGE_OVERHEAD + message.content.len()
+}
+
+fn session_bytes(session: &Session) -> usize {
+    // An estimate: the variable parts' text, not their exact heap size.
+    SESSION_OVERHEAD
+        + session.system_prompt.len()
+        + serde_json::to_string(&session.context).map_or(0, |s| s.len())
+        + session
+            .tools
+            .iter()
+            .map(|t| t.name.len() + t.description.len() + 256)
+            .sum::<usize>()
+}
+
+impl SessionCache {
+    /// A cache of at most `budget` bytes.
+    pub fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            inner: Mutex::new(Inner {
+                entries: LruCache::new_unbounded(),
+                bytes: 0,
+                next_generation: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The session as its last commit here wrote it, when that is cached.
+    pub fn session(&self, tenant: &TenantId, session_id: &str) -> Option<Session> {
+        let mut inner = self.lock();
+        let key = (tenant.clone(), session_id.to_string());
+        inner.entries.get(&key)?.session.clone()
+    }
+
+    /// Up to `limit` messages before index `before`, newest first, when the cache has all of
+    /// them (or the history's start).
+    pub fn history_before(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+        before: u64,
+        limit: usize,
+    ) -> CachedHistory {
+        let mut inner = self.lock();
+        let key = (tenant.clone(), session_id.to_string());
+        let Some(entry) = inner.entries.get(&key) else {
+            return CachedHistory::Miss(None);
+        };
+        let start = entry.start();
+        if before > entry.end {
+            // Newer than what this cache saw: the database knows better.
+            return CachedHistory::Miss(Some(entry.generation));
+        }
+        let wanted_from = before.saturating_sub(limit as u64);
+        if before < start || (wanted_from < start && start > 0) {
+            return CachedHistory::Miss(Some(entry.generation));
+        }
+        let from = (wanted_from.max(start) - start) as usize;
+        let to = (before - start) as usize;
+        CachedHistory::Hit(entry.messages.range(from..to).rev().cloned().collect())
+    }
+
+    /// After a commit wrote `session` with `messages` (continuing the history at
+    /// `first_index`): the entry holds the new row and the messages at its end.
+    pub fn committed(
+        &self,
+        tenant: &TenantId,
+        session: &Session,
+        first_index: u64,
+        messages: &[SharedMessage],
+    ) {
+        let mut inner = self.lock();
+        let key = (tenant.clone(), session.id.clone());
+        let continues = inner
+            .entries
+            .peek(&key)
+            .is_some_and(|e| e.end == first_index);
+        if !continues {
+            // A new session, or a history this cache did not follow: start a new run.
+            if let Some(old) = inner.entries.remove(&key) {
+                inner.bytes -= old.bytes;
+            }
+            inner.next_generation += 1;
+            let generation = inner.next_generation;
+            inner.entries.insert(
+                key.clone(),
+                Entry {
+                    generation,
+                    session: None,
+                    messages: VecDeque::new(),
+                    end: first_index,
+                    bytes: 0,
+                },
+            );
+        }
+        let budget = self.budget;
+        let Inner { entries, bytes, .. } = &mut *inner;
+        let Some(entry) = entries.get_mut(&key) else {
+            return;
+        };
+        let before = entry.bytes;
+        if let Some(old) = entry.session.take() {
+            entry.bytes -= session_bytes(&old);
+        }
+        entry.bytes += session_bytes(session);
+        entry.session = Some(session.clone());
+        for message in messages {
+            entry.bytes += message_bytes(message);
+            entry.messages.push_back(message.clone());
+        }
+        entry.end = first_index + messages.len() as u64;
+        trim_history(entry, budget / 8);
+        *bytes = *bytes + entry.bytes - before;
+        evict(&mut inner, budget);
+    }
+
+    /// After a database read of the messages before `start` (newest first) for an entry of
+    /// `generation`: the ones just before the entry's oldest are added at its start.
+    pub fn add_older(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+        generation: Option<u64>,
+        read: &[SharedMessage],
+    ) {
+        let Some(generation) = generation else {
+            return;
+        };
+        let budget = self.budget;
+        let mut inner = self.lock();
+        let key = (tenant.clone(), session_id.to_string());
+        let Inner { entries, bytes, .. } = &mut *inner;
+        let Some(entry) = entries.get_mut(&key) else {
+            return;
+        };
+        if entry.generation != generation {
+            return;
+        }
+        let before = entry.bytes;
+        for message in read {
+            // Only the message right before the oldest cached one keeps the run contiguous.
+            if entry.start() == 0 || message.index != entry.start() - 1 {
+                continue;
+            }
+            if entry.bytes + message_bytes(message) > budget / 8 {
+                break;
+            }
+            entry.bytes += message_bytes(message);
+            entry.messages.push_front(message.clone());
+        }
+        *bytes = *bytes + entry.bytes - before;
+        evict(&mut inner, budget);
+    }
+
+    /// Drops the session's entry (before and after anything that may remove its rows).
+    pub fn forget(&self, tenant: &TenantId, session_id: &str) {
+        let mut inner = self.lock();
+        if let Some(old) = inner
+            .entries
+            .remove(&(tenant.clone(), session_id.to_string()))
+        {
+            inner.bytes -= old.bytes;
+        }
+    }
+
+    /// Drops every entry of `tenant`, or every entry when `None`.
+    pub fn forget_all(&self, tenant: Option<&TenantId>) {
+        let mut inner = self.lock();
+        match tenant {
+            None => {
+                inner.entries.clear();
+                inner.bytes = 0;
+            }
+            Some(tenant) => {
+                let keys: Vec<_> = inner
+                    .entries
+                    .iter()
+                    .filter(|((t, _), _)| t == tenant)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in keys {
+                    if let Some(old) = inner.entries.remove(&key) {
+                        inner.bytes -= old.bytes;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bytes held now, as counted.
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+/// Drops an entry's oldest messages until it is within `limit` bytes.
+fn trim_history(entry: &mut Entry, limit: usize) {
+    while entry.bytes > limit {
+        let Some(oldest) = entry.messages.pop_front() else {
+            break;
+        };
+        entry.bytes -= message_bytes(&oldest);
+    }
+}
+
+/// Drops the least recently used entries until the cache is within `budget`.
+fn evict(inner: &mut Inner, budget: usize) {
+    while inner.bytes > budget {
+        let Some((_, old)) = inner.entries.remove_lru() else {
+            break;
+        };
+        inner.bytes -= old.bytes;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::domain::session::{Message, Role};
+
+    fn message(index: u64) -> SharedMessage {
+        Arc::new(Message {
+            index,
+            role: Role::User,
+            content: format!("m{index}"),
+            tool_calls: Vec::new(),
+            tool_call_id: String::new(),
+            tool_name: String::new(),
+            is_error: false,
+            create_time: SystemTime::now(),
+            token_count: 1,
+            turn_id: String::new(),
+        })
+    }
+
+    fn indexes(history: CachedHistory) -> Option<Vec<u64>> {
+        match history {
+            CachedHistory::Hit(messages) => Some(messages.iter().map(|m| m.index).collect()),
+            CachedHistory::Miss(_) => None,
+        }
+    }
+
+    fn session(id: &str, count: u64) -> Session {
+        let mut session = crate::store::sql::tests::new_session(id);
+        session.message_count = count;
+        session
+    }
+
+    #[test]
+    fn history_is_served_only_when_every_message_asked_for_is_cached() {
+        let cache = SessionCache::new(1 << 20);
+        let tenant = TenantId::default();
+        // A session whose first ten messages this process did not see.
+        let messages: Vec<_> = (10..14).map(message).collect();
+        cache.committed(&tenant, &session("s", 14), 10, &messages);
+        assert_eq!(
+            indexes(cache.history_before(&tenant, "s", 14, 2)),
+            Some(vec![13, 12])
+        );
+        assert_eq!(
+            indexes(cache.history_before(&tenant, "s", 14, 4)),
+            Some(vec![13, 12, 11, 10])
+        );
+        // Reaching before index 10 needs the database.
+        let CachedHistory::Miss(generation) = cache.history_before(&tenant, "s", 14, 5) else {
+            panic!("a hit without message 9");
+        };
+        // What the database answered (newest first) extends the run at its start.
+        let read: Vec<_> = (5..14).rev().map(message).collect();
+        cache.add_older(&tenant, "s", generation, &read);
+        assert_eq!(
+            indexes(cache.history_before(&tenant, "s", 14, 9)),
+            Some((5..14).rev().collect())
+        );
+        // A history read back to its start is complete: fewer than asked for is all there is.
+        let start: Vec<_> = (0..5).rev().map(message).collect();
+        cache.add_older(&tenant, "s", generation, &start);
+        assert_eq!(
+            indexes(cache.history_before(&tenant, "s", 3, 64)),
+            Some(vec![2, 1, 0])
+        );
+        assert!(matches!(
+            cache.history_before(&tenant, "other", 3, 64),
+            CachedHistory::Miss(None)
+        ));
+    }
+
+    #[test]
+    fn a_read_from_before_the_entry_was_made_anew_is_not_added() {
+        let cache = SessionCache::new(1 << 20);
+        let tenant = TenantId::default();
+        cache.committed(&tenant, &session("s", 12), 10, &[message(10), message(11)]);
+        let CachedHistory::Miss(generation) = cache.history_before(&tenant, "s", 12, 5) else {
+            panic!("a hit");
+        };
+        // Meanwhile the session is deleted and created again.
+        cache.forget(&tenant, "s");
+        cache.committed(&tenant, &session("s", 2), 0, &[message(0), message(1)]);
+        cache.add_older(&tenant, "s", generation, &[message(9), message(8)]);
+        assert_eq!(
+            indexes(cache.history_before(&tenant, "s", 2, 64)),
+            Some(vec![1, 0])
+        );
+    }
+
+    #[test]
+    fn the_budget_bounds_every_entry_and_the_whole() {
+        let budget = 64 * (MESSAGE_OVERHEAD + 4) + 4 * SESSION_OVERHEAD;
+        let cache = SessionCache::new(budget);
+        let tenant = TenantId::default();
+        for i in 0..50 {
+            let id = format!("s{i}");
+            let messages: Vec<_> = (0..40).map(message).collect();
+            cache.committed(&tenant, &session(&id, 40), 0, &messages);
+            assert!(cache.bytes() <= budget, "{} > {budget}", cache.bytes());
+        }
+        // The newest session is there, its history cut to an eighth of the budget.
+        assert!(cache.session(&tenant, "s49").is_some());
+        assert!(
+            cache.session(&tenant, "s0").is_none(),
+            "the oldest was evicted"
+        );
+        let CachedHistory::Miss(_) = cache.history_before(&tenant, "s49", 40, 40) else {
+            panic!("the whole history fits an eighth of the budget");
+        };
+    }
+}
