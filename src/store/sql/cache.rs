@@ -12,8 +12,8 @@
 //! from several processes, so there every read goes to the database.
 //!
 //! Bounded by bytes (`storage.cache_bytes`): the sessions used least recently go first, and
-//! one session's history keeps at most an eighth of the budget (its oldest messages go
-//! first; a window reaching further back reads them from the database).
+//! one session's history keeps at most an eighth of the budget and 1,024 messages (its
+//! oldest messages go first; a window reaching further back reads them from the database).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -27,6 +27,9 @@ use crate::domain::session::{Session, SharedMessage};
 const MESSAGE_OVERHEAD: usize = 160;
 /// Bytes counted for a cached session besides its variable parts.
 const SESSION_OVERHEAD: usize = 512;
+/// Most messages one session keeps: about three windows of the default 8,192 tokens. A
+/// window reaching further back reads the rest from the database.
+const MAX_MESSAGES: usize = 1024;
 
 /// Cached sessions, by tenant and id.
 pub(crate) struct SessionCache {
@@ -221,7 +224,9 @@ impl SessionCache {
             if entry.start() == 0 || message.index != entry.start() - 1 {
                 continue;
             }
-            if entry.bytes + message_bytes(message) > budget / 8 {
+            if entry.bytes + message_bytes(message) > budget / 8
+                || entry.messages.len() >= MAX_MESSAGES
+            {
                 break;
             }
             entry.bytes += message_bytes(message);
@@ -273,9 +278,9 @@ impl SessionCache {
     }
 }
 
-/// Drops an entry's oldest messages until it is within `limit` bytes.
+/// Drops an entry's oldest messages until it is within `limit` bytes and [`MAX_MESSAGES`].
 fn trim_history(entry: &mut Entry, limit: usize) {
-    while entry.bytes > limit {
+    while entry.bytes > limit || entry.messages.len() > MAX_MESSAGES {
         let Some(oldest) = entry.messages.pop_front() else {
             break;
         };
@@ -406,5 +411,20 @@ mod tests {
         let CachedHistory::Miss(_) = cache.history_before(&tenant, "s49", 40, 40) else {
             panic!("the whole history fits an eighth of the budget");
         };
+    }
+
+    #[test]
+    fn a_history_keeps_at_most_max_messages() {
+        let cache = SessionCache::new(1 << 30);
+        let tenant = TenantId::default();
+        let total = MAX_MESSAGES as u64 + 10;
+        let messages: Vec<_> = (0..total).map(message).collect();
+        cache.committed(&tenant, &session("s", total), 0, &messages);
+        let newest = cache.history_before(&tenant, "s", total, MAX_MESSAGES);
+        assert_eq!(indexes(newest).map(|m| m.len()), Some(MAX_MESSAGES));
+        assert!(matches!(
+            cache.history_before(&tenant, "s", total, MAX_MESSAGES + 1),
+            CachedHistory::Miss(Some(_))
+        ));
     }
 }
