@@ -159,11 +159,24 @@ async fn sqlite_sigkill_mid_turn_keeps_every_acknowledged_turn() {
 
     let acked: Acked = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let ids: Vec<String> = (0..4).map(|i| format!("crash-{i}")).collect();
-    let mut workers = Vec::new();
+    // 32 sessions at once, so the kill lands among group commits of many turns; the first
+    // four have two clients each, so turns also queue behind each other on one session.
+    let ids: Vec<String> = (0..32).map(|i| format!("crash-{i}")).collect();
     for id in &ids {
-        // Two clients per session: turns queue behind each other while the kill lands.
-        for _ in 0..2 {
+        // Created first, so every one exists for the checks whether or not a turn of it
+        // was acknowledged before the kill.
+        create_session(
+            &mut sessions,
+            CreateSessionRequest {
+                session_id: id.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    let mut workers = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        for _ in 0..if i < 4 { 2 } else { 1 } {
             let client = InteractServiceClient::new(connect(daemon.addr).await);
             workers.push(worker(client, id.clone(), acked.clone(), stop.clone()));
         }

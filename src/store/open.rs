@@ -166,8 +166,11 @@ async fn open_sqlite(data_dir: &Path, settings: &StorageConfig) -> Result<OpenSt
         path: path.clone(),
         reason: e.to_string(),
     };
+    // SQLite connections are kept for the process's life: closing one (sqlx's default is
+    // after 30 minutes) gains nothing for a local file and drops its page cache.
     let write = SqlitePoolOptions::new()
         .max_connections(1)
+        .max_lifetime(None)
         .acquire_timeout(Duration::from_millis(settings.connect_timeout_ms))
         .connect_with(options.clone())
         .await
@@ -180,6 +183,7 @@ async fn open_sqlite(data_dir: &Path, settings: &StorageConfig) -> Result<OpenSt
     migrate(&SQLITE_MIGRATIONS, &write, &path.display().to_string()).await?;
     let read = SqlitePoolOptions::new()
         .max_connections(settings.max_connections.max(1))
+        .max_lifetime(None)
         .acquire_timeout(Duration::from_millis(settings.connect_timeout_ms))
         .connect_with(options.read_only(true))
         .await
