@@ -342,6 +342,10 @@ impl SessionStore for SqlStore {
                 .zip(encoded.into_iter().map(|m| m.tool_calls))
                 .collect(),
             calls,
+            clear_pending: !self
+                .cache
+                .as_ref()
+                .is_some_and(|c| c.known_without_pending(tenant_id, id)),
             receipt: receipt.map(|r| batch::ReceiptWrite {
                 key: r.key.clone(),
                 fingerprint: r.fingerprint.clone(),
@@ -1390,5 +1394,53 @@ pub(crate) mod tests {
         );
         let (_, after) = store.commit_batches();
         assert_eq!(after - before, 2, "kept and later, not abandoned");
+    }
+
+    /// Pending calls are cleared from the database when a turn ends, whether or not the
+    /// cache knew of them (it skips the statement only when it knows there are none).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pending_calls_are_cleared_with_and_without_the_cache() {
+        let (store, _dir) = sqlite_store().await;
+        let tenant = TenantId::default();
+        let mut session = new_session("paused");
+        store
+            .commit(&tenant, &session, None, &[], None)
+            .await
+            .unwrap();
+        // A turn pauses: one pending call.
+        let expected = session.version;
+        let messages = turn(&mut session);
+        session.pending = Some(PendingTurn {
+            turn_id: "t".into(),
+            tool_calls: vec![ToolCall {
+                id: "c1".into(),
+                name: "lookup".into(),
+                arguments: Context::new(),
+            }],
+            steps: 1,
+        });
+        store
+            .commit(&tenant, &session, Some(expected), &messages, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.pending_calls(&tenant, "paused").await.unwrap().len(),
+            1
+        );
+        // It ends: the database row and its calls are cleared.
+        let expected = session.version;
+        let messages = turn(&mut session);
+        session.pending = None;
+        store
+            .commit(&tenant, &session, Some(expected), &messages, None)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .pending_calls(&tenant, "paused")
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }

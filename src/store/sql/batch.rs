@@ -88,6 +88,9 @@ pub(crate) struct CommitJob {
     pub messages: Vec<(SharedMessage, Option<String>)>,
     /// The pending tool calls: id, name, arguments as JSON.
     pub calls: Vec<(String, String, String)>,
+    /// Whether the stored pending calls must be cleared first: false only when the stored
+    /// row is known to have none (saves a statement per turn).
+    pub clear_pending: bool,
     pub receipt: Option<ReceiptWrite>,
     /// Its size, for [`BatchLimits::max_bytes`].
     pub bytes: usize,
@@ -327,15 +330,17 @@ macro_rules! batch_writer {
                                     None => StoreError::NotFound(row.session_id.clone()),
                                 })
                             } else {
-                                sqlx::query(
-                                    "DELETE FROM pending_tool_calls
-                                     WHERE tenant_id = $1 AND session_id = $2",
-                                )
-                                .bind(&row.tenant)
-                                .bind(&row.session_id)
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(store)?;
+                                if job.clear_pending {
+                                    sqlx::query(
+                                        "DELETE FROM pending_tool_calls
+                                         WHERE tenant_id = $1 AND session_id = $2",
+                                    )
+                                    .bind(&row.tenant)
+                                    .bind(&row.session_id)
+                                    .execute(&mut *tx)
+                                    .await
+                                    .map_err(store)?;
+                                }
                                 None
                             }
                         }

@@ -114,6 +114,18 @@ impl SessionCache {
         inner.entries.get(&key)?.session.clone()
     }
 
+    /// Whether the session's stored row is known to have no pending tool calls (its row is
+    /// cached and has none), so a commit need not clear them.
+    pub fn known_without_pending(&self, tenant: &TenantId, session_id: &str) -> bool {
+        let inner = self.lock();
+        let key = (tenant.clone(), session_id.to_string());
+        inner
+            .entries
+            .peek(&key)
+            .and_then(|e| e.session.as_ref())
+            .is_some_and(|s| s.pending.is_none())
+    }
+
     /// Up to `limit` messages before index `before`, newest first, when the cache has all of
     /// them (or the history's start).
     pub fn history_before(
