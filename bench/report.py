@@ -25,6 +25,7 @@ GOALS = {
     "s1_python": ("≥ 10× the Python peer", lambda r: r >= 10.0),
     "s1_http": ("report server CPU per request, HTTP ÷ gRPC", None),
     "s2": ("report the ratio to scenario 1", None),
+    "s2_postgres": ("report the ratio to scenario 1, for 1 and 2 replicas", None),
     "s3": ("≤ 5 µs of server CPU per token", lambda r: r <= 5.0),
     "s4": ("report turns/s and p99", None),
     "s5": ("≤ 1.2", lambda r: r <= 1.2),
@@ -141,6 +142,7 @@ def main():
     parser.add_argument("--durable", default="no")
     parser.add_argument("--python-peer", default="no")
     parser.add_argument("--ghz", default="")
+    parser.add_argument("--postgres", default="no")
     args = parser.parse_args()
     raw = args.raw
 
@@ -196,6 +198,10 @@ def main():
         "s6": round(idle["rss_per_stream_bytes"] / 1024, 2) if "rss_per_stream_bytes" in idle else None,
         "s7": cold.get("median_ms"),
         "ghz_ceiling": ratio((ghz.get("contextd") or {}).get("rps"), (ghz.get("ceiling") or {}).get("rps")),
+        "s2_postgres": ratio(rps.get("postgres"), rps.get("contextd")),
+        "s2_postgres2": ratio(rps.get("postgres2"), rps.get("contextd")),
+        "s2_postgres_cpu": ratio(cpu.get("postgres"), cpu.get("contextd")),
+        "s2_postgres2_cpu": ratio(cpu.get("postgres2"), cpu.get("contextd")),
     }
 
     commands = []
@@ -215,6 +221,7 @@ def main():
         "durable_store": args.durable == "yes",
         "python_peer": args.python_peer == "yes",
         "ghz": args.ghz == "yes",
+        "postgres": args.postgres == "yes",
         "machine": machine(raw),
         "summary": summary,
         "commands": commands,
@@ -258,6 +265,8 @@ def smoke_problems(summary, results, args):
         if key == "s2" and args.durable != "yes":
             continue
         if key == "ghz_ceiling" and args.ghz != "yes":
+            continue
+        if key.startswith("s2_postgres") and args.postgres != "yes":
             continue
         problems.append(f"{key} has no figure")
     for name, result in results.items():
@@ -318,6 +327,13 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s):
     else:
         lines.append("| 2 | Unary on the durable default store | not available: this contextd has no "
                      "`--store` flag yet | report the ratio to scenario 1 | not measured |")
+    if "postgres" in unary or "postgres2" in unary:
+        lines.append(f"| 2 | Unary on PostgreSQL ÷ scenario 1: 1 replica; 2 replicas on one database | "
+                     f"**{fmt(s['s2_postgres'], 2)}**; **{fmt(s['s2_postgres2'], 2)}** "
+                     f"({fmt(rps.get('postgres'), 0)}; {fmt(rps.get('postgres2'), 0)} ÷ "
+                     f"{fmt(rps.get('contextd'), 0)} req/s); contextd CPU per turn ÷ in-memory "
+                     f"{fmt(s['s2_postgres_cpu'], 2)}; {fmt(s['s2_postgres2_cpu'], 2)} | "
+                     f"{GOALS['s2_postgres'][0]} | {verdict('s2_postgres', s['s2_postgres'])} |")
     st = res.get("stream", {})
     lines.append(f"| 3 | `StreamResponse` relay, {st.get('streams', 64)} streams | "
                  f"**{fmt(s['s3'], 2)} µs** server CPU per token; {fmt(st.get('tokens_per_s'), 0)} tokens/s | "
@@ -354,9 +370,11 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s):
              "grpcweb": "contextd over gRPC-Web (protobuf, in-memory store)",
              "short": "contextd (in-memory store, 512-token windows)",
              "durable": "contextd (durable default store)",
-             "ceiling": "bare tonic ceiling", "python": "Python grpcio peer"}
+             "ceiling": "bare tonic ceiling", "python": "Python grpcio peer",
+             "postgres": "contextd on PostgreSQL (one replica)",
+             "postgres2": "contextd on PostgreSQL (two replicas, one database; CPU of both)"}
     for target in ("contextd", "auth", "nometrics", "http", "connect", "grpcweb", "short", "durable",
-                   "ceiling", "python"):
+                   "ceiling", "python", "postgres", "postgres2"):
         if target not in unary:
             continue
         errors = {}
@@ -373,6 +391,25 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s):
             f"{fmt(kib_to_mib(unary_stat(target, 'server/peak_rss_kib')), 1)} MiB | "
             f"{fmt(unary_stat(target, 'reply_bytes'), 0)} | {errors or 'none'} |")
     lines.append("")
+    if "postgres" in unary or "postgres2" in unary:
+        lines.append("PostgreSQL (a throwaway cluster on this machine, fsync on; a fresh database per "
+                     "target and round), beside the in-memory and the SQLite store: server CPU per turn "
+                     "is every contextd replica's together; PostgreSQL's is the postmaster's and all its "
+                     "backends' (`/proc`), and shares the same two cores:")
+        lines.append("")
+        lines.append("| Target | req/s | ÷ in-memory | p50 | p99 | contextd CPU µs/turn | PostgreSQL CPU µs/turn | "
+                     "together µs/turn |")
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for target in ("contextd", "durable", "postgres", "postgres2"):
+            if target not in unary:
+                continue
+            db = unary_stat(target, "server/database_cpu_us_per_op")
+            own = cpu.get(target)
+            lines.append(f"| {names[target]} | {fmt(rps[target], 0)} | {fmt(ratio_of(rps[target], rps.get('contextd')), 2)} | "
+                         f"{fmt(ms(unary_stat(target, 'latency/p50_us')), 2)} ms | "
+                         f"{fmt(ms(unary_stat(target, 'latency/p99_us')), 2)} ms | {fmt(own, 0)} | {fmt(db, 0)} | "
+                         f"{fmt(own + db if own is not None and db is not None else own, 0)} |")
+        lines.append("")
     if "http" in unary and "contextd" in unary:
         lines.append("HTTP/JSON beside native gRPC, round by round (each round starts a fresh in-memory "
                      "contextd for each; `POST /v1/sessions/{id}:interact`, one keep-alive HTTP/1.1 "
@@ -462,6 +499,10 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s):
     lines.append("")
     lines.append("</details>")
     return "\n".join(lines)
+
+
+def ratio_of(a, b):
+    return a / b if a is not None and b else None
 
 
 def round_of(result):

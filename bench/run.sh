@@ -4,18 +4,20 @@
 # See BENCHMARKS.md.
 #
 #   bench/run.sh smoke   # seconds: debug builds, every scenario for about a second (CI)
-#   bench/run.sh quick   # under 3 minutes
+#   bench/run.sh quick   # a few minutes
 #   bench/run.sh full    # longer windows, more rounds, more cold starts
 #
 # Each run writes bench/results/MODE.json (every raw result, the machine, the exact commands)
 # and regenerates MODE's tables in BENCHMARKS.md. Everything runs on 127.0.0.1.
-# Needs: cargo; python3 (venv + pip, for the peer and the report); go (optional, for ghz).
+# Needs: cargo; python3 (venv + pip, for the peer and the report); go (optional, for ghz);
+# PostgreSQL's server programs (optional, for the `postgres` targets).
 set -euo pipefail
 
-MODE=${1:-quick}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/bench
 cd "$ROOT"
+
+MODE=${1:-quick}
 
 case "$MODE" in
 smoke)
@@ -39,16 +41,22 @@ COMMANDS=$RAW/commands.txt
 : >"$COMMANDS"
 SCRATCH=$(mktemp -d)
 SERVER_PIDS=()
+PG_CTL=
+PG_DATA=
+PG_AS=()
+
+log() { echo "== $*" >&2; }
 
 cleanup() {
     for pid in "${SERVER_PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
+    if [ -n "$PG_CTL" ]; then
+        "${PG_AS[@]}" "$PG_CTL" -D "$PG_DATA" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
     rm -rf "$SCRATCH"
 }
 trap cleanup EXIT
-
-log() { echo "== $*" >&2; }
 
 # Runs a command and records it (relative to the repository root) in commands.txt.
 run() {
@@ -113,20 +121,27 @@ fi
 
 # --- servers -------------------------------------------------------------------------------
 # start NAME CMD...: starts a server in $SCRATCH/NAME, waits for "listening on ADDR" on its
-# stdout; sets ADDR and PID.
+# stdout; sets ADDR and PID, and adds PID to RUNNING. The command runs under SERVER_WRAP
+# (e.g. `taskset -c 0`, which execs it: PID is the server's own).
+SERVER_WRAP=()
+RUNNING=()
+RUNNING_ADDRS=()
 start() {
     local name=$1
     shift
     local dir=$SCRATCH/$name
     rm -rf "$dir"
     mkdir -p "$dir"
+    set -- "${SERVER_WRAP[@]}" "$@"
     printf '%s\n' "$*" | sed "s#$ROOT/##g; s#$SCRATCH/##g" >>"$COMMANDS"
     (cd "$dir" && exec "$@" >"$dir/stdout" 2>"$dir/stderr") &
     PID=$!
     SERVER_PIDS+=("$PID")
+    RUNNING+=("$PID")
     for _ in $(seq 1 600); do
         if grep -q 'listening on' "$dir/stdout" 2>/dev/null; then
             ADDR=$(grep -m1 'listening on' "$dir/stdout" | awk '{print $NF}')
+            RUNNING_ADDRS+=("$ADDR")
             return 0
         fi
         if ! kill -0 "$PID" 2>/dev/null; then
@@ -140,9 +155,24 @@ start() {
     return 1
 }
 
+# Stops every server started since the last stop.
 stop() {
-    kill "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
+    local pid
+    for pid in "${RUNNING[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    RUNNING=()
+    RUNNING_ADDRS=()
+}
+
+# The load generator's --addr/--pid arguments for every server started since the last stop.
+server_args() {
+    SERVER_ARGS=()
+    local i
+    for i in "${!RUNNING[@]}"; do
+        SERVER_ARGS+=(--addr "${RUNNING_ADDRS[$i]}" --pid "${RUNNING[$i]}")
+    done
 }
 
 contextd_memory() { start contextd "$CONTEXTD" serve --listen 127.0.0.1:0 "${MEMORY_STORE[@]}"; }
@@ -157,6 +187,74 @@ ceiling() { start ceiling "$CEILING" --listen 127.0.0.1:0; }
 python_peer() { start python "$BENCH/.venv/bin/python" "$BENCH/peers/python/server.py" --listen 127.0.0.1:0; }
 
 TIMING=(--warmup "$WARMUP" --duration "$DURATION")
+
+# --- PostgreSQL ----------------------------------------------------------------------------
+# The `postgres` targets run contextd on a throwaway cluster in the scratch directory: initdb
+# with trust authentication, a unix socket there and a free TCP port on 127.0.0.1, fsync and
+# synchronous_commit left on (what a durable shared store costs is the point; `--no-sync`
+# only skips initdb's own flush of the new cluster). One fresh database per target and round.
+# As root, the cluster runs as the `postgres` user: PostgreSQL refuses to run as root.
+# Skipped, with a line saying why, when the programs are missing or the cluster won't start.
+PG=no
+pg_setup() {
+    local bin=
+    local dir
+    for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V); do
+        [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ] && bin=$dir
+    done
+    if [ -z "$bin" ] && command -v initdb >/dev/null && command -v pg_ctl >/dev/null; then
+        bin=$(dirname "$(command -v initdb)")
+    fi
+    if [ -z "$bin" ]; then
+        log "postgres: PostgreSQL's server programs (initdb, pg_ctl) not found; skipping the postgres targets"
+        return 0
+    fi
+    if [ "$DURABLE" != yes ]; then
+        log "postgres: this contextd has no --store flag; skipping the postgres targets"
+        return 0
+    fi
+    dir=$SCRATCH/pg
+    mkdir -p "$dir"
+    if [ "$(id -u)" = 0 ]; then
+        if ! id postgres >/dev/null 2>&1; then
+            log "postgres: running as root and there is no postgres user to run the cluster; skipping the postgres targets"
+            return 0
+        fi
+        PG_AS=(runuser -u postgres --)
+        chmod o+x "$SCRATCH"
+        chown postgres "$dir"
+    fi
+    PG_BIN=$bin
+    PG_DATA=$dir/data
+    PG_SOCKET=$dir
+    PG_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    log "postgres: throwaway cluster ($bin), 127.0.0.1:$PG_PORT"
+    if ! run "${PG_AS[@]}" "$bin/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 --no-sync \
+        >"$dir/initdb.log" 2>&1; then
+        cat "$dir/initdb.log" >&2
+        log "postgres: initdb failed (above); skipping the postgres targets"
+        return 0
+    fi
+    PG_CTL=$bin/pg_ctl
+    if ! run "${PG_AS[@]}" "$PG_CTL" -D "$PG_DATA" -l "$dir/server.log" -w -t 60 \
+        -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PG_SOCKET -c max_connections=400" start >/dev/null; then
+        cat "$dir/server.log" >&2 || true
+        log "postgres: the cluster did not start (above); skipping the postgres targets"
+        return 0
+    fi
+    # The postmaster: the load generator reads its CPU time and its backends'.
+    PG_PID=$(head -1 "$PG_DATA/postmaster.pid")
+    PG=yes
+}
+
+# pg_database NAME: creates database NAME; sets PG_URL.
+pg_database() {
+    run "${PG_AS[@]}" "$PG_BIN/createdb" -h "$PG_SOCKET" -p "$PG_PORT" -U postgres "$1"
+    PG_URL=postgres://postgres@127.0.0.1:$PG_PORT/$1
+}
+
+pg_setup
+
 
 # --- 1, 2: unary, side by side, in alternating rounds --------------------------------------
 # `http`: the same turns over HTTP/JSON (POST /v1/sessions/{id}:interact, one keep-alive
@@ -180,12 +278,18 @@ fi
 TARGETS=(contextd "${AUTH_TARGETS[@]}" http connect grpcweb short ceiling)
 [ "$DURABLE" = yes ] && TARGETS+=(durable)
 [ "$PYTHON_PEER" = yes ] && TARGETS+=(python)
+# `postgres`: one contextd on PostgreSQL; `postgres2`: two replicas on one database, the
+# load generator's connections split between them.
+[ "$PG" = yes ] && TARGETS+=(postgres postgres2)
 for round in $(seq 1 "$ROUNDS"); do
     for target in "${TARGETS[@]}"; do
         log "unary: $target, round $round"
         SCENARIO=unary
         ROUTE=()
-        case $target in
+        EXTRA=()
+        LOAD_WRAP=()
+        base=$target
+        case $base in
         contextd) contextd_memory ;;
         http)
             contextd_memory
@@ -203,11 +307,22 @@ for round in $(seq 1 "$ROUNDS"); do
         durable) contextd_durable ;;
         ceiling) ceiling ;;
         python) python_peer ;;
+        postgres)
+            pg_database "postgres_r$round"
+            start contextd-postgres "$CONTEXTD" serve --listen 127.0.0.1:0 --store "$PG_URL"
+            EXTRA=(--db-pid "$PG_PID") ;;
+        postgres2)
+            pg_database "postgres2_r$round"
+            start contextd-postgres-a "$CONTEXTD" serve --listen 127.0.0.1:0 --store "$PG_URL"
+            start contextd-postgres-b "$CONTEXTD" serve --listen 127.0.0.1:0 --store "$PG_URL"
+            EXTRA=(--db-pid "$PG_PID") ;;
         esac
+        SERVER_WRAP=()
+        server_args
         key=
         [ "$target" = auth ] && key=$BENCH_KEY
-        CONTEXTD_API_KEY=$key run "$LOADGEN" "$SCENARIO" "${ROUTE[@]}" --addr "$ADDR" --pid "$PID" --connections 50 "${TIMING[@]}" \
-            --label "$target" --out "$RAW/unary-$target-r$round.json"
+        CONTEXTD_API_KEY=$key run "${LOAD_WRAP[@]}" "$LOADGEN" "$SCENARIO" "${ROUTE[@]}" "${SERVER_ARGS[@]}" \
+            "${EXTRA[@]}" --connections 50 "${TIMING[@]}" --label "$target" --out "$RAW/unary-$target-r$round.json"
         stop
     done
 done
@@ -284,4 +399,5 @@ run "$LOADGEN" coldstart --runs "$COLD_RUNS" --workdir "$SCRATCH/cold" --label c
 cp /proc/loadavg "$RAW/loadavg-end.txt"
 log "report"
 python3 "$BENCH/report.py" "$MODE" "$RAW" \
-    --profile "$PROFILE" --durable "$DURABLE" --python-peer "$PYTHON_PEER" --ghz "${GHZ:+yes}"
+    --profile "$PROFILE" --durable "$DURABLE" --python-peer "$PYTHON_PEER" --ghz "${GHZ:+yes}" \
+    --postgres "$PG"

@@ -107,8 +107,18 @@ pub fn new_histogram() -> Histogram<u64> {
 
 /// Opens `n` HTTP/2 connections to `addr` (one tonic `Channel` each).
 pub async fn connect(addr: SocketAddr, n: usize) -> Result<Vec<Channel>, String> {
+    connect_all(&[addr], n).await
+}
+
+/// Opens `n` HTTP/2 connections spread over `addrs` (replicas of one service): connection
+/// `i` goes to `addrs[i % addrs.len()]`.
+pub async fn connect_all(addrs: &[SocketAddr], n: usize) -> Result<Vec<Channel>, String> {
+    if addrs.is_empty() {
+        return Err("no server address given".into());
+    }
     let mut channels = Vec::with_capacity(n);
-    for _ in 0..n {
+    for i in 0..n {
+        let addr = addrs[i % addrs.len()];
         let channel = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| e.to_string())?
             .tcp_nodelay(true)
@@ -288,13 +298,26 @@ impl LoadResult {
     pub fn to_json(&self) -> Value {
         let server = self.server.map(|(a, b)| {
             let cpu = b.cpu.saturating_sub(a.cpu).as_secs_f64();
-            json!({
+            let per_op = |cpu: f64| {
+                if self.ok > 0 {
+                    round1(cpu * 1e6 / self.ok as f64)
+                } else {
+                    0.0
+                }
+            };
+            let mut server = json!({
                 "cpu_seconds": round3(cpu),
                 "cpu_cores": round3(cpu / self.elapsed.as_secs_f64().max(1e-9)),
-                "cpu_us_per_op": if self.ok > 0 { round1(cpu * 1e6 / self.ok as f64) } else { 0.0 },
+                "cpu_us_per_op": per_op(cpu),
                 "rss_kib": b.rss_kib,
                 "peak_rss_kib": b.peak_rss_kib,
-            })
+            });
+            if let (Some(a), Some(b)) = (a.database_cpu, b.database_cpu) {
+                let cpu = b.saturating_sub(a).as_secs_f64();
+                server["database_cpu_seconds"] = json!(round3(cpu));
+                server["database_cpu_us_per_op"] = json!(per_op(cpu));
+            }
+            server
         });
         json!({
             "ok": self.ok,

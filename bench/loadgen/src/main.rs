@@ -28,7 +28,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Scenario {
-    /// Unary Interact turns, one session per worker.
+    /// Unary Interact turns, one session per worker. `--addr` (and `--pid`) may be given more
+    /// than once, for replicas of one service: connections are spread over the addresses and
+    /// the servers' CPU time is summed.
     Unary(Target),
     /// The unary turns as HTTP/JSON (POST /v1/sessions/{id}:interact), one HTTP/1.1
     /// keep-alive connection per worker.
@@ -138,12 +140,17 @@ enum Scenario {
 
 #[derive(Args, Debug)]
 struct ServerArgs {
-    /// Server address (loopback only).
-    #[arg(long, value_parser = parse_addr)]
-    addr: SocketAddr,
-    /// Server process id, to read its CPU time and memory from /proc.
+    /// Server address (loopback only). Only `unary` takes more than one (replicas).
+    #[arg(long = "addr", value_parser = parse_addr, required = true)]
+    addrs: Vec<SocketAddr>,
+    /// Server process id, to read its CPU time and memory from /proc; more than one (the
+    /// replicas) are summed.
+    #[arg(long = "pid")]
+    pids: Vec<u32>,
+    /// Process id of the database server's main process (PostgreSQL's postmaster): its CPU
+    /// time and its backends' are reported apart, per request.
     #[arg(long)]
-    pid: Option<u32>,
+    db_pid: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -182,7 +189,7 @@ impl Target {
             return Err("--connections and --in-flight must be at least 1".into());
         }
         Ok(ClosedLoop {
-            addr: self.server.addr,
+            addr: self.server.addrs[0],
             connections: self.connections,
             in_flight: self.in_flight,
             plan: LoadPlan {
@@ -196,7 +203,26 @@ impl Target {
 
 impl ServerArgs {
     fn probe(&self) -> Option<ServerProbe> {
-        self.pid.map(ServerProbe::new)
+        if self.pids.is_empty() {
+            return None;
+        }
+        let probe = ServerProbe::of_all(&self.pids);
+        Some(match self.db_pid {
+            Some(root) => probe.with_database(root),
+            None => probe,
+        })
+    }
+
+    /// The one address of a scenario that drives a single server.
+    fn single(&self) -> Result<&Self, String> {
+        if self.addrs.len() > 1 || self.pids.len() > 1 {
+            return Err("only the unary scenario takes several --addr or --pid (replicas)".into());
+        }
+        Ok(self)
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addrs[0]
     }
 }
 
@@ -204,12 +230,12 @@ async fn run(scenario: Scenario) -> Result<(String, Value), String> {
     Ok(match scenario {
         Scenario::Unary(t) => (
             "unary".into(),
-            scenario::unary::run(t.setup()?, t.server.probe().as_ref()).await?,
+            scenario::unary::run(t.setup()?, &t.server.addrs, t.server.probe().as_ref()).await?,
         ),
         Scenario::HttpUnary { target: t, route } => (
             "http-unary".into(),
             scenario::http_unary::run(
-                t.setup()?,
+                t.server.single().and(t.setup())?,
                 scenario::http_unary::Route::from_name(&route)
                     .ok_or_else(|| format!("unknown route {route:?}"))?,
                 t.server.probe().as_ref(),
@@ -218,16 +244,18 @@ async fn run(scenario: Scenario) -> Result<(String, Value), String> {
         ),
         Scenario::Stream(t) => (
             "stream".into(),
-            scenario::stream::run(t.setup()?, t.server.probe().as_ref()).await?,
+            scenario::stream::run(t.server.single().and(t.setup())?, t.server.probe().as_ref())
+                .await?,
         ),
         Scenario::Converse(t) => (
             "converse".into(),
-            scenario::converse::run(t.setup()?, t.server.probe().as_ref()).await?,
+            scenario::converse::run(t.server.single().and(t.setup())?, t.server.probe().as_ref())
+                .await?,
         ),
         Scenario::WsConverse { target: t, frames } => (
             "ws-converse".into(),
             scenario::ws_converse::run(
-                t.setup()?,
+                t.server.single().and(t.setup())?,
                 scenario::ws_converse::Frames::from_name(&frames)
                     .ok_or_else(|| format!("unknown frames {frames:?}"))?,
                 t.server.probe().as_ref(),
@@ -243,7 +271,7 @@ async fn run(scenario: Scenario) -> Result<(String, Value), String> {
             "history".into(),
             scenario::history::run(
                 scenario::history::HistoryParams {
-                    addr: server.addr,
+                    addr: server.single()?.addr(),
                     messages,
                     small_messages,
                     turns: turns.max(1),
@@ -265,7 +293,7 @@ async fn run(scenario: Scenario) -> Result<(String, Value), String> {
                 "idle".into(),
                 scenario::idle::run(
                     scenario::idle::IdleParams {
-                        addr: server.addr,
+                        addr: server.single()?.addr(),
                         streams,
                         connections: connections.max(1),
                         hold: seconds(hold),

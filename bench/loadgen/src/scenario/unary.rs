@@ -1,6 +1,8 @@
 //! Scenario 1 (and 2, and the baselines): unary `Interact` turns with the echo model, one
 //! session per worker, so turns never wait for each other's session lock.
 
+use std::net::SocketAddr;
+
 use contextd::api::v1::InteractRequest;
 use contextd::api::v1::interact_service_client::InteractServiceClient;
 use prost::Message;
@@ -46,9 +48,14 @@ pub fn request_on(session_id: &str) -> InteractRequest {
     }
 }
 
-/// Runs the scenario.
-pub async fn run(setup: ClosedLoop, server: Option<&ServerProbe>) -> Result<Value, String> {
-    let channels = load::connect(setup.addr, setup.connections).await?;
+/// Runs the scenario against the servers at `addrs` (replicas of one service sharing a
+/// store; `setup.addr` is the first): connection `i` goes to `addrs[i % addrs.len()]`.
+pub async fn run(
+    setup: ClosedLoop,
+    addrs: &[SocketAddr],
+    server: Option<&ServerProbe>,
+) -> Result<Value, String> {
+    let channels = load::connect_all(addrs, setup.connections).await?;
     let tag = workload::run_tag();
 
     // One turn first: it proves the server answers, and gives the reply's size on the wire.
@@ -69,6 +76,10 @@ pub async fn run(setup: ClosedLoop, server: Option<&ServerProbe>) -> Result<Valu
     let result = load::run(workers, setup.plan, server).await;
     let mut out = result.to_json();
     out["setup"] = setup.to_json();
+    out["setup"]["replicas"] = json!(addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+    if let Some(server) = server {
+        out["setup"]["pids"] = json!(server.pids());
+    }
     out["request_bytes"] = json!(probe_request.encoded_len());
     out["reply_bytes"] = json!(reply.encoded_len());
     out["reply_text"] = json!(reply.response);
