@@ -26,6 +26,7 @@ GOALS = {
     "s1_http": ("report server CPU per request, HTTP ÷ gRPC", None),
     "s2": ("report the ratio to scenario 1", None),
     "s2_postgres": ("report the ratio to scenario 1, for 1 and 2 replicas", None),
+    "pinned": ("report pinned beside unpinned", None),
     "s3": ("≤ 5 µs of server CPU per token", lambda r: r <= 5.0),
     "s4": ("report turns/s and p99", None),
     "s5": ("≤ 1.2", lambda r: r <= 1.2),
@@ -143,6 +144,7 @@ def main():
     parser.add_argument("--python-peer", default="no")
     parser.add_argument("--ghz", default="")
     parser.add_argument("--postgres", default="no")
+    parser.add_argument("--pinned", default="no")
     args = parser.parse_args()
     raw = args.raw
 
@@ -202,6 +204,10 @@ def main():
         "s2_postgres2": ratio(rps.get("postgres2"), rps.get("contextd")),
         "s2_postgres_cpu": ratio(cpu.get("postgres"), cpu.get("contextd")),
         "s2_postgres2_cpu": ratio(cpu.get("postgres2"), cpu.get("contextd")),
+        "pinned_contextd": ratio(rps.get("contextd-pinned"), rps.get("contextd")),
+        "pinned_durable": ratio(rps.get("durable-pinned"), rps.get("durable")),
+        "pinned_ceiling": ratio(rps.get("ceiling-pinned"), rps.get("ceiling")),
+        "pinned_s1_ceiling": ratio(rps.get("contextd-pinned"), rps.get("ceiling-pinned")),
     }
 
     commands = []
@@ -222,6 +228,7 @@ def main():
         "python_peer": args.python_peer == "yes",
         "ghz": args.ghz == "yes",
         "postgres": args.postgres == "yes",
+        "pinned": args.pinned == "yes",
         "machine": machine(raw),
         "summary": summary,
         "commands": commands,
@@ -267,6 +274,9 @@ def smoke_problems(summary, results, args):
         if key == "ghz_ceiling" and args.ghz != "yes":
             continue
         if key.startswith("s2_postgres") and args.postgres != "yes":
+            continue
+        if key.startswith("pinned_") and (args.pinned != "yes" or
+                                          (key == "pinned_durable" and args.durable != "yes")):
             continue
         problems.append(f"{key} has no figure")
     for name, result in results.items():
@@ -334,6 +344,12 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s):
                      f"{fmt(rps.get('contextd'), 0)} req/s); contextd CPU per turn ÷ in-memory "
                      f"{fmt(s['s2_postgres_cpu'], 2)}; {fmt(s['s2_postgres2_cpu'], 2)} | "
                      f"{GOALS['s2_postgres'][0]} | {verdict('s2_postgres', s['s2_postgres'])} |")
+    pinned = [t for t in ("contextd", "durable", "ceiling") if f"{t}-pinned" in unary]
+    if pinned:
+        figures = "; ".join(f"{t} **{fmt(ratio_of(rps.get(t + '-pinned'), rps.get(t)), 2)}**" for t in pinned)
+        lines.append(f"| 1 | Pinned (server on CPU 0, load generator on CPU 1) ÷ unpinned, req/s | {figures}; "
+                     f"contextd ÷ ceiling pinned **{fmt(s['pinned_s1_ceiling'], 2)}** (unpinned "
+                     f"{fmt(s['s1_ceiling'], 2)}) | {GOALS['pinned'][0]} | {verdict('pinned', s['pinned_contextd'])} |")
     st = res.get("stream", {})
     lines.append(f"| 3 | `StreamResponse` relay, {st.get('streams', 64)} streams | "
                  f"**{fmt(s['s3'], 2)} µs** server CPU per token; {fmt(st.get('tokens_per_s'), 0)} tokens/s | "
@@ -372,9 +388,13 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s):
              "durable": "contextd (durable default store)",
              "ceiling": "bare tonic ceiling", "python": "Python grpcio peer",
              "postgres": "contextd on PostgreSQL (one replica)",
-             "postgres2": "contextd on PostgreSQL (two replicas, one database; CPU of both)"}
+             "postgres2": "contextd on PostgreSQL (two replicas, one database; CPU of both)",
+             "contextd-pinned": "contextd (in-memory store), pinned",
+             "durable-pinned": "contextd (durable default store), pinned",
+             "ceiling-pinned": "bare tonic ceiling, pinned"}
     for target in ("contextd", "auth", "nometrics", "http", "connect", "grpcweb", "short", "durable",
-                   "ceiling", "python", "postgres", "postgres2"):
+                   "ceiling", "python", "postgres", "postgres2", "contextd-pinned", "durable-pinned",
+                   "ceiling-pinned"):
         if target not in unary:
             continue
         errors = {}
@@ -409,6 +429,22 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s):
                          f"{fmt(ms(unary_stat(target, 'latency/p50_us')), 2)} ms | "
                          f"{fmt(ms(unary_stat(target, 'latency/p99_us')), 2)} ms | {fmt(own, 0)} | {fmt(db, 0)} | "
                          f"{fmt(own + db if own is not None and db is not None else own, 0)} |")
+        lines.append("")
+    if pinned:
+        lines.append("Pinned beside unpinned (`bench/run.sh --pin`: the server under `taskset -c 0`, the load "
+                     "generator under `taskset -c 1`, in the same rounds):")
+        lines.append("")
+        lines.append("| Server | req/s unpinned | req/s pinned | pinned ÷ unpinned | p50 unpinned / pinned | "
+                     "server CPU µs/req unpinned / pinned | loadgen CPU µs/req unpinned / pinned |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for t in pinned:
+            p = t + "-pinned"
+            lines.append(f"| {names[t]} | {fmt(rps.get(t), 0)} | {fmt(rps.get(p), 0)} | "
+                         f"{fmt(ratio_of(rps.get(p), rps.get(t)), 2)} | "
+                         f"{fmt(ms(unary_stat(t, 'latency/p50_us')), 2)} / {fmt(ms(unary_stat(p, 'latency/p50_us')), 2)} ms | "
+                         f"{fmt(cpu.get(t), 0)} / {fmt(cpu.get(p), 0)} | "
+                         f"{fmt(median([client_us(r) for r in unary.get(t, [])]), 0)} / "
+                         f"{fmt(median([client_us(r) for r in unary.get(p, [])]), 0)} |")
         lines.append("")
     if "http" in unary and "contextd" in unary:
         lines.append("HTTP/JSON beside native gRPC, round by round (each round starts a fresh in-memory "

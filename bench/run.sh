@@ -6,18 +6,36 @@
 #   bench/run.sh smoke   # seconds: debug builds, every scenario for about a second (CI)
 #   bench/run.sh quick   # a few minutes
 #   bench/run.sh full    # longer windows, more rounds, more cold starts
+#   bench/run.sh --pin quick   # also the pinned unary targets (server on CPU 0, load on CPU 1)
 #
 # Each run writes bench/results/MODE.json (every raw result, the machine, the exact commands)
 # and regenerates MODE's tables in BENCHMARKS.md. Everything runs on 127.0.0.1.
 # Needs: cargo; python3 (venv + pip, for the peer and the report); go (optional, for ghz);
-# PostgreSQL's server programs (optional, for the `postgres` targets).
+# PostgreSQL's server programs (optional, for the `postgres` targets); taskset (optional, for
+# `--pin`).
 set -euo pipefail
 
+usage() {
+    echo "usage: bench/run.sh [--pin] smoke|quick|full" >&2
+    exit 2
+}
+MODE=
+PIN=no
+for arg in "$@"; do
+    case $arg in
+    --pin) PIN=yes ;;
+    smoke | quick | full)
+        [ -z "$MODE" ] || usage
+        MODE=$arg ;;
+    *) usage ;;
+    esac
+done
+MODE=${MODE:-quick}
+# smoke always takes the pinned path once, so that CI exercises it.
+[ "$MODE" = smoke ] && PIN=yes
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/bench
 cd "$ROOT"
-
-MODE=${1:-quick}
 
 case "$MODE" in
 smoke)
@@ -29,9 +47,6 @@ quick)
 full)
     PROFILE=release ROUNDS=3 WARMUP=2 DURATION=10 GHZ_DURATION=10s
     HIST_MESSAGES=100000 HIST_TURNS=1000 IDLE_STREAMS=10000 IDLE_CONNECTIONS=100 COLD_RUNS=50 ;;
-*)
-    echo "usage: bench/run.sh smoke|quick|full" >&2
-    exit 2 ;;
 esac
 
 RAW=$BENCH/results/raw-$MODE
@@ -255,6 +270,21 @@ pg_database() {
 
 pg_setup
 
+# --- pinning -------------------------------------------------------------------------------
+# `--pin`: the unary scenario for contextd, the durable store and the ceiling also runs with
+# the server on CPU 0 and the load generator on CPU 1, so that they stop competing for the
+# same core (the scheduler otherwise moves both across the two). Not for the PostgreSQL
+# targets: three processes do not fit two pinned CPUs.
+PINNED=no
+if [ "$PIN" = yes ]; then
+    if ! command -v taskset >/dev/null; then
+        log "pin: taskset not found; skipping the pinned targets"
+    elif [ "$(nproc)" -lt 2 ] || ! taskset -c 0,1 true 2>/dev/null; then
+        log "pin: CPUs 0 and 1 are not both available here; skipping the pinned targets"
+    else
+        PINNED=yes
+    fi
+fi
 
 # --- 1, 2: unary, side by side, in alternating rounds --------------------------------------
 # `http`: the same turns over HTTP/JSON (POST /v1/sessions/{id}:interact, one keep-alive
@@ -281,6 +311,11 @@ TARGETS=(contextd "${AUTH_TARGETS[@]}" http connect grpcweb short ceiling)
 # `postgres`: one contextd on PostgreSQL; `postgres2`: two replicas on one database, the
 # load generator's connections split between them.
 [ "$PG" = yes ] && TARGETS+=(postgres postgres2)
+if [ "$PINNED" = yes ]; then
+    TARGETS+=(contextd-pinned)
+    [ "$DURABLE" = yes ] && TARGETS+=(durable-pinned)
+    TARGETS+=(ceiling-pinned)
+fi
 for round in $(seq 1 "$ROUNDS"); do
     for target in "${TARGETS[@]}"; do
         log "unary: $target, round $round"
@@ -289,6 +324,11 @@ for round in $(seq 1 "$ROUNDS"); do
         EXTRA=()
         LOAD_WRAP=()
         base=$target
+        if [[ $target == *-pinned ]]; then
+            base=${target%-pinned}
+            SERVER_WRAP=(taskset -c 0)
+            LOAD_WRAP=(taskset -c 1)
+        fi
         case $base in
         contextd) contextd_memory ;;
         http)
@@ -400,4 +440,4 @@ cp /proc/loadavg "$RAW/loadavg-end.txt"
 log "report"
 python3 "$BENCH/report.py" "$MODE" "$RAW" \
     --profile "$PROFILE" --durable "$DURABLE" --python-peer "$PYTHON_PEER" --ghz "${GHZ:+yes}" \
-    --postgres "$PG"
+    --postgres "$PG" --pinned "$PINNED"
