@@ -27,6 +27,7 @@ GOALS = {
     "s2": ("report the ratio to scenario 1", None),
     "s2_postgres": ("report the ratio to scenario 1, for 1 and 2 replicas", None),
     "pinned": ("report pinned beside unpinned", None),
+    "many_sessions": ("report p50 on the large store ÷ on the small one", None),
     "s3": ("≤ 5 µs of server CPU per token", lambda r: r <= 5.0),
     "s4": ("report turns/s and p99", None),
     "s5": ("≤ 1.2", lambda r: r <= 1.2),
@@ -145,6 +146,7 @@ def main():
     parser.add_argument("--ghz", default="")
     parser.add_argument("--postgres", default="no")
     parser.add_argument("--pinned", default="no")
+    parser.add_argument("--many-sessions", default="no")
     args = parser.parse_args()
     raw = args.raw
 
@@ -182,6 +184,8 @@ def main():
             results.pop(f"ghz-{target}", None)
             results[f"ghz-{target}"] = ghz[target]
 
+    many = many_sessions(results)
+
     stream = results.get("stream", {})
     converse = results.get("converse", {})
     history = results.get("history", {})
@@ -208,6 +212,7 @@ def main():
         "pinned_durable": ratio(rps.get("durable-pinned"), rps.get("durable")),
         "pinned_ceiling": ratio(rps.get("ceiling-pinned"), rps.get("ceiling")),
         "pinned_s1_ceiling": ratio(rps.get("contextd-pinned"), rps.get("ceiling-pinned")),
+        "many_sessions_p50": many.get("ratio_p50"),
     }
 
     commands = []
@@ -229,6 +234,7 @@ def main():
         "ghz": args.ghz == "yes",
         "postgres": args.postgres == "yes",
         "pinned": args.pinned == "yes",
+        "many_sessions": many,
         "machine": machine(raw),
         "summary": summary,
         "commands": commands,
@@ -240,7 +246,7 @@ def main():
         json.dump(doc, f, indent=2, ensure_ascii=False)
         f.write("\n")
 
-    tables = render(doc, unary, unary_stat, rps, cpu, ghz, summary)
+    tables = render(doc, unary, unary_stat, rps, cpu, ghz, summary, many)
     for key, value in summary.items():
         print(f"{key}: {value}")
     if args.mode == "smoke":
@@ -258,6 +264,47 @@ def main():
 
 
 names_of_doors = {"connect": "the Connect protocol (JSON)", "grpcweb": "gRPC-Web (protobuf)"}
+
+
+def many_sessions(results):
+    """The many-sessions runs by store size: the median over rounds of each figure, the seeding
+    behind them, and p50 (and p99) on the largest store ÷ on the smallest."""
+    by_size = {}
+    for name, r in results.items():
+        if name.startswith("many-sessions-"):
+            size, _, _ = name[len("many-sessions-"):].partition("-r")
+            by_size.setdefault(int(size), []).append(r)
+    sizes = {}
+    for size, rounds in sorted(by_size.items()):
+        def stat(pointer):
+            values = []
+            for r in rounds:
+                v = r
+                for part in pointer.split("/"):
+                    v = v.get(part) if isinstance(v, dict) else None
+                values.append(v)
+            return median(values)
+        seed = results.get(f"seed-sessions-{size}", {})
+        sizes[size] = {
+            "rounds": len(rounds),
+            "turns_per_s": stat("ops_per_s"),
+            "p50_us": stat("latency/p50_us"),
+            "p99_us": stat("latency/p99_us"),
+            "cpu_us_per_turn": stat("server/cpu_us_per_op"),
+            "peak_rss_kib": stat("server/peak_rss_kib"),
+            "seed_s": seed.get("seed_s"),
+            "seed_sessions_per_s": seed.get("sessions_per_s"),
+            "data_dir_bytes": seed.get("data_dir_bytes"),
+            "messages_per_session": (seed.get("setup") or {}).get("messages_per_session"),
+        }
+    out = {"sizes": {str(k): v for k, v in sizes.items()}}
+    if len(sizes) >= 2:
+        small, large = min(sizes), max(sizes)
+        out["small"], out["large"] = small, large
+        for q in ("p50", "p99"):
+            a, b = sizes[large][f"{q}_us"], sizes[small][f"{q}_us"]
+            out[f"ratio_{q}"] = round(a / b, 3) if a is not None and b else None
+    return out
 
 
 def smoke_problems(summary, results, args):
@@ -278,6 +325,8 @@ def smoke_problems(summary, results, args):
         if key.startswith("pinned_") and (args.pinned != "yes" or
                                           (key == "pinned_durable" and args.durable != "yes")):
             continue
+        if key == "many_sessions_p50" and args.many_sessions != "yes":
+            continue
         problems.append(f"{key} has no figure")
     for name, result in results.items():
         errors = result.get("errors") if isinstance(result, dict) else None
@@ -286,7 +335,7 @@ def smoke_problems(summary, results, args):
     return problems
 
 
-def render(doc, unary, unary_stat, rps, cpu, ghz, s):
+def render(doc, unary, unary_stat, rps, cpu, ghz, s, many):
     m = doc["machine"]
     res = doc["results"]
     lines = []
@@ -372,6 +421,13 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s):
     lines.append(f"| 7 | Cold start to first SERVING health check (median of {c.get('setup', {}).get('runs', '?')}) | "
                  f"**{fmt(s['s7'], 1)} ms** (p90 {fmt(c.get('p90_ms'), 1)} ms) | {GOALS['s7'][0]} | "
                  f"{verdict('s7', s['s7'])} |")
+    if many.get("large") is not None:
+        small, large = many["sizes"][str(many["small"])], many["sizes"][str(many["large"])]
+        lines.append(f"| 8 | Unary turn on a random one of {fmt(many['large'])} ÷ of {fmt(many['small'])} "
+                     f"stored sessions (durable store, p50) | **{fmt(s['many_sessions_p50'], 2)}** "
+                     f"({fmt(ms(large['p50_us']), 2)} ÷ {fmt(ms(small['p50_us']), 2)} ms; p99 ratio "
+                     f"{fmt(many.get('ratio_p99'), 2)}) | {GOALS['many_sessions'][0]} | "
+                     f"{verdict('many_sessions', s['many_sessions_p50'])} |")
     lines.append("")
 
     lines.append("Unary detail (median of the rounds; server CPU per request from `/proc/<pid>/stat`):")
@@ -445,6 +501,19 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s):
                          f"{fmt(cpu.get(t), 0)} / {fmt(cpu.get(p), 0)} | "
                          f"{fmt(median([client_us(r) for r in unary.get(t, [])]), 0)} / "
                          f"{fmt(median([client_us(r) for r in unary.get(p, [])]), 0)} |")
+        lines.append("")
+    if many.get("sizes"):
+        lines.append("Many sessions (durable default store; sessions written straight into the store, then "
+                     "contextd started on it; every turn on a random stored session; median of the rounds):")
+        lines.append("")
+        lines.append("| Sessions stored | seeded in | seeded sessions/s | data dir | turns/s | p50 | p99 | "
+                     "server CPU µs/turn | peak RSS |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        for size, m in sorted(many["sizes"].items(), key=lambda kv: int(kv[0])):
+            lines.append(f"| {fmt(int(size))} | {fmt(m['seed_s'], 1)} s | {fmt(m['seed_sessions_per_s'], 0)} | "
+                         f"{fmt(kib_to_mib(m['data_dir_bytes'] / 1024 if m['data_dir_bytes'] else None), 1)} MiB | "
+                         f"{fmt(m['turns_per_s'], 0)} | {fmt(ms(m['p50_us']), 2)} ms | {fmt(ms(m['p99_us']), 2)} ms | "
+                         f"{fmt(m['cpu_us_per_turn'], 0)} | {fmt(kib_to_mib(m['peak_rss_kib']), 1)} MiB |")
         lines.append("")
     if "http" in unary and "contextd" in unary:
         lines.append("HTTP/JSON beside native gRPC, round by round (each round starts a fresh in-memory "

@@ -40,13 +40,16 @@ cd "$ROOT"
 case "$MODE" in
 smoke)
     PROFILE=debug ROUNDS=1 WARMUP=0.2 DURATION=1 GHZ_DURATION=1s
-    HIST_MESSAGES=400 HIST_TURNS=20 IDLE_STREAMS=200 IDLE_CONNECTIONS=4 COLD_RUNS=3 ;;
+    HIST_MESSAGES=400 HIST_TURNS=20 IDLE_STREAMS=200 IDLE_CONNECTIONS=4 COLD_RUNS=3
+    MANY_SMALL=200 MANY_LARGE=2000 ;;
 quick)
     PROFILE=release ROUNDS=2 WARMUP=1 DURATION=5 GHZ_DURATION=5s
-    HIST_MESSAGES=100000 HIST_TURNS=300 IDLE_STREAMS=10000 IDLE_CONNECTIONS=100 COLD_RUNS=20 ;;
+    HIST_MESSAGES=100000 HIST_TURNS=300 IDLE_STREAMS=10000 IDLE_CONNECTIONS=100 COLD_RUNS=20
+    MANY_SMALL=1000 MANY_LARGE=100000 ;;
 full)
     PROFILE=release ROUNDS=3 WARMUP=2 DURATION=10 GHZ_DURATION=10s
-    HIST_MESSAGES=100000 HIST_TURNS=1000 IDLE_STREAMS=10000 IDLE_CONNECTIONS=100 COLD_RUNS=50 ;;
+    HIST_MESSAGES=100000 HIST_TURNS=1000 IDLE_STREAMS=10000 IDLE_CONNECTIONS=100 COLD_RUNS=50
+    MANY_SMALL=1000 MANY_LARGE=1000000 ;;
 esac
 
 RAW=$BENCH/results/raw-$MODE
@@ -414,6 +417,31 @@ run "$LOADGEN" history --addr "$ADDR" --pid "$PID" --messages "$HIST_MESSAGES" -
     --turns "$HIST_TURNS" --label contextd --out "$RAW/history.json"
 stop
 
+# --- many sessions: turns on random sessions of a large store ------------------------------
+# Sessions are written straight into the SQLite store of a data directory (loadgen
+# seed-sessions), then contextd is started on it; MANY_SMALL and MANY_LARGE sessions, each
+# store seeded once, measured in alternating rounds, each on a freshly started contextd.
+MANY=no
+if [ "$DURABLE" = yes ] && [ "$DATA_DIR_FLAG" = yes ]; then
+    MANY=yes
+    for n in "$MANY_SMALL" "$MANY_LARGE"; do
+        log "many-sessions: seeding $n sessions"
+        run "$LOADGEN" seed-sessions --data-dir "$SCRATCH/many-data-$n" --sessions "$n" \
+            --label "n$n" --out "$RAW/seed-sessions-$n.json"
+    done
+    for round in $(seq 1 "$ROUNDS"); do
+        for n in "$MANY_SMALL" "$MANY_LARGE"; do
+            log "many-sessions: $n sessions, round $round"
+            start "many-$n" "$CONTEXTD" serve --listen 127.0.0.1:0 --data-dir "$SCRATCH/many-data-$n"
+            run "$LOADGEN" many-sessions --addr "$ADDR" --pid "$PID" --sessions "$n" --connections 50 \
+                "${TIMING[@]}" --label "n$n" --out "$RAW/many-sessions-$n-r$round.json"
+            stop
+        done
+    done
+else
+    log "many-sessions: this contextd has no durable store with --data-dir; skipping"
+fi
+
 # --- 6: idle Converse streams --------------------------------------------------------------
 log "idle ($IDLE_STREAMS streams)"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -440,4 +468,4 @@ cp /proc/loadavg "$RAW/loadavg-end.txt"
 log "report"
 python3 "$BENCH/report.py" "$MODE" "$RAW" \
     --profile "$PROFILE" --durable "$DURABLE" --python-peer "$PYTHON_PEER" --ghz "${GHZ:+yes}" \
-    --postgres "$PG" --pinned "$PINNED"
+    --postgres "$PG" --pinned "$PINNED" --many-sessions "$MANY"

@@ -32,6 +32,36 @@ enum Scenario {
     /// than once, for replicas of one service: connections are spread over the addresses and
     /// the servers' CPU time is summed.
     Unary(Target),
+    /// Writes many sessions, each with a short history, straight into the SQLite store of a
+    /// data directory (as `contextd serve --data-dir` opens it), for `many-sessions`.
+    SeedSessions {
+        /// The data directory (no server may be running on it).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Sessions to write.
+        #[arg(long, default_value_t = 1_000)]
+        sessions: u64,
+        /// Messages in each one's history.
+        #[arg(long, default_value_t = 4)]
+        messages: u64,
+        /// Each session's window, in tokens (small, so a window holds the same number of
+        /// messages however many turns a session has had during the run).
+        #[arg(long, default_value_t = 512)]
+        max_context_tokens: u32,
+        /// Commits in flight, and the most written in one transaction.
+        #[arg(long, default_value_t = 4_096)]
+        batch: usize,
+    },
+    /// Unary Interact turns on sessions picked at random among the `--sessions` ones
+    /// `seed-sessions` stored (each worker has its own share, so turns never queue on one
+    /// session).
+    ManySessions {
+        #[command(flatten)]
+        target: Target,
+        /// How many sessions were seeded.
+        #[arg(long)]
+        sessions: u64,
+    },
     /// The unary turns as HTTP/JSON (POST /v1/sessions/{id}:interact), one HTTP/1.1
     /// keep-alive connection per worker.
     HttpUnary {
@@ -232,6 +262,35 @@ async fn run(scenario: Scenario) -> Result<(String, Value), String> {
             "unary".into(),
             scenario::unary::run(t.setup()?, &t.server.addrs, t.server.probe().as_ref()).await?,
         ),
+        Scenario::SeedSessions {
+            data_dir,
+            sessions,
+            messages,
+            max_context_tokens,
+            batch,
+        } => (
+            "seed-sessions".into(),
+            scenario::many_sessions::seed(scenario::many_sessions::SeedParams {
+                data_dir,
+                sessions,
+                messages,
+                max_context_tokens,
+                batch,
+            })
+            .await?,
+        ),
+        Scenario::ManySessions {
+            target: t,
+            sessions,
+        } => (
+            "many-sessions".into(),
+            scenario::many_sessions::run(
+                t.server.single().and(t.setup())?,
+                sessions,
+                t.server.probe().as_ref(),
+            )
+            .await?,
+        ),
         Scenario::HttpUnary { target: t, route } => (
             "http-unary".into(),
             scenario::http_unary::run(
@@ -422,6 +481,14 @@ fn summary(name: &str, label: &str, r: &Value) -> String {
                     format!(" (note: {})", notes.join("; "))
                 })
                 .unwrap_or_default()
+        ),
+        "seed-sessions" => format!(
+            "{head}: {} sessions of {} messages ({} stored now, {} already) in {} s",
+            f("/setup/sessions"),
+            f("/setup/messages_per_session"),
+            f("/seeded"),
+            f("/already_stored"),
+            f("/seed_s")
         ),
         "coldstart" => format!(
             "{head}: median {} ms, p90 {} ms over {} runs",

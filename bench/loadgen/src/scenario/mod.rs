@@ -6,6 +6,7 @@ pub mod converse;
 pub mod history;
 pub mod http_unary;
 pub mod idle;
+pub mod many_sessions;
 pub mod soak;
 pub mod stream;
 pub mod unary;
