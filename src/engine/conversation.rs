@@ -153,7 +153,7 @@ impl<S: ConverseSink> Conversation<S> {
                 let Some(frame) = self.queue.pop_front() else {
                     break;
                 };
-                match self.start(frame).await {
+                match Box::pin(self.start(frame)).await {
                     Ok(turn) => running = turn,
                     Err(SinkClosed) => return ConverseEnd::ClientLeft,
                 }
@@ -169,11 +169,11 @@ impl<S: ConverseSink> Conversation<S> {
                             Ok(())
                         } else if self.paused {
                             // Nothing is queued when no turn runs: the abandon starts now.
-                            self.start_turn(abandon_request()).await.map(|turn| running = turn)
+                            Box::pin(self.start_turn(abandon_request())).await.map(|turn| running = turn)
                         } else {
-                            self.fail("", EngineError::FailedPrecondition(
+                            Box::pin(self.fail("", EngineError::FailedPrecondition(
                                 "no turn is running or paused for tool results; cancel applies to the running turn or to one that waits for tool results".into(),
-                            )).await
+                            ))).await
                         }
                     }
                     Some(Ok(frame)) if self.queue.len() >= max_queue => {
@@ -182,7 +182,7 @@ impl<S: ConverseSink> Conversation<S> {
                             "{} frames are already waiting for the running turn; wait for `completed` before sending more (limits.max_converse_queue)",
                             self.queue.len()
                         );
-                        self.fail("", EngineError::ResourceExhausted(message)).await
+                        Box::pin(self.fail("", EngineError::ResourceExhausted(message))).await
                     }
                     Some(Ok(frame)) => {
                         self.queue.push_back(frame);
@@ -202,9 +202,9 @@ impl<S: ConverseSink> Conversation<S> {
                     // cancel that came a moment later would have.
                     let paused_anyway = cancelled_by_client
                         && matches!(&result, Ok(outcome) if outcome.finish == FinishReason::ToolCalls);
-                    let answered = self.finish(result, turn_id, cancelled_by_client).await;
+                    let answered = Box::pin(self.finish(result, turn_id, cancelled_by_client)).await;
                     if answered.is_ok() && paused_anyway {
-                        self.start_turn(abandon_request()).await.map(|turn| running = turn)
+                        Box::pin(self.start_turn(abandon_request())).await.map(|turn| running = turn)
                     } else {
                         answered
                     }
@@ -435,6 +435,26 @@ mod tests {
             config.engine.clone(),
             config.limits.clone(),
         ))
+    }
+
+    #[test]
+    fn an_idle_conversation_holds_little_state() {
+        // Every open Converse stream keeps this future while it waits for a frame: opening a
+        // session, starting a turn and answering one are boxed, so their larger states exist
+        // only while they run (about 4.7 KiB unboxed, in a debug build).
+        let (tx, _rx) = mpsc::channel(1);
+        let conversation = Conversation::new(
+            Scope::tenant("t"),
+            engine(16),
+            Lifecycle::default(),
+            ChannelSink(tx),
+        );
+        let idle = conversation.run(tokio_stream::pending::<Result<ConverseFrame, Infallible>>());
+        let bytes = std::mem::size_of_val(&idle);
+        assert!(
+            bytes <= 1536,
+            "an idle conversation's future is {bytes} bytes"
+        );
     }
 
     fn turn(message: &str) -> ConverseFrame {

@@ -34,7 +34,7 @@ use crate::api::v1::{self, converse_request::Frame};
 use crate::domain::Scope;
 use crate::engine::{Conversation, ConverseEnd, ConverseEvent, ConverseSink, SinkClosed};
 use crate::server::interact::{converse_frame, converse_response};
-use crate::server::outbox::{Outbox, outbox};
+use crate::server::outbox::{Coalesce, Outbox, outbox};
 use crate::server::scope::scope_of_extensions;
 
 /// The path's fixed parts: `/v1/sessions/{session_id}:converse`.
@@ -112,10 +112,23 @@ pub(crate) async fn upgrade(
         })
 }
 
-/// What the writer sends.
+/// What the writer sends. Not boxed here: the outbox boxes every item it buffers.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "each item is boxed once, by the outbox"
+)]
 enum Outgoing {
-    Event(Box<v1::ConverseResponse>),
+    Event(v1::ConverseResponse),
     Close(u16, String),
+}
+
+impl Coalesce for Outgoing {
+    fn absorb(&mut self, next: &mut Self) -> bool {
+        match (self, next) {
+            (Outgoing::Event(event), Outgoing::Event(more)) => event.absorb(more),
+            _ => false,
+        }
+    }
 }
 
 /// The conversation's sink: events go to the socket's writer through a bounded outbox, so a
@@ -128,9 +141,7 @@ impl ConverseSink for SocketTx {
     async fn send(&self, event: ConverseEvent) -> Result<(), SinkClosed> {
         let response = converse_response(event);
         let size = response.encoded_len();
-        self.0
-            .send(Ok(Outgoing::Event(Box::new(response))), size)
-            .await
+        self.0.send(Ok(Outgoing::Event(response)), size).await
     }
 
     async fn closed(&self) {

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, Span};
 
 use super::logging::record_session;
-use super::outbox::{Outbox, outbox};
+use super::outbox::{Coalesce, Outbox, outbox};
 use super::scope::caller_scope;
 use super::status::code_of;
 use crate::api::convert::{
@@ -160,6 +160,35 @@ impl TurnSink for StreamSink {
         let response = v1::StreamResponseResponse { event: Some(event) };
         let size = response.encoded_len();
         self.tx.send(Ok(response), size).await
+    }
+}
+
+impl Coalesce for v1::StreamResponseResponse {
+    fn absorb(&mut self, next: &mut Self) -> bool {
+        use stream_response_response::Event;
+        match (&mut self.event, &mut next.event) {
+            (Some(Event::Delta(text)), Some(Event::Delta(more))) => {
+                text.text.push_str(&std::mem::take(&mut more.text));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Coalesce for v1::ConverseResponse {
+    fn absorb(&mut self, next: &mut Self) -> bool {
+        use converse_response::Event;
+        if self.turn_id != next.turn_id {
+            return false;
+        }
+        match (&mut self.event, &mut next.event) {
+            (Some(Event::Delta(text)), Some(Event::Delta(more))) => {
+                text.text.push_str(&std::mem::take(&mut more.text));
+                true
+            }
+            _ => false,
+        }
     }
 }
 
