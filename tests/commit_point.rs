@@ -27,7 +27,11 @@ fn build_gate(dir: &Path) -> PathBuf {
         .arg("-ldl")
         .status()
         .unwrap_or_else(|e| panic!("{compiler} builds the fsync gate: {e}"));
-    assert!(status.success(), "{compiler} failed on {}", source.display());
+    assert!(
+        status.success(),
+        "{compiler} failed on {}",
+        source.display()
+    );
     library
 }
 
