@@ -1,6 +1,7 @@
 //! Scenario 3: `StreamResponse` token relay. Every worker streams turns whose reply is about
-//! [`workload::STREAM_WORDS`] deltas (the echo model emits them as fast as it can); units are
-//! deltas received, so the rate is tokens per second.
+//! [`workload::STREAM_WORDS`] words (the echo model emits one delta per word, as fast as it
+//! can); units are the words received, so the rate is tokens per second however the server
+//! frames them (a reader that falls behind gets several words in one delta).
 
 use contextd::api::v1::interact_service_client::InteractServiceClient;
 use contextd::api::v1::stream_response_response::Event;
@@ -27,14 +28,16 @@ impl Worker for StreamWorker {
             .await
             .map_err(|s| s.code())?
             .into_inner();
-        let mut deltas = 0;
+        let mut words = 0u64;
         loop {
             match events.message().await.map_err(|s| s.code())? {
                 Some(event) => match event.event {
-                    Some(Event::Delta(_)) => deltas += 1,
+                    Some(Event::Delta(delta)) => {
+                        words += delta.text.split_whitespace().count() as u64
+                    }
                     Some(Event::Completed(done)) => {
                         return if done.finish_reason == FinishReason::Stop as i32 {
-                            Ok(deltas)
+                            Ok(words)
                         } else {
                             Err(tonic::Code::Unknown.into())
                         };
