@@ -62,6 +62,10 @@ pub(crate) mod tools;
 #[doc(hidden)]
 pub use store::fault as store_faults;
 
+/// The store interface, for tests that drive stores directly (not a stable API).
+#[doc(hidden)]
+pub use store::SessionStore;
+
 /// Internals that the fuzz targets and property tests drive directly (not a stable API).
 #[doc(hidden)]
 pub mod fuzzing {

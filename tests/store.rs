@@ -20,7 +20,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 /// Generates one test per body and backend: `sqlite::<name>` (with the session cache),
-/// `sqlite_uncached::<name>` and `postgres::<name>`.
+/// `sqlite_uncached::<name>`, `postgres::<name>` (with it) and `postgres_uncached::<name>`.
 macro_rules! store_suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -44,6 +44,14 @@ macro_rules! store_suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(super::Backend::postgres()).await;
+                }
+            )*
+        }
+        mod postgres_uncached {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::postgres_uncached()).await;
                 }
             )*
         }
@@ -584,7 +592,7 @@ async fn newer_schema_is_refused(backend: Backend) {
                 .await
                 .unwrap();
         }
-        Backend::Postgres { url } => {
+        Backend::Postgres { url, .. } => {
             let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
                 .await
                 .unwrap();

@@ -232,7 +232,7 @@ async fn open_postgres(url: &str, settings: &StorageConfig) -> Result<OpenStore,
         Pools::Postgres { pool, locks },
         None,
         batch_limits(settings),
-        0,
+        settings.cache_bytes,
     ));
     tracing::info!(database = %target, "store: postgres");
     Ok(OpenStore {

@@ -94,29 +94,34 @@ pub struct SqlStore {
     file: Option<Arc<DatabaseFile>>,
     /// The writer every commit goes through (see [`batch`]).
     group: batch::GroupCommit,
-    /// SQLite's write-through cache of hot sessions (see [`cache`]); `None` on PostgreSQL or
-    /// with `storage.cache_bytes = 0`.
-    cache: Option<cache::SessionCache>,
+    /// The write-through cache of hot sessions (see [`cache`]; on PostgreSQL used only under
+    /// a confirmed lease); `None` with `storage.cache_bytes = 0`.
+    cache: Option<Arc<cache::SessionCache>>,
 }
 
 impl SqlStore {
     /// A store on `pools`; its commit writer starts now (needs a Tokio runtime), writing at
     /// most `limits` per transaction.
     ///
-    /// `cache_bytes` bounds SQLite's session cache (0: none); PostgreSQL never caches, as
-    /// other replicas write the same rows.
+    /// `cache_bytes` bounds the session cache (0: none); on PostgreSQL, where other replicas
+    /// write the same rows, a cached session is used only under this process's lease once
+    /// the row read under it confirms nobody else changed it.
     pub(crate) fn new(
         pools: Pools,
         file: Option<Arc<DatabaseFile>>,
         limits: batch::BatchLimits,
         cache_bytes: usize,
     ) -> Self {
+        let enabled = cache_bytes > 0;
         let (write, cache) = match &pools {
             Pools::Sqlite { write, .. } => (
                 batch::WritePool::Sqlite(write.clone()),
-                (cache_bytes > 0).then(|| cache::SessionCache::new(cache_bytes)),
+                enabled.then(|| Arc::new(cache::SessionCache::new(cache_bytes))),
             ),
-            Pools::Postgres { pool, .. } => (batch::WritePool::Postgres(pool.clone()), None),
+            Pools::Postgres { pool, .. } => (
+                batch::WritePool::Postgres(pool.clone()),
+                enabled.then(|| Arc::new(cache::SessionCache::shared(cache_bytes))),
+            ),
         };
         let group = batch::GroupCommit::start(write, file.clone(), limits);
         Self {
@@ -221,10 +226,14 @@ impl SessionStore for SqlStore {
                 .await
         })
         .map_err(unavailable)?;
-        match row {
-            Some(row) => Ok(Some(self.with_pending(tenant, row).await?)),
-            None => Ok(None),
+        let session = match row {
+            Some(row) => Some(self.with_pending(tenant, row).await?),
+            None => None,
+        };
+        if let Some(cache) = &self.cache {
+            cache.confirm(tenant, session_id, session.as_ref());
         }
+        Ok(session)
     }
 
     async fn list_sessions(
@@ -577,9 +586,14 @@ impl SessionStore for SqlStore {
             .await
             .map_err(unavailable)?;
         let conn = waiting.0.take().expect("set above");
+        let cache = self.cache.clone().map(|cache| {
+            cache.lease_taken(tenant, session_id);
+            (cache, tenant.clone(), session_id.to_string())
+        });
         Ok(SessionLease::holding(Box::new(AdvisoryLock {
             conn: Some(conn),
             key,
+            cache,
         })))
     }
 
@@ -832,10 +846,15 @@ impl Drop for Waiting {
 struct AdvisoryLock {
     conn: Option<PoolConnection<Postgres>>,
     key: String,
+    /// The cache told of the lease, told again as it goes (before the unlock).
+    cache: Option<(Arc<cache::SessionCache>, TenantId, String)>,
 }
 
 impl Drop for AdvisoryLock {
     fn drop(&mut self) {
+        if let Some((cache, tenant, session_id)) = self.cache.take() {
+            cache.lease_released(&tenant, &session_id);
+        }
         let Some(mut conn) = self.conn.take() else {
             return;
         };
@@ -1147,7 +1166,7 @@ mod cache;
 mod keys;
 
 /// Drops a session's cache entry when it goes out of scope.
-struct Forget<'a>(&'a cache::SessionCache, TenantId, String);
+struct Forget<'a>(&'a Arc<cache::SessionCache>, TenantId, String);
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {

@@ -51,6 +51,8 @@ pub enum Backend {
     Postgres {
         /// Its URL.
         url: String,
+        /// With `storage.cache_bytes = 0`: every read goes to the database.
+        uncached: bool,
     },
 }
 
@@ -75,6 +77,15 @@ impl Backend {
     pub fn postgres() -> Self {
         Backend::Postgres {
             url: Cluster::shared().create_database(),
+            uncached: false,
+        }
+    }
+
+    /// A new database in the shared test cluster, without the session cache.
+    pub fn postgres_uncached() -> Self {
+        Backend::Postgres {
+            url: Cluster::shared().create_database(),
+            uncached: true,
         }
     }
 
@@ -94,7 +105,12 @@ impl Backend {
                     config.storage.cache_bytes = 0;
                 }
             }
-            Backend::Postgres { url } => config.store = url.clone(),
+            Backend::Postgres { url, uncached } => {
+                config.store = url.clone();
+                if *uncached {
+                    config.storage.cache_bytes = 0;
+                }
+            }
         }
         config
     }
@@ -116,7 +132,18 @@ impl Backend {
                 }
                 args
             }
-            Backend::Postgres { url } => vec!["--store".into(), url.clone()],
+            Backend::Postgres { url, uncached } => {
+                let mut args = vec!["--store".into(), url.clone()];
+                if *uncached {
+                    let file = std::env::temp_dir().join(format!(
+                        "contextd-test-cache-off-{}.toml",
+                        std::process::id()
+                    ));
+                    std::fs::write(&file, "[storage]\ncache_bytes = 0\n").expect("config file");
+                    args.extend(["--config".into(), file.display().to_string()]);
+                }
+                args
+            }
         }
     }
 
@@ -141,7 +168,7 @@ impl Backend {
                 };
                 query.fetch_one(&mut conn).await.expect("count rows")
             }
-            Backend::Postgres { url } => {
+            Backend::Postgres { url, .. } => {
                 let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
                     .await
                     .expect("connect to PostgreSQL");

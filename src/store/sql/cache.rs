@@ -1,22 +1,27 @@
-//! The write-through cache of an SQLite store: each hot session's row and the newest part of
-//! its history, so that a turn reads nothing from the database in the common case (the
-//! window is assembled from up to a few hundred messages, which SQLite hands over row by row
-//! from its worker thread).
+//! The write-through cache of a SQL store: each hot session's row and the newest part of its
+//! history, so that a turn reads nothing from the database in the common case (the window is
+//! assembled from up to a few hundred messages, which the database hands over row by row).
 //!
 //! What it holds is only ever what the database holds: a session's row is put here by the
 //! commit that wrote it, after that commit succeeded, and a history is extended by committed
 //! messages at its end and by messages read from the database at its start (stored messages
 //! never change). Anything that removes rows (a deleted session, a tenant, expired sessions)
-//! drops the entries first and again after. Only SQLite has it: the data directory's lock
-//! makes this process the database's only writer. PostgreSQL replicas write the same rows
-//! from several processes, so there every read goes to the database.
+//! drops the entries first and again after.
+//!
+//! On SQLite the data directory's lock makes this process the database's only writer, so an
+//! entry is always current. PostgreSQL replicas write the same rows from several processes
+//! ([`SessionCache::shared`]): there an entry is used only while this process holds the
+//! session's lease and has *confirmed* it — the row read under that lease has the version,
+//! creation time and length this process last wrote, so no other replica has changed the
+//! session since, and none can until the lease goes. Every other read goes to the database.
 //!
 //! Bounded by bytes (`storage.cache_bytes`): the sessions used least recently go first, and
 //! one session's history keeps at most an eighth of the budget and 1,024 messages (its
 //! oldest messages go first; a window reaching further back reads them from the database).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use hashlink::LruCache;
 
@@ -34,14 +39,22 @@ const MAX_MESSAGES: usize = 1024;
 /// Cached sessions, by tenant and id.
 pub(crate) struct SessionCache {
     budget: usize,
+    /// Whether other processes write the same database (PostgreSQL replicas).
+    shared: bool,
     inner: Mutex<Inner>,
 }
 
+/// A session, by tenant and id.
+type Key = (TenantId, String);
+
 struct Inner {
-    entries: LruCache<(TenantId, String), Entry>,
+    entries: LruCache<Key, Entry>,
     bytes: usize,
     /// Source of [`Entry::generation`].
     next_generation: u64,
+    /// Sessions whose lease this process holds (shared databases only), with how many
+    /// leases.
+    leased: HashMap<Key, u32>,
 }
 
 /// One session: its row as last committed (when this process committed it) and a run of its
@@ -51,6 +64,9 @@ struct Entry {
     /// messages do not belong to this entry's history.
     generation: u64,
     session: Option<Session>,
+    /// Shared databases: confirmed against the stored row under a lease this process still
+    /// holds, so the entry may be used (always true on a database of one writer).
+    confirmed: bool,
     /// Contiguous messages, oldest first, ending at `end`.
     messages: VecDeque<SharedMessage>,
     /// The index after the newest cached message: the stored history's length.
@@ -90,16 +106,91 @@ fn session_bytes(session: &Session) -> usize {
             .sum::<usize>()
 }
 
+/// A stored time as the database keeps it (microseconds since the epoch).
+fn micros(time: SystemTime) -> u128 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros())
+}
+
 impl SessionCache {
-    /// A cache of at most `budget` bytes.
+    /// A cache of at most `budget` bytes for a database this process alone writes.
     pub fn new(budget: usize) -> Self {
+        Self::with_writers(budget, false)
+    }
+
+    /// A cache of at most `budget` bytes for a database other processes write too: entries
+    /// are used only once confirmed under a lease (see [`Self::confirm`]).
+    pub fn shared(budget: usize) -> Self {
+        Self::with_writers(budget, true)
+    }
+
+    fn with_writers(budget: usize, shared: bool) -> Self {
         Self {
             budget,
+            shared,
             inner: Mutex::new(Inner {
                 entries: LruCache::new_unbounded(),
                 bytes: 0,
                 next_generation: 0,
+                leased: HashMap::new(),
             }),
+        }
+    }
+
+    /// Whether the cached row may stand for the stored one.
+    fn usable(&self, entry: &Entry) -> bool {
+        !self.shared || entry.confirmed
+    }
+
+    /// This process now holds the session's lease: the entry waits for [`Self::confirm`].
+    pub fn lease_taken(&self, tenant: &TenantId, session_id: &str) {
+        let mut inner = self.lock();
+        let key = (tenant.clone(), session_id.to_string());
+        *inner.leased.entry(key.clone()).or_default() += 1;
+        if let Some(entry) = inner.entries.peek_mut(&key) {
+            entry.confirmed = false;
+        }
+    }
+
+    /// The session's lease is going: other replicas may change it from now on.
+    pub fn lease_released(&self, tenant: &TenantId, session_id: &str) {
+        let mut inner = self.lock();
+        let key = (tenant.clone(), session_id.to_string());
+        if let Some(count) = inner.leased.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                inner.leased.remove(&key);
+            }
+        }
+        if let Some(entry) = inner.entries.peek_mut(&key) {
+            entry.confirmed = false;
+        }
+    }
+
+    /// Shared databases: after reading the session's row (`None`: no such session), keeps the
+    /// entry only if it is what this process last wrote — same version, creation time and
+    /// length — and confirms it for use while the lease is held; drops it otherwise.
+    pub fn confirm(&self, tenant: &TenantId, session_id: &str, stored: Option<&Session>) {
+        if !self.shared {
+            return;
+        }
+        let mut inner = self.lock();
+        let key = (tenant.clone(), session_id.to_string());
+        let leased = inner.leased.contains_key(&key);
+        let Some(entry) = inner.entries.peek_mut(&key) else {
+            return;
+        };
+        let current = match (stored, &entry.session) {
+            (Some(stored), Some(written)) => {
+                stored.version == written.version
+                    && micros(stored.create_time) == micros(written.create_time)
+                    && stored.message_count == entry.end
+            }
+            _ => false,
+        };
+        if current {
+            entry.confirmed = leased;
+        } else if let Some(old) = inner.entries.remove(&key) {
+            inner.bytes -= old.bytes;
         }
     }
 
@@ -109,6 +200,10 @@ impl SessionCache {
 
     /// The session as its last commit here wrote it, when that is cached.
     pub fn session(&self, tenant: &TenantId, session_id: &str) -> Option<Session> {
+        if self.shared {
+            // The row is always read: that read is what confirms the entry.
+            return None;
+        }
         let mut inner = self.lock();
         let key = (tenant.clone(), session_id.to_string());
         inner.entries.get(&key)?.session.clone()
@@ -122,6 +217,7 @@ impl SessionCache {
         inner
             .entries
             .peek(&key)
+            .filter(|e| self.usable(e))
             .and_then(|e| e.session.as_ref())
             .is_some_and(|s| s.pending.is_none())
     }
@@ -140,6 +236,9 @@ impl SessionCache {
         let Some(entry) = inner.entries.get(&key) else {
             return CachedHistory::Miss(None);
         };
+        if !self.usable(entry) {
+            return CachedHistory::Miss(None);
+        }
         let start = entry.start();
         if before > entry.end {
             // Newer than what this cache saw: the database knows better.
@@ -176,11 +275,14 @@ impl SessionCache {
             }
             inner.next_generation += 1;
             let generation = inner.next_generation;
+            // Written under this process's lease: nobody else can change it until it goes.
+            let confirmed = inner.leased.contains_key(&key);
             inner.entries.insert(
                 key.clone(),
                 Entry {
                     generation,
                     session: None,
+                    confirmed,
                     messages: VecDeque::new(),
                     end: first_index,
                     bytes: 0,
@@ -227,7 +329,7 @@ impl SessionCache {
         let Some(entry) = entries.get_mut(&key) else {
             return;
         };
-        if entry.generation != generation {
+        if entry.generation != generation || !self.usable(entry) {
             return;
         }
         let before = entry.bytes;
