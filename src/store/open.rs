@@ -216,8 +216,12 @@ async fn open_postgres(url: &str, settings: &StorageConfig) -> Result<OpenStore,
     };
     let options = PgConnectOptions::from_str(url).map_err(unreachable)?;
     let timeout = Duration::from_millis(settings.connect_timeout_ms);
+    // sqlx tests every connection as it goes back to the pool (a round trip); testing it
+    // again as it is taken would be a second one before every statement. A connection that
+    // breaks while idle fails its next statement, answered UNAVAILABLE like any lost database.
     let pool = PgPoolOptions::new()
         .max_connections(settings.max_connections.max(1))
+        .test_before_acquire(false)
         .acquire_timeout(timeout)
         .connect_with(options.clone())
         .await
@@ -225,6 +229,7 @@ async fn open_postgres(url: &str, settings: &StorageConfig) -> Result<OpenStore,
     migrate(&POSTGRES_MIGRATIONS, &pool, &target).await?;
     let locks = PgPoolOptions::new()
         .max_connections(settings.max_lease_connections.max(1))
+        .test_before_acquire(false)
         .min_connections(0)
         .acquire_timeout(timeout)
         .connect_lazy_with(options);
