@@ -375,3 +375,58 @@ impl InteractService for InteractApi {
         Ok(Response::new(Box::pin(rx)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream_delta(text: &str) -> v1::StreamResponseResponse {
+        v1::StreamResponseResponse {
+            event: Some(stream_response_response::Event::Delta(v1::TextDelta {
+                text: text.into(),
+            })),
+        }
+    }
+
+    fn converse_delta(turn_id: &str, text: &str) -> v1::ConverseResponse {
+        v1::ConverseResponse {
+            turn_id: turn_id.into(),
+            event: Some(converse_response::Event::Delta(v1::TextDelta {
+                text: text.into(),
+            })),
+        }
+    }
+
+    #[test]
+    fn stream_deltas_join_and_nothing_else_does() {
+        let mut first = stream_delta("Hello, ");
+        let mut next = stream_delta("world");
+        assert!(first.absorb(&mut next));
+        assert_eq!(first, stream_delta("Hello, world"));
+        let mut started = v1::StreamResponseResponse {
+            event: Some(stream_response_response::Event::Started(
+                v1::TurnStarted::default(),
+            )),
+        };
+        assert!(!first.absorb(&mut started));
+        assert!(!started.absorb(&mut stream_delta("x")));
+        assert_eq!(first, stream_delta("Hello, world"), "left as it was");
+    }
+
+    #[test]
+    fn converse_deltas_join_only_within_one_turn() {
+        let mut first = converse_delta("t-1", "one ");
+        assert!(first.absorb(&mut converse_delta("t-1", "two")));
+        assert_eq!(first, converse_delta("t-1", "one two"));
+        let mut other_turn = converse_delta("t-2", "three");
+        assert!(!first.absorb(&mut other_turn));
+        assert_eq!(other_turn, converse_delta("t-2", "three"));
+        let mut completed = v1::ConverseResponse {
+            turn_id: "t-1".into(),
+            event: Some(converse_response::Event::Completed(
+                v1::InteractResponse::default(),
+            )),
+        };
+        assert!(!first.absorb(&mut completed));
+    }
+}
