@@ -1,5 +1,7 @@
-//! Token counting with a real tokenizer (tiktoken's o200k_base, or cl100k_base for the older
-//! OpenAI models that use it; both compiled into the binary).
+//! Token counting with a real tokenizer (OpenAI's o200k_base, or cl100k_base for the older
+//! OpenAI models that use it; both compiled into the binary). Counted with `bpe-openai`, which
+//! counts without building the token list and pre-tokenizes with `regex-automata`: the same
+//! counts as tiktoken (tested against it), in about half the time on this service's texts.
 //!
 //! A message's count is taken once, when the message is created (with the session's model's
 //! tokenizer at that time), and stored with it, so assembling a window never re-tokenizes
@@ -8,14 +10,14 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-use tiktoken_rs::CoreBPE;
+use bpe_openai::Tokenizer;
 
 use super::session::{Role, ToolCall};
 
 /// Tokens every message costs beyond its text (role and separators), as chat formats do.
 pub const MESSAGE_OVERHEAD_TOKENS: u32 = 4;
 
-/// Counts tokens with one tiktoken encoding. Cheap to copy; the tables are loaded once per
+/// Counts tokens with one OpenAI encoding. Cheap to copy; the tables are loaded once per
 /// process.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TokenCounter {
@@ -26,14 +28,12 @@ pub enum TokenCounter {
     Cl100k,
 }
 
-fn o200k() -> &'static CoreBPE {
-    static ENCODER: OnceLock<&'static CoreBPE> = OnceLock::new();
-    ENCODER.get_or_init(tiktoken_rs::o200k_base_singleton)
+fn o200k() -> &'static Tokenizer {
+    bpe_openai::o200k_base()
 }
 
-fn cl100k() -> &'static CoreBPE {
-    static ENCODER: OnceLock<&'static CoreBPE> = OnceLock::new();
-    ENCODER.get_or_init(tiktoken_rs::cl100k_base_singleton)
+fn cl100k() -> &'static Tokenizer {
+    bpe_openai::cl100k_base()
 }
 
 /// Text held by each recurring-text cache before it starts over.
@@ -85,7 +85,7 @@ impl TokenCounter {
         }
     }
 
-    fn encoder(self) -> &'static CoreBPE {
+    fn encoder(self) -> &'static Tokenizer {
         match self {
             TokenCounter::O200k => o200k(),
             TokenCounter::Cl100k => cl100k(),
@@ -97,7 +97,7 @@ impl TokenCounter {
         if text.is_empty() {
             return 0;
         }
-        u32::try_from(self.encoder().encode_ordinary(text).len()).unwrap_or(u32::MAX)
+        u32::try_from(self.encoder().count(text)).unwrap_or(u32::MAX)
     }
 
     /// Tokens of a text that recurs on every turn (a system prompt, a rendered context),
@@ -178,6 +178,68 @@ mod tests {
             "one cache per encoding"
         );
         assert_eq!(TokenCounter::O200k.count_recurring_text(""), 0);
+    }
+
+    /// Texts of every kind a session holds: prose, code, JSON, numbers, whitespace runs,
+    /// contractions, and scripts other than Latin.
+    const CORPUS: &[&str] = &[
+        "Hello, world! It's a test.",
+        "You said 'Tell me about climate change.'. User john_doe is active.",
+        "fn main() {\n    let x = vec![1, 2, 3];\n    println!(\"{x:?}\");\n}\n",
+        "{\"user_id\":\"john_doe\",\"topic\":\"environment\",\"n\":[1,2.5,-3e10]}",
+        "def f(a, b):\r\n\treturn a  +  b  # sum\r\n\r\n",
+        "1234567890 3.14159 0x1F 1,000,000 2026-12-03T07:00:00Z",
+        "CamelCaseWords HTTPServer don't I'll we've THEY'RE she'd",
+        "   leading and trailing   \n\n\t tabs and\u{a0}no-break   ",
+        "日本語のテキスト、漢字とかなとカナ。東京タワー",
+        "Привет, мир! Как дела? Ёлка",
+        "مرحبا بالعالم، كيف حالك؟",
+        "नमस्ते दुनिया — हिन्दी",
+        "🚀🔥 emoji 👍🏽 with skin tones, flags 🇫🇷 and ZWJ 👩‍💻",
+        "naïve café résumé Æsir Ångström ß ǅ",
+        "a  b   c    d\n \ny\n\n\nz",
+        "",
+    ];
+
+    #[test]
+    fn counts_equal_tiktoken_on_mixed_text_code_and_scripts() {
+        let reference = [
+            (TokenCounter::O200k, tiktoken_rs::o200k_base().unwrap()),
+            (TokenCounter::Cl100k, tiktoken_rs::cl100k_base().unwrap()),
+        ];
+        for (counter, tiktoken) in &reference {
+            for text in CORPUS {
+                assert_eq!(
+                    counter.count_text(text) as usize,
+                    tiktoken.encode_ordinary(text).len(),
+                    "{counter:?} on {text:?}"
+                );
+            }
+            let whole = CORPUS.concat();
+            assert_eq!(
+                counter.count_text(&whole) as usize,
+                tiktoken.encode_ordinary(&whole).len()
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        #[test]
+        fn counts_equal_tiktoken_on_random_text(
+            text in "([ a-zA-Z0-9'.,!?\\-\n\t\r]|[à-ÿ]|[а-я]|[一-龥]|[ぁ-ん]|[ا-ي]|[😀-🙏]|\\s){0,120}"
+        ) {
+            for (counter, tiktoken) in [
+                (TokenCounter::O200k, tiktoken_rs::o200k_base_singleton()),
+                (TokenCounter::Cl100k, tiktoken_rs::cl100k_base_singleton()),
+            ] {
+                proptest::prop_assert_eq!(
+                    counter.count_text(&text) as usize,
+                    tiktoken.encode_ordinary(&text).len(),
+                    "{:?}", counter
+                );
+            }
+        }
     }
 
     #[test]
