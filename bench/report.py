@@ -33,6 +33,7 @@ GOALS = {
     "s5": ("≤ 1.2", lambda r: r <= 1.2),
     "s6": ("≤ 20 KiB per stream", lambda r: r <= 20.0),
     "s7": ("≤ 100 ms", lambda r: r <= 100.0),
+    "gateway": ("report gateway CPU per turn and turns/s, contextd ÷ SMG", None),
 }
 
 
@@ -147,6 +148,8 @@ def main():
     parser.add_argument("--postgres", default="no")
     parser.add_argument("--pinned", default="no")
     parser.add_argument("--many-sessions", default="no")
+    parser.add_argument("--gateway", default="no")
+    parser.add_argument("--smg", default="")
     args = parser.parse_args()
     raw = args.raw
 
@@ -185,6 +188,7 @@ def main():
             results[f"ghz-{target}"] = ghz[target]
 
     many = many_sessions(results)
+    gw = gateways(results)
 
     stream = results.get("stream", {})
     converse = results.get("converse", {})
@@ -214,6 +218,9 @@ def main():
         "pinned_s1_ceiling": ratio(rps.get("contextd-pinned"), rps.get("ceiling-pinned")),
         "many_sessions_p50": many.get("ratio_p50"),
     }
+    # The gateway ratios exist only when both sides of a pair ran (never in smoke).
+    for key, value in gw.get("ratios", {}).items():
+        summary[f"gateway_{key}"] = value
 
     commands = []
     commands_path = os.path.join(raw, "commands.txt")
@@ -235,6 +242,8 @@ def main():
         "postgres": args.postgres == "yes",
         "pinned": args.pinned == "yes",
         "many_sessions": many,
+        "gateway": gw,
+        "smg": args.smg == "yes",
         "machine": machine(raw),
         "summary": summary,
         "commands": commands,
@@ -246,7 +255,7 @@ def main():
         json.dump(doc, f, indent=2, ensure_ascii=False)
         f.write("\n")
 
-    tables = render(doc, unary, unary_stat, rps, cpu, ghz, summary, many)
+    tables = render(doc, unary, unary_stat, rps, cpu, ghz, summary, many, gw)
     for key, value in summary.items():
         print(f"{key}: {value}")
     if args.mode == "smoke":
@@ -307,6 +316,72 @@ def many_sessions(results):
     return out
 
 
+# The gateway targets, in the order of the tables: (name, gateway, store).
+GATEWAY_TARGETS = (
+    ("gateway-contextd-memory", "contextd", "in-memory"),
+    ("gateway-contextd-sqlite", "contextd", "SQLite (durable default)"),
+    ("gateway-contextd-postgres", "contextd", "PostgreSQL"),
+    ("gateway-smg-memory", "SMG", "memory history backend"),
+    ("gateway-smg-postgres", "SMG", "PostgreSQL history backend"),
+)
+
+# The ratios contextd ÷ SMG: (key, contextd target, SMG target).
+GATEWAY_PAIRS = (
+    ("memory", "gateway-contextd-memory", "gateway-smg-memory"),
+    ("sqlite_vs_memory", "gateway-contextd-sqlite", "gateway-smg-memory"),
+    ("postgres", "gateway-contextd-postgres", "gateway-smg-postgres"),
+)
+
+
+def gateways(results):
+    """The gateway rounds by target: the median over rounds of each figure, and contextd ÷ SMG
+    for gateway CPU per turn and turns/s, pair by pair."""
+    by_target = {}
+    for name, r in results.items():
+        if name.startswith("gateway-"):
+            target, _, _ = name.rpartition("-r")
+            by_target.setdefault(target, []).append(r)
+    targets = {}
+    for target, rounds in by_target.items():
+        def stat(pointer):
+            values = []
+            for r in rounds:
+                v = r
+                for part in pointer.split("/"):
+                    v = v.get(part) if isinstance(v, dict) else None
+                values.append(v)
+            return median(values)
+        errors = {}
+        for r in rounds:
+            for k, v in (r.get("errors") or {}).items():
+                errors[k] = errors.get(k, 0) + v
+        targets[target] = {
+            "rounds": len(rounds),
+            "turns_per_s": stat("ops_per_s"),
+            "p50_us": stat("latency/p50_us"),
+            "p99_us": stat("latency/p99_us"),
+            "cpu_us_per_turn": stat("server/cpu_us_per_op"),
+            "upstream_cpu_us_per_turn": stat("server/upstream_cpu_us_per_op"),
+            "database_cpu_us_per_turn": stat("server/database_cpu_us_per_op"),
+            "peak_rss_kib": stat("server/peak_rss_kib"),
+            "upstream_calls_per_turn": stat("upstream/calls_per_turn"),
+            "upstream_items_per_call": stat("upstream/input_items_per_call"),
+            "upstream_request_bytes_per_turn": stat("upstream/request_bytes_per_turn"),
+            "client_cpu_us_per_turn": median([client_us(r) for r in rounds]),
+            "conversations": (rounds[0].get("setup") or {}).get("conversations"),
+            "turns_per_conversation": (rounds[0].get("setup") or {}).get("turns_per_conversation"),
+            "errors": errors,
+        }
+    ratios = {}
+    for key, a, b in GATEWAY_PAIRS:
+        if a in targets and b in targets:
+            ca, cb = targets[a]["cpu_us_per_turn"], targets[b]["cpu_us_per_turn"]
+            ra, rb = targets[a]["turns_per_s"], targets[b]["turns_per_s"]
+            ratios[f"cpu_{key}"] = round(ca / cb, 3) if ca is not None and cb else None
+            ratios[f"rps_{key}"] = round(ra / rb, 3) if ra is not None and rb else None
+    return {"targets": targets, "ratios": ratios}
+
+
 def smoke_problems(summary, results, args):
     """What keeps a smoke run from proving the harness works: a scenario without a figure,
     or a scenario whose calls failed."""
@@ -335,7 +410,7 @@ def smoke_problems(summary, results, args):
     return problems
 
 
-def render(doc, unary, unary_stat, rps, cpu, ghz, s, many):
+def render(doc, unary, unary_stat, rps, cpu, ghz, s, many, gw):
     m = doc["machine"]
     res = doc["results"]
     lines = []
@@ -428,6 +503,23 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s, many):
                      f"({fmt(ms(large['p50_us']), 2)} ÷ {fmt(ms(small['p50_us']), 2)} ms; p99 ratio "
                      f"{fmt(many.get('ratio_p99'), 2)}) | {GOALS['many_sessions'][0]} | "
                      f"{verdict('many_sessions', s['many_sessions_p50'])} |")
+    gt, gr = gw.get("targets", {}), gw.get("ratios", {})
+    if gt:
+        labels = {"memory": "in-memory ÷ SMG memory", "sqlite_vs_memory": "SQLite ÷ SMG memory",
+                  "postgres": "PostgreSQL ÷ SMG PostgreSQL"}
+        pairs = [(k, a, b) for k, a, b in GATEWAY_PAIRS if f"cpu_{k}" in gr]
+        if pairs:
+            figures = "; ".join(
+                f"{labels[k]} **{fmt(gr[f'cpu_{k}'], 2)}** ({fmt(gt[a]['cpu_us_per_turn'], 0)} ÷ "
+                f"{fmt(gt[b]['cpu_us_per_turn'], 0)} µs), turns/s {fmt(gr[f'rps_{k}'], 2)}"
+                for k, a, b in pairs)
+        else:
+            figures = ("SMG not available: contextd alone, "
+                       + "; ".join(f"{t[len('gateway-contextd-'):]} {fmt(gt[t]['cpu_us_per_turn'], 0)} µs/turn"
+                                   for t, g, _ in GATEWAY_TARGETS if g == "contextd" and t in gt))
+        lines.append(f"| 9 | Gateways in front of one fake OpenAI upstream, 16 conversations of 10 turns: "
+                     f"gateway CPU per turn, contextd ÷ SMG | {figures} | {GOALS['gateway'][0]} | "
+                     f"{verdict('gateway', gr.get('cpu_memory') if pairs else None)} |")
     lines.append("")
 
     lines.append("Unary detail (median of the rounds; server CPU per request from `/proc/<pid>/stat`):")
@@ -515,6 +607,34 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s, many):
                          f"{fmt(m['turns_per_s'], 0)} | {fmt(ms(m['p50_us']), 2)} ms | {fmt(ms(m['p99_us']), 2)} ms | "
                          f"{fmt(m['cpu_us_per_turn'], 0)} | {fmt(kib_to_mib(m['peak_rss_kib']), 1)} MiB |")
         lines.append("")
+    if gt:
+        first = next(iter(gt.values()))
+        lines.append(f"Gateways (scenario 9; {first.get('conversations')} conversations at a time, "
+                     f"{first.get('turns_per_conversation')} turns each, in front of `fake-openai`; "
+                     "contextd: unary `Interact`; SMG: `POST /v1/responses` with `store: true` and "
+                     "`previous_response_id`; median of the rounds). Gateway CPU is the gateway's "
+                     "process tree's; the fake upstream's and PostgreSQL's are apart and not in it:")
+        lines.append("")
+        lines.append("| Gateway | store | turns/s | p50 | p99 | gateway CPU µs/turn | upstream CPU µs/turn | "
+                     "PostgreSQL CPU µs/turn | upstream calls/turn | items per upstream call | "
+                     "upstream request bytes/turn | peak RSS | errors |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for target, gateway, store in GATEWAY_TARGETS:
+            if target not in gt:
+                continue
+            g = gt[target]
+            lines.append(f"| {gateway} | {store} | {fmt(g['turns_per_s'], 0)} | {fmt(ms(g['p50_us']), 2)} ms | "
+                         f"{fmt(ms(g['p99_us']), 2)} ms | {fmt(g['cpu_us_per_turn'], 0)} | "
+                         f"{fmt(g['upstream_cpu_us_per_turn'], 0)} | {fmt(g['database_cpu_us_per_turn'], 0)} | "
+                         f"{fmt(g['upstream_calls_per_turn'], 2)} | {fmt(g['upstream_items_per_call'], 1)} | "
+                         f"{fmt(g['upstream_request_bytes_per_turn'], 0)} | "
+                         f"{fmt(kib_to_mib(g['peak_rss_kib']), 1)} MiB | {g['errors'] or 'none'} |")
+        lines.append("")
+        if gr:
+            lines.append("contextd ÷ SMG: " + "; ".join(
+                f"{labels[k]}: gateway CPU per turn **{fmt(gr[f'cpu_{k}'], 2)}**, turns/s "
+                f"**{fmt(gr[f'rps_{k}'], 2)}**" for k, _, _ in GATEWAY_PAIRS if f"cpu_{k}" in gr) + ".")
+            lines.append("")
     if "http" in unary and "contextd" in unary:
         lines.append("HTTP/JSON beside native gRPC, round by round (each round starts a fresh in-memory "
                      "contextd for each; `POST /v1/sessions/{id}:interact`, one keep-alive HTTP/1.1 "

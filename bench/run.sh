@@ -10,9 +10,10 @@
 #
 # Each run writes bench/results/MODE.json (every raw result, the machine, the exact commands)
 # and regenerates MODE's tables in BENCHMARKS.md. Everything runs on 127.0.0.1.
-# Needs: cargo; python3 (venv + pip, for the peer and the report); go (optional, for ghz);
-# PostgreSQL's server programs (optional, for the `postgres` targets); taskset (optional, for
-# `--pin`).
+# Needs: cargo; python3 (venv + pip, for the peer, SMG and the report); go (optional, for
+# ghz); PostgreSQL's server programs (optional, for the `postgres` targets); taskset (optional,
+# for `--pin`). The `gateway` rounds (contextd beside SMG, SGLang's model gateway, pinned in
+# bench/peers/smg/requirements.txt) run in quick and full only.
 set -euo pipefail
 
 usage() {
@@ -94,6 +95,7 @@ fi
 CONTEXTD=$TARGET/contextd
 LOADGEN=$TARGET/loadgen
 CEILING=$TARGET/ceiling
+FAKE_OPENAI=$TARGET/fake-openai
 
 # contextd gains `--store` with its durable store; the in-memory scenarios then ask for
 # `--store memory` explicitly, and scenario 2 runs the default (durable) store.
@@ -127,6 +129,24 @@ if command -v python3 >/dev/null; then
         proto/contextd/v1/common.proto proto/contextd/v1/interact.proto \
         proto/third_party/google/api/http.proto proto/third_party/google/api/annotations.proto
     PYTHON_PEER=yes
+fi
+
+# --- SMG (the peer gateway of the gateway rounds) ------------------------------------------
+# Installed into the same venv from PyPI (a wheel with the Rust gateway inside). Not in smoke:
+# the gateway rounds are for quick and full.
+SMG=
+if [ "$MODE" = smoke ]; then
+    log "gateway: not run in smoke (quick and full only)"
+elif [ "$PYTHON_PEER" != yes ]; then
+    log "smg: no python3 venv; skipping the gateway-smg rounds"
+else
+    log "smg (pip, pinned in bench/peers/smg/requirements.txt)"
+    if run "$BENCH/.venv/bin/pip" install --quiet --disable-pip-version-check \
+        -r "$BENCH/peers/smg/requirements.txt" && [ -x "$BENCH/.venv/bin/smg" ]; then
+        SMG=$BENCH/.venv/bin/smg
+    else
+        log "smg: not installed (pip's error above); skipping the gateway-smg rounds"
+    fi
 fi
 
 # --- ghz -----------------------------------------------------------------------------------
@@ -410,6 +430,99 @@ for frames in json proto; do
     stop
 done
 
+# --- 9: gateways: contextd and SMG in front of one fake OpenAI upstream ---------------------
+# Every target and round starts a fresh fake-openai (answers at once with a fixed 20-word
+# reply) and a fresh gateway in front of it. contextd's config names the fake as an `openai`
+# backend and makes it the default model, so each conversation's session (created by its
+# first Interact) calls it; SMG runs `--backend openai` with the fake as its worker and keeps
+# conversations in its history backend (Responses API, store + previous_response_id). 16
+# conversations at a time, 10 turns each. The gateway's CPU is its process tree's; the fake's
+# is reported apart. PostgreSQL targets use the throwaway cluster, a fresh database each.
+GATEWAY=no
+# free_port: prints a free TCP port on 127.0.0.1.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# start_smg NAME HISTORY-ARGS...: starts SMG in front of $FAKE_ADDR and waits until its
+# /readiness answers 200 (its upstream registered); sets ADDR and PID like start.
+start_smg() {
+    local name=$1
+    shift
+    local dir=$SCRATCH/$name port metrics
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    port=$(free_port)
+    metrics=$(free_port)
+    set -- "$SMG" launch --backend openai --worker-urls "http://$FAKE_ADDR" "$@" \
+        --host 127.0.0.1 --port "$port" --prometheus-host 127.0.0.1 --prometheus-port "$metrics" \
+        --shutdown-grace-period-secs 2
+    printf '%s\n' "$*" | sed "s#$ROOT/##g; s#$SCRATCH/##g" >>"$COMMANDS"
+    (cd "$dir" && exec "$@" >"$dir/stdout" 2>"$dir/stderr") &
+    PID=$!
+    SERVER_PIDS+=("$PID")
+    RUNNING+=("$PID")
+    ADDR=127.0.0.1:$port
+    for _ in $(seq 1 300); do
+        if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+            "http://$ADDR/readiness" 2>/dev/null; then
+            RUNNING_ADDRS+=("$ADDR")
+            return 0
+        fi
+        if ! kill -0 "$PID" 2>/dev/null; then
+            echo "$name exited before it was ready:" >&2
+            cat "$dir/stderr" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "$name was not ready in 30 s" >&2
+    return 1
+}
+if [ "$MODE" != smoke ]; then
+    GATEWAY=yes
+    GW_TARGETS=(gateway-contextd-memory)
+    [ "$DURABLE" = yes ] && [ "$DATA_DIR_FLAG" = yes ] && GW_TARGETS+=(gateway-contextd-sqlite)
+    [ -n "$SMG" ] && GW_TARGETS+=(gateway-smg-memory)
+    if [ "$PG" = yes ]; then
+        GW_TARGETS+=(gateway-contextd-postgres)
+        [ -n "$SMG" ] && GW_TARGETS+=(gateway-smg-postgres)
+    fi
+    for round in $(seq 1 "$ROUNDS"); do
+        for target in "${GW_TARGETS[@]}"; do
+            log "gateway: $target, round $round"
+            start fake-openai "$FAKE_OPENAI" --listen 127.0.0.1:0
+            FAKE_ADDR=$ADDR
+            FAKE_PID=$PID
+            config=$SCRATCH/gateway-fake.toml
+            printf '[engine]\ndefault_model = "fake/gpt-fake"\n\n[[backends]]\nname = "fake"\nkind = "openai"\nbase_url = "http://%s/v1"\ncontext_window = 8192\ndefault_model = "gpt-fake"\n' \
+                "$FAKE_ADDR" >"$config"
+            EXTRA=()
+            GW=contextd
+            case $target in
+            gateway-contextd-memory)
+                start gw-contextd "$CONTEXTD" serve --listen 127.0.0.1:0 "${MEMORY_STORE[@]}" --config "$config" ;;
+            gateway-contextd-sqlite)
+                start gw-contextd-sqlite "$CONTEXTD" serve --listen 127.0.0.1:0 \
+                    --data-dir "$SCRATCH/gw-contextd-sqlite/data" --config "$config" ;;
+            gateway-contextd-postgres)
+                pg_database "gw_contextd_r$round"
+                start gw-contextd-postgres "$CONTEXTD" serve --listen 127.0.0.1:0 --store "$PG_URL" --config "$config"
+                EXTRA=(--db-pid "$PG_PID") ;;
+            gateway-smg-memory)
+                GW=smg
+                start_smg gw-smg --history-backend memory ;;
+            gateway-smg-postgres)
+                GW=smg
+                pg_database "gw_smg_r$round"
+                start_smg gw-smg-postgres --history-backend postgres --postgres-db-url "$PG_URL"
+                EXTRA=(--db-pid "$PG_PID") ;;
+            esac
+            run "$LOADGEN" gateway --gateway "$GW" --addr "$ADDR" --pid "$PID" --upstream "$FAKE_ADDR" \
+                --upstream-pid "$FAKE_PID" "${EXTRA[@]}" --connections 16 --turns 10 "${TIMING[@]}" \
+                --label "$target" --out "$RAW/$target-r$round.json"
+            stop
+        done
+    done
+fi
+
 # --- 5: history scaling --------------------------------------------------------------------
 log "history ($HIST_MESSAGES messages)"
 contextd_memory
@@ -468,4 +581,4 @@ cp /proc/loadavg "$RAW/loadavg-end.txt"
 log "report"
 python3 "$BENCH/report.py" "$MODE" "$RAW" \
     --profile "$PROFILE" --durable "$DURABLE" --python-peer "$PYTHON_PEER" --ghz "${GHZ:+yes}" \
-    --postgres "$PG" --pinned "$PINNED" --many-sessions "$MANY"
+    --postgres "$PG" --pinned "$PINNED" --many-sessions "$MANY" --gateway "$GATEWAY" --smg "${SMG:+yes}"

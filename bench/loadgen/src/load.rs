@@ -317,6 +317,11 @@ impl LoadResult {
                 server["database_cpu_seconds"] = json!(round3(cpu));
                 server["database_cpu_us_per_op"] = json!(per_op(cpu));
             }
+            if let (Some(a), Some(b)) = (a.upstream_cpu, b.upstream_cpu) {
+                let cpu = b.saturating_sub(a).as_secs_f64();
+                server["upstream_cpu_seconds"] = json!(round3(cpu));
+                server["upstream_cpu_us_per_op"] = json!(per_op(cpu));
+            }
             server
         });
         json!({

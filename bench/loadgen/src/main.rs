@@ -85,6 +85,29 @@ enum Scenario {
         #[arg(long, default_value = "json", value_parser = ["json", "proto"])]
         frames: String,
     },
+    /// Conversations through a gateway that keeps them (contextd's `Interact`, or SMG's
+    /// Responses API with `previous_response_id`) in front of `fake-openai`; one conversation
+    /// at a time per connection, `--turns` turns each. The gateway's CPU time is its process
+    /// tree's; the upstream's is reported apart.
+    Gateway {
+        #[command(flatten)]
+        target: Target,
+        /// `contextd` or `smg`.
+        #[arg(long, value_parser = ["contextd", "smg"])]
+        gateway: String,
+        /// Turns per conversation before a worker starts a new one.
+        #[arg(long, default_value_t = 10)]
+        turns: u64,
+        /// The `model` of SMG's requests.
+        #[arg(long, default_value = loadgen::fake_openai::DEFAULT_MODEL)]
+        model: String,
+        /// The fake upstream's address (its call counters are read before and after).
+        #[arg(long, value_parser = parse_addr)]
+        upstream: Option<SocketAddr>,
+        /// The fake upstream's process id (its CPU time is reported apart).
+        #[arg(long)]
+        upstream_pid: Option<u32>,
+    },
     /// Turn latency on a session with a long history ÷ on sessions with a short one.
     History {
         #[command(flatten)]
@@ -321,6 +344,38 @@ async fn run(scenario: Scenario) -> Result<(String, Value), String> {
             )
             .await?,
         ),
+        Scenario::Gateway {
+            target: t,
+            gateway,
+            turns,
+            model,
+            upstream,
+            upstream_pid,
+        } => {
+            let setup = t.server.single().and(t.setup())?;
+            let probe = t.server.probe().map(|probe| {
+                let probe = probe.with_children();
+                match upstream_pid {
+                    Some(pid) => probe.with_upstream(pid),
+                    None => probe,
+                }
+            });
+            (
+                "gateway".into(),
+                scenario::gateway::run(
+                    setup,
+                    scenario::gateway::GatewayParams {
+                        gateway: scenario::gateway::Gateway::from_name(&gateway)
+                            .ok_or_else(|| format!("unknown gateway {gateway:?}"))?,
+                        turns,
+                        model,
+                        upstream,
+                    },
+                    probe.as_ref(),
+                )
+                .await?,
+            )
+        }
         Scenario::History {
             server,
             messages,
@@ -495,6 +550,17 @@ fn summary(name: &str, label: &str, r: &Value) -> String {
             f("/median_ms"),
             f("/p90_ms"),
             f("/setup/runs")
+        ),
+        "gateway" => format!(
+            "{head}: {} turns/s, p50 {} us, p99 {} us, errors {}, gateway cpu {} us/turn, upstream cpu {} us/turn, {} upstream calls/turn, {} items/call",
+            f("/ops_per_s"),
+            f("/latency/p50_us"),
+            f("/latency/p99_us"),
+            f("/errors"),
+            f("/server/cpu_us_per_op"),
+            f("/server/upstream_cpu_us_per_op"),
+            f("/upstream/calls_per_turn"),
+            f("/upstream/input_items_per_call")
         ),
         _ => format!(
             "{head}: {} ops/s, {} units/s, p50 {} us, p99 {} us, p99.9 {} us, errors {}, server cpu {} s, peak rss {} KiB",

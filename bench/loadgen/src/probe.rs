@@ -3,7 +3,10 @@
 //!
 //! One probe may watch several processes (replicas of one service sharing a database): their
 //! figures are summed. It may also watch a database server's process tree (PostgreSQL's
-//! postmaster and its backends), whose CPU time is reported apart from the servers'.
+//! postmaster and its backends), whose CPU time is reported apart from the servers', and a
+//! model upstream's (the fake OpenAI-compatible server the `gateway` scenario puts behind the
+//! gateways), reported apart too. With [`ServerProbe::with_children`] a server's CPU time is
+//! its whole process tree's (a gateway started by a launcher that forks workers).
 
 use std::time::Duration;
 
@@ -12,6 +15,8 @@ use std::time::Duration;
 pub struct ServerProbe {
     pids: Vec<u32>,
     database: Option<u32>,
+    upstream: Option<u32>,
+    children: bool,
     ticks_per_second: u64,
 }
 
@@ -26,6 +31,8 @@ pub struct Reading {
     pub peak_rss_kib: u64,
     /// CPU time of the database server's process tree so far, when one is watched.
     pub database_cpu: Option<Duration>,
+    /// CPU time of the model upstream's process tree so far, when one is watched.
+    pub upstream_cpu: Option<Duration>,
 }
 
 impl ServerProbe {
@@ -39,6 +46,8 @@ impl ServerProbe {
         Self {
             pids: pids.to_vec(),
             database: None,
+            upstream: None,
+            children: false,
             ticks_per_second: clock_ticks_per_second(),
         }
     }
@@ -48,6 +57,20 @@ impl ServerProbe {
     /// used (`cutime` + `cstime`, added to the parent when it reaps them).
     pub fn with_database(mut self, root: u32) -> Self {
         self.database = Some(root);
+        self
+    }
+
+    /// Also reads the CPU time of the model upstream whose process is `root` (and of its
+    /// descendants), reported apart from the servers'.
+    pub fn with_upstream(mut self, root: u32) -> Self {
+        self.upstream = Some(root);
+        self
+    }
+
+    /// Counts each server's descendants in its CPU time: live ones (at any depth) and the
+    /// ones that exited and were waited for. Memory stays the server process's own.
+    pub fn with_children(mut self) -> Self {
+        self.children = true;
         self
     }
 
@@ -71,12 +94,19 @@ impl ServerProbe {
         let mut total = Reading::default();
         for &pid in &self.pids {
             let one = self.read_one(pid)?;
-            total.cpu += one.cpu;
+            total.cpu += if self.children {
+                self.tree_cpu(pid)?
+            } else {
+                one.cpu
+            };
             total.rss_kib += one.rss_kib;
             total.peak_rss_kib += one.peak_rss_kib;
         }
         if let Some(root) = self.database {
             total.database_cpu = Some(self.tree_cpu(root)?);
+        }
+        if let Some(root) = self.upstream {
+            total.upstream_cpu = Some(self.tree_cpu(root)?);
         }
         Ok(total)
     }
@@ -90,15 +120,18 @@ impl ServerProbe {
             rss_kib: status_kib(&status, "VmRSS:").unwrap_or(0),
             peak_rss_kib: status_kib(&status, "VmHWM:").unwrap_or(0),
             database_cpu: None,
+            upstream_cpu: None,
         })
     }
 
-    /// CPU time of `root`, its reaped children and its live children (one level down: every
-    /// PostgreSQL process is a child of the postmaster).
+    /// CPU time of `root`, what its exited children used (`cutime` + `cstime`, which also
+    /// holds their own reaped descendants'), and its live descendants at any depth (every
+    /// PostgreSQL process is a child of the postmaster; a launcher may fork deeper).
     fn tree_cpu(&self, root: u32) -> std::io::Result<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{root}/stat"))?;
         let times = stat_times(&stat).ok_or_else(|| unparsable(root))?;
         let mut ticks = times.own + times.reaped_children;
+        let mut live = Vec::new();
         for entry in std::fs::read_dir("/proc")?.flatten() {
             let Some(pid) = entry
                 .file_name()
@@ -112,16 +145,33 @@ impl ServerProbe {
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
                 continue;
             };
-            if let Some(child) = stat_times(&stat).filter(|t| t.parent == root) {
-                ticks += child.own;
+            if let Some(times) = stat_times(&stat) {
+                live.push((pid, times));
             }
         }
+        ticks += descendants_ticks(root, &live);
         Ok(self.ticks(ticks))
     }
 
     fn ticks(&self, ticks: u64) -> Duration {
         Duration::from_secs_f64(ticks as f64 / self.ticks_per_second as f64)
     }
+}
+
+/// utime + stime of every live descendant of `root` among `live` (pid and times of each
+/// process), at any depth.
+fn descendants_ticks(root: u32, live: &[(u32, StatTimes)]) -> u64 {
+    let mut ticks = 0;
+    let mut parents = vec![root];
+    while let Some(parent) = parents.pop() {
+        for (pid, times) in live {
+            if times.parent == parent && *pid != root {
+                ticks += times.own;
+                parents.push(*pid);
+            }
+        }
+    }
+    ticks
 }
 
 fn unparsable(pid: u32) -> std::io::Error {
@@ -216,6 +266,23 @@ mod tests {
             .read()
             .unwrap();
         assert!(tree.database_cpu.unwrap() >= mine);
+    }
+
+    #[test]
+    fn descendants_at_any_depth() {
+        let times = |parent, own| StatTimes {
+            parent,
+            own,
+            reaped_children: 0,
+        };
+        let live = [
+            (10, times(1, 1)),
+            (11, times(10, 2)),
+            (12, times(11, 4)),
+            (13, times(1, 8)),
+        ];
+        assert_eq!(descendants_ticks(10, &live), 6);
+        assert_eq!(descendants_ticks(12, &live), 0);
     }
 
     #[test]

@@ -118,7 +118,7 @@ impl Route {
 }
 
 /// An HTTP/1.1 keep-alive connection to `addr`, with `TCP_NODELAY` as the gRPC scenarios set.
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
+pub async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;

@@ -3,6 +3,7 @@
 
 pub mod coldstart;
 pub mod converse;
+pub mod gateway;
 pub mod history;
 pub mod http_unary;
 pub mod idle;
