@@ -63,6 +63,14 @@ fn new_session(id: &str, created: SystemTime) -> Session {
     }
 }
 
+/// Stores a new empty session `id`, created now.
+async fn create(store: &dyn SessionStore, tenant: &TenantId, id: &str) {
+    store
+        .commit(tenant, &new_session(id, SystemTime::now()), None, &[], None)
+        .await
+        .expect("create the session");
+}
+
 /// Every stored message before the end, read the way a window is: newest first, in pages.
 async fn read_back(store: &dyn SessionStore, tenant: &TenantId, id: &str, end: u64) -> Vec<String> {
     let mut newest_first = Vec::new();
@@ -129,15 +137,7 @@ async fn replicas_use_their_caches_only_under_a_confirmed_lease() {
     let tenant = TenantId::default();
     let id = "shared";
 
-    a.commit(
-        &tenant,
-        &new_session(id, SystemTime::now()),
-        None,
-        &[],
-        None,
-    )
-    .await
-    .expect("create");
+    create(a.as_ref(), &tenant, id).await;
     let mut written = Vec::new();
     // Runs of turns on one replica, then the other: a cached window that missed the other
     // replica's turns would differ from what was written.
@@ -193,15 +193,7 @@ async fn replicas_use_their_caches_only_under_a_confirmed_lease() {
     // creation time tells them apart), and must not be used for the new one.
     b.delete_session(&tenant, id).await.expect("delete");
     tokio::time::sleep(Duration::from_millis(2)).await;
-    b.commit(
-        &tenant,
-        &new_session(id, SystemTime::now()),
-        None,
-        &[],
-        None,
-    )
-    .await
-    .expect("recreate");
+    create(b.as_ref(), &tenant, id).await;
     let mut recreated = Vec::new();
     while recreated.len() < written.len() {
         turn(b.as_ref(), &tenant, id, &mut recreated, "new").await;

@@ -29,7 +29,7 @@ use contextd::api::v1::InteractRequest;
 use contextd::api::v1::interact_service_client::InteractServiceClient;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::{Method, Request, StatusCode, header};
+use hyper::{Method, Request, header};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
@@ -177,21 +177,7 @@ async fn post(
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(body))
         .map_err(|_| Failure::BadReply)?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|_| Failure::Connection)?;
-    let status = response.status();
-    let reply = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|_| Failure::Connection)?
-        .to_bytes();
-    if status != StatusCode::OK {
-        return Err(Failure::Http(status.as_u16()));
-    }
-    Ok(reply)
+    super::http_unary::send_for_ok(sender, request).await
 }
 
 /// One SMG worker: a conversation is a chain of stored responses.

@@ -150,6 +150,18 @@ async fn send(
     let request = request
         .body(Full::new(body.clone()))
         .map_err(|_| Failure::BadReply)?;
+    let reply = send_for_ok(sender, request).await?;
+    if !route.is_good(&reply) {
+        return Err(Failure::BadReply);
+    }
+    Ok(reply)
+}
+
+/// Sends `request` on a ready `sender`; the reply's body when the status is 200 OK.
+pub async fn send_for_ok(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Result<Bytes, Failure> {
     let response = sender
         .send_request(request)
         .await
@@ -163,9 +175,6 @@ async fn send(
         .to_bytes();
     if status != StatusCode::OK {
         return Err(Failure::Http(status.as_u16()));
-    }
-    if !route.is_good(&reply) {
-        return Err(Failure::BadReply);
     }
     Ok(reply)
 }
