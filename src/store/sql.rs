@@ -1275,6 +1275,47 @@ pub(crate) mod tests {
         messages
     }
 
+    /// A commit of more messages than one INSERT takes writes them all, in order, and a
+    /// commit whose messages collide with stored ones writes none of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn long_turns_are_written_whole_or_not_at_all() {
+        let (store, _dir) = sqlite_store().await;
+        let tenant = TenantId::default();
+        let mut session = new_session("long");
+        store
+            .commit(&tenant, &session, None, &[], None)
+            .await
+            .expect("create");
+        let mut messages = Vec::new();
+        while messages.len() <= 2 * batch::MESSAGES_PER_INSERT {
+            messages.extend(turn(&mut session));
+        }
+        let total = messages.len() as u64;
+        // Every message belongs to this commit: renumbered from 0, version moved on once.
+        session.version = 2;
+        store
+            .commit(&tenant, &session, Some(1), &messages, None)
+            .await
+            .expect("a long commit");
+        let stored = store
+            .list_messages_before(&tenant, "long", total, total as usize)
+            .await
+            .unwrap();
+        let indexes: Vec<u64> = stored.iter().rev().map(|m| m.index).collect();
+        assert_eq!(indexes, (0..total).collect::<Vec<_>>());
+
+        // The same messages again (a stale copy of the history): refused, nothing written.
+        let mut again = session.clone();
+        again.version = 3;
+        again.message_count = total + messages.len() as u64;
+        let refused = store
+            .commit(&tenant, &again, Some(2), &messages, None)
+            .await;
+        assert!(refused.is_err(), "{refused:?}");
+        let row = store.get_session(&tenant, "long").await.unwrap().unwrap();
+        assert_eq!((row.version, row.message_count), (2, total));
+    }
+
     /// Commits queued while a transaction is being written go together in the next one,
     /// and one stale commit among them is refused alone.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

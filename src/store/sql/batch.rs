@@ -147,6 +147,7 @@ impl GroupCommit {
     }
 
     /// Commits queued and not yet taken by the writer.
+
     #[cfg(test)]
     pub fn queued(&self) -> usize {
         self.jobs.max_capacity() - self.jobs.capacity()
@@ -349,28 +350,27 @@ macro_rules! batch_writer {
                         outcomes.push(Err(refusal));
                         continue;
                     }
-                    for (message, tool_calls) in &job.messages {
-                        sqlx::query(
-                            "INSERT INTO messages (tenant_id, session_id, idx, role, content,
-                                 tool_calls, tool_call_id, tool_name, is_error, create_time,
-                                 token_count, turn_id)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                        )
-                        .bind(&row.tenant)
-                        .bind(&row.session_id)
-                        .bind(to_i64(message.index))
-                        .bind(message.role.as_str())
-                        .bind(message.content.as_str())
-                        .bind(tool_calls.as_deref())
-                        .bind(message.tool_call_id.as_str())
-                        .bind(message.tool_name.as_str())
-                        .bind(message.is_error)
-                        .bind(micros(message.create_time))
-                        .bind(i64::from(message.token_count))
-                        .bind(message.turn_id.as_str())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| match e {
+                    // One statement per chunk of messages, not per message: each statement
+                    // is a round trip (PostgreSQL) or a hand-off to the connection's thread
+                    // (SQLite).
+                    for chunk in job.messages.chunks(MESSAGES_PER_INSERT) {
+                        // Built from the row count only: no caller text goes into the SQL.
+                        let sql = sqlx::AssertSqlSafe(insert_messages_sql(chunk.len()));
+                        let mut insert = sqlx::query(sql).bind(&row.tenant).bind(&row.session_id);
+                        for (message, tool_calls) in chunk {
+                            insert = insert
+                                .bind(to_i64(message.index))
+                                .bind(message.role.as_str())
+                                .bind(message.content.as_str())
+                                .bind(tool_calls.as_deref())
+                                .bind(message.tool_call_id.as_str())
+                                .bind(message.tool_name.as_str())
+                                .bind(message.is_error)
+                                .bind(micros(message.create_time))
+                                .bind(i64::from(message.token_count))
+                                .bind(message.turn_id.as_str());
+                        }
+                        insert.execute(&mut *tx).await.map_err(|e| match e {
                             sqlx::Error::Database(d) if d.is_unique_violation() => {
                                 BatchFailure::Commit(
                                     index,
@@ -432,6 +432,39 @@ macro_rules! batch_writer {
             result
         }
     };
+}
+
+/// Messages written by one INSERT: 10 parameters each, well within SQLite's 32,766 and
+/// PostgreSQL's 65,535.
+pub(super) const MESSAGES_PER_INSERT: usize = 256;
+
+/// `INSERT INTO messages … VALUES (…), (…)` for `rows` messages of one session: `$1` and `$2`
+/// are the tenant and the session, then ten parameters per message.
+fn insert_messages_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO messages (tenant_id, session_id, idx, role, content, tool_calls,
+             tool_call_id, tool_name, is_error, create_time, token_count, turn_id) VALUES ",
+    );
+    for row in 0..rows {
+        let p = 3 + row * 10;
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "($1, $2, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+            p,
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6,
+            p + 7,
+            p + 8,
+            p + 9
+        ));
+    }
+    sql
 }
 
 batch_writer!(write_sqlite, Sqlite, SqlitePool);
