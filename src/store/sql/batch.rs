@@ -147,7 +147,6 @@ impl GroupCommit {
     }
 
     /// Commits queued and not yet taken by the writer.
-
     #[cfg(test)]
     pub fn queued(&self) -> usize {
         self.jobs.max_capacity() - self.jobs.capacity()
