@@ -264,10 +264,12 @@ impl SessionCache {
     ) {
         let mut inner = self.lock();
         let key = (tenant.clone(), session.id.clone());
+        // On a shared database only a confirmed entry is known to hold this session's history;
+        // another one (another replica may have recreated the session meanwhile) starts over.
         let continues = inner
             .entries
             .peek(&key)
-            .is_some_and(|e| e.end == first_index);
+            .is_some_and(|e| e.end == first_index && self.usable(e));
         if !continues {
             // A new session, or a history this cache did not follow: start a new run.
             if let Some(old) = inner.entries.remove(&key) {
