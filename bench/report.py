@@ -81,6 +81,17 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+def median_at(rounds, pointer):
+    """The median over `rounds` of the value at `pointer` ("latency/p50_us"), None if absent."""
+    values = []
+    for r in rounds:
+        v = r
+        for part in pointer.split("/"):
+            v = v.get(part) if isinstance(v, dict) else None
+        values.append(v)
+    return median(values)
+
+
 def fmt(x, digits=1):
     if x is None:
         return "—"
@@ -285,14 +296,8 @@ def many_sessions(results):
             by_size.setdefault(int(size), []).append(r)
     sizes = {}
     for size, rounds in sorted(by_size.items()):
-        def stat(pointer):
-            values = []
-            for r in rounds:
-                v = r
-                for part in pointer.split("/"):
-                    v = v.get(part) if isinstance(v, dict) else None
-                values.append(v)
-            return median(values)
+        def stat(pointer, rounds=rounds):
+            return median_at(rounds, pointer)
         seed = results.get(f"seed-sessions-{size}", {})
         sizes[size] = {
             "rounds": len(rounds),
@@ -343,14 +348,8 @@ def gateways(results):
             by_target.setdefault(target, []).append(r)
     targets = {}
     for target, rounds in by_target.items():
-        def stat(pointer):
-            values = []
-            for r in rounds:
-                v = r
-                for part in pointer.split("/"):
-                    v = v.get(part) if isinstance(v, dict) else None
-                values.append(v)
-            return median(values)
+        def stat(pointer, rounds=rounds):
+            return median_at(rounds, pointer)
         errors = {}
         for r in rounds:
             for k, v in (r.get("errors") or {}).items():
