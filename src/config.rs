@@ -594,6 +594,10 @@ pub struct EngineConfig {
     /// or `*` patterns. Default: the built-in session tools (`context_get`, `context_set`,
     /// `history_search`); tools of MCP servers are offered only where selected.
     pub default_server_tools: Vec<String>,
+    /// Bytes of windows kept in memory between a session's turns, so that a turn reads and
+    /// counts only the messages added since its session's last one (least recently used out
+    /// first; `0`: none, every turn reads its window from the store). Default 64 MiB.
+    pub window_cache_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -607,6 +611,7 @@ impl Default for EngineConfig {
             default_server_tools: ["context_get", "context_set", "history_search"]
                 .map(String::from)
                 .to_vec(),
+            window_cache_bytes: 64 << 20,
         }
     }
 }

@@ -68,7 +68,91 @@ store_suite!(
     newer_schema_is_refused,
     turn_receipts_survive_restart_and_go_with_their_session,
     reads_follow_every_write,
+    every_turn_sends_the_window_its_store_gives,
 );
+
+/// Every turn sends the model the window the stored session gives — the one PreviewContext
+/// shows just before it — while the session slides past its window, is updated, is deleted
+/// and created again, and (where the store is shared) takes turns on two replicas, each of
+/// which keeps its own last window.
+async fn every_turn_sends_the_window_its_store_gives(backend: Backend) {
+    let first = TestServer::start_with(backend.config()).await;
+    let second = match backend.shared_by_replicas() {
+        true => Some(TestServer::start_with(backend.config()).await),
+        false => None,
+    };
+    let servers: Vec<&TestServer> = std::iter::once(&first).chain(second.as_ref()).collect();
+    let create = |sessions: &mut SessionServiceClient<Channel>| {
+        let mut sessions = sessions.clone();
+        async move {
+            create_session(
+                &mut sessions,
+                CreateSessionRequest {
+                    session_id: "sliding".into(),
+                    max_context_tokens: 400,
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+    };
+    create(&mut first.sessions().await).await;
+    for turn in 0..16usize {
+        let server = servers[turn % servers.len()];
+        let mut sessions = server.sessions().await;
+        let other = servers[(turn + 1) % servers.len()];
+        match turn {
+            6 => {
+                within(
+                    "UpdateSession",
+                    other.sessions().await.update_session(UpdateSessionRequest {
+                        session_id: "sliding".into(),
+                        context: ctx(json!({"plan": "gold", "notes": "x ".repeat(40)})),
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .expect("UpdateSession");
+            }
+            11 => {
+                within(
+                    "DeleteSession",
+                    other.sessions().await.delete_session(DeleteSessionRequest {
+                        session_id: "sliding".into(),
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .expect("DeleteSession");
+                create(&mut other.sessions().await).await;
+            }
+            _ => {}
+        }
+        let message = format!("turn {turn}: {}", "words of a turn ".repeat(3 + turn % 5));
+        let preview = within(
+            "PreviewContext",
+            sessions.preview_context(PreviewContextRequest {
+                session_id: "sliding".into(),
+                message: message.clone(),
+                context: None,
+                summarize: false,
+            }),
+        )
+        .await
+        .expect("PreviewContext")
+        .into_inner();
+        let reply = say(&mut server.interact().await, "sliding", &message, None).await;
+        let usage = reply.usage.expect("InteractResponse.usage");
+        assert_eq!(
+            usage.context_tokens,
+            u64::from(preview.total_tokens),
+            "turn {turn}: the window sent is the one the store gives"
+        );
+        if turn == 10 {
+            assert!(preview.omitted_messages > 0, "the window slides");
+        }
+    }
+}
 
 /// What every read shows follows every write, on a warm session: its row (GetSession), its
 /// history (ListMessages) and the window a turn would send (PreviewContext), through an

@@ -12,6 +12,7 @@
 //! - [`preview`]: what the model would see for a message, entry by entry.
 //! - [`resources`]: the newest sessions and a session with its newest history (MCP resources).
 //! - [`window`]: choosing and loading a window: one assembly for turns and previews.
+//! - `kept`: the history each session's last turn chose from, kept for its next turn.
 //! - [`dispatch`]: which server-side tools a session offers, and running them.
 //! - [`turn`]: a turn in three phases (begin, step loop, commit), paused for client tools
 //!   and continued with their results or abandoned.
@@ -28,6 +29,7 @@
 pub mod conversation;
 pub mod dispatch;
 pub mod error;
+mod kept;
 pub mod lifecycle;
 pub mod locks;
 pub mod preview;
@@ -62,12 +64,15 @@ use crate::tools::ToolRegistry;
 use locks::TurnLocks;
 
 /// The context engine. Cheap to share behind an `Arc`; all state lives in the store, except
-/// the per-session turn locks.
+/// the per-session turn locks and the windows kept between turns (which the store's state
+/// decides the use of).
 pub struct Engine {
     store: Arc<dyn SessionStore>,
     models: ModelRegistry,
     tools: ToolRegistry,
     locks: TurnLocks,
+    /// Each session's last window, for its next turn.
+    kept: kept::KeptWindows,
     config: EngineConfig,
     limits: Limits,
     session_ttl: Option<Duration>,
@@ -96,6 +101,7 @@ impl Engine {
             models,
             tools,
             locks: TurnLocks::default(),
+            kept: kept::KeptWindows::new(config.window_cache_bytes),
             config,
             limits,
             session_ttl: None,
@@ -196,3 +202,5 @@ impl Engine {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod window_tests;

@@ -99,7 +99,7 @@ impl Engine {
             stored_tail,
             mut history,
         } = self
-            .load_window(&scope.tenant, &session, pending_turn)
+            .load_window(&scope.tenant, &session, pending_turn, false)
             .await?;
         let counter = TokenCounter::for_model(&session.model);
         let user_tokens = if message.is_empty() {

@@ -438,6 +438,7 @@ impl Engine {
             check_etag(session, etag)?;
         }
         let deleted = self.store.delete_session(tenant, session_id).await?;
+        self.kept.forget(tenant, session_id);
         self.forget_stored(tenant);
         match deleted {
             Some(count) if !expired => Ok(count),

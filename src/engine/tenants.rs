@@ -69,6 +69,7 @@ impl Engine {
         require_admin(scope, "deleting a tenant")?;
         let tenant = tenant_named(tenant)?;
         let (sessions, messages) = self.store.delete_tenant(&tenant).await?;
+        self.kept.forget_tenant(&tenant);
         self.forget_stored(&tenant);
         tracing::info!(%tenant, sessions, messages, "deleted a tenant's sessions");
         Ok((sessions, messages))

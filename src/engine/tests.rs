@@ -43,10 +43,11 @@ async fn sqlite() -> (OpenStore, TempDir) {
     (store, dir)
 }
 
-struct TempDir(std::path::PathBuf);
+/// A fresh directory, removed on drop.
+pub(super) struct TempDir(pub(super) std::path::PathBuf);
 
 impl TempDir {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let path = std::env::temp_dir().join(format!(
             "contextd-engine-test-{}",
             uuid::Uuid::new_v4().simple()

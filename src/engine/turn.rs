@@ -16,7 +16,7 @@ use super::receipts;
 use super::tool_output::bound_tool_output;
 use super::validate::{check_context, check_message};
 use super::window::WindowSource;
-use super::window::{Assembly, WindowBudget, assemble_window};
+use super::window::{Assembly, WindowBudget, assemble_window, keeps_windows};
 use super::{Engine, NewSession};
 use crate::config::Limits;
 use crate::domain::Scope;
@@ -322,7 +322,12 @@ impl Engine {
             stored_tail,
             mut history,
         } = self
-            .load_window(&scope.tenant, &session, resumed.then_some(turn_id.as_str()))
+            .load_window(
+                &scope.tenant,
+                &session,
+                resumed.then_some(turn_id.as_str()),
+                true,
+            )
             .await?;
 
         if let Some(patch) = &request.context_patch {
@@ -571,6 +576,10 @@ impl Engine {
             mut session,
             created,
             expected_version,
+            budget,
+            stored_tail,
+            history,
+            before,
             state,
             response,
             usage,
@@ -605,6 +614,21 @@ impl Engine {
             .await?;
         let written: usize = state.new_messages.iter().map(|m| m.content.len()).sum();
         self.note_stored(&scope.tenant, written as u64);
+        if keeps_windows(&session) {
+            // The next turn starts from this one's history: all of it, with this turn's
+            // messages in front once the turn is finished; as it was while it is paused (its
+            // messages are then read again as the paused turn's).
+            let mut history = history;
+            let end = if session.pending.is_some() {
+                before
+            } else {
+                let newer = state.new_messages.iter().rev().cloned();
+                history.splice(0..0, newer.chain(stored_tail.into_iter().rev()));
+                session.message_count
+            };
+            self.kept
+                .keep(&scope.tenant, &session, end, history, budget.input_tokens());
+        }
         Ok(outcome)
     }
 

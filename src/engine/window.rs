@@ -249,11 +249,14 @@ impl Engine {
 
     /// Reads what a window for `session` is chosen from: the paused turn's stored messages
     /// (when `pending_turn` names one) and enough history before them to fill the budget.
+    /// With `kept`, a turn's: the history kept from the session's last turn when it still
+    /// stands for the stored session (see `engine::kept`), otherwise the store's.
     pub(super) async fn load_window(
         &self,
         tenant: &TenantId,
         session: &Session,
         pending_turn: Option<&str>,
+        kept: bool,
     ) -> Result<WindowSource, EngineError> {
         let budget = WindowBudget::new(
             session.max_context_tokens,
@@ -265,17 +268,25 @@ impl Engine {
             None => Vec::new(),
         };
         let before = session.message_count - stored_tail.len() as u64;
+        if kept
+            && keeps_windows(session)
+            && let Some(history) = self
+                .kept
+                .take(tenant, session, before, budget.input_tokens())
+        {
+            return Ok(WindowSource {
+                budget,
+                stored_tail,
+                history,
+            });
+        }
         let mut history = self
             .load_history(tenant, &session.id, before, budget.input_tokens())
             .await?;
         // Messages the summary stands for are not shown again.
-        if let Some(summary) = session.window.active_summary() {
-            let shown = history
-                .iter()
-                .take_while(|m| m.index >= summary.end_index)
-                .count();
-            history.truncate(shown);
-        }
+        let start = super::kept::first_showable(session);
+        let shown = history.iter().take_while(|m| m.index >= start).count();
+        history.truncate(shown);
         Ok(WindowSource {
             budget,
             stored_tail,
@@ -340,6 +351,12 @@ impl Engine {
         }
         Ok(history)
     }
+}
+
+/// Whether turns of `session` keep their window for the next one. Not with the `summarize`
+/// strategy, whose fold is chosen from all the history a turn read.
+pub(super) fn keeps_windows(session: &Session) -> bool {
+    session.window.strategy != WindowStrategy::Summarize
 }
 
 /// With the `disabled` strategy, refuses a window that leaves out any of the `before` stored
