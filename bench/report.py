@@ -452,6 +452,11 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s, many, gw):
                      f"**{fmt(cpu['auth'] - cpu['contextd'], 1)} µs** ({fmt(cpu['auth'], 0)} − "
                      f"{fmt(cpu['contextd'], 0)}); **{fmt(cpu['contextd'] - cpu['nometrics'], 1)} µs** "
                      f"({fmt(cpu['contextd'], 0)} − {fmt(cpu['nometrics'], 0)}) | report | measured |")
+    if all(cpu.get(t) is not None for t in ("nokept", "contextd")):
+        lines.append(f"| 1 | What the kept windows save per request (`engine.window_cache_bytes` = 0 ÷ the "
+                     f"default): server CPU; req/s | **{fmt(cpu['nokept'] / cpu['contextd'], 2)}×** "
+                     f"({fmt(cpu['nokept'], 0)} ÷ {fmt(cpu['contextd'], 0)} µs); "
+                     f"{fmt(rps.get('nokept'), 0)} ÷ {fmt(rps.get('contextd'), 0)} req/s | report | measured |")
     if doc["durable_store"]:
         r2 = s["s2"]
         lines.append(f"| 2 | Unary on the durable default store ÷ scenario 1 | **{fmt(r2, 2)}** "
@@ -529,6 +534,7 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s, many, gw):
              "http": "contextd over HTTP/JSON (in-memory store)",
              "auth": "contextd with API keys (`auth.mode = \"keys\"`, in-memory store)",
              "nometrics": "contextd with metrics off (`metrics.enabled = false`, in-memory store)",
+             "nokept": "contextd with no kept windows (`engine.window_cache_bytes = 0`, in-memory store)",
              "connect": "contextd over the Connect protocol (unary JSON, in-memory store)",
              "grpcweb": "contextd over gRPC-Web (protobuf, in-memory store)",
              "short": "contextd (in-memory store, 512-token windows)",
@@ -539,7 +545,7 @@ def render(doc, unary, unary_stat, rps, cpu, ghz, s, many, gw):
              "contextd-pinned": "contextd (in-memory store), pinned",
              "durable-pinned": "contextd (durable default store), pinned",
              "ceiling-pinned": "bare tonic ceiling, pinned"}
-    for target in ("contextd", "auth", "nometrics", "http", "connect", "grpcweb", "short", "durable",
+    for target in ("contextd", "auth", "nometrics", "nokept", "http", "connect", "grpcweb", "short", "durable",
                    "ceiling", "python", "postgres", "postgres2", "contextd-pinned", "durable-pinned",
                    "ceiling-pinned"):
         if target not in unary:

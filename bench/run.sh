@@ -326,9 +326,12 @@ if grep -q -- '--auth' <<<"$SERVE_HELP"; then
     printf '[metrics]\nenabled = false\n' >"$SCRATCH/no-metrics.toml"
     AUTH_TARGETS=(auth nometrics)
 fi
+# `nokept`: the same in-memory contextd with `engine.window_cache_bytes = 0` (every turn reads
+# its whole window from the store) — beside `contextd`, what the kept windows save.
+printf '[engine]\nwindow_cache_bytes = 0\n' >"$SCRATCH/no-kept.toml"
 # `connect` and `grpcweb`: the browser doors (Connect's unary JSON call, gRPC-Web in protobuf),
 # over the same HTTP/1.1 connections as `http`.
-TARGETS=(contextd "${AUTH_TARGETS[@]}" http connect grpcweb short ceiling)
+TARGETS=(contextd "${AUTH_TARGETS[@]}" nokept http connect grpcweb short ceiling)
 [ "$DURABLE" = yes ] && TARGETS+=(durable)
 [ "$PYTHON_PEER" = yes ] && TARGETS+=(python)
 # `postgres`: one contextd on PostgreSQL; `postgres2`: two replicas on one database, the
@@ -365,6 +368,8 @@ for round in $(seq 1 "$ROUNDS"); do
             --config "$SCRATCH/short-window.toml" ;;
         auth) start contextd-auth "$CONTEXTD" serve --listen 127.0.0.1:0 "${MEMORY_STORE[@]}" \
             --config "$SCRATCH/auth.toml" ;;
+        nokept) start contextd-nokept "$CONTEXTD" serve --listen 127.0.0.1:0 "${MEMORY_STORE[@]}" \
+            --config "$SCRATCH/no-kept.toml" ;;
         nometrics) start contextd-nometrics "$CONTEXTD" serve --listen 127.0.0.1:0 \
             "${MEMORY_STORE[@]}" --config "$SCRATCH/no-metrics.toml" ;;
         durable) contextd_durable ;;
