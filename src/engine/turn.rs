@@ -402,7 +402,7 @@ impl Engine {
         sink: &mut S,
         cancel: &CancellationToken,
     ) -> Result<FinishReason, EngineError> {
-        let offered = self.offered_tools(&scope.tenant, &turn.session);
+        let mut offered = self.offered_tools(&scope.tenant, &turn.session);
         let budget = turn.budget;
         // Set once the provider said the window was too long: the window is trimmed below
         // what was sent, once.
@@ -427,7 +427,8 @@ impl Engine {
             .map_err(|e| blame_tool_results(e, &turn.stored_tail, &turn.state.new_messages))?;
             // The selected history moves into the request and back after the step, rather
             // than being cloned: a full window is hundreds of messages, and cloning and
-            // dropping them took about 5 % of a unary turn's CPU.
+            // dropping them took about 5 % of a unary turn's CPU. So do the offered tools and
+            // the context (JSON schemas and documents, deep to clone).
             let mut messages: Vec<SharedMessage> = Vec::with_capacity(
                 selection.taken + turn.stored_tail.len() + turn.state.new_messages.len(),
             );
@@ -437,17 +438,19 @@ impl Engine {
             let model_request = ModelRequest {
                 model: session.model.clone(),
                 system_prompt: head.system_prompt.clone(),
-                context: session.context.clone(),
+                context: std::mem::take(&mut session.context),
                 context_text: head.context_text.clone(),
                 summary: head.summary.as_ref().map(|s| s.text.clone()),
                 messages,
-                tools: offered.clone(),
+                tools: std::mem::take(&mut offered),
                 max_output_tokens: budget.reserved_output_tokens,
             };
 
             let step = self
                 .run_model_step(turn.backend.as_ref(), &model_request, sink, cancel)
                 .await;
+            session.context = model_request.context;
+            offered = model_request.tools;
             let mut shown = model_request.messages;
             shown.truncate(selection.taken);
             shown.reverse();
