@@ -160,6 +160,22 @@ async fn turn(engine: &Engine, scope: &Scope, request: TurnRequest, ended: &mut 
     ok
 }
 
+/// Updates a session outside a turn and records how that ended.
+async fn update_session(
+    engine: &Engine,
+    scope: &Scope,
+    id: &str,
+    update: SessionUpdate,
+    ended: &mut Ended,
+) {
+    let result = engine.update_session(scope, id, update, None).await;
+    ended.push(
+        result
+            .map(|_| Default::default())
+            .map_err(|e| e.to_string()),
+    );
+}
+
 /// Runs `ops` on a session of `engine` (created with `max_context_tokens` and `strategy`);
 /// returns how every turn ended, and how many turns must have found a kept window (a
 /// successful turn right after another one of the session, with no update between).
@@ -255,12 +271,7 @@ async fn converse(
             Op::Relabel => {
                 let mut update = SessionUpdate::default();
                 update.set_labels.insert("step".into(), seed.to_string());
-                let result = engine.update_session(&scope, id, update, None).await;
-                ended.push(
-                    result
-                        .map(|_| Default::default())
-                        .map_err(|e| e.to_string()),
-                );
+                update_session(engine, &scope, id, update, &mut ended).await;
                 warm = false;
             }
             Op::Resize(tokens) => {
@@ -268,12 +279,7 @@ async fn converse(
                     max_context_tokens: Some(*tokens),
                     ..SessionUpdate::default()
                 };
-                let result = engine.update_session(&scope, id, update, None).await;
-                ended.push(
-                    result
-                        .map(|_| Default::default())
-                        .map_err(|e| e.to_string()),
-                );
+                update_session(engine, &scope, id, update, &mut ended).await;
                 warm = false;
             }
         }
