@@ -383,7 +383,7 @@ pub fn preview_to_wire(preview: &Preview) -> v1::PreviewContextResponse {
         max_context_tokens: preview.budget.max_context_tokens,
         reserved_output_tokens: preview.budget.reserved_output_tokens,
         model: preview.model.clone(),
-        tools: preview.tools.iter().map(tool_to_wire).collect(),
+        tools: preview.tools.iter().map(|t| tool_to_wire(t)).collect(),
         summary_kept: preview.summary_kept,
     }
 }

@@ -278,6 +278,10 @@ pub struct ToolSpec {
     pub annotations: Context,
 }
 
+/// A tool's description shared, not copied: the server-side tools' specs are offered to a
+/// model on every turn, and each carries a JSON Schema that is deep to clone.
+pub type SharedTool = std::sync::Arc<ToolSpec>;
+
 /// A model's request to run a tool.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ToolCall {

@@ -9,13 +9,11 @@
 //! break the schema are a tool result with `is_error` (as MCP treats input validation
 //! errors), so the model can read what is wrong and retry; they never reach the tool.
 
-use std::borrow::Cow;
-
 use super::Engine;
 use super::error::EngineError;
 use super::validate::check_context;
 use crate::domain::session::{
-    Context, ServerToolSelection, Session, SharedMessage, ToolCall, ToolSpec, validate_session_id,
+    Context, ServerToolSelection, Session, SharedMessage, SharedTool, ToolCall, validate_session_id,
 };
 use crate::domain::{Scope, TenantId};
 use crate::tools::{ServerTool, ToolOutput, ToolScope};
@@ -39,28 +37,26 @@ impl Engine {
             .map_err(EngineError::InvalidArgument)
     }
 
-    /// The selection `session` follows: its own, or the server's default.
-    fn selection_of<'a>(&'a self, session: &'a Session) -> Cow<'a, ServerToolSelection> {
+    /// The patterns of the selection `session` follows: its own, or the server's default.
+    fn selection_of<'a>(&'a self, session: &'a Session) -> &'a [String] {
         match &session.server_tools {
-            Some(selection) => Cow::Borrowed(selection),
-            None => Cow::Owned(ServerToolSelection {
-                patterns: self.config.default_server_tools.clone(),
-            }),
+            Some(selection) => &selection.patterns,
+            None => &self.config.default_server_tools,
         }
     }
 
     /// Tools a session of `tenant` offers its model: the selected server-side ones that
-    /// tenant may use, then the client's.
-    pub fn offered_tools(&self, tenant: &TenantId, session: &Session) -> Vec<ToolSpec> {
-        let selection = self.selection_of(session);
-        let mut tools: Vec<ToolSpec> = self
+    /// tenant may use (shared with the registry, not copied), then the client's.
+    pub fn offered_tools(&self, tenant: &TenantId, session: &Session) -> Vec<SharedTool> {
+        let patterns = self.selection_of(session);
+        let mut tools: Vec<SharedTool> = self
             .tools
             .tools(tenant)
             .into_iter()
-            .filter(|t| offers(&selection, &t.spec.name))
+            .filter(|t| offers(patterns, &t.spec.name))
             .map(|t| t.spec)
             .collect();
-        tools.extend(session.tools.iter().cloned());
+        tools.extend(session.tools.iter().cloned().map(SharedTool::new));
         tools
     }
 
@@ -79,26 +75,17 @@ impl Engine {
                 selection.patterns.len()
             )));
         }
-        let known: Vec<String> = self
-            .tools
-            .tools(tenant)
-            .into_iter()
-            .map(|t| t.spec.name)
-            .collect();
+        let known = self.tools.tools(tenant);
         for pattern in &selection.patterns {
             if pattern.is_empty() || pattern.chars().count() > MAX_PATTERN_LEN {
                 return Err(EngineError::InvalidArgument(format!(
                     "server_tools pattern {pattern:?} must be 1 to {MAX_PATTERN_LEN} characters: a tool name, or a pattern with * such as \"time__*\""
                 )));
             }
-            if !known.iter().any(|name| pattern_matches(pattern, name)) {
+            if !known.iter().any(|t| pattern_matches(pattern, &t.spec.name)) {
                 return Err(EngineError::InvalidArgument(format!(
                     "server_tools pattern {pattern:?} matches no server-side tool; known tools: {}",
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
+                    self.tools.known_names(tenant)
                 )));
             }
         }
@@ -211,8 +198,8 @@ impl Engine {
 }
 
 /// Whether `selection` offers the tool `name`.
-fn offers(selection: &ServerToolSelection, name: &str) -> bool {
-    selection.patterns.iter().any(|p| pattern_matches(p, name))
+fn offers(patterns: &[String], name: &str) -> bool {
+    patterns.iter().any(|p| pattern_matches(p, name))
 }
 
 /// Whether `pattern` (where `*` stands for any run of characters, possibly none) matches the
@@ -248,6 +235,8 @@ fn check_arguments(tool: &ServerTool, arguments: &Context) -> Result<(), String>
 mod tests {
     use serde_json::{Value, json};
 
+    use crate::domain::session::ToolSpec;
+
     use super::*;
 
     #[test]
@@ -264,13 +253,11 @@ mod tests {
         assert!(!pattern_matches("a*b*c", "a-c-b"));
         // The prefix and the suffix may not share characters.
         assert!(!pattern_matches("ab*ba", "aba"));
-        let selection = ServerToolSelection {
-            patterns: vec!["context_*".into(), "history_search".into()],
-        };
-        assert!(offers(&selection, "context_set"));
-        assert!(offers(&selection, "history_search"));
-        assert!(!offers(&selection, "time__get_current_time"));
-        assert!(!offers(&ServerToolSelection::default(), "context_get"));
+        let patterns = ["context_*".to_string(), "history_search".to_string()];
+        assert!(offers(&patterns, "context_set"));
+        assert!(offers(&patterns, "history_search"));
+        assert!(!offers(&patterns, "time__get_current_time"));
+        assert!(!offers(&[], "context_get"));
     }
 
     fn tool(schema: Value) -> ServerTool {

@@ -12,7 +12,7 @@ use super::validate::{check_context, check_message};
 use super::window::{Assembly, WindowBudget, WindowSource, assemble_window};
 use crate::domain::Scope;
 use crate::domain::patch::merge_context;
-use crate::domain::session::{self, Context, ContextSummary, Role, Session, ToolSpec};
+use crate::domain::session::{self, Context, ContextSummary, Role, Session, SharedTool};
 use crate::domain::tokens::TokenCounter;
 
 /// What a window holds at one position.
@@ -67,7 +67,7 @@ pub struct Preview {
     /// The session's model.
     pub model: String,
     /// Tools the model would be offered.
-    pub tools: Vec<ToolSpec>,
+    pub tools: Vec<SharedTool>,
     /// Whether a summary was written and stored for the next turn (`summarize = true`).
     pub summary_kept: bool,
 }

@@ -769,7 +769,7 @@ impl Engine {
 
 /// The result of a call to a tool the session does not offer (the model made it up, or it
 /// is a server-side tool outside the session's `server_tools`).
-fn not_offered(name: &str, offered: &[crate::domain::session::ToolSpec]) -> ToolOutput {
+fn not_offered(name: &str, offered: &[crate::domain::session::SharedTool]) -> ToolOutput {
     let names: Vec<&str> = offered.iter().map(|t| t.name.as_str()).collect();
     let names = if names.is_empty() {
         "none".to_string()

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::McpConfig;
 use crate::domain::Scope;
-use crate::domain::session::{Context, FinishReason, Message, Session, ToolCall};
+use crate::domain::session::{Context, FinishReason, Message, Session, ToolCall, ToolSpec};
 use crate::engine::{Engine, EngineError, ErrorKind, Lifecycle, TurnRequest, TurnSink};
 
 /// The tool that hands a message to a contextd session and answers the reply.
@@ -151,19 +151,23 @@ impl McpCatalog {
             .server_tools(&scope.tenant)
             .into_iter()
             .map(|tool| {
-                let mut input_schema = tool.spec.input_schema;
+                // The listing's own copy: the spec stays shared with the registry.
+                let ToolSpec {
+                    name,
+                    mut description,
+                    mut input_schema,
+                    mut annotations,
+                } = Arc::unwrap_or_clone(tool.spec);
                 if tool.needs_session {
                     add_session_argument(&mut input_schema);
                 }
-                let mut description = tool.spec.description;
-                let mut annotations = tool.spec.annotations;
                 if !tool.own_annotations && !annotations.is_empty() {
                     // Another server's word: shown to the host, not asserted by contextd.
                     let hints = Value::Object(std::mem::take(&mut annotations));
                     description.push_str(&format!("\n(server hints: {hints})"));
                 }
                 McpTool {
-                    name: tool.spec.name,
+                    name,
                     description,
                     input_schema,
                     annotations,

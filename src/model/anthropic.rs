@@ -537,12 +537,12 @@ mod tests {
                 message(Role::Tool, "sunny", "toolu_1"),
                 message(Role::Tool, "warm", "toolu_2"),
             ],
-            tools: vec![ToolSpec {
+            tools: vec![Arc::new(ToolSpec {
                 name: "t".into(),
                 description: "d".into(),
                 input_schema: Context::new(),
                 annotations: Context::new(),
-            }],
+            })],
             max_output_tokens: 64,
         };
         let body = request_body("claude-sonnet-4-5", &request);

@@ -237,6 +237,7 @@ mod tests {
     use super::*;
     use crate::domain::session::{Message, ToolSpec};
     use serde_json::json;
+    use std::sync::Arc;
     use std::time::SystemTime;
 
     fn message(role: Role, content: &str) -> Message {
@@ -262,12 +263,12 @@ mod tests {
             context_text: String::new(),
             summary: None,
             messages: messages.into_iter().map(Into::into).collect(),
-            tools: vec![ToolSpec {
+            tools: vec![Arc::new(ToolSpec {
                 name: "lookup".into(),
                 description: String::new(),
                 input_schema: Context::new(),
                 annotations: Context::new(),
-            }],
+            })],
             max_output_tokens: 100,
         }
     }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use futures_util::Stream;
 
-use crate::domain::session::{Context, SharedMessage, ToolCall, ToolSpec};
+use crate::domain::session::{Context, SharedMessage, SharedTool, ToolCall};
 
 /// What the model is shown for one step of a turn.
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ pub struct ModelRequest {
     /// History in the window followed by the current turn's messages, oldest first.
     pub messages: Vec<SharedMessage>,
     /// Tools the model may call (server-side and client-declared).
-    pub tools: Vec<ToolSpec>,
+    pub tools: Vec<SharedTool>,
     /// Tokens the reply may use.
     pub max_output_tokens: u32,
 }

@@ -467,12 +467,12 @@ mod tests {
             context_text: "Session context (JSON):\n{}".into(),
             summary: Some("They met.".into()),
             messages: vec![message(Role::User, "hi"), message(Role::Tool, "42")],
-            tools: vec![ToolSpec {
+            tools: vec![Arc::new(ToolSpec {
                 name: "t".into(),
                 description: "d".into(),
                 input_schema: Context::new(),
                 annotations: Context::new(),
-            }],
+            })],
             max_output_tokens: 50,
         };
         let body = request_body(http().provider_model(&request.model), &request);

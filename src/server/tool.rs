@@ -40,7 +40,7 @@ impl ToolService for ToolApi {
                 self.engine
                     .offered_tools(&scope.tenant, &session)
                     .into_iter()
-                    .map(|tool| tool.name)
+                    .map(|tool| tool.name.clone())
                     .collect(),
             )
         };

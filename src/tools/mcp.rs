@@ -323,9 +323,13 @@ impl ToolProvider for McpTools {
 /// already has: the earlier one keeps it, as [`McpTools::call`] sends calls to the first
 /// server that lists a name, so the listing names exactly what a call would reach.
 fn first_of_each_name(tools: impl Iterator<Item = ServerTool>) -> Vec<ServerTool> {
+    let tools: Vec<ServerTool> = tools.collect();
     let mut seen = std::collections::HashSet::new();
+    // Clones share the spec and schema: no name or schema is copied.
     tools
-        .filter(|tool| seen.insert(tool.spec.name.clone()))
+        .iter()
+        .filter(|tool| seen.insert(tool.spec.name.as_str()))
+        .cloned()
         .collect()
 }
 

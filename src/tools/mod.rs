@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::domain::TenantId;
-use crate::domain::session::{Context, SharedMessage, ToolSpec};
+use crate::domain::session::{Context, SharedMessage, SharedTool, ToolSpec};
 use crate::store::SessionStore;
 use schema::CompiledSchema;
 
@@ -66,11 +66,12 @@ pub struct ToolScope<'a> {
 }
 
 /// A server-side tool, whether it needs a session, and its schema compiled. Built with
-/// [`ServerTool::new`], once per listing: cloning it shares the compiled schema.
+/// [`ServerTool::new`], once per listing: cloning it shares the spec and the compiled schema,
+/// so a turn that lists the tools it offers copies no schema.
 #[derive(Debug, Clone)]
 pub struct ServerTool {
     /// Name, description, schema.
-    pub spec: ToolSpec,
+    pub spec: SharedTool,
     /// Whether calls must name a session.
     pub needs_session: bool,
     /// `spec.input_schema`, compiled when the tool was built.
@@ -87,7 +88,7 @@ impl ServerTool {
     pub fn new(spec: ToolSpec, needs_session: bool) -> Self {
         let schema = CompiledSchema::new(&spec.input_schema);
         Self {
-            spec,
+            spec: Arc::new(spec),
             needs_session,
             schema,
             own_annotations: false,
@@ -167,16 +168,19 @@ impl ToolRegistry {
     /// Every server-side tool `tenant` may use, in registration order (a name an earlier
     /// provider has is left out).
     pub fn tools(&self, tenant: &TenantId) -> Vec<ServerTool> {
-        let mut seen = std::collections::HashSet::new();
-        let mut tools = Vec::new();
-        for provider in &self.providers {
-            for tool in provider.tools(tenant) {
-                if seen.insert(tool.spec.name.clone()) {
-                    tools.push(tool);
-                }
-            }
+        let mut lists: Vec<Vec<ServerTool>> =
+            self.providers.iter().map(|p| p.tools(tenant)).collect();
+        if lists.len() <= 1 {
+            // Names are unique within a provider.
+            return lists.pop().unwrap_or_default();
         }
-        tools
+        let mut seen = std::collections::HashSet::new();
+        lists
+            .iter()
+            .flatten()
+            .filter(|tool| seen.insert(tool.spec.name.as_str()))
+            .cloned()
+            .collect()
     }
 
     /// The tool named `name` that `tenant` may use, and its provider.
@@ -197,11 +201,8 @@ impl ToolRegistry {
     /// Names of every server-side tool `tenant` may use, comma separated (for error
     /// messages, which name only what the caller may know).
     pub fn known_names(&self, tenant: &TenantId) -> String {
-        let names: Vec<String> = self
-            .tools(tenant)
-            .into_iter()
-            .map(|t| t.spec.name)
-            .collect();
+        let tools = self.tools(tenant);
+        let names: Vec<&str> = tools.iter().map(|t| t.spec.name.as_str()).collect();
         if names.is_empty() {
             "none".to_string()
         } else {
