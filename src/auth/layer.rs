@@ -106,7 +106,7 @@ pub async fn authenticate(
 
 /// The refusal of `request`, in its protocol's format.
 fn refuse(request: &Request, error: &AuthError) -> Response {
-    metrics::counter!("contextd_rejected_total", "reason" => error.reason()).increment(1);
+    crate::telemetry::metrics::rejected(error.reason());
     tracing::info!(
         path = request.uri().path(),
         reason = error.reason(),

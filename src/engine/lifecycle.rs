@@ -196,7 +196,7 @@ impl Lifecycle {
 
 /// A refusal for too many running turns, counted in `contextd_rejected_total`.
 fn too_many_turns(message: String) -> EngineError {
-    metrics::counter!("contextd_rejected_total", "reason" => "turns_in_flight").increment(1);
+    crate::telemetry::metrics::rejected("turns_in_flight");
     EngineError::Overloaded {
         message,
         retry_after: TURN_RETRY_AFTER,

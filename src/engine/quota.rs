@@ -58,7 +58,7 @@ impl Engine {
             }
         };
         if stored >= quota {
-            metrics::counter!("contextd_rejected_total", "reason" => "storage_quota").increment(1);
+            crate::telemetry::metrics::rejected("storage_quota");
             return Err(EngineError::ResourceExhausted(format!(
                 "tenant '{tenant}' stores {stored} bytes, at its quota limits.tenant_storage_bytes \
                  ({quota}); delete sessions it no longer needs, or ask an operator to raise the quota"

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::domain::session::FinishReason;
 use crate::telemetry::metrics::{
-    GaugeGuard, MODEL_REQUEST_DURATION_SECONDS, MODEL_TOKENS_TOTAL, TOOL_CALLS_TOTAL,
+    GaugeGuard, Handles, MODEL_REQUEST_DURATION_SECONDS, MODEL_TOKENS_TOTAL, TOOL_CALLS_TOTAL,
     TURNS_IN_FLIGHT, TURNS_TOTAL,
 };
 
@@ -32,7 +32,11 @@ pub(super) fn turn_done(model: &str, result: &Result<TurnOutcome, EngineError>) 
         Err(_) => "failed",
     };
     let model = if model.is_empty() { "unknown" } else { model };
-    metrics::counter!(TURNS_TOTAL, "model" => model.to_owned(), "finish_reason" => finish)
+    static TURNS: Handles<metrics::Counter> = Handles::new();
+    TURNS
+        .get(model, finish, || {
+            metrics::counter!(TURNS_TOTAL, "model" => model.to_owned(), "finish_reason" => finish)
+        })
         .increment(1);
 }
 
@@ -48,21 +52,37 @@ fn finish_label(finish: &FinishReason) -> &'static str {
 
 /// Records one model call of `backend` that took `took`.
 pub(super) fn model_call(backend: &str, took: Duration) {
-    metrics::histogram!(MODEL_REQUEST_DURATION_SECONDS, "backend" => backend.to_owned())
+    static CALLS: Handles<metrics::Histogram> = Handles::new();
+    CALLS
+        .get(
+            backend,
+            "",
+            || metrics::histogram!(MODEL_REQUEST_DURATION_SECONDS, "backend" => backend.to_owned()),
+        )
         .record(took.as_secs_f64());
 }
 
 /// Counts a model step's tokens.
 pub(super) fn model_tokens(backend: &str, input: u64, output: u64) {
-    metrics::counter!(MODEL_TOKENS_TOTAL, "backend" => backend.to_owned(), "direction" => "input")
-        .increment(input);
-    metrics::counter!(MODEL_TOKENS_TOTAL, "backend" => backend.to_owned(), "direction" => "output")
-        .increment(output);
+    static TOKENS: Handles<metrics::Counter> = Handles::new();
+    for (direction, tokens) in [("input", input), ("output", output)] {
+        TOKENS
+            .get(backend, direction, || {
+                metrics::counter!(MODEL_TOKENS_TOTAL, "backend" => backend.to_owned(), "direction" => direction)
+            })
+            .increment(tokens);
+    }
 }
 
 /// Counts a server-side tool call (`tool` is a known tool's name or `unknown`).
 pub(super) fn tool_call(tool: &str, is_error: bool) {
     let outcome = if is_error { "error" } else { "ok" };
-    metrics::counter!(TOOL_CALLS_TOTAL, "tool" => tool.to_owned(), "outcome" => outcome)
+    static CALLS: Handles<metrics::Counter> = Handles::new();
+    CALLS
+        .get(
+            tool,
+            outcome,
+            || metrics::counter!(TOOL_CALLS_TOTAL, "tool" => tool.to_owned(), "outcome" => outcome),
+        )
         .increment(1);
 }

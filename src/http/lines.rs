@@ -95,7 +95,7 @@ async fn answer(doors: &JsonDoors, line: &[u8], peer: Option<&PeerIdentity>) -> 
     {
         Ok(scope) => scope,
         Err(error) => {
-            metrics::counter!("contextd_rejected_total", "reason" => error.reason()).increment(1);
+            crate::telemetry::metrics::rejected(error.reason());
             return ApiError::from(error.status()).body();
         }
     };

@@ -160,8 +160,7 @@ async fn connection(stream: TcpStream, listening: Listening) {
         Ok(Some(ready)) => ready,
         Ok(None) => return,
         Err(_) => {
-            metrics::counter!("contextd_rejected_total", "reason" => "handshake_timeout")
-                .increment(1);
+            crate::telemetry::metrics::rejected("handshake_timeout");
             tracing::debug!(
                 "closing a connection that did not finish its handshake within limits.handshake_timeout_ms"
             );

@@ -85,7 +85,7 @@ impl ConnectionBudget {
                 open: self.open.clone(),
             });
         }
-        metrics::counter!("contextd_rejected_total", "reason" => "max_connections").increment(1);
+        crate::telemetry::metrics::rejected("max_connections");
         self.log_refusal();
         None
     }
@@ -130,14 +130,15 @@ pub(crate) struct DoorGauge {
 impl DoorGauge {
     /// Counts one open connection of `door` (`"http"` or `"lines"`).
     pub(crate) fn open(door: &'static str) -> Self {
-        metrics::gauge!("contextd_connections_open", "door" => door).increment(1.0);
+        metrics::gauge!(crate::telemetry::metrics::CONNECTIONS_OPEN, "door" => door).increment(1.0);
         Self { door }
     }
 }
 
 impl Drop for DoorGauge {
     fn drop(&mut self) {
-        metrics::gauge!("contextd_connections_open", "door" => self.door).decrement(1.0);
+        metrics::gauge!(crate::telemetry::metrics::CONNECTIONS_OPEN, "door" => self.door)
+            .decrement(1.0);
     }
 }
 

@@ -216,8 +216,7 @@ where
                 .map(|scope| scope.tenant)
                 .unwrap_or_default();
             if let Err(wait) = rates.check(&tenant) {
-                metrics::counter!("contextd_rejected_total", "reason" => "rate_limited")
-                    .increment(1);
+                crate::telemetry::metrics::rejected("rate_limited");
                 let status = rates.refusal(&tenant, wait);
                 let response = match self.answer {
                     Answer::Grpc => status.into_http::<Body>(),

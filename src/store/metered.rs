@@ -15,7 +15,7 @@ use super::{SessionLease, SessionStore, StoreError};
 use crate::domain::TenantId;
 use crate::domain::receipt::TurnReceipt;
 use crate::domain::session::{Session, SharedMessage};
-use crate::telemetry::metrics::STORE_OPERATION_DURATION_SECONDS;
+use crate::telemetry::metrics::{Handles, STORE_OPERATION_DURATION_SECONDS};
 
 /// `inner`, timed.
 pub struct MeteredStore {
@@ -37,12 +37,16 @@ impl MeteredStore {
         let span = tracing::debug_span!("store", store = self.store, operation);
         let started = Instant::now();
         let result = run.instrument(span).await;
-        metrics::histogram!(
-            STORE_OPERATION_DURATION_SECONDS,
-            "store" => self.store,
-            "operation" => operation
-        )
-        .record(started.elapsed().as_secs_f64());
+        static DURATIONS: Handles<metrics::Histogram> = Handles::new();
+        DURATIONS
+            .get(self.store, operation, || {
+                metrics::histogram!(
+                    STORE_OPERATION_DURATION_SECONDS,
+                    "store" => self.store,
+                    "operation" => operation
+                )
+            })
+            .record(started.elapsed().as_secs_f64());
         result
     }
 }
