@@ -23,18 +23,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
 
-use hashlink::LruCache;
-
 use crate::domain::TenantId;
 use crate::domain::session::{Role, Session, SharedMessage};
+use crate::store::lru::{SessionLru, Weighed};
 
 /// Bytes counted for a kept message besides its text.
 const MESSAGE_OVERHEAD: usize = 64;
 /// Bytes counted for an entry besides its messages.
 const ENTRY_OVERHEAD: usize = 256;
-
-/// A session, by tenant and id.
-type Key = (TenantId, String);
 
 /// What identifies a stored state of a session: a turn may use a kept window only if the
 /// session it read has the same.
@@ -76,18 +72,19 @@ struct Entry {
     bytes: usize,
 }
 
+impl Weighed for Entry {
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 /// The kept windows of this process.
 pub(super) struct KeptWindows {
     budget: usize,
-    inner: Mutex<Inner>,
+    entries: Mutex<SessionLru<Entry>>,
     /// Turns that used a kept window (for tests that show it is used).
     #[cfg(test)]
     hits: AtomicU64,
-}
-
-struct Inner {
-    entries: LruCache<Key, Entry>,
-    bytes: usize,
 }
 
 /// The oldest index a window of `session` may show: the first message, or the first after
@@ -101,17 +98,14 @@ impl KeptWindows {
     pub(super) fn new(budget: usize) -> Self {
         Self {
             budget,
-            inner: Mutex::new(Inner {
-                entries: LruCache::new_unbounded(),
-                bytes: 0,
-            }),
+            entries: Mutex::new(SessionLru::new(budget)),
             #[cfg(test)]
             hits: AtomicU64::new(0),
         }
     }
 
-    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn entries(&self) -> std::sync::MutexGuard<'_, SessionLru<Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes out the history kept for `session` (as read from the store) before index
@@ -127,14 +121,7 @@ impl KeptWindows {
         if self.budget == 0 {
             return None;
         }
-        let entry = {
-            let mut inner = self.inner();
-            let entry = inner
-                .entries
-                .remove(&(tenant.clone(), session.id.clone()))?;
-            inner.bytes -= entry.bytes;
-            entry
-        };
+        let entry = self.entries().remove(tenant, &session.id)?;
         let usable = entry.stamp == Stamp::of(session)
             && entry.end == before
             && (entry.reaches_start || entry.tokens > u64::from(input_tokens));
@@ -184,62 +171,20 @@ impl KeptWindows {
             reaches_start,
             bytes,
         };
-        let mut evicted = Vec::new();
-        {
-            let mut inner = self.inner();
-            if let Some(old) = inner
-                .entries
-                .insert((tenant.clone(), session.id.clone()), entry)
-            {
-                inner.bytes -= old.bytes;
-                evicted.push(old);
-            }
-            inner.bytes += bytes;
-            while inner.bytes > self.budget {
-                let Some((_, old)) = inner.entries.remove_lru() else {
-                    break;
-                };
-                inner.bytes -= old.bytes;
-                evicted.push(old);
-            }
-        }
+        let gone = self.entries().insert(tenant, &session.id, entry);
         // Their messages are released outside the lock.
-        drop(evicted);
+        drop(gone);
     }
 
     /// Drops what is kept for a session (deleted, or changed outside a turn).
     pub(super) fn forget(&self, tenant: &TenantId, session_id: &str) {
-        let old = {
-            let mut inner = self.inner();
-            let old = inner
-                .entries
-                .remove(&(tenant.clone(), session_id.to_string()));
-            if let Some(old) = &old {
-                inner.bytes -= old.bytes;
-            }
-            old
-        };
+        let old = self.entries().remove(tenant, session_id);
         drop(old);
     }
 
     /// Drops what is kept for every session of `tenant`.
     pub(super) fn forget_tenant(&self, tenant: &TenantId) {
-        let mut gone = Vec::new();
-        {
-            let mut inner = self.inner();
-            let keys: Vec<Key> = inner
-                .entries
-                .iter()
-                .filter(|((t, _), _)| t == tenant)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in keys {
-                if let Some(old) = inner.entries.remove(&key) {
-                    inner.bytes -= old.bytes;
-                    gone.push(old);
-                }
-            }
-        }
+        let gone = self.entries().remove_tenant(Some(tenant));
         drop(gone);
     }
 
@@ -252,7 +197,7 @@ impl KeptWindows {
     /// Bytes counted for what is kept now.
     #[cfg(test)]
     pub(super) fn bytes(&self) -> usize {
-        self.inner().bytes
+        self.entries().bytes()
     }
 }
 

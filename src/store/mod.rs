@@ -12,6 +12,7 @@ mod db_file;
 #[doc(hidden)]
 pub mod fault;
 pub mod keys;
+pub(crate) mod lru;
 pub mod memory;
 pub mod metered;
 pub mod open;

@@ -23,10 +23,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hashlink::LruCache;
-
 use crate::domain::TenantId;
 use crate::domain::session::{Session, SharedMessage};
+use crate::store::lru::{SessionLru, Weighed};
 
 /// Bytes counted for a cached message besides its text.
 const MESSAGE_OVERHEAD: usize = 160;
@@ -48,8 +47,7 @@ pub(crate) struct SessionCache {
 type Key = (TenantId, String);
 
 struct Inner {
-    entries: LruCache<Key, Entry>,
-    bytes: usize,
+    entries: SessionLru<Entry>,
     /// Source of [`Entry::generation`].
     next_generation: u64,
     /// Sessions whose lease this process holds (shared databases only), with how many
@@ -78,6 +76,12 @@ impl Entry {
     /// The index of the oldest cached message.
     fn start(&self) -> u64 {
         self.end - self.messages.len() as u64
+    }
+}
+
+impl Weighed for Entry {
+    fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -128,8 +132,7 @@ impl SessionCache {
             budget,
             shared,
             inner: Mutex::new(Inner {
-                entries: LruCache::new_unbounded(),
-                bytes: 0,
+                entries: SessionLru::new(budget),
                 next_generation: 0,
                 leased: HashMap::new(),
             }),
@@ -145,10 +148,10 @@ impl SessionCache {
     pub fn lease_taken(&self, tenant: &TenantId, session_id: &str) {
         let mut inner = self.lock();
         let key = (tenant.clone(), session_id.to_string());
-        *inner.leased.entry(key.clone()).or_default() += 1;
-        if let Some(entry) = inner.entries.peek_mut(&key) {
-            entry.confirmed = false;
-        }
+        *inner.leased.entry(key).or_default() += 1;
+        inner
+            .entries
+            .update(tenant, session_id, false, |e| e.confirmed = false);
     }
 
     /// The session's lease is going: other replicas may change it from now on.
@@ -161,9 +164,9 @@ impl SessionCache {
                 inner.leased.remove(&key);
             }
         }
-        if let Some(entry) = inner.entries.peek_mut(&key) {
-            entry.confirmed = false;
-        }
+        inner
+            .entries
+            .update(tenant, session_id, false, |e| e.confirmed = false);
     }
 
     /// Shared databases: after reading the session's row (`None`: no such session), keeps the
@@ -176,21 +179,22 @@ impl SessionCache {
         let mut inner = self.lock();
         let key = (tenant.clone(), session_id.to_string());
         let leased = inner.leased.contains_key(&key);
-        let Some(entry) = inner.entries.peek_mut(&key) else {
-            return;
-        };
-        let current = match (stored, &entry.session) {
-            (Some(stored), Some(written)) => {
-                stored.version == written.version
-                    && micros(stored.create_time) == micros(written.create_time)
-                    && stored.message_count == entry.end
+        let current = inner.entries.update(tenant, session_id, false, |entry| {
+            let current = match (stored, &entry.session) {
+                (Some(stored), Some(written)) => {
+                    stored.version == written.version
+                        && micros(stored.create_time) == micros(written.create_time)
+                        && stored.message_count == entry.end
+                }
+                _ => false,
+            };
+            if current {
+                entry.confirmed = leased;
             }
-            _ => false,
-        };
-        if current {
-            entry.confirmed = leased;
-        } else if let Some(old) = inner.entries.remove(&key) {
-            inner.bytes -= old.bytes;
+            current
+        });
+        if current == Some(false) {
+            inner.entries.remove(tenant, session_id);
         }
     }
 
@@ -204,19 +208,15 @@ impl SessionCache {
             // The row is always read: that read is what confirms the entry.
             return None;
         }
-        let mut inner = self.lock();
-        let key = (tenant.clone(), session_id.to_string());
-        inner.entries.get(&key)?.session.clone()
+        self.lock().entries.get(tenant, session_id)?.session.clone()
     }
 
     /// Whether the session's stored row is known to have no pending tool calls (its row is
     /// cached and has none), so a commit need not clear them.
     pub fn known_without_pending(&self, tenant: &TenantId, session_id: &str) -> bool {
-        let inner = self.lock();
-        let key = (tenant.clone(), session_id.to_string());
-        inner
+        self.lock()
             .entries
-            .peek(&key)
+            .peek(tenant, session_id)
             .filter(|e| self.usable(e))
             .and_then(|e| e.session.as_ref())
             .is_some_and(|s| s.pending.is_none())
@@ -232,8 +232,7 @@ impl SessionCache {
         limit: usize,
     ) -> CachedHistory {
         let mut inner = self.lock();
-        let key = (tenant.clone(), session_id.to_string());
-        let Some(entry) = inner.entries.get(&key) else {
+        let Some(entry) = inner.entries.get(tenant, session_id) else {
             return CachedHistory::Miss(None);
         };
         if !self.usable(entry) {
@@ -263,24 +262,23 @@ impl SessionCache {
         messages: &[SharedMessage],
     ) {
         let mut inner = self.lock();
-        let key = (tenant.clone(), session.id.clone());
         // On a shared database only a confirmed entry is known to hold this session's history;
         // another one (another replica may have recreated the session meanwhile) starts over.
         let continues = inner
             .entries
-            .peek(&key)
+            .peek(tenant, &session.id)
             .is_some_and(|e| e.end == first_index && self.usable(e));
         if !continues {
             // A new session, or a history this cache did not follow: start a new run.
-            if let Some(old) = inner.entries.remove(&key) {
-                inner.bytes -= old.bytes;
-            }
             inner.next_generation += 1;
             let generation = inner.next_generation;
             // Written under this process's lease: nobody else can change it until it goes.
-            let confirmed = inner.leased.contains_key(&key);
+            let confirmed = inner
+                .leased
+                .contains_key(&(tenant.clone(), session.id.clone()));
             inner.entries.insert(
-                key.clone(),
+                tenant,
+                &session.id,
                 Entry {
                     generation,
                     session: None,
@@ -291,25 +289,20 @@ impl SessionCache {
                 },
             );
         }
-        let budget = self.budget;
-        let Inner { entries, bytes, .. } = &mut *inner;
-        let Some(entry) = entries.get_mut(&key) else {
-            return;
-        };
-        let before = entry.bytes;
-        if let Some(old) = entry.session.take() {
-            entry.bytes -= session_bytes(&old);
-        }
-        entry.bytes += session_bytes(session);
-        entry.session = Some(session.clone());
-        for message in messages {
-            entry.bytes += message_bytes(message);
-            entry.messages.push_back(message.clone());
-        }
-        entry.end = first_index + messages.len() as u64;
-        trim_history(entry, budget / 8);
-        *bytes = *bytes + entry.bytes - before;
-        evict(&mut inner, budget);
+        let limit = self.budget / 8;
+        inner.entries.update(tenant, &session.id, true, |entry| {
+            if let Some(old) = entry.session.take() {
+                entry.bytes -= session_bytes(&old);
+            }
+            entry.bytes += session_bytes(session);
+            entry.session = Some(session.clone());
+            for message in messages {
+                entry.bytes += message_bytes(message);
+                entry.messages.push_back(message.clone());
+            }
+            entry.end = first_index + messages.len() as u64;
+            trim_history(entry, limit);
+        });
     }
 
     /// After a database read of the messages before `start` (newest first) for an entry of
@@ -324,73 +317,34 @@ impl SessionCache {
         let Some(generation) = generation else {
             return;
         };
-        let budget = self.budget;
+        let limit = self.budget / 8;
         let mut inner = self.lock();
-        let key = (tenant.clone(), session_id.to_string());
-        let Inner { entries, bytes, .. } = &mut *inner;
-        let Some(entry) = entries.get_mut(&key) else {
-            return;
-        };
-        if entry.generation != generation || !self.usable(entry) {
+        let usable = inner
+            .entries
+            .peek(tenant, session_id)
+            .is_some_and(|e| e.generation == generation && self.usable(e));
+        if !usable {
             return;
         }
-        let before = entry.bytes;
-        for message in read {
-            // Only the message right before the oldest cached one keeps the run contiguous.
-            if entry.start() == 0 || message.index != entry.start() - 1 {
-                continue;
-            }
-            if entry.bytes + message_bytes(message) > budget / 8
-                || entry.messages.len() >= MAX_MESSAGES
-            {
-                break;
-            }
-            entry.bytes += message_bytes(message);
-            entry.messages.push_front(message.clone());
-        }
-        *bytes = *bytes + entry.bytes - before;
-        evict(&mut inner, budget);
+        inner.entries.update(tenant, session_id, true, |entry| {
+            add_before(entry, read, limit);
+        });
     }
 
     /// Drops the session's entry (before and after anything that may remove its rows).
     pub fn forget(&self, tenant: &TenantId, session_id: &str) {
-        let mut inner = self.lock();
-        if let Some(old) = inner
-            .entries
-            .remove(&(tenant.clone(), session_id.to_string()))
-        {
-            inner.bytes -= old.bytes;
-        }
+        self.lock().entries.remove(tenant, session_id);
     }
 
     /// Drops every entry of `tenant`, or every entry when `None`.
     pub fn forget_all(&self, tenant: Option<&TenantId>) {
-        let mut inner = self.lock();
-        match tenant {
-            None => {
-                inner.entries.clear();
-                inner.bytes = 0;
-            }
-            Some(tenant) => {
-                let keys: Vec<_> = inner
-                    .entries
-                    .iter()
-                    .filter(|((t, _), _)| t == tenant)
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for key in keys {
-                    if let Some(old) = inner.entries.remove(&key) {
-                        inner.bytes -= old.bytes;
-                    }
-                }
-            }
-        }
+        self.lock().entries.remove_tenant(tenant);
     }
 
     /// Bytes held now, as counted.
     #[cfg(test)]
     pub fn bytes(&self) -> usize {
-        self.lock().bytes
+        self.lock().entries.bytes()
     }
 }
 
@@ -404,13 +358,19 @@ fn trim_history(entry: &mut Entry, limit: usize) {
     }
 }
 
-/// Drops the least recently used entries until the cache is within `budget`.
-fn evict(inner: &mut Inner, budget: usize) {
-    while inner.bytes > budget {
-        let Some((_, old)) = inner.entries.remove_lru() else {
+/// Adds the messages of `read` (newest first) that continue the entry's run at its start,
+/// while it stays within `limit` bytes and [`MAX_MESSAGES`].
+fn add_before(entry: &mut Entry, read: &[SharedMessage], limit: usize) {
+    for message in read {
+        // Only the message right before the oldest cached one keeps the run contiguous.
+        if entry.start() == 0 || message.index != entry.start() - 1 {
+            continue;
+        }
+        if entry.bytes + message_bytes(message) > limit || entry.messages.len() >= MAX_MESSAGES {
             break;
-        };
-        inner.bytes -= old.bytes;
+        }
+        entry.bytes += message_bytes(message);
+        entry.messages.push_front(message.clone());
     }
 }
 
