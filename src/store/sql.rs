@@ -1339,6 +1339,15 @@ pub(crate) mod tests {
             unreachable!("a SQLite store")
         };
         let held = write.acquire().await.expect("the writer connection");
+        let taken = || {
+            store
+                .group
+                .stats()
+                .taken
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let taken_before = taken();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut running = Vec::new();
         for (i, mut session) in sessions.into_iter().enumerate() {
             let store = store.clone();
@@ -1352,9 +1361,15 @@ pub(crate) mod tests {
                     .commit(&tenant, &session, Some(expected), &messages, None)
                     .await
             }));
+            if i == 0 {
+                // The first commit is taken into a batch of its own, which waits for the
+                // connection; only then are the others sent, so they all queue behind it.
+                while taken() == taken_before {
+                    assert!(tokio::time::Instant::now() < deadline, "never taken");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
         }
-        // One commit was taken into a batch (waiting for the connection), the rest queue.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while store.group.queued() < 31 {
             assert!(
                 tokio::time::Instant::now() < deadline,
