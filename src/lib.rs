@@ -71,6 +71,7 @@ pub use store::SessionStore;
 pub mod fuzzing {
     pub use crate::engine::window::{
         HistorySelection, PinnedHead, TurnTooLarge, WindowBudget, select_history, take_units,
+        take_units_from_oldest,
     };
     pub use crate::model::anthropic::EventParser as AnthropicEventParser;
     pub use crate::model::http::{HttpBackend, SseParser};

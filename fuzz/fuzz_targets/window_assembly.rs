@@ -5,14 +5,15 @@
 //! token count each). Checked: no panic or overflow; a window never exceeds the input budget;
 //! its token sums add up; it is a newest suffix that starts at a unit boundary (never a tool
 //! result without the call before it); it stops only where the next unit does not fit; and a
-//! refusal happens exactly when the turn alone does not fit.
+//! refusal happens exactly when the turn alone does not fit. Walking back from the oldest
+//! message with the history's total (`take_units_from_oldest`, what turns do) takes the same.
 #![no_main]
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use contextd::domain::session::{Message, Role, SharedMessage};
-use contextd::fuzzing::{PinnedHead, WindowBudget, select_history};
+use contextd::fuzzing::{PinnedHead, WindowBudget, select_history, take_units_from_oldest};
 use libfuzzer_sys::fuzz_target;
 
 fn u16_at(data: &[u8], at: usize) -> u16 {
@@ -90,6 +91,12 @@ fuzz_target!(|data: &[u8]| {
             let taken = &newest_first[..selection.taken];
             let sum: u32 = taken.iter().map(|m| m.token_count).sum();
             assert_eq!(selection.tokens, sum);
+            let total: u64 = newest_first.iter().map(|m| u64::from(m.token_count)).sum();
+            assert_eq!(
+                take_units_from_oldest(&newest_first, total, available - turn_tokens),
+                (selection.taken, selection.tokens),
+                "walking back from the oldest message takes another window"
+            );
             assert_eq!(selection.total_tokens, head.tokens() + sum + turn_tokens);
             assert!(
                 sum + turn_tokens <= available,

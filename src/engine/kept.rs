@@ -23,6 +23,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
 
+use super::window::Totals;
 use crate::domain::TenantId;
 use crate::domain::session::{Role, Session, SharedMessage};
 use crate::store::lru::{SessionLru, Weighed};
@@ -64,8 +65,8 @@ struct Entry {
     end: u64,
     /// Newest first.
     history: Vec<SharedMessage>,
-    /// Their tokens.
-    tokens: u64,
+    /// What they hold.
+    totals: Totals,
     /// Whether the oldest kept message is the oldest a window may show (the first message,
     /// or the first after the summary).
     reaches_start: bool,
@@ -117,48 +118,47 @@ impl KeptWindows {
         session: &Session,
         before: u64,
         input_tokens: u32,
-    ) -> Option<Vec<SharedMessage>> {
+    ) -> Option<(Vec<SharedMessage>, Totals)> {
         if self.budget == 0 {
             return None;
         }
         let entry = self.entries().remove(tenant, &session.id)?;
         let usable = entry.stamp == Stamp::of(session)
             && entry.end == before
-            && (entry.reaches_start || entry.tokens > u64::from(input_tokens));
+            && (entry.reaches_start || entry.totals.tokens > u64::from(input_tokens));
         if !usable {
             return None;
         }
         #[cfg(test)]
         self.hits.fetch_add(1, Ordering::Relaxed);
-        Some(entry.history)
+        Some((entry.history, entry.totals))
     }
 
-    /// Keeps `history` (newest first, before index `end`) for the next turn of `session`, as
-    /// just stored: trimmed to the newest whole units holding more than `input_tokens`, and
-    /// to what the session's summary leaves shown.
+    /// Keeps `history` (newest first, before index `end`, with its totals) for the next turn
+    /// of `session`, as just stored: trimmed to the newest whole units holding more than
+    /// `input_tokens`, and to what the session's summary leaves shown. Costs what is trimmed,
+    /// not what is kept: the history is walked from its oldest end.
     pub(super) fn keep(
         &self,
         tenant: &TenantId,
         session: &Session,
         end: u64,
-        mut history: Vec<SharedMessage>,
+        (mut history, mut totals): (Vec<SharedMessage>, Totals),
         input_tokens: u32,
     ) {
         if self.budget == 0 {
             return;
         }
+        debug_assert_eq!(totals, Totals::of(&history));
+        // Indexes fall towards the end, so the shown ones are a prefix.
         let start = first_showable(session);
-        if let Some(shown) = history.iter().position(|m| m.index < start) {
-            history.truncate(shown);
-        }
-        let (kept, tokens) = covering_prefix(&history, input_tokens);
+        let shown = history.partition_point(|m| m.index >= start);
+        totals = history[shown..].iter().fold(totals, |t, m| t.minus(m));
+        history.truncate(shown);
+        let (kept, totals) = covering_prefix(&history, totals, input_tokens);
         history.truncate(kept);
         let reaches_start = history.last().map_or(end <= start, |m| m.index <= start);
-        let bytes = ENTRY_OVERHEAD
-            + history
-                .iter()
-                .map(|m| MESSAGE_OVERHEAD + m.content.len())
-                .sum::<usize>();
+        let bytes = ENTRY_OVERHEAD + history.len() * MESSAGE_OVERHEAD + totals.text_bytes;
         // One session may not push out everyone else.
         if bytes > self.budget / 8 {
             return;
@@ -167,7 +167,7 @@ impl KeptWindows {
             stamp: Stamp::of(session),
             end,
             history,
-            tokens,
+            totals,
             reaches_start,
             bytes,
         };
@@ -201,19 +201,24 @@ impl KeptWindows {
     }
 }
 
-/// How many of the newest-first messages make the shortest run of whole units that holds
-/// more than `tokens` (all of them if none does), and their tokens. A unit ends at a message
-/// that is not a tool result: the results come first when walking back, then the assistant
-/// message that called them.
-fn covering_prefix(newest_first: &[SharedMessage], tokens: u32) -> (usize, u64) {
-    let mut sum = 0u64;
-    for (i, message) in newest_first.iter().enumerate() {
-        sum += u64::from(message.token_count);
-        if sum > u64::from(tokens) && message.role != Role::Tool {
-            return (i + 1, sum);
+/// How many of the newest-first messages (holding `totals`) make the shortest run of whole
+/// units that holds more than `tokens` (all of them if none does), and what that run holds.
+/// A unit ends at a message that is not a tool result: the results come first when walking
+/// back, then the assistant message that called them. Walks back from the oldest message
+/// while what is before it still holds more than `tokens`.
+fn covering_prefix(newest_first: &[SharedMessage], totals: Totals, tokens: u32) -> (usize, Totals) {
+    let mut shortest = (newest_first.len(), totals);
+    let mut prefix = totals;
+    let mut i = newest_first.len();
+    while i > 0 && prefix.tokens > u64::from(tokens) {
+        let message = &newest_first[i - 1];
+        if message.role != Role::Tool {
+            shortest = (i, prefix);
         }
+        prefix = prefix.minus(message);
+        i -= 1;
     }
-    (newest_first.len(), sum)
+    shortest
 }
 
 #[cfg(test)]
@@ -245,8 +250,28 @@ mod tests {
         session
     }
 
-    fn history(count: u64) -> Vec<SharedMessage> {
-        (0..count).rev().map(|i| msg(i, Role::User, 10)).collect()
+    fn history(count: u64) -> (Vec<SharedMessage>, Totals) {
+        let history: Vec<_> = (0..count).rev().map(|i| msg(i, Role::User, 10)).collect();
+        let totals = Totals::of(&history);
+        (history, totals)
+    }
+
+    /// What `covering_prefix` gives, by walking forwards over every message.
+    fn covering_reference(newest_first: &[SharedMessage], tokens: u32) -> (usize, u64) {
+        let mut sum = 0u64;
+        for (i, message) in newest_first.iter().enumerate() {
+            sum += u64::from(message.token_count);
+            if sum > u64::from(tokens) && message.role != Role::Tool {
+                return (i + 1, sum);
+            }
+        }
+        (newest_first.len(), sum)
+    }
+
+    fn covering(newest_first: &[SharedMessage], tokens: u32) -> (usize, u64) {
+        let (count, totals) = covering_prefix(newest_first, Totals::of(newest_first), tokens);
+        assert_eq!(totals, Totals::of(&newest_first[..count]));
+        (count, totals.tokens)
     }
 
     #[test]
@@ -259,10 +284,33 @@ mod tests {
             msg(1, Role::Assistant, 10),
             msg(0, Role::User, 10),
         ];
-        assert_eq!(covering_prefix(&h, 5), (1, 10));
+        assert_eq!(covering(&h, 5), (1, 10));
         // Past 15 tokens inside the tool results: the unit ends at its call.
-        assert_eq!(covering_prefix(&h, 15), (4, 40));
-        assert_eq!(covering_prefix(&h, 100), (5, 50));
+        assert_eq!(covering(&h, 15), (4, 40));
+        assert_eq!(covering(&h, 100), (5, 50));
+    }
+
+    #[test]
+    fn walking_back_from_the_oldest_finds_what_walking_forwards_does() {
+        // Every history of up to 5 messages of tool results and others, with 0 to 2 tokens
+        // each, against every budget that matters.
+        let roles = [Role::User, Role::Tool, Role::Assistant];
+        for len in 0..=5u32 {
+            for shape in 0..9u32.pow(len) {
+                let mut code = shape;
+                let h: Vec<_> = (0..u64::from(len))
+                    .rev()
+                    .map(|index| {
+                        let (role, tokens) = (roles[(code % 3) as usize], (code / 3) % 3);
+                        code /= 9;
+                        msg(index, role, tokens)
+                    })
+                    .collect();
+                for tokens in 0..=15 {
+                    assert_eq!(covering(&h, tokens), covering_reference(&h, tokens));
+                }
+            }
+        }
     }
 
     #[test]
@@ -279,7 +327,8 @@ mod tests {
         assert!(kept.take(&tenant, &s, 40, 200).is_none());
         kept.keep(&tenant, &s, 40, history(40), 100);
         assert!(kept.take(&TenantId::new("other"), &s, 40, 100).is_none());
-        let mine = kept.take(&tenant, &s, 40, 100).expect("kept");
+        let (mine, totals) = kept.take(&tenant, &s, 40, 100).expect("kept");
+        assert_eq!(totals, Totals::of(&mine));
         // 11 messages of 10 tokens: the fewest that hold more than 100.
         assert_eq!(mine.len(), 11);
         assert_eq!(mine[0].index, 39);
@@ -294,7 +343,10 @@ mod tests {
         let kept = KeptWindows::new(1 << 20);
         let s = session(1, 5);
         kept.keep(&tenant, &s, 5, history(5), 100);
-        assert_eq!(kept.take(&tenant, &s, 5, 10_000).map(|h| h.len()), Some(5));
+        assert_eq!(
+            kept.take(&tenant, &s, 5, 10_000).map(|(h, _)| h.len()),
+            Some(5)
+        );
     }
 
     #[test]

@@ -98,6 +98,7 @@ impl Engine {
             budget,
             stored_tail,
             mut history,
+            ..
         } = self
             .load_window(&scope.tenant, &session, pending_turn, false)
             .await?;
@@ -133,8 +134,15 @@ impl Engine {
                 pending_summary = true;
             }
         }
-        let Assembly { head, selection } =
-            assemble_window(&session, &counter, budget, tail_tokens, &history, before)?;
+        let Assembly { head, selection } = assemble_window(
+            &session,
+            &counter,
+            budget,
+            tail_tokens,
+            &history,
+            None,
+            before,
+        )?;
 
         let mut entries = Vec::new();
         if head.system_tokens > 0 {

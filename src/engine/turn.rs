@@ -16,7 +16,7 @@ use super::receipts;
 use super::tool_output::bound_tool_output;
 use super::validate::{check_context, check_message};
 use super::window::WindowSource;
-use super::window::{Assembly, WindowBudget, assemble_window, keeps_windows};
+use super::window::{Assembly, Totals, WindowBudget, assemble_window, keeps_windows};
 use super::{Engine, NewSession};
 use crate::config::Limits;
 use crate::domain::Scope;
@@ -142,6 +142,8 @@ struct ActiveTurn {
     stored_tail: Vec<SharedMessage>,
     /// History before them, newest first.
     history: Vec<SharedMessage>,
+    /// What `history` holds.
+    history_totals: Totals,
     /// Stored messages before the turn's own (for the `disabled` strategy's check).
     before: u64,
     /// The messages the turn adds.
@@ -321,6 +323,7 @@ impl Engine {
             budget,
             stored_tail,
             mut history,
+            totals: mut history_totals,
         } = self
             .load_window(
                 &scope.tenant,
@@ -373,6 +376,7 @@ impl Engine {
                 .sum();
             self.summarize_if_needed(&mut session, budget, turn_tokens, &mut history, cancel)
                 .await?;
+            history_totals = Totals::of(&history);
         }
         Ok(ActiveTurn {
             session,
@@ -384,6 +388,7 @@ impl Engine {
             budget,
             stored_tail,
             history,
+            history_totals,
             before,
             state,
             response: String::new(),
@@ -422,6 +427,7 @@ impl Engine {
                 step_budget,
                 turn_tokens,
                 &turn.history,
+                Some(turn.history_totals.tokens),
                 turn.before,
             )
             .map_err(|e| blame_tool_results(e, &turn.stored_tail, &turn.state.new_messages))?;
@@ -582,6 +588,7 @@ impl Engine {
             budget,
             stored_tail,
             history,
+            history_totals,
             before,
             state,
             response,
@@ -621,16 +628,24 @@ impl Engine {
             // The next turn starts from this one's history: all of it, with this turn's
             // messages in front once the turn is finished; as it was while it is paused (its
             // messages are then read again as the paused turn's).
-            let mut history = history;
+            let (mut history, mut totals) = (history, history_totals);
             let end = if session.pending.is_some() {
                 before
             } else {
                 let newer = state.new_messages.iter().rev().cloned();
-                history.splice(0..0, newer.chain(stored_tail.into_iter().rev()));
+                let newer: Vec<SharedMessage> =
+                    newer.chain(stored_tail.into_iter().rev()).collect();
+                totals = newer.iter().fold(totals, |t, m| t.plus(m));
+                history.splice(0..0, newer);
                 session.message_count
             };
-            self.kept
-                .keep(&scope.tenant, &session, end, history, budget.input_tokens());
+            self.kept.keep(
+                &scope.tenant,
+                &session,
+                end,
+                (history, totals),
+                budget.input_tokens(),
+            );
         }
         Ok(outcome)
     }

@@ -150,6 +150,18 @@ pub fn select_history(
     turn_tokens: u32,
     newest_first: &[SharedMessage],
 ) -> Result<HistorySelection, TurnTooLarge> {
+    select_history_of(budget, head, turn_tokens, newest_first, None)
+}
+
+/// [`select_history`], walking from the oldest message when `history_tokens` (the tokens of
+/// all of `newest_first`) is known (see [`take_units_from_oldest`]).
+fn select_history_of(
+    budget: WindowBudget,
+    head: &PinnedHead,
+    turn_tokens: u32,
+    newest_first: &[SharedMessage],
+    history_tokens: Option<u64>,
+) -> Result<HistorySelection, TurnTooLarge> {
     let available = budget.input_tokens().saturating_sub(head.tokens());
     if turn_tokens > available {
         return Err(TurnTooLarge {
@@ -157,7 +169,11 @@ pub fn select_history(
             available,
         });
     }
-    let (taken, used) = take_units(newest_first, available - turn_tokens);
+    let left = available - turn_tokens;
+    let (taken, used) = match history_tokens {
+        Some(total) => take_units_from_oldest(newest_first, total, left),
+        None => take_units(newest_first, left),
+    };
     Ok(HistorySelection {
         taken,
         tokens: used,
@@ -193,6 +209,30 @@ pub fn take_units(newest_first: &[SharedMessage], mut left: u32) -> (usize, u32)
     (taken, used)
 }
 
+/// [`take_units`] for a history whose tokens are known to be `total`: the same result, found
+/// by walking back from the oldest message over what does not fit, so that choosing a window
+/// from a history just longer than it (as a kept one is) costs what its oldest few messages
+/// do, not a walk over the few hundred it shows.
+pub fn take_units_from_oldest(
+    newest_first: &[SharedMessage],
+    total: u64,
+    left: u32,
+) -> (usize, u32) {
+    // What `take_units` takes is the longest run of whole units whose tokens fit: the largest
+    // count `i` that ends a unit (`i` is 0, or message `i - 1` is not a tool result) with at
+    // most `left` tokens before it. Tokens before `i` only shrink as `i` goes down.
+    let mut i = newest_first.len();
+    let mut prefix = total;
+    while i > 0 && (prefix > u64::from(left) || newest_first[i - 1].role == Role::Tool) {
+        i -= 1;
+        prefix = prefix.saturating_sub(u64::from(newest_first[i].token_count));
+    }
+    // `prefix <= left` here (it is 0 when `i` is 0), so it fits a u32.
+    let used = u32::try_from(prefix).unwrap_or(left);
+    debug_assert_eq!((i, used), take_units(newest_first, left), "total {total}");
+    (i, used)
+}
+
 /// A window chosen for a session: its pinned head and the history that fits.
 pub(super) struct Assembly {
     /// The system prompt, context and summary, rendered and counted.
@@ -204,18 +244,20 @@ pub(super) struct Assembly {
 /// The one window assembly of turns and previews: pins the session's head, fits the newest
 /// history around the current turn's `turn_tokens` within `budget`, and refuses a window
 /// that does not fit (or, with the `disabled` strategy, leaves out any of the `before`
-/// stored messages), with a message that says by how much.
+/// stored messages), with a message that says by how much. `history_tokens`, when known, is
+/// the tokens of all of `newest_first` (it then costs what does not fit, not what does).
 pub(super) fn assemble_window(
     session: &Session,
     counter: &TokenCounter,
     budget: WindowBudget,
     turn_tokens: u32,
     newest_first: &[SharedMessage],
+    history_tokens: Option<u64>,
     before: u64,
 ) -> Result<Assembly, EngineError> {
     let head = PinnedHead::new(counter, &session.system_prompt, &session.context)
         .with_summary(session.window.active_summary());
-    let selection = select_history(budget, &head, turn_tokens, newest_first)
+    let selection = select_history_of(budget, &head, turn_tokens, newest_first, history_tokens)
         .map_err(|e| too_large(e, budget, &head))?;
     check_nothing_dropped(session, before, selection.taken)?;
     Ok(Assembly { head, selection })
@@ -232,6 +274,41 @@ pub(super) struct WindowSource {
     pub(super) stored_tail: Vec<SharedMessage>,
     /// History before them, newest first.
     pub(super) history: Vec<SharedMessage>,
+    /// What `history` holds.
+    pub(super) totals: Totals,
+}
+
+/// What a history holds, counted once and then carried with it, so that choosing a window
+/// from it and keeping it for the next turn cost what changed, not a walk over every message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Totals {
+    /// The messages' tokens.
+    pub(super) tokens: u64,
+    /// Their text, in bytes.
+    pub(super) text_bytes: usize,
+}
+
+impl Totals {
+    /// Counts `messages`.
+    pub(super) fn of(messages: &[SharedMessage]) -> Self {
+        messages.iter().fold(Self::default(), |t, m| t.plus(m))
+    }
+
+    /// With `message` added.
+    pub(super) fn plus(self, message: &SharedMessage) -> Self {
+        Self {
+            tokens: self.tokens + u64::from(message.token_count),
+            text_bytes: self.text_bytes + message.content.len(),
+        }
+    }
+
+    /// With `message` (one of those counted) taken away.
+    pub(super) fn minus(self, message: &SharedMessage) -> Self {
+        Self {
+            tokens: self.tokens - u64::from(message.token_count),
+            text_bytes: self.text_bytes - message.content.len(),
+        }
+    }
 }
 
 impl Engine {
@@ -270,14 +347,15 @@ impl Engine {
         let before = session.message_count - stored_tail.len() as u64;
         if kept
             && keeps_windows(session)
-            && let Some(history) = self
-                .kept
-                .take(tenant, session, before, budget.input_tokens())
+            && let Some((history, totals)) =
+                self.kept
+                    .take(tenant, session, before, budget.input_tokens())
         {
             return Ok(WindowSource {
                 budget,
                 stored_tail,
                 history,
+                totals,
             });
         }
         let mut history = self
@@ -290,6 +368,7 @@ impl Engine {
         Ok(WindowSource {
             budget,
             stored_tail,
+            totals: Totals::of(&history),
             history,
         })
     }
@@ -418,6 +497,37 @@ mod tests {
             token_count: tokens,
             turn_id: String::new(),
         })
+    }
+
+    #[test]
+    fn walking_back_from_the_oldest_takes_what_walking_forwards_does() {
+        // Every history of up to 5 messages of tool results and others, with 0 to 2 tokens
+        // each, against every budget that matters.
+        let roles = [Role::User, Role::Tool, Role::Assistant];
+        for len in 0..=5u32 {
+            for shape in 0..9u32.pow(len) {
+                let mut code = shape;
+                let h: Vec<_> = (0..u64::from(len))
+                    .rev()
+                    .map(|index| {
+                        let (role, tokens) = (roles[(code % 3) as usize], (code / 3) % 3);
+                        code /= 9;
+                        msg(index, role, tokens)
+                    })
+                    .collect();
+                let total = h.iter().map(|m| u64::from(m.token_count)).sum();
+                for left in 0..=11 {
+                    assert_eq!(
+                        take_units_from_oldest(&h, total, left),
+                        take_units(&h, left),
+                        "{:?}, {left} tokens",
+                        h.iter()
+                            .map(|m| (m.role, m.token_count))
+                            .collect::<Vec<_>>()
+                    );
+                }
+            }
+        }
     }
 
     fn head() -> PinnedHead {

@@ -384,7 +384,7 @@ async fn what_is_kept_is_about_a_window_and_goes_with_its_session() {
     let window_bytes = engine.kept.bytes();
     // 8,192 tokens of about 60-token messages: a few hundred messages, not 400.
     assert!(window_bytes > 0);
-    let kept = engine
+    let (kept, totals) = engine
         .kept
         .take(
             &scope.tenant,
@@ -394,6 +394,7 @@ async fn what_is_kept_is_about_a_window_and_goes_with_its_session() {
         )
         .expect("kept");
     let tokens: u32 = kept.iter().map(|m| m.token_count).sum();
+    assert_eq!(u64::from(tokens), totals.tokens);
     assert!(tokens > 7168 && tokens < 7168 + 200, "{tokens} tokens kept");
     assert!(kept.len() < 400);
     turn(&engine, &scope, request("long", words(0, 3)), &mut ended).await;
