@@ -4,8 +4,10 @@
 //! recorder behind it per process (a second call, as when tests start several servers in one
 //! process, returns the same handle) and [`render`] gives the text exposition format that
 //! `GET /metrics` serves. Label sets are bounded: methods are the served gRPC methods (any
-//! other path is `unknown`), codes the 17 gRPC codes, models, backends and tools the
-//! configured ones; the tenant label is off unless `metrics.tenant_labels` is set.
+//! other path is `unknown`), codes the 17 gRPC codes, backends and tools the configured ones,
+//! models the listed ones — except under a prefix backend (`openai/<model>`), where the model
+//! is whatever name a session gives; the tenant label is off unless `metrics.tenant_labels`
+//! is set.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, OnceLock, RwLock};
@@ -150,16 +152,36 @@ fn describe() {
 /// recorder was installed first, each call registers with whatever recorder is there, as the
 /// macros do: a handle from no recorder records nothing, for ever. The recorder keeps every
 /// metric for the life of the process (no idle timeout), so a kept handle never goes stale.
-/// Label values must be bounded (see the module's note); each distinct pair is kept once.
+/// Each distinct pair of label values is kept once, up to [`MAX_KEPT_HANDLES`] pairs per
+/// metric (a model name under a prefix backend is the client's choice); pairs beyond those
+/// register on every call.
 pub struct Handles<H> {
-    by_labels: LazyLock<RwLock<HashMap<String, HashMap<String, H>>>>,
+    kept: LazyLock<RwLock<KeptHandles<H>>>,
+}
+
+/// Most label pairs whose handles one [`Handles`] keeps.
+pub const MAX_KEPT_HANDLES: usize = 1024;
+
+/// The handles of one [`Handles`], by their first and second label values.
+struct KeptHandles<H> {
+    by_labels: HashMap<String, HashMap<String, H>>,
+    count: usize,
+}
+
+impl<H> Default for KeptHandles<H> {
+    fn default() -> Self {
+        Self {
+            by_labels: HashMap::new(),
+            count: 0,
+        }
+    }
 }
 
 impl<H: Clone> Handles<H> {
     /// No handles yet; usable in a `static`.
     pub const fn new() -> Self {
         Self {
-            by_labels: LazyLock::new(Default::default),
+            kept: LazyLock::new(Default::default),
         }
     }
 
@@ -169,17 +191,24 @@ impl<H: Clone> Handles<H> {
         if !matches!(HANDLE.get(), Some(Some(_))) {
             return register();
         }
-        let kept = self.by_labels.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(handle) = kept.get(first).and_then(|inner| inner.get(second)) {
+        let kept = self.kept.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(handle) = kept.by_labels.get(first).and_then(|inner| inner.get(second)) {
             return handle.clone();
         }
         drop(kept);
-        let mut kept = self.by_labels.write().unwrap_or_else(|e| e.into_inner());
-        kept.entry(first.to_owned())
-            .or_default()
-            .entry(second.to_owned())
-            .or_insert_with(register)
-            .clone()
+        let mut kept = self.kept.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(handle) = kept.by_labels.get(first).and_then(|inner| inner.get(second)) {
+            return handle.clone();
+        }
+        let handle = register();
+        if kept.count < MAX_KEPT_HANDLES {
+            kept.count += 1;
+            kept.by_labels
+                .entry(first.to_owned())
+                .or_default()
+                .insert(second.to_owned(), handle.clone());
+        }
+        handle
     }
 }
 
@@ -311,5 +340,32 @@ mod tests {
         );
         assert_eq!(method_label("/x.Y/Z"), "unknown");
         assert_eq!(method_label("/contextd.v1.SessionService/Nope"), "unknown");
+    }
+
+    #[test]
+    fn handles_are_kept_per_label_pair_up_to_a_bound() {
+        assert!(install().is_some(), "contextd's recorder");
+        let handles: Handles<metrics::Counter> = Handles::new();
+        let registered = std::cell::Cell::new(0);
+        let register = || {
+            registered.set(registered.get() + 1);
+            metrics::counter!("contextd_test_handles_total")
+        };
+        for _ in 0..3 {
+            handles.get("a", "b", register).increment(1);
+        }
+        assert_eq!(registered.get(), 1, "registered once, then found");
+        handles.get("a", "c", register);
+        handles.get("a", "c", register);
+        assert_eq!(registered.get(), 2, "another pair is another handle");
+        for i in 2..MAX_KEPT_HANDLES {
+            handles.get(&i.to_string(), "", register);
+        }
+        assert_eq!(registered.get(), MAX_KEPT_HANDLES);
+        // Full: a new pair registers on every call; the kept ones are still found.
+        handles.get("new", "", register);
+        handles.get("new", "", register);
+        handles.get("a", "b", register);
+        assert_eq!(registered.get(), MAX_KEPT_HANDLES + 2);
     }
 }
