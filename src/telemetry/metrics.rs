@@ -168,6 +168,12 @@ struct KeptHandles<H> {
     count: usize,
 }
 
+impl<H: Clone> KeptHandles<H> {
+    fn find(&self, first: &str, second: &str) -> Option<H> {
+        self.by_labels.get(first)?.get(second).cloned()
+    }
+}
+
 impl<H> Default for KeptHandles<H> {
     fn default() -> Self {
         Self {
@@ -191,14 +197,18 @@ impl<H: Clone> Handles<H> {
         if !matches!(HANDLE.get(), Some(Some(_))) {
             return register();
         }
-        let kept = self.kept.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(handle) = kept.by_labels.get(first).and_then(|inner| inner.get(second)) {
-            return handle.clone();
+        let found = self
+            .kept
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .find(first, second);
+        if let Some(handle) = found {
+            return handle;
         }
-        drop(kept);
         let mut kept = self.kept.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(handle) = kept.by_labels.get(first).and_then(|inner| inner.get(second)) {
-            return handle.clone();
+        // Another caller may have registered it meanwhile.
+        if let Some(handle) = kept.find(first, second) {
+            return handle;
         }
         let handle = register();
         if kept.count < MAX_KEPT_HANDLES {
@@ -355,17 +365,17 @@ mod tests {
             handles.get("a", "b", register).increment(1);
         }
         assert_eq!(registered.get(), 1, "registered once, then found");
-        handles.get("a", "c", register);
-        handles.get("a", "c", register);
+        handles.get("a", "c", register).increment(1);
+        handles.get("a", "c", register).increment(1);
         assert_eq!(registered.get(), 2, "another pair is another handle");
         for i in 2..MAX_KEPT_HANDLES {
-            handles.get(&i.to_string(), "", register);
+            handles.get(&i.to_string(), "", register).increment(1);
         }
         assert_eq!(registered.get(), MAX_KEPT_HANDLES);
         // Full: a new pair registers on every call; the kept ones are still found.
-        handles.get("new", "", register);
-        handles.get("new", "", register);
-        handles.get("a", "b", register);
+        handles.get("new", "", register).increment(1);
+        handles.get("new", "", register).increment(1);
+        handles.get("a", "b", register).increment(1);
         assert_eq!(registered.get(), MAX_KEPT_HANDLES + 2);
     }
 }
