@@ -292,23 +292,10 @@ mod tests {
 
     #[test]
     fn walking_back_from_the_oldest_finds_what_walking_forwards_does() {
-        // Every history of up to 5 messages of tool results and others, with 0 to 2 tokens
-        // each, against every budget that matters.
-        let roles = [Role::User, Role::Tool, Role::Assistant];
-        for len in 0..=5u32 {
-            for shape in 0..9u32.pow(len) {
-                let mut code = shape;
-                let h: Vec<_> = (0..u64::from(len))
-                    .rev()
-                    .map(|index| {
-                        let (role, tokens) = (roles[(code % 3) as usize], (code / 3) % 3);
-                        code /= 9;
-                        msg(index, role, tokens)
-                    })
-                    .collect();
-                for tokens in 0..=15 {
-                    assert_eq!(covering(&h, tokens), covering_reference(&h, tokens));
-                }
+        for h in crate::engine::window::tests::every_small_history(msg) {
+            // Every budget that matters (the longest history holds at most 10 tokens).
+            for tokens in 0..=11 {
+                assert_eq!(covering(&h, tokens), covering_reference(&h, tokens));
             }
         }
     }

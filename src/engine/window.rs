@@ -471,7 +471,7 @@ pub(super) fn too_large(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::domain::session::{Message, ToolCall};
     use std::time::SystemTime;
@@ -499,33 +499,42 @@ mod tests {
         })
     }
 
-    #[test]
-    fn walking_back_from_the_oldest_takes_what_walking_forwards_does() {
-        // Every history of up to 5 messages of tool results and others, with 0 to 2 tokens
-        // each, against every budget that matters.
+    /// Every history of up to 5 messages, newest first, of users', assistants' and tool
+    /// results with 0 to 2 tokens each (59,049 of the longest): for comparing two walks that
+    /// must agree.
+    pub(in crate::engine) fn every_small_history(
+        msg: impl Fn(u64, Role, u32) -> SharedMessage,
+    ) -> impl Iterator<Item = Vec<SharedMessage>> {
         let roles = [Role::User, Role::Tool, Role::Assistant];
-        for len in 0..=5u32 {
-            for shape in 0..9u32.pow(len) {
+        (0..=5u32)
+            .flat_map(move |len| (0..9u32.pow(len)).map(move |shape| (len, shape)))
+            .map(move |(len, shape)| {
                 let mut code = shape;
-                let h: Vec<_> = (0..u64::from(len))
+                (0..u64::from(len))
                     .rev()
                     .map(|index| {
                         let (role, tokens) = (roles[(code % 3) as usize], (code / 3) % 3);
                         code /= 9;
                         msg(index, role, tokens)
                     })
-                    .collect();
-                let total = h.iter().map(|m| u64::from(m.token_count)).sum();
-                for left in 0..=11 {
-                    assert_eq!(
-                        take_units_from_oldest(&h, total, left),
-                        take_units(&h, left),
-                        "{:?}, {left} tokens",
-                        h.iter()
-                            .map(|m| (m.role, m.token_count))
-                            .collect::<Vec<_>>()
-                    );
-                }
+                    .collect()
+            })
+    }
+
+    #[test]
+    fn walking_back_from_the_oldest_takes_what_walking_forwards_does() {
+        for h in every_small_history(msg) {
+            let total = h.iter().map(|m| u64::from(m.token_count)).sum();
+            // Every budget that matters (the longest history holds at most 10 tokens).
+            for left in 0..=11 {
+                assert_eq!(
+                    take_units_from_oldest(&h, total, left),
+                    take_units(&h, left),
+                    "{:?}, {left} tokens",
+                    h.iter()
+                        .map(|m| (m.role, m.token_count))
+                        .collect::<Vec<_>>()
+                );
             }
         }
     }
