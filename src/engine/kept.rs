@@ -70,12 +70,12 @@ struct Entry {
     /// Whether the oldest kept message is the oldest a window may show (the first message,
     /// or the first after the summary).
     reaches_start: bool,
-    bytes: usize,
 }
 
 impl Weighed for Entry {
+    /// What the entry may keep alive: its messages' text and a fixed overhead each.
     fn bytes(&self) -> usize {
-        self.bytes
+        ENTRY_OVERHEAD + self.history.len() * MESSAGE_OVERHEAD + self.totals.text_bytes
     }
 }
 
@@ -158,19 +158,17 @@ impl KeptWindows {
         let (kept, totals) = covering_prefix(&history, totals, input_tokens);
         history.truncate(kept);
         let reaches_start = history.last().map_or(end <= start, |m| m.index <= start);
-        let bytes = ENTRY_OVERHEAD + history.len() * MESSAGE_OVERHEAD + totals.text_bytes;
-        // One session may not push out everyone else.
-        if bytes > self.budget / 8 {
-            return;
-        }
         let entry = Entry {
             stamp: Stamp::of(session),
             end,
             history,
             totals,
             reaches_start,
-            bytes,
         };
+        // One session may not push out everyone else.
+        if entry.bytes() > self.budget / 8 {
+            return;
+        }
         let gone = self.entries().insert(tenant, &session.id, entry);
         // Their messages are released outside the lock.
         drop(gone);
