@@ -16,7 +16,7 @@ use super::SessionStore;
 use super::db_file::DatabaseFile;
 use super::keys::KeyStore;
 use super::memory::MemoryStore;
-use super::sql::{Pools, SqlStore};
+use super::sql::{Pools, SqlStore, SqliteFile};
 use crate::config::{StorageConfig, StoreKind, SyncMode};
 
 /// The schema migrations for SQLite, embedded in the binary.
@@ -194,7 +194,15 @@ async fn open_sqlite(data_dir: &Path, settings: &StorageConfig) -> Result<OpenSt
     })?);
     DatabaseFile::watch(Arc::downgrade(&file));
     let sql = Arc::new(SqlStore::new(
-        Pools::Sqlite { write, read },
+        Pools::Sqlite {
+            commits: SqliteFile {
+                path: path.clone(),
+                synchronous: settings.sqlite_synchronous,
+                busy_timeout: Duration::from_millis(settings.connect_timeout_ms),
+            },
+            write,
+            read,
+        },
         Some(file),
         batch_limits(settings),
         settings.cache_bytes,

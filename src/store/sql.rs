@@ -45,11 +45,15 @@ use crate::domain::session::{
 
 /// The open database.
 pub(crate) enum Pools {
-    /// SQLite: one writer connection (SQLite runs one write transaction at a time anyway, and
-    /// a single writer never meets `SQLITE_BUSY`) and a pool of readers (WAL lets them read
-    /// while the writer writes).
+    /// SQLite: the file commits are written to (by the group commit's own connection), one
+    /// connection for the other writes, and a pool of readers (WAL lets them read while a
+    /// writer writes). SQLite runs one write transaction at a time; each of the two writers
+    /// starts its transactions with a write, so the second waits in SQLite's busy handler
+    /// (`storage.connect_timeout_ms`) rather than failing with `SQLITE_BUSY`.
     Sqlite {
-        /// The writer.
+        /// Where commits go (see [`batch`]).
+        commits: batch::SqliteFile,
+        /// The writer of everything else (deletes and sweeps).
         write: SqlitePool,
         /// The readers.
         read: SqlitePool,
@@ -114,8 +118,8 @@ impl SqlStore {
     ) -> Self {
         let enabled = cache_bytes > 0;
         let (write, cache) = match &pools {
-            Pools::Sqlite { write, .. } => (
-                batch::WritePool::Sqlite(write.clone()),
+            Pools::Sqlite { commits, .. } => (
+                batch::WritePool::Sqlite(commits.clone()),
                 enabled.then(|| Arc::new(cache::SessionCache::new(cache_bytes))),
             ),
             Pools::Postgres { pool, .. } => (
@@ -160,7 +164,7 @@ impl SqlStore {
     /// Closes every connection, waiting for checked-out ones to come back.
     pub async fn close(&self) {
         match &self.pools {
-            Pools::Sqlite { write, read } => {
+            Pools::Sqlite { write, read, .. } => {
                 read.close().await;
                 write.close().await;
             }
@@ -698,11 +702,15 @@ impl SqlStore {
                 let mut tx = sqlx::Connection::begin(&mut *conn)
                     .await
                     .map_err(unavailable)?;
-                // Every tenant's: expiry is housekeeping, not a caller's request.
+                // Every tenant's: expiry is housekeeping, not a caller's request. The first
+                // statement writes (so it waits for the commit writer rather than failing as
+                // a read turned write would; see `Pools::Sqlite`).
                 let keys: Vec<(String, String)> = sqlx::query_as(
-                    "SELECT tenant_id, session_id FROM sessions
-                 WHERE expire_time IS NOT NULL AND expire_time <= $1
-                 ORDER BY expire_time LIMIT $2",
+                    "DELETE FROM sessions WHERE (tenant_id, session_id) IN (
+                         SELECT tenant_id, session_id FROM sessions
+                         WHERE expire_time IS NOT NULL AND expire_time <= $1
+                         ORDER BY expire_time LIMIT $2)
+                     RETURNING tenant_id, session_id",
                 )
                 .bind(now)
                 .bind(to_i64(limit as u64))
@@ -710,7 +718,7 @@ impl SqlStore {
                 .await
                 .map_err(unavailable)?;
                 for (tenant, id) in &keys {
-                    for statement in DELETE_SESSION_ROWS.into_iter().chain([DELETE_SESSION]) {
+                    for statement in DELETE_SESSION_ROWS {
                         sqlx::query(statement)
                             .bind(tenant)
                             .bind(id)
@@ -810,9 +818,6 @@ const DELETE_TENANT_ROWS: [&str; 3] = [
     "DELETE FROM pending_tool_calls WHERE tenant_id = $1",
     "DELETE FROM turn_receipts WHERE tenant_id = $1",
 ];
-
-/// Deletes the session row itself (after [`DELETE_SESSION_ROWS`]).
-const DELETE_SESSION: &str = "DELETE FROM sessions WHERE tenant_id = $1 AND session_id = $2";
 
 const SELECT_SESSION: &str = "SELECT session_id, version, create_time, update_time, expire_time,
         message_count, pending_turn, pending_steps, body
@@ -1174,7 +1179,7 @@ impl Drop for Forget<'_> {
     }
 }
 
-pub(crate) use batch::BatchLimits;
+pub(crate) use batch::{BatchLimits, SqliteFile};
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -1209,9 +1214,13 @@ pub(crate) mod tests {
 
     /// A fresh SQLite store in a directory removed with the returned guard.
     async fn sqlite_store() -> (Arc<SqlStore>, TempDir) {
+        sqlite_store_with(crate::config::StorageConfig::default()).await
+    }
+
+    /// [`sqlite_store`] with `settings`.
+    async fn sqlite_store_with(settings: crate::config::StorageConfig) -> (Arc<SqlStore>, TempDir) {
         let dir =
             TempDir(std::env::temp_dir().join(format!("contextd-batch-{}", uuid::Uuid::new_v4())));
-        let settings = crate::config::StorageConfig::default();
         let opened =
             crate::store::open::open_store(&crate::config::StoreKind::Sqlite, &dir.0, &settings)
                 .await
@@ -1220,6 +1229,38 @@ pub(crate) mod tests {
     }
 
     struct TempDir(std::path::PathBuf);
+
+    /// A store whose writers wait a minute for each other (however slow the machine, the
+    /// tests below release the write lock well within it).
+    async fn patient_sqlite_store() -> (Arc<SqlStore>, TempDir) {
+        sqlite_store_with(crate::config::StorageConfig {
+            connect_timeout_ms: 60_000,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// SQLite's write lock, taken through the store's other writer connection: the commit
+    /// writer's next batch waits for it (in SQLite's busy handler) until it is rolled back.
+    async fn take_write_lock(store: &SqlStore) -> PoolConnection<sqlx::Sqlite> {
+        let Pools::Sqlite { write, .. } = &store.pools else {
+            unreachable!("a SQLite store")
+        };
+        let mut held = write.acquire().await.expect("the other writer connection");
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *held)
+            .await
+            .expect("the write lock");
+        held
+    }
+
+    /// Lets go of [`take_write_lock`]'s lock.
+    async fn release_write_lock(mut held: PoolConnection<sqlx::Sqlite>) {
+        sqlx::query("ROLLBACK")
+            .execute(&mut *held)
+            .await
+            .expect("the write lock released");
+    }
 
     impl Drop for TempDir {
         fn drop(&mut self) {
@@ -1320,7 +1361,7 @@ pub(crate) mod tests {
     /// and one stale commit among them is refused alone.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn commits_waiting_for_the_writer_share_one_transaction() {
-        let (store, _dir) = sqlite_store().await;
+        let (store, _dir) = patient_sqlite_store().await;
         let tenant = TenantId::default();
         let mut sessions = Vec::new();
         for i in 0..32 {
@@ -1333,12 +1374,9 @@ pub(crate) mod tests {
         }
         let (before, _) = store.commit_batches();
 
-        // The writer's only connection held here: its next batch waits for it, and every
-        // commit sent meanwhile queues behind that batch.
-        let Pools::Sqlite { write, .. } = &store.pools else {
-            unreachable!("a SQLite store")
-        };
-        let held = write.acquire().await.expect("the writer connection");
+        // The write lock held here: the writer's next batch waits for it, and every commit
+        // sent meanwhile queues behind that batch.
+        let held = take_write_lock(&store).await;
         let taken = || {
             store
                 .group
@@ -1363,7 +1401,7 @@ pub(crate) mod tests {
             }));
             if i == 0 {
                 // The first commit is taken into a batch of its own, which waits for the
-                // connection; only then are the others sent, so they all queue behind it.
+                // lock; only then are the others sent, so they all queue behind it.
                 while taken() == taken_before {
                     assert!(tokio::time::Instant::now() < deadline, "never taken");
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -1377,7 +1415,7 @@ pub(crate) mod tests {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        drop(held);
+        release_write_lock(held).await;
         let mut refused = Vec::new();
         for (i, outcome) in running.into_iter().enumerate() {
             match outcome.await.expect("commit task") {
@@ -1409,13 +1447,10 @@ pub(crate) mod tests {
     /// A commit whose caller gave up before its batch started is not written.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_commit_abandoned_before_its_batch_is_not_written() {
-        let (store, _dir) = sqlite_store().await;
+        let (store, _dir) = patient_sqlite_store().await;
         let tenant = TenantId::default();
-        let Pools::Sqlite { write, .. } = &store.pools else {
-            unreachable!("a SQLite store")
-        };
-        let held = write.acquire().await.expect("the writer connection");
-        // The first commit is taken into a batch that waits for the connection ...
+        let held = take_write_lock(&store).await;
+        // The first commit is taken into a batch that waits for the lock ...
         let first = {
             let store = store.clone();
             let tenant = tenant.clone();
@@ -1453,7 +1488,7 @@ pub(crate) mod tests {
         }
         abandoned.abort();
         let _ = abandoned.await;
-        drop(held);
+        release_write_lock(held).await;
         first.await.expect("task").expect("kept is written");
         // A later commit proves the abandoned one's batch (if any) is behind us.
         store

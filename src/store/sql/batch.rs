@@ -24,12 +24,16 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use sqlx::PgPool;
 use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{DatabaseFile, StoreError, micros, settle, to_i64, unavailable};
 use crate::domain::session::SharedMessage;
+
+mod sqlite;
+
+pub(crate) use sqlite::SqliteFile;
 
 /// How many commits may wait for the writer before callers wait to queue (backpressure).
 const QUEUE: usize = 4096;
@@ -44,12 +48,12 @@ pub(crate) struct BatchLimits {
     pub max_bytes: usize,
 }
 
-/// The connection pool the writer takes its connection from.
-#[derive(Clone)]
+/// Where the writer writes.
 pub(crate) enum WritePool {
-    /// SQLite's single writer connection.
-    Sqlite(SqlitePool),
-    /// PostgreSQL's query pool.
+    /// SQLite: the database file, written through a connection of the writer's own on a
+    /// blocking thread (see [`sqlite`]).
+    Sqlite(SqliteFile),
+    /// PostgreSQL: the query pool, a connection taken from it per batch.
     Postgres(PgPool),
 }
 
@@ -120,8 +124,12 @@ impl GroupCommit {
     pub fn start(pool: WritePool, file: Option<Arc<DatabaseFile>>, limits: BatchLimits) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let stats = Arc::new(BatchStats::default());
+        let target = match pool {
+            WritePool::Sqlite(file) => Target::Sqlite(file, None),
+            WritePool::Postgres(pool) => Target::Postgres(pool),
+        };
         let writer = Writer {
-            pool,
+            target,
             file,
             limits,
             stats: stats.clone(),
@@ -153,9 +161,18 @@ impl GroupCommit {
     }
 }
 
+/// What the writer task writes through.
+enum Target {
+    /// SQLite: the connection, lent to a blocking thread for each batch (`None` meanwhile,
+    /// or after a blocking thread failed to give it back: the next batch opens a new one).
+    Sqlite(SqliteFile, Option<sqlite::Writer>),
+    /// PostgreSQL's pool.
+    Postgres(PgPool),
+}
+
 /// The writer task's state.
 struct Writer {
-    pool: WritePool,
+    target: Target,
     file: Option<Arc<DatabaseFile>>,
     limits: BatchLimits,
     stats: Arc<BatchStats>,
@@ -170,8 +187,11 @@ enum BatchFailure {
     Commit(usize, StoreError),
 }
 
+/// What one attempt at writing a batch gave: each commit's outcome, or why none was written.
+type Attempt = Result<Vec<Result<(), StoreError>>, BatchFailure>;
+
 impl Writer {
-    async fn run(self, mut queue: mpsc::Receiver<CommitJob>) {
+    async fn run(mut self, mut queue: mpsc::Receiver<CommitJob>) {
         let mut held: Option<CommitJob> = None;
         loop {
             let first = match held.take() {
@@ -205,232 +225,273 @@ impl Writer {
     }
 
     /// Writes one batch and answers every commit in it.
-    async fn write(&self, mut batch: Vec<CommitJob>) {
-        loop {
-            let attempt = match &self.file {
-                Some(file) => file.verify().map_err(BatchFailure::Store),
-                None => Ok(()),
-            };
-            let attempt = match attempt {
-                Ok(()) => match &self.pool {
-                    WritePool::Sqlite(pool) => write_sqlite(pool, &batch).await,
-                    WritePool::Postgres(pool) => write_postgres(pool, &batch).await,
-                },
-                Err(failure) => Err(failure),
-            };
-            match attempt {
-                Ok(outcomes) => {
-                    let written = outcomes.iter().filter(|o| o.is_ok()).count();
-                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .commits
-                        .fetch_add(written as u64, Ordering::Relaxed);
-                    for (job, outcome) in batch.into_iter().zip(outcomes) {
-                        let _ = job.reply.send(outcome);
+    async fn write(&mut self, mut batch: Vec<CommitJob>) {
+        match &mut self.target {
+            Target::Sqlite(target, lent) => {
+                // The whole batch, its retries and its answers on one blocking thread: one
+                // hand-off instead of two per statement. Should the thread panic, its
+                // callers' replies are dropped (they hear UNAVAILABLE) and so is the
+                // connection.
+                let mut writer = lent
+                    .take()
+                    .unwrap_or_else(|| sqlite::Writer::new(target.clone()));
+                let (file, stats) = (self.file.clone(), self.stats.clone());
+                let done = tokio::task::spawn_blocking(move || {
+                    loop {
+                        let attempt = verify(&file).and_then(|()| writer.write(&batch));
+                        match answer(&stats, batch, attempt) {
+                            Some(rest) => batch = rest,
+                            None => return writer,
+                        }
                     }
-                    return;
-                }
-                Err(BatchFailure::Commit(index, refusal)) => {
-                    let job = batch.remove(index);
-                    let _ = job.reply.send(Err(refusal));
-                    if batch.is_empty() {
-                        return;
-                    }
-                }
-                Err(BatchFailure::Store(error)) => {
-                    for job in batch {
-                        let _ = job.reply.send(Err(error.clone()));
-                    }
-                    return;
-                }
+                })
+                .await;
+                *lent = done.ok();
             }
+            Target::Postgres(pool) => loop {
+                let attempt = match verify(&self.file) {
+                    Ok(()) => write_postgres(pool, &batch).await,
+                    Err(failure) => Err(failure),
+                };
+                match answer(&self.stats, batch, attempt) {
+                    Some(rest) => batch = rest,
+                    None => return,
+                }
+            },
         }
     }
 }
 
-/// Defines `$name`, which writes a batch in one transaction on `$db`'s pool: the same
-/// statements for both databases, type-checked once each.
-macro_rules! batch_writer {
-    ($name:ident, $db:ty, $pool:ty) => {
-        async fn $name(
-            pool: &$pool,
-            batch: &[CommitJob],
-        ) -> Result<Vec<Result<(), StoreError>>, BatchFailure> {
-            let mut conn: PoolConnection<$db> =
-                pool.acquire().await.map_err(|e| BatchFailure::Store(unavailable(e)))?;
-            let result = async {
-                let store = |e| BatchFailure::Store(unavailable(e));
-                let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(store)?;
-                let mut outcomes = Vec::with_capacity(batch.len());
-                for (index, job) in batch.iter().enumerate() {
-                    let row = &job.row;
-                    // The statement that may refuse the commit comes first: refused, it has
-                    // written nothing.
-                    let refusal = match job.expected_version {
-                        None => {
-                            let inserted = sqlx::query(
-                                "INSERT INTO sessions (tenant_id, session_id, version, create_time,
-                                 update_time, expire_time, message_count, pending_turn,
-                                 pending_steps, body)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                             ON CONFLICT (tenant_id, session_id) DO NOTHING",
-                            )
+/// `Err` once the database file is known not to be the one opened (SQLite only).
+fn verify(file: &Option<Arc<DatabaseFile>>) -> Result<(), BatchFailure> {
+    match file {
+        Some(file) => file.verify().map_err(BatchFailure::Store),
+        None => Ok(()),
+    }
+}
+
+/// Answers the commits of `batch` that `attempt` settled; what is left to write again (the
+/// batch without a commit refused halfway), if anything.
+fn answer(
+    stats: &BatchStats,
+    mut batch: Vec<CommitJob>,
+    attempt: Attempt,
+) -> Option<Vec<CommitJob>> {
+    match attempt {
+        Ok(outcomes) => {
+            let written = outcomes.iter().filter(|o| o.is_ok()).count();
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats.commits.fetch_add(written as u64, Ordering::Relaxed);
+            for (job, outcome) in batch.into_iter().zip(outcomes) {
+                let _ = job.reply.send(outcome);
+            }
+            None
+        }
+        Err(BatchFailure::Commit(index, refusal)) => {
+            let job = batch.remove(index);
+            let _ = job.reply.send(Err(refusal));
+            (!batch.is_empty()).then_some(batch)
+        }
+        Err(BatchFailure::Store(error)) => {
+            for job in batch {
+                let _ = job.reply.send(Err(error.clone()));
+            }
+            None
+        }
+    }
+}
+
+/// Creates a session (`$1`…`$10`: the [`SessionWrite`] columns); no row if it exists.
+const INSERT_SESSION: &str = "INSERT INTO sessions (tenant_id, session_id, version, create_time,
+         update_time, expire_time, message_count, pending_turn, pending_steps, body)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+     ON CONFLICT (tenant_id, session_id) DO NOTHING";
+
+/// Updates a session if it is still at version `$10` with `$11` messages.
+const UPDATE_SESSION: &str = "UPDATE sessions SET version = $3, update_time = $4,
+         expire_time = $5, message_count = $6, pending_turn = $7, pending_steps = $8, body = $9
+     WHERE tenant_id = $1 AND session_id = $2 AND version = $10 AND message_count = $11";
+
+/// A session's stored version: tells a stale commit (a conflict) from a deleted session.
+const SESSION_VERSION: &str =
+    "SELECT version FROM sessions WHERE tenant_id = $1 AND session_id = $2";
+
+/// Clears a session's pending tool calls.
+const CLEAR_PENDING: &str =
+    "DELETE FROM pending_tool_calls WHERE tenant_id = $1 AND session_id = $2";
+
+/// One pending tool call: its position, id, name and arguments.
+const INSERT_CALL: &str = "INSERT INTO pending_tool_calls (tenant_id, session_id, position,
+         call_id, name, arguments)
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// A turn's receipt; a key reused after its window (not yet swept) names the new turn.
+const INSERT_RECEIPT: &str = "INSERT INTO turn_receipts (tenant_id, session_id, idempotency_key,
+         fingerprint, turn_id, outcome, create_time)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)
+     ON CONFLICT (tenant_id, session_id, idempotency_key) DO UPDATE SET
+         fingerprint = excluded.fingerprint, turn_id = excluded.turn_id,
+         outcome = excluded.outcome, create_time = excluded.create_time";
+
+/// The start of an insert of message rows, whose parameters are the tenant, the session,
+/// then each row's ten columns in this order.
+macro_rules! insert_messages {
+    () => {
+        "INSERT INTO messages (tenant_id, session_id, idx, role, content, tool_calls,
+             tool_call_id, tool_name, is_error, create_time, token_count, turn_id) VALUES "
+    };
+}
+
+/// One message (SQLite, whose kept statements make a row per statement cheap).
+const INSERT_MESSAGE: &str = concat!(
+    insert_messages!(),
+    "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+);
+
+/// Writes `batch` in one transaction on a connection of PostgreSQL's pool.
+async fn write_postgres(pool: &PgPool, batch: &[CommitJob]) -> Attempt {
+    let mut conn: PoolConnection<sqlx::Postgres> = pool
+        .acquire()
+        .await
+        .map_err(|e| BatchFailure::Store(unavailable(e)))?;
+    let result = async {
+        let store = |e| BatchFailure::Store(unavailable(e));
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(store)?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (index, job) in batch.iter().enumerate() {
+            let row = &job.row;
+            // The statement that may refuse the commit comes first: refused, it has
+            // written nothing.
+            let refusal = match job.expected_version {
+                None => {
+                    let inserted = sqlx::query(INSERT_SESSION)
+                        .bind(&row.tenant)
+                        .bind(&row.session_id)
+                        .bind(row.version)
+                        .bind(row.create_time)
+                        .bind(row.update_time)
+                        .bind(row.expire_time)
+                        .bind(row.message_count)
+                        .bind(row.pending_turn.as_deref())
+                        .bind(row.pending_steps)
+                        .bind(&row.body)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(store)?;
+                    (inserted.rows_affected() == 0)
+                        .then(|| StoreError::AlreadyExists(row.session_id.clone()))
+                }
+                Some(version) => {
+                    let updated = sqlx::query(UPDATE_SESSION)
+                        .bind(&row.tenant)
+                        .bind(&row.session_id)
+                        .bind(row.version)
+                        .bind(row.update_time)
+                        .bind(row.expire_time)
+                        .bind(row.message_count)
+                        .bind(row.pending_turn.as_deref())
+                        .bind(row.pending_steps)
+                        .bind(&row.body)
+                        .bind(to_i64(version))
+                        // The new messages continue the stored history exactly, or
+                        // nothing is written.
+                        .bind(to_i64(job.first_index))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(store)?;
+                    if updated.rows_affected() == 0 {
+                        let exists: Option<i64> = sqlx::query_scalar(SESSION_VERSION)
                             .bind(&row.tenant)
                             .bind(&row.session_id)
-                            .bind(row.version)
-                            .bind(row.create_time)
-                            .bind(row.update_time)
-                            .bind(row.expire_time)
-                            .bind(row.message_count)
-                            .bind(row.pending_turn.as_deref())
-                            .bind(row.pending_steps)
-                            .bind(&row.body)
-                            .execute(&mut *tx)
+                            .fetch_optional(&mut *tx)
                             .await
                             .map_err(store)?;
-                            (inserted.rows_affected() == 0)
-                                .then(|| StoreError::AlreadyExists(row.session_id.clone()))
-                        }
-                        Some(version) => {
-                            let updated = sqlx::query(
-                                "UPDATE sessions SET version = $3, update_time = $4,
-                                 expire_time = $5, message_count = $6, pending_turn = $7,
-                                 pending_steps = $8, body = $9
-                             WHERE tenant_id = $1 AND session_id = $2 AND version = $10
-                                 AND message_count = $11",
-                            )
-                            .bind(&row.tenant)
-                            .bind(&row.session_id)
-                            .bind(row.version)
-                            .bind(row.update_time)
-                            .bind(row.expire_time)
-                            .bind(row.message_count)
-                            .bind(row.pending_turn.as_deref())
-                            .bind(row.pending_steps)
-                            .bind(&row.body)
-                            .bind(to_i64(version))
-                            // The new messages continue the stored history exactly, or
-                            // nothing is written.
-                            .bind(to_i64(job.first_index))
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(store)?;
-                            if updated.rows_affected() == 0 {
-                                let exists: Option<i64> = sqlx::query_scalar(
-                                    "SELECT version FROM sessions
-                                     WHERE tenant_id = $1 AND session_id = $2",
-                                )
+                        Some(match exists {
+                            Some(_) => StoreError::Conflict(row.session_id.clone()),
+                            None => StoreError::NotFound(row.session_id.clone()),
+                        })
+                    } else {
+                        if job.clear_pending {
+                            sqlx::query(CLEAR_PENDING)
                                 .bind(&row.tenant)
                                 .bind(&row.session_id)
-                                .fetch_optional(&mut *tx)
+                                .execute(&mut *tx)
                                 .await
                                 .map_err(store)?;
-                                Some(match exists {
-                                    Some(_) => StoreError::Conflict(row.session_id.clone()),
-                                    None => StoreError::NotFound(row.session_id.clone()),
-                                })
-                            } else {
-                                if job.clear_pending {
-                                    sqlx::query(
-                                        "DELETE FROM pending_tool_calls
-                                         WHERE tenant_id = $1 AND session_id = $2",
-                                    )
-                                    .bind(&row.tenant)
-                                    .bind(&row.session_id)
-                                    .execute(&mut *tx)
-                                    .await
-                                    .map_err(store)?;
-                                }
-                                None
-                            }
                         }
-                    };
-                    if let Some(refusal) = refusal {
-                        outcomes.push(Err(refusal));
-                        continue;
+                        None
                     }
-                    // One statement per chunk of messages, not per message: each statement
-                    // is a round trip (PostgreSQL) or a hand-off to the connection's thread
-                    // (SQLite).
-                    for chunk in job.messages.chunks(MESSAGES_PER_INSERT) {
-                        // Built from the row count only: no caller text goes into the SQL.
-                        let sql = sqlx::AssertSqlSafe(insert_messages_sql(chunk.len()));
-                        let mut insert = sqlx::query(sql).bind(&row.tenant).bind(&row.session_id);
-                        for (message, tool_calls) in chunk {
-                            insert = insert
-                                .bind(to_i64(message.index))
-                                .bind(message.role.as_str())
-                                .bind(message.content.as_str())
-                                .bind(tool_calls.as_deref())
-                                .bind(message.tool_call_id.as_str())
-                                .bind(message.tool_name.as_str())
-                                .bind(message.is_error)
-                                .bind(micros(message.create_time))
-                                .bind(i64::from(message.token_count))
-                                .bind(message.turn_id.as_str());
-                        }
-                        insert.execute(&mut *tx).await.map_err(|e| match e {
-                            sqlx::Error::Database(d) if d.is_unique_violation() => {
-                                BatchFailure::Commit(
-                                    index,
-                                    StoreError::Conflict(row.session_id.clone()),
-                                )
-                            }
-                            other => store(other),
-                        })?;
-                    }
-                    for (position, (call_id, name, arguments)) in job.calls.iter().enumerate() {
-                        sqlx::query(
-                            "INSERT INTO pending_tool_calls (tenant_id, session_id, position,
-                                 call_id, name, arguments)
-                             VALUES ($1, $2, $3, $4, $5, $6)",
-                        )
-                        .bind(&row.tenant)
-                        .bind(&row.session_id)
-                        .bind(position as i64)
-                        .bind(call_id)
-                        .bind(name)
-                        .bind(arguments)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(store)?;
-                    }
-                    if let Some(receipt) = &job.receipt {
-                        // A key reused after its window (not yet swept) names the new turn.
-                        sqlx::query(
-                            "INSERT INTO turn_receipts (tenant_id, session_id, idempotency_key,
-                                 fingerprint, turn_id, outcome, create_time)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7)
-                             ON CONFLICT (tenant_id, session_id, idempotency_key) DO UPDATE SET
-                                 fingerprint = excluded.fingerprint, turn_id = excluded.turn_id,
-                                 outcome = excluded.outcome, create_time = excluded.create_time",
-                        )
-                        .bind(&row.tenant)
-                        .bind(&row.session_id)
-                        .bind(&receipt.key)
-                        .bind(&receipt.fingerprint)
-                        .bind(&receipt.turn_id)
-                        .bind(&receipt.outcome)
-                        .bind(receipt.create_time)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(store)?;
-                    }
-                    outcomes.push(Ok(()));
                 }
-                tx.commit().await.map_err(store)?;
-                Ok(outcomes)
-            }
-            .await;
-            // After a database failure the connection is closed, not pooled again.
-            let settled: Result<(), StoreError> = match &result {
-                Err(BatchFailure::Store(error)) => Err(error.clone()),
-                _ => Ok(()),
             };
-            settle(&mut conn, &settled);
-            result
+            if let Some(refusal) = refusal {
+                outcomes.push(Err(refusal));
+                continue;
+            }
+            // One statement per chunk of messages, not per message: each statement
+            // is a round trip (PostgreSQL) or a hand-off to the connection's thread
+            // (SQLite).
+            for chunk in job.messages.chunks(MESSAGES_PER_INSERT) {
+                // Built from the row count only: no caller text goes into the SQL.
+                let sql = sqlx::AssertSqlSafe(insert_messages_sql(chunk.len()));
+                let mut insert = sqlx::query(sql).bind(&row.tenant).bind(&row.session_id);
+                for (message, tool_calls) in chunk {
+                    insert = insert
+                        .bind(to_i64(message.index))
+                        .bind(message.role.as_str())
+                        .bind(message.content.as_str())
+                        .bind(tool_calls.as_deref())
+                        .bind(message.tool_call_id.as_str())
+                        .bind(message.tool_name.as_str())
+                        .bind(message.is_error)
+                        .bind(micros(message.create_time))
+                        .bind(i64::from(message.token_count))
+                        .bind(message.turn_id.as_str());
+                }
+                insert.execute(&mut *tx).await.map_err(|e| match e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => {
+                        BatchFailure::Commit(index, StoreError::Conflict(row.session_id.clone()))
+                    }
+                    other => store(other),
+                })?;
+            }
+            for (position, (call_id, name, arguments)) in job.calls.iter().enumerate() {
+                sqlx::query(INSERT_CALL)
+                    .bind(&row.tenant)
+                    .bind(&row.session_id)
+                    .bind(position as i64)
+                    .bind(call_id)
+                    .bind(name)
+                    .bind(arguments)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store)?;
+            }
+            if let Some(receipt) = &job.receipt {
+                sqlx::query(INSERT_RECEIPT)
+                    .bind(&row.tenant)
+                    .bind(&row.session_id)
+                    .bind(&receipt.key)
+                    .bind(&receipt.fingerprint)
+                    .bind(&receipt.turn_id)
+                    .bind(&receipt.outcome)
+                    .bind(receipt.create_time)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store)?;
+            }
+            outcomes.push(Ok(()));
         }
+        tx.commit().await.map_err(store)?;
+        Ok(outcomes)
+    }
+    .await;
+    // After a database failure the connection is closed, not pooled again.
+    let settled: Result<(), StoreError> = match &result {
+        Err(BatchFailure::Store(error)) => Err(error.clone()),
+        _ => Ok(()),
     };
+    settle(&mut conn, &settled);
+    result
 }
 
 /// Messages written by one INSERT: 10 parameters each, well within SQLite's 32,766 and
@@ -440,10 +501,7 @@ pub(super) const MESSAGES_PER_INSERT: usize = 256;
 /// `INSERT INTO messages … VALUES (…), (…)` for `rows` messages of one session: `$1` and `$2`
 /// are the tenant and the session, then ten parameters per message.
 fn insert_messages_sql(rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO messages (tenant_id, session_id, idx, role, content, tool_calls,
-             tool_call_id, tool_name, is_error, create_time, token_count, turn_id) VALUES ",
-    );
+    let mut sql = String::from(insert_messages!());
     for row in 0..rows {
         let p = 3 + row * 10;
         if row > 0 {
@@ -465,6 +523,3 @@ fn insert_messages_sql(rows: usize) -> String {
     }
     sql
 }
-
-batch_writer!(write_sqlite, Sqlite, SqlitePool);
-batch_writer!(write_postgres, Postgres, PgPool);
