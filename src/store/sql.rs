@@ -1181,6 +1181,12 @@ impl Drop for Forget<'_> {
 
 pub(crate) use batch::{BatchLimits, SqliteFile};
 
+/// Throwaway PostgreSQL clusters, shared with the integration tests.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../tests/common/postgres.rs"]
+mod test_cluster;
+
 #[cfg(test)]
 pub(crate) mod tests {
     #[test]
@@ -1504,6 +1510,211 @@ pub(crate) mod tests {
         );
         let (_, after) = store.commit_batches();
         assert_eq!(after - before, 2, "kept and later, not abandoned");
+    }
+
+    /// On PostgreSQL, commits queued together are written a kind of row at a time, with the
+    /// outcomes of writing them one by one: created, updated, refused as stale, as deleted
+    /// and as existing, and one whose messages collide with a stray row refused alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_batches_give_each_commit_its_own_outcome() {
+        use sqlx::Connection as _;
+        let url = super::test_cluster::Cluster::shared().create_database();
+        let settings = crate::config::StorageConfig::default();
+        let opened = crate::store::open::open_store(
+            &crate::config::StoreKind::Postgres(url.clone()),
+            std::path::Path::new("."),
+            &settings,
+        )
+        .await
+        .expect("open PostgreSQL");
+        let store = opened.sql.clone().expect("an SQL store");
+        let tenant = TenantId::default();
+        let mut sessions = Vec::new();
+        for i in 0..12 {
+            let session = new_session(&format!("s{i}"));
+            store
+                .commit(&tenant, &session, None, &[], None)
+                .await
+                .expect("create");
+            sessions.push(session);
+        }
+        store
+            .delete_session(&tenant, "s9")
+            .await
+            .expect("delete s9");
+        let mut other = sqlx::PgConnection::connect(&url).await.expect("connect");
+        // A stray message where s11's turn will write its second one.
+        sqlx::query(
+            "INSERT INTO messages (tenant_id, session_id, idx, role, content, tool_calls,
+                 tool_call_id, tool_name, is_error, create_time, token_count, turn_id)
+             VALUES ($1, 's11', 1, 'user', 'stray', NULL, '', '', false, 0, 1, 'x')",
+        )
+        .bind(tenant.as_str())
+        .execute(&mut other)
+        .await
+        .expect("stray row");
+        // s0's row locked here: the batch with its commit waits, the rest queue behind it.
+        sqlx::query("BEGIN")
+            .execute(&mut other)
+            .await
+            .expect("begin");
+        sqlx::query("SELECT 1 FROM sessions WHERE tenant_id = $1 AND session_id = 's0' FOR UPDATE")
+            .bind(tenant.as_str())
+            .execute(&mut other)
+            .await
+            .expect("lock s0");
+        let (before, _) = store.commit_batches();
+        let taken = || {
+            store
+                .group
+                .stats()
+                .taken
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let taken_before = taken();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut running = Vec::new();
+        let mut sent = 0;
+        for (i, mut session) in sessions.into_iter().enumerate() {
+            if i == 10 {
+                // Created again below instead.
+                continue;
+            }
+            let expected = session.version;
+            let messages = turn(&mut session);
+            // s7's commit is based on a version never stored; s3's calls wait for results;
+            // s5's carries a receipt.
+            let expected = if i == 7 { expected + 5 } else { expected };
+            if i == 3 {
+                session.pending = Some(PendingTurn {
+                    turn_id: "t3".into(),
+                    tool_calls: vec![ToolCall {
+                        id: "c1".into(),
+                        name: "lookup".into(),
+                        arguments: Context::new(),
+                    }],
+                    steps: 1,
+                });
+            }
+            let receipt = (i == 5).then(|| TurnReceipt {
+                key: "k5".into(),
+                fingerprint: "f".into(),
+                turn_id: "turn-5".into(),
+                outcome: "o".into(),
+                create_time: SystemTime::now(),
+            });
+            let store = store.clone();
+            let tenant = tenant.clone();
+            running.push((
+                format!("s{i}"),
+                tokio::spawn(async move {
+                    store
+                        .commit(
+                            &tenant,
+                            &session,
+                            Some(expected),
+                            &messages,
+                            receipt.as_ref(),
+                        )
+                        .await
+                }),
+            ));
+            sent += 1;
+            if i == 0 {
+                while taken() == taken_before {
+                    assert!(tokio::time::Instant::now() < deadline, "never taken");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+        // Two creates in the same batch: one new, one of an existing session.
+        for id in ["fresh", "s10"] {
+            let store = store.clone();
+            let tenant = tenant.clone();
+            let mut session = new_session(id);
+            session.version = 7;
+            running.push((
+                format!("create {id}"),
+                tokio::spawn(async move { store.commit(&tenant, &session, None, &[], None).await }),
+            ));
+            sent += 1;
+        }
+        while store.group.queued() < sent - 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "commits never queued"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        sqlx::query("ROLLBACK")
+            .execute(&mut other)
+            .await
+            .expect("unlock s0");
+        let mut outcomes = BTreeMap::new();
+        for (name, task) in running {
+            let outcome = task.await.expect("commit task");
+            outcomes.insert(name, outcome.map_err(|e| e.to_string()));
+        }
+        let refused: BTreeMap<_, _> = outcomes
+            .iter()
+            .filter_map(|(name, outcome)| outcome.as_ref().err().map(|e| (name.clone(), e.clone())))
+            .collect();
+        assert_eq!(
+            refused.keys().cloned().collect::<Vec<_>>(),
+            ["create s10", "s11", "s7", "s9"],
+            "{refused:?}"
+        );
+        assert!(
+            refused["s7"].contains("changed concurrently"),
+            "{refused:?}"
+        );
+        assert!(
+            refused["s11"].contains("changed concurrently"),
+            "{refused:?}"
+        );
+        assert!(refused["s9"].contains("does not exist"), "{refused:?}");
+        assert!(
+            refused["create s10"].contains("already exists"),
+            "{refused:?}"
+        );
+        let (after, _) = store.commit_batches();
+        assert_eq!(after - before, 2, "one batch of s0, then one of the rest");
+        for i in [0, 1, 2, 3, 4, 5, 6, 8] {
+            let id = format!("s{i}");
+            let stored = store
+                .get_session(&tenant, &id)
+                .await
+                .unwrap()
+                .expect("stored");
+            assert_eq!((stored.version, stored.message_count), (2, 2), "{id}");
+            let history = store.list_messages(&tenant, &id, 0, 10).await.unwrap();
+            let indexes: Vec<u64> = history.iter().map(|m| m.index).collect();
+            assert_eq!(indexes, [0, 1], "{id}");
+        }
+        for (id, version) in [("s7", 1), ("s11", 1)] {
+            let stored = store.get_session(&tenant, id).await.unwrap().expect("kept");
+            assert_eq!((stored.version, stored.message_count), (version, 0), "{id}");
+        }
+        assert!(store.get_session(&tenant, "s9").await.unwrap().is_none());
+        assert_eq!(
+            store
+                .get_session(&tenant, "fresh")
+                .await
+                .unwrap()
+                .expect("created")
+                .version,
+            7
+        );
+        let s10 = store
+            .get_session(&tenant, "s10")
+            .await
+            .unwrap()
+            .expect("kept");
+        assert_eq!((s10.version, s10.message_count), (1, 0));
+        assert_eq!(store.pending_calls(&tenant, "s3").await.unwrap().len(), 1);
+        let receipt = store.get_receipt(&tenant, "s5", "k5").await.unwrap();
+        assert_eq!(receipt.map(|r| r.turn_id), Some("turn-5".to_string()));
+        opened.close().await;
     }
 
     /// Pending calls are cleared from the database when a turn ends, whether or not the

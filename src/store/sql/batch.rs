@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{DatabaseFile, StoreError, micros, settle, to_i64, unavailable};
 use crate::domain::session::SharedMessage;
 
+mod postgres;
 mod sqlite;
 
 pub(crate) use sqlite::SqliteFile;
@@ -348,8 +349,21 @@ const INSERT_MESSAGE: &str = concat!(
     "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 );
 
-/// Writes `batch` in one transaction on a connection of PostgreSQL's pool.
+/// Writes `batch` in one transaction on a connection of PostgreSQL's pool: each kind of row
+/// in one statement (see [`postgres`]), or commit by commit where that cannot say who is
+/// refused.
 async fn write_postgres(pool: &PgPool, batch: &[CommitJob]) -> Attempt {
+    if batch.len() > 1 && !postgres::names_a_session_twice(batch) {
+        // Err: someone's messages collided, and commit by commit finds whose.
+        if let Ok(attempt) = postgres::write_together(pool, batch).await {
+            return attempt;
+        }
+    }
+    write_each(pool, batch).await
+}
+
+/// Writes `batch` in one transaction on a connection of PostgreSQL's pool, commit by commit.
+async fn write_each(pool: &PgPool, batch: &[CommitJob]) -> Attempt {
     let mut conn: PoolConnection<sqlx::Postgres> = pool
         .acquire()
         .await
