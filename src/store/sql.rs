@@ -1260,6 +1260,24 @@ pub(crate) mod tests {
         held
     }
 
+    /// Commits the writer has taken off its queue so far.
+    fn taken(store: &SqlStore) -> u64 {
+        store
+            .group
+            .stats()
+            .taken
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits (a minute at most) until the writer has taken a commit after the first `before`.
+    async fn wait_until_taken(store: &SqlStore, before: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while taken(store) == before {
+            assert!(tokio::time::Instant::now() < deadline, "never taken");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Lets go of [`take_write_lock`]'s lock.
     async fn release_write_lock(mut held: PoolConnection<sqlx::Sqlite>) {
         sqlx::query("ROLLBACK")
@@ -1383,14 +1401,8 @@ pub(crate) mod tests {
         // The write lock held here: the writer's next batch waits for it, and every commit
         // sent meanwhile queues behind that batch.
         let held = take_write_lock(&store).await;
-        let taken = || {
-            store
-                .group
-                .stats()
-                .taken
-                .load(std::sync::atomic::Ordering::Relaxed)
-        };
-        let taken_before = taken();
+        let taken_before = taken(&store);
+        let writer = store.clone();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut running = Vec::new();
         for (i, mut session) in sessions.into_iter().enumerate() {
@@ -1408,10 +1420,7 @@ pub(crate) mod tests {
             if i == 0 {
                 // The first commit is taken into a batch of its own, which waits for the
                 // lock; only then are the others sent, so they all queue behind it.
-                while taken() == taken_before {
-                    assert!(tokio::time::Instant::now() < deadline, "never taken");
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
+                wait_until_taken(&writer, taken_before).await;
             }
         }
         while store.group.queued() < 31 {
@@ -1466,17 +1475,8 @@ pub(crate) mod tests {
                     .await
             })
         };
+        wait_until_taken(&store, 0).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while store
-            .group
-            .stats()
-            .taken
-            .load(std::sync::atomic::Ordering::Relaxed)
-            < 1
-        {
-            assert!(tokio::time::Instant::now() < deadline, "never taken");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
         let (_, before) = store.commit_batches();
         // ... the second queues behind it, and its caller gives up.
         let abandoned = {
@@ -1564,14 +1564,8 @@ pub(crate) mod tests {
             .await
             .expect("lock s0");
         let (before, _) = store.commit_batches();
-        let taken = || {
-            store
-                .group
-                .stats()
-                .taken
-                .load(std::sync::atomic::Ordering::Relaxed)
-        };
-        let taken_before = taken();
+        let taken_before = taken(&store);
+        let writer = store.clone();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut running = Vec::new();
         let mut sent = 0;
@@ -1621,10 +1615,7 @@ pub(crate) mod tests {
             ));
             sent += 1;
             if i == 0 {
-                while taken() == taken_before {
-                    assert!(tokio::time::Instant::now() < deadline, "never taken");
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
+                wait_until_taken(&writer, taken_before).await;
             }
         }
         // Two creates in the same batch: one new, one of an existing session.
