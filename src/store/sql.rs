@@ -1315,6 +1315,20 @@ pub(crate) mod tests {
         }
     }
 
+    /// Sessions `s0` … `s{count - 1}`, created in `store` one by one.
+    async fn create_sessions(store: &SqlStore, tenant: &TenantId, count: usize) -> Vec<Session> {
+        let mut sessions = Vec::new();
+        for i in 0..count {
+            let session = new_session(&format!("s{i}"));
+            store
+                .commit(tenant, &session, None, &[], None)
+                .await
+                .expect("create");
+            sessions.push(session);
+        }
+        sessions
+    }
+
     /// `session` one turn on: a user message and a reply, version and count moved on.
     fn turn(session: &mut Session) -> Vec<SharedMessage> {
         let messages: Vec<SharedMessage> = [Role::User, Role::Assistant]
@@ -1387,15 +1401,7 @@ pub(crate) mod tests {
     async fn commits_waiting_for_the_writer_share_one_transaction() {
         let (store, _dir) = patient_sqlite_store().await;
         let tenant = TenantId::default();
-        let mut sessions = Vec::new();
-        for i in 0..32 {
-            let session = new_session(&format!("s{i}"));
-            store
-                .commit(&tenant, &session, None, &[], None)
-                .await
-                .expect("create");
-            sessions.push(session);
-        }
+        let sessions = create_sessions(&store, &tenant, 32).await;
         let (before, _) = store.commit_batches();
 
         // The write lock held here: the writer's next batch waits for it, and every commit
@@ -1529,15 +1535,7 @@ pub(crate) mod tests {
         .expect("open PostgreSQL");
         let store = opened.sql.clone().expect("an SQL store");
         let tenant = TenantId::default();
-        let mut sessions = Vec::new();
-        for i in 0..12 {
-            let session = new_session(&format!("s{i}"));
-            store
-                .commit(&tenant, &session, None, &[], None)
-                .await
-                .expect("create");
-            sessions.push(session);
-        }
+        let sessions = create_sessions(&store, &tenant, 12).await;
         store
             .delete_session(&tenant, "s9")
             .await
