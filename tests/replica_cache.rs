@@ -98,6 +98,18 @@ async fn turn(
     label: &str,
 ) {
     let lease = store.lease_session(tenant, id).await.expect("lease");
+    turn_under_lease(store, tenant, id, written, label).await;
+    drop(lease);
+}
+
+/// [`turn`] for a caller that holds the session's lease.
+async fn turn_under_lease(
+    store: &dyn SessionStore,
+    tenant: &TenantId,
+    id: &str,
+    written: &mut Vec<String>,
+    label: &str,
+) {
     let mut session = store
         .get_session(tenant, id)
         .await
@@ -125,7 +137,6 @@ async fn turn(
         .await
         .unwrap_or_else(|e| panic!("{label}: commit: {e}"));
     written.extend([question, answer]);
-    drop(lease);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,8 +187,31 @@ async fn replicas_use_their_caches_only_under_a_confirmed_lease() {
         written,
         "a confirmed lease reads its window from the cache"
     );
+    // The row too: the lease confirmed it, so it is not read again.
+    cluster.psql(
+        &database,
+        "UPDATE sessions SET update_time = 0 WHERE session_id = 'shared'",
+    );
+    let under_lease = a.get_session(&tenant, id).await.unwrap().unwrap();
+    assert_eq!(
+        under_lease.update_time, session.update_time,
+        "a confirmed lease reads the session's row from the cache"
+    );
     drop(lease);
     // …and without a lease every read goes to the database.
+    let outside = a.get_session(&tenant, id).await.unwrap().unwrap();
+    assert_eq!(outside.update_time, SystemTime::UNIX_EPOCH);
+    let stored_update_time = session
+        .update_time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_micros();
+    cluster.psql(
+        &database,
+        &format!(
+            "UPDATE sessions SET update_time = {stored_update_time} WHERE session_id = 'shared'"
+        ),
+    );
     let outside = read_back(a.as_ref(), &tenant, id, session.message_count).await;
     assert_eq!(outside[0], "changed behind the cache");
     cluster.psql(
@@ -206,4 +240,46 @@ async fn replicas_use_their_caches_only_under_a_confirmed_lease() {
     turn(a.as_ref(), &tenant, id, &mut recreated, "a-after").await;
     turn(a.as_ref(), &tenant, id, &mut recreated, "a-again").await;
     turn(b.as_ref(), &tenant, id, &mut recreated, "b-after").await;
+}
+
+/// A replica waiting for a lease another one holds checks its cache against the row as it is
+/// once the lock is granted, not as it was when the wait began: the holder's turn, committed
+/// meanwhile, is in the window the waiter reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_lease_sees_what_the_holder_committed() {
+    let cluster = Cluster::shared();
+    let url = cluster.create_database();
+    let database = url.rsplit('/').next().expect("a database name").to_string();
+    let (a, b) = (replica(&url).await, replica(&url).await);
+    let tenant = TenantId::default();
+    let id = "waited-for";
+
+    create(a.as_ref(), &tenant, id).await;
+    let mut written = Vec::new();
+    // `a` caches the session with its own turns.
+    turn(a.as_ref(), &tenant, id, &mut written, "a0").await;
+    turn(a.as_ref(), &tenant, id, &mut written, "a1").await;
+
+    let held = b.lease_session(&tenant, id).await.expect("b's lease");
+    let waiter = {
+        let (a, tenant) = (a.clone(), tenant.clone());
+        tokio::spawn(async move { a.lease_session(&tenant, id).await.expect("a's lease") })
+    };
+    common::eventually("a waits for the lease b holds", || {
+        let waiting = cluster.psql(
+            &database,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        );
+        async move { waiting == "1" }
+    })
+    .await;
+    turn_under_lease(b.as_ref(), &tenant, id, &mut written, "b-while-a-waits").await;
+    drop(held);
+
+    let lease = waiter.await.expect("the waiting lease");
+    turn_under_lease(a.as_ref(), &tenant, id, &mut written, "a-after-waiting").await;
+    drop(lease);
+    turn(b.as_ref(), &tenant, id, &mut written, "b-last").await;
+    assert_eq!(written.len(), 10, "five turns, two messages each");
 }

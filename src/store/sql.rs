@@ -21,7 +21,10 @@
 //! whichever replica takes them, instead of racing and having all but one refused by the
 //! version check (which still guards every write). The lock lives on a connection of a
 //! separate small pool, so waiting turns never starve the query pool; if a replica dies, its
-//! connections close and PostgreSQL releases its locks.
+//! connections close and PostgreSQL releases its locks. Taking the lock and reading what the
+//! session cache checks its copy against (the row's version, creation time and length) is one
+//! round trip: `contextd_lease_session`, a function in the schema that reads after the lock
+//! is granted.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -584,14 +587,22 @@ impl SessionStore for SqlStore {
         let key = format!("{tenant}/{session_id}");
         let mut waiting = Waiting(Some(locks.acquire().await.map_err(unavailable)?));
         let conn = waiting.0.as_mut().expect("set above");
-        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+        // The lock and, read once it is granted, what the cached row is checked against.
+        let stored: Option<(i64, i64, i64)> = sqlx::query_as(LEASE_SESSION)
             .bind(&key)
-            .execute(&mut **conn)
+            .bind(tenant.as_str())
+            .bind(session_id)
+            .fetch_optional(&mut **conn)
             .await
             .map_err(unavailable)?;
         let conn = waiting.0.take().expect("set above");
         let cache = self.cache.clone().map(|cache| {
-            cache.lease_taken(tenant, session_id);
+            let stored = stored.map(|(version, created, count)| cache::Stamp {
+                version: version.max(0) as u64,
+                create_micros: created.max(0) as u128,
+                message_count: count.max(0) as u64,
+            });
+            cache.lease_taken(tenant, session_id, stored);
             (cache, tenant.clone(), session_id.to_string())
         });
         Ok(SessionLease::holding(Box::new(AdvisoryLock {
@@ -818,6 +829,11 @@ const DELETE_TENANT_ROWS: [&str; 3] = [
     "DELETE FROM pending_tool_calls WHERE tenant_id = $1",
     "DELETE FROM turn_receipts WHERE tenant_id = $1",
 ];
+
+/// Takes a session's advisory lock (`$1`, its key) and then reads its row's version, creation
+/// time and length (see the migration that defines the function).
+const LEASE_SESSION: &str = "SELECT version, create_time, message_count
+    FROM contextd_lease_session($1, $2, $3)";
 
 const SELECT_SESSION: &str = "SELECT session_id, version, create_time, update_time, expire_time,
         message_count, pending_turn, pending_steps, body

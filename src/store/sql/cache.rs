@@ -55,6 +55,51 @@ struct Inner {
     leased: HashMap<Key, u32>,
 }
 
+impl Inner {
+    /// Keeps the session's entry only if it is what this process last wrote — same version,
+    /// creation time and length as `stored` — confirming it for use when `leased`; drops it
+    /// otherwise (`stored` is `None`: no such session).
+    fn check(&mut self, tenant: &TenantId, session_id: &str, stored: Option<Stamp>, leased: bool) {
+        let current = self.entries.update(tenant, session_id, false, |entry| {
+            let current = match (stored, &entry.session) {
+                (Some(stored), Some(written)) => {
+                    stored == Stamp::of(written) && stored.message_count == entry.end
+                }
+                _ => false,
+            };
+            entry.confirmed = current && leased;
+            current
+        });
+        if current == Some(false) {
+            self.entries.remove(tenant, session_id);
+        }
+    }
+}
+
+/// What tells one stored state of a session's row from another: every write raises the
+/// version, a session made anew under the same id has another creation time, and the length
+/// says how far its history goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    /// The row's version.
+    pub version: u64,
+    /// When the session was created, in microseconds since the epoch (as stored).
+    pub create_micros: u128,
+    /// How many messages its history holds.
+    pub message_count: u64,
+}
+
+impl Stamp {
+    /// The stamp of a session's row.
+    pub fn of(session: &Session) -> Self {
+        Self {
+            version: session.version,
+            create_micros: micros(session.create_time),
+            message_count: session.message_count,
+        }
+    }
+}
+
 /// One session: its row as last committed (when this process committed it) and a run of its
 /// newest messages.
 struct Entry {
@@ -122,7 +167,7 @@ impl SessionCache {
     }
 
     /// A cache of at most `budget` bytes for a database other processes write too: entries
-    /// are used only once confirmed under a lease (see [`Self::confirm`]).
+    /// are used only once confirmed under a lease (see [`Self::lease_taken`]).
     pub fn shared(budget: usize) -> Self {
         Self::with_writers(budget, true)
     }
@@ -144,14 +189,14 @@ impl SessionCache {
         !self.shared || entry.confirmed
     }
 
-    /// This process now holds the session's lease: the entry waits for [`Self::confirm`].
-    pub fn lease_taken(&self, tenant: &TenantId, session_id: &str) {
+    /// This process now holds the session's lease, and `stored` is what the session's row
+    /// held once the lease was granted (`None`: no such session): the entry is confirmed for
+    /// use while the lease is held if it is what this process last wrote, dropped otherwise.
+    pub fn lease_taken(&self, tenant: &TenantId, session_id: &str, stored: Option<Stamp>) {
         let mut inner = self.lock();
         let key = (tenant.clone(), session_id.to_string());
         *inner.leased.entry(key).or_default() += 1;
-        inner
-            .entries
-            .update(tenant, session_id, false, |e| e.confirmed = false);
+        inner.check(tenant, session_id, stored, true);
     }
 
     /// The session's lease is going: other replicas may change it from now on.
@@ -169,46 +214,32 @@ impl SessionCache {
             .update(tenant, session_id, false, |e| e.confirmed = false);
     }
 
-    /// Shared databases: after reading the session's row (`None`: no such session), keeps the
-    /// entry only if it is what this process last wrote — same version, creation time and
-    /// length — and confirms it for use while the lease is held; drops it otherwise.
+    /// Shared databases: after reading the session's row outside a lease (`None`: no such
+    /// session), drops the entry unless it is what this process last wrote.
     pub fn confirm(&self, tenant: &TenantId, session_id: &str, stored: Option<&Session>) {
         if !self.shared {
             return;
         }
         let mut inner = self.lock();
-        let key = (tenant.clone(), session_id.to_string());
-        let leased = inner.leased.contains_key(&key);
-        let current = inner.entries.update(tenant, session_id, false, |entry| {
-            let current = match (stored, &entry.session) {
-                (Some(stored), Some(written)) => {
-                    stored.version == written.version
-                        && micros(stored.create_time) == micros(written.create_time)
-                        && stored.message_count == entry.end
-                }
-                _ => false,
-            };
-            if current {
-                entry.confirmed = leased;
-            }
-            current
-        });
-        if current == Some(false) {
-            inner.entries.remove(tenant, session_id);
-        }
+        let leased = inner
+            .leased
+            .contains_key(&(tenant.clone(), session_id.to_string()));
+        inner.check(tenant, session_id, stored.map(Stamp::of), leased);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The session as its last commit here wrote it, when that is cached.
+    /// The cached row, when it may stand for the stored one: always on a database of one
+    /// writer; on a shared one only under this process's confirmed lease.
     pub fn session(&self, tenant: &TenantId, session_id: &str) -> Option<Session> {
-        if self.shared {
-            // The row is always read: that read is what confirms the entry.
+        let mut inner = self.lock();
+        let entry = inner.entries.get(tenant, session_id)?;
+        if !self.usable(entry) {
             return None;
         }
-        self.lock().entries.get(tenant, session_id)?.session.clone()
+        entry.session.clone()
     }
 
     /// Whether the session's stored row is known to have no pending tool calls (its row is
