@@ -16,7 +16,7 @@ use super::SessionStore;
 use super::db_file::DatabaseFile;
 use super::keys::KeyStore;
 use super::memory::MemoryStore;
-use super::sql::{Pools, SqlStore, SqliteFile};
+use super::sql::{Pools, Readers, SqlStore, SqliteFile};
 use crate::config::{StorageConfig, StoreKind, SyncMode};
 
 /// The schema migrations for SQLite, embedded in the binary.
@@ -201,6 +201,11 @@ async fn open_sqlite(data_dir: &Path, settings: &StorageConfig) -> Result<OpenSt
                 busy_timeout: Duration::from_millis(settings.connect_timeout_ms),
             },
             write,
+            readers: Readers::new(
+                path.clone(),
+                settings.max_connections as usize,
+                Duration::from_millis(settings.connect_timeout_ms),
+            ),
             read,
         },
         Some(file),

@@ -49,8 +49,8 @@ use crate::domain::session::{
 /// The open database.
 pub(crate) enum Pools {
     /// SQLite: the file commits are written to (by the group commit's own connection), one
-    /// connection for the other writes, and a pool of readers (WAL lets them read while a
-    /// writer writes). SQLite runs one write transaction at a time; each of the two writers
+    /// connection for the other writes, and two kinds of readers (WAL lets them read while a
+    /// writer writes): the blocking connections of a turn's reads, and the async pool. SQLite runs one write transaction at a time; each of the two writers
     /// starts its transactions with a write, so the second waits in SQLite's busy handler
     /// (`storage.connect_timeout_ms`) rather than failing with `SQLITE_BUSY`.
     Sqlite {
@@ -58,7 +58,10 @@ pub(crate) enum Pools {
         commits: batch::SqliteFile,
         /// The writer of everything else (deletes and sweeps).
         write: SqlitePool,
-        /// The readers.
+        /// The readers of a turn's path: a session's row, a page of its history (see
+        /// [`readers`]).
+        readers: readers::Readers,
+        /// The other readers.
         read: SqlitePool,
     },
     /// PostgreSQL: the query pool, and the pool whose connections hold turn leases.
@@ -184,14 +187,11 @@ impl SqlStore {
         session_id: &str,
     ) -> Result<Vec<ToolCall>, StoreError> {
         let rows: Vec<CallRow> = on_pool!(&self.pools, read, |pool| {
-            sqlx::query_as(
-                "SELECT call_id, name, arguments FROM pending_tool_calls
-                 WHERE tenant_id = $1 AND session_id = $2 ORDER BY position",
-            )
-            .bind(tenant.as_str())
-            .bind(session_id)
-            .fetch_all(pool)
-            .await
+            sqlx::query_as(PENDING_CALLS)
+                .bind(tenant.as_str())
+                .bind(session_id)
+                .fetch_all(pool)
+                .await
         })
         .map_err(unavailable)?;
         rows.into_iter().map(CallRow::into_call).collect()
@@ -225,17 +225,20 @@ impl SessionStore for SqlStore {
         {
             return Ok(Some(session));
         }
-        let row: Option<SessionRow> = on_pool!(&self.pools, read, |pool| {
-            sqlx::query_as(SELECT_SESSION)
-                .bind(tenant.as_str())
-                .bind(session_id)
-                .fetch_optional(pool)
-                .await
-        })
-        .map_err(unavailable)?;
-        let session = match row {
-            Some(row) => Some(self.with_pending(tenant, row).await?),
-            None => None,
+        let session = match &self.pools {
+            Pools::Sqlite { readers, .. } => readers.session(tenant.as_str(), session_id).await?,
+            Pools::Postgres { pool, .. } => {
+                let row: Option<SessionRow> = sqlx::query_as(SELECT_SESSION)
+                    .bind(tenant.as_str())
+                    .bind(session_id)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(unavailable)?;
+                match row {
+                    Some(row) => Some(self.with_pending(tenant, row).await?),
+                    None => None,
+                }
+            }
         };
         if let Some(cache) = &self.cache {
             cache.confirm(tenant, session_id, session.as_ref());
@@ -491,17 +494,14 @@ impl SessionStore for SqlStore {
         limit: usize,
     ) -> Result<Vec<SharedMessage>, StoreError> {
         self.ensure_present()?;
-        let rows: Vec<MessageRow> = on_pool!(&self.pools, read, |pool| {
-            sqlx::query_as(select_messages!("idx >= $3 ORDER BY idx LIMIT $4"))
-                .bind(tenant.as_str())
-                .bind(session_id)
-                .bind(to_i64(from))
-                .bind(to_i64(limit as u64))
-                .fetch_all(pool)
-                .await
-        })
-        .map_err(unavailable)?;
-        self.messages_of(tenant, session_id, rows).await
+        self.read_messages(
+            select_messages!("idx >= $3 ORDER BY idx LIMIT $4"),
+            tenant,
+            session_id,
+            from,
+            limit,
+        )
+        .await
     }
 
     async fn list_messages_before(
@@ -521,17 +521,15 @@ impl SessionStore for SqlStore {
             Some(cache::CachedHistory::Miss(generation)) => generation,
             None => None,
         };
-        let rows: Vec<MessageRow> = on_pool!(&self.pools, read, |pool| {
-            sqlx::query_as(select_messages!("idx < $3 ORDER BY idx DESC LIMIT $4"))
-                .bind(tenant.as_str())
-                .bind(session_id)
-                .bind(to_i64(before))
-                .bind(to_i64(limit as u64))
-                .fetch_all(pool)
-                .await
-        })
-        .map_err(unavailable)?;
-        let messages = self.messages_of(tenant, session_id, rows).await?;
+        let messages = self
+            .read_messages(
+                select_messages!("idx < $3 ORDER BY idx DESC LIMIT $4"),
+                tenant,
+                session_id,
+                before,
+                limit,
+            )
+            .await?;
         if let Some(cache) = &self.cache {
             cache.add_older(tenant, session_id, generation, &messages);
         }
@@ -783,6 +781,37 @@ impl SqlStore {
         })
     }
 
+    /// Up to `limit` messages by `statement` (a `select_messages!` read bound as tenant,
+    /// session, `index` and `limit`); [`StoreError::NotFound`] when there are none and no
+    /// such session.
+    async fn read_messages(
+        &self,
+        statement: &'static str,
+        tenant: &TenantId,
+        session_id: &str,
+        index: u64,
+        limit: usize,
+    ) -> Result<Vec<SharedMessage>, StoreError> {
+        let (index, limit) = (to_i64(index), to_i64(limit as u64));
+        let rows: Vec<MessageRow> = match &self.pools {
+            Pools::Sqlite { readers, .. } => {
+                let messages = readers
+                    .messages(statement, tenant.as_str(), session_id, index, limit)
+                    .await?;
+                return Ok(messages.into_iter().map(Arc::new).collect());
+            }
+            Pools::Postgres { pool, .. } => sqlx::query_as(statement)
+                .bind(tenant.as_str())
+                .bind(session_id)
+                .bind(index)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .map_err(unavailable)?,
+        };
+        self.messages_of(tenant, session_id, rows).await
+    }
+
     async fn messages_of(
         &self,
         tenant: &TenantId,
@@ -803,7 +832,7 @@ impl SqlStore {
         session_id: &str,
     ) -> Result<bool, StoreError> {
         let found: Option<i64> = on_pool!(&self.pools, read, |pool| {
-            sqlx::query_scalar("SELECT 1 FROM sessions WHERE tenant_id = $1 AND session_id = $2")
+            sqlx::query_scalar(SESSION_EXISTS)
                 .bind(tenant.as_str())
                 .bind(session_id)
                 .fetch_optional(pool)
@@ -834,6 +863,11 @@ const DELETE_TENANT_ROWS: [&str; 3] = [
 /// time and length (see the migration that defines the function).
 const LEASE_SESSION: &str = "SELECT version, create_time, message_count
     FROM contextd_lease_session($1, $2, $3)";
+
+const SESSION_EXISTS: &str = "SELECT 1 FROM sessions WHERE tenant_id = $1 AND session_id = $2";
+
+const PENDING_CALLS: &str = "SELECT call_id, name, arguments FROM pending_tool_calls
+    WHERE tenant_id = $1 AND session_id = $2 ORDER BY position";
 
 const SELECT_SESSION: &str = "SELECT session_id, version, create_time, update_time, expire_time,
         message_count, pending_turn, pending_steps, body
@@ -1103,6 +1137,17 @@ fn describe(error: &sqlx::Error) -> String {
     }
 }
 
+/// A failed SQLite call (through the blocking connections), as its caller is told; the
+/// details go to the log.
+fn rusqlite_unavailable(error: rusqlite::Error) -> StoreError {
+    let reason = match &error {
+        rusqlite::Error::SqliteFailure(e, _) => describe_sqlite(e.extended_code),
+        _ => "the database failed unexpectedly (the server log has the details)".to_string(),
+    };
+    tracing::error!(error = %error, "store operation failed: {reason}");
+    StoreError::Unavailable(reason)
+}
+
 /// SQLite's primary result codes (the low byte of the extended code).
 fn describe_sqlite(code: i32) -> String {
     let text = match code & 0xff {
@@ -1185,6 +1230,7 @@ fn escape_like(text: &str) -> String {
 mod batch;
 mod cache;
 mod keys;
+mod readers;
 
 /// Drops a session's cache entry when it goes out of scope.
 struct Forget<'a>(&'a Arc<cache::SessionCache>, TenantId, String);
@@ -1196,6 +1242,7 @@ impl Drop for Forget<'_> {
 }
 
 pub(crate) use batch::{BatchLimits, SqliteFile};
+pub(crate) use readers::Readers;
 
 /// Throwaway PostgreSQL clusters, shared with the integration tests.
 #[cfg(test)]

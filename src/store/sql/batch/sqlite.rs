@@ -23,7 +23,7 @@ use super::{
 };
 use crate::config::SyncMode;
 use crate::store::StoreError;
-use crate::store::sql::{describe_sqlite, micros, to_i64};
+use crate::store::sql::{micros, rusqlite_unavailable, to_i64};
 
 /// The database file the writer opens its connection on, and how.
 #[derive(Debug, Clone)]
@@ -254,10 +254,5 @@ fn is_unique_violation(error: &rusqlite::Error) -> bool {
 /// A database failure, in words for the caller (never SQL, never a path); the log line keeps
 /// the driver's own text.
 fn store(error: rusqlite::Error) -> BatchFailure {
-    let reason = match &error {
-        rusqlite::Error::SqliteFailure(e, _) => describe_sqlite(e.extended_code),
-        _ => "the database failed unexpectedly (the server log has the details)".to_string(),
-    };
-    tracing::error!(error = %error, "store operation failed: {reason}");
-    BatchFailure::Store(StoreError::Unavailable(reason))
+    BatchFailure::Store(rusqlite_unavailable(error))
 }
