@@ -50,8 +50,9 @@ use crate::domain::session::{
 pub(crate) enum Pools {
     /// SQLite: the file commits are written to (by the group commit's own connection), one
     /// connection for the other writes, and two kinds of readers (WAL lets them read while a
-    /// writer writes): the blocking connections of a turn's reads, and the async pool. SQLite runs one write transaction at a time; each of the two writers
-    /// starts its transactions with a write, so the second waits in SQLite's busy handler
+    /// writer writes): the blocking connections of a turn's reads, and the async pool.
+    /// SQLite runs one write transaction at a time; each of the two writers starts its
+    /// transactions with a write, so the second waits in SQLite's busy handler
     /// (`storage.connect_timeout_ms`) rather than failing with `SQLITE_BUSY`.
     Sqlite {
         /// Where commits go (see [`batch`]).
