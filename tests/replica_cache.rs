@@ -15,6 +15,20 @@ use contextd::SessionStore;
 use contextd::domain::TenantId;
 use contextd::domain::session::{Message, Role, Session, SharedMessage, Usage};
 
+/// Two replicas' stores on a new database of the shared cluster, with the database's name.
+async fn two_replicas() -> (
+    &'static Cluster,
+    String,
+    Arc<dyn SessionStore>,
+    Arc<dyn SessionStore>,
+) {
+    let cluster = Cluster::shared();
+    let url = cluster.create_database();
+    let database = url.rsplit('/').next().expect("a database name").to_string();
+    let (a, b) = (replica(&url).await, replica(&url).await);
+    (cluster, database, a, b)
+}
+
 /// One replica's store, with the session cache of the default configuration.
 async fn replica(url: &str) -> Arc<dyn SessionStore> {
     let mut config = test_config();
@@ -141,10 +155,7 @@ async fn turn_under_lease(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_use_their_caches_only_under_a_confirmed_lease() {
-    let cluster = Cluster::shared();
-    let url = cluster.create_database();
-    let database = url.rsplit('/').next().expect("a database name").to_string();
-    let (a, b) = (replica(&url).await, replica(&url).await);
+    let (cluster, database, a, b) = two_replicas().await;
     let tenant = TenantId::default();
     let id = "shared";
 
@@ -247,10 +258,7 @@ async fn replicas_use_their_caches_only_under_a_confirmed_lease() {
 /// meanwhile, is in the window the waiter reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_lease_sees_what_the_holder_committed() {
-    let cluster = Cluster::shared();
-    let url = cluster.create_database();
-    let database = url.rsplit('/').next().expect("a database name").to_string();
-    let (a, b) = (replica(&url).await, replica(&url).await);
+    let (cluster, database, a, b) = two_replicas().await;
     let tenant = TenantId::default();
     let id = "waited-for";
 
